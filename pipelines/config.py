@@ -1,0 +1,146 @@
+"""Typed settings, in one place, from defaults < a TOML file < environment variables.
+
+Every section is a frozen dataclass. A field ``bootstrap`` of section ``kafka`` is read from
+``[kafka] bootstrap = ...`` in the file named by ``--config`` / ``$BACKSTOP_CONFIG`` and is
+overridden by ``$BACKSTOP_KAFKA_BOOTSTRAP``. Values from the environment are converted to the
+field's declared type; a value that does not convert is a ``UserError`` naming the variable.
+Secrets (``*_password``, ``signing_key``) may also come from a file: ``$BACKSTOP_..._FILE``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import UserError
+
+ENV_PREFIX = "BACKSTOP_"
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaSettings:
+    """Where the broker is and how to talk to it.
+
+    ``security_protocol`` and the ``sasl_*`` / ``ssl_*`` fields are passed through unchanged to
+    every client the project makes (confluent-kafka and aiokafka alike).
+    """
+
+    bootstrap: str = "127.0.0.1:9092"
+    client_id: str = "backstop"
+    topic_prefix: str = ""
+    replication_factor: int = 1
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str = ""
+
+    def confluent_config(self) -> dict[str, str]:
+        """librdkafka properties for confluent-kafka clients."""
+        conf = {
+            "bootstrap.servers": self.bootstrap,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username
+            conf["sasl.password"] = self.sasl_password
+        if self.ssl_cafile:
+            conf["ssl.ca.location"] = self.ssl_cafile
+        return conf
+
+
+@dataclasses.dataclass(frozen=True)
+class SchemaRegistrySettings:
+    """A Confluent-compatible registry URL; empty means the embedded registry built from schemas/."""
+
+    url: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClickHouseSettings:
+    """The audit store: a ClickHouse server URL, or else the embedded chdb store at ``store``."""
+
+    url: str = ""
+    store: str = ".backstop/audit-store"
+    user: str = "default"
+    password: str = ""
+    database: str = "backstop"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    kafka: KafkaSettings = dataclasses.field(default_factory=KafkaSettings)
+    schema_registry: SchemaRegistrySettings = dataclasses.field(default_factory=SchemaRegistrySettings)
+    clickhouse: ClickHouseSettings = dataclasses.field(default_factory=ClickHouseSettings)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build ``Settings`` from the optional TOML file and the environment."""
+    env = os.environ if env is None else env
+    path = path or env.get(f"{ENV_PREFIX}CONFIG") or None
+    file_values: dict[str, Any] = {}
+    if path:
+        try:
+            file_values = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+    sections = {}
+    for section in dataclasses.fields(Settings):
+        section_type = typing.get_type_hints(Settings)[section.name]
+        from_file = file_values.get(section.name, {})
+        unknown = set(from_file) - {f.name for f in dataclasses.fields(section_type)}
+        if unknown:
+            raise UserError(f"config file {path}: unknown key(s) in [{section.name}]: {', '.join(sorted(unknown))}")
+        sections[section.name] = _load_section(section.name, section_type, from_file, env)
+    unknown_sections = set(file_values) - set(sections)
+    if unknown_sections:
+        raise UserError(f"config file {path}: unknown section(s): {', '.join(sorted(unknown_sections))}")
+    return Settings(**sections)
+
+
+def _load_section(name: str, cls: type, from_file: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        var = f"{ENV_PREFIX}{name}_{field.name}".upper()
+        if var in env:
+            values[field.name] = _convert(var, env[var], hints[field.name])
+        elif f"{var}_FILE" in env:
+            values[field.name] = _read_secret_file(f"{var}_FILE", env[f"{var}_FILE"])
+        elif field.name in from_file:
+            values[field.name] = _convert(f"[{name}] {field.name}", from_file[field.name], hints[field.name])
+    return cls(**values)
+
+
+def _read_secret_file(var: str, path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise UserError(f"{var}: cannot read secret file {path}: {exc.strerror}") from None
+
+
+def _convert(where: str, raw: Any, target: Any) -> Any:
+    try:
+        if target is bool:
+            if isinstance(raw, bool):
+                return raw
+            lowered = str(raw).strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if target in (int, float, str):
+            return target(raw)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: cannot read {raw!r} as {target.__name__}") from None
+    raise UserError(f"{where}: unsupported setting type {target}")

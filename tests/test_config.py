@@ -1,0 +1,62 @@
+"""Settings: defaults < TOML file < environment; bad values name their source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import load_settings
+from pipelines.errors import UserError
+
+
+def test_defaults_point_at_local_infra() -> None:
+    settings = load_settings(env={})
+    assert settings.kafka.bootstrap == "127.0.0.1:9092"
+    assert settings.clickhouse.url == ""  # no server: the embedded store is used
+
+
+def test_file_then_environment_override(tmp_path: Path) -> None:
+    path = tmp_path / "backstop.toml"
+    path.write_text('[kafka]\nbootstrap = "k1:9092"\nreplication_factor = 3\n[clickhouse]\nurl = "clickhouse://c:9000"\n')
+    from_file = load_settings(path, env={})
+    assert (from_file.kafka.bootstrap, from_file.kafka.replication_factor) == ("k1:9092", 3)
+    overridden = load_settings(path, env={"BACKSTOP_KAFKA_BOOTSTRAP": "k2:9092", "BACKSTOP_KAFKA_REPLICATION_FACTOR": "1"})
+    assert (overridden.kafka.bootstrap, overridden.kafka.replication_factor) == ("k2:9092", 1)
+    assert overridden.clickhouse.url == "clickhouse://c:9000"
+
+
+def test_config_file_named_by_environment(tmp_path: Path) -> None:
+    path = tmp_path / "b.toml"
+    path.write_text('[kafka]\ntopic_prefix = "staging."\n')
+    assert load_settings(env={"BACKSTOP_CONFIG": str(path)}).kafka.topic_prefix == "staging."
+
+
+def test_secret_from_file_and_sasl_passthrough(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    kafka = load_settings(env={"BACKSTOP_KAFKA_SASL_MECHANISM": "PLAIN", "BACKSTOP_KAFKA_SASL_USERNAME": "u",
+                               "BACKSTOP_KAFKA_SASL_PASSWORD_FILE": str(secret),
+                               "BACKSTOP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}).kafka
+    conf = kafka.confluent_config()
+    assert conf["sasl.password"] == "s3cret" and conf["security.protocol"] == "SASL_PLAINTEXT"
+
+
+@pytest.mark.parametrize(("env", "file_text", "fragment"), [
+    ({"BACKSTOP_KAFKA_REPLICATION_FACTOR": "three"}, None, "BACKSTOP_KAFKA_REPLICATION_FACTOR"),
+    ({}, "[kafka]\nbootstrapp = 'x'\n", "bootstrapp"),
+    ({}, "[kafak]\n", "kafak"),
+    ({}, "[kafka\n", "not valid TOML"),
+])
+def test_bad_settings_name_the_culprit(tmp_path: Path, env: dict, file_text: str | None, fragment: str) -> None:
+    path = None
+    if file_text is not None:
+        path = tmp_path / "bad.toml"
+        path.write_text(file_text)
+    with pytest.raises(UserError, match=fragment):
+        load_settings(path, env=env)
+
+
+def test_missing_config_file() -> None:
+    with pytest.raises(UserError, match="not found"):
+        load_settings("/nonexistent/backstop.toml", env={})
