@@ -1,0 +1,338 @@
+"""Breach detectors on event time, one state machine per key, with hysteresis.
+
+Each ``on_*`` method takes one observation (already decoded and validated by the shell), with
+its event time and an opaque reference to the event that carried it, and returns the breaches
+it caused. A late observation (older than the key's watermark allows) changes nothing and is
+counted in ``late_events``. Given the same observations in the same per-key order, the output
+is the same: that is what makes a Kafka run and an in-process replay agree.
+
+Default thresholds and their sources are in ``DetectorParams``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from statistics import median
+
+from pipelines.detect.breach import Breach, BreachKind
+from pipelines.detect.windows import HeldCondition, RollingWindow, Sample, Watermark
+
+SECOND_MS = 1000
+MINUTE_MS = 60 * SECOND_MS
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorParams:
+    """Thresholds and windows. Defaults, with where they come from:
+
+    - margin: liquidatable at margin ratio (MM / equity) >= 1 (Deribit, Paradex); a breach must
+      hold ``margin_grace_ms`` so one stale tick does not liquidate (Deribit liquidates in
+      rounds of about a second); it clears below 0.95 so it does not flap.
+    - equity below liquidation: ratio >= 1.5, i.e. equity under 2/3 of MM, where Hyperliquid's
+      liquidator vault takes an account over; immediate.
+    - index move: circuit-breaker levels 7 / 13 / 20 % (CME equity-futures limit levels) within
+      one hour of event time.
+    - IV jump: 10 vol points within 5 minutes.
+    - liquidity: depth within the price band under $250k for 30 s; clears at 1.5x.
+    - oracle: stale after 60 s without a publish; sources more than 2 % apart; more than 10 %
+      off the oracle's own 5-minute TWAP (Drift blocks liquidations at 50 % off its 5-minute
+      TWAP; a backstop should be stricter).
+    - withdraw-then-liquidate: a withdrawal of 10 %+ of equity within 15 minutes before a margin
+      breach (the March 2025 Hyperliquid ETH pattern).
+    - mark manipulation: a mark 25 %+ off its index while it backs open positions (Mango,
+      October 2022: MNGO x14 in 10 minutes; JELLY, March 2025: +400 %).
+    """
+
+    allowed_lateness_ms: int = 5 * SECOND_MS
+    margin_trigger_ratio: float = 1.0
+    margin_clear_ratio: float = 0.95
+    margin_grace_ms: int = 3 * SECOND_MS
+    liquidation_ratio: float = 1.5
+    index_move_levels: tuple[float, ...] = (0.07, 0.13, 0.20)
+    index_move_window_ms: int = 60 * MINUTE_MS
+    index_move_clear_fraction: float = 0.5
+    iv_jump_points: float = 0.10
+    iv_jump_window_ms: int = 5 * MINUTE_MS
+    depth_min_usd: float = 250_000.0
+    depth_clear_multiple: float = 1.5
+    depth_hold_ms: int = 30 * SECOND_MS
+    oracle_stale_ms: int = 60 * SECOND_MS
+    oracle_max_deviation: float = 0.02
+    oracle_twap_window_ms: int = 5 * MINUTE_MS
+    oracle_max_twap_deviation: float = 0.10
+    withdrawal_min_fraction: float = 0.10
+    withdrawal_lookback_ms: int = 15 * MINUTE_MS
+    mark_max_deviation: float = 0.25
+
+
+@dataclasses.dataclass
+class _AccountState:
+    margin: HeldCondition
+    liquidation: HeldCondition
+    withdrawals: list[tuple[int, float, str]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class _LevelState:
+    level: int = 0
+
+
+class Detectors:
+    """All detectors of one worker, keyed by account, underlying, instrument or oracle source."""
+
+    def __init__(self, params: DetectorParams | None = None) -> None:
+        self.params = params or DetectorParams()
+        self.late_events = 0
+        self._watermarks: dict[str, Watermark] = {}
+        self._accounts: dict[str, _AccountState] = {}
+        self._index_windows: dict[str, RollingWindow] = {}
+        self._index_levels: dict[str, _LevelState] = defaultdict(_LevelState)
+        self._iv_windows: dict[str, RollingWindow] = {}
+        self._iv_firing: set[str] = set()
+        self._depth: dict[str, HeldCondition] = {}
+        self._oracle_last: dict[str, dict[str, tuple[int, float, str]]] = defaultdict(dict)
+        self._oracle_twap: dict[str, RollingWindow] = {}
+        self._oracle_stale: set[tuple[str, str]] = set()
+        self._oracle_deviating: set[str] = set()
+        self._oracle_off_twap: set[str] = set()
+        self._mark_firing: set[str] = set()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _admit(self, stream: str, key: str, event_time_ms: int) -> bool:
+        watermark = self._watermarks.get(f"{stream}/{key}")
+        if watermark is None:
+            watermark = self._watermarks[f"{stream}/{key}"] = Watermark(self.params.allowed_lateness_ms)
+        if watermark.admit(event_time_ms):
+            return True
+        self.late_events += 1
+        return False
+
+    def _account(self, account: str) -> _AccountState:
+        state = self._accounts.get(account)
+        if state is None:
+            state = self._accounts[account] = _AccountState(
+                margin=HeldCondition(self.params.margin_grace_ms), liquidation=HeldCondition(0))
+        return state
+
+    # ------------------------------------------------------------------ accounts
+
+    def on_collateral(self, account: str, event_time_ms: int, change_usd: float, equity_usd: float,
+                      ref: str) -> list[Breach]:
+        """A collateral change; withdrawals large against equity are remembered for a while."""
+        if not self._admit("collateral", account, event_time_ms):
+            return []
+        state = self._account(account)
+        if change_usd < 0 and -change_usd >= self.params.withdrawal_min_fraction * max(equity_usd - change_usd, 0.0):
+            state.withdrawals.append((event_time_ms, -change_usd, ref))
+        horizon = event_time_ms - self.params.withdrawal_lookback_ms
+        state.withdrawals = [w for w in state.withdrawals if w[0] >= horizon]
+        return []
+
+    def on_margin(self, account: str, event_time_ms: int, margin_ratio: float, ref: str) -> list[Breach]:
+        """A revaluation of an account: margin ratio = maintenance margin / equity (inf if equity <= 0)."""
+        if not self._admit("margin", account, event_time_ms):
+            return []
+        p = self.params
+        state = self._account(account)
+        out: list[Breach] = []
+        margin = state.margin.update(event_time_ms, margin_ratio >= p.margin_trigger_ratio,
+                                     margin_ratio < p.margin_clear_ratio)
+        if margin:
+            since = state.margin.pending_since_ms if margin == "fire" else event_time_ms
+            out.append(Breach(BreachKind.MARGIN_SHORTFALL, account, event_time_ms, margin_ratio,
+                              p.margin_trigger_ratio, since if since is not None else event_time_ms, event_time_ms,
+                              (ref,), cleared=margin == "clear"))
+        liquidation = state.liquidation.update(event_time_ms, margin_ratio >= p.liquidation_ratio,
+                                               margin_ratio < p.margin_trigger_ratio)
+        if liquidation:
+            out.append(Breach(BreachKind.EQUITY_BELOW_LIQUIDATION, account, event_time_ms, margin_ratio,
+                              p.liquidation_ratio, event_time_ms, event_time_ms, (ref,),
+                              cleared=liquidation == "clear"))
+        fired = any(not b.cleared for b in out)
+        recent = [w for w in state.withdrawals if w[0] >= event_time_ms - p.withdrawal_lookback_ms]
+        if fired and recent:
+            first = recent[0]
+            out.append(Breach(BreachKind.WITHDRAW_THEN_BREACH, account, event_time_ms, sum(w[1] for w in recent),
+                              p.withdrawal_min_fraction, first[0], event_time_ms,
+                              tuple(w[2] for w in recent) + (ref,)))
+            state.withdrawals.clear()
+        return out
+
+    # ------------------------------------------------------------------ market
+
+    def on_index(self, underlying: str, event_time_ms: int, price: float, ref: str) -> list[Breach]:
+        """An index price: moves against the window's extremes, reported per circuit-breaker level."""
+        if not self._admit("index", underlying, event_time_ms):
+            return []
+        p = self.params
+        window = self._index_windows.get(underlying)
+        if window is None:
+            window = self._index_windows[underlying] = RollingWindow(p.index_move_window_ms, p.allowed_lateness_ms)
+        window.add(Sample(event_time_ms, price, ref))
+        samples = window.ending_at(event_time_ms)
+        high = max(samples, key=lambda s: s.value)
+        low = min(samples, key=lambda s: s.value)
+        down, up = 1.0 - price / high.value, price / low.value - 1.0
+        move, anchor = (down, high) if down >= up else (up, low)
+        level = sum(1 for threshold in p.index_move_levels if move >= threshold)
+        state = self._index_levels[underlying]
+        out: list[Breach] = []
+        if level > state.level:
+            state.level = level
+            signed = -down if anchor is high else up
+            out.append(Breach(BreachKind.INDEX_MOVE, underlying, event_time_ms, signed, p.index_move_levels[level - 1],
+                              anchor.event_time_ms, event_time_ms, (anchor.ref, ref), level=level))
+        elif state.level and move < p.index_move_levels[0] * p.index_move_clear_fraction:
+            state.level = 0
+            out.append(Breach(BreachKind.INDEX_MOVE, underlying, event_time_ms, move, p.index_move_levels[0],
+                              samples[0].event_time_ms, event_time_ms, (ref,), cleared=True))
+        out.extend(self._check_stale(underlying, event_time_ms, ref))
+        return out
+
+    def on_iv(self, key: str, event_time_ms: int, iv: float, ref: str) -> list[Breach]:
+        """An implied vol (per instrument, or an underlying's ATM): a rise of Y points within the window."""
+        if not self._admit("iv", key, event_time_ms):
+            return []
+        p = self.params
+        window = self._iv_windows.get(key)
+        if window is None:
+            window = self._iv_windows[key] = RollingWindow(p.iv_jump_window_ms, p.allowed_lateness_ms)
+        window.add(Sample(event_time_ms, iv, ref))
+        low = min(window.ending_at(event_time_ms), key=lambda s: s.value)
+        jump = iv - low.value
+        if key not in self._iv_firing and jump >= p.iv_jump_points:
+            self._iv_firing.add(key)
+            return [Breach(BreachKind.IV_JUMP, key, event_time_ms, jump, p.iv_jump_points, low.event_time_ms,
+                           event_time_ms, (low.ref, ref))]
+        if key in self._iv_firing and jump < p.iv_jump_points / 2:
+            self._iv_firing.discard(key)
+            return [Breach(BreachKind.IV_JUMP, key, event_time_ms, jump, p.iv_jump_points, low.event_time_ms,
+                           event_time_ms, (ref,), cleared=True)]
+        return []
+
+    def on_depth(self, instrument: str, event_time_ms: int, depth_usd: float, ref: str) -> list[Breach]:
+        """Order-book depth within the price band: too thin for long enough is liquidity stress."""
+        if not self._admit("depth", instrument, event_time_ms):
+            return []
+        p = self.params
+        held = self._depth.get(instrument)
+        if held is None:
+            held = self._depth[instrument] = HeldCondition(p.depth_hold_ms)
+        since = held.pending_since_ms
+        change = held.update(event_time_ms, depth_usd < p.depth_min_usd,
+                             depth_usd >= p.depth_min_usd * p.depth_clear_multiple)
+        if change is None:
+            return []
+        start = held.pending_since_ms if change == "fire" else (since or event_time_ms)
+        return [Breach(BreachKind.LIQUIDITY_DROP, instrument, event_time_ms, depth_usd, p.depth_min_usd,
+                       start if start is not None else event_time_ms, event_time_ms, (ref,),
+                       cleared=change == "clear")]
+
+    def on_oracle(self, underlying: str, source: str, event_time_ms: int, publish_time_ms: int, price: float,
+                  ref: str) -> list[Breach]:
+        """An oracle price: stale sources, sources disagreeing, and a price far off its own TWAP."""
+        if not self._admit(f"oracle/{source}", underlying, event_time_ms):
+            return []
+        p = self.params
+        out: list[Breach] = []
+        sources = self._oracle_last[underlying]
+        sources[source] = (publish_time_ms, price, ref)
+        if (underlying, source) in self._oracle_stale and event_time_ms - publish_time_ms <= p.oracle_stale_ms:
+            self._oracle_stale.discard((underlying, source))
+            out.append(Breach(BreachKind.ORACLE_STALE, f"{underlying}/{source}", event_time_ms,
+                              (event_time_ms - publish_time_ms) / SECOND_MS, p.oracle_stale_ms / SECOND_MS,
+                              publish_time_ms, event_time_ms, (ref,), cleared=True))
+        out.extend(self._check_stale(underlying, event_time_ms, ref))
+        fresh = {s: v for s, v in sources.items() if event_time_ms - v[0] <= p.oracle_stale_ms}
+        if len(fresh) >= 2:
+            prices = [v[1] for v in fresh.values()]
+            mid = median(prices)
+            spread = (max(prices) - min(prices)) / mid
+            refs = tuple(v[2] for _, v in sorted(fresh.items()))
+            if underlying not in self._oracle_deviating and spread >= p.oracle_max_deviation:
+                self._oracle_deviating.add(underlying)
+                out.append(Breach(BreachKind.ORACLE_DEVIATION, underlying, event_time_ms, spread,
+                                  p.oracle_max_deviation, min(v[0] for v in fresh.values()), event_time_ms, refs))
+            elif underlying in self._oracle_deviating and spread < p.oracle_max_deviation / 2:
+                self._oracle_deviating.discard(underlying)
+                out.append(Breach(BreachKind.ORACLE_DEVIATION, underlying, event_time_ms, spread,
+                                  p.oracle_max_deviation, event_time_ms, event_time_ms, refs, cleared=True))
+        out.extend(self._check_twap(underlying, event_time_ms, price, ref))
+        return out
+
+    def _check_twap(self, underlying: str, event_time_ms: int, price: float, ref: str) -> list[Breach]:
+        p = self.params
+        window = self._oracle_twap.get(underlying)
+        if window is None:
+            window = self._oracle_twap[underlying] = RollingWindow(p.oracle_twap_window_ms, p.allowed_lateness_ms)
+        window.add(Sample(event_time_ms, price, ref))
+        twap = time_weighted_average(window.ending_at(event_time_ms))
+        off = abs(price / twap - 1.0)
+        subject = f"{underlying}/twap"
+        if underlying not in self._oracle_off_twap and off >= p.oracle_max_twap_deviation:
+            self._oracle_off_twap.add(underlying)
+            return [Breach(BreachKind.ORACLE_DEVIATION, subject, event_time_ms, off, p.oracle_max_twap_deviation,
+                           event_time_ms - p.oracle_twap_window_ms, event_time_ms, (ref,))]
+        if underlying in self._oracle_off_twap and off < p.oracle_max_twap_deviation / 2:
+            self._oracle_off_twap.discard(underlying)
+            return [Breach(BreachKind.ORACLE_DEVIATION, subject, event_time_ms, off, p.oracle_max_twap_deviation,
+                           event_time_ms - p.oracle_twap_window_ms, event_time_ms, (ref,), cleared=True)]
+        return []
+
+    def _check_stale(self, underlying: str, event_time_ms: int, ref: str) -> list[Breach]:
+        """Every source of ``underlying`` that has not published within the stale limit, once each."""
+        p = self.params
+        out = []
+        for source, (published, _, source_ref) in sorted(self._oracle_last.get(underlying, {}).items()):
+            age = event_time_ms - published
+            if age > p.oracle_stale_ms and (underlying, source) not in self._oracle_stale:
+                self._oracle_stale.add((underlying, source))
+                out.append(Breach(BreachKind.ORACLE_STALE, f"{underlying}/{source}", event_time_ms, age / SECOND_MS,
+                                  p.oracle_stale_ms / SECOND_MS, published, event_time_ms, (source_ref, ref)))
+        return out
+
+    def on_mark(self, instrument: str, event_time_ms: int, mark: float, reference_price: float,
+                backing_notional_usd: float, ref: str) -> list[Breach]:
+        """A mark far from its index/oracle while it backs open positions: the Mango/JELLY pattern."""
+        if not self._admit("mark", instrument, event_time_ms):
+            return []
+        p = self.params
+        off = abs(mark / reference_price - 1.0)
+        if instrument not in self._mark_firing and off >= p.mark_max_deviation and backing_notional_usd > 0:
+            self._mark_firing.add(instrument)
+            return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, off, p.mark_max_deviation,
+                           event_time_ms, event_time_ms, (ref,))]
+        if instrument in self._mark_firing and off < p.mark_max_deviation / 2:
+            self._mark_firing.discard(instrument)
+            return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, off, p.mark_max_deviation,
+                           event_time_ms, event_time_ms, (ref,), cleared=True)]
+        return []
+
+    # ------------------------------------------------------------------ queries for the policy
+
+    def oracle_unreliable(self, underlying: str) -> bool:
+        """True while an oracle of ``underlying`` is stale, its sources disagree or it is off its
+        TWAP: liquidations on that underlying are suspended (Drift does the same)."""
+        return (underlying in self._oracle_deviating or underlying in self._oracle_off_twap
+                or any(u == underlying for u, _ in self._oracle_stale))
+
+    def circuit_level(self, underlying: str) -> int:
+        """The highest index-move level currently reached for ``underlying`` (0: none)."""
+        return self._index_levels[underlying].level if underlying in self._index_levels else 0
+
+
+def time_weighted_average(samples: list[Sample]) -> float:
+    """Each price weighted by how long it stood until the next one; the last counts one unit,
+    so a single sample is its own average."""
+    if len(samples) == 1:
+        return samples[0].value
+    total = weight = 0.0
+    for current, following in zip(samples, samples[1:]):
+        span = following.event_time_ms - current.event_time_ms
+        total += current.value * span
+        weight += span
+    total += samples[-1].value
+    weight += 1
+    return total / weight

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines.detect.breach import BreachKind
+from pipelines.detect.detectors import DetectorParams, Detectors
+
+S = 1000
+
+
+def kinds(breaches) -> list[tuple[str, bool]]:
+    return [(b.kind.value, b.cleared) for b in breaches]
+
+
+def test_margin_shortfall_needs_the_grace_period_and_clears_with_hysteresis() -> None:
+    d = Detectors(DetectorParams(margin_grace_ms=3 * S))
+    assert d.on_margin("a", 0, 1.05, "e0") == []
+    assert d.on_margin("a", 1 * S, 0.97, "e1") == []  # dipped but not cleared: still pending
+    fired = d.on_margin("a", 3 * S, 1.02, "e2")
+    assert kinds(fired) == [("margin_shortfall", False)]
+    assert (fired[0].window_start_ms, fired[0].window_end_ms) == (0, 3 * S)
+    assert d.on_margin("a", 4 * S, 0.99, "e3") == []  # hovering under the trigger: no flap
+    assert kinds(d.on_margin("a", 5 * S, 0.90, "e4")) == [("margin_shortfall", True)]
+
+
+def test_short_spike_does_not_fire() -> None:
+    d = Detectors(DetectorParams(margin_grace_ms=3 * S))
+    assert d.on_margin("a", 0, 1.2, "e0") == []
+    assert d.on_margin("a", 1 * S, 0.5, "e1") == []
+    assert d.on_margin("a", 10 * S, 0.5, "e2") == []
+
+
+def test_equity_below_liquidation_is_immediate() -> None:
+    d = Detectors()
+    out = d.on_margin("a", 0, 1.6, "e0")
+    assert ("equity_below_liquidation", False) in kinds(out)
+
+
+def test_withdraw_then_breach() -> None:
+    d = Detectors(DetectorParams(margin_grace_ms=0))
+    d.on_collateral("whale", 0, change_usd=-400_000, equity_usd=600_000, ref="w1")
+    out = d.on_margin("whale", 60 * S, 1.1, "m1")
+    withdraw = [b for b in out if b.kind is BreachKind.WITHDRAW_THEN_BREACH]
+    assert len(withdraw) == 1 and withdraw[0].value == 400_000 and withdraw[0].triggers == ("w1", "m1")
+    # a small withdrawal, or one long before, is not the pattern
+    d2 = Detectors(DetectorParams(margin_grace_ms=0))
+    d2.on_collateral("b", 0, change_usd=-1_000, equity_usd=600_000, ref="w")
+    d2.on_collateral("c", 0, change_usd=-400_000, equity_usd=600_000, ref="w")
+    assert not [b for b in d2.on_margin("b", S, 1.1, "m") if b.kind is BreachKind.WITHDRAW_THEN_BREACH]
+    assert not [b for b in d2.on_margin("c", 3600 * S, 1.1, "m") if b.kind is BreachKind.WITHDRAW_THEN_BREACH]
+
+
+def test_index_move_reports_each_circuit_level_once_then_clears() -> None:
+    d = Detectors()
+    levels = []
+    for i, price in enumerate([100.0, 95.0, 92.0, 91.0, 86.0, 79.0, 78.0]):
+        levels += [(b.level, round(b.value, 2)) for b in d.on_index("BTC", i * 60 * S, price, f"i{i}")]
+    assert levels == [(1, -0.08), (2, -0.14), (3, -0.21)]
+    assert d.circuit_level("BTC") == 3
+    # an hour later the window has rolled past the crash; a calm price clears the level
+    out = d.on_index("BTC", 2 * 3600 * S, 78.5, "late-calm")
+    assert kinds(out) == [("index_move", True)]
+    assert d.circuit_level("BTC") == 0
+
+
+def test_index_move_up_also_counts() -> None:
+    d = Detectors()
+    d.on_index("ETH", 0, 100.0, "a")
+    out = d.on_index("ETH", 60 * S, 108.0, "b")
+    assert out[0].level == 1 and out[0].value > 0
+
+
+def test_iv_jump() -> None:
+    d = Detectors()
+    assert d.on_iv("BTC", 0, 0.50, "v0") == []
+    assert d.on_iv("BTC", 60 * S, 0.58, "v1") == []
+    out = d.on_iv("BTC", 120 * S, 0.62, "v2")
+    assert kinds(out) == [("iv_jump", False)] and abs(out[0].value - 0.12) < 1e-12
+    assert d.on_iv("BTC", 180 * S, 0.65, "v3") == []
+    # ten minutes on, the 5-minute window no longer holds the low: the jump is gone
+    assert kinds(d.on_iv("BTC", 600 * S, 0.65, "v4")) == [("iv_jump", True)]
+
+
+def test_liquidity_drop_held_for_t_seconds() -> None:
+    d = Detectors(DetectorParams(depth_min_usd=100.0, depth_hold_ms=30 * S))
+    assert d.on_depth("X", 0, 50.0, "d0") == []
+    assert d.on_depth("X", 29 * S, 50.0, "d1") == []
+    assert kinds(d.on_depth("X", 30 * S, 60.0, "d2")) == [("liquidity_drop", False)]
+    assert d.on_depth("X", 40 * S, 120.0, "d3") == []  # above the floor but below 1.5x: still stressed
+    assert kinds(d.on_depth("X", 50 * S, 150.0, "d4")) == [("liquidity_drop", True)]
+
+
+def test_oracle_stale_deviation_and_twap() -> None:
+    d = Detectors()
+    assert d.on_oracle("BTC", "pyth", 0, 0, 100.0, "p0") == []
+    assert d.on_oracle("BTC", "chainlink", S, S, 100.5, "c0") == []
+    out = d.on_oracle("BTC", "pyth", 2 * S, 2 * S, 103.0, "p1")  # sources 2.5 % apart
+    assert ("oracle_deviation", False) in kinds(out)
+    assert d.oracle_unreliable("BTC")
+    out = d.on_index("BTC", 120 * S, 101.0, "i0")  # chainlink silent for 119 s
+    assert [b.subject for b in out if b.kind is BreachKind.ORACLE_STALE] == ["BTC/chainlink", "BTC/pyth"]
+    out = d.on_oracle("BTC", "chainlink", 121 * S, 121 * S, 101.0, "c1")
+    assert ("oracle_stale", True) in kinds(out)
+    d2 = Detectors()
+    for i in range(10):
+        d2.on_oracle("ETH", "pyth", i * 10 * S, i * 10 * S, 100.0, f"e{i}")
+    out = d2.on_oracle("ETH", "pyth", 100 * S, 100 * S, 115.0, "spike")
+    assert [b.subject for b in out] == ["ETH/twap"]
+
+
+def test_mark_manipulation_only_when_it_backs_positions() -> None:
+    d = Detectors()
+    assert d.on_mark("MNGO-PERPETUAL", 0, 0.55, 0.038, backing_notional_usd=0.0, ref="m0") == []
+    out = d.on_mark("MNGO-PERPETUAL", S, 0.55, 0.038, backing_notional_usd=1e8, ref="m1")
+    assert kinds(out) == [("mark_manipulation", False)]
+    assert kinds(d.on_mark("MNGO-PERPETUAL", 2 * S, 0.039, 0.038, 1e8, "m2")) == [("mark_manipulation", True)]
+
+
+def test_late_events_are_counted_and_change_nothing() -> None:
+    d = Detectors(DetectorParams(allowed_lateness_ms=5 * S, margin_grace_ms=0))
+    d.on_margin("a", 100 * S, 0.5, "e0")
+    assert d.on_margin("a", 10 * S, 5.0, "late") == []
+    assert d.late_events == 1
+    assert d.on_margin("a", 101 * S, 0.5, "e1") == []
+
+
+EVENTS = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 20), st.floats(0.5, 2.0)),
+                  max_size=60)
+
+
+@settings(max_examples=60)
+@given(EVENTS, st.randoms())
+def test_interleaving_across_keys_does_not_change_any_keys_breaches(events, rnd: random.Random) -> None:
+    """A Kafka consumer interleaves partitions arbitrarily; per-key order is all that is preserved."""
+    timed = [(acct, i * 500 + jitter * 100, ratio) for i, (acct, jitter, ratio) in enumerate(events)]
+
+    def run(sequence):
+        d = Detectors(DetectorParams(margin_grace_ms=2 * S))
+        out = {}
+        for n, (acct, t, ratio) in sequence:
+            out.setdefault(acct, []).extend(b.breach_id for b in d.on_margin(acct, t, ratio, f"{acct}:{n}"))
+        return out
+
+    numbered = list(enumerate(timed))
+    by_key: dict[str, list] = {}
+    for n, event in numbered:
+        by_key.setdefault(event[0], []).append((n, event))
+    queues = {k: v[:] for k, v in by_key.items()}
+    mixed = []
+    while queues:
+        key = rnd.choice(sorted(queues))
+        mixed.append(queues[key].pop(0))
+        if not queues[key]:
+            del queues[key]
+    assert run([(n, e) for n, e in numbered]) == run(mixed)
