@@ -1,0 +1,1 @@
+"""Action policy: turns breaches and exposures into actions (pure, deterministic, no I/O)."""
