@@ -1,0 +1,1 @@
+"""Execution: the venue adapter, the simulated venue, the liquidation waterfall and the executors."""
