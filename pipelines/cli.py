@@ -20,6 +20,7 @@ from pipelines.errors import UserError
 COMMANDS: tuple[str, ...] = (
     "pipelines.topics_cli",
     "pipelines.events.cli",
+    "pipelines.audit.cli",
 )
 
 

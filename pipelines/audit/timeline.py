@@ -1,0 +1,199 @@
+"""``backstop incident timeline``: one account's story, in event-time order, cause to effect.
+
+The story is assembled from the audit tables (every read with ``FINAL``, so redelivered copies
+never show twice): the account's own inputs (positions, collateral), the market inputs of what it
+trades (index and oracle prices of its underlyings, marks and vols of its instruments), its
+breaches (with the margin ratio), the actions answering them and the execution reports (fills
+with prices, fees and slippage). Each entry carries its Kafka coordinates and the ids of its
+causes: triggering events for a breach, breach ids for an action, the action id for a fill.
+
+Each table is queried on its own (simple, portable SQL: no JOIN, no window function) and the
+entries are merged here, ordered by event time, then cause before effect, then coordinates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any
+
+from pipelines.audit.render import iso_ms
+from pipelines.audit.store import Store
+
+KIND_ORDER = {"input": 0, "breach": 1, "action": 2, "execution": 3}
+MARKET_RECORDS = ("IndexPrice", "OraclePrice", "MarkPrice", "VolatilityUpdate")
+MAX_INPUTS = 20_000
+
+
+@dataclasses.dataclass
+class Entry:
+    time_ms: int
+    kind: str  # input | breach | action | execution
+    what: str  # record type, breach kind, action type or execution status
+    account: str
+    instrument: str = ""
+    price: float | None = None
+    margin_ratio: float | None = None
+    quantity: float | None = None
+    detail: str = ""
+    id: str = ""
+    causes: list[str] = dataclasses.field(default_factory=list)
+    coordinates: str = ""
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["time"] = iso_ms(self.time_ms)
+        return data
+
+
+def time_filter(start_ms: int | None, end_ms: int | None) -> tuple[str, dict[str, Any]]:
+    """A WHERE fragment on event_time_ms, with the day partitions pruned through event_date."""
+    parts, params = [], {}
+    if start_ms is not None:
+        parts.append("event_date >= %(from_date)s AND event_time_ms >= %(from_ms)s")
+        params.update(from_date=_date(start_ms), from_ms=start_ms)
+    if end_ms is not None:
+        parts.append("event_date <= %(to_date)s AND event_time_ms <= %(to_ms)s")
+        params.update(to_date=_date(end_ms), to_ms=end_ms)
+    return (" AND ".join(parts) or "1"), params
+
+
+def _date(ms: int) -> datetime.date:
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).date()
+
+
+def _coords(row: dict[str, Any]) -> str:
+    return f"{row['kafka_topic']}/{row['kafka_partition']}@{row['kafka_offset']}"
+
+
+def _in(values: set[str]) -> tuple[str, ...]:
+    return tuple(sorted(values)) or ("",)
+
+
+def fetch(store: Store, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return store.query(sql, params).dicts()
+
+
+def timeline(store: Store, account: str, start_ms: int | None = None, end_ms: int | None = None, *,
+             include_market: bool = True) -> list[Entry]:
+    """The ordered story of ``account`` between ``start_ms`` and ``end_ms`` (inclusive, UTC epoch ms)."""
+    where, params = time_filter(start_ms, end_ms)
+    params["account"] = account
+    t = store.table
+    own_inputs = fetch(store, f"""
+        SELECT event_time_ms, record, account, underlying, instrument, price, quantity, sequence,
+               kafka_topic, kafka_partition, kafka_offset
+        FROM {t('inputs')} FINAL
+        WHERE account = %(account)s AND {where}
+        ORDER BY event_time_ms, kafka_topic, kafka_partition, kafka_offset""", params)
+    instruments = {r["instrument"] for r in own_inputs if r["instrument"]}
+    underlyings = {r["underlying"] for r in own_inputs if r["underlying"] and r["record"] == "PositionUpdate"}
+
+    breaches = fetch(store, f"""
+        SELECT event_time_ms, account, breach_id, kind, severity, underlying, instrument, observed, threshold,
+               margin_ratio, trigger_topics, trigger_partitions, trigger_offsets, trigger_event_ids,
+               kafka_topic, kafka_partition, kafka_offset
+        FROM {t('breaches')} FINAL
+        WHERE account = %(account)s AND {where}
+        ORDER BY event_time_ms, kafka_topic, kafka_partition, kafka_offset""", params)
+    actions = fetch(store, f"""
+        SELECT event_time_ms, account, action_id, action_type, instrument, side, quantity, limit_price, breach_ids,
+               param_keys, param_values, kafka_topic, kafka_partition, kafka_offset
+        FROM {t('actions')} FINAL
+        WHERE account = %(account)s AND {where}
+        ORDER BY event_time_ms, kafka_topic, kafka_partition, kafka_offset""", params)
+    executions = fetch(store, f"""
+        SELECT event_time_ms, account, execution_id, action_id, status, venue, instrument, side, filled_quantity,
+               avg_price, fee, fee_currency, slippage_bps, counterparty, reason,
+               kafka_topic, kafka_partition, kafka_offset
+        FROM {t('executions')} FINAL
+        WHERE account = %(account)s AND {where}
+        ORDER BY event_time_ms, kafka_topic, kafka_partition, kafka_offset""", params)
+    for row in breaches:
+        if row["underlying"]:
+            underlyings.add(row["underlying"])
+        if row["instrument"]:
+            instruments.add(row["instrument"])
+    for row in actions + executions:
+        if row["instrument"]:
+            instruments.add(row["instrument"])
+            underlyings.add(row["instrument"].split("-", 1)[0])
+
+    market: list[dict[str, Any]] = []
+    if include_market and (instruments or underlyings):
+        market = fetch(store, f"""
+            SELECT event_time_ms, record, account, underlying, instrument, price, index_price, iv,
+                   kafka_topic, kafka_partition, kafka_offset
+            FROM {t('inputs')} FINAL
+            WHERE account = '' AND {where}
+              AND ((record IN ('IndexPrice', 'OraclePrice') AND underlying IN %(underlyings)s)
+                   OR (record IN ('MarkPrice', 'VolatilityUpdate') AND instrument IN %(instruments)s))
+            ORDER BY event_time_ms, kafka_topic, kafka_partition, kafka_offset
+            LIMIT {MAX_INPUTS}""", {**params, "underlyings": _in(underlyings), "instruments": _in(instruments)})
+
+    entries: list[Entry] = []
+    for r in own_inputs:
+        if r["record"] == "PositionUpdate":
+            detail = f"position {r['quantity']:g} @ {r['price']:g} (seq {r['sequence']})"
+        elif r["record"] == "CollateralUpdate":
+            detail = f"collateral {r['underlying']} {r['quantity']:g} (seq {r['sequence']})"
+        else:
+            detail = r["record"]
+        entries.append(Entry(r["event_time_ms"], "input", r["record"], r["account"], r["instrument"],
+                             price=r["price"], quantity=r["quantity"], detail=detail, coordinates=_coords(r),
+                             id=_coords(r)))
+    for r in market:
+        subject = r["instrument"] or r["underlying"]
+        if r["record"] == "VolatilityUpdate":
+            detail = f"{subject} iv {r['iv']}"
+        elif r["record"] == "MarkPrice":
+            detail = f"{subject} mark {r['price']:g}" + (f" iv {r['iv']:g}" if r["iv"] is not None else "")
+        else:
+            detail = f"{subject} {r['record'].replace('Price', '').lower()} {r['price']:g}"
+        entries.append(Entry(r["event_time_ms"], "input", r["record"], "", r["instrument"] or r["underlying"],
+                             price=r["price"], detail=detail, coordinates=_coords(r), id=_coords(r)))
+    for r in breaches:
+        triggers = [eid or f"{topic}/{part}@{off}" for topic, part, off, eid in
+                    zip(r["trigger_topics"], r["trigger_partitions"], r["trigger_offsets"], r["trigger_event_ids"])]
+        entries.append(Entry(r["event_time_ms"], "breach", r["kind"], r["account"], r["instrument"],
+                             margin_ratio=r["margin_ratio"],
+                             detail=f"{r['severity']}: observed {r['observed']:g} vs threshold {r['threshold']:g}",
+                             id=r["breach_id"], causes=triggers, coordinates=_coords(r),
+                             fields={"observed": r["observed"], "threshold": r["threshold"], "severity": r["severity"]}))
+    for r in actions:
+        params_text = ", ".join(f"{k}={v}" for k, v in zip(r["param_keys"], r["param_values"]))
+        order = f"{r['side']} {r['quantity']:g}" if r["side"] else ""
+        if r["limit_price"] is not None:
+            order += f" limit {r['limit_price']:g}"
+        entries.append(Entry(r["event_time_ms"], "action", r["action_type"], r["account"], r["instrument"],
+                             price=r["limit_price"], quantity=r["quantity"],
+                             detail=" ".join(x for x in (order, params_text) if x), id=r["action_id"],
+                             causes=list(r["breach_ids"]), coordinates=_coords(r)))
+    for r in executions:
+        parts = [f"{r['venue']}"]
+        if r["filled_quantity"]:
+            parts.append(f"{r['side']} {r['filled_quantity']:g}" + (f" @ {r['avg_price']:g}" if r["avg_price"] is not None else ""))
+        if r["fee"]:
+            parts.append(f"fee {r['fee']:g} {r['fee_currency']}".rstrip())
+        if r["slippage_bps"] is not None:
+            parts.append(f"slippage {r['slippage_bps']:g}bps")
+        if r["counterparty"]:
+            parts.append(f"cpty {r['counterparty']}")
+        if r["reason"]:
+            parts.append(f"reason: {r['reason']}")
+        entries.append(Entry(r["event_time_ms"], "execution", r["status"], r["account"], r["instrument"],
+                             price=r["avg_price"], quantity=r["filled_quantity"], detail=" ".join(parts),
+                             id=r["execution_id"], causes=[r["action_id"]], coordinates=_coords(r),
+                             fields={"fee": r["fee"], "fee_currency": r["fee_currency"],
+                                     "slippage_bps": r["slippage_bps"], "venue": r["venue"]}))
+    entries.sort(key=lambda e: (e.time_ms, KIND_ORDER[e.kind], e.coordinates))
+    return entries
+
+
+COLUMNS = ("time", "kind", "what", "instrument", "price", "margin", "detail", "id", "causes")
+
+
+def rows(entries: list[Entry]) -> list[tuple]:
+    return [(iso_ms(e.time_ms), e.kind, e.what, e.instrument, e.price, e.margin_ratio, e.detail,
+             e.id if e.kind != "input" else "", ",".join(e.causes)) for e in entries]
