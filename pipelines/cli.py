@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "pipelines.topics_cli",
     "pipelines.events.cli",
     "pipelines.audit.cli",
+    "pipelines.execution.cli",
 )
 
 

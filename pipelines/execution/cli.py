@@ -1,0 +1,68 @@
+"""``backstop executor``: run one executor of the consumer group on the action topic."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer
+
+from pipelines.config import load_settings
+from pipelines.errors import UserError
+from pipelines.events.codec import default_codec
+from pipelines.execution.executor import Executor, ExecutorConfig
+from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
+from pipelines.kafka import client_config
+from pipelines.policy.signing import SigningKey
+from pipelines.topics import spec_for, topic_name
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("executor", help="carry out actions against a venue, exactly once")
+    parser.add_argument("--venue-config", required=True, metavar="JSON",
+                        help="simulated venue: books, LPs, insurance fund, ADL book, injected faults")
+    parser.add_argument("--ledger", default=".backstop/venue-ledger.sqlite",
+                        help="the simulated venue's durable ledger, shared by every executor on this host")
+    parser.add_argument("--instance-id", default=f"{socket.gethostname()}-{os.getpid()}",
+                        help="stable per executor: its Kafka transactional id (fences a zombie after restart)")
+    parser.add_argument("--group", default="backstop-executors", help="consumer group")
+    parser.add_argument("--bootstrap", help="broker address (default: settings kafka.bootstrap)")
+    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--max-actions", type=int, help="exit after handling this many actions")
+    parser.add_argument("--idle-exit", type=float, metavar="SECONDS", help="exit after this long without actions")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = load_settings(args.config)
+    kafka = settings.kafka
+    bootstrap = {"bootstrap.servers": args.bootstrap} if args.bootstrap else {}
+    try:
+        venue_config = SimulatedVenueConfig.from_json(json.loads(Path(args.venue_config).read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"--venue-config {args.venue_config}: {exc}") from None
+    Path(args.ledger).parent.mkdir(parents=True, exist_ok=True)
+    consumer = Consumer(client_config(kafka, **bootstrap, **{
+        "group.id": args.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed"}))
+    producer = Producer(client_config(kafka, **bootstrap, **{
+        "transactional.id": f"backstop-executor-{args.instance_id}", "enable.idempotence": True,
+        "linger.ms": 2}))
+    config = ExecutorConfig(
+        actions_topic=topic_name(spec_for("backstop.actions"), kafka.topic_prefix),
+        executions_topic=topic_name(spec_for("backstop.executions"), kafka.topic_prefix),
+        dead_letter_topic=topic_name(spec_for("backstop.deadletters"), kafka.topic_prefix),
+        batch_size=args.batch_size)
+    venue = SimulatedVenue(venue_config, args.ledger)
+    executor = Executor(consumer, producer, default_codec(), venue,
+                        SigningKey.from_env(), config)
+    stats = executor.run(max_actions=args.max_actions, idle_exit_s=args.idle_exit)
+    venue.close()
+    print(json.dumps(dataclasses.asdict(stats)))
+    return 0

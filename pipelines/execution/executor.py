@@ -1,0 +1,275 @@
+"""The executor: a confluent-kafka consumer group on the action topic that carries actions out
+against a venue exactly once.
+
+Exactly once, in two halves:
+- **Kafka side** — each batch is one Kafka transaction: the execution reports, the dead
+  letters and the consumed offsets commit together (``send_offsets_to_transaction``), and
+  consumers read reports with ``read_committed``. An executor killed mid-batch leaves an aborted
+  transaction: no report of it is ever seen, and its actions are delivered again.
+- **Venue side** — every venue call carries a client order id derived from the action id,
+  and the venue answers a repeated id with the order it already has instead of trading again
+  (the simulated venue keeps that ledger in SQLite; real exchanges do it with client order ids).
+  So the redelivered action finds its fill and reports it; it is not executed twice.
+
+Transient venue errors are retried with exponential backoff; past ``max_retry_s`` the batch is
+aborted and consumption rewinds to the last commit, so nothing is lost. Actions that cannot be
+decoded, carry a bad signature, have expired, or that the venue refuses for good are reported
+as rejected and dead-lettered; a bad signature is also logged as an alert. SIGTERM finishes the
+current batch, commits and exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+
+from pipelines.events.codec import Codec, DecodeError
+from pipelines.events.deadletter import dead_letter, message_timestamp_ms
+from pipelines.execution.venue import Order, Venue, VenueError
+from pipelines.execution.waterfall import WaterfallResult
+from pipelines.policy.actions import ActionType
+from pipelines.policy.signing import SigningKey
+
+log = logging.getLogger(__name__)
+
+RISK_FREE_TYPES = {ActionType.MARGIN_CALL, ActionType.REDUCE_ONLY}
+WATERFALL_STEPS = {
+    ActionType.PARTIAL_LIQUIDATION: "all",
+    ActionType.FULL_LIQUIDATION: "all",
+    ActionType.TRANSFER_TO_LP: "lp",
+    ActionType.INSURANCE_FUND: "fund",
+    ActionType.AUTO_DELEVERAGE: "fund",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorConfig:
+    actions_topic: str
+    executions_topic: str
+    dead_letter_topic: str
+    batch_size: int = 200
+    poll_timeout_s: float = 0.2
+    max_retry_s: float = 30.0
+    first_backoff_s: float = 0.1
+
+
+@dataclasses.dataclass
+class ExecutorStats:
+    actions: int = 0
+    reports: int = 0
+    rejected: int = 0
+    dead_lettered: int = 0
+    aborted_batches: int = 0
+
+
+class Rejected(Exception):
+    """An action that will never execute: reported as rejected and dead-lettered."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class Executor:
+    def __init__(self, consumer: Consumer, producer: Producer, codec: Codec, venue: Venue, key: SigningKey,
+                 config: ExecutorConfig, clock: Callable[[], float] = time.time) -> None:
+        self.consumer, self.producer, self.codec, self.venue = consumer, producer, codec, venue
+        self.key, self.config, self.clock = key, config, clock
+        self.stats = ExecutorStats()
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ loop
+
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def run(self, max_actions: int | None = None, idle_exit_s: float | None = None) -> ExecutorStats:
+        """Consume until stopped (SIGTERM/SIGINT), ``max_actions`` handled, or idle for ``idle_exit_s``."""
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.producer.init_transactions(30)
+        self.consumer.subscribe([self.config.actions_topic])
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                messages = []
+                for m in self.consumer.consume(self.config.batch_size, self.config.poll_timeout_s):
+                    if m.error() is None:
+                        messages.append(m)
+                    elif m.error().fatal():
+                        raise KafkaException(m.error())
+                    else:
+                        log.warning("consumer: %s", m.error().str())
+                if not messages:
+                    if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                        break
+                    continue
+                idle_since = time.monotonic()
+                self._process_batch(messages)
+                if max_actions is not None and self.stats.actions >= max_actions:
+                    break
+        finally:
+            self.consumer.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self.stats
+
+    def _process_batch(self, messages: list[Message]) -> None:
+        self.producer.begin_transaction()
+        try:
+            for message in messages:
+                self._handle(message)
+            self.producer.send_offsets_to_transaction(
+                _next_offsets(messages), self.consumer.consumer_group_metadata(), 30)
+            self.producer.commit_transaction(60)
+            self.stats.actions += len(messages)
+        except _GiveUp as exc:
+            log.warning("venue unavailable for %.0fs (%s); aborting the batch and rewinding", self.config.max_retry_s, exc)
+            self._abort_and_rewind(messages)
+
+    def _abort_and_rewind(self, messages: list[Message]) -> None:
+        self.producer.abort_transaction(30)
+        self.stats.aborted_batches += 1
+        first: dict[tuple[str, int], int] = {}
+        for m in messages:
+            first.setdefault((m.topic(), m.partition()), m.offset())
+        for (topic, partition), offset in first.items():
+            self.consumer.seek(TopicPartition(topic, partition, offset))
+
+    # ------------------------------------------------------------------ one action
+
+    def _handle(self, message: Message) -> None:
+        try:
+            action = self.codec.decode(message.value(), expected="Action").value
+        except DecodeError as exc:
+            self._dead_letter(message, exc.reason, str(exc))
+            return
+        try:
+            self._verify(action)
+            reports = self._execute(action)
+        except Rejected as exc:
+            if exc.reason == "bad_signature":
+                log.error("ALERT forged or corrupted action %s for account %s rejected (key id %r)",
+                          action["action_id"], action["account"], action.get("signing_key_id"))
+            self._dead_letter(message, exc.reason, str(exc))
+            reports = [self._report(action, 0, status="rejected", reason=f"{exc.reason}: {exc}")]
+            self.stats.rejected += 1
+        for report in reports:
+            self.producer.produce(self.config.executions_topic, key=message.key(),
+                                  value=self.codec.encode("ExecutionReport", report))
+        self.stats.reports += len(reports)
+
+    def _verify(self, action: dict[str, Any]) -> None:
+        if not action.get("signature") or not self.key.verify(action, action["signature"]):
+            raise Rejected("bad_signature", "signature missing or invalid")
+        expires = action.get("expires_at_ms")
+        if expires is not None and self.clock() * 1000 > expires:
+            raise Rejected("expired", f"expired at {expires}")
+        if action["action_type"] not in ActionType._value2member_map_:
+            raise Rejected("unknown_action_type", action["action_type"])
+
+    def _execute(self, action: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = ActionType(action["action_type"])
+        if kind in RISK_FREE_TYPES:
+            return [self._report(action, 0, status="accepted")]
+        if kind in (ActionType.HALT, ActionType.RESUME):
+            target = action["instrument"] or action["params"].get("underlying") or action["account"]
+            self._with_retry(lambda: self.venue.set_halted(target, kind is ActionType.HALT))
+            return [self._report(action, 0, status="accepted")]
+        if kind is ActionType.DELTA_HEDGE:
+            return [self._order_report(action)]
+        return self._liquidation_reports(action, WATERFALL_STEPS[kind])
+
+    def _order_report(self, action: dict[str, Any]) -> dict[str, Any]:
+        order = Order(action["action_id"], action["account"], _required(action, "instrument"),
+                      _required(action, "side"), action["quantity"], action["limit_price"])
+        result = self._with_retry(lambda: self.venue.place_order(order))
+        if result.status == "rejected":
+            raise Rejected("venue_rejected", result.reason)
+        return self._report(action, 0, status=result.status, filled=result.filled, price=result.avg_price,
+                            fee=result.fee_usd, slippage=result.slippage_bps, venue=self.venue.name,
+                            counterparty="book")
+
+    def _liquidation_reports(self, action: dict[str, Any], steps: str) -> list[dict[str, Any]]:
+        params = action["params"]
+        try:
+            mark, equity = float(params["mark"]), float(params["equity_usd"])
+        except (KeyError, ValueError):
+            raise Rejected("missing_params", "liquidation actions need params mark and equity_usd") from None
+        signed = action["quantity"] if action["side"] == "sell" else -action["quantity"]  # the position closed
+        result: WaterfallResult = self._with_retry(lambda: self.venue.liquidate(
+            action["action_id"], action["account"], _required(action, "instrument"), signed, mark, equity,
+            action["event_time_ms"], steps))
+        venue_of = {"book": self.venue.name, "lp": "lp", "insurance_fund": "insurance_fund", "adl": "adl"}
+        return [self._report(action, i, status="filled", filled=fill.quantity, price=fill.price, fee=fill.fee_usd,
+                             slippage=fill.slippage_bps, venue=venue_of[fill.step], counterparty=fill.counterparty)
+                for i, fill in enumerate(result.fills)]
+
+    def _with_retry(self, call: Callable[[], Any]) -> Any:
+        delay, deadline = self.config.first_backoff_s, time.monotonic() + self.config.max_retry_s
+        while True:
+            try:
+                return call()
+            except VenueError as exc:
+                if not exc.transient:
+                    raise Rejected("venue_rejected", str(exc)) from None
+                if time.monotonic() + delay > deadline or self._stop.is_set():
+                    raise _GiveUp(str(exc)) from None
+                log.info("transient venue error (%s); retrying in %.2fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _report(self, action: dict[str, Any], seq: int, *, status: str, filled: float = 0.0,
+                price: float | None = None, fee: float = 0.0, slippage: float | None = None,
+                venue: str = "", counterparty: str = "", reason: str | None = None) -> dict[str, Any]:
+        return {
+            "execution_id": f"{action['action_id']}/{seq}",
+            "action_id": action["action_id"],
+            "account": action["account"],
+            "status": status,
+            "venue": venue or self.venue.name,
+            "instrument": action.get("instrument"),
+            "side": action.get("side"),
+            "filled_quantity": filled,
+            "avg_price": price,
+            "fee": fee,
+            "fee_currency": "USD",
+            "slippage_bps": slippage,
+            "counterparty": counterparty,
+            "reason": reason,
+            "event_time_ms": int(self.clock() * 1000),
+        }
+
+    def _dead_letter(self, message: Message, reason: str, detail: str) -> None:
+        record = dead_letter(reason=reason, detail=detail, topic=message.topic(), partition=message.partition(),
+                             offset=message.offset(), value=message.value(), key=message.key(),
+                             message_timestamp_ms=message_timestamp_ms(message), consumer="executor",
+                             event_time_ms=int(self.clock() * 1000))
+        self.producer.produce(self.config.dead_letter_topic, key=message.topic().encode(),
+                              value=self.codec.encode("DeadLetter", record))
+        self.stats.dead_lettered += 1
+
+
+class _GiveUp(Exception):
+    """The venue stayed unavailable past the retry budget."""
+
+
+def _required(action: dict[str, Any], field: str) -> Any:
+    if not action.get(field):
+        raise Rejected("missing_field", f"{action['action_type']} needs {field}")
+    return action[field]
+
+
+def _next_offsets(messages: list[Message]) -> list[TopicPartition]:
+    last: dict[tuple[str, int], int] = {}
+    for m in messages:
+        last[(m.topic(), m.partition())] = max(last.get((m.topic(), m.partition()), -1), m.offset())
+    return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]

@@ -1,0 +1,269 @@
+"""The venue adapter interface, and a simulated venue realistic enough for tests and demos.
+
+The interface is what an executor needs from any venue: place an order (idempotent on the
+client order id, as every serious exchange API allows), look an order up by that id, cancel,
+read the book and positions, halt and resume instruments, and run the liquidation waterfall for
+an account (on a real venue, its liquidation engine; here, ``waterfall.liquidate``). A CCXT
+adapter would map ``place_order`` to ``create_order(..., params={"clientOrderId": ...})`` and
+``order`` to ``fetch_order``.
+
+``SimulatedVenue`` keeps what must survive an executor's death in SQLite — the order ledger
+keyed by client order id, positions, halts, the insurance fund, LP usage — so several executor
+processes share one venue and a redelivered action finds the order it already placed. Books are
+rebuilt per process from the configured depth. Latency and outages can be injected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipelines.execution.book import BUY, SELL, OrderBook
+from pipelines.execution.waterfall import (AdlCandidate, Fill, InsuranceFund, LiquidityPool, LiquidityProvider,
+                                           WaterfallParams, WaterfallResult, liquidate)
+
+
+class VenueError(Exception):
+    """A venue refusal. ``transient`` errors (outage, timeout, rate limit) are retried; others are final."""
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+    client_order_id: str
+    account: str
+    instrument: str
+    side: str
+    quantity: float
+    limit_price: float | None = None
+    reduce_only: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderResult:
+    client_order_id: str
+    status: str  # filled | partially_filled | rejected
+    filled: float
+    avg_price: float | None
+    fee_usd: float
+    slippage_bps: float | None
+    reason: str = ""
+
+
+class Venue(Protocol):
+    name: str
+
+    def place_order(self, order: Order) -> OrderResult: ...
+    def order(self, client_order_id: str) -> OrderResult | None: ...
+    def cancel_order(self, client_order_id: str) -> bool: ...
+    def book(self, instrument: str) -> OrderBook: ...
+    def positions(self, account: str) -> dict[str, float]: ...
+    def set_halted(self, instrument_or_underlying: str, halted: bool) -> None: ...
+    def liquidate(self, client_order_id: str, account: str, instrument: str, quantity: float, mark: float,
+                  equity_usd: float, now_ms: int, steps: str = "all") -> WaterfallResult: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatedVenueConfig:
+    """Books (``OrderBookDepth``-shaped dicts), LPs, fund, ADL book, fees and injected faults."""
+
+    books: Mapping[str, Mapping[str, Any]]
+    lps: Sequence[LiquidityProvider] = ()
+    insurance_fund_usd: float = 0.0
+    adl_candidates: Mapping[str, Sequence[AdlCandidate]] = dataclasses.field(default_factory=dict)
+    waterfall: WaterfallParams = WaterfallParams()
+    taker_fee: float = 0.0005
+    latency_s: float = 0.0
+    outage_calls: int = 0  # the first N calls fail with a transient error
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SimulatedVenueConfig":
+        return cls(
+            books=data["books"],
+            lps=[LiquidityProvider(lp["lp_id"], lp["capacity_usd"], lp["per_minute_usd"], lp["discount"],
+                                   frozenset(lp.get("instruments", ["*"]))) for lp in data.get("lps", [])],
+            insurance_fund_usd=data.get("insurance_fund_usd", 0.0),
+            adl_candidates={inst: [AdlCandidate(**c) for c in cands]
+                            for inst, cands in data.get("adl_candidates", {}).items()},
+            waterfall=WaterfallParams(**data.get("waterfall", {})),
+            taker_fee=data.get("taker_fee", 0.0005),
+            latency_s=data.get("latency_s", 0.0),
+            outage_calls=data.get("outage_calls", 0),
+        )
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (client_order_id TEXT PRIMARY KEY, result TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (account TEXT, instrument TEXT, quantity REAL, PRIMARY KEY (account, instrument));
+CREATE TABLE IF NOT EXISTS halts (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS fund (id INTEGER PRIMARY KEY CHECK (id = 1), balance REAL, drawn REAL);
+CREATE TABLE IF NOT EXISTS lp_usage (lp_id TEXT, at_ms INTEGER, usd REAL);
+CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER);
+"""
+
+
+class SimulatedVenue:
+    name = "simulated"
+
+    def __init__(self, config: SimulatedVenueConfig, ledger_path: str | Path) -> None:
+        self.config = config
+        self._books = {name: OrderBook.from_depth(depth) for name, depth in config.books.items()}
+        self._db = sqlite3.connect(str(ledger_path), timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._db.execute("INSERT OR IGNORE INTO fund VALUES (1, ?, 0)", (config.insurance_fund_usd,))
+        self._db.execute("INSERT OR IGNORE INTO calls VALUES (1, 0)")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------------ faults
+
+    def _call(self) -> None:
+        """Every venue call: injected latency, then the injected outage (shared across processes)."""
+        if self.config.latency_s:
+            time.sleep(self.config.latency_s)
+        if self.config.outage_calls:
+            (n,), = self._db.execute("UPDATE calls SET n = n + 1 WHERE id = 1 RETURNING n").fetchall()
+            if n <= self.config.outage_calls:
+                raise VenueError(f"simulated outage (call {n} of {self.config.outage_calls})", transient=True)
+
+    # ------------------------------------------------------------------ queries
+
+    def order(self, client_order_id: str) -> OrderResult | None:
+        row = self._db.execute("SELECT result FROM orders WHERE client_order_id = ?", (client_order_id,)).fetchone()
+        return OrderResult(**json.loads(row[0])) if row else None
+
+    def book(self, instrument: str) -> OrderBook:
+        try:
+            return self._books[instrument]
+        except KeyError:
+            raise VenueError(f"unknown instrument {instrument}", transient=False) from None
+
+    def positions(self, account: str) -> dict[str, float]:
+        rows = self._db.execute("SELECT instrument, quantity FROM positions WHERE account = ?", (account,))
+        return {instrument: qty for instrument, qty in rows if qty}
+
+    def halted(self, instrument: str) -> bool:
+        names = (instrument, instrument.split("-")[0])
+        return self._db.execute("SELECT 1 FROM halts WHERE name IN (?, ?)", names).fetchone() is not None
+
+    @property
+    def insurance_fund_usd(self) -> float:
+        return self._db.execute("SELECT balance FROM fund WHERE id = 1").fetchone()[0]
+
+    # ------------------------------------------------------------------ commands
+
+    def set_halted(self, instrument_or_underlying: str, halted: bool) -> None:
+        self._call()
+        if halted:
+            self._db.execute("INSERT OR IGNORE INTO halts VALUES (?)", (instrument_or_underlying,))
+        else:
+            self._db.execute("DELETE FROM halts WHERE name = ?", (instrument_or_underlying,))
+
+    def cancel_order(self, client_order_id: str) -> bool:
+        self._call()
+        return False  # market orders fill or die at once: there is never anything resting to cancel
+
+    def place_order(self, order: Order) -> OrderResult:
+        """A market order with an optional limit (immediate-or-cancel), idempotent on its client id."""
+        self._call()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            existing = self.order(order.client_order_id)
+            if existing is not None:
+                self._db.execute("COMMIT")
+                return existing
+            result = self._match(order)
+            self._record(order.client_order_id, result)
+            if result.filled:
+                signed = result.filled if order.side == BUY else -result.filled
+                self._move_position(order.account, order.instrument, signed)
+            self._db.execute("COMMIT")
+            return result
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _match(self, order: Order) -> OrderResult:
+        held = self.positions(order.account).get(order.instrument, 0.0)
+        signed = order.quantity if order.side == BUY else -order.quantity
+        reduces = held * signed < 0 and abs(signed) <= abs(held) + 1e-12
+        if self.halted(order.instrument) and not reduces:
+            return OrderResult(order.client_order_id, "rejected", 0.0, None, 0.0, None, "instrument halted: reduce-only")
+        if order.reduce_only and not reduces:
+            return OrderResult(order.client_order_id, "rejected", 0.0, None, 0.0, None, "reduce-only order would increase")
+        sweep = self.book(order.instrument).sweep(order.side, order.quantity, order.limit_price)
+        if not sweep.filled:
+            return OrderResult(order.client_order_id, "rejected", 0.0, None, 0.0, None, "no liquidity within limit")
+        status = "filled" if sweep.filled >= order.quantity - 1e-12 else "partially_filled"
+        return OrderResult(order.client_order_id, status, sweep.filled, sweep.avg_price,
+                           sweep.notional * self.config.taker_fee, sweep.slippage_bps)
+
+    def liquidate(self, client_order_id: str, account: str, instrument: str, quantity: float, mark: float,
+                  equity_usd: float, now_ms: int, steps: str = "all") -> WaterfallResult:
+        """Close ``quantity`` (signed: the position being closed) through the waterfall; idempotent.
+
+        ``steps``: ``all``; ``lp`` (skip the book: the transfer-to-LP action); ``fund`` (skip book
+        and LPs)."""
+        self._call()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self._db.execute("SELECT result FROM orders WHERE client_order_id = ?", (client_order_id,)).fetchone()
+            if row is not None:
+                self._db.execute("COMMIT")
+                return _result_from_json(json.loads(row[0]))
+            book = self.book(instrument) if steps == "all" else OrderBook([], [])
+            pool = LiquidityPool(self.config.lps if steps in ("all", "lp") else [])
+            for lp_id, at_ms, usd in self._db.execute("SELECT lp_id, at_ms, usd FROM lp_usage"):
+                provider = next((lp for lp in pool.providers if lp.lp_id == lp_id), None)
+                if provider is not None:
+                    pool.record(provider, at_ms, usd)
+            balance, drawn = self._db.execute("SELECT balance, drawn FROM fund WHERE id = 1").fetchone()
+            fund = InsuranceFund(balance, drawn)
+            result = liquidate(account, instrument, quantity, mark, equity_usd, book, pool, fund,
+                               self.config.adl_candidates.get(instrument, ()), now_ms, self.config.waterfall)
+            for fill in result.fills:
+                if fill.step == "lp":
+                    self._db.execute("INSERT INTO lp_usage VALUES (?, ?, ?)", (fill.counterparty, fill.event_time_ms,
+                                                                               fill.quantity * mark))
+            self._db.execute("UPDATE fund SET balance = ?, drawn = ? WHERE id = 1", (fund.balance_usd, fund.drawn_usd))
+            self._move_position(account, instrument, -quantity)
+            self._db.execute("INSERT INTO orders VALUES (?, ?, ?)",
+                             (client_order_id, json.dumps(_result_to_json(result)), time.time()))
+            self._db.execute("COMMIT")
+            return result
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _record(self, client_order_id: str, result: OrderResult) -> None:
+        self._db.execute("INSERT INTO orders VALUES (?, ?, ?)",
+                         (client_order_id, json.dumps(dataclasses.asdict(result)), time.time()))
+
+    def _move_position(self, account: str, instrument: str, signed_quantity: float) -> None:
+        self._db.execute(
+            "INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT (account, instrument) "
+            "DO UPDATE SET quantity = quantity + excluded.quantity", (account, instrument, signed_quantity))
+
+    def seed_position(self, account: str, instrument: str, quantity: float) -> None:
+        """Set an account's position (tests and demos start from a book of positions)."""
+        self._db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)", (account, instrument, quantity))
+
+
+def _result_to_json(result: WaterfallResult) -> dict[str, Any]:
+    data = dataclasses.asdict(result)
+    data["fills"] = [dataclasses.asdict(f) for f in result.fills]
+    return data
+
+
+def _result_from_json(data: dict[str, Any]) -> WaterfallResult:
+    return WaterfallResult(**{**data, "fills": tuple(Fill(**f) for f in data["fills"])})

@@ -1,0 +1,188 @@
+"""Executors on the real broker: exactly once across a SIGKILL, forged actions rejected, the
+waterfall's fills adding up, transient venue outages retried."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from pipelines.config import KafkaSettings
+from pipelines.events.codec import default_codec
+from pipelines.execution.executor import Executor, ExecutorConfig
+from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
+from pipelines.policy.actions import ActionType, make_action
+from pipelines.policy.signing import SigningKey
+from pipelines.topics_cli import create_topics
+
+pytestmark = pytest.mark.kafka
+
+SECRET = "executor-test-signing-key-0123456789"
+KEY = SigningKey("default", SECRET.encode())
+DEEP = {"instrument": "BTC-PERPETUAL", "bids": [{"price": 60_000 - i, "quantity": 50.0} for i in range(1, 40)],
+        "asks": [{"price": 60_000 + i, "quantity": 50.0} for i in range(1, 40)]}
+
+
+@pytest.fixture
+def prefix(kafka_bootstrap: str) -> str:
+    prefix = f"x{uuid.uuid4().hex[:8]}."
+    create_topics(KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix))
+    return prefix
+
+
+def produce_actions(bootstrap: str, prefix: str, actions: list[dict]) -> None:
+    codec = default_codec()
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for action in actions:
+        producer.produce(f"{prefix}backstop.actions", key=action["account"].encode(),
+                         value=codec.encode("Action", action))
+    assert producer.flush(30) == 0
+
+
+def read_topic(bootstrap: str, topic: str, record: str, until: int, timeout_s: float = 60.0) -> list[dict]:
+    """Committed records on ``topic`` (read_committed), waiting until ``until`` are there."""
+    codec = default_codec()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+                         "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < until and time.monotonic() < deadline:
+            for m in consumer.consume(500, 0.5):
+                if m.error() is None:
+                    out.append(codec.decode(m.value(), expected=record).value)
+    finally:
+        consumer.close()
+    return out
+
+
+def executor_config(prefix: str) -> ExecutorConfig:
+    return ExecutorConfig(f"{prefix}backstop.actions", f"{prefix}backstop.executions", f"{prefix}backstop.deadletters")
+
+
+def in_process_executor(bootstrap: str, prefix: str, venue: SimulatedVenue, key: SigningKey = KEY) -> Executor:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}executors", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"{prefix}exec-test"})
+    return Executor(consumer, producer, default_codec(), venue, key, executor_config(prefix))
+
+
+def hedge(i: int) -> dict:
+    return make_action(KEY, ActionType.DELTA_HEDGE, f"acct-{i % 30}", 1_795_000_000_000 + i,
+                       instrument="BTC-PERPETUAL", side="buy" if i % 2 else "sell", quantity=0.1 + i / 1000,
+                       limit_price=None, breach_ids=[f"b{i}"])
+
+
+@pytest.mark.slow
+def test_two_executors_and_a_sigkill_execute_every_action_exactly_once(kafka_bootstrap: str, prefix: str,
+                                                                      tmp_path: Path) -> None:
+    venue_file = tmp_path / "venue.json"
+    venue_file.write_text(json.dumps({"books": {"BTC-PERPETUAL": DEEP}, "latency_s": 0.02}))
+    ledger = tmp_path / "ledger.sqlite"
+    actions = [hedge(i) for i in range(240)]
+    produce_actions(kafka_bootstrap, prefix, actions)
+    env = dict(os.environ, BACKSTOP_ACTIONS_SIGNING_KEY=SECRET, BACKSTOP_KAFKA_TOPIC_PREFIX=prefix)
+
+    def start(name: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "executor", "--venue-config", str(venue_file), "--ledger",
+             str(ledger), "--instance-id", f"{prefix}{name}", "--group", f"{prefix}executors", "--bootstrap",
+             kafka_bootstrap, "--batch-size", "20"],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "ab"), start_new_session=True)
+
+    executors = {"e1": start("e1"), "e2": start("e2")}
+    try:
+        reports = read_topic(kafka_bootstrap, f"{prefix}backstop.executions", "ExecutionReport", until=40, timeout_s=60)
+        assert len(reports) >= 40, (tmp_path / "e1.log").read_text()[-2000:]
+        os.killpg(executors["e1"].pid, signal.SIGKILL)  # mid-stream, most likely mid-batch
+        executors["e1"].wait()
+        executors["e1"] = start("e1")  # same transactional id: fences the dead one's open transaction
+        reports = read_topic(kafka_bootstrap, f"{prefix}backstop.executions", "ExecutionReport",
+                             until=len(actions), timeout_s=120)
+    finally:
+        for proc in executors.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=60)
+    counts = collections.Counter(r["action_id"] for r in reports)
+    assert set(counts) == {a["action_id"] for a in actions}
+    assert set(counts.values()) == {1}, [a for a, n in counts.items() if n > 1][:5]
+    with sqlite3.connect(ledger) as db:
+        (orders,), = db.execute("SELECT count(*) FROM orders").fetchall()
+        positions = dict(db.execute("SELECT account, quantity FROM positions").fetchall())
+    assert orders == len(actions)
+    expected: dict[str, float] = collections.defaultdict(float)
+    for a in actions:
+        expected[a["account"]] += a["quantity"] if a["side"] == "buy" else -a["quantity"]
+    assert positions == pytest.approx(dict(expected))
+
+
+def test_forged_action_is_rejected_dead_lettered_and_never_executed(kafka_bootstrap: str, prefix: str,
+                                                                    tmp_path: Path) -> None:
+    venue = SimulatedVenue(SimulatedVenueConfig(books={"BTC-PERPETUAL": DEEP}), tmp_path / "ledger.sqlite")
+    forged = make_action(SigningKey("default", b"attacker-key-0123456789"), ActionType.DELTA_HEDGE, "victim",
+                         1_795_000_000_000, instrument="BTC-PERPETUAL", side="sell", quantity=100.0)
+    tampered = {**hedge(1), "quantity": 500.0}
+    produce_actions(kafka_bootstrap, prefix, [forged, tampered, hedge(2)])
+    stats = in_process_executor(kafka_bootstrap, prefix, venue).run(idle_exit_s=3)
+    assert (stats.actions, stats.rejected, stats.dead_lettered) == (3, 2, 2)
+    reports = {r["action_id"]: r for r in read_topic(kafka_bootstrap, f"{prefix}backstop.executions",
+                                                     "ExecutionReport", until=3)}
+    assert reports[forged["action_id"]]["status"] == "rejected"
+    assert reports[forged["action_id"]]["reason"].startswith("bad_signature")
+    assert reports[hedge(2)["action_id"]]["status"] == "filled"
+    letters = read_topic(kafka_bootstrap, f"{prefix}backstop.deadletters", "DeadLetter", until=2)
+    assert [d["reason"] for d in letters] == ["bad_signature", "bad_signature"]
+    assert venue.order(forged["action_id"]) is None and venue.order(tampered["action_id"]) is None
+    assert venue.positions("victim") == {}
+
+
+def test_thin_book_liquidation_goes_book_lp_fund_adl_and_adds_up(kafka_bootstrap: str, prefix: str,
+                                                                  tmp_path: Path) -> None:
+    mark = 100.0
+    config = SimulatedVenueConfig.from_json({
+        "books": {"ALT-PERPETUAL": {"bids": [{"price": mark - 0.5 * i, "quantity": 2.0} for i in range(1, 5)],
+                                    "asks": [{"price": mark + 0.5 * i, "quantity": 2.0} for i in range(1, 5)]}},
+        "lps": [{"lp_id": "lp-1", "capacity_usd": 2_500.0, "per_minute_usd": 100_000.0, "discount": 0.03},
+                {"lp_id": "lp-2", "capacity_usd": 1_500.0, "per_minute_usd": 100_000.0, "discount": 0.04}],
+        "insurance_fund_usd": 150.0,
+        "adl_candidates": {"ALT-PERPETUAL": [{"account": "short-winner", "quantity": -500.0, "avg_price": 130.0,
+                                              "equity_usd": 5_000.0}]},
+        "waterfall": {"max_clips": 4},
+    })
+    venue = SimulatedVenue(config, tmp_path / "ledger.sqlite")
+    venue.seed_position("bankrupt", "ALT-PERPETUAL", 100.0)
+    action = make_action(KEY, ActionType.FULL_LIQUIDATION, "bankrupt", 1_795_000_000_000, instrument="ALT-PERPETUAL",
+                         side="sell", quantity=100.0, params={"mark": str(mark), "equity_usd": "-300"})
+    produce_actions(kafka_bootstrap, prefix, [action])
+    in_process_executor(kafka_bootstrap, prefix, venue).run(idle_exit_s=3)
+    reports = read_topic(kafka_bootstrap, f"{prefix}backstop.executions", "ExecutionReport", until=4)
+    by_venue: dict[str, float] = collections.defaultdict(float)
+    for r in reports:
+        by_venue[r["venue"]] += r["filled_quantity"]
+    assert list(by_venue) == ["simulated", "lp", "insurance_fund", "adl"]
+    assert sum(by_venue.values()) == pytest.approx(100.0)
+    assert by_venue["lp"] == pytest.approx(40.0)
+    assert venue.insurance_fund_usd == pytest.approx(0.0)
+    assert venue.positions("bankrupt") == {}
+
+
+def test_transient_outage_is_retried_and_executes_once(kafka_bootstrap: str, prefix: str, tmp_path: Path) -> None:
+    venue = SimulatedVenue(SimulatedVenueConfig(books={"BTC-PERPETUAL": DEEP}, outage_calls=3), tmp_path / "l.sqlite")
+    produce_actions(kafka_bootstrap, prefix, [hedge(7)])
+    stats = in_process_executor(kafka_bootstrap, prefix, venue).run(idle_exit_s=3)
+    assert stats.aborted_batches == 0 and stats.reports == 1
+    reports = read_topic(kafka_bootstrap, f"{prefix}backstop.executions", "ExecutionReport", until=1)
+    assert [r["status"] for r in reports] == ["filled"]
