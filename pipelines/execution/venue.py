@@ -116,7 +116,7 @@ class SimulatedVenue:
     def __init__(self, config: SimulatedVenueConfig, ledger_path: str | Path) -> None:
         self.config = config
         self._books = {name: OrderBook.from_depth(depth) for name, depth in config.books.items()}
-        self._db = sqlite3.connect(str(ledger_path), timeout=30, isolation_level=None)
+        self._db = sqlite3.connect(str(ledger_path), timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
         self._db.execute("INSERT OR IGNORE INTO fund VALUES (1, ?, 0)", (config.insurance_fund_usd,))
