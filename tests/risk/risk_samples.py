@@ -1,0 +1,14 @@
+"""Shared builders for the risk tests: a fixed market (imported as a module, like event_samples)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pipelines.risk.market import MarketState, UnderlyingMarket
+
+NOW_MS = int(dt.datetime(2026, 11, 23, 12, tzinfo=dt.timezone.utc).timestamp() * 1000)
+
+
+def market(btc: float = 60_000.0, vol: float = 0.55, rate: float = 0.0, **instrument_vols: float) -> MarketState:
+    return MarketState(NOW_MS, {"BTC": UnderlyingMarket(btc, vol, rate), "ETH": UnderlyingMarket(2_400.0, 0.7, rate)},
+                       dict(instrument_vols))
