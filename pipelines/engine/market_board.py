@@ -1,0 +1,89 @@
+"""The latest market state one shard has seen, and what the risk core needs from it.
+
+Fed by decoded market records (``IndexPrice``, ``MarkPrice``, ``VolatilityUpdate``,
+``OrderBookDepth``, ``OraclePrice``, ``InstrumentDefinition``). Prices are USD (linear
+contracts); an underlying's vol comes from an underlying-level ``VolatilityUpdate`` (no
+instrument), an instrument's from an instrument-level one or the mark's IV.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from pipelines.risk.adaptive import MarketConditions
+from pipelines.risk.market import MarketState, UnderlyingMarket
+
+DEPTH_BAND_BPS = 100  # depth is read within 1 % of mid, the adaptive engine's band
+
+
+@dataclasses.dataclass
+class MarketBoard:
+    default_vol: float = 0.6
+    index: dict[str, float] = dataclasses.field(default_factory=dict)
+    vol: dict[str, float] = dataclasses.field(default_factory=dict)
+    instrument_iv: dict[str, float] = dataclasses.field(default_factory=dict)
+    marks: dict[str, float] = dataclasses.field(default_factory=dict)
+    depth_usd: dict[str, float] = dataclasses.field(default_factory=dict)
+    definitions: dict[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def apply(self, record: str, value: Mapping[str, Any]) -> str | None:
+        """Update from one market record; return the underlying it moved (None if none)."""
+        if record == "IndexPrice":
+            self.index[value["underlying"]] = value["price"]
+            return value["underlying"]
+        if record == "VolatilityUpdate":
+            if value.get("iv") is None:
+                return None
+            if value.get("instrument"):
+                self.instrument_iv[value["instrument"]] = value["iv"]
+            else:
+                self.vol[value["underlying"]] = value["iv"]
+            return value["underlying"]
+        if record == "MarkPrice":
+            self.marks[value["instrument"]] = value["mark_price"]
+            if value.get("mark_iv"):
+                self.instrument_iv[value["instrument"]] = value["mark_iv"]
+            return value["underlying"]
+        if record == "OrderBookDepth":
+            reference = self.marks.get(value["instrument"]) or self.index.get(value["instrument"].split("-")[0])
+            self.depth_usd[value["instrument"]] = depth_within(value, DEPTH_BAND_BPS, reference)
+            return None
+        if record == "InstrumentDefinition":
+            self.definitions[value["instrument"]] = value
+            return None
+        return None
+
+    def market_state(self, time_ms: int, underlyings: set[str]) -> MarketState:
+        return MarketState(
+            time_ms,
+            {u: UnderlyingMarket(self.index[u], self.vol.get(u, self.default_vol)) for u in sorted(underlyings)},
+            {name: iv for name, iv in self.instrument_iv.items() if name.split("-")[0] in underlyings and iv > 0},
+        )
+
+    def conditions(self, realised_vol: Mapping[str, float]) -> MarketConditions:
+        """Realised vol and the thinnest perpetual depth per underlying, for the adaptive add-on."""
+        depth: dict[str, float] = {}
+        for instrument, usd in self.depth_usd.items():
+            underlying = instrument.split("-")[0]
+            depth[underlying] = min(depth.get(underlying, math.inf), usd)
+        return MarketConditions(realised_vol=dict(realised_vol), depth_usd=depth)
+
+
+def depth_within(depth: Mapping[str, Any], band_bps: int, reference_price: float | None) -> float:
+    """One-side USD depth within ``band_bps`` of mid (the thinner side counts): the published
+    band if there is one, else summed from the levels. Contracts are valued at mid (or, with no
+    levels, at ``reference_price``)."""
+    bids, asks = depth.get("bids", []), depth.get("asks", [])
+    mid = (bids[0]["price"] + asks[0]["price"]) / 2 if bids and asks else reference_price
+    if not mid:
+        return 0.0
+    for band in depth.get("bands", []):
+        if band["band_bps"] == band_bps:
+            return min(band["bid_quantity"], band["ask_quantity"]) * mid
+    lo, hi = mid * (1 - band_bps / 1e4), mid * (1 + band_bps / 1e4)
+    bid_usd = sum(level["price"] * level["quantity"] for level in bids if level["price"] >= lo)
+    ask_usd = sum(level["price"] * level["quantity"] for level in asks if level["price"] <= hi)
+    return min(bid_usd, ask_usd)

@@ -1,0 +1,274 @@
+"""The escalation ladder per account: margin call -> reduce-only -> partial liquidation ->
+full liquidation / backstop, with hysteresis on the way back down.
+
+States (NautilusTrader-style explicit trading states, per account):
+
+    NORMAL ──ratio>=call or predicted breach──▶ MARGIN_CALL ──ratio>=reduce──▶ REDUCE_ONLY
+       ▲                                                                            │
+       └──────────── ratio < release (hysteresis) ◀── LIQUIDATING ◀── margin_shortfall held
+                                                          │
+                                 equity_below_liquidation ▼
+                                                     LIQUIDATED (full liquidation / backstop)
+
+*Predictive* margin call: from the account's Greeks and the index's recent velocity, the
+time until equity meets maintenance margin (``time_to_breach_ms``); under ``horizon_ms`` the
+call goes out before the ratio itself is high — the point of a backstop is to act early.
+
+Liquidation is *paced*: the share of the account that may be liquidated ramps from
+``initial_share`` to 100 % over ``ramp_ms`` of time in distress (Drift), and each round is
+capped in notional (dYdX: $100k per subaccount per block; nothing under its $1,000 minimum
+liquidation notional), one round per ``round_ms``
+(Deribit: about one per second). Rounds size the close to bring the account back above the
+initial requirement with a buffer (Drift: 2 % over MM) — the caller's ``plan`` function does
+the Greek-aware sizing. Liquidations on an underlying whose oracle is unreliable are
+suspended (Drift blocks them at 50 % off TWAP); where the book is too thin they go to the
+backstop liquidity providers instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from enum import StrEnum
+
+from pipelines.detect.breach import Breach, BreachKind
+from pipelines.policy.actions import ActionType
+
+
+class AccountState(StrEnum):
+    NORMAL = "normal"
+    MARGIN_CALL = "margin_call"
+    REDUCE_ONLY = "reduce_only"
+    LIQUIDATING = "liquidating"
+    LIQUIDATED = "liquidated"
+
+
+@dataclasses.dataclass(frozen=True)
+class LadderParams:
+    call_ratio: float = 0.80
+    reduce_ratio: float = 0.90
+    release_ratio: float = 0.70
+    horizon_ms: int = 5 * 60_000
+    initial_share: float = 0.20
+    ramp_ms: int = 60_000
+    round_ms: int = 1_000
+    round_notional_usd: float = 100_000.0
+    min_notional_usd: float = 1_000.0
+    buffer: float = 0.02
+    hedge_threshold_usd: float = 50_000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountView:
+    """One revaluation of one account, as the ladder needs it."""
+
+    account: str
+    event_time_ms: int
+    equity: float
+    maintenance: float
+    initial: float
+    margin_ratio: float
+    delta: dict[str, float]  # per underlying, in underlying units
+    gamma: dict[str, float]
+    vega: dict[str, float]  # USD per vol point
+    index: dict[str, float]
+    index_velocity: dict[str, float]  # USD per ms, from the recent index window
+    hedged: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class CloseIntent:
+    """A leg to close: signed quantity to trade (opposite to the position), with its mark."""
+
+    instrument: str
+    underlying: str
+    qty: float
+    mark: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """An action to emit, before signing: the engine turns it into an ``Action`` record."""
+
+    action_type: ActionType
+    account: str
+    event_time_ms: int
+    breach_ids: tuple[str, ...]
+    instrument: str | None = None
+    side: str | None = None
+    quantity: float = 0.0
+    params: tuple[tuple[str, str], ...] = ()
+
+
+@dataclasses.dataclass
+class _Ladder:
+    state: AccountState = AccountState.NORMAL
+    distress_since_ms: int | None = None
+    last_round_ms: int | None = None
+    liquidated_notional: float = 0.0
+    breach_ids: tuple[str, ...] = ()
+    last_hedge_ms: int | None = None
+    in_flight: dict[str, float] = dataclasses.field(default_factory=dict)  # instrument -> signed qty sent
+
+
+def time_to_breach_ms(view: AccountView) -> float:
+    """Projected time until equity meets maintenance margin if the index keeps its velocity:
+    the smallest positive root of  E - MM + (delta v) t + 1/2 gamma (v t)^2 = 0  summed over
+    underlyings; inf when the account is not losing."""
+    a = sum(0.5 * view.gamma.get(u, 0.0) * v * v for u, v in view.index_velocity.items())
+    b = sum(view.delta.get(u, 0.0) * v for u, v in view.index_velocity.items())
+    c = view.equity - view.maintenance
+    if c <= 0:
+        return 0.0
+    if abs(a) < 1e-18:
+        return c / -b if b < 0 else math.inf
+    disc = b * b - 4 * a * c
+    if disc < 0:
+        return math.inf
+    roots = [(-b - math.sqrt(disc)) / (2 * a), (-b + math.sqrt(disc)) / (2 * a)]
+    positive = [r for r in roots if r > 0]
+    return min(positive) if positive else math.inf
+
+
+class Ladder:
+    def __init__(self, params: LadderParams | None = None) -> None:
+        self.params = params or LadderParams()
+        self._accounts: dict[str, _Ladder] = {}
+
+    def state(self, account: str) -> AccountState:
+        ladder = self._accounts.get(account)
+        return ladder.state if ladder else AccountState.NORMAL
+
+    def on_position_update(self, account: str, instrument: str) -> None:
+        """A new position for the leg: whatever was in flight on it is now reflected in it."""
+        ladder = self._accounts.get(account)
+        if ladder is not None:
+            ladder.in_flight.pop(instrument, None)
+
+    def target_ratio(self, view: AccountView) -> float:
+        """MM / equity at which equity covers the initial requirement plus the buffer."""
+        if view.initial <= 0:
+            return 1.0
+        return (view.maintenance / view.initial) / (1.0 + self.params.buffer)
+
+    def on_revaluation(self, view: AccountView, breaches: list[Breach], positions: list[CloseIntent],
+                       plan, thin: set[str], unreliable: set[str]) -> list[Decision]:
+        """One revaluation with the breaches it caused. ``positions``: the account's legs as
+        intents to close them fully; ``plan(target_ratio)`` the Greek-aware close orders
+        (``CloseIntent`` list) to reach a ratio; ``thin``: instruments whose book is in a
+        liquidity breach; ``unreliable``: underlyings whose oracle is unreliable."""
+        p = self.params
+        ladder = self._accounts.setdefault(view.account, _Ladder())
+        fired = {b.kind: b for b in breaches if not b.cleared}
+        ladder.breach_ids = tuple(dict.fromkeys(ladder.breach_ids + tuple(b.breach_id for b in fired.values())))
+        out: list[Decision] = []
+        t, ratio = view.event_time_ms, view.margin_ratio
+
+        if BreachKind.EQUITY_BELOW_LIQUIDATION in fired and ladder.state is not AccountState.LIQUIDATED:
+            ladder.state = AccountState.LIQUIDATED
+            for leg in positions:
+                suspended = leg.underlying in unreliable
+                if suspended:
+                    continue
+                kind = ActionType.TRANSFER_TO_LP if leg.instrument in thin else ActionType.FULL_LIQUIDATION
+                remaining = leg.qty - ladder.in_flight.get(leg.instrument, 0.0)
+                if remaining * leg.qty > 0:
+                    out.append(self._close(kind, view, leg, remaining, ladder))
+                    ladder.in_flight[leg.instrument] = leg.qty
+            return out
+
+        if ladder.state is AccountState.LIQUIDATED:
+            if ratio < p.release_ratio and positions == []:
+                self._accounts[view.account] = _Ladder()
+            return out
+
+        if BreachKind.MARGIN_SHORTFALL in fired and ladder.state is not AccountState.LIQUIDATING:
+            ladder.state = AccountState.LIQUIDATING
+            ladder.distress_since_ms = ladder.distress_since_ms or t
+        if ladder.state is AccountState.LIQUIDATING:
+            if ratio < self.target_ratio(view) or ratio < p.release_ratio:
+                self._release(ladder)
+                return out
+            if ladder.last_round_ms is None or t - ladder.last_round_ms >= p.round_ms:
+                out += self._round(view, ladder, plan, thin, unreliable)
+            return out
+
+        if ratio < p.release_ratio:
+            self._release(ladder)
+        elif ratio >= p.reduce_ratio and ladder.state is not AccountState.REDUCE_ONLY:
+            ladder.state = AccountState.REDUCE_ONLY
+            ladder.distress_since_ms = ladder.distress_since_ms or t
+            out.append(Decision(ActionType.REDUCE_ONLY, view.account, t, ladder.breach_ids,
+                                params=(("margin_ratio", f"{ratio:.6f}"),)))
+        elif ladder.state is AccountState.NORMAL:
+            ttb = time_to_breach_ms(view)
+            if ratio >= p.call_ratio or ttb < p.horizon_ms:
+                ladder.state = AccountState.MARGIN_CALL
+                ladder.distress_since_ms = ladder.distress_since_ms or t
+                out.append(Decision(ActionType.MARGIN_CALL, view.account, t, ladder.breach_ids,
+                                    params=(("margin_ratio", f"{ratio:.6f}"),
+                                            ("time_to_breach_ms", "inf" if math.isinf(ttb) else str(int(ttb))),
+                                            ("predictive", "true" if ratio < p.call_ratio else "false"))))
+        if view.hedged:
+            out += self._hedge(view, ladder)
+        return out
+
+    def _release(self, ladder: _Ladder) -> None:
+        ladder.state = AccountState.NORMAL
+        ladder.distress_since_ms = ladder.last_round_ms = None
+        ladder.liquidated_notional = 0.0
+        ladder.breach_ids = ()
+
+    def _round(self, view: AccountView, ladder: _Ladder, plan, thin: set[str], unreliable: set[str]) -> list[Decision]:
+        """One paced liquidation round: the plan's orders, within the ramped share and the notional cap."""
+        p = self.params
+        elapsed = view.event_time_ms - (ladder.distress_since_ms or view.event_time_ms)
+        share = min(1.0, p.initial_share + elapsed / p.ramp_ms)
+        budget = p.round_notional_usd
+        out = []
+        for leg in plan(self.target_ratio(view)):
+            if leg.underlying in unreliable:
+                continue
+            # what earlier rounds sent and the position does not show yet is not sent again
+            sent = ladder.in_flight.get(leg.instrument, 0.0)
+            qty = leg.qty * share - sent if leg.qty * (leg.qty * share - sent) > 0 else 0.0
+            notional = abs(qty) * leg.mark
+            if notional > budget:
+                qty *= budget / notional
+                notional = budget
+            if notional < p.min_notional_usd:
+                continue
+            kind = ActionType.TRANSFER_TO_LP if leg.instrument in thin else ActionType.PARTIAL_LIQUIDATION
+            out.append(self._close(kind, view, leg, qty, ladder))
+            ladder.in_flight[leg.instrument] = sent + qty
+            budget -= notional
+            if budget <= 0:
+                break
+        if out:
+            ladder.last_round_ms = view.event_time_ms
+        return out
+
+    def _close(self, kind: ActionType, view: AccountView, leg: CloseIntent, qty: float, ladder: _Ladder) -> Decision:
+        side = "buy" if qty > 0 else "sell"
+        return Decision(kind, view.account, view.event_time_ms, ladder.breach_ids, instrument=leg.instrument,
+                        side=side, quantity=abs(qty),
+                        params=(("mark", repr(leg.mark)), ("equity_usd", repr(view.equity)),
+                                ("margin_ratio", f"{view.margin_ratio:.6f}")))
+
+    def _hedge(self, view: AccountView, ladder: _Ladder) -> list[Decision]:
+        p = self.params
+        if ladder.last_hedge_ms is not None and view.event_time_ms - ladder.last_hedge_ms < p.round_ms:
+            return []
+        out = []
+        for underlying, delta in sorted(view.delta.items()):
+            perpetual = f"{underlying}-PERPETUAL"
+            sent = ladder.in_flight.get(perpetual, 0.0)
+            trade = -delta - sent  # what still needs hedging once earlier hedges show in the position
+            if abs(trade) * view.index.get(underlying, 0.0) >= p.hedge_threshold_usd:
+                out.append(Decision(ActionType.DELTA_HEDGE, view.account, view.event_time_ms, ladder.breach_ids,
+                                    instrument=perpetual, side="buy" if trade > 0 else "sell",
+                                    quantity=abs(trade), params=(("delta", repr(delta)),)))
+                ladder.in_flight[perpetual] = sent + trade
+        if out:
+            ladder.last_hedge_ms = view.event_time_ms
+        return out
