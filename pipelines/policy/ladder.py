@@ -184,7 +184,7 @@ class Ladder:
 
         if BreachKind.MARGIN_SHORTFALL in fired and ladder.state is not AccountState.LIQUIDATING:
             ladder.state = AccountState.LIQUIDATING
-            ladder.distress_since_ms = ladder.distress_since_ms or t
+            ladder.distress_since_ms = t if ladder.distress_since_ms is None else ladder.distress_since_ms
         if ladder.state is AccountState.LIQUIDATING:
             if ratio < self.target_ratio(view) or ratio < p.release_ratio:
                 self._release(ladder)
@@ -193,22 +193,22 @@ class Ladder:
                 out += self._round(view, ladder, plan, thin, unreliable)
             return out
 
-        if ratio < p.release_ratio:
-            self._release(ladder)
-        elif ratio >= p.reduce_ratio and ladder.state is not AccountState.REDUCE_ONLY:
+        ttb = time_to_breach_ms(view)
+        if ratio >= p.reduce_ratio and ladder.state is not AccountState.REDUCE_ONLY:
             ladder.state = AccountState.REDUCE_ONLY
-            ladder.distress_since_ms = ladder.distress_since_ms or t
+            ladder.distress_since_ms = t if ladder.distress_since_ms is None else ladder.distress_since_ms
             out.append(Decision(ActionType.REDUCE_ONLY, view.account, t, ladder.breach_ids,
                                 params=(("margin_ratio", f"{ratio:.6f}"),)))
         elif ladder.state is AccountState.NORMAL:
-            ttb = time_to_breach_ms(view)
             if ratio >= p.call_ratio or ttb < p.horizon_ms:
                 ladder.state = AccountState.MARGIN_CALL
-                ladder.distress_since_ms = ladder.distress_since_ms or t
+                ladder.distress_since_ms = t if ladder.distress_since_ms is None else ladder.distress_since_ms
                 out.append(Decision(ActionType.MARGIN_CALL, view.account, t, ladder.breach_ids,
                                     params=(("margin_ratio", f"{ratio:.6f}"),
                                             ("time_to_breach_ms", "inf" if math.isinf(ttb) else str(int(ttb))),
                                             ("predictive", "true" if ratio < p.call_ratio else "false"))))
+        elif ratio < p.release_ratio and ttb >= p.horizon_ms:
+            self._release(ladder)
         if view.hedged:
             out += self._hedge(view, ladder)
         return out
@@ -222,7 +222,7 @@ class Ladder:
     def _round(self, view: AccountView, ladder: _Ladder, plan, thin: set[str], unreliable: set[str]) -> list[Decision]:
         """One paced liquidation round: the plan's orders, within the ramped share and the notional cap."""
         p = self.params
-        elapsed = view.event_time_ms - (ladder.distress_since_ms or view.event_time_ms)
+        elapsed = 0 if ladder.distress_since_ms is None else view.event_time_ms - ladder.distress_since_ms
         share = min(1.0, p.initial_share + elapsed / p.ramp_ms)
         budget = p.round_notional_usd
         out = []

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import math
+
+from pipelines.detect.breach import Breach, BreachKind
+from pipelines.policy.ladder import AccountState, AccountView, CloseIntent, Ladder, LadderParams, time_to_breach_ms
+
+
+def view(t: int, ratio: float, equity: float = 100_000.0, delta: float = 0.0, velocity: float = 0.0,
+         hedged: bool = False) -> AccountView:
+    mm = ratio * equity
+    return AccountView("a", t, equity, mm, mm / 0.8, ratio, {"BTC": delta}, {"BTC": 0.0}, {"BTC": 0.0},
+                       {"BTC": 60_000.0}, {"BTC": velocity}, hedged)
+
+
+def shortfall(t: int) -> Breach:
+    return Breach(BreachKind.MARGIN_SHORTFALL, "a", t, 1.05, 1.0, t - 3000, t, ("e",))
+
+
+LEGS = [CloseIntent("BTC-PERPETUAL", "BTC", -10.0, 60_000.0)]
+
+
+def plan(_target: float) -> list[CloseIntent]:
+    return LEGS
+
+
+def types(decisions) -> list[str]:
+    return [d.action_type.value for d in decisions]
+
+
+def test_time_to_breach_linear_and_quadratic() -> None:
+    # 10 BTC long, index falling $1 per ms: equity 100k above MM 50k -> 50k / 10 per ms = 5 s
+    assert time_to_breach_ms(view(0, 0.5, delta=10.0, velocity=-1.0)) == 5_000
+    assert time_to_breach_ms(view(0, 0.5, delta=10.0, velocity=+1.0)) == math.inf
+    assert time_to_breach_ms(view(0, 1.2)) == 0.0
+
+
+def test_predictive_margin_call_before_the_ratio_is_high() -> None:
+    ladder = Ladder()
+    out = ladder.on_revaluation(view(0, 0.5, delta=10.0, velocity=-0.1), [], LEGS, plan, set(), set())
+    assert types(out) == ["margin_call"] and dict(out[0].params)["predictive"] == "true"
+    assert ladder.state("a") is AccountState.MARGIN_CALL
+    calm = Ladder()
+    assert calm.on_revaluation(view(0, 0.5, delta=10.0, velocity=0.0), [], LEGS, plan, set(), set()) == []
+
+
+def test_escalation_and_hysteresis() -> None:
+    ladder = Ladder()
+    assert types(ladder.on_revaluation(view(0, 0.85), [], LEGS, plan, set(), set())) == ["margin_call"]
+    assert ladder.on_revaluation(view(1_000, 0.75), [], LEGS, plan, set(), set()) == []  # above release: stays
+    assert types(ladder.on_revaluation(view(2_000, 0.95), [], LEGS, plan, set(), set())) == ["reduce_only"]
+    out = ladder.on_revaluation(view(3_000, 1.05), [shortfall(3_000)], LEGS, plan, set(), set())
+    assert types(out) == ["partial_liquidation"] and ladder.state("a") is AccountState.LIQUIDATING
+    assert out[0].breach_ids and out[0].side == "sell"
+    assert ladder.on_revaluation(view(3_500, 1.05), [], LEGS, plan, set(), set()) == []  # one round a second
+    ladder.on_revaluation(view(5_000, 0.6), [], LEGS, plan, set(), set())
+    assert ladder.state("a") is AccountState.NORMAL
+
+
+def test_rounds_ramp_are_capped_and_respect_in_flight() -> None:
+    ladder = Ladder(LadderParams(round_notional_usd=1e12))
+    first = ladder.on_revaluation(view(0, 1.05), [shortfall(0)], LEGS, plan, set(), set())
+    assert first[0].quantity == 10.0 * 0.2  # the initial share
+    later = ladder.on_revaluation(view(30_000, 1.05), [], LEGS, plan, set(), set())
+    assert later[0].quantity == 10.0 * (0.2 + 0.5) - 2.0  # ramped share minus what is in flight
+    ladder.on_position_update("a", "BTC-PERPETUAL")
+    capped = Ladder(LadderParams(round_notional_usd=120_000.0))
+    out = capped.on_revaluation(view(0, 1.05), [shortfall(0)], LEGS, plan, set(), set())
+    assert out[0].quantity * 60_000.0 == 120_000.0
+
+
+def test_thin_book_goes_to_lps_and_unreliable_oracle_suspends() -> None:
+    ladder = Ladder()
+    out = ladder.on_revaluation(view(0, 1.05), [shortfall(0)], LEGS, plan, {"BTC-PERPETUAL"}, set())
+    assert types(out) == ["transfer_to_lp"]
+    suspended = Ladder()
+    assert suspended.on_revaluation(view(0, 1.05), [shortfall(0)], LEGS, plan, set(), {"BTC"}) == []
+
+
+def test_equity_below_liquidation_closes_everything_once() -> None:
+    ladder = Ladder()
+    breach = Breach(BreachKind.EQUITY_BELOW_LIQUIDATION, "a", 0, 1.6, 1.5, 0, 0, ("e",))
+    out = ladder.on_revaluation(view(0, 1.6), [breach], LEGS, plan, set(), set())
+    assert types(out) == ["full_liquidation"] and out[0].quantity == 10.0
+    assert ladder.on_revaluation(view(1_000, 1.7), [breach], LEGS, plan, set(), set()) == []
+
+
+def test_delta_hedge_for_hedged_accounts_accounts_for_in_flight() -> None:
+    ladder = Ladder()
+    out = ladder.on_revaluation(view(0, 0.3, delta=5.0, hedged=True), [], LEGS, plan, set(), set())
+    assert types(out) == ["delta_hedge"] and (out[0].side, out[0].quantity) == ("sell", 5.0)
+    assert ladder.on_revaluation(view(2_000, 0.3, delta=5.0, hedged=True), [], LEGS, plan, set(), set()) == []
