@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from pipelines.engine.engine import Engine, EngineParams
+from pipelines.engine.shards import ShardedEngine, murmur2, partition_for
+from pipelines.policy.signing import SigningKey
+
+from crash_script import crash_events  # noqa: I001
+
+KEY = SigningKey("test", b"engine-test-signing-key-0123")
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"21", -973932308), (b"foobar", -790332482), (b"a-little-bit-long-string", -985981536),
+    (b"a-little-bit-longer-string", -1486304829),
+    (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971), (b"abc", 479470107),
+])
+def test_murmur2_matches_kafkas_test_vectors(data: bytes, expected: int) -> None:
+    assert murmur2(data) == expected
+
+
+@pytest.mark.kafka
+def test_partition_for_matches_the_broker_placement(kafka_bootstrap: str, topic_factory: Callable[..., str]) -> None:
+    topic = topic_factory(partitions=12)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random"})
+    keys = [f"acct-{i}" for i in range(200)]
+    for key in keys:
+        producer.produce(topic, key=key.encode(), value=b"x")
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{topic}", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    placed: dict[str, int] = {}
+    deadline = time.monotonic() + 60
+    while len(placed) < len(keys) and time.monotonic() < deadline:
+        for m in consumer.consume(500, 0.5):
+            if m.error() is None:
+                placed[m.key().decode()] = m.partition()
+    consumer.close()
+    assert placed == {key: partition_for(key, 12) for key in keys}
+
+
+def test_sharded_engine_gives_the_single_engine_actions_once_each() -> None:
+    params = EngineParams(hedged_accounts=frozenset({"hedged-desk"}))
+    single, sharded = Engine(KEY, params), ShardedEngine(KEY, params, partitions=4)
+    expected, got = [], []
+    for n, (record, value) in enumerate(crash_events()):
+        expected += single.on_event(record, value, f"e{n}").actions
+        got += sharded.on_event(record, value, f"e{n}").actions
+    expected += single.flush().actions
+    got += sharded.flush().actions
+    key = lambda a: (a["event_time_ms"], a["action_id"])  # noqa: E731
+    assert sorted(got, key=key) == sorted(expected, key=key)
