@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--group", default="backstop-executors", help="consumer group")
     parser.add_argument("--bootstrap", help="broker address (default: settings kafka.bootstrap)")
     parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--session-timeout-ms", type=int, default=10_000,
+                        help="failover time for a dead executor (default 10 s; the broker's minimum is 6 s)")
     parser.add_argument("--max-actions", type=int, help="exit after handling this many actions")
     parser.add_argument("--idle-exit", type=float, metavar="SECONDS", help="exit after this long without actions")
     parser.set_defaults(func=run)
@@ -50,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     Path(args.ledger).parent.mkdir(parents=True, exist_ok=True)
     consumer = Consumer(client_config(kafka, **bootstrap, **{
         "group.id": args.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed"}))
+        "isolation.level": "read_committed",
+        # a dead executor's partitions move after this long without heartbeats (librdkafka: 45 s)
+        "session.timeout.ms": args.session_timeout_ms}))
     producer = Producer(client_config(kafka, **bootstrap, **{
         "transactional.id": f"backstop-executor-{args.instance_id}", "enable.idempotence": True,
         "linger.ms": 2}))
