@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "pipelines.events.cli",
     "pipelines.audit.cli",
     "pipelines.execution.cli",
+    "pipelines.streams.cli",
     "pipelines.risk.whatif",
 )
 

@@ -50,6 +50,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec("backstop.market.depth", MARKET_PARTITIONS, "instrument", "OrderBookDepth",
               doc="order-book depth within price bands"),
     TopicSpec("backstop.market.oracle", MARKET_PARTITIONS, "underlying", "OraclePrice", doc="oracle prices per source"),
+    TopicSpec("backstop.market.fanout", ACCOUNT_PARTITIONS, "source", "market records", retention_ms=DAY_MS,
+              doc="every market record copied to every account partition, tagged with its source coordinates"),
     TopicSpec("backstop.positions", ACCOUNT_PARTITIONS, "account", "PositionUpdate", doc="position changes per account"),
     TopicSpec("backstop.collateral", ACCOUNT_PARTITIONS, "account", "CollateralUpdate", doc="collateral balances per account"),
     TopicSpec("backstop.exposures", ACCOUNT_PARTITIONS, "account", "ExposureSnapshot", cleanup_policy="compact",

@@ -1,8 +1,9 @@
 """Building signed ``Action`` records: a deterministic id and an HMAC signature.
 
-The id is a hash of what the action *is* (type, account, instrument, side, quantity, limit and
-the breaches it answers), so a worker that replays the same inputs after a crash derives the
-same id, and executors drop the repeat. The signature covers every field (see ``signing``).
+The id is a hash of what the action *is* (type, account, instrument, side, quantity, limit, the
+breaches it answers and the event time of the decision), so a worker that replays the same
+inputs after a crash derives the same id and executors drop the repeat, while two decisions
+that happen to look alike at different times stay two actions. The signature covers every field (see ``signing``).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ class ActionType(StrEnum):
 
 
 def action_id(action_type: str, account: str, instrument: str | None, side: str | None, quantity: float,
-              limit_price: float | None, breach_ids: Iterable[str]) -> str:
+              limit_price: float | None, breach_ids: Iterable[str], event_time_ms: int) -> str:
     text = "|".join([action_type, account, instrument or "", side or "", repr(float(quantity)),
-                     "" if limit_price is None else repr(float(limit_price)), ",".join(sorted(breach_ids))])
+                     "" if limit_price is None else repr(float(limit_price)), ",".join(sorted(breach_ids)),
+                     str(event_time_ms)])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -42,7 +44,8 @@ def make_action(key: SigningKey, action_type: ActionType | str, account: str, ev
     """An ``Action`` datum, signed with ``key``."""
     breaches = list(breach_ids)
     action: dict[str, Any] = {
-        "action_id": action_id(str(action_type), account, instrument, side, quantity, limit_price, breaches),
+        "action_id": action_id(str(action_type), account, instrument, side, quantity, limit_price, breaches,
+                               event_time_ms),
         "action_type": str(action_type),
         "account": account,
         "instrument": instrument,

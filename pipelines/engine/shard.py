@@ -1,0 +1,120 @@
+"""One partition's worth of the cluster: a ``Sequencer`` in front of an ``Engine``.
+
+A faust worker keeps one ``Shard`` per account partition it owns; an in-process run keeps one
+per partition too (``run_shards``). Both push the same messages — named by the same inputs,
+referenced by the same source coordinates — so both produce the same breaches and actions.
+
+Inputs of shard *p*: the account topics' partition *p* (``positions/p``, ``collateral/p``) and
+every market source topic-partition (market records reach every shard). A redelivered message
+(offset at or below the last one taken from its input) is dropped, so a worker that resumes
+from a snapshot older than its committed offsets, or a fan-out that re-sends, changes nothing.
+
+``snapshot`` / ``restore`` serialise the whole shard (engine, detectors, ladder, pending events,
+input positions) without the signing key, which never leaves the process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pipelines.detect.sequencer import Sequencer
+from pipelines.engine.engine import Engine, EngineOutput, EngineParams
+from pipelines.engine.shards import ACCOUNT_RECORDS, keep_for_shard, partition_for
+from pipelines.policy.signing import SigningKey
+from pipelines.topics import CATALOGUE
+
+MARKET_TOPICS = tuple(spec for spec in CATALOGUE if spec.name.startswith("backstop.market.") or
+                      spec.name == "backstop.instruments")
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """A decoded input message as a shard sees it."""
+
+    input: str  # "backstop.positions/3", or the market source "backstop.market.index/0"
+    offset: int  # position within that input (source offset for market records)
+    ref: str  # "topic:partition:offset" of the original event, for breach triggers
+    record: str
+    value: Mapping[str, Any]
+
+
+def shard_inputs(partition: int) -> list[str]:
+    """Every input shard ``partition`` waits for, known up front: an input that has not spoken
+    yet must hold the others back, or its first events would be placed after later ones."""
+    return ([f"backstop.positions/{partition}", f"backstop.collateral/{partition}"]
+            + [f"{spec.name}/{i}" for spec in MARKET_TOPICS for i in range(spec.partitions)])
+
+
+class Shard:
+    def __init__(self, partition: int, partitions: int, key: SigningKey, params: EngineParams | None = None) -> None:
+        self.partition = partition
+        self.partitions = partitions
+        self.engine = Engine(key, params)
+        self.sequencer = Sequencer(self.engine.params.detectors.allowed_lateness_ms)
+        for name in shard_inputs(partition):
+            self.sequencer.add_input(name)
+        self.inputs = shard_inputs(partition)
+        self.offsets: dict[str, int] = {}
+        self.redelivered = 0
+
+    def push(self, message: Message) -> bool:
+        """Queue a message; False if it was already taken (a redelivery) or is late."""
+        if message.offset <= self.offsets.get(message.input, -1):
+            self.redelivered += 1
+            return False
+        self.offsets[message.input] = message.offset
+        return self.sequencer.push(message.input, message.value["event_time_ms"], message)
+
+    def advance(self) -> EngineOutput:
+        """Run every message the sequencer can release through the engine."""
+        out = EngineOutput()
+        for message in self.sequencer.pop_ready():
+            out.extend(self.engine.on_event(message.record, message.value, message.ref))
+        return keep_for_shard(self.partition, self.partitions, out)
+
+    def idle(self, input_name: str) -> None:
+        self.sequencer.idle(input_name)
+
+    def drain(self) -> EngineOutput:
+        """Every input has gone quiet: release everything queued. Revaluation still waits for the
+        next event-time tick (the engine's own schedule), so a pause in the stream never adds a
+        revaluation that an uninterrupted run would not have made."""
+        for name in self.inputs:
+            self.sequencer.idle(name)
+        return self.advance()
+
+    def snapshot(self) -> bytes:
+        key, self.engine.key = self.engine.key, None
+        try:
+            return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        finally:
+            self.engine.key = key
+
+    @staticmethod
+    def restore(data: bytes, key: SigningKey) -> "Shard":
+        shard: Shard = pickle.loads(data)
+        shard.engine.key = key
+        return shard
+
+
+def shard_of(record: str, value: Mapping[str, Any], partitions: int) -> int | None:
+    """The shard an account record belongs to; None for market records (they go to all)."""
+    return partition_for(value["account"], partitions) if record in ACCOUNT_RECORDS else None
+
+
+def run_shards(messages: Iterable[tuple[int | None, Message]], partitions: int, key: SigningKey,
+               params: EngineParams | None = None) -> EngineOutput:
+    """The cluster in-process: ``(shard or None for all, message)`` pairs in any order that keeps
+    each input's own order; every shard is drained at the end."""
+    shards = [Shard(p, partitions, key, params) for p in range(partitions)]
+    out = EngineOutput()
+    for target, message in messages:
+        for shard in (shards if target is None else [shards[target]]):
+            shard.push(message)
+            out.extend(shard.advance())
+    for shard in shards:
+        out.extend(shard.drain())
+    return out

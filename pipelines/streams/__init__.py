@@ -1,0 +1,1 @@
+"""Stream workers: the faust-streaming shell around the engine."""

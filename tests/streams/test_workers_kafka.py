@@ -1,0 +1,129 @@
+"""Stream workers on the real broker: a scripted crash through a cluster of faust workers gives
+exactly the breaches and actions of the same events run in-process (parity), also when a worker
+is SIGKILLed mid-stream and its partitions move."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from pipelines.config import KafkaSettings
+from pipelines.engine.engine import EngineParams
+from pipelines.engine.shard import Message, run_shards, shard_of
+from pipelines.events.codec import default_codec
+from pipelines.policy.signing import SigningKey
+from pipelines.topics import ACCOUNT_PARTITIONS
+from pipelines.topics_cli import create_topics
+
+from crash_script import crash_events  # noqa: I001
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+SECRET = "worker-test-signing-key-0123456789"
+KEY = SigningKey("default", SECRET.encode())
+TOPIC_OF = {"IndexPrice": "backstop.market.index", "VolatilityUpdate": "backstop.market.volatility",
+            "OrderBookDepth": "backstop.market.depth", "PositionUpdate": "backstop.positions",
+            "CollateralUpdate": "backstop.collateral"}
+KEY_FIELD = {"IndexPrice": "underlying", "VolatilityUpdate": "underlying", "OrderBookDepth": "instrument",
+             "PositionUpdate": "account", "CollateralUpdate": "account"}
+
+
+def publish(bootstrap: str, prefix: str) -> list[tuple[int | None, Message]]:
+    """Produce the crash script; return the messages as the in-process run must see them."""
+    codec = default_codec()
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "enable.idempotence": True})
+    placed: dict[int, tuple[str, int, int]] = {}
+    events = crash_events()
+    for n, (record, value) in enumerate(events):
+        def delivered(err, msg, n=n):
+            assert err is None, err
+            placed[n] = (msg.topic().removeprefix(prefix), msg.partition(), msg.offset())
+        producer.produce(prefix + TOPIC_OF[record], key=value[KEY_FIELD[record]].encode(),
+                         value=codec.encode(record, value), on_delivery=delivered)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    messages = []
+    for n, (record, value) in enumerate(events):
+        topic, partition, offset = placed[n]
+        messages.append((shard_of(record, value, ACCOUNT_PARTITIONS),
+                         Message(f"{topic}/{partition}", offset, f"{topic}:{partition}:{offset}", record, value)))
+    return messages
+
+
+def collect(bootstrap: str, topic: str, record: str, id_field: str, want: set[str], timeout_s: float) -> dict:
+    codec = default_codec()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    seen: dict[str, list[dict]] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not want <= set(seen) and time.monotonic() < deadline:
+            for m in consumer.consume(500, 0.5):
+                if m.error() is None:
+                    value = codec.decode(m.value(), expected=record).value
+                    seen.setdefault(value[id_field], []).append(value)
+    finally:
+        consumer.close()
+    return seen
+
+
+def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str) -> subprocess.Popen:
+    env = dict(os.environ, BACKSTOP_ACTIONS_SIGNING_KEY=SECRET, BACKSTOP_KAFKA_TOPIC_PREFIX=prefix)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "worker", "--bootstrap", bootstrap, "--app-id", "workers",
+         "--max-event-age-s", "1e9", "--idle-ms", "5000", "--snapshot-every", "50", "--hedged", "hedged-desk"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "ab"), start_new_session=True,
+        cwd=tmp_path)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.parametrize("kill_one", [False, True], ids=["steady", "sigkill"])
+def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Path, kill_one: bool) -> None:
+    prefix = f"w{uuid.uuid4().hex[:8]}."
+    create_topics(KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix))
+    messages = publish(kafka_bootstrap, prefix)
+    expected = run_shards(messages, ACCOUNT_PARTITIONS, KEY, EngineParams(hedged_accounts=frozenset({"hedged-desk"})))
+    expected_actions = {a["action_id"]: a for a in expected.actions}
+    expected_breaches = {b.breach_id for b in expected.breaches}
+    assert len(expected_actions) > 10 and len(expected_breaches) > 5
+
+    workers = [start_worker(kafka_bootstrap, prefix, tmp_path, "w1"), start_worker(kafka_bootstrap, prefix, tmp_path, "w2")]
+    try:
+        if kill_one:
+            first = collect(kafka_bootstrap, f"{prefix}backstop.actions", "Action", "action_id",
+                            set(list(expected_actions)[:3]), timeout_s=120)
+            assert first, (tmp_path / "w1.log").read_text()[-3000:]
+            stop(workers[0], signal.SIGKILL)
+            workers[0] = start_worker(kafka_bootstrap, prefix, tmp_path, "w1-restarted")
+        actions = collect(kafka_bootstrap, f"{prefix}backstop.actions", "Action", "action_id",
+                          set(expected_actions), timeout_s=240)
+        breaches = collect(kafka_bootstrap, f"{prefix}backstop.breaches", "Breach", "breach_id",
+                           expected_breaches, timeout_s=60)
+    finally:
+        for worker in workers:
+            stop(worker)
+    logs = "\n".join(p.read_text()[-1500:] for p in tmp_path.glob("*.log"))
+    assert set(actions) == set(expected_actions), logs
+    for action_id, copies in actions.items():
+        for copy in copies:  # re-sent copies are identical to the in-process action
+            assert copy == expected_actions[action_id], {k: (v, expected_actions[action_id].get(k))
+                                                          for k, v in copy.items() if v != expected_actions[action_id].get(k)}
+    assert set(breaches) == expected_breaches
