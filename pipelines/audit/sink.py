@@ -44,7 +44,7 @@ def audit_topics(prefix: str = "") -> list[str]:
     """The catalogue topics the sink stores: inputs, breaches, actions, executions, dead letters."""
     from pipelines.topics import CATALOGUE, topic_name
 
-    return [topic_name(spec, prefix) for spec in CATALOGUE if spec.value_record != "ExposureSnapshot"]
+    return [topic_name(spec, prefix) for spec in CATALOGUE if spec.audited]
 
 
 @dataclasses.dataclass

@@ -99,7 +99,8 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     fanout = app.topic(name(FANOUT), partitions=ACCOUNT_PARTITIONS, **raw)
     inputs = app.topic(name("backstop.positions"), name("backstop.collateral"), name(FANOUT), **raw)
     outputs = {record: app.topic(name(topic), **raw) for record, topic in
-               (("Breach", "backstop.breaches"), ("Action", "backstop.actions"))}
+               (("Breach", "backstop.breaches"), ("Action", "backstop.actions"),
+                ("ExposureSnapshot", "backstop.exposures"))}
     dead_letters = app.topic(name("backstop.deadletters"), **raw)
     # snapshot bytes travel base64-encoded: faust tables pick a JSON codec for plain types
     snapshots = app.Table("engine-snapshots", default=None, partitions=ACCOUNT_PARTITIONS, key_type=str, value_type=str)
@@ -124,6 +125,9 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                                          value=codec.encode("Breach", breach_record(breach)))
         for action in output.actions:
             await outputs["Action"].send(key=action["account"].encode(), value=codec.encode("Action", action))
+        for exposure in output.exposures:
+            await outputs["ExposureSnapshot"].send(key=exposure["account"].encode(),
+                                                   value=codec.encode("ExposureSnapshot", exposure))
 
     @app.agent(market, concurrency=1)
     async def fan_out(stream: faust.StreamT) -> None:

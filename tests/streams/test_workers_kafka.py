@@ -80,7 +80,7 @@ def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str) -> subp
     env = dict(os.environ, BACKSTOP_ACTIONS_SIGNING_KEY=SECRET, BACKSTOP_KAFKA_TOPIC_PREFIX=prefix)
     return subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "worker", "--bootstrap", bootstrap, "--app-id", "workers",
-         "--max-event-age-s", "1e9", "--idle-ms", "5000", "--snapshot-every", "50", "--hedged", "hedged-desk"],
+         "--max-event-age-s", "1e9", "--idle-ms", "12000", "--snapshot-every", "50", "--hedged", "hedged-desk"],
         env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "ab"), start_new_session=True,
         cwd=tmp_path)
 
@@ -117,6 +117,8 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Pa
                           set(expected_actions), timeout_s=240)
         breaches = collect(kafka_bootstrap, f"{prefix}backstop.breaches", "Breach", "breach_id",
                            expected_breaches, timeout_s=60)
+        exposures = collect(kafka_bootstrap, f"{prefix}backstop.exposures", "ExposureSnapshot", "account",
+                            {e["account"] for e in expected.exposures}, timeout_s=30)
     finally:
         for worker in workers:
             stop(worker)
@@ -127,3 +129,6 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Pa
             assert copy == expected_actions[action_id], {k: (v, expected_actions[action_id].get(k))
                                                           for k, v in copy.items() if v != expected_actions[action_id].get(k)}
     assert set(breaches) == expected_breaches
+    assert set(exposures) == {"levered-long", "short-puts", "hedged-desk", "whale-safe"}
+    strays = [copy for copies in exposures.values() for copy in copies if copy not in expected.exposures]
+    assert not strays, strays[:2]
