@@ -26,8 +26,9 @@ from pipelines.engine.shards import ACCOUNT_RECORDS, keep_for_shard, partition_f
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import CATALOGUE
 
-MARKET_TOPICS = tuple(spec for spec in CATALOGUE if spec.name.startswith("backstop.market.") or
-                      spec.name == "backstop.instruments")
+FANOUT_TOPIC = "backstop.market.fanout"
+MARKET_TOPICS = tuple(spec for spec in CATALOGUE if spec.name == "backstop.instruments" or
+                      (spec.name.startswith("backstop.market.") and spec.name != FANOUT_TOPIC))
 
 
 @dataclasses.dataclass(frozen=True)

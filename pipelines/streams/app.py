@@ -39,7 +39,7 @@ import faust
 
 from pipelines.config import Settings
 from pipelines.engine.engine import EngineOutput, EngineParams
-from pipelines.engine.shard import MARKET_TOPICS, Message, Shard
+from pipelines.engine.shard import FANOUT_TOPIC, MARKET_TOPICS, Message, Shard
 from pipelines.engine.shards import ACCOUNT_BREACHES, market_subject
 from pipelines.events.codec import DecodeError, default_codec
 from pipelines.events.deadletter import dead_letter
@@ -50,7 +50,6 @@ from pipelines.topics import ACCOUNT_PARTITIONS, spec_for, topic_name
 log = logging.getLogger(__name__)
 
 SOURCE_HEADER = "backstop-source"
-FANOUT = "backstop.market.fanout"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +95,8 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     market = app.topic(*[name(spec.name) for spec in MARKET_TOPICS], **raw)
-    fanout = app.topic(name(FANOUT), partitions=ACCOUNT_PARTITIONS, **raw)
-    inputs = app.topic(name("backstop.positions"), name("backstop.collateral"), name(FANOUT), **raw)
+    fanout = app.topic(name(FANOUT_TOPIC), partitions=ACCOUNT_PARTITIONS, **raw)
+    inputs = app.topic(name("backstop.positions"), name("backstop.collateral"), name(FANOUT_TOPIC), **raw)
     outputs = {record: app.topic(name(topic), **raw) for record, topic in
                (("Breach", "backstop.breaches"), ("Action", "backstop.actions"),
                 ("ExposureSnapshot", "backstop.exposures"))}
@@ -166,7 +165,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         """Store the shard, then acknowledge the messages it covers (faust commits up to them)."""
         snapshots[str(partition)] = base64.b64encode(shards[partition].snapshot()).decode()
         for event in pending[partition]:
-            stream.ack(event)
+            await stream.ack(event)
         pending[partition] = []
 
     async def dead_letter_send(message: Any, reason: str, detail: str) -> None:

@@ -55,3 +55,11 @@ def test_sharded_engine_gives_the_single_engine_actions_once_each() -> None:
     got += sharded.flush().actions
     key = lambda a: (a["event_time_ms"], a["action_id"])  # noqa: E731
     assert sorted(got, key=key) == sorted(expected, key=key)
+
+
+def test_market_sources_are_the_market_topics_without_the_fanout() -> None:
+    from pipelines.engine.shard import FANOUT_TOPIC, MARKET_TOPICS
+
+    names = {spec.name for spec in MARKET_TOPICS}
+    assert FANOUT_TOPIC not in names  # the fan-out reading its own output would loop forever
+    assert {"backstop.market.index", "backstop.market.mark", "backstop.instruments"} <= names
