@@ -24,6 +24,10 @@ COMMANDS: tuple[str, ...] = (
     "pipelines.execution.cli",
     "pipelines.streams.cli",
     "pipelines.risk.whatif",
+    "pipelines.scenarios.cli",
+    "pipelines.replay.cli",
+    "pipelines.backtest.cli",
+    "pipelines.demo",
 )
 
 

@@ -1,0 +1,493 @@
+"""The closed-loop simulation behind backtests and the demo: events through the engine (or not),
+actions through the liquidation waterfall, fills back into the engine as position and
+collateral updates, and an explicit ledger of where every dollar went.
+
+Two modes, the same accounting:
+
+- ``with_backstop=True``: the engine's ladder acts early (margin calls, paced partial
+  liquidations, LP transfers, hedges); liquidation actions run the waterfall (book in clips →
+  backstop LPs → insurance fund → ADL). The venue's own bankruptcy liquidation stays as the last
+  resort (e.g. while an unreliable oracle suspends the ladder).
+- ``with_backstop=False``: what a venue does with no early action — an account is liquidated
+  only once its equity is at or below zero, all at once, into whatever book there is (one
+  sweep, no slippage cap, no LPs, no ADL); losses beyond bankruptcy draw the fund, then are bad
+  debt.
+
+Ledger (USD, every instrument linear): per account ``cash`` (USDC collateral, realised PnL and
+fees settle into it) and positions ``(qty, avg)``; equity = cash + Σ (mark − avg) × qty, marks
+from the index (perpetuals) and Black-76 on the index and the underlying's IV (options). A
+waterfall run on an account whose equity after the book and LP fills is negative has a
+*deficit*; it is covered by the fund (``fund_draw_usd``), ADL counterparties closed at the
+bankruptcy price (``adl_haircut_usd``), and what is left is ``bad_debt_usd``:
+``deficit = fund_draw + adl_haircut + bad_debt`` for every liquidation (tested). At the end,
+an account still open with negative equity is settled the same way.
+
+Fills are applied at the action's event time; the book a liquidation consumes stays consumed
+until the next ``OrderBookDepth`` for the instrument (option books, which the stream does not
+carry, are built around the option's mark with ``option_depth_share`` of the perpetual's
+depth). Feedback events reach the engine ``exec_delay_ms`` after the action.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pipelines.detect.sequencer import Sequencer
+from pipelines.engine.engine import Engine, EngineParams
+from pipelines.execution.book import BUY, SELL, OrderBook
+from pipelines.execution.waterfall import (AdlCandidate, InsuranceFund, LiquidityPool, LiquidityProvider,
+                                           WaterfallParams, liquidate)
+from pipelines.policy.signing import SigningKey
+from pipelines.risk.black76 import black76_price
+from pipelines.risk.instruments import Instrument, Kind, parse_instrument
+
+YEAR_MS = 365.0 * 86_400_000.0
+EPS = 1e-9
+LIQUIDATIONS = {"partial_liquidation": "all", "full_liquidation": "all", "transfer_to_lp": "lp",
+                "insurance_fund": "fund", "auto_deleverage": "fund"}
+BASELINE_WATERFALL = WaterfallParams(max_slippage=1.0, clip_fraction=1.0, max_clips=1, replenish_per_clip=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class VenueSetup:
+    insurance_fund_usd: float
+    lps: tuple[LiquidityProvider, ...] = ()
+    option_depth_share: float = 0.05
+    waterfall: WaterfallParams = WaterfallParams()
+
+
+@dataclasses.dataclass
+class Liquidation:
+    """One waterfall run, with its accounting."""
+
+    account: str
+    instrument: str
+    event_time_ms: int
+    action_id: str
+    source: str  # "backstop" (an engine action) or "venue" (bankruptcy liquidation)
+    quantity: float
+    mark: float
+    deficit_usd: float
+    fund_draw_usd: float
+    adl_haircut_usd: float
+    bad_debt_usd: float
+    slippage_usd: float
+    fees_usd: float
+    fills: list[dict[str, Any]]
+
+
+@dataclasses.dataclass
+class Result:
+    scenario: str
+    with_backstop: bool
+    events: int = 0
+    breaches: Counter = dataclasses.field(default_factory=Counter)
+    actions: Counter = dataclasses.field(default_factory=Counter)
+    liquidations: list[Liquidation] = dataclasses.field(default_factory=list)
+    bad_debt_usd: float = 0.0
+    fund_draw_usd: float = 0.0
+    adl_haircut_usd: float = 0.0
+    slippage_usd: float = 0.0
+    fees_usd: float = 0.0
+    liquidated_notional_usd: float = 0.0
+    initial_notional_usd: float = 0.0
+    bankrupt_accounts: set[str] = dataclasses.field(default_factory=set)
+    liquidated_accounts: set[str] = dataclasses.field(default_factory=set)
+    final_equity: dict[str, float] = dataclasses.field(default_factory=dict)
+    executions: int = 0
+
+    @property
+    def capital_efficiency(self) -> float:
+        """Share of the opening notional the run left standing (not force-closed)."""
+        if self.initial_notional_usd <= 0:
+            return 1.0
+        return max(0.0, 1.0 - self.liquidated_notional_usd / self.initial_notional_usd)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario, "with_backstop": self.with_backstop, "events": self.events,
+            "breaches": dict(sorted(self.breaches.items())), "actions": dict(sorted(self.actions.items())),
+            "liquidations": len(self.liquidations), "executions": self.executions,
+            "bad_debt_usd": round(self.bad_debt_usd, 2), "insurance_fund_draw_usd": round(self.fund_draw_usd, 2),
+            "adl_haircut_usd": round(self.adl_haircut_usd, 2), "slippage_usd": round(self.slippage_usd, 2),
+            "fees_usd": round(self.fees_usd, 2), "liquidated_notional_usd": round(self.liquidated_notional_usd, 2),
+            "capital_efficiency": round(self.capital_efficiency, 6),
+            "bankrupt_accounts": sorted(self.bankrupt_accounts), "liquidated_accounts": sorted(self.liquidated_accounts),
+        }
+
+
+_INSTRUMENTS: dict[str, Instrument] = {}
+
+
+def instrument(name: str) -> Instrument:
+    found = _INSTRUMENTS.get(name)
+    if found is None:
+        found = _INSTRUMENTS[name] = parse_instrument(name)
+    return found
+
+
+class Ledger:
+    """Cash, positions and marks; every trade settles realised PnL and fees into cash."""
+
+    def __init__(self) -> None:
+        self.cash: dict[str, float] = defaultdict(float)
+        self.positions: dict[str, dict[str, list[float]]] = defaultdict(dict)
+        self.index: dict[str, float] = {}
+        self.iv: dict[str, float] = {}
+        self.holders: dict[str, set[str]] = defaultdict(set)
+        self.realised: dict[str, float] = defaultdict(float)
+        self.fees: dict[str, float] = defaultdict(float)
+        self.deposits: dict[str, float] = defaultdict(float)
+        self.now_ms = 0
+
+    def mark(self, name: str) -> float:
+        inst = instrument(name)
+        spot = self.index[inst.underlying]
+        if inst.kind is not Kind.OPTION:
+            return spot
+        t = max((inst.expiry_ms or 0) - self.now_ms, 0) / YEAR_MS
+        return float(black76_price(spot, inst.strike, t, self.iv.get(inst.underlying, 0.6), 0.0, inst.is_call))
+
+    def equity(self, account: str) -> float:
+        return self.cash[account] + sum((self.mark(n) - avg) * q for n, (q, avg) in self.positions[account].items())
+
+    def notional(self, account: str) -> float:
+        return sum(abs(q) * self.index[instrument(n).underlying] for n, (q, _) in self.positions[account].items())
+
+    def trade(self, account: str, name: str, qty: float, price: float, fee: float = 0.0) -> None:
+        """Buy (qty > 0) or sell ``qty`` at ``price``."""
+        q, avg = self.positions[account].get(name, (0.0, 0.0))
+        if q * qty < 0:  # reduces (and maybe flips)
+            closed = min(abs(qty), abs(q)) * (1.0 if q > 0 else -1.0)
+            pnl = (price - avg) * closed
+            self.cash[account] += pnl
+            self.realised[account] += pnl
+            q_new = q + qty
+            avg_new = avg if q_new * q > 0 else price
+        else:
+            q_new = q + qty
+            avg_new = (q * avg + qty * price) / q_new if abs(q_new) > EPS else 0.0
+        self.cash[account] -= fee
+        self.fees[account] += fee
+        if abs(q_new) <= EPS:
+            self.positions[account].pop(name, None)
+        else:
+            self.positions[account][name] = [q_new, avg_new]
+        self.holders[instrument(name).underlying].add(account)
+
+    def apply(self, record: str, value: Mapping[str, Any]) -> None:
+        self.now_ms = max(self.now_ms, value["event_time_ms"])
+        if record == "IndexPrice":
+            self.index[value["underlying"]] = value["price"]
+        elif record == "VolatilityUpdate" and value.get("iv") and not value.get("instrument"):
+            self.iv[value["underlying"]] = value["iv"]
+        elif record == "PositionUpdate":
+            if value["quantity"] == 0:
+                self.positions[value["account"]].pop(value["instrument"], None)
+            else:
+                self.positions[value["account"]][value["instrument"]] = [value["quantity"], value["average_price"]]
+            self.holders[instrument(value["instrument"]).underlying].add(value["account"])
+        elif record == "CollateralUpdate":
+            account = value["account"]
+            self.deposits[account] += value["amount"] - self.cash[account]
+            self.cash[account] = value["amount"]
+
+
+class Simulation:
+    def __init__(self, scenario_name: str, venue: VenueSetup, *, with_backstop: bool, params: EngineParams | None = None,
+                 key: SigningKey | None = None, exec_delay_ms: int = 50,
+                 on_output: Callable[[str, Any], None] | None = None) -> None:
+        self.venue = venue
+        self.with_backstop = with_backstop
+        self.engine = Engine(key or SigningKey("backtest", b"backtest-signing-key"), params) if with_backstop else None
+        self.ledger = Ledger()
+        self.fund = InsuranceFund(venue.insurance_fund_usd)
+        self.pool = LiquidityPool(venue.lps)
+        self.books: dict[str, OrderBook] = {}
+        self.depth: dict[str, Mapping[str, Any]] = {}
+        self.exec_delay_ms = exec_delay_ms
+        self.result = Result(scenario_name, with_backstop)
+        self.on_output = on_output or (lambda kind, value: None)
+        self._feedback: list[tuple[int, int, str, dict[str, Any]]] = []
+        self._fb_seq = 0
+        self._sequence: dict[str, int] = defaultdict(lambda: 1000)
+        self._opened: set[str] = set()
+
+    # ------------------------------------------------------------------ driving
+
+    def run(self, events: Iterable[tuple[str, str, Mapping[str, Any], str]], progress: Callable[[int], None] | None = None
+            ) -> Result:
+        """``events``: (topic, record, value, ref) in sequencer order."""
+        n = 0
+        for topic, record, value, ref in events:
+            t = value["event_time_ms"]
+            while self._feedback and self._feedback[0][0] < t:
+                self._feed(*self._pop_feedback())
+            self._step(record, value, ref)
+            n += 1
+            if progress is not None and n % 500 == 0:
+                progress(n)
+        while self._feedback:
+            self._feed(*self._pop_feedback())
+        if self.engine is not None:
+            self._engine_output(self.engine.flush())
+        self._settle()
+        self.result.events = n
+        return self.result
+
+    def _pop_feedback(self) -> tuple[str, dict[str, Any], str]:
+        _, _, record, value = heapq.heappop(self._feedback)
+        return record, value, f"feedback:{value['account']}:{value['sequence']}"
+
+    def _feed(self, record: str, value: dict[str, Any], ref: str) -> None:
+        self.on_output("input", (record, value))
+        if self.engine is not None:
+            self._engine_output(self.engine.on_event(record, value, ref))
+
+    def _step(self, record: str, value: Mapping[str, Any], ref: str) -> None:
+        self.ledger.apply(record, value)
+        self.on_output("input", (record, value))
+        if record == "OrderBookDepth":
+            self.depth[value["instrument"]] = value
+            self.books.pop(value["instrument"], None)
+        elif record == "PositionUpdate" and value["account"] not in self._opened:
+            self._opened.add(value["account"])
+        if self.engine is not None:
+            self._engine_output(self.engine.on_event(record, value, ref))
+        if record == "IndexPrice":
+            self._bankruptcy_check(value["underlying"], value["event_time_ms"])
+
+    def _engine_output(self, out) -> None:
+        for breach in out.breaches:
+            if not breach.cleared:
+                self.result.breaches[breach.kind.value] += 1
+            self.on_output("breach", breach)
+        for action in out.actions:
+            self.result.actions[action["action_type"]] += 1
+            self.on_output("action", action)
+            self._execute(action)
+
+    # ------------------------------------------------------------------ execution
+
+    def _book(self, name: str) -> OrderBook:
+        book = self.books.get(name)
+        if book is None:
+            inst = instrument(name)
+            if inst.kind is Kind.OPTION:
+                perp = self.depth.get(f"{inst.underlying}-PERPETUAL")
+                mark = self.ledger.mark(name)
+                usd = 0.0
+                if perp is not None:
+                    usd = sum(l["price"] * l["quantity"] for l in perp["bids"]) * self.venue.option_depth_share
+                qty = usd / max(mark, 1e-9) / 10
+                book = OrderBook([(mark * (1 - 0.005 * i), qty) for i in range(1, 11)],
+                                 [(mark * (1 + 0.005 * i), qty) for i in range(1, 11)])
+            else:
+                depth = self.depth.get(name)
+                book = OrderBook.from_depth(depth) if depth else OrderBook([], [])
+            self.books[name] = book
+        return book
+
+    def _execute(self, action: Mapping[str, Any]) -> None:
+        kind = action["action_type"]
+        account, name, t = action["account"], action.get("instrument"), action["event_time_ms"]
+        if kind in LIQUIDATIONS and name:
+            held = self.ledger.positions[account].get(name, (0.0, 0.0))[0]
+            signed = action["quantity"] if action["side"] == SELL else -action["quantity"]
+            if held * signed <= 0:
+                return
+            signed = math.copysign(min(abs(signed), abs(held)), held)
+            self._liquidate(account, name, signed, t, action["action_id"], "backstop", LIQUIDATIONS[kind],
+                            self.venue.waterfall, adl=True)
+        elif kind == "delta_hedge" and name and instrument(name).underlying in self.ledger.index:
+            book = self._book(name)
+            side = action["side"]
+            sweep = book.sweep(side, action["quantity"], action.get("limit_price"))
+            if sweep.filled > EPS:
+                fee = sweep.notional * self.venue.waterfall.taker_fee
+                mark = self.ledger.mark(name)
+                qty = sweep.filled if side == BUY else -sweep.filled
+                self.ledger.trade(account, name, qty, sweep.avg_price, fee)
+                self.result.fees_usd += fee
+                self.result.slippage_usd += abs(sweep.avg_price - mark) * sweep.filled
+                self.result.executions += 1
+                self.on_output("execution", _report(action["action_id"], 0, account, name, side, sweep.filled,
+                                                    sweep.avg_price, fee, "simulated", "book", t))
+                self._feedback_for(account, name, t)
+
+    def _bankruptcy_check(self, underlying: str, t: int) -> None:
+        for account in sorted(self.ledger.holders.get(underlying, ())):
+            if not self.ledger.positions[account]:
+                continue
+            equity = self.ledger.equity(account)
+            if equity <= 0:
+                self.result.bankrupt_accounts.add(account)
+                for name, (q, _) in sorted(self.ledger.positions[account].items()):
+                    self._venue_liquidate(account, name, q, t)
+
+    def _venue_liquidate(self, account: str, name: str, position: float, t: int) -> None:
+        """The venue's own liquidation at bankruptcy: one sweep of whatever book there is, no cap,
+        no LPs, no ADL. What the book cannot take stays open (no bidders: tried again on the next
+        tick); once the account is flat, a negative equity draws the fund, then is bad debt."""
+        ledger = self.ledger
+        mark = ledger.mark(name)
+        side = SELL if position > 0 else BUY
+        sign = 1.0 if position > 0 else -1.0
+        sweep = self._book(name).sweep(side, abs(position), None)
+        action_id = f"venue-liquidation:{account}:{name}:{t}"
+        fills, slippage, fee, deficit, draw, bad = [], 0.0, 0.0, 0.0, 0.0, 0.0
+        if sweep.filled > EPS:
+            fee = sweep.notional * self.venue.waterfall.taker_fee
+            ledger.trade(account, name, -sign * sweep.filled, sweep.avg_price, fee)
+            slippage = (mark - sweep.avg_price) * sweep.filled * sign
+            fills.append({"step": "book", "counterparty": "book", "quantity": sweep.filled, "price": sweep.avg_price,
+                          "fee_usd": fee, "event_time_ms": t})
+            self.result.executions += 1
+            self.on_output("execution", _report(action_id, 0, account, name, side, sweep.filled, sweep.avg_price, fee,
+                                                "simulated", "book", t, sweep.slippage_bps))
+        if not ledger.positions[account]:
+            equity = ledger.equity(account)
+            if equity < -EPS:
+                deficit = -equity
+                draw = self.fund.draw(deficit)
+                bad = deficit - draw
+                ledger.cash[account] += deficit
+        if not fills and not deficit:
+            return
+        r = self.result
+        r.liquidations.append(Liquidation(account, name, t, action_id, "venue", sweep.filled, mark, deficit, draw, 0.0,
+                                          bad, slippage, fee, fills))
+        r.bad_debt_usd += bad
+        r.fund_draw_usd += draw
+        r.slippage_usd += slippage
+        r.fees_usd += fee
+        r.liquidated_notional_usd += sweep.filled * ledger.index[instrument(name).underlying]
+        r.liquidated_accounts.add(account)
+        self._feedback_for(account, name, t)
+
+    def _adl_candidates(self, account: str, name: str) -> list[AdlCandidate]:
+        out = []
+        for other in sorted(self.ledger.holders.get(instrument(name).underlying, ())):
+            if other == account or name not in self.ledger.positions[other]:
+                continue
+            q, avg = self.ledger.positions[other][name]
+            out.append(AdlCandidate(other, q, avg, self.ledger.equity(other)))
+        return out
+
+    def _liquidate(self, account: str, name: str, position: float, t: int, action_id: str, source: str, steps: str,
+                   params: WaterfallParams, *, adl: bool) -> None:
+        ledger = self.ledger
+        mark = ledger.mark(name)
+        equity = ledger.equity(account)
+        book = self._book(name) if steps == "all" else OrderBook([], [])
+        pool = self.pool if steps in ("all", "lp") and source == "backstop" else LiquidityPool([])
+        candidates = self._adl_candidates(account, name) if adl else []
+        fund_before = self.fund.balance_usd
+        result = liquidate(account, name, position, mark, equity, book, pool, self.fund, candidates, t, params)
+        sign = 1.0 if position > 0 else -1.0
+        slippage = fees = haircut = 0.0
+        fills = []
+        deficit = None
+        for i, fill in enumerate(result.fills):
+            if fill.step in ("insurance_fund", "adl") and deficit is None:
+                deficit = max(0.0, -ledger.equity(account))
+            ledger.trade(account, name, -sign * fill.quantity, fill.price, fill.fee_usd)
+            if fill.step == "adl":
+                ledger.trade(fill.counterparty, name, sign * fill.quantity, fill.price)
+                haircut += (fill.price - mark) * fill.quantity * sign
+                self._feedback_for(fill.counterparty, name, t)
+            if fill.step in ("book", "lp"):
+                slippage += (mark - fill.price) * fill.quantity * sign
+            fees += fill.fee_usd
+            fills.append(fill)
+            self.result.executions += 1
+            venue = {"book": "simulated", "lp": "lp", "insurance_fund": "insurance_fund", "adl": "adl"}[fill.step]
+            self.on_output("execution", _report(action_id, i, account, name, SELL if sign > 0 else BUY, fill.quantity,
+                                                fill.price, fill.fee_usd, venue, fill.counterparty, fill.event_time_ms,
+                                                fill.slippage_bps))
+        if deficit is None:
+            deficit = max(0.0, -ledger.equity(account))
+        # the fund took over at bankruptcy or paid a deficit: the account is made whole to zero
+        residual = ledger.equity(account)
+        if residual < -EPS:  # fills past bankruptcy: the fund paid (or failed to pay: bad debt) the deficit
+            ledger.cash[account] -= residual
+        liq = Liquidation(account, name, t, action_id, source, abs(position), mark, deficit, result.fund_draw_usd,
+                          max(haircut, 0.0), result.bad_debt_usd, slippage, fees, [dataclasses.asdict(f) for f in fills])
+        r = self.result
+        r.liquidations.append(liq)
+        r.bad_debt_usd += result.bad_debt_usd
+        r.fund_draw_usd += fund_before - self.fund.balance_usd if fund_before > self.fund.balance_usd else 0.0
+        r.adl_haircut_usd += max(haircut, 0.0)
+        r.slippage_usd += slippage
+        r.fees_usd += fees
+        r.liquidated_notional_usd += abs(position) * ledger.index[instrument(name).underlying]
+        r.liquidated_accounts.add(account)
+        self._feedback_for(account, name, t)
+
+    def _feedback_for(self, account: str, name: str, t: int) -> None:
+        """The executed trade as the engine would see it: a PositionUpdate and a CollateralUpdate."""
+        if self.engine is None:
+            return
+        q, avg = self.ledger.positions[account].get(name, (0.0, 0.0))
+        at = t + self.exec_delay_ms
+        for record, value in (
+                ("PositionUpdate", {"account": account, "instrument": name, "quantity": q, "average_price": avg}),
+                ("CollateralUpdate", {"account": account, "asset": "USDC", "amount": self.ledger.cash[account],
+                                      "change": 0.0, "reason": "liquidation"})):
+            self._sequence[account] += 1
+            value.update(sequence=self._sequence[account], event_time_ms=at)
+            self._fb_seq += 1
+            heapq.heappush(self._feedback, (at, self._fb_seq, record, value))
+
+    # ------------------------------------------------------------------ end of run
+
+    def _settle(self) -> None:
+        """Accounts still open with negative equity: the deficit is drawn from the fund, the rest is bad debt."""
+        for account in sorted(self.ledger.positions):
+            equity = self.ledger.equity(account)
+            if self.ledger.positions[account] and equity < -EPS:
+                self.result.bankrupt_accounts.add(account)
+                paid = self.fund.draw(-equity)
+                self.result.fund_draw_usd += paid
+                self.result.bad_debt_usd += -equity - paid
+                self.ledger.cash[account] -= equity
+            self.result.final_equity[account] = self.ledger.equity(account)
+
+    def opening_notional(self) -> float:
+        return sum(self.ledger.notional(a) for a in self.ledger.positions)
+
+
+def _report(action_id: str, seq: int, account: str, name: str, side: str, qty: float, price: float, fee: float,
+            venue: str, counterparty: str, t: int, slippage_bps: float | None = None) -> dict[str, Any]:
+    return {"execution_id": f"{action_id}/{seq}", "action_id": action_id, "account": account, "status": "filled",
+            "venue": venue, "instrument": name, "side": side, "filled_quantity": float(qty), "avg_price": float(price),
+            "fee": float(fee), "fee_currency": "USD", "slippage_bps": slippage_bps, "counterparty": counterparty,
+            "reason": None, "event_time_ms": int(t)}
+
+
+def sequence_events(events: Iterable[tuple[str, str, Mapping[str, Any]]], partitions: Mapping[str, int] | None = None
+                    ) -> list[tuple[str, str, Mapping[str, Any], str]]:
+    """Events of a recording in the ``Sequencer``'s deterministic event-time order, with refs
+    ``topic:partition:offset`` (offsets counted per topic-partition, as in the recording)."""
+    from pipelines.engine.shards import partition_for
+    from pipelines.topics import spec_for
+
+    seq = Sequencer(0)
+    offsets: dict[str, int] = {}
+    keys = {"IndexPrice": "underlying", "MarkPrice": "instrument", "VolatilityUpdate": "underlying",
+            "OrderBookDepth": "instrument", "OraclePrice": "underlying", "PositionUpdate": "account",
+            "CollateralUpdate": "account"}
+    for topic, record, value in events:
+        part = partition_for(value[keys[record]], spec_for(topic).partitions)
+        name = f"{topic}/{part}"
+        offset = offsets.get(name, 0)
+        offsets[name] = offset + 1
+        seq.push(name, value["event_time_ms"], (topic, record, value, f"{topic}:{part}:{offset}"))
+    for name in list(offsets):
+        seq.close(name)
+    return seq.pop_ready()

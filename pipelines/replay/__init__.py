@@ -1,0 +1,1 @@
+"""Record input topics to Avro container files and replay them into Kafka or in-process."""

@@ -1,0 +1,59 @@
+"""In-process replay: a recording through the same core with no broker.
+
+``load(path)`` reads a replay file and decodes every value through the real codec;
+``replay(path)`` runs it through the in-process cluster (``run_shards``: one ``Sequencer`` +
+``Engine`` per account partition, market records to every shard, refs ``topic:partition:offset``
+exactly as the stream workers name them), so its breaches and actions are the ones the Kafka
+path produces from the same file. ``replay_dicts`` skips decoding (already-decoded events) for
+benchmarks and backtests; the closed loop lives in ``pipelines.backtest.simulate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pipelines.engine.engine import EngineOutput, EngineParams
+from pipelines.engine.shard import Message, run_shards
+from pipelines.engine.shards import ACCOUNT_RECORDS
+from pipelines.events.codec import Codec, default_codec
+from pipelines.events.files import read_replay
+from pipelines.policy.signing import SigningKey
+from pipelines.topics import ACCOUNT_PARTITIONS
+
+DEFAULT_KEY = SigningKey("replay", b"backstop-replay-signing-key")
+
+
+def load(path: str | Path, codec: Codec | None = None, prefix: str = "") -> Iterator[tuple[str, int, int, str, dict[str, Any]]]:
+    """(topic without prefix, partition, offset, record, value) of every message, in file order."""
+    codec = codec or default_codec()
+    for r in read_replay(path):
+        topic = r["topic"][len(prefix):] if prefix and r["topic"].startswith(prefix) else r["topic"]
+        decoded = codec.decode(r["value"])
+        yield topic, r["partition"], r["offset"], decoded.record, decoded.value
+
+
+def messages(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], partitions: int = ACCOUNT_PARTITIONS
+             ) -> Iterator[tuple[int | None, Message]]:
+    from pipelines.engine.shards import partition_for
+
+    for topic, partition, offset, record, value in rows:
+        target = partition_for(value["account"], partitions) if record in ACCOUNT_RECORDS else None
+        yield target, Message(f"{topic}/{partition}", offset, f"{topic}:{partition}:{offset}", record, value)
+
+
+def replay(path: str | Path, *, key: SigningKey = DEFAULT_KEY, params: EngineParams | None = None,
+           partitions: int = ACCOUNT_PARTITIONS, codec: Codec | None = None, prefix: str = "") -> EngineOutput:
+    """Breaches, actions and exposures of a recording, through the in-process cluster."""
+    return run_shards(messages(load(path, codec, prefix), partitions), partitions, key, params)
+
+
+def replay_dicts(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], *, key: SigningKey = DEFAULT_KEY,
+                 params: EngineParams | None = None, partitions: int = ACCOUNT_PARTITIONS) -> EngineOutput:
+    return run_shards(messages(rows, partitions), partitions, key, params)
+
+
+def fingerprint(output: EngineOutput) -> tuple[list[str], list[str]]:
+    """Breach ids and action ids in output order: what the parity test compares."""
+    return [b.breach_id for b in output.breaches], [a["action_id"] for a in output.actions]

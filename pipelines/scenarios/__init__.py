@@ -1,0 +1,1 @@
+"""Named crash scenarios from seeded stochastic models (docs/scenarios.md)."""

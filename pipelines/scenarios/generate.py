@@ -1,0 +1,293 @@
+"""Turn a ``Scenario`` and a seed into events: the market stream and an account population.
+
+``generate(scenario, seed)`` returns ``Generated``: ``events`` as ``(topic, record, value)`` in
+event-time order (the decoded Avro dicts of ``schemas/``), the accounts, the hedged accounts and
+the venue's liquidity (insurance fund, backstop LPs). ``to_replay_records`` frames them as a
+recording (real codec, Kafka-compatible keys and partitions, per-partition offsets), which
+``write_recording`` writes to an Avro container file — byte-identical for the same seed.
+
+Population (per scenario, seeded): leveraged long and short perpetuals, short puts, long calls,
+delta-hedged option books (short calls + long perpetual, in ``EngineParams.hedged_accounts``), an
+LP market-making book (short strangle, hedged) and, when the scenario stages it, a whale that
+withdraws collateral before the fall. Collateral is calibrated through the risk core: each
+account starts at a margin ratio (maintenance / equity) drawn from ``ratio_range``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.engine.shards import partition_for
+from pipelines.events.codec import Codec, default_codec
+from pipelines.events.files import replay_record
+from pipelines.risk.black76 import black76_price
+from pipelines.scenarios.library import Scenario
+from pipelines.scenarios.model import depth_path, iv_path, price_path
+from pipelines.topics import spec_for
+
+T0 = 1_795_000_000_000  # 2026-11-18T08:53:20Z: every scenario starts here (event time)
+TOPIC_OF = {
+    "IndexPrice": "backstop.market.index", "MarkPrice": "backstop.market.mark",
+    "VolatilityUpdate": "backstop.market.volatility", "OrderBookDepth": "backstop.market.depth",
+    "OraclePrice": "backstop.market.oracle", "PositionUpdate": "backstop.positions",
+    "CollateralUpdate": "backstop.collateral",
+}
+KEY_FIELD = {"IndexPrice": "underlying", "MarkPrice": "instrument", "VolatilityUpdate": "underlying",
+             "OrderBookDepth": "instrument", "OraclePrice": "underlying", "PositionUpdate": "account",
+             "CollateralUpdate": "account"}
+LEVELS = 10
+LEVEL_STEP = 0.0008  # 8 bp between levels: the ten levels sit inside the 1 % band
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountSpec:
+    account: str
+    kind: str
+    legs: tuple[tuple[str, float, float], ...]  # (instrument, quantity, average price)
+    collateral_usd: float
+    hedged: bool = False
+
+
+@dataclasses.dataclass
+class Generated:
+    scenario: Scenario
+    seed: int
+    t0: int
+    events: list[tuple[str, str, dict[str, Any]]]
+    accounts: list[AccountSpec]
+
+    @property
+    def hedged(self) -> frozenset[str]:
+        return frozenset(a.account for a in self.accounts if a.hedged)
+
+    @property
+    def end_ms(self) -> int:
+        return self.t0 + self.scenario.duration_s * 1000
+
+
+def perpetual(underlying: str) -> str:
+    return f"{underlying}-PERPETUAL"
+
+
+def expiry_code(ms: int) -> str:
+    day = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return day.strftime("%d%b%y").upper()
+
+
+def strike_text(strike: float) -> str:
+    return str(int(strike)) if strike >= 1 else f"0d{str(round(strike, 6)).split('.')[1]}"
+
+
+def round_strike(price: float) -> float:
+    step = 10 ** max(math.floor(math.log10(price)) - 1, 0) * (5 if price > 1000 else 1)
+    return max(step, round(price / step) * step)
+
+
+def option_name(underlying: str, expiry_ms: int, strike: float, call: bool) -> str:
+    return f"{underlying}-{expiry_code(expiry_ms)}-{strike_text(strike)}-{'C' if call else 'P'}"
+
+
+def option_price(index: float, strike: float, expiry_ms: int, now_ms: int, iv: float, call: bool) -> float:
+    t = max(expiry_ms - now_ms, 0) / (365.0 * 86_400_000.0)
+    return float(black76_price(index, strike, t, iv, 0.0, call))
+
+
+def depth_record(instrument: str, t: int, mid: float, one_side_usd: float, sequence: int) -> dict[str, Any]:
+    qty = one_side_usd / mid / LEVELS
+    return {"instrument": instrument,
+            "bids": [{"price": mid * (1 - LEVEL_STEP * i), "quantity": qty} for i in range(1, LEVELS + 1)],
+            "asks": [{"price": mid * (1 + LEVEL_STEP * i), "quantity": qty} for i in range(1, LEVELS + 1)],
+            "bands": [], "sequence": sequence, "event_time_ms": t}
+
+
+# ---------------------------------------------------------------------------- population
+
+def population(rng: np.random.Generator, scenario: Scenario, t0: int, ratio_range: tuple[float, float],
+               expiry_ms: int) -> list[tuple[str, str, list[tuple[str, float, float]], float, bool]]:
+    """(account, kind, legs, target margin ratio, hedged) — collateral is calibrated afterwards."""
+    spots = {u.underlying: u.price for u in scenario.underlyings}
+    ivs = {u.underlying: u.iv for u in scenario.underlyings}
+    with_options = [u.underlying for u in scenario.underlyings if u.options]
+    out = []
+    kinds = ["long-perp", "short-perp", "short-put", "long-call", "hedged-book"]
+    per_kind = max(1, (scenario.accounts - 1) // len(kinds))
+    for kind in kinds:
+        for i in range(per_kind):
+            u = scenario.underlyings[i % len(scenario.underlyings)].underlying
+            if kind in ("short-put", "long-call", "hedged-book") and not with_options:
+                continue
+            if kind in ("short-put", "long-call", "hedged-book") and u not in with_options:
+                u = with_options[i % len(with_options)]
+            spot = spots[u]
+            notional = float(rng.lognormal(math.log(400_000.0), 0.6))
+            ratio = float(rng.uniform(*ratio_range))
+            qty = notional / spot
+            legs: list[tuple[str, float, float]] = []
+            hedged = False
+            if kind == "long-perp":
+                legs = [(perpetual(u), qty, spot)]
+            elif kind == "short-perp":
+                legs = [(perpetual(u), -qty, spot)]
+            else:
+                strike = round_strike(spot * (0.85 if kind == "short-put" else 1.1))
+                call = kind != "short-put"
+                name = option_name(u, expiry_ms, strike, call)
+                premium = option_price(spot, strike, expiry_ms, t0, ivs[u], call)
+                sign = 1.0 if kind == "long-call" else -1.0
+                legs = [(name, sign * qty, premium)]
+                if kind == "hedged-book":
+                    hedged = True
+                    legs.append((perpetual(u), qty * 0.35, spot))  # ~ delta of a 10 % OTM call
+                if kind == "long-call":
+                    ratio = ratio_range[0]
+            out.append((f"{kind}-{u.lower()}-{i:02d}", kind, legs, ratio, hedged))
+    if with_options:  # the LP book: a market maker's short strangle, delta-hedged, well funded
+        u = with_options[0]
+        spot = spots[u]
+        qty = 2_000_000.0 / spot
+        legs = []
+        for mult, call in ((0.9, False), (1.1, True)):
+            strike = round_strike(spot * mult)
+            legs.append((option_name(u, expiry_ms, strike, call), -qty,
+                         option_price(spot, strike, expiry_ms, t0, ivs[u], call)))
+        out.append((f"lp-book-{u.lower()}", "lp-book", legs, ratio_range[0], True))
+    if scenario.withdraw is not None:
+        u = scenario.underlyings[-1].underlying
+        spot = spots[u]
+        out.append(("whale-01", "whale", [(perpetual(u), 6_000_000.0 / spot, spot)], 0.2, False))
+    return out
+
+
+def calibrate(accounts, market_events: list[tuple[str, str, dict]], t0: int) -> dict[str, float]:
+    """Maintenance margin of each account at t0 through the engine's own risk core."""
+    from pipelines.engine.engine import Engine
+    from pipelines.policy.signing import SigningKey
+
+    engine = Engine(SigningKey("calibration", b"calibration-key-0000"))
+    for _, record, value in market_events:
+        engine.on_event(record, value, "calibration")
+    for account, _, legs, _, _ in accounts:
+        engine.on_event("CollateralUpdate", {"account": account, "asset": "USDC", "amount": 1e12, "change": 0.0,
+                                             "reason": "snapshot", "sequence": 0, "event_time_ms": t0}, "calibration")
+        for instrument, qty, avg in legs:
+            engine.on_event("PositionUpdate", {"account": account, "instrument": instrument, "quantity": qty,
+                                               "average_price": avg, "sequence": 0, "event_time_ms": t0}, "calibration")
+    out = engine.flush()
+    return {e["account"]: e["maintenance_margin_usd"] for e in out.exposures}
+
+
+# ---------------------------------------------------------------------------- generation
+
+def generate(scenario: Scenario, seed: int | None = None, *, ratio_range: tuple[float, float] = (0.3, 0.95)) -> Generated:
+    seed = scenario.seed if seed is None else seed
+    rng = np.random.default_rng(seed)
+    step_ms = scenario.step_s * 1000
+    n = scenario.duration_s // scenario.step_s + 1
+    t0 = T0
+    expiry_ms = t0 + 30 * 86_400_000
+    expiry_ms = int(datetime.datetime.fromtimestamp(expiry_ms / 1000, tz=datetime.timezone.utc)
+                    .replace(hour=8, minute=0, second=0, microsecond=0).timestamp() * 1000)
+    paths = {}
+    for spec in scenario.underlyings:
+        prices = price_path(rng, spec, n, scenario.step_s)
+        paths[spec.underlying] = (spec, prices, iv_path(prices, spec),
+                                  depth_path(n, scenario.depth_usd * (1.0 if spec.options else 0.25), scenario.vacuum,
+                                             prices, spec, scenario.depth_floor))
+    accounts = population(rng, scenario, t0, ratio_range, expiry_ms)
+
+    market: list[tuple[int, int, str, str, dict]] = []  # (t, order, topic, record, value)
+    seq = 0
+    for k in range(n):
+        t = t0 + k * step_ms
+        frac = k / max(n - 1, 1)
+        for order, (u, (spec, prices, ivs, depth)) in enumerate(paths.items()):
+            price = round(float(prices[k]), 8)
+            seq += 1
+            market.append((t, order, TOPIC_OF["IndexPrice"], "IndexPrice",
+                           {"underlying": u, "index_name": f"{u.lower()}_usd", "price": price, "event_time_ms": t}))
+            if k % 10 == 0:
+                market.append((t, order, TOPIC_OF["VolatilityUpdate"], "VolatilityUpdate",
+                               {"underlying": u, "instrument": None, "iv": round(float(ivs[k]), 6), "smile": [],
+                                "source": "scenario", "event_time_ms": t}))
+            if k % 5 == 0:
+                market.append((t, order, TOPIC_OF["MarkPrice"], "MarkPrice",
+                               {"instrument": perpetual(u), "underlying": u, "mark_price": price, "index_price": price,
+                                "underlying_price": price, "mark_iv": None, "best_bid": None, "best_ask": None,
+                                "event_time_ms": t}))
+                market.append((t, order, TOPIC_OF["OrderBookDepth"], "OrderBookDepth",
+                               depth_record(perpetual(u), t, price, float(depth[k]), seq)))
+            if scenario.oracle and k % 5 == 0:
+                window = next((w for w in scenario.oracle if w.covers(frac)), None)
+                if window is None or window.level > 0:
+                    stuck_at = int(window.start * (n - 1)) if window is not None else k
+                    market.append((t, order, TOPIC_OF["OraclePrice"], "OraclePrice",
+                                   {"underlying": u, "source": "oracle", "price": round(float(prices[stuck_at]), 8),
+                                    "confidence": None, "publish_time_ms": t0 + stuck_at * step_ms, "event_time_ms": t}))
+    first = [(topic, record, value) for t, _, topic, record, value in market if t == t0]
+    margins = calibrate(accounts, first, t0)
+
+    events: list[tuple[int, int, str, str, dict]] = list(market)
+    specs = []
+    for n_acc, (account, kind, legs, ratio, hedged) in enumerate(accounts):
+        collateral = round(max(margins.get(account, 0.0) / ratio, 1_000.0), 2)
+        specs.append(AccountSpec(account, kind, tuple(legs), collateral, hedged))
+        t = t0 + 1 + n_acc % 50
+        events.append((t, 10, TOPIC_OF["CollateralUpdate"], "CollateralUpdate",
+                       {"account": account, "asset": "USDC", "amount": collateral, "change": collateral,
+                        "reason": "deposit", "sequence": 1, "event_time_ms": t}))
+        for j, (instrument, qty, avg) in enumerate(legs):
+            events.append((t, 11, TOPIC_OF["PositionUpdate"], "PositionUpdate",
+                           {"account": account, "instrument": instrument, "quantity": qty, "average_price": avg,
+                            "sequence": j + 1, "event_time_ms": t}))
+        if kind == "whale" and scenario.withdraw is not None:
+            tw = t0 + int(scenario.withdraw.start * scenario.duration_s) * 1000 + 500
+            withdrawn = round(collateral * scenario.withdraw.level, 2)
+            events.append((tw, 12, TOPIC_OF["CollateralUpdate"], "CollateralUpdate",
+                           {"account": account, "asset": "USDC", "amount": round(collateral - withdrawn, 2),
+                            "change": -withdrawn, "reason": "withdrawal", "sequence": 2, "event_time_ms": tw}))
+    events.sort(key=lambda e: (e[0], e[1]))
+    return Generated(scenario, seed, t0, [(topic, record, value) for _, _, topic, record, value in events], specs)
+
+
+# ---------------------------------------------------------------------------- recording
+
+def to_replay_records(events: Iterable[tuple[str, str, dict[str, Any]]], codec: Codec | None = None
+                      ) -> Iterator[dict[str, Any]]:
+    """Frame events as Kafka messages: real codec, key per the schema, Kafka's partition for the
+    key, offsets counted per topic-partition, Kafka timestamp = event time."""
+    codec = codec or default_codec()
+    offsets: dict[tuple[str, int], int] = {}
+    for topic, record, value in events:
+        key = codec.key(record, value)
+        partition = partition_for(key.decode(), spec_for(topic).partitions)
+        offset = offsets.get((topic, partition), 0)
+        offsets[(topic, partition)] = offset + 1
+        yield replay_record(topic, codec.encode(record, value), key=key, partition=partition, offset=offset,
+                            timestamp_ms=value["event_time_ms"], event_time_ms=value["event_time_ms"])
+
+
+def write_recording(generated: Generated, path: str | Path, codec: Codec | None = None) -> int:
+    """The scenario as a replay file (the format of ``pipelines.events.files``). Avro container
+    files carry a random 16-byte sync marker by default; here it is derived from the scenario
+    and seed, so the same scenario and seed give byte-identical files."""
+    import hashlib
+
+    import fastavro
+
+    from pipelines.events.files import REPLAY_RECORD, _metadata
+
+    codec = codec or default_codec()
+    schema = codec.schemas[REPLAY_RECORD].parsed
+    marker = hashlib.sha256(f"{generated.scenario.name}|{generated.seed}".encode()).digest()[:16]
+    records = list(to_replay_records(generated.events, codec))
+    with open(path, "wb") as fo:
+        fastavro.writer(fo, schema, records, codec="deflate", metadata=_metadata(codec), sync_interval=64_000,
+                        sync_marker=marker)
+    return len(records)
