@@ -81,23 +81,13 @@ def breach_record(breach: Any) -> dict[str, Any]:
         "account": market_subject(breach.subject) if market else breach.subject,
         "underlying": market_subject(breach.subject) if market else None,
         "instrument": breach.subject if market and "-" in breach.subject else None,
-        "observed": _finite(breach.value), "threshold": _finite(breach.threshold),
+        "observed": float(breach.value), "threshold": float(breach.threshold),
         "severity": "critical" if breach.kind.value in ("equity_below_liquidation", "margin_shortfall") else "warning",
         "window_start_ms": breach.window_start_ms, "window_end_ms": breach.window_end_ms, "triggers": triggers,
         "details": {"level": str(breach.level), "cleared": "true" if breach.cleared else "false",
                     "subject": breach.subject},
         "event_time_ms": breach.event_time_ms,
     }
-
-
-def _finite(value: float) -> float:
-    """A margin ratio is +inf once equity is at or below zero; the store's JSON reads cannot carry
-    inf (and ``incident timeline`` formats the value), so it is stored as the largest float."""
-    import math
-    import sys
-
-    value = float(value)
-    return value if math.isfinite(value) else math.copysign(sys.float_info.max, value)
 
 
 def run_demo(scenario_name: str, store_path: str | Path | None = None, seed: int | None = None,

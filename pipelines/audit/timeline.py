@@ -158,7 +158,7 @@ def timeline(store: Store, account: str, start_ms: int | None = None, end_ms: in
                     zip(r["trigger_topics"], r["trigger_partitions"], r["trigger_offsets"], r["trigger_event_ids"])]
         entries.append(Entry(r["event_time_ms"], "breach", r["kind"], r["account"], r["instrument"],
                              margin_ratio=r["margin_ratio"],
-                             detail=f"{r['severity']}: observed {r['observed']:g} vs threshold {r['threshold']:g}",
+                             detail=f"{r['severity']}: observed {_num(r['observed'])} vs threshold {_num(r['threshold'])}",
                              id=r["breach_id"], causes=triggers, coordinates=_coords(r),
                              fields={"observed": r["observed"], "threshold": r["threshold"], "severity": r["severity"]}))
     for r in actions:
@@ -197,3 +197,9 @@ COLUMNS = ("time", "kind", "what", "instrument", "price", "margin", "detail", "i
 def rows(entries: list[Entry]) -> list[tuple]:
     return [(iso_ms(e.time_ms), e.kind, e.what, e.instrument, e.price, e.margin_ratio, e.detail,
              e.id if e.kind != "input" else "", ",".join(e.causes)) for e in entries]
+
+
+def _num(value: float | None) -> str:
+    """A stored double for display: non-finite values (a margin ratio is +inf once equity is gone)
+    come back from the store as None and read "inf"."""
+    return "inf" if value is None else f"{value:g}"

@@ -303,7 +303,8 @@ class Simulation:
                 return
             signed = math.copysign(min(abs(signed), abs(held)), held)
             self._liquidate(account, name, signed, t, action["action_id"], "backstop", LIQUIDATIONS[kind],
-                            self.venue.waterfall, adl=True)
+                            self.venue.waterfall, adl=True,
+                            close_all=kind not in ("partial_liquidation", "transfer_to_lp"))
         elif kind == "delta_hedge" and name and instrument(name).underlying in self.ledger.index:
             book = self._book(name)
             side = action["side"]
@@ -380,7 +381,7 @@ class Simulation:
         return out
 
     def _liquidate(self, account: str, name: str, position: float, t: int, action_id: str, source: str, steps: str,
-                   params: WaterfallParams, *, adl: bool) -> None:
+                   params: WaterfallParams, *, adl: bool, close_all: bool = True) -> None:
         ledger = self.ledger
         mark = ledger.mark(name)
         equity = ledger.equity(account)
@@ -388,7 +389,8 @@ class Simulation:
         pool = self.pool if steps in ("all", "lp") and source == "backstop" else LiquidityPool([])
         candidates = self._adl_candidates(account, name) if adl else []
         fund_before = self.fund.balance_usd
-        result = liquidate(account, name, position, mark, equity, book, pool, self.fund, candidates, t, params)
+        result = liquidate(account, name, position, mark, equity, book, pool, self.fund, candidates, t, params,
+                           close_all)
         sign = 1.0 if position > 0 else -1.0
         slippage = fees = haircut = 0.0
         fills = []

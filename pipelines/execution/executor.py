@@ -205,9 +205,10 @@ class Executor:
         except (KeyError, ValueError):
             raise Rejected("missing_params", "liquidation actions need params mark and equity_usd") from None
         signed = action["quantity"] if action["side"] == "sell" else -action["quantity"]  # the position closed
+        partial = action["action_type"] in (ActionType.PARTIAL_LIQUIDATION, ActionType.TRANSFER_TO_LP)
         result: WaterfallResult = self._with_retry(lambda: self.venue.liquidate(
             action["action_id"], action["account"], _required(action, "instrument"), signed, mark, equity,
-            action["event_time_ms"], steps))
+            action["event_time_ms"], steps, close_all=not partial))
         venue_of = {"book": self.venue.name, "lp": "lp", "insurance_fund": "insurance_fund", "adl": "adl"}
         return [self._report(action, i, status="filled", filled=fill.quantity, price=fill.price, fee=fill.fee_usd,
                              slippage=fill.slippage_bps, venue=venue_of[fill.step], counterparty=fill.counterparty)

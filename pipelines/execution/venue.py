@@ -68,7 +68,7 @@ class Venue(Protocol):
     def positions(self, account: str) -> dict[str, float]: ...
     def set_halted(self, instrument_or_underlying: str, halted: bool) -> None: ...
     def liquidate(self, client_order_id: str, account: str, instrument: str, quantity: float, mark: float,
-                  equity_usd: float, now_ms: int, steps: str = "all") -> WaterfallResult: ...
+                  equity_usd: float, now_ms: int, steps: str = "all", close_all: bool = True) -> WaterfallResult: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +209,7 @@ class SimulatedVenue:
                            sweep.notional * self.config.taker_fee, sweep.slippage_bps)
 
     def liquidate(self, client_order_id: str, account: str, instrument: str, quantity: float, mark: float,
-                  equity_usd: float, now_ms: int, steps: str = "all") -> WaterfallResult:
+                  equity_usd: float, now_ms: int, steps: str = "all", close_all: bool = True) -> WaterfallResult:
         """Close ``quantity`` (signed: the position being closed) through the waterfall; idempotent.
 
         ``steps``: ``all``; ``lp`` (skip the book: the transfer-to-LP action); ``fund`` (skip book
@@ -230,13 +230,15 @@ class SimulatedVenue:
             balance, drawn = self._db.execute("SELECT balance, drawn FROM fund WHERE id = 1").fetchone()
             fund = InsuranceFund(balance, drawn)
             result = liquidate(account, instrument, quantity, mark, equity_usd, book, pool, fund,
-                               self.config.adl_candidates.get(instrument, ()), now_ms, self.config.waterfall)
+                               self.config.adl_candidates.get(instrument, ()), now_ms, self.config.waterfall,
+                               close_all)
             for fill in result.fills:
                 if fill.step == "lp":
                     self._db.execute("INSERT INTO lp_usage VALUES (?, ?, ?)", (fill.counterparty, fill.event_time_ms,
                                                                                fill.quantity * mark))
             self._db.execute("UPDATE fund SET balance = ?, drawn = ? WHERE id = 1", (fund.balance_usd, fund.drawn_usd))
-            self._move_position(account, instrument, -quantity)
+            closed = abs(quantity) - result.unfilled
+            self._move_position(account, instrument, -closed if quantity > 0 else closed)
             self._db.execute("INSERT INTO orders VALUES (?, ?, ?)",
                              (client_order_id, json.dumps(_result_to_json(result)), time.time()))
             self._db.execute("COMMIT")

@@ -130,6 +130,7 @@ class WaterfallResult:
     fund_draw_usd: float
     bad_debt_usd: float
     finished_ms: int
+    unfilled: float = 0.0  # left open with the account (partial rounds only)
 
     def quantity_by_step(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -140,9 +141,13 @@ class WaterfallResult:
 
 def liquidate(account: str, instrument: str, position: float, mark: float, equity_usd: float, book: OrderBook,
               pool: LiquidityPool, fund: InsuranceFund, adl_candidates: Sequence[AdlCandidate],
-              start_ms: int, params: WaterfallParams | None = None) -> WaterfallResult:
+              start_ms: int, params: WaterfallParams | None = None, close_all: bool = True) -> WaterfallResult:
     """Close ``position`` (signed contracts; one contract = one unit of the underlying, USD-linear)
-    of an account whose equity at ``mark`` is ``equity_usd``."""
+    of an account whose equity at ``mark`` is ``equity_usd``.
+
+    ``close_all=False`` (a partial liquidation or an LP transfer): while the account is still
+    solvent after the book and the LPs, what they could not take stays open with the account
+    (``unfilled``) for the next round; the fund and ADL only take over from a bankrupt account."""
     p = params or WaterfallParams()
     side = SELL if position > 0 else BUY
     sign = 1.0 if position > 0 else -1.0  # +1: we sell a long
@@ -190,6 +195,9 @@ def liquidate(account: str, instrument: str, position: float, mark: float, equit
 
     # 3 and 4. the rest at the bankruptcy price: the fund as far as it can bear it, then ADL
     fund_draw = bad_debt = 0.0
+    if not close_all and equity > 0:
+        return WaterfallResult(account, instrument, side, abs(position), tuple(fills), equity, 0.0, 0.0, now,
+                               unfilled=max(remaining, 0.0))
     if remaining > 1e-12:
         bankruptcy = mark - sign * equity / remaining
         loss_vs_mark = max(0.0, -equity)

@@ -83,3 +83,16 @@ def test_fills_always_add_up_to_the_position(position, equity, depth, lp_capacit
     assert sum(f.quantity for f in result.fills) == pytest.approx(abs(position), rel=1e-9, abs=1e-9)
     assert result.bad_debt_usd >= -1e-9 and fund.balance_usd >= -1e-9
     assert result.fund_draw_usd <= fund_balance + 1e-9
+
+
+def test_partial_round_of_a_solvent_account_leaves_the_rest_open() -> None:
+    fund = InsuranceFund(balance_usd=1_000.0)
+    result = liquidate("a", "X", 100.0, MARK, 50_000.0, thin_book(), LiquidityPool([]), fund, [], 0,
+                       WaterfallParams(max_clips=3), close_all=False)
+    assert set(result.quantity_by_step()) == {"book"}
+    assert result.unfilled == pytest.approx(100.0 - result.quantity_by_step()["book"])
+    assert fund.balance_usd == 1_000.0 and result.fund_draw_usd == 0.0
+    # a bankrupt account is closed out even in a partial round
+    bankrupt = liquidate("b", "X", 100.0, MARK, -500.0, thin_book(), LiquidityPool([]), InsuranceFund(1e6), [], 0,
+                         WaterfallParams(max_clips=3), close_all=False)
+    assert bankrupt.unfilled == 0.0 and "insurance_fund" in bankrupt.quantity_by_step()
