@@ -122,14 +122,19 @@ def bench_throughput(bootstrap: str, prefix: str, accounts: int, ticks: int, tmp
             "seconds": elapsed, "events_per_s": events / elapsed, "messages_per_s": (events + 12 * (ticks + 1)) / elapsed}
 
 
-def bench_raw_passthrough(bootstrap: str, prefix: str, n: int) -> float:
-    source, sink = f"{prefix}raw-in", f"{prefix}raw-out"
+def load_raw(bootstrap: str, topic: str, n: int) -> None:
+    """``n`` 60-byte messages over 64 keys: the baselines' input."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     for i in range(n):
-        producer.produce(source, key=b"k%d" % (i % 64), value=b"x" * 60)
+        producer.produce(topic, key=b"k%d" % (i % 64), value=b"x" * 60)
         if i % 10_000 == 0:
             producer.poll(0)
     producer.flush(60)
+
+
+def bench_raw_passthrough(bootstrap: str, prefix: str, n: int) -> float:
+    source, sink = f"{prefix}raw-in", f"{prefix}raw-out"
+    load_raw(bootstrap, source, n)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}raw", "auto.offset.reset": "earliest"})
     consumer.subscribe([source])
     out = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
@@ -148,12 +153,7 @@ def bench_raw_passthrough(bootstrap: str, prefix: str, n: int) -> float:
 
 def bench_faust_passthrough(bootstrap: str, prefix: str, n: int, tmp: Path) -> float:
     source, sink = f"{prefix}faust-in", f"{prefix}faust-out"
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    for i in range(n):
-        producer.produce(source, key=b"k%d" % (i % 64), value=b"x" * 60)
-        if i % 10_000 == 0:
-            producer.poll(0)
-    producer.flush(60)
+    load_raw(bootstrap, source, n)
     env = dict(os.environ, PASSTHROUGH_BROKER=f"kafka://{bootstrap}", PASSTHROUGH_SOURCE=source,
                PASSTHROUGH_SINK=sink, PASSTHROUGH_APP_ID=f"{prefix}faust-pass", PASSTHROUGH_DATADIR=str(tmp / "faust"))
     proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "infra" / "faust_passthrough.py"), "worker", "-l",
