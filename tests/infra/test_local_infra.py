@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,8 +127,14 @@ def test_three_broker_cluster_on_consecutive_ports(isolated_env: dict[str, str])
     try:
         result = run_local("up", "--brokers", "3", "--only", "kafka", env=env)
         assert result.returncode == 0, result.stderr
-        metadata = AdminClient({"bootstrap.servers": f"127.0.0.1:{base}"}).list_topics(timeout=30)
-        assert sorted(b.port for b in metadata.brokers.values()) == [base, base + 1, base + 2]
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{base}"})
+        deadline = time.monotonic() + 30  # a just-started broker reaches the metadata a moment later
+        while True:
+            ports = sorted(b.port for b in admin.list_topics(timeout=30).brokers.values())
+            if ports == [base, base + 1, base + 2] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert ports == [base, base + 1, base + 2]
         changed = run_local("up", "--brokers", "1", "--only", "kafka", env=env)
         assert "infra/local down" in one_line_error(changed)
     finally:
