@@ -56,6 +56,10 @@ class Sequencer:
         """Stop waiting for a silent input until it speaks again."""
         self._idle.add(name)
 
+    def idle_all(self) -> None:
+        """Stop waiting for every input known so far (the stream has gone quiet)."""
+        self._idle.update(self._open)
+
     def close(self, name: Hashable) -> None:
         """An input has ended (replay end of file, partition revoked)."""
         self._open.discard(name)

@@ -83,8 +83,7 @@ class Shard:
         """Every input has gone quiet: release everything queued. Revaluation still waits for the
         next event-time tick (the engine's own schedule), so a pause in the stream never adds a
         revaluation that an uninterrupted run would not have made."""
-        for name in self.inputs:
-            self.sequencer.idle(name)
+        self.sequencer.idle_all()  # also inputs first seen in messages, beyond ``self.inputs``
         return self.advance()
 
     def snapshot(self) -> bytes:
