@@ -6,21 +6,17 @@ this project uses it (librdkafka ``partitioner=murmur2_random``; aiokafka and fa
 default), and ``partition_for`` computes it here, so an in-process run splits accounts exactly
 as the cluster does.
 
-``ShardedEngine`` is the cluster without a broker: one ``Engine`` per partition; market events
-go to every shard (each worker keeps the whole market view), account events to the shard of
-their account. Market-wide outputs (index-move, IV, liquidity and oracle breaches, halts and
-resumes) are kept only from the shard that owns the underlying's or instrument's partition, so
-the cluster reports each once.
+Market records go to every shard (each worker keeps the whole market view), account records to
+the shard of their account; ``keep_for_shard`` keeps market-wide outputs (index-move, IV,
+liquidity and oracle breaches, halts and resumes) only from the shard that owns the
+underlying's partition, so the cluster reports each once. ``shard.run_shards`` is the cluster
+in-process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from pipelines.detect.breach import BreachKind
-from pipelines.engine.engine import Engine, EngineOutput, EngineParams
-from pipelines.policy.signing import SigningKey
+from pipelines.engine.engine import EngineOutput
 from pipelines.topics import ACCOUNT_PARTITIONS
 
 ACCOUNT_RECORDS = {"PositionUpdate", "CollateralUpdate"}
@@ -73,26 +69,3 @@ def keep_for_shard(shard: int, partitions: int, output: EngineOutput) -> EngineO
     kept.actions = [a for a in output.actions
                     if a["action_type"] not in MARKET_ACTIONS or partition_for(a["account"], partitions) == shard]
     return kept
-
-
-class ShardedEngine:
-    def __init__(self, key: SigningKey, params: EngineParams | None = None,
-                 partitions: int = ACCOUNT_PARTITIONS) -> None:
-        self.partitions = partitions
-        self.shards = [Engine(key, params) for _ in range(partitions)]
-
-    def on_event(self, record: str, value: Mapping[str, Any], ref: str) -> EngineOutput:
-        out = EngineOutput()
-        if record in ACCOUNT_RECORDS:
-            shard = partition_for(value["account"], self.partitions)
-            out.extend(keep_for_shard(shard, self.partitions, self.shards[shard].on_event(record, value, ref)))
-        else:
-            for shard, engine in enumerate(self.shards):
-                out.extend(keep_for_shard(shard, self.partitions, engine.on_event(record, value, ref)))
-        return out
-
-    def flush(self) -> EngineOutput:
-        out = EngineOutput()
-        for shard, engine in enumerate(self.shards):
-            out.extend(keep_for_shard(shard, self.partitions, engine.flush()))
-        return out

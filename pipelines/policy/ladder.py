@@ -105,7 +105,6 @@ class _Ladder:
     state: AccountState = AccountState.NORMAL
     distress_since_ms: int | None = None
     last_round_ms: int | None = None
-    liquidated_notional: float = 0.0
     breach_ids: tuple[str, ...] = ()
     last_hedge_ms: int | None = None
     in_flight: dict[str, float] = dataclasses.field(default_factory=dict)  # instrument -> signed qty sent
@@ -216,7 +215,6 @@ class Ladder:
     def _release(self, ladder: _Ladder) -> None:
         ladder.state = AccountState.NORMAL
         ladder.distress_since_ms = ladder.last_round_ms = None
-        ladder.liquidated_notional = 0.0
         ladder.breach_ids = ()
 
     def _round(self, view: AccountView, ladder: _Ladder, plan, thin: set[str], unreliable: set[str]) -> list[Decision]:

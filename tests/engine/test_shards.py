@@ -6,8 +6,9 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from pipelines.engine.engine import Engine, EngineParams
-from pipelines.engine.shards import ShardedEngine, murmur2, partition_for
+from pipelines.engine.engine import EngineParams
+from pipelines.engine.shard import Message, run_shards, shard_of
+from pipelines.engine.shards import murmur2, partition_for
 from pipelines.policy.signing import SigningKey
 
 from crash_script import crash_events  # noqa: I001
@@ -44,17 +45,25 @@ def test_partition_for_matches_the_broker_placement(kafka_bootstrap: str, topic_
     assert placed == {key: partition_for(key, 12) for key in keys}
 
 
-def test_sharded_engine_gives_the_single_engine_actions_once_each() -> None:
+def test_sharded_cluster_gives_the_one_shard_actions_once_each() -> None:
+    """Four shards report exactly what one shard holding every account reports: account outputs
+    from the account's shard, market-wide ones (halts) from the owner of the underlying only."""
     params = EngineParams(hedged_accounts=frozenset({"hedged-desk"}))
-    single, sharded = Engine(KEY, params), ShardedEngine(KEY, params, partitions=4)
-    expected, got = [], []
+    messages = []
     for n, (record, value) in enumerate(crash_events()):
-        expected += single.on_event(record, value, f"e{n}").actions
-        got += sharded.on_event(record, value, f"e{n}").actions
-    expected += single.flush().actions
-    got += sharded.flush().actions
+        topic = "backstop.positions" if record == "PositionUpdate" else (
+            "backstop.collateral" if record == "CollateralUpdate" else f"backstop.market.{record}")
+        key_partition = partition_for(value["account"], 4) if "account" in value else 0
+        messages.append((record, Message(f"{topic}/{key_partition}", n, f"{topic}:{key_partition}:{n}", record, value)))
+
+    def run(partitions: int) -> list[dict]:
+        return run_shards([(shard_of(record, m.value, partitions), m) for record, m in messages],
+                          partitions, KEY, params).actions
+
     key = lambda a: (a["event_time_ms"], a["action_id"])  # noqa: E731
-    assert sorted(got, key=key) == sorted(expected, key=key)
+    sharded, single = sorted(run(4), key=key), sorted(run(1), key=key)
+    assert sharded == single
+    assert sum(a["action_type"] == "halt" for a in sharded) == 3  # once each, not once per shard
 
 
 def test_market_sources_are_the_market_topics_without_the_fanout() -> None:
