@@ -171,9 +171,7 @@ class Detectors:
         if window is None:
             window = self._index_windows[underlying] = RollingWindow(p.index_move_window_ms, p.allowed_lateness_ms)
         window.add(Sample(event_time_ms, price, ref))
-        samples = window.ending_at(event_time_ms)
-        high = max(samples, key=lambda s: s.value)
-        low = min(samples, key=lambda s: s.value)
+        high, low = window.extremes(event_time_ms)
         down, up = 1.0 - price / high.value, price / low.value - 1.0
         move, anchor = (down, high) if down >= up else (up, low)
         level = sum(1 for threshold in p.index_move_levels if move >= threshold)
@@ -187,7 +185,7 @@ class Detectors:
         elif state.level and move < p.index_move_levels[0] * p.index_move_clear_fraction:
             state.level = 0
             out.append(Breach(BreachKind.INDEX_MOVE, underlying, event_time_ms, move, p.index_move_levels[0],
-                              samples[0].event_time_ms, event_time_ms, (ref,), cleared=True))
+                              window.ending_at(event_time_ms)[0].event_time_ms, event_time_ms, (ref,), cleared=True))
         out.extend(self._check_stale(underlying, event_time_ms, ref))
         return out
 
@@ -200,7 +198,7 @@ class Detectors:
         if window is None:
             window = self._iv_windows[key] = RollingWindow(p.iv_jump_window_ms, p.allowed_lateness_ms)
         window.add(Sample(event_time_ms, iv, ref))
-        low = min(window.ending_at(event_time_ms), key=lambda s: s.value)
+        low = window.extremes(event_time_ms)[1]
         jump = iv - low.value
         if key not in self._iv_firing and jump >= p.iv_jump_points:
             self._iv_firing.add(key)
@@ -317,6 +315,13 @@ class Detectors:
         TWAP: liquidations on that underlying are suspended (Drift does the same)."""
         return (underlying in self._oracle_deviating or underlying in self._oracle_off_twap
                 or any(u == underlying for u, _ in self._oracle_stale))
+
+    def margin_idle(self, account: str) -> bool:
+        """True when no margin condition of ``account`` is pending or firing: a revaluation
+        below every threshold would then change nothing here (the engine skips it)."""
+        state = self._accounts.get(account)
+        return state is None or all(c.pending_since_ms is None and not c.firing
+                                    for c in (state.margin, state.liquidation))
 
     def circuit_level(self, underlying: str) -> int:
         """The highest index-move level currently reached for ``underlying`` (0: none)."""

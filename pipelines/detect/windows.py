@@ -58,16 +58,19 @@ class RollingWindow:
         self.length_ms = length_ms
         self.allowed_lateness_ms = allowed_lateness_ms
         self._times: list[int] = []
+        self._values: list[float] = []  # beside the samples, so extremes are a C-speed max/min
         self._samples: list[Sample] = []
 
     def add(self, sample: Sample) -> None:
         index = bisect.bisect_right(self._times, sample.event_time_ms)
         self._times.insert(index, sample.event_time_ms)
+        self._values.insert(index, sample.value)
         self._samples.insert(index, sample)
         horizon = self._times[-1] - self.length_ms - self.allowed_lateness_ms
         cut = bisect.bisect_left(self._times, horizon)
         if cut:
             del self._times[:cut]
+            del self._values[:cut]
             del self._samples[:cut]
 
     def between(self, start_ms: int, end_ms: int) -> Iterator[Sample]:
@@ -79,6 +82,14 @@ class RollingWindow:
     def ending_at(self, end_ms: int) -> list[Sample]:
         """The window (end_ms - length_ms, end_ms]."""
         return list(self.between(end_ms - self.length_ms + 1, end_ms))
+
+    def extremes(self, end_ms: int) -> tuple[Sample, Sample]:
+        """The highest and the lowest sample of the window ending at ``end_ms`` (the earliest of
+        equals), which must not be empty."""
+        lo = bisect.bisect_left(self._times, end_ms - self.length_ms + 1)
+        hi = bisect.bisect_right(self._times, end_ms)
+        values = self._values[lo:hi]
+        return (self._samples[lo + values.index(max(values))], self._samples[lo + values.index(min(values))])
 
     def __len__(self) -> int:
         return len(self._samples)

@@ -15,26 +15,25 @@ import dataclasses
 import math
 from collections import defaultdict, deque
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.detect.detectors import DetectorParams, Detectors
+from pipelines.engine.account_book import STABLE, AccountBook
 from pipelines.engine.market_board import MarketBoard
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.circuit import CircuitBreakers, CircuitParams, TradingState
-from pipelines.policy.ladder import AccountView, CloseIntent, Decision, Ladder, LadderParams
+from pipelines.policy.ladder import (AccountState, AccountView, CloseIntent, Decision, Ladder, LadderParams,
+                                     times_to_breach_ms)
 from pipelines.policy.signing import SigningKey
 from pipelines.risk.adaptive import AdaptiveParams
-from pipelines.risk.book import Book, revalue_book
-from pipelines.risk.instruments import Instrument, InstrumentTable, parse_instrument
+from pipelines.risk.book import revalue_book
 from pipelines.risk.liquidation_order import plan_liquidation
 from pipelines.risk.margin import MarginConfig
 
 YEAR_MS = 365.0 * 86_400_000.0
-STABLE = {"USD", "USDC", "USDT"}
 VELOCITY_WINDOW_MS = 60_000
 REALISED_WINDOW_MS = 5 * 60_000
 
@@ -48,6 +47,8 @@ class EngineParams:
     margin: MarginConfig = MarginConfig()
     adaptive: AdaptiveParams | None = AdaptiveParams()
     hedged_accounts: frozenset[str] = frozenset()
+    exposure_interval_ms: int = 5_000  # an account's snapshot at least this often while it is revalued
+    exposure_ratio_step: float = 0.02  # ... and whenever its margin ratio moved this much since the last
 
 
 @dataclasses.dataclass
@@ -62,11 +63,6 @@ class EngineOutput:
         self.exposures += other.exposures
 
 
-@lru_cache(maxsize=100_000)
-def _instrument(name: str) -> Instrument:
-    return parse_instrument(name)
-
-
 class Engine:
     def __init__(self, key: SigningKey, params: EngineParams | None = None) -> None:
         self.key = key
@@ -75,10 +71,12 @@ class Engine:
         self.detectors = Detectors(self.params.detectors)
         self.circuits = CircuitBreakers(self.params.circuit)
         self.ladder = Ladder(self.params.ladder)
-        self.positions: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
-        self.collateral: dict[str, dict[str, float]] = defaultdict(dict)
-        self._holders: dict[str, set[str]] = defaultdict(set)
-        self._dirty: dict[str, str] = {}  # account -> ref of the event that dirtied it
+        self.accounts = AccountBook()
+        self._touched: dict[str, int] = {}  # account -> sequence number of its first update this tick
+        self._moved: dict[str, int] = {}  # underlying -> sequence number of its first move this tick
+        self._refs: list[str] = []  # this tick's event refs, by sequence number
+        self._attention: set[str] = set()  # accounts the ladder or the margin detectors are watching
+        self._emitted: dict[str, tuple[int, float]] = {}  # account -> (time, ratio) of its last exposure
         self._thin: set[str] = set()  # instruments in an active liquidity breach
         self._index_history: dict[str, deque[tuple[int, float]]] = defaultdict(deque)
         self._tick_end: int | None = None
@@ -110,24 +108,23 @@ class Engine:
             return EngineOutput()
         return self._revalue(self._last_time_ms)
 
+    def _seq(self, ref: str) -> int:
+        self._refs.append(ref)
+        return len(self._refs) - 1
+
     def _on_account(self, record: str, value: Mapping[str, Any], ref: str) -> EngineOutput:
         account = value["account"]
         out = EngineOutput()
         if record == "PositionUpdate":
-            instrument = value["instrument"]
-            if value["quantity"] == 0:
-                self.positions[account].pop(instrument, None)
-            else:
-                self.positions[account][instrument] = (value["quantity"], value["average_price"])
-            self._holders[instrument.split("-")[0]].add(account)
-            self.ladder.on_position_update(account, instrument)
+            self.accounts.set_position(account, value["instrument"], value["quantity"], value["average_price"])
+            self.ladder.on_position_update(account, value["instrument"])
         else:
-            self.collateral[account][value["asset"]] = value["amount"]
+            self.accounts.set_collateral(account, value["asset"], value["amount"])
             change_usd = value["change"] * self._asset_price(value["asset"])
             breaches = self.detectors.on_collateral(account, value["event_time_ms"], change_usd,
-                                                    self._collateral_usd(account), ref)
+                                                    self.accounts.collateral_usd(account, self.board.index), ref)
             out.breaches += breaches
-        self._dirty[account] = ref
+        self._touched.setdefault(account, self._seq(ref))
         return out
 
     def _on_market(self, record: str, value: Mapping[str, Any], ref: str) -> EngineOutput:
@@ -152,8 +149,11 @@ class Engine:
         elif record == "MarkPrice":
             reference = value.get("index_price") or self.board.index.get(value["underlying"])
             if reference:
-                out.breaches += d.on_mark(value["instrument"], t, value["mark_price"], reference,
-                                          self._backing_notional(value["instrument"], value["mark_price"]), ref)
+                # Venue-wide open interest, never this shard's own holders: every shard must see
+                # the same market breach whatever accounts it happens to hold.
+                interest = value.get("open_interest")
+                backing = math.inf if interest is None else abs(interest) * value["mark_price"]
+                out.breaches += d.on_mark(value["instrument"], t, value["mark_price"], reference, backing, ref)
         for breach in out.breaches:
             if breach.kind is BreachKind.LIQUIDITY_DROP:
                 (self._thin.discard if breach.cleared else self._thin.add)(breach.subject)
@@ -162,44 +162,49 @@ class Engine:
         if moved is not None:
             for change in self.circuits.on_time(moved, t):
                 out.actions.append(self._circuit_action(change))
-            for account in self._holders.get(moved, ()):
-                self._dirty.setdefault(account, ref)
+            if moved not in self._moved:
+                self._moved[moved] = self._seq(ref)
         return out
 
     # ------------------------------------------------------------------ revaluation
 
     def _revalue(self, time_ms: int) -> EngineOutput:
+        """Revalue every account the tick touched, all at once; only accounts the ladder or the
+        detectors could act on go through the per-account Python (``_screen``)."""
         out = EngineOutput()
-        accounts = sorted(a for a in self._dirty if self._valuable(a))
-        if not accounts:
+        if not self._touched and not self._moved:
             return out
-        refs = {a: self._dirty.pop(a) for a in accounts}
-        names = sorted({name for a in accounts for name in self.positions[a]})
-        table = InstrumentTable.of(_instrument(n) for n in names)
-        where = table.index()
-        acc_idx, ins_idx, qty, avg = [], [], [], []
-        for i, account in enumerate(accounts):
-            for name, (q, price) in sorted(self.positions[account].items()):
-                acc_idx.append(i)
-                ins_idx.append(where[name])
-                qty.append(q)
-                avg.append(price)
-        book = Book.from_arrays(accounts, np.array([self._collateral_usd(a) for a in accounts]), table,
-                                np.array(acc_idx, dtype=np.int64), np.array(ins_idx, dtype=np.int64),
-                                np.array(qty, dtype=np.float64), np.array(avg, dtype=np.float64))
+        built = self.accounts.built(self.board.index.keys())
+        seq = built.first_touch(self._touched, self._moved)
+        refs = self._refs
+        # accounts that cannot be priced yet stay touched until their underlyings have an index
+        waiting = [(a, refs[s]) for a, s in self._touched.items() if a not in built.where]
+        self._touched, self._moved, self._refs = {}, {}, []
+        for account, ref in waiting:
+            self._touched[account] = self._seq(ref)
+        rows = np.flatnonzero(seq >= 0)
+        if not rows.size:
+            return out
+        book = built.with_collateral(self.board.index)
+        table = book.instruments
         market = self.board.market_state(time_ms, set(table.underlyings))
         conditions = self.board.conditions(self._realised_vols())
         risk = revalue_book(book, market, self.params.margin, self.params.adaptive, conditions)
+        velocity = {u: self._velocity(u, time_ms) for u in risk.underlyings}
+        ttb = self._times_to_breach(risk, velocity, rows)
+        slow = self._screen(risk.margin_ratio[rows], ttb, built.mask(self._attention | self.params.hedged_accounts)[rows])
         thin = set(self._thin)
         unreliable = {u for u in table.underlyings if self.detectors.oracle_unreliable(u)}
         marks = dict(zip(table.names, risk.unit.price.tolist()))
-        for i, account in enumerate(accounts):
+        for k in np.flatnonzero(slow):
+            i = int(rows[k])
+            account = book.accounts[i]
             ratio = float(risk.margin_ratio[i])
-            breaches = self.detectors.on_margin(account, time_ms, ratio, refs[account])
+            breaches = self.detectors.on_margin(account, time_ms, ratio, refs[seq[i]])
             out.breaches += breaches
-            view = self._view(account, i, risk, time_ms)
+            view = self._view(account, i, risk, velocity, float(ttb[k]), time_ms)
             legs = [CloseIntent(name, name.split("-")[0], -q, marks[name])
-                    for name, (q, _) in sorted(self.positions[account].items())]
+                    for name, (q, _) in sorted(self.accounts.positions[account].items())]
 
             def plan(target: float, i: int = i) -> list[CloseIntent]:
                 result = plan_liquidation(book, risk, i, target, adaptive=self.params.adaptive, conditions=conditions)
@@ -208,18 +213,32 @@ class Engine:
 
             decisions = self.ladder.on_revaluation(view, breaches, legs, plan, thin, unreliable)
             out.actions += [self._sign(d) for d in decisions]
-            out.exposures.append({
-                "account": account, "event_time_ms": time_ms, "equity_usd": float(risk.equity[i]),
-                "maintenance_margin_usd": float(risk.maintenance[i]), "initial_margin_usd": float(risk.initial[i]),
-                "margin_ratio": ratio, "state": self.ladder.state(account).value,
-            })
+            if self.ladder.state(account) is not AccountState.NORMAL or not self.detectors.margin_idle(account):
+                self._attention.add(account)
+            else:
+                self._attention.discard(account)
+        out.exposures += self._exposures(book.accounts, rows, slow, risk, time_ms)
         return out
 
-    def _valuable(self, account: str) -> bool:
-        """Accounts whose every underlying has an index price (others wait for one)."""
-        return all(name.split("-")[0] in self.board.index for name in self.positions[account])
+    def _times_to_breach(self, risk, velocity: Mapping[str, float], rows: np.ndarray) -> np.ndarray:
+        a = b = np.zeros(len(rows))
+        for k, u in enumerate(risk.underlyings):
+            v = velocity[u]
+            a = a + 0.5 * risk.gamma[rows, k] * v * v
+            b = b + risk.delta[rows, k] * v
+        return times_to_breach_ms(risk.equity[rows] - risk.maintenance[rows], a, b)
 
-    def _view(self, account: str, i: int, risk, time_ms: int) -> AccountView:
+    def _screen(self, ratio: np.ndarray, ttb: np.ndarray, watched: np.ndarray) -> np.ndarray:
+        """Which revalued accounts need the per-account path. The others are provably idle: the
+        ladder is NORMAL, no margin condition is pending or firing, the account is not hedged,
+        and its ratio and projected time to breach are clear of every threshold — for them
+        the detectors and the ladder would return nothing and change nothing."""
+        p, d = self.params.ladder, self.params.detectors
+        quiet_below = min(p.call_ratio, p.reduce_ratio, d.margin_trigger_ratio, d.liquidation_ratio)
+        slow = ~((ratio < quiet_below) & (ttb >= p.horizon_ms))
+        return slow | watched
+
+    def _view(self, account: str, i: int, risk, velocity: Mapping[str, float], ttb: float, time_ms: int) -> AccountView:
         unds = risk.underlyings
         return AccountView(
             account=account, event_time_ms=time_ms, equity=float(risk.equity[i]),
@@ -229,9 +248,34 @@ class Engine:
             gamma={u: float(risk.gamma[i, k]) for k, u in enumerate(unds)},
             vega={u: float(risk.vega[i, k]) for k, u in enumerate(unds)},
             index={u: self.board.index[u] for u in unds},
-            index_velocity={u: self._velocity(u, time_ms) for u in unds},
+            index_velocity=dict(velocity),
             hedged=account in self.params.hedged_accounts,
+            time_to_breach_ms=ttb,
         )
+
+    def _exposures(self, accounts: tuple[str, ...], rows: np.ndarray, slow: np.ndarray, risk,
+                   time_ms: int) -> list[dict[str, Any]]:
+        """Exposure snapshots, throttled: every account the ladder or detectors looked at, and
+        any other whose ratio moved by ``exposure_ratio_step`` or whose last snapshot is older
+        than ``exposure_interval_ms`` — a compacted topic wants the news, not every tick."""
+        p = self.params
+        last = [self._emitted.get(accounts[r]) for r in rows]
+        last_t = np.array([-math.inf if e is None else e[0] for e in last])
+        last_ratio = np.array([math.nan if e is None else e[1] for e in last])
+        ratio = risk.margin_ratio[rows]
+        with np.errstate(invalid="ignore"):
+            due = slow | (time_ms - last_t >= p.exposure_interval_ms) | ~(np.abs(ratio - last_ratio) < p.exposure_ratio_step)
+        out = []
+        for k in np.flatnonzero(due):
+            i = int(rows[k])
+            account = accounts[i]
+            r = float(risk.margin_ratio[i])
+            self._emitted[account] = (time_ms, r)
+            out.append({"account": account, "event_time_ms": time_ms, "equity_usd": float(risk.equity[i]),
+                        "maintenance_margin_usd": float(risk.maintenance[i]),
+                        "initial_margin_usd": float(risk.initial[i]), "margin_ratio": r,
+                        "state": self.ladder.state(account).value})
+        return out
 
     def _velocity(self, underlying: str, time_ms: int) -> float:
         history = [(t, p) for t, p in self._index_history.get(underlying, ()) if t >= time_ms - VELOCITY_WINDOW_MS]
@@ -257,13 +301,6 @@ class Engine:
 
     def _asset_price(self, asset: str) -> float:
         return 1.0 if asset in STABLE else self.board.index.get(asset, 0.0)
-
-    def _collateral_usd(self, account: str) -> float:
-        return sum(amount * self._asset_price(asset) for asset, amount in self.collateral[account].items())
-
-    def _backing_notional(self, instrument: str, mark: float) -> float:
-        underlying = instrument.split("-")[0]
-        return sum(abs(self.positions[a].get(instrument, (0.0, 0.0))[0]) * mark for a in self._holders.get(underlying, ()))
 
     def _circuit_action(self, change) -> dict[str, Any]:
         kind = ActionType.HALT if change.state is TradingState.HALTED else ActionType.RESUME

@@ -31,6 +31,8 @@ import dataclasses
 import math
 from enum import StrEnum
 
+import numpy as np
+
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.policy.actions import ActionType
 
@@ -74,6 +76,7 @@ class AccountView:
     index: dict[str, float]
     index_velocity: dict[str, float]  # USD per ms, from the recent index window
     hedged: bool = False
+    time_to_breach_ms: float | None = None  # precomputed by a batch caller; None: from the Greeks here
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,23 +113,31 @@ class _Ladder:
     in_flight: dict[str, float] = dataclasses.field(default_factory=dict)  # instrument -> signed qty sent
 
 
-def time_to_breach_ms(view: AccountView) -> float:
+def times_to_breach_ms(slack: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Projected time until equity meets maintenance margin if the index keeps its velocity:
-    the smallest positive root of  E - MM + (delta v) t + 1/2 gamma (v t)^2 = 0  summed over
-    underlyings; inf when the account is not losing."""
+    the smallest positive root of  slack + b t + a t^2 = 0, where ``slack`` = equity - MM,
+    ``b`` = sum of delta * velocity and ``a`` = sum of gamma * velocity^2 / 2 over underlyings;
+    0 when already breached, inf when the account is not losing. Vectorised, because the
+    engine screens every revalued account with it before any per-account Python runs."""
+    slack, a, b = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (slack, a, b)))
+    out = np.full(slack.shape, np.inf)
+    with np.errstate(all="ignore"):  # inf and nan branches are masked out below
+        linear = np.abs(a) < 1e-18
+        out = np.where(linear & (b < 0), slack / -b, out)
+        disc = b * b - 4 * a * slack
+        # the cancellation-free form of the two roots (a tiny gamma must not swamp the delta term)
+        q = -0.5 * (b + np.copysign(np.sqrt(np.where(disc >= 0, disc, 0.0)), b))
+        r1, r2 = q / a, slack / q
+        quadratic = np.where(r1 > 0, np.where(r2 > 0, np.minimum(r1, r2), r1), np.where(r2 > 0, r2, np.inf))
+        out = np.where(~linear & (disc >= 0), quadratic, out)
+    return np.where(slack <= 0, 0.0, out)
+
+
+def time_to_breach_ms(view: AccountView) -> float:
+    """``times_to_breach_ms`` for one account view."""
     a = sum(0.5 * view.gamma.get(u, 0.0) * v * v for u, v in view.index_velocity.items())
     b = sum(view.delta.get(u, 0.0) * v for u, v in view.index_velocity.items())
-    c = view.equity - view.maintenance
-    if c <= 0:
-        return 0.0
-    if abs(a) < 1e-18:
-        return c / -b if b < 0 else math.inf
-    disc = b * b - 4 * a * c
-    if disc < 0:
-        return math.inf
-    roots = [(-b - math.sqrt(disc)) / (2 * a), (-b + math.sqrt(disc)) / (2 * a)]
-    positive = [r for r in roots if r > 0]
-    return min(positive) if positive else math.inf
+    return float(times_to_breach_ms(np.array(view.equity - view.maintenance), np.array(a), np.array(b)))
 
 
 class Ladder:
@@ -192,7 +203,7 @@ class Ladder:
                 out += self._round(view, ladder, plan, thin, unreliable)
             return out
 
-        ttb = time_to_breach_ms(view)
+        ttb = time_to_breach_ms(view) if view.time_to_breach_ms is None else view.time_to_breach_ms
         if ratio >= p.reduce_ratio and ladder.state is not AccountState.REDUCE_ONLY:
             ladder.state = AccountState.REDUCE_ONLY
             ladder.distress_since_ms = t if ladder.distress_since_ms is None else ladder.distress_since_ms

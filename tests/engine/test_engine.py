@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from pipelines.engine.engine import Engine, EngineParams
 from pipelines.detect.sequencer import Sequencer
 from pipelines.policy.signing import SigningKey
@@ -94,3 +96,16 @@ def test_any_interleaving_through_the_sequencer_gives_the_same_actions() -> None
             actions += engine.on_event(record, value, f"e{n}").actions
         actions += engine.flush().actions
         assert actions == expected
+
+
+def test_screening_out_quiet_accounts_changes_no_output(monkeypatch) -> None:
+    """The engine sends only accounts near a threshold (or watched) through the per-account
+    ladder; forcing every account through it must give the same breaches, actions and states."""
+    engine, breaches, actions = run(crash_events())
+    screened = sum(1 for _ in breaches)
+    monkeypatch.setattr(Engine, "_screen", lambda self, ratio, ttb, watched: np.ones(len(ratio), dtype=bool))
+    unscreened, all_breaches, all_actions = run(crash_events())
+    assert [b.breach_id for b in all_breaches] == [b.breach_id for b in breaches] and screened
+    assert all_actions == actions
+    assert {a: engine.ladder.state(a) for a in engine.accounts.positions} == \
+        {a: unscreened.ladder.state(a) for a in unscreened.accounts.positions}

@@ -2,8 +2,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pipelines.detect.breach import Breach, BreachKind
-from pipelines.policy.ladder import AccountState, AccountView, CloseIntent, Ladder, LadderParams, time_to_breach_ms
+from pipelines.policy.ladder import (AccountState, AccountView, CloseIntent, Ladder, LadderParams, time_to_breach_ms,
+                                     times_to_breach_ms)
 
 
 def view(t: int, ratio: float, equity: float = 100_000.0, delta: float = 0.0, velocity: float = 0.0,
@@ -90,3 +96,24 @@ def test_delta_hedge_for_hedged_accounts_accounts_for_in_flight() -> None:
     out = ladder.on_revaluation(view(0, 0.3, delta=5.0, hedged=True), [], LEGS, plan, set(), set())
     assert types(out) == ["delta_hedge"] and (out[0].side, out[0].quantity) == ("sell", 5.0)
     assert ladder.on_revaluation(view(2_000, 0.3, delta=5.0, hedged=True), [], LEGS, plan, set(), set()) == []
+
+
+def scaled(bound: float) -> st.SearchStrategy[float]:
+    """0, or a magnitude in [1e-6, bound] of either sign: the range of slack, gamma and delta terms."""
+    magnitude = st.floats(1e-6, bound)
+    return st.one_of(st.just(0.0), magnitude, magnitude.map(lambda x: -x))
+
+
+@settings(max_examples=300, deadline=None)
+@given(scaled(1e6), scaled(1e3), scaled(1e4))
+def test_vectorised_time_to_breach_is_the_smallest_positive_root(slack: float, a: float, b: float) -> None:
+    got = float(times_to_breach_ms(np.array([slack]), np.array([a]), np.array([b]))[0])
+    if slack <= 0:
+        assert got == 0.0
+        return
+    roots = np.roots([a, b, slack]) if abs(a) >= 1e-18 else np.roots([b, slack])
+    positive = [r.real for r in np.atleast_1d(roots) if abs(r.imag) <= 1e-9 * max(1.0, abs(r.real)) and r.real > 0]
+    if not positive:
+        assert got == math.inf
+    else:
+        assert got == pytest.approx(min(positive), rel=1e-6)

@@ -1,0 +1,144 @@
+"""A shard's accounts (positions and collateral) as the risk core's arrays, rebuilt only on change.
+
+Why: a market tick revalues every account exposed to the moved underlying, and on a busy
+shard that is every tick. Rebuilding the risk core's ``Book`` from Python dicts each time
+cost more than the revaluation itself, and the per-account Python loop it needed grows with
+the book. Here the book is built once per change of positions (or of which underlyings are
+priced) and reused; per tick only collateral is revalued, vectorised, and the accounts a
+tick touches are found with array operations over the positions, not a loop over holders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Collection, Mapping
+from functools import lru_cache
+
+import numpy as np
+
+from pipelines.risk.book import Book
+from pipelines.risk.instruments import Instrument, InstrumentTable, parse_instrument
+
+STABLE = frozenset({"USD", "USDC", "USDT"})
+
+
+@lru_cache(maxsize=100_000)
+def instrument(name: str) -> Instrument:
+    return parse_instrument(name)
+
+
+def underlying_of(name: str) -> str:
+    return name.split("-")[0]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BuiltBook:
+    """The arrays of one version of the accounts. ``book.collateral`` is zero: call
+    ``with_collateral`` with the current prices."""
+
+    book: Book
+    where: dict[str, int]  # account -> row in book.accounts
+    row_underlying: np.ndarray  # per netted position: its underlying's column in the table
+    collateral_account: np.ndarray  # per collateral entry: account row
+    collateral_asset: tuple[str, ...]  # per collateral entry: its asset
+    collateral_amount: np.ndarray
+
+    def with_collateral(self, prices: Mapping[str, float]) -> Book:
+        """The book with every account's collateral valued at ``prices`` (stablecoins at 1)."""
+        price = np.array([1.0 if a in STABLE else prices.get(a, 0.0) for a in self.collateral_asset])
+        usd = np.bincount(self.collateral_account, weights=self.collateral_amount * price,
+                          minlength=len(self.book.accounts))
+        return dataclasses.replace(self.book, collateral=usd)
+
+    def mask(self, accounts: Collection[str]) -> np.ndarray:
+        """A boolean per book row: is the account in ``accounts``."""
+        out = np.zeros(len(self.book.accounts), dtype=bool)
+        out[[self.where[a] for a in accounts if a in self.where]] = True
+        return out
+
+    def first_touch(self, accounts: Mapping[str, int], moved: Mapping[str, int]) -> np.ndarray:
+        """Per account, the sequence number of the first event this tick that touched it (its
+        own update, or a move of an underlying it holds); ``-1`` for untouched accounts."""
+        never = np.iinfo(np.int64).max
+        seq = np.full(len(self.book.accounts), never, dtype=np.int64)
+        if moved:
+            table = self.book.instruments
+            by_underlying = np.array([moved.get(u, never) for u in table.underlyings], dtype=np.int64)
+            np.minimum.at(seq, self.book.account_idx, by_underlying[self.row_underlying])
+        for account, s in accounts.items():
+            row = self.where.get(account)
+            if row is not None and s < seq[row]:
+                seq[row] = s
+        seq[seq == never] = -1
+        return seq
+
+
+class AccountBook:
+    """Positions and collateral per account, with the ``BuiltBook`` of the current version."""
+
+    def __init__(self) -> None:
+        self.positions: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
+        self.collateral: dict[str, dict[str, float]] = defaultdict(dict)
+        self._version = 0
+        self._built: BuiltBook | None = None
+        self._built_key: tuple[int, frozenset[str]] | None = None
+
+    def __getstate__(self) -> dict:
+        # The built arrays are a cache: snapshots carry the dicts only.
+        return {"positions": self.positions, "collateral": self.collateral}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+        self.positions, self.collateral = state["positions"], state["collateral"]
+
+    def set_position(self, account: str, name: str, quantity: float, average_price: float) -> None:
+        if quantity == 0:
+            self.positions[account].pop(name, None)
+        else:
+            self.positions[account][name] = (quantity, average_price)
+        self._version += 1
+
+    def set_collateral(self, account: str, asset: str, amount: float) -> None:
+        self.collateral[account][asset] = amount
+        self._version += 1
+
+    def collateral_usd(self, account: str, prices: Mapping[str, float]) -> float:
+        return sum(amount * (1.0 if asset in STABLE else prices.get(asset, 0.0))
+                   for asset, amount in self.collateral.get(account, {}).items())
+
+    def priceable(self, account: str, priced: Collection[str]) -> bool:
+        """Whether every underlying the account holds has an index price (others wait for one)."""
+        return all(underlying_of(name) in priced for name in self.positions.get(account, ()))
+
+    def built(self, priced: Collection[str]) -> BuiltBook:
+        """The arrays of every account that can be priced with ``priced`` underlyings."""
+        key = (self._version, frozenset(priced))
+        if self._built is None or self._built_key != key:
+            self._built = self._build(key[1])
+            self._built_key = key
+        return self._built
+
+    def _build(self, priced: frozenset[str]) -> BuiltBook:
+        accounts = sorted(a for a in set(self.positions) | set(self.collateral) if self.priceable(a, priced))
+        names = sorted({name for a in accounts for name in self.positions.get(a, ())})
+        table = InstrumentTable.of(instrument(n) for n in names)
+        where_instrument = table.index()
+        acc_idx, ins_idx, qty, avg = [], [], [], []
+        col_acc, col_asset, col_amount = [], [], []
+        for i, account in enumerate(accounts):
+            for name, (q, price) in sorted(self.positions.get(account, {}).items()):
+                acc_idx.append(i)
+                ins_idx.append(where_instrument[name])
+                qty.append(q)
+                avg.append(price)
+            for asset, amount in sorted(self.collateral.get(account, {}).items()):
+                col_acc.append(i)
+                col_asset.append(asset)
+                col_amount.append(amount)
+        book = Book.from_arrays(accounts, np.zeros(len(accounts)), table, np.array(acc_idx, dtype=np.int64),
+                                np.array(ins_idx, dtype=np.int64), np.array(qty, dtype=np.float64),
+                                np.array(avg, dtype=np.float64))
+        return BuiltBook(book, {a: i for i, a in enumerate(accounts)},
+                         np.asarray(table.underlying_idx, dtype=np.int64)[book.instrument_idx],
+                         np.array(col_acc, dtype=np.int64), tuple(col_asset), np.array(col_amount, dtype=np.float64))
