@@ -12,6 +12,12 @@ Two agents, both stateless shells around the pure core:
   ``Shard``: the sequencer orders it by event time across inputs, and the engine turns it into
   breaches and signed actions, which are sent to their topics.
 
+Both agents take messages in batches (up to ``batch_max``, or what arrived within
+``batch_within_ms``) and write through a confluent-kafka producer (``Outbox``): faust's own
+send path costs tens of microseconds a record, which would cap the fan-out (twelve copies per
+market record) far below the broker. Nothing is acknowledged before everything written on its
+behalf is confirmed by the broker (``Outbox.drained``), so a crash re-sends, never loses.
+
 State and recovery. The agent does not acknowledge messages as it goes (``noack``); every
 ``snapshot_every`` messages of a partition it writes the whole shard to a changelogged faust
 table (keyed by partition, written while processing that partition, so the changelog record
@@ -29,6 +35,7 @@ time enters, and only for inputs that are silent.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import logging
@@ -36,14 +43,16 @@ import time
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaException, Producer
 
-from pipelines.config import Settings
+from pipelines.config import KafkaSettings, Settings
 from pipelines.engine.engine import EngineOutput, EngineParams
 from pipelines.engine.shard import FANOUT_TOPIC, MARKET_TOPICS, Message, Shard
 from pipelines.engine.shards import ACCOUNT_BREACHES, market_subject
 from pipelines.events.codec import DecodeError, default_codec
 from pipelines.events.deadletter import dead_letter
 from pipelines.events.validation import Validator
+from pipelines.kafka import client_config
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS, spec_for, topic_name
 
@@ -58,7 +67,39 @@ class WorkerConfig:
     snapshot_every: int = 500
     idle_ms: int = 1_000
     max_event_age_ms: int = 24 * 3600 * 1000
+    batch_max: int = 2_000
+    batch_within_ms: int = 5
     engine: EngineParams = EngineParams()
+
+
+class Outbox:
+    """Records out through one confluent-kafka producer: ``send`` only queues (librdkafka
+    batches and pipelines), ``drained`` waits — off the event loop — until the broker has
+    confirmed every queued record, and fails loudly if any was refused."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.producer = Producer(client_config(kafka, **{"enable.idempotence": True, "linger.ms": 2}))
+        self.error: str | None = None
+
+    def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=self._delivered, **extra)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self.producer.poll(0.05)
+
+    def _delivered(self, error: Any, _message: Any) -> None:
+        if error is not None and self.error is None:
+            self.error = str(error)
+
+    async def drained(self) -> None:
+        left = await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 60.0)
+        if left or self.error:
+            # crash the worker: its unacknowledged input is redelivered to whoever takes over
+            raise KafkaException(f"output not delivered ({left} queued): {self.error or 'flush timed out'}")
 
 
 def source_of(message: Any, prefix: str) -> str:
@@ -95,16 +136,13 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     market = app.topic(*[name(spec.name) for spec in MARKET_TOPICS], **raw)
-    fanout = app.topic(name(FANOUT_TOPIC), partitions=ACCOUNT_PARTITIONS, **raw)
     inputs = app.topic(name("backstop.positions"), name("backstop.collateral"), name(FANOUT_TOPIC), **raw)
-    outputs = {record: app.topic(name(topic), **raw) for record, topic in
-               (("Breach", "backstop.breaches"), ("Action", "backstop.actions"),
-                ("ExposureSnapshot", "backstop.exposures"))}
-    dead_letters = app.topic(name("backstop.deadletters"), **raw)
     # snapshot bytes travel base64-encoded: faust tables pick a JSON codec for plain types
     snapshots = app.Table("engine-snapshots", default=None, partitions=ACCOUNT_PARTITIONS, key_type=str, value_type=str)
 
     shards: dict[int, Shard] = {}
+    owned: set[int] = set()  # account partitions assigned to this worker now
+    positions_topic = name("backstop.positions")
     pending: dict[int, list[Any]] = {}
     last_seen: dict[tuple[int, str], float] = {}
 
@@ -118,61 +156,91 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             pending[partition] = []
         return shard
 
-    async def emit(output: EngineOutput) -> None:
+    outbox, fan = Outbox(kafka), Outbox(kafka)
+    output_topics = {record: name(topic) for record, topic in
+                     (("Breach", "backstop.breaches"), ("Action", "backstop.actions"),
+                      ("ExposureSnapshot", "backstop.exposures"))}
+    fanout_name = name(FANOUT_TOPIC)
+
+    def emit(output: EngineOutput) -> None:
         for breach in output.breaches:
-            await outputs["Breach"].send(key=breach_key(breach).encode(),
-                                         value=codec.encode("Breach", breach_record(breach)))
+            outbox.send(output_topics["Breach"], breach_key(breach).encode(),
+                        codec.encode("Breach", breach_record(breach)))
         for action in output.actions:
-            await outputs["Action"].send(key=action["account"].encode(), value=codec.encode("Action", action))
+            outbox.send(output_topics["Action"], action["account"].encode(), codec.encode("Action", action))
         for exposure in output.exposures:
-            await outputs["ExposureSnapshot"].send(key=exposure["account"].encode(),
-                                                   value=codec.encode("ExposureSnapshot", exposure))
+            outbox.send(output_topics["ExposureSnapshot"], exposure["account"].encode(),
+                        codec.encode("ExposureSnapshot", exposure))
+        outbox.producer.poll(0)
 
     @app.agent(market, concurrency=1)
     async def fan_out(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            headers = {SOURCE_HEADER: source_of(event.message, prefix).encode()}
-            for partition in range(ACCOUNT_PARTITIONS):
-                await fanout.send(key=event.message.key, value=event.message.value, partition=partition,
-                                  headers=headers)
+        # take_events acknowledges a batch once this body is done with it: after ``drained``
+        async for events in stream.take_events(config.batch_max, within=config.batch_within_ms / 1000):
+            for event in events:
+                headers = [(SOURCE_HEADER, source_of(event.message, prefix).encode())]
+                for partition in range(ACCOUNT_PARTITIONS):
+                    fan.send(fanout_name, event.message.key, event.message.value, partition, headers)
+            await fan.drained()
 
     @app.agent(inputs, concurrency=1)
     async def run_shards(stream: faust.StreamT) -> None:
-        async for event in stream.noack().events():
-            message = event.message
-            partition = message.partition
-            shard = shard_for(partition)
-            pending[partition].append(event)
-            ref = source_of(message, prefix)
-            source_topic, source_partition, source_offset = ref.rsplit(":", 2)
-            try:
-                decoded = codec.decode(message.value)
-                problem = validator.validate(decoded.record, decoded.value, int(time.time() * 1000))
-            except DecodeError as exc:
-                await dead_letter_send(message, exc.reason, str(exc))
-                continue
-            if problem is not None:
-                await dead_letter_send(message, problem.reason, str(problem))
-                continue
-            input_name = f"{source_topic}/{source_partition}"
-            last_seen[(partition, input_name)] = time.monotonic()
-            shard.push(Message(input_name, int(source_offset), ref, decoded.record, decoded.value))
-            await emit(shard.advance())
-            if len(pending[partition]) >= config.snapshot_every:
-                await checkpoint(partition, stream)
+        async for events in stream.noack_take(config.batch_max, within=config.batch_within_ms / 1000):
+            now_ms = int(time.time() * 1000)
+            touched: dict[int, None] = {}
+            for event in events:
+                partition = event.message.partition
+                if partition not in owned:
+                    continue  # fetched before a rebalance took the partition away: its owner reads it
+                shard = shard_for(partition)
+                pending[partition].append(event)
+                take(shard, event.message, now_ms)
+                touched[partition] = None
+            for partition in touched:
+                emit(shards[partition].advance())
+            for partition in touched:
+                # a checkpoint awaits the broker, and a rebalance may revoke partitions meanwhile
+                if partition in shards and len(pending[partition]) >= config.snapshot_every:
+                    await checkpoint(partition, stream)
+
+    def take(shard: Shard, message: Any, now_ms: int) -> None:
+        """Decode, validate (bad input to the dead letters) and queue one message in its shard."""
+        ref = source_of(message, prefix)
+        source_topic, source_partition, source_offset = ref.rsplit(":", 2)
+        try:
+            decoded = codec.decode(message.value)
+        except DecodeError as exc:
+            dead_letter_send(message, exc.reason, str(exc), now_ms)
+            return
+        problem = validator.validate(decoded.record, decoded.value, now_ms)
+        if problem is not None:
+            dead_letter_send(message, problem.reason, str(problem), now_ms)
+            return
+        input_name = f"{source_topic}/{source_partition}"
+        last_seen[(message.partition, input_name)] = time.monotonic()
+        shard.push(Message(input_name, int(source_offset), ref, decoded.record, decoded.value))
 
     async def checkpoint(partition: int, stream: faust.StreamT) -> None:
-        """Store the shard, then acknowledge the messages it covers (faust commits up to them)."""
-        snapshots[str(partition)] = base64.b64encode(shards[partition].snapshot()).decode()
+        """Outputs confirmed, then the shard stored, then the messages it covers acknowledged
+        (faust commits up to them): offsets never run ahead of a snapshot or of an output."""
+        await outbox.drained()
+        if partition not in shards:
+            return  # revoked while waiting: the next owner restores the last stored snapshot
+        stored = base64.b64encode(shards[partition].snapshot()).decode()
+        # A batch has no "current event" for faust to take the changelog partition from, so the
+        # record goes to the changelog partition of its shard explicitly; faust flushes it
+        # before it commits the offsets acknowledged below.
+        snapshots.send_changelog(partition, str(partition), stored)
+        snapshots.data[str(partition)] = stored
         for event in pending[partition]:
             await stream.ack(event)
         pending[partition] = []
 
-    async def dead_letter_send(message: Any, reason: str, detail: str) -> None:
+    def dead_letter_send(message: Any, reason: str, detail: str, now_ms: int) -> None:
         record = dead_letter(reason=reason, detail=detail, topic=message.topic, partition=message.partition,
                              offset=message.offset, value=message.value, key=message.key, consumer="worker",
-                             event_time_ms=int(time.time() * 1000))
-        await dead_letters.send(key=message.topic.encode(), value=codec.encode("DeadLetter", record))
+                             event_time_ms=now_ms)
+        outbox.send(name("backstop.deadletters"), message.topic.encode(), codec.encode("DeadLetter", record))
 
     @app.timer(interval=0.1)
     async def release_idle_inputs() -> None:
@@ -181,18 +249,23 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             quiet = [name for name in shard.inputs if now - last_seen.get((partition, name), 0.0) > config.idle_ms / 1000]
             if len(quiet) == len(shard.inputs):
                 if len(shard.sequencer):
-                    await emit(shard.drain())
+                    emit(shard.drain())
             else:
-                for name in quiet:
-                    shard.idle(name)
-                await emit(shard.advance())
+                for input_name in quiet:
+                    shard.idle(input_name)
+                emit(shard.advance())
 
     @app.on_partitions_revoked.connect
     async def forget(app: faust.App, revoked: set, **_: Any) -> None:  # noqa: ARG001
         """A moved partition's shard is rebuilt from its snapshot by whoever owns it next."""
         for tp in revoked:
+            owned.discard(tp.partition)
             shards.pop(tp.partition, None)
             pending.pop(tp.partition, None)
+
+    @app.on_partitions_assigned.connect
+    async def own(app: faust.App, assigned: set, **_: Any) -> None:  # noqa: ARG001
+        owned.update(tp.partition for tp in assigned if tp.topic == positions_topic)
 
     return app
 
