@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+from collections import deque
 from collections.abc import Iterator
 
 
@@ -58,14 +59,26 @@ class RollingWindow:
         self.length_ms = length_ms
         self.allowed_lateness_ms = allowed_lateness_ms
         self._times: list[int] = []
-        self._values: list[float] = []  # beside the samples, so extremes are a C-speed max/min
+        self._values: list[float] = []  # beside the samples, for a C-speed max/min off the fast path
         self._samples: list[Sample] = []
+        # Monotonic queues of the window ending at the newest sample: the highest (and lowest)
+        # candidates, so the common query — extremes as of the sample just added — is O(1)
+        # amortised instead of a scan of minutes of ticks. A late sample rebuilds them.
+        self._high: deque[Sample] = deque()
+        self._low: deque[Sample] = deque()
 
     def add(self, sample: Sample) -> None:
         index = bisect.bisect_right(self._times, sample.event_time_ms)
         self._times.insert(index, sample.event_time_ms)
         self._values.insert(index, sample.value)
         self._samples.insert(index, sample)
+        if index == len(self._times) - 1:
+            self._enqueue(sample)
+        else:
+            self._high.clear()
+            self._low.clear()
+            for earlier in self.ending_at(self._times[-1]):
+                self._enqueue(earlier)
         horizon = self._times[-1] - self.length_ms - self.allowed_lateness_ms
         cut = bisect.bisect_left(self._times, horizon)
         if cut:
@@ -83,10 +96,25 @@ class RollingWindow:
         """The window (end_ms - length_ms, end_ms]."""
         return list(self.between(end_ms - self.length_ms + 1, end_ms))
 
+    def _enqueue(self, sample: Sample) -> None:
+        """Append the newest sample to the monotonic queues (earlier equals stay in front)."""
+        while self._high and self._high[-1].value < sample.value:
+            self._high.pop()
+        self._high.append(sample)
+        while self._low and self._low[-1].value > sample.value:
+            self._low.pop()
+        self._low.append(sample)
+
     def extremes(self, end_ms: int) -> tuple[Sample, Sample]:
         """The highest and the lowest sample of the window ending at ``end_ms`` (the earliest of
         equals), which must not be empty."""
-        lo = bisect.bisect_left(self._times, end_ms - self.length_ms + 1)
+        start = end_ms - self.length_ms + 1
+        if end_ms == self._times[-1]:
+            for queue in (self._high, self._low):
+                while queue[0].event_time_ms < start:
+                    queue.popleft()
+            return self._high[0], self._low[0]
+        lo = bisect.bisect_left(self._times, start)
         hi = bisect.bisect_right(self._times, end_ms)
         values = self._values[lo:hi]
         return (self._samples[lo + values.index(max(values))], self._samples[lo + values.index(min(values))])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.detect.detectors import DetectorParams, Detectors
 from pipelines.engine.account_book import STABLE, AccountBook
+from pipelines.engine.index_history import IndexHistory
 from pipelines.engine.market_board import MarketBoard
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.circuit import CircuitBreakers, CircuitParams, TradingState
@@ -33,9 +34,6 @@ from pipelines.risk.book import revalue_book
 from pipelines.risk.liquidation_order import plan_liquidation
 from pipelines.risk.margin import MarginConfig
 
-YEAR_MS = 365.0 * 86_400_000.0
-VELOCITY_WINDOW_MS = 60_000
-REALISED_WINDOW_MS = 5 * 60_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +76,7 @@ class Engine:
         self._attention: set[str] = set()  # accounts the ladder or the margin detectors are watching
         self._emitted: dict[str, tuple[int, float]] = {}  # account -> (time, ratio) of its last exposure
         self._thin: set[str] = set()  # instruments in an active liquidity breach
-        self._index_history: dict[str, deque[tuple[int, float]]] = defaultdict(deque)
+        self._index_history: dict[str, IndexHistory] = defaultdict(IndexHistory)
         self._tick_end: int | None = None
         self._last_time_ms: int | None = None
         self.events = 0
@@ -134,10 +132,7 @@ class Engine:
         d = self.detectors
         if record == "IndexPrice":
             underlying = value["underlying"]
-            history = self._index_history[underlying]
-            history.append((t, value["price"]))
-            while history and history[0][0] < t - REALISED_WINDOW_MS:
-                history.popleft()
+            self._index_history[underlying].append(t, value["price"])
             out.breaches += d.on_index(underlying, t, value["price"], ref)
         elif record == "VolatilityUpdate" and value.get("iv") is not None:
             out.breaches += d.on_iv(value.get("instrument") or value["underlying"], t, value["iv"], ref)
@@ -278,24 +273,12 @@ class Engine:
         return out
 
     def _velocity(self, underlying: str, time_ms: int) -> float:
-        history = [(t, p) for t, p in self._index_history.get(underlying, ()) if t >= time_ms - VELOCITY_WINDOW_MS]
-        if len(history) < 2 or history[-1][0] == history[0][0]:
-            return 0.0
-        return (history[-1][1] - history[0][1]) / (history[-1][0] - history[0][0])
+        history = self._index_history.get(underlying)
+        return history.velocity(time_ms) if history is not None else 0.0
 
     def _realised_vols(self) -> dict[str, float]:
-        vols = {}
-        for underlying, history in self._index_history.items():
-            if len(history) < 3:
-                continue
-            times = np.array([t for t, _ in history], dtype=float)
-            prices = np.array([p for _, p in history], dtype=float)
-            span = times[-1] - times[0]
-            if span <= 0:
-                continue
-            returns = np.diff(np.log(prices))
-            vols[underlying] = float(math.sqrt(float(np.sum(returns ** 2)) / span * YEAR_MS))
-        return vols
+        vols = {u: history.realised_vol() for u, history in self._index_history.items()}
+        return {u: vol for u, vol in vols.items() if vol is not None}
 
     # ------------------------------------------------------------------ helpers
 

@@ -56,3 +56,20 @@ def test_held_condition_resets_when_cleared_before_hold() -> None:
     held.update(1_000, triggered=False, cleared=True)
     assert held.update(3_500, triggered=True, cleared=False) is None
     assert held.update(6_500, triggered=True, cleared=False) == "fire"
+
+
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(-3, 3)), min_size=1, max_size=120), st.randoms())
+def test_extremes_match_a_scan_of_the_window(steps: list[tuple[int, int]], rnd: random.Random) -> None:
+    """The monotonic queues give what a scan gives — the earliest highest and lowest sample —
+    for in-order samples and for late ones (which rebuild the queues), with ties and evictions."""
+    window = RollingWindow(length_ms=1_000, allowed_lateness_ms=300)
+    newest = 0
+    for n, (gap, value) in enumerate(steps):
+        late = rnd.random() < 0.2
+        t = max(0, newest - rnd.randint(0, 300)) if late else newest + gap
+        newest = max(newest, t)
+        window.add(Sample(t, float(value), f"s{n}"))
+        samples = window.ending_at(t)
+        high = max(samples, key=lambda s: s.value)  # max/min keep the first of equals
+        low = min(samples, key=lambda s: s.value)
+        assert window.extremes(t) == (high, low)
