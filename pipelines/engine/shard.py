@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -87,15 +88,17 @@ class Shard:
         return self.advance()
 
     def snapshot(self) -> bytes:
+        """The shard, compressed: the events it holds back (an input silent until its idle
+        timeout holds back everything after it) repeat the same field names thousands of times."""
         key, self.engine.key = self.engine.key, None
         try:
-            return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+            return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
         finally:
             self.engine.key = key
 
     @staticmethod
     def restore(data: bytes, key: SigningKey) -> "Shard":
-        shard: Shard = pickle.loads(data)
+        shard: Shard = pickle.loads(zlib.decompress(data))
         shard.engine.key = key
         return shard
 

@@ -59,6 +59,7 @@ from pipelines.topics import ACCOUNT_PARTITIONS, spec_for, topic_name
 log = logging.getLogger(__name__)
 
 SOURCE_HEADER = "backstop-source"
+SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,12 +134,15 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         # a dead worker's partitions move after 10 s without heartbeats, not faust's default 60 s
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
+        # a snapshot carries the events its shard still holds back: allow it to outgrow 1 MB
+        producer_max_request_size=SNAPSHOT_MAX_BYTES,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     market = app.topic(*[name(spec.name) for spec in MARKET_TOPICS], **raw)
     inputs = app.topic(name("backstop.positions"), name("backstop.collateral"), name(FANOUT_TOPIC), **raw)
     # snapshot bytes travel base64-encoded: faust tables pick a JSON codec for plain types
-    snapshots = app.Table("engine-snapshots", default=None, partitions=ACCOUNT_PARTITIONS, key_type=str, value_type=str)
+    snapshots = app.Table("engine-snapshots", default=None, partitions=ACCOUNT_PARTITIONS, key_type=str, value_type=str,
+                          extra_topic_configs={"max.message.bytes": SNAPSHOT_MAX_BYTES})
 
     shards: dict[int, Shard] = {}
     owned: set[int] = set()  # account partitions assigned to this worker now

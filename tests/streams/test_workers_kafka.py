@@ -4,16 +4,12 @@ is SIGKILLed mid-stream and its partitions move."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from pipelines.config import KafkaSettings
 from pipelines.engine.engine import EngineParams
@@ -24,10 +20,10 @@ from pipelines.topics import ACCOUNT_PARTITIONS
 from pipelines.topics_cli import create_topics
 
 from crash_script import crash_events  # noqa: I001
+from workers import SECRET, collect, start_worker, stop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-SECRET = "worker-test-signing-key-0123456789"
 KEY = SigningKey("default", SECRET.encode())
 TOPIC_OF = {"IndexPrice": "backstop.market.index", "VolatilityUpdate": "backstop.market.volatility",
             "OrderBookDepth": "backstop.market.depth", "PositionUpdate": "backstop.positions",
@@ -56,43 +52,6 @@ def publish(bootstrap: str, prefix: str) -> list[tuple[int | None, Message]]:
         messages.append((shard_of(record, value, ACCOUNT_PARTITIONS),
                          Message(f"{topic}/{partition}", offset, f"{topic}:{partition}:{offset}", record, value)))
     return messages
-
-
-def collect(bootstrap: str, topic: str, record: str, id_field: str, want: set[str], timeout_s: float) -> dict:
-    codec = default_codec()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    seen: dict[str, list[dict]] = {}
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not want <= set(seen) and time.monotonic() < deadline:
-            for m in consumer.consume(500, 0.5):
-                if m.error() is None:
-                    value = codec.decode(m.value(), expected=record).value
-                    seen.setdefault(value[id_field], []).append(value)
-    finally:
-        consumer.close()
-    return seen
-
-
-def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str) -> subprocess.Popen:
-    env = dict(os.environ, BACKSTOP_ACTIONS_SIGNING_KEY=SECRET, BACKSTOP_KAFKA_TOPIC_PREFIX=prefix)
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "worker", "--bootstrap", bootstrap, "--app-id", "workers",
-         "--max-event-age-s", "1e9", "--idle-ms", "12000", "--snapshot-every", "50", "--hedged", "hedged-desk"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "ab"), start_new_session=True,
-        cwd=tmp_path)
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.mark.parametrize("kill_one", [False, True], ids=["steady", "sigkill"])

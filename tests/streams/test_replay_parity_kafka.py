@@ -1,0 +1,56 @@
+"""Replay parity on the real broker: one scenario recording, replayed into Kafka and through two
+faust workers, gives exactly the breaches and actions of the same file replayed in-process."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import KafkaSettings
+from pipelines.engine.engine import EngineParams
+from pipelines.policy.signing import SigningKey
+from pipelines.replay.inprocess import replay
+from pipelines.replay.kafka_replay import replay_to_kafka
+from pipelines.scenarios import library
+from pipelines.scenarios.generate import generate, write_recording
+from pipelines.topics_cli import create_topics
+
+from workers import SECRET, collect, start_worker, stop  # noqa: I001
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+SCENARIO = "black-thursday-2020"
+
+
+def test_a_recording_replayed_through_kafka_and_in_process_gives_the_same_outputs(kafka_bootstrap: str,
+                                                                                   tmp_path: Path) -> None:
+    generated = generate(library.get(SCENARIO))
+    recording = tmp_path / "scenario.avro"
+    write_recording(generated, recording)
+    expected = replay(recording, key=SigningKey("default", SECRET.encode()),
+                      params=EngineParams(hedged_accounts=generated.hedged))
+    expected_actions = {a["action_id"]: a for a in expected.actions}
+    expected_breaches = {b.breach_id for b in expected.breaches}
+    assert len(expected_actions) > 50 and len(expected_breaches) > 20
+
+    prefix = f"r{uuid.uuid4().hex[:8]}."
+    create_topics(KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix))
+    replay_to_kafka(recording, {"bootstrap.servers": kafka_bootstrap}, prefix=prefix)
+    hedged = ",".join(sorted(generated.hedged))
+    workers = [start_worker(kafka_bootstrap, prefix, tmp_path, name, hedged=hedged) for name in ("w1", "w2")]
+    try:
+        actions = collect(kafka_bootstrap, f"{prefix}backstop.actions", "Action", "action_id",
+                          set(expected_actions), timeout_s=240)
+        breaches = collect(kafka_bootstrap, f"{prefix}backstop.breaches", "Breach", "breach_id",
+                           expected_breaches, timeout_s=60)
+    finally:
+        for worker in workers:
+            stop(worker)
+    logs = "\n".join(p.read_text()[-1500:] for p in tmp_path.glob("*.log"))
+    assert set(actions) == set(expected_actions), logs
+    differing = {i: {k: (v, expected_actions[i].get(k)) for k, v in copy.items() if v != expected_actions[i].get(k)}
+                 for i, copies in actions.items() for copy in copies if copy != expected_actions[i]}
+    assert not differing, differing
+    assert set(breaches) == expected_breaches

@@ -1,0 +1,55 @@
+"""Stream workers as the tests run them: real ``backstop worker`` processes on the real broker,
+and a consumer that collects what they emit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from pipelines.events.codec import default_codec
+
+SECRET = "worker-test-signing-key-0123456789"
+
+
+def collect(bootstrap: str, topic: str, record: str, id_field: str, want: set[str], timeout_s: float) -> dict:
+    codec = default_codec()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    seen: dict[str, list[dict]] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not want <= set(seen) and time.monotonic() < deadline:
+            for m in consumer.consume(500, 0.5):
+                if m.error() is None:
+                    value = codec.decode(m.value(), expected=record).value
+                    seen.setdefault(value[id_field], []).append(value)
+    finally:
+        consumer.close()
+    return seen
+
+
+def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str, hedged: str = "hedged-desk") -> subprocess.Popen:
+    env = dict(os.environ, BACKSTOP_ACTIONS_SIGNING_KEY=SECRET, BACKSTOP_KAFKA_TOPIC_PREFIX=prefix)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "worker", "--bootstrap", bootstrap, "--app-id", "workers",
+         "--max-event-age-s", "1e9", "--idle-ms", "12000", "--snapshot-every", "50", "--hedged", hedged],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "ab"), start_new_session=True,
+        cwd=tmp_path)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
