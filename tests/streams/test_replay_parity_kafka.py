@@ -1,8 +1,10 @@
 """Replay parity on the real broker: one scenario recording, replayed into Kafka and through two
-faust workers, gives exactly the breaches and actions of the same file replayed in-process."""
+faust workers, gives exactly the breaches and actions of the same file replayed in-process — also
+when one worker is SIGKILLed mid-stream and restarted."""
 
 from __future__ import annotations
 
+import signal
 import uuid
 from pathlib import Path
 
@@ -24,8 +26,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 SCENARIO = "black-thursday-2020"
 
 
-def test_a_recording_replayed_through_kafka_and_in_process_gives_the_same_outputs(kafka_bootstrap: str,
-                                                                                   tmp_path: Path) -> None:
+@pytest.mark.parametrize("kill_one", [False, True], ids=["steady", "sigkill"])
+def test_a_recording_replayed_through_kafka_and_in_process_gives_the_same_outputs(kafka_bootstrap: str, tmp_path: Path,
+                                                                                   kill_one: bool) -> None:
     generated = generate(library.get(SCENARIO))
     recording = tmp_path / "scenario.avro"
     write_recording(generated, recording)
@@ -41,6 +44,11 @@ def test_a_recording_replayed_through_kafka_and_in_process_gives_the_same_output
     hedged = ",".join(sorted(generated.hedged))
     workers = [start_worker(kafka_bootstrap, prefix, tmp_path, name, hedged=hedged) for name in ("w1", "w2")]
     try:
+        if kill_one:  # once the first actions are out, one worker dies and its partitions move
+            assert collect(kafka_bootstrap, f"{prefix}backstop.actions", "Action", "action_id",
+                           set(list(expected_actions)[:10]), timeout_s=120)
+            stop(workers[0], signal.SIGKILL)
+            workers[0] = start_worker(kafka_bootstrap, prefix, tmp_path, "w1-restarted", hedged=hedged)
         actions = collect(kafka_bootstrap, f"{prefix}backstop.actions", "Action", "action_id",
                           set(expected_actions), timeout_s=240)
         breaches = collect(kafka_bootstrap, f"{prefix}backstop.breaches", "Breach", "breach_id",
