@@ -111,8 +111,19 @@ def shard_of(record: str, value: Mapping[str, Any], partitions: int) -> int | No
 def run_shards(messages: Iterable[tuple[int | None, Message]], partitions: int, key: SigningKey,
                params: EngineParams | None = None) -> EngineOutput:
     """The cluster in-process: ``(shard or None for all, message)`` pairs in any order that keeps
-    each input's own order; every shard is drained at the end."""
+    each input's own order; every shard is drained at the end. With every message at hand, each
+    shard first declares every input it will hear from, so no input's early events can be
+    overtaken by another's — whatever order the pairs come in.
+
+    Outputs do not depend on how accounts are grouped into shards (an account's outputs depend
+    on the market and that account alone; market-wide outputs are reported by one owner), so
+    ``partitions=1`` — one shard holding everything — gives the cluster's outputs at a twelfth
+    of the market work; ``tests/engine/test_shards.py`` holds it to that."""
+    messages = list(messages)
     shards = [Shard(p, partitions, key, params) for p in range(partitions)]
+    for target, message in messages:
+        for shard in (shards if target is None else [shards[target]]):
+            shard.sequencer.add_input(message.input)
     out = EngineOutput()
     for target, message in messages:
         for shard in (shards if target is None else [shards[target]]):

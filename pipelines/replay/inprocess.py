@@ -1,10 +1,11 @@
 """In-process replay: a recording through the same core with no broker.
 
 ``load(path)`` reads a replay file and decodes every value through the real codec;
-``replay(path)`` runs it through the in-process cluster (``run_shards``: one ``Sequencer`` +
-``Engine`` per account partition, market records to every shard, refs ``topic:partition:offset``
-exactly as the stream workers name them), so its breaches and actions are the ones the Kafka
-path produces from the same file. ``replay_dicts`` skips decoding (already-decoded events) for
+``replay(path)`` runs it through the in-process cluster (``run_shards``: a ``Sequencer`` +
+``Engine`` per shard, market records to every shard, refs ``topic:partition:offset`` exactly as
+the stream workers name them), so its breaches and actions are the ones the Kafka path produces
+from the same file. One shard by default: outputs do not depend on the grouping, and the
+market work is done once instead of once per partition. ``replay_dicts`` skips decoding (already-decoded events) for
 benchmarks and backtests; the closed loop lives in ``pipelines.backtest.simulate``.
 """
 
@@ -44,13 +45,14 @@ def messages(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], partitio
 
 
 def replay(path: str | Path, *, key: SigningKey = DEFAULT_KEY, params: EngineParams | None = None,
-           partitions: int = ACCOUNT_PARTITIONS, codec: Codec | None = None, prefix: str = "") -> EngineOutput:
-    """Breaches, actions and exposures of a recording, through the in-process cluster."""
+           partitions: int = 1, codec: Codec | None = None, prefix: str = "") -> EngineOutput:
+    """Breaches, actions and exposures of a recording, through the in-process cluster — by
+    default one shard holding every account, which gives the outputs of any partitioning."""
     return run_shards(messages(load(path, codec, prefix), partitions), partitions, key, params)
 
 
 def replay_dicts(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], *, key: SigningKey = DEFAULT_KEY,
-                 params: EngineParams | None = None, partitions: int = ACCOUNT_PARTITIONS) -> EngineOutput:
+                 params: EngineParams | None = None, partitions: int = 1) -> EngineOutput:
     return run_shards(messages(rows, partitions), partitions, key, params)
 
 
