@@ -72,15 +72,13 @@ class Sequencer:
             return None
         return min(waiting)
 
-    def pop_ready(self, max_events: int | None = None) -> list[Any]:
+    def pop_ready(self) -> list[Any]:
         """Every queued event strictly before the low watermark (an input may still send more
         events at exactly its watermark), in the deterministic order; everything once no input
-        is open. ``max_events`` caps one call (the rest stays ready for the next), so a live
-        shell can hand control back between slices of a large backlog."""
+        is open."""
         limit = self.low_watermark()
         out = []
-        while self._heap and (limit is None or self._heap[0][0] < limit) and \
-                (max_events is None or len(out) < max_events):
+        while self._heap and (limit is None or self._heap[0][0] < limit):
             out.append(heapq.heappop(self._heap)[3])
         return out
 

@@ -70,10 +70,10 @@ class Shard:
         self.offsets[message.input] = message.offset
         return self.sequencer.push(message.input, message.value["event_time_ms"], message)
 
-    def advance(self, max_events: int | None = None) -> EngineOutput:
-        """Run every message the sequencer can release (at most ``max_events``) through the engine."""
+    def advance(self) -> EngineOutput:
+        """Run every message the sequencer can release through the engine."""
         out = EngineOutput()
-        for message in self.sequencer.pop_ready(max_events):
+        for message in self.sequencer.pop_ready():
             out.extend(self.engine.on_event(message.record, message.value, message.ref))
         return keep_for_shard(self.partition, self.partitions, out)
 

@@ -4,9 +4,8 @@ Two agents, both stateless shells around the pure core:
 
 - ``fanout`` reads the market topics (as a consumer group, so each market partition is read
   by one worker) and copies every record to *every* partition of ``backstop.market.fanout``,
-  packed many to a message (``MarketBatch``: each record with its source coordinates and its
-  own bytes). Market data thereby sits beside the account data of each partition, and the
-  worker owning partition *p* sees all of it — reading one message per batch, not one per record.
+  tagged with its source coordinates. Market data thereby sits beside the account data of each
+  partition, and the worker owning partition *p* sees all of it.
 - ``shards`` reads ``backstop.positions``, ``backstop.collateral`` and the fan-out, which faust
   co-partitions (same partition count, same worker per partition number). Each message is
   decoded and validated (bad ones go to the dead letters), then pushed into its partition's
@@ -59,9 +58,8 @@ from pipelines.topics import ACCOUNT_PARTITIONS, spec_for, topic_name
 
 log = logging.getLogger(__name__)
 
+SOURCE_HEADER = "backstop-source"
 SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024
-FANOUT_BATCH = 1_000  # market records per fan-out message: well under the broker's 1 MB default
-ADVANCE_SLICE = 200  # events through a shard's engine between two yields to the event loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +104,11 @@ class Outbox:
 
 
 def source_of(message: Any, prefix: str) -> str:
-    """``topic:partition:offset`` of a message, the topic named without the deployment prefix:
-    how breach triggers and the in-process replay name an event."""
+    """``topic:partition:offset`` of the original event: the header a replay or the fan-out
+    set, else this message's own coordinates (topic named without the deployment prefix)."""
+    for name, value in message.headers or ():
+        if name == SOURCE_HEADER:
+            return value.decode()
     return f"{message.topic.removeprefix(prefix)}:{message.partition}:{message.offset}"
 
 
@@ -144,6 +145,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                           extra_topic_configs={"max.message.bytes": SNAPSHOT_MAX_BYTES})
 
     shards: dict[int, Shard] = {}
+    owned: set[int] = set()  # account partitions assigned to this worker now
     positions_topic = name("backstop.positions")
     pending: dict[int, list[Any]] = {}
     last_seen: dict[tuple[int, str], float] = {}
@@ -179,12 +181,10 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     async def fan_out(stream: faust.StreamT) -> None:
         # take_events acknowledges a batch once this body is done with it: after ``drained``
         async for events in stream.take_events(config.batch_max, within=config.batch_within_ms / 1000):
-            for start in range(0, len(events), FANOUT_BATCH):
-                chunk = [event.message for event in events[start:start + FANOUT_BATCH]]
-                batch = market_batch(chunk, prefix)
-                value, key = codec.encode("MarketBatch", batch), batch["origin"].encode()
+            for event in events:
+                headers = [(SOURCE_HEADER, source_of(event.message, prefix).encode())]
                 for partition in range(ACCOUNT_PARTITIONS):
-                    fan.send(fanout_name, key, value, partition)
+                    fan.send(fanout_name, event.message.key, event.message.value, partition, headers)
             await fan.drained()
 
     @app.agent(inputs, concurrency=1)
@@ -193,60 +193,36 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             now_ms = int(time.time() * 1000)
             touched: dict[int, None] = {}
             for event in events:
-                message = event.message
-                partition = message.partition
+                partition = event.message.partition
+                if partition not in owned:
+                    continue  # fetched before a rebalance took the partition away: its owner reads it
                 shard = shard_for(partition)
                 pending[partition].append(event)
+                take(shard, event.message, now_ms)
                 touched[partition] = None
-                if message.topic != fanout_name:
-                    take(shard, partition, source_of(message, prefix), message.key, message.value, now_ms)
-                    continue
-                try:
-                    batch = codec.decode(message.value, expected="MarketBatch").value
-                except DecodeError as exc:
-                    dead_letter_send(source_of(message, prefix), message.key, message.value, exc.reason, str(exc),
-                                     now_ms)
-                    continue
-                for record in batch["records"]:
-                    ref = f"{record['topic']}:{record['partition']}:{record['offset']}"
-                    take(shard, partition, ref, record["key"], record["value"], now_ms)
             for partition in touched:
-                await advance(partition)
+                emit(shards[partition].advance())
             for partition in touched:
                 # a checkpoint awaits the broker, and a rebalance may revoke partitions meanwhile
                 if partition in shards and len(pending[partition]) >= config.snapshot_every:
                     await checkpoint(partition, stream)
 
-    def take(shard: Shard, partition: int, ref: str, key: bytes | None, value: bytes, now_ms: int) -> None:
-        """Decode, validate (bad input to the dead letters, under its source coordinates) and
-        queue one source record — ``ref`` = its ``topic:partition:offset`` — in its shard."""
+    def take(shard: Shard, message: Any, now_ms: int) -> None:
+        """Decode, validate (bad input to the dead letters) and queue one message in its shard."""
+        ref = source_of(message, prefix)
         source_topic, source_partition, source_offset = ref.rsplit(":", 2)
         try:
-            decoded = codec.decode(value)
+            decoded = codec.decode(message.value)
         except DecodeError as exc:
-            dead_letter_send(ref, key, value, exc.reason, str(exc), now_ms)
+            dead_letter_send(message, exc.reason, str(exc), now_ms)
             return
         problem = validator.validate(decoded.record, decoded.value, now_ms)
         if problem is not None:
-            dead_letter_send(ref, key, value, problem.reason, str(problem), now_ms)
+            dead_letter_send(message, problem.reason, str(problem), now_ms)
             return
         input_name = f"{source_topic}/{source_partition}"
-        last_seen[(partition, input_name)] = time.monotonic()
+        last_seen[(message.partition, input_name)] = time.monotonic()
         shard.push(Message(input_name, int(source_offset), ref, decoded.record, decoded.value))
-
-    async def advance(partition: int, drain: bool = False) -> None:
-        """Run what the partition's shard can release (everything, with ``drain``), in slices,
-        yielding to the event loop between them: a backlog released at once — an input going
-        idle — must not starve the consumer's heartbeats, or the group rebalances and the
-        backlog starts over."""
-        while (shard := shards.get(partition)) is not None:
-            if drain:
-                shard.sequencer.idle_all()
-            queued = len(shard.sequencer)
-            emit(shard.advance(ADVANCE_SLICE))
-            if queued - len(shard.sequencer) < ADVANCE_SLICE:
-                return
-            await asyncio.sleep(0)
 
     async def checkpoint(partition: int, stream: faust.StreamT) -> None:
         """Outputs confirmed, then the shard stored, then the messages it covers acknowledged
@@ -254,12 +230,6 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         await outbox.drained()
         if partition not in shards:
             return  # revoked while waiting: the next owner restores the last stored snapshot
-        if all(tp.partition != partition for tp in app.consumer.assignment() if tp.topic == positions_topic):
-            # A batch fetched before a rebalance can carry messages of a partition that has
-            # since moved: the shard they built is dropped, never stored over the owner's.
-            shards.pop(partition, None)
-            pending.pop(partition, None)
-            return
         stored = base64.b64encode(shards[partition].snapshot()).decode()
         # A batch has no "current event" for faust to take the changelog partition from, so the
         # record goes to the changelog partition of its shard explicitly; faust flushes it
@@ -270,11 +240,11 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             await stream.ack(event)
         pending[partition] = []
 
-    def dead_letter_send(ref: str, key: bytes | None, value: bytes, reason: str, detail: str, now_ms: int) -> None:
-        topic, partition, offset = ref.rsplit(":", 2)
-        record = dead_letter(reason=reason, detail=detail, topic=topic, partition=int(partition), offset=int(offset),
-                             value=value, key=key, consumer="worker", event_time_ms=now_ms)
-        outbox.send(name("backstop.deadletters"), topic.encode(), codec.encode("DeadLetter", record))
+    def dead_letter_send(message: Any, reason: str, detail: str, now_ms: int) -> None:
+        record = dead_letter(reason=reason, detail=detail, topic=message.topic, partition=message.partition,
+                             offset=message.offset, value=message.value, key=message.key, consumer="worker",
+                             event_time_ms=now_ms)
+        outbox.send(name("backstop.deadletters"), message.topic.encode(), codec.encode("DeadLetter", record))
 
     @app.timer(interval=0.1)
     async def release_idle_inputs() -> None:
@@ -283,32 +253,25 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             quiet = [name for name in shard.inputs if now - last_seen.get((partition, name), 0.0) > config.idle_ms / 1000]
             if len(quiet) == len(shard.inputs):
                 if len(shard.sequencer):
-                    await advance(partition, drain=True)
+                    emit(shard.drain())
             else:
                 for input_name in quiet:
                     shard.idle(input_name)
-                await advance(partition)
+                emit(shard.advance())
 
     @app.on_partitions_revoked.connect
     async def forget(app: faust.App, revoked: set, **_: Any) -> None:  # noqa: ARG001
         """A moved partition's shard is rebuilt from its snapshot by whoever owns it next."""
         for tp in revoked:
+            owned.discard(tp.partition)
             shards.pop(tp.partition, None)
             pending.pop(tp.partition, None)
 
+    @app.on_partitions_assigned.connect
+    async def own(app: faust.App, assigned: set, **_: Any) -> None:  # noqa: ARG001
+        owned.update(tp.partition for tp in assigned if tp.topic == positions_topic)
+
     return app
-
-
-def market_batch(messages: list[Any], prefix: str) -> dict[str, Any]:
-    """The ``MarketBatch`` datum of consecutive market messages: their source coordinates (topic
-    named without the deployment prefix), keys and value bytes, as they were."""
-    records = []
-    for message in messages:
-        topic, partition, offset = source_of(message, prefix).rsplit(":", 2)
-        records.append({"topic": topic, "partition": int(partition), "offset": int(offset), "key": message.key,
-                        "value": message.value})
-    return {"origin": f"{records[0]['topic']}/{records[0]['partition']}", "records": records,
-            "event_time_ms": max(int(message.timestamp * 1000) for message in messages)}
 
 
 def breach_key(breach) -> str:

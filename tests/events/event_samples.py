@@ -57,11 +57,6 @@ _SAMPLES = {
                    "event_time_ms": NOW_MS},
     "ReplayRecord": {"topic": "backstop.positions", "partition": 0, "offset": 10, "key": b"acct-1",
                      "value": b"\x00\x00\x00\x00\x0b", "timestamp_ms": NOW_MS, "event_time_ms": NOW_MS},
-    "MarketBatch": {"origin": "backstop.market.index/0", "event_time_ms": NOW_MS,
-                    "records": [{"topic": "backstop.market.index", "partition": 0, "offset": 7, "key": b"BTC",
-                                 "value": b"\x00\x00\x00\x00\x03"},
-                                {"topic": "backstop.market.mark", "partition": 2, "offset": 9, "key": None,
-                                 "value": b"\x00\x00\x00\x00\x05"}]},
 }
 
 
