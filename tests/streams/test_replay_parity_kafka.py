@@ -21,7 +21,7 @@ from pipelines.topics_cli import create_topics
 
 from workers import SECRET, collect, start_worker, stop  # noqa: I001
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SCENARIO = "black-thursday-2020"
 

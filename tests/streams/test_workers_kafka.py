@@ -22,7 +22,7 @@ from pipelines.topics_cli import create_topics
 from crash_script import crash_events  # noqa: I001
 from workers import SECRET, collect, start_worker, stop
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
 KEY = SigningKey("default", SECRET.encode())
 TOPIC_OF = {"IndexPrice": "backstop.market.index", "VolatilityUpdate": "backstop.market.volatility",

@@ -16,6 +16,11 @@ from confluent_kafka import Consumer
 from pipelines.events.codec import default_codec
 
 SECRET = "worker-test-signing-key-0123456789"
+# An input silent this long stops holding the others back (the one wall-clock rule). A SIGKILLed
+# worker's inputs go silent until the group notices (10 s session timeout) and the survivor has
+# restored and caught up; on a loaded 2-core machine that took more than 12 s, and inputs idled
+# mid-recovery release events out of order. Well above the stall, at the price of a slower end.
+IDLE_MS = 30_000
 
 
 def collect(bootstrap: str, topic: str, record: str, id_field: str, want: set[str], timeout_s: float) -> dict:
@@ -40,7 +45,7 @@ def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str, hedged:
     env = dict(os.environ, BACKSTOP_ACTIONS_SIGNING_KEY=SECRET, BACKSTOP_KAFKA_TOPIC_PREFIX=prefix)
     return subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "worker", "--bootstrap", bootstrap, "--app-id", "workers",
-         "--max-event-age-s", "1e9", "--idle-ms", "12000", "--snapshot-every", "50", "--hedged", hedged],
+         "--max-event-age-s", "1e9", "--idle-ms", str(IDLE_MS), "--snapshot-every", "50", "--hedged", hedged],
         env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "ab"), start_new_session=True,
         cwd=tmp_path)
 
