@@ -75,10 +75,28 @@ class ClickHouseSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class OpsSettings:
+    """Observability of the long-running processes (stream worker, executor, audit sink).
+
+    ``metrics_port`` 0 leaves the HTTP endpoint (``/metrics``, ``/healthz``, ``/readyz``) off, so
+    two processes on one host never fight over a port nobody asked for. ``metrics_host`` is
+    loopback by default: exposing it is a deployment decision (``0.0.0.0`` in a container).
+    ``log_format`` is ``text`` or ``json`` (one JSON object a line, for a log shipper).
+    ``lag_interval_s`` is how often consumer lag is recomputed from the cached watermarks.
+    """
+
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    log_format: str = "text"
+    lag_interval_s: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = dataclasses.field(default_factory=KafkaSettings)
     schema_registry: SchemaRegistrySettings = dataclasses.field(default_factory=SchemaRegistrySettings)
     clickhouse: ClickHouseSettings = dataclasses.field(default_factory=ClickHouseSettings)
+    ops: OpsSettings = dataclasses.field(default_factory=OpsSettings)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -17,6 +17,7 @@ from pipelines.audit import migrations, render
 from pipelines.audit.store import Store, StoreError, open_store
 from pipelines.config import load_settings
 from pipelines.errors import UserError
+from pipelines.ops import shell
 
 
 def _store_args(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sink.add_argument("--linger-ms", type=int, default=500, help="longest wait before inserting a partial batch")
     sink.add_argument("--idle-exit", type=float, metavar="SECONDS", help="stop after this long without messages")
     sink.add_argument("--no-migrate", action="store_true", help="do not apply missing migrations at start")
+    shell.add_arguments(sink)
     sink.set_defaults(func=run_sink)
 
     incident = subparsers.add_parser("incident", help="post-incident analysis from the audit store")
@@ -257,8 +259,10 @@ def run_plot(args: argparse.Namespace) -> int:
 @_guard
 def run_sink(args: argparse.Namespace) -> int:
     from pipelines.audit.sink import make_sink
+    from pipelines.ops.metrics import Metrics
 
     settings = load_settings(args.config)
+    ops = shell.configure(args, settings.ops)
     kafka = settings.kafka
     if args.bootstrap:
         kafka = dataclasses.replace(kafka, bootstrap=args.bootstrap)
@@ -269,10 +273,12 @@ def run_sink(args: argparse.Namespace) -> int:
         with _open(args) as store:
             if not args.no_migrate:
                 migrations.migrate(store)
+            metrics = Metrics("audit-sink", lag_interval_s=ops.lag_interval_s)
             sink = make_sink(store, kafka, group=args.group, topics=topics, batch_rows=args.batch_rows,
-                             linger_s=args.linger_ms / 1000)
+                             linger_s=args.linger_ms / 1000, metrics=metrics)
             try:
-                stats = sink.run(stop, idle_exit_s=args.idle_exit)
+                with shell.endpoint(ops, metrics, sink.ready):
+                    stats = sink.run(stop, idle_exit_s=args.idle_exit)
             except KeyboardInterrupt:
                 stop.set()
                 stats = sink.stats

@@ -21,6 +21,11 @@ The loop::
   count always equals the message count.
 * A rebalance that revokes partitions flushes once; if ClickHouse is down then, the revoked
   partitions' rows are dropped uncommitted and their new owner re-reads them.
+* Observability (``pipelines.ops``): messages consumed per topic, undecodable ones by reason,
+  rows inserted per table, failed inserts; ``make_sink`` has the consumer report its lag through
+  librdkafka's statistics every ``lag_interval_s``. ``ready()`` (``/readyz``) is true while the
+  sink is a member of its group and its last insert reached the store: a sink paused on a
+  ClickHouse outage is not ready.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 
 from pipelines.audit.rows import Batch, Coordinates
 from pipelines.audit.store import Store, StoreUnavailable
+from pipelines.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +75,8 @@ class AuditSink:
 
     def __init__(self, store: Store, consumer: Any, codec: Any, *, batch_rows: int = 5000, linger_s: float = 0.5,
                  poll_timeout_s: float = 0.2, backoff_initial_s: float = 0.2, backoff_max_s: float = 5.0,
-                 consumer_name: str = "audit-sink", sleep: Callable[[float], None] | None = None) -> None:
+                 consumer_name: str = "audit-sink", sleep: Callable[[float], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.store = store
         self.consumer = consumer
         self.codec = codec
@@ -85,11 +92,22 @@ class AuditSink:
         self._backoff = backoff_initial_s
         self._next_retry = 0.0
         self._sleep = sleep or time.sleep
+        self.metrics = metrics or Metrics("audit-sink")
+        self._member = False  # of the consumer group: set by an assignment, cleared when lost or done
+        self._store_ok = True  # the last insert reached the store
+
+    def ready(self) -> bool:
+        """For ``/readyz``: a member of the group whose last insert reached the store."""
+        return self._member and self._store_ok
 
     # ------------------------------------------------------------------ kafka glue
 
     def subscribe(self, topics: Sequence[str]) -> None:
-        self.consumer.subscribe(list(topics), on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self.consumer.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self._member = True
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         if len(self._batch) and not self._flush_once():
@@ -100,6 +118,7 @@ class AuditSink:
                         {(p.topic, p.partition) for p in partitions}]
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._member = False
         self._batch.drop_partitions({(p.topic, p.partition) for p in partitions})
 
     def _add_message(self, msg: Any) -> None:
@@ -115,6 +134,7 @@ class AuditSink:
                     raise  # not the message's fault: stop before committing past it
                 reason = "processing_error"
             self.stats.undecodable += 1
+            self.metrics.dead_letter(reason)
             self._batch.add_undecodable(reason, str(exc), coords, key=msg.key(), value=value,
                                         schema_id=getattr(exc, "schema_id", None), record=getattr(exc, "record", None))
             return
@@ -133,6 +153,7 @@ class AuditSink:
         else:
             msgs = self.consumer.consume(num_messages=min(room, 1000), timeout=self.poll_timeout_s)
         taken = 0
+        per_topic: dict[str, int] = {}
         for msg in msgs:
             error = msg.error()
             if error is not None:
@@ -144,6 +165,9 @@ class AuditSink:
                 continue
             self._add_message(msg)
             taken += 1
+            per_topic[msg.topic()] = per_topic.get(msg.topic(), 0) + 1
+        for topic, count in per_topic.items():
+            self.metrics.consumed(topic, count)
         self.stats.messages += taken
         self.stats.max_buffered = max(self.stats.max_buffered, len(self._batch))
         return taken
@@ -178,10 +202,14 @@ class AuditSink:
                 batch.done_tables.add(table)
                 self.stats.by_table[table] = self.stats.by_table.get(table, 0) + count
                 self.stats.rows_inserted += count
+                self.metrics.rows_inserted(table, count)
         except StoreUnavailable as exc:
             self.stats.insert_failures += 1
+            self.metrics.insert_error()
+            self._store_ok = False
             log.warning("audit insert failed, will retry in %.1fs (%d rows buffered): %s", self._backoff, len(batch), exc)
             return False
+        self._store_ok = True
         self._commit(batch.offsets())
         self.stats.batches += 1
         self._batch = Batch(self.consumer_name)
@@ -240,6 +268,7 @@ class AuditSink:
                 break
             if idle_exit_s is not None and not len(self._batch) and time.monotonic() - last_message >= idle_exit_s:
                 break
+        self._member = False  # draining: no longer taking work
         while len(self._batch) and not stop.is_set():
             if not self.flush():
                 self._sleep(max(0.0, self._next_retry - time.monotonic()))
@@ -265,15 +294,16 @@ def consumer_config(kafka: Any, group: str, **overrides: Any) -> dict[str, Any]:
 
 
 def make_sink(store: Store, kafka: Any, *, group: str = DEFAULT_GROUP, topics: Iterable[str] | None = None,
-              codec: Any = None, **kwargs: Any) -> AuditSink:
-    """A subscribed sink on a new confluent-kafka consumer and the default codec."""
+              codec: Any = None, metrics: Metrics | None = None, **kwargs: Any) -> AuditSink:
+    """A subscribed sink on a new confluent-kafka consumer, which reports its lag to ``metrics``."""
     from confluent_kafka import Consumer
 
     if codec is None:
         from pipelines.events.codec import default_codec
 
         codec = default_codec()
-    consumer = Consumer(consumer_config(kafka, group))
-    sink = AuditSink(store, consumer, codec, **kwargs)
+    metrics = metrics or Metrics("audit-sink")
+    consumer = Consumer(consumer_config(kafka, group, **metrics.consumer_config()))
+    sink = AuditSink(store, consumer, codec, metrics=metrics, **kwargs)
     sink.subscribe(list(topics) if topics else audit_topics(kafka.topic_prefix))
     return sink

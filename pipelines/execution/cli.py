@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import socket
 from pathlib import Path
@@ -18,6 +17,8 @@ from pipelines.events.codec import default_codec
 from pipelines.execution.executor import Executor, ExecutorConfig
 from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
 from pipelines.kafka import client_config
+from pipelines.ops import shell
+from pipelines.ops.metrics import Metrics
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import spec_for, topic_name
 
@@ -37,12 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="failover time for a dead executor (default 10 s; the broker's minimum is 6 s)")
     parser.add_argument("--max-actions", type=int, help="exit after handling this many actions")
     parser.add_argument("--idle-exit", type=float, metavar="SECONDS", help="exit after this long without actions")
+    shell.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings(args.config)
+    ops = shell.configure(args, settings.ops)
     kafka = settings.kafka
     bootstrap = {"bootstrap.servers": args.bootstrap} if args.bootstrap else {}
     try:
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"--venue-config {args.venue_config}: {exc}") from None
     Path(args.ledger).parent.mkdir(parents=True, exist_ok=True)
-    consumer = Consumer(client_config(kafka, **bootstrap, **{
+    metrics = Metrics("executor", lag_interval_s=ops.lag_interval_s)
+    consumer = Consumer(client_config(kafka, **bootstrap, **metrics.consumer_config(), **{
         "group.id": args.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         # a dead executor's partitions move after this long without heartbeats (librdkafka: 45 s)
@@ -65,8 +68,11 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size)
     venue = SimulatedVenue(venue_config, args.ledger)
     executor = Executor(consumer, producer, default_codec(), venue,
-                        SigningKey.from_env(), config)
-    stats = executor.run(max_actions=args.max_actions, idle_exit_s=args.idle_exit)
-    venue.close()
+                        SigningKey.from_env(), config, metrics=metrics)
+    try:
+        with shell.endpoint(ops, metrics, executor.ready):
+            stats = executor.run(max_actions=args.max_actions, idle_exit_s=args.idle_exit)
+    finally:
+        venue.close()
     print(json.dumps(dataclasses.asdict(stats)))
     return 0

@@ -16,6 +16,12 @@ aborted and consumption rewinds to the last commit, so nothing is lost. Actions 
 decoded, carry a bad signature, have expired, or that the venue refuses for good are reported
 as rejected and dead-lettered; a bad signature is also logged as an alert. SIGTERM finishes the
 current batch, commits and exits.
+
+Observability (``pipelines.ops``): a committed batch is counted and logged action by action —
+one log line per action with its id, breach ids, account and Kafka coordinates — only after its
+transaction commits, so an aborted, redelivered batch is neither counted nor logged twice.
+Consumer lag comes from librdkafka's statistics (``Metrics.consumer_config``, wired in by the
+command); ``ready()`` answers ``/readyz``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from pipelines.events.codec import Codec, DecodeError
 from pipelines.events.deadletter import dead_letter, message_timestamp_ms
 from pipelines.execution.venue import Order, Venue, VenueError
 from pipelines.execution.waterfall import WaterfallResult
+from pipelines.ops.metrics import Metrics
 from pipelines.policy.actions import ActionType
 from pipelines.policy.signing import SigningKey
 
@@ -77,18 +84,42 @@ class Rejected(Exception):
         self.reason = reason
 
 
+@dataclasses.dataclass(frozen=True)
+class _Handled:
+    """What one message came to, kept until its batch commits."""
+
+    message: Message
+    action: dict[str, Any] | None  # None: undecodable
+    outcome: str  # executed, rejected or undecodable
+    reason: str | None = None  # the dead-letter reason, when dead-lettered
+
+
 class Executor:
     def __init__(self, consumer: Consumer, producer: Producer, codec: Codec, venue: Venue, key: SigningKey,
-                 config: ExecutorConfig, clock: Callable[[], float] = time.time) -> None:
+                 config: ExecutorConfig, clock: Callable[[], float] = time.time,
+                 metrics: Metrics | None = None) -> None:
         self.consumer, self.producer, self.codec, self.venue = consumer, producer, codec, venue
         self.key, self.config, self.clock = key, config, clock
+        self.metrics = metrics or Metrics("executor")
         self.stats = ExecutorStats()
         self._stop = threading.Event()
+        self._member = False  # of the consumer group: set by the first assignment, cleared when lost or done
 
     # ------------------------------------------------------------------ loop
 
     def stop(self, *_: Any) -> None:
         self._stop.set()
+
+    def ready(self) -> bool:
+        """For ``/readyz``: a member of the group and not stopping. An empty assignment counts: an
+        executor in a group larger than the partition count is a healthy standby, not a failure."""
+        return self._member and not self._stop.is_set()
+
+    def _joined(self, *_: Any) -> None:
+        self._member = True
+
+    def _lost(self, *_: Any) -> None:
+        self._member = False
 
     def run(self, max_actions: int | None = None, idle_exit_s: float | None = None) -> ExecutorStats:
         """Consume until stopped (SIGTERM/SIGINT), ``max_actions`` handled, or idle for ``idle_exit_s``."""
@@ -96,7 +127,7 @@ class Executor:
         if threading.current_thread() is threading.main_thread():
             previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         self.producer.init_transactions(30)
-        self.consumer.subscribe([self.config.actions_topic])
+        self.consumer.subscribe([self.config.actions_topic], on_assign=self._joined, on_lost=self._lost)
         idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -117,6 +148,7 @@ class Executor:
                 if max_actions is not None and self.stats.actions >= max_actions:
                     break
         finally:
+            self._member = False
             self.consumer.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -125,8 +157,7 @@ class Executor:
     def _process_batch(self, messages: list[Message]) -> None:
         self.producer.begin_transaction()
         try:
-            for message in messages:
-                self._handle(message)
+            handled = [self._handle(message) for message in messages]
             self.producer.send_offsets_to_transaction(
                 _next_offsets(messages), self.consumer.consumer_group_metadata(), 30)
             self.producer.commit_transaction(60)
@@ -134,6 +165,39 @@ class Executor:
         except _GiveUp as exc:
             log.warning("venue unavailable for %.0fs (%s); aborting the batch and rewinding", self.config.max_retry_s, exc)
             self._abort_and_rewind(messages)
+            return
+        self._record(handled)
+
+    def _record(self, handled: list[_Handled]) -> None:
+        """Count and log a committed batch.
+
+        Action-to-execution latency runs from the action message's Kafka timestamp to now, the
+        commit, when the reports become visible to ``read_committed`` readers. Not from the
+        action's ``event_time_ms``: schemas/Action.avsc makes that the *event time of the
+        decision*, the time of the market and position events behind it, on the venue's clock
+        and hours old in a replay; latency from it would repeat the worker's event-to-action
+        latency and show every replay as an outage. The Kafka timestamp (CreateTime, set by the
+        worker's producer as it sent the action) is when the action came to exist, so the
+        executor's leg is measured alone and event-to-action plus action-to-execution add up to
+        the whole chain, no part counted twice.
+        """
+        now_ms = int(self.clock() * 1000)
+        for h in handled:
+            m = h.message
+            where = {"topic": m.topic(), "partition": m.partition(), "offset": m.offset()}
+            self.metrics.consumed(m.topic())
+            if h.reason is not None:
+                self.metrics.dead_letter(h.reason)
+            if h.action is None:
+                log.warning("undecodable message %s[%d]@%d dead-lettered: %s", m.topic(), m.partition(), m.offset(),
+                            h.reason, extra={**where, "reason": h.reason})
+                continue
+            a = h.action
+            self.metrics.executed(a["action_type"], h.outcome, message_timestamp_ms(m), now_ms)
+            log.log(logging.WARNING if h.reason else logging.INFO, "action %s %s: %s for %s%s", a["action_id"],
+                    h.outcome, a["action_type"], a["account"], f" ({h.reason})" if h.reason else "",
+                    extra={"action_id": a["action_id"], "breach_ids": a["breach_ids"], "account": a["account"],
+                           "action_type": a["action_type"], "outcome": h.outcome, "reason": h.reason, **where})
 
     def _abort_and_rewind(self, messages: list[Message]) -> None:
         self.producer.abort_transaction(30)
@@ -146,12 +210,13 @@ class Executor:
 
     # ------------------------------------------------------------------ one action
 
-    def _handle(self, message: Message) -> None:
+    def _handle(self, message: Message) -> _Handled:
         try:
             action = self.codec.decode(message.value(), expected="Action").value
         except DecodeError as exc:
             self._dead_letter(message, exc.reason, str(exc))
-            return
+            return _Handled(message, None, "undecodable", exc.reason)
+        handled = _Handled(message, action, "executed")
         try:
             self._verify(action)
             reports = self._execute(action)
@@ -162,10 +227,12 @@ class Executor:
             self._dead_letter(message, exc.reason, str(exc))
             reports = [self._report(action, 0, status="rejected", reason=f"{exc.reason}: {exc}")]
             self.stats.rejected += 1
+            handled = _Handled(message, action, "rejected", exc.reason)
         for report in reports:
             self.producer.produce(self.config.executions_topic, key=message.key(),
                                   value=self.codec.encode("ExecutionReport", report))
         self.stats.reports += len(reports)
+        return handled
 
     def _verify(self, action: dict[str, Any]) -> None:
         if not action.get("signature") or not self.key.verify(action, action["signature"]):

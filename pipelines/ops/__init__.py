@@ -1,0 +1,1 @@
+"""Observability of the long-running shells: Prometheus metrics, health endpoints, structured logs."""
