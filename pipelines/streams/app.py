@@ -39,6 +39,7 @@ import asyncio
 import base64
 import dataclasses
 import logging
+import threading
 import time
 from typing import Any
 
@@ -53,6 +54,7 @@ from pipelines.events.codec import DecodeError, default_codec
 from pipelines.events.deadletter import dead_letter
 from pipelines.events.validation import Validator
 from pipelines.kafka import client_config
+from pipelines.ops.metrics import Metrics
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS, spec_for, topic_name
 
@@ -112,8 +114,12 @@ def source_of(message: Any, prefix: str) -> str:
     return f"{message.topic.removeprefix(prefix)}:{message.partition}:{message.offset}"
 
 
-def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = None) -> faust.App:
+def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = None,
+             metrics: Metrics | None = None, ready: threading.Event | None = None) -> faust.App:
+    """The worker app; ``metrics`` counts what it does, ``ready`` is set while it owns partitions."""
     config = config or WorkerConfig()
+    ready = ready or threading.Event()
+    metrics = metrics or Metrics("worker")
     kafka = settings.kafka
     prefix = kafka.topic_prefix
     codec = default_codec()
@@ -167,6 +173,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     fanout_name = name(FANOUT_TOPIC)
 
     def emit(output: EngineOutput) -> None:
+        metrics.record_outputs(output.breaches, output.actions, int(time.time() * 1000))
         for breach in output.breaches:
             outbox.send(output_topics["Breach"], breach_key(breach).encode(),
                         codec.encode("Breach", breach_record(breach)))
@@ -182,6 +189,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         # take_events acknowledges a batch once this body is done with it: after ``drained``
         async for events in stream.take_events(config.batch_max, within=config.batch_within_ms / 1000):
             for event in events:
+                metrics.consumed(event.message.topic.removeprefix(prefix))
                 headers = [(SOURCE_HEADER, source_of(event.message, prefix).encode())]
                 for partition in range(ACCOUNT_PARTITIONS):
                     fan.send(fanout_name, event.message.key, event.message.value, partition, headers)
@@ -193,6 +201,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             now_ms = int(time.time() * 1000)
             touched: dict[int, None] = {}
             for event in events:
+                metrics.consumed(event.message.topic.removeprefix(prefix))
                 partition = event.message.partition
                 if partition not in owned:
                     continue  # fetched before a rebalance took the partition away: its owner reads it
@@ -241,6 +250,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         pending[partition] = []
 
     def dead_letter_send(message: Any, reason: str, detail: str, now_ms: int) -> None:
+        metrics.dead_letter(reason)
         record = dead_letter(reason=reason, detail=detail, topic=message.topic, partition=message.partition,
                              offset=message.offset, value=message.value, key=message.key, consumer="worker",
                              event_time_ms=now_ms)
@@ -266,10 +276,14 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             owned.discard(tp.partition)
             shards.pop(tp.partition, None)
             pending.pop(tp.partition, None)
+        if not owned:
+            ready.clear()
 
     @app.on_partitions_assigned.connect
     async def own(app: faust.App, assigned: set, **_: Any) -> None:  # noqa: ARG001
         owned.update(tp.partition for tp in assigned if tp.topic == positions_topic)
+        if owned:
+            ready.set()
 
     return app
 

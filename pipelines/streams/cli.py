@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import threading
 
 from pipelines.config import load_settings
 from pipelines.engine.engine import EngineParams
+from pipelines.ops import shell
+from pipelines.ops.metrics import Metrics
 from pipelines.policy.signing import SigningKey
 from pipelines.streams.app import WorkerConfig, make_app
 
@@ -22,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="events older than this (against the wall clock) are dead-lettered; raise it for replays")
     parser.add_argument("--hedged", default="", help="comma-separated accounts to keep delta-hedged")
     parser.add_argument("--loglevel", default="warn", choices=("crit", "error", "warn", "info", "debug"))
+    shell.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -34,7 +38,10 @@ def run(args: argparse.Namespace) -> int:
     config = WorkerConfig(app_id=args.app_id, snapshot_every=args.snapshot_every, idle_ms=args.idle_ms,
                           max_event_age_ms=int(args.max_event_age_s * 1000),
                           engine=EngineParams(hedged_accounts=frozenset(a for a in args.hedged.split(",") if a)))
-    app = make_app(settings, SigningKey.from_env(), config)
+    ops = shell.configure(args, settings.ops)
+    metrics, ready = Metrics("worker", lag_interval_s=ops.lag_interval_s), threading.Event()
+    app = make_app(settings, SigningKey.from_env(), config, metrics, ready)
     sys.argv = [sys.argv[0]]  # faust's worker parses argv itself
-    faust.Worker(app, loglevel=args.loglevel).execute_from_commandline()
+    with shell.endpoint(ops, metrics, ready.is_set):
+        faust.Worker(app, loglevel=args.loglevel).execute_from_commandline()
     return 0

@@ -20,7 +20,7 @@ from pipelines.topics import ACCOUNT_PARTITIONS
 from pipelines.topics_cli import create_topics
 
 from crash_script import crash_events  # noqa: I001
-from workers import SECRET, collect, start_worker, stop
+from workers import SECRET, collect, free_port, sample_sum, scrape, start_worker, stop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -64,7 +64,8 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Pa
     expected_breaches = {b.breach_id for b in expected.breaches}
     assert len(expected_actions) > 10 and len(expected_breaches) > 5
 
-    workers = [start_worker(kafka_bootstrap, prefix, tmp_path, "w1"), start_worker(kafka_bootstrap, prefix, tmp_path, "w2")]
+    ports = [free_port(), free_port()]
+    workers = [start_worker(kafka_bootstrap, prefix, tmp_path, f"w{n + 1}", metrics_port=port) for n, port in enumerate(ports)]
     try:
         if kill_one:
             first = collect(kafka_bootstrap, f"{prefix}backstop.actions", "Action", "action_id",
@@ -78,6 +79,12 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Pa
                            expected_breaches, timeout_s=60)
         exposures = collect(kafka_bootstrap, f"{prefix}backstop.exposures", "ExposureSnapshot", "account",
                             {e["account"] for e in expected.exposures}, timeout_s=30)
+        if not kill_one:  # both workers' endpoints: ready, and together they counted what they emitted
+            pages = [scrape(port) for port in ports]
+            assert [scrape(port, "/readyz")[0] for port in ports] == [200, 200]
+            emitted = sum(sample_sum(body, "backstop_actions_total", stage="worker", outcome="emitted")
+                          for _, body in pages)
+            consumed = sum(sample_sum(body, "backstop_events_consumed_total", stage="worker") for _, body in pages)
     finally:
         for worker in workers:
             stop(worker)
@@ -88,6 +95,8 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Pa
             assert copy == expected_actions[action_id], {k: (v, expected_actions[action_id].get(k))
                                                           for k, v in copy.items() if v != expected_actions[action_id].get(k)}
     assert set(breaches) == expected_breaches
+    if not kill_one:
+        assert emitted >= len(expected_actions) and consumed >= len(messages)
     assert set(exposures) == {"levered-long", "short-puts", "hedged-desk", "whale-safe"}
     strays = [copy for copies in exposures.values() for copy in copies if copy not in expected.exposures]
     assert not strays, strays[:2]

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -41,11 +44,13 @@ def collect(bootstrap: str, topic: str, record: str, id_field: str, want: set[st
     return seen
 
 
-def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str, hedged: str = "hedged-desk") -> subprocess.Popen:
+def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str, hedged: str = "hedged-desk",
+                 metrics_port: int = 0) -> subprocess.Popen:
     env = dict(os.environ, BACKSTOP_ACTIONS_SIGNING_KEY=SECRET, BACKSTOP_KAFKA_TOPIC_PREFIX=prefix)
     return subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "worker", "--bootstrap", bootstrap, "--app-id", "workers",
-         "--max-event-age-s", "1e9", "--idle-ms", str(IDLE_MS), "--snapshot-every", "50", "--hedged", hedged],
+         "--max-event-age-s", "1e9", "--idle-ms", str(IDLE_MS), "--snapshot-every", "50", "--hedged", hedged,
+         "--metrics-port", str(metrics_port)],
         env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "ab"), start_new_session=True,
         cwd=tmp_path)
 
@@ -58,3 +63,26 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    """(status, body) of a worker's endpoint."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def sample_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` with ``labels`` in a Prometheus exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
