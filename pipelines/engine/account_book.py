@@ -23,6 +23,12 @@ from pipelines.risk.instruments import Instrument, InstrumentTable, parse_instru
 STABLE = frozenset({"USD", "USDC", "USDT"})
 
 
+def asset_price(asset: str, prices: Mapping[str, float]) -> float:
+    """USD value of one unit of a collateral asset: stablecoins at 1, others at their index
+    price, 0 while it has none (unpriced collateral counts for nothing)."""
+    return 1.0 if asset in STABLE else prices.get(asset, 0.0)
+
+
 @lru_cache(maxsize=100_000)
 def instrument(name: str) -> Instrument:
     return parse_instrument(name)
@@ -46,7 +52,7 @@ class BuiltBook:
 
     def with_collateral(self, prices: Mapping[str, float]) -> Book:
         """The book with every account's collateral valued at ``prices`` (stablecoins at 1)."""
-        price = np.array([1.0 if a in STABLE else prices.get(a, 0.0) for a in self.collateral_asset])
+        price = np.array([asset_price(a, prices) for a in self.collateral_asset])
         usd = np.bincount(self.collateral_account, weights=self.collateral_amount * price,
                           minlength=len(self.book.accounts))
         return dataclasses.replace(self.book, collateral=usd)
@@ -104,7 +110,7 @@ class AccountBook:
         self._version += 1
 
     def collateral_usd(self, account: str, prices: Mapping[str, float]) -> float:
-        return sum(amount * (1.0 if asset in STABLE else prices.get(asset, 0.0))
+        return sum(amount * asset_price(asset, prices)
                    for asset, amount in self.collateral.get(account, {}).items())
 
     def priceable(self, account: str, priced: Collection[str]) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.detect.detectors import DetectorParams, Detectors
-from pipelines.engine.account_book import STABLE, AccountBook
+from pipelines.engine.account_book import AccountBook, asset_price
 from pipelines.engine.index_history import IndexHistory
 from pipelines.engine.market_board import MarketBoard
 from pipelines.policy.actions import ActionType, make_action
@@ -118,7 +118,7 @@ class Engine:
             self.ladder.on_position_update(account, value["instrument"])
         else:
             self.accounts.set_collateral(account, value["asset"], value["amount"])
-            change_usd = value["change"] * self._asset_price(value["asset"])
+            change_usd = value["change"] * asset_price(value["asset"], self.board.index)
             breaches = self.detectors.on_collateral(account, value["event_time_ms"], change_usd,
                                                     self.accounts.collateral_usd(account, self.board.index), ref)
             out.breaches += breaches
@@ -281,9 +281,6 @@ class Engine:
         return {u: vol for u, vol in vols.items() if vol is not None}
 
     # ------------------------------------------------------------------ helpers
-
-    def _asset_price(self, asset: str) -> float:
-        return 1.0 if asset in STABLE else self.board.index.get(asset, 0.0)
 
     def _circuit_action(self, change) -> dict[str, Any]:
         kind = ActionType.HALT if change.state is TradingState.HALTED else ActionType.RESUME

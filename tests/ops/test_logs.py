@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,16 +12,6 @@ from pipelines.errors import UserError
 from pipelines.ops import logs
 
 pytestmark = pytest.mark.ops
-
-
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    """``configure`` replaces the root handlers: put pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_json_line_has_the_fields_and_the_ids() -> None:

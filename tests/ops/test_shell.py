@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,16 +13,7 @@ from pipelines.errors import UserError
 from pipelines.ops import shell
 from pipelines.ops.metrics import Metrics
 
-pytestmark = pytest.mark.ops
-
-
-@pytest.fixture(autouse=True)
-def root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = [pytest.mark.ops, pytest.mark.usefixtures("root_logging")]
 
 
 def parse(*argv: str) -> argparse.Namespace:

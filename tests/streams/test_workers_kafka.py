@@ -20,7 +20,8 @@ from pipelines.topics import ACCOUNT_PARTITIONS
 from pipelines.topics_cli import create_topics
 
 from crash_script import crash_events  # noqa: I001
-from workers import SECRET, collect, free_port, sample_sum, scrape, start_worker, stop
+from ops_helpers import free_port, get, scrape, total
+from workers import SECRET, collect, start_worker, stop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -81,10 +82,9 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Pa
                             {e["account"] for e in expected.exposures}, timeout_s=30)
         if not kill_one:  # both workers' endpoints: ready, and together they counted what they emitted
             pages = [scrape(port) for port in ports]
-            assert [scrape(port, "/readyz")[0] for port in ports] == [200, 200]
-            emitted = sum(sample_sum(body, "backstop_actions_total", stage="worker", outcome="emitted")
-                          for _, body in pages)
-            consumed = sum(sample_sum(body, "backstop_events_consumed_total", stage="worker") for _, body in pages)
+            assert [get(port, "/readyz")[0] for port in ports] == [200, 200]
+            emitted = sum(total(page, "backstop_actions_total", stage="worker", outcome="emitted") for page in pages)
+            consumed = sum(total(page, "backstop_events_consumed_total", stage="worker") for page in pages)
     finally:
         for worker in workers:
             stop(worker)

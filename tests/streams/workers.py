@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -64,25 +61,3 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
-    """(status, body) of a worker's endpoint."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def sample_sum(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples ``name`` with ``labels`` in a Prometheus exposition."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
