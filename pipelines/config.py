@@ -4,7 +4,9 @@ Every section is a frozen dataclass. A field ``bootstrap`` of section ``kafka`` 
 ``[kafka] bootstrap = ...`` in the file named by ``--config`` / ``$BACKSTOP_CONFIG`` and is
 overridden by ``$BACKSTOP_KAFKA_BOOTSTRAP``. Values from the environment are converted to the
 field's declared type; a value that does not convert is a ``UserError`` naming the variable.
-Secrets (``*_password``, ``signing_key``) may also come from a file: ``$BACKSTOP_..._FILE``.
+Secrets (``*_password``) may also come from a file: ``$BACKSTOP_..._FILE``. They are left out of
+every ``repr`` (a settings object in a log line or a traceback shows no password), and ``redact``
+takes the password out of a URL before it goes into an error message.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import os
 import tomllib
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ class KafkaSettings:
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = ""
     sasl_username: str = ""
-    sasl_password: str = ""
+    sasl_password: str = dataclasses.field(default="", repr=False)
     ssl_cafile: str = ""
 
     def confluent_config(self) -> dict[str, str]:
@@ -70,7 +73,7 @@ class ClickHouseSettings:
     url: str = ""
     store: str = ".backstop/audit-store"
     user: str = "default"
-    password: str = ""
+    password: str = dataclasses.field(default="", repr=False)
     database: str = "backstop"
 
 
@@ -97,6 +100,15 @@ class Settings:
     schema_registry: SchemaRegistrySettings = dataclasses.field(default_factory=SchemaRegistrySettings)
     clickhouse: ClickHouseSettings = dataclasses.field(default_factory=ClickHouseSettings)
     ops: OpsSettings = dataclasses.field(default_factory=OpsSettings)
+
+
+def redact(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for messages a person reads)."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.password is None:
+        return url
+    host = parsed.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parsed._replace(netloc=f"{parsed.username}:***@{host}"))
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -35,18 +35,24 @@ def _kafka(args: argparse.Namespace) -> KafkaSettings:
     return kafka
 
 
-def _existing(admin: AdminClient, bootstrap: str) -> dict[str, int]:
+def _existing(kafka: KafkaSettings) -> tuple[AdminClient, dict[str, int]]:
+    """An admin client and the broker's topics; a broker that cannot be used is a ``UserError``
+    naming librdkafka's own reason (a refused SASL login, not just "transport failure")."""
+    reasons: list[str] = []
+    admin = AdminClient(client_config(kafka, error_cb=lambda error: reasons.append(error.str())))
     try:
         metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S)
     except KafkaException as exc:
-        raise UserError(f"cannot reach Kafka at {bootstrap}: {exc.args[0].str()}") from None
-    return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
+        admin.poll(0)  # serves the error callbacks queued meanwhile
+        cause = next((r for r in reversed(reasons) if "authentication" in r.lower()), reasons[-1] if reasons else "")
+        raise UserError(f"cannot reach Kafka at {kafka.bootstrap}: {exc.args[0].str()}"
+                        + (f" ({cause})" if cause else "")) from None
+    return admin, {name: len(topic.partitions) for name, topic in metadata.topics.items()}
 
 
 def create_topics(kafka: KafkaSettings) -> list[tuple[str, str]]:
     """Create the missing catalogue topics; return (topic, outcome) per catalogue entry."""
-    admin = AdminClient(client_config(kafka))
-    existing = _existing(admin, kafka.bootstrap)
+    admin, existing = _existing(kafka)
     outcomes: list[tuple[str, str]] = []
     new_topics = []
     for spec in CATALOGUE:
@@ -84,7 +90,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     kafka = _kafka(args)
-    existing = _existing(AdminClient(client_config(kafka)), kafka.bootstrap)
+    _, existing = _existing(kafka)
     print(f"{'topic':<32} {'partitions':>10} {'cleanup':<8} {'key':<11} {'value':<21} broker")
     for spec in CATALOGUE:
         name = topic_name(spec, kafka.topic_prefix)

@@ -8,6 +8,11 @@ Where a service comes from, in order:
 
 A missing service skips the test with the reason, except under ``CI=true``, where it fails:
 a green CI run always means the real broker and server were exercised.
+
+The secured endpoints (the broker's SASL/PLAIN listener, ClickHouse's read-only ``analyst``)
+come from ``BACKSTOP_TEST_KAFKA_SASL_BOOTSTRAP`` + ``BACKSTOP_TEST_KAFKA_SASL_PASSWORD_FILE`` and
+``BACKSTOP_TEST_CLICKHOUSE_ANALYST_PASSWORD_FILE``, else from what ``infra/local up`` made (its
+SASL port and the password files in its ``secrets/`` folder).
 """
 
 from __future__ import annotations
@@ -153,3 +158,47 @@ def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
                 future.result(timeout=30)
             except Exception:  # noqa: BLE001 - cleanup is best effort; the topic names are unique anyway
                 pass
+
+
+def _infra_secret(name: str) -> Path:
+    return Path(os.environ.get("BACKSTOP_INFRA_DIR", REPO / ".infra")) / "secrets" / name
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl() -> dict[str, str]:
+    """The broker's SASL_PLAINTEXT/PLAIN listener: ``bootstrap``, ``username``, ``password_file``."""
+    from confluent_kafka.admin import AdminClient
+
+    bootstrap = os.environ.get("BACKSTOP_TEST_KAFKA_SASL_BOOTSTRAP",
+                               f"127.0.0.1:{os.environ.get('BACKSTOP_KAFKA_SASL_PORT', '9192')}")
+    password_file = Path(os.environ.get("BACKSTOP_TEST_KAFKA_SASL_PASSWORD_FILE", _infra_secret("kafka-backstop.password")))
+    if not password_file.exists():
+        service_missing(f"no SASL password file {password_file}; `infra/local up` makes one")
+    sasl = {"bootstrap": bootstrap, "username": os.environ.get("BACKSTOP_TEST_KAFKA_SASL_USERNAME", "backstop"),
+            "password_file": str(password_file)}
+    try:
+        AdminClient({"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                     "sasl.username": sasl["username"], "sasl.password": password_file.read_text().strip()}
+                    ).list_topics(timeout=10)
+    except Exception as exc:  # noqa: BLE001 - any failure means the listener is not usable
+        service_missing(f"no SASL/PLAIN Kafka listener at {bootstrap} ({exc}); start one with `infra/local up`")
+    return sasl
+
+
+@pytest.fixture(scope="session")
+def clickhouse_analyst(clickhouse_address: tuple[str, int]) -> dict[str, str]:
+    """ClickHouse's read-only user: ``user`` and ``password_file``."""
+    from clickhouse_driver import Client
+    from clickhouse_driver.errors import Error
+
+    password_file = Path(os.environ.get("BACKSTOP_TEST_CLICKHOUSE_ANALYST_PASSWORD_FILE",
+                                        _infra_secret("clickhouse-analyst.password")))
+    if not password_file.exists():
+        service_missing(f"no ClickHouse analyst password file {password_file}; `infra/local up` makes one")
+    host, port = clickhouse_address
+    try:
+        Client(host=host, port=port, user="analyst", password=password_file.read_text().strip(),
+               connect_timeout=3).execute("SELECT 1")
+    except (Error, OSError, EOFError) as exc:
+        service_missing(f"ClickHouse at {host}:{port} has no read-only user analyst ({str(exc).splitlines()[0]})")
+    return {"user": "analyst", "password_file": str(password_file)}

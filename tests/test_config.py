@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import load_settings
+from pipelines.audit.store import ServerStore
+from pipelines.config import load_settings, redact
 from pipelines.errors import UserError
+from pipelines.kafka import faust_credentials
 
 
 def test_defaults_point_at_local_infra() -> None:
@@ -40,6 +42,31 @@ def test_secret_from_file_and_sasl_passthrough(tmp_path: Path) -> None:
                                "BACKSTOP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}).kafka
     conf = kafka.confluent_config()
     assert conf["sasl.password"] == "s3cret" and conf["security.protocol"] == "SASL_PLAINTEXT"
+    credentials = faust_credentials(kafka)  # the workers' aiokafka clients get the same
+    assert (credentials.protocol.value, credentials.mechanism.value, credentials.username, credentials.password) == (
+        "SASL_PLAINTEXT", "PLAIN", "u", "s3cret")
+    assert "s3cret" not in repr(kafka)
+
+
+def test_faust_credentials_follow_the_protocol() -> None:
+    assert faust_credentials(load_settings(env={}).kafka) is None
+    ssl = faust_credentials(load_settings(env={"BACKSTOP_KAFKA_SECURITY_PROTOCOL": "SSL"}).kafka)
+    assert ssl.protocol.value == "SSL"
+    sasl_ssl = faust_credentials(load_settings(env={"BACKSTOP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                                                    "BACKSTOP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"}).kafka)
+    assert (sasl_ssl.protocol.value, sasl_ssl.mechanism.value) == ("SASL_SSL", "SCRAM-SHA-512")
+    with pytest.raises(UserError, match="security_protocol"):
+        faust_credentials(load_settings(env={"BACKSTOP_KAFKA_SECURITY_PROTOCOL": "KERBEROS"}).kafka)
+
+
+def test_passwords_stay_out_of_reprs_and_messages() -> None:
+    settings = load_settings(env={"BACKSTOP_CLICKHOUSE_PASSWORD": "ch-pw", "BACKSTOP_KAFKA_SASL_PASSWORD": "k-pw"})
+    assert "ch-pw" not in repr(settings) and "k-pw" not in repr(settings)
+    assert redact("clickhouse://reader:hunter2@db:9000/audit") == "clickhouse://reader:***@db:9000/audit"
+    assert redact("https://registry:8081") == "https://registry:8081"
+    with pytest.raises(UserError) as caught:
+        ServerStore.from_url("tcp://reader:hunter2@db:9000/audit")
+    assert "hunter2" not in str(caught.value) and "reader:***@db" in str(caught.value)
 
 
 @pytest.mark.parametrize(("env", "file_text", "fragment"), [

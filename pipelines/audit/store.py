@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import ClickHouseSettings
+from pipelines.config import ClickHouseSettings, redact
 from pipelines.errors import UserError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -220,7 +220,7 @@ class ServerStore(Store):
     def from_url(cls, url: str, settings: ClickHouseSettings | None = None) -> ServerStore:
         parsed = urllib.parse.urlparse(url)
         if parsed.scheme not in ("clickhouse", "clickhouses") or not parsed.hostname:
-            raise UserError(f"ClickHouse URL {url!r}: expected clickhouse://user:password@host:port/database")
+            raise UserError(f"ClickHouse URL {redact(url)!r}: expected clickhouse://user:password@host:port/database")
         settings = settings or ClickHouseSettings()
         query = urllib.parse.parse_qs(parsed.query)
         database = parsed.path.lstrip("/") or settings.database

@@ -32,6 +32,7 @@ from typing import Any
 
 import fastavro
 
+from pipelines.config import redact
 from pipelines.errors import UserError
 from pipelines.events.schemas import SCHEMAS_DIR, SchemaSet, default_schemas
 
@@ -188,6 +189,7 @@ class RemoteRegistry(Registry):
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
         self.url = url
+        self._shown = redact(url)  # messages never carry a password from the URL
         self.schemas = schemas or default_schemas()
         self.client = client or SchemaRegistryClient.new_client({"url": url, **(client_conf or {})})  # mock:// too
         self._lock = threading.Lock()
@@ -211,11 +213,11 @@ class RemoteRegistry(Registry):
             schema_id = self.client.register_schema(self.subject(schema.fullname), Schema(schema.text, "AVRO"))
         except SchemaRegistryError as exc:
             if exc.http_status_code == 409:
-                raise UserError(f"registry {self.url} refused {schema.fullname}: incompatible with the registered "
+                raise UserError(f"registry {self._shown} refused {schema.fullname}: incompatible with the registered "
                                 f"version ({exc.error_message})") from None
-            raise RegistryUnavailable(f"registry {self.url}: {exc}") from exc
+            raise RegistryUnavailable(f"registry {self._shown}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - network errors come in many types
-            raise RegistryUnavailable(f"registry {self.url}: {exc}") from exc
+            raise RegistryUnavailable(f"registry {self._shown}: {exc}") from exc
         with self._lock:
             self._current[schema.name] = self._current[schema.fullname] = schema_id
         return schema_id
@@ -231,9 +233,9 @@ class RemoteRegistry(Registry):
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 raise UnknownSchemaId(schema_id) from None
-            raise RegistryUnavailable(f"registry {self.url}: {exc}") from exc
+            raise RegistryUnavailable(f"registry {self._shown}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001
-            raise RegistryUnavailable(f"registry {self.url}: {exc}") from exc
+            raise RegistryUnavailable(f"registry {self._shown}: {exc}") from exc
         if registered.schema_type not in (None, "AVRO"):
             raise UnknownSchemaId(schema_id)
         writer = _writer(schema_id, json.loads(registered.schema_str))

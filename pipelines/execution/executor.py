@@ -276,6 +276,9 @@ class Executor:
         result: WaterfallResult = self._with_retry(lambda: self.venue.liquidate(
             action["action_id"], action["account"], _required(action, "instrument"), signed, mark, equity,
             action["event_time_ms"], steps, close_all=not partial))
+        if not result.fills:  # still one report: the audit must say what became of every action
+            return [self._report(action, 0, status="cancelled", venue=self.venue.name,
+                                 reason=f"no counterparty in {steps}: {result.unfilled:g} left with the account")]
         venue_of = {"book": self.venue.name, "lp": "lp", "insurance_fund": "insurance_fund", "adl": "adl"}
         return [self._report(action, i, status="filled", filled=fill.quantity, price=fill.price, fee=fill.fee_usd,
                              slippage=fill.slippage_bps, venue=venue_of[fill.step], counterparty=fill.counterparty)

@@ -48,14 +48,15 @@ from confluent_kafka import KafkaException, Producer
 
 from pipelines.config import KafkaSettings, Settings
 from pipelines.engine.engine import EngineOutput, EngineParams
-from pipelines.engine.shard import FANOUT_TOPIC, MARKET_TOPICS, Message, Shard
+from pipelines.engine.shard import FANOUT_TOPIC, MARKET_TOPICS, Shard
 from pipelines.engine.shards import ACCOUNT_BREACHES, market_subject
-from pipelines.events.codec import DecodeError, default_codec
+from pipelines.events.codec import default_codec
 from pipelines.events.deadletter import dead_letter
 from pipelines.events.validation import Validator
-from pipelines.kafka import client_config
+from pipelines.kafka import client_config, faust_credentials
 from pipelines.ops.metrics import Metrics
 from pipelines.policy.signing import SigningKey
+from pipelines.streams.intake import Refused, admit
 from pipelines.topics import ACCOUNT_PARTITIONS, spec_for, topic_name
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     app = faust.App(
         f"{prefix}{config.app_id}",
         broker=[f"kafka://{host}" for host in kafka.bootstrap.split(",")],
+        broker_credentials=faust_credentials(kafka),
         store="memory://",
         topic_partitions=ACCOUNT_PARTITIONS,
         topic_replication_factor=kafka.replication_factor,
@@ -155,6 +157,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     positions_topic = name("backstop.positions")
     pending: dict[int, list[Any]] = {}
     last_seen: dict[tuple[int, str], float] = {}
+    taken: dict[tuple[str, int], int] = {}  # next offset to take, per topic-partition read
 
     def shard_for(partition: int) -> Shard:
         shard = shards.get(partition)
@@ -190,6 +193,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         async for events in stream.take_events(config.batch_max, within=config.batch_within_ms / 1000):
             for event in events:
                 metrics.consumed(event.message.topic.removeprefix(prefix))
+                taken[(event.message.topic, event.message.partition)] = event.message.offset + 1
                 headers = [(SOURCE_HEADER, source_of(event.message, prefix).encode())]
                 for partition in range(ACCOUNT_PARTITIONS):
                     fan.send(fanout_name, event.message.key, event.message.value, partition, headers)
@@ -202,6 +206,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             touched: dict[int, None] = {}
             for event in events:
                 metrics.consumed(event.message.topic.removeprefix(prefix))
+                taken[(event.message.topic, event.message.partition)] = event.message.offset + 1
                 partition = event.message.partition
                 if partition not in owned:
                     continue  # fetched before a rebalance took the partition away: its owner reads it
@@ -217,21 +222,13 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                     await checkpoint(partition, stream)
 
     def take(shard: Shard, message: Any, now_ms: int) -> None:
-        """Decode, validate (bad input to the dead letters) and queue one message in its shard."""
-        ref = source_of(message, prefix)
-        source_topic, source_partition, source_offset = ref.rsplit(":", 2)
-        try:
-            decoded = codec.decode(message.value)
-        except DecodeError as exc:
-            dead_letter_send(message, exc.reason, str(exc), now_ms)
+        """Admit one message (bad input to the dead letters) and queue it in its shard."""
+        admitted = admit(codec, validator, message.value, source_of(message, prefix), now_ms)
+        if isinstance(admitted, Refused):
+            dead_letter_send(message, admitted.reason, admitted.detail, now_ms)
             return
-        problem = validator.validate(decoded.record, decoded.value, now_ms)
-        if problem is not None:
-            dead_letter_send(message, problem.reason, str(problem), now_ms)
-            return
-        input_name = f"{source_topic}/{source_partition}"
-        last_seen[(message.partition, input_name)] = time.monotonic()
-        shard.push(Message(input_name, int(source_offset), ref, decoded.record, decoded.value))
+        last_seen[(message.partition, admitted.input)] = time.monotonic()
+        shard.push(admitted)
 
     async def checkpoint(partition: int, stream: faust.StreamT) -> None:
         """Outputs confirmed, then the shard stored, then the messages it covers acknowledged
@@ -269,10 +266,32 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                     shard.idle(input_name)
                 emit(shard.advance())
 
+    source_topics = {*market.topics, *inputs.topics}
+
+    @app.timer(interval=metrics.lag_interval_s)
+    async def report_lag() -> None:
+        """Consumer lag of every input partition assigned here: the broker's high watermark minus
+        the next offset this worker takes (taken, not yet committed: lag is about keeping up)."""
+        tps = [tp for tp in app.consumer.assignment() if tp.topic in source_topics]  # not the changelog
+        try:
+            ends = await app.consumer.highwaters(*tps)
+        except Exception as exc:  # noqa: BLE001 - a broker hiccup costs one lag report, never the worker
+            log.debug("lag not updated: %r", exc)
+            return
+        lags: dict[tuple[str, int], int] = {}
+        for tp in tps:
+            position = taken.get((tp.topic, tp.partition))
+            if position is None:  # nothing taken yet: where the consumer stands (committed, or the reset)
+                position = await app.consumer.position(tp)
+            if position is not None and ends.get(tp) is not None:
+                lags[(tp.topic.removeprefix(prefix), tp.partition)] = max(0, ends[tp] - position)
+        metrics.set_lags(lags)
+
     @app.on_partitions_revoked.connect
     async def forget(app: faust.App, revoked: set, **_: Any) -> None:  # noqa: ARG001
         """A moved partition's shard is rebuilt from its snapshot by whoever owns it next."""
         for tp in revoked:
+            taken.pop((tp.topic, tp.partition), None)
             owned.discard(tp.partition)
             shards.pop(tp.partition, None)
             pending.pop(tp.partition, None)

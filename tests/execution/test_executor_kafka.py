@@ -186,3 +186,18 @@ def test_transient_outage_is_retried_and_executes_once(kafka_bootstrap: str, pre
     assert stats.aborted_batches == 0 and stats.reports == 1
     reports = read_topic(kafka_bootstrap, f"{prefix}backstop.executions", "ExecutionReport", until=1)
     assert [r["status"] for r in reports] == ["filled"]
+
+
+def test_transfer_with_no_backstop_provider_still_reports_what_became_of_it(kafka_bootstrap: str, prefix: str,
+                                                                            tmp_path: Path) -> None:
+    venue = SimulatedVenue(SimulatedVenueConfig(books={"BTC-PERPETUAL": DEEP}), tmp_path / "l.sqlite")  # no LPs
+    venue.seed_position("levered", "BTC-PERPETUAL", 3.0)
+    action = make_action(KEY, ActionType.TRANSFER_TO_LP, "levered", 1_795_000_000_000, instrument="BTC-PERPETUAL",
+                         side="sell", quantity=3.0, params={"mark": "60000", "equity_usd": "1000"})
+    produce_actions(kafka_bootstrap, prefix, [action])
+    stats = in_process_executor(kafka_bootstrap, prefix, venue).run(idle_exit_s=3)
+    assert stats.reports == 1
+    [report] = read_topic(kafka_bootstrap, f"{prefix}backstop.executions", "ExecutionReport", until=1)
+    assert (report["action_id"], report["status"], report["filled_quantity"]) == (action["action_id"], "cancelled", 0.0)
+    assert "no counterparty in lp: 3 left" in report["reason"]
+    assert venue.positions("levered") == {"BTC-PERPETUAL": 3.0}

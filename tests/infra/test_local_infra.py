@@ -57,6 +57,7 @@ def isolated_env(tmp_path: Path) -> dict[str, str]:
         "BACKSTOP_INFRA_DIR": str(tmp_path / "infra"),
         "BACKSTOP_KAFKA_PORT": str(consecutive_free_ports(3)),
         "BACKSTOP_KAFKA_CONTROLLER_PORT": str(consecutive_free_ports(3)),
+        "BACKSTOP_KAFKA_SASL_PORT": str(consecutive_free_ports(3)),
         "BACKSTOP_CLICKHOUSE_PORT": str(free_port()),
         "BACKSTOP_CLICKHOUSE_HTTP_PORT": str(free_port()),
         "BACKSTOP_KAFKA_HEAP": "256m",
@@ -110,6 +111,26 @@ def test_up_is_idempotent_foreign_clients_see_services_and_down_leaves_nothing(i
         answer = subprocess.run(["clickhouse-client", "--port", env["BACKSTOP_CLICKHOUSE_PORT"], "-q", "SELECT 1"],
                                 capture_output=True, text=True, timeout=30)
         assert answer.stdout.strip() == "1", answer.stderr
+
+        # the secured doors: SASL/PLAIN on the SASL port, a read-only ClickHouse user; their
+        # passwords made for this state folder, readable by its owner alone, never printed
+        secrets = Path(env["BACKSTOP_INFRA_DIR"]) / "secrets"
+        kafka_password = (secrets / "kafka-backstop.password").read_text()
+        analyst_password = (secrets / "clickhouse-analyst.password").read_text()
+        assert {oct(p.stat().st_mode & 0o777) for p in secrets.iterdir()} == {"0o600"}
+        assert kafka_password not in first.stdout + first.stderr and analyst_password not in first.stdout
+        from confluent_kafka.admin import AdminClient
+        sasl = {"bootstrap.servers": f"127.0.0.1:{env['BACKSTOP_KAFKA_SASL_PORT']}", "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": "PLAIN", "sasl.username": "backstop"}
+        assert AdminClient({**sasl, "sasl.password": kafka_password}).list_topics(timeout=30).brokers
+        with pytest.raises(Exception, match="(?i)transport|authentication"):
+            AdminClient({**sasl, "sasl.password": "not-it"}).list_topics(timeout=5)
+        read_only = ["clickhouse-client", "--port", env["BACKSTOP_CLICKHOUSE_PORT"], "--user", "analyst",
+                     "--password", analyst_password]
+        assert subprocess.run([*read_only, "-q", "SELECT 2"], capture_output=True, text=True,
+                              timeout=30).stdout.strip() == "2"
+        refused = subprocess.run([*read_only, "-q", "CREATE DATABASE nope"], capture_output=True, text=True, timeout=30)
+        assert refused.returncode != 0 and "readonly" in refused.stderr.lower()
     finally:
         stopped = run_local("down", env=env)
     assert stopped.returncode == 0, stopped.stderr

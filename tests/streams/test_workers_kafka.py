@@ -9,50 +9,20 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
 from pipelines.config import KafkaSettings
 from pipelines.engine.engine import EngineParams
-from pipelines.engine.shard import Message, run_shards, shard_of
-from pipelines.events.codec import default_codec
+from pipelines.engine.shard import run_shards
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS
 from pipelines.topics_cli import create_topics
 
-from crash_script import crash_events  # noqa: I001
-from ops_helpers import free_port, get, scrape, total
-from workers import SECRET, collect, start_worker, stop
+from ops_helpers import free_port, get, scrape, series, total, wait_for  # noqa: I001
+from workers import SECRET, collect, publish, start_worker, stop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
 KEY = SigningKey("default", SECRET.encode())
-TOPIC_OF = {"IndexPrice": "backstop.market.index", "VolatilityUpdate": "backstop.market.volatility",
-            "OrderBookDepth": "backstop.market.depth", "PositionUpdate": "backstop.positions",
-            "CollateralUpdate": "backstop.collateral"}
-KEY_FIELD = {"IndexPrice": "underlying", "VolatilityUpdate": "underlying", "OrderBookDepth": "instrument",
-             "PositionUpdate": "account", "CollateralUpdate": "account"}
-
-
-def publish(bootstrap: str, prefix: str) -> list[tuple[int | None, Message]]:
-    """Produce the crash script; return the messages as the in-process run must see them."""
-    codec = default_codec()
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "enable.idempotence": True})
-    placed: dict[int, tuple[str, int, int]] = {}
-    events = crash_events()
-    for n, (record, value) in enumerate(events):
-        def delivered(err, msg, n=n):
-            assert err is None, err
-            placed[n] = (msg.topic().removeprefix(prefix), msg.partition(), msg.offset())
-        producer.produce(prefix + TOPIC_OF[record], key=value[KEY_FIELD[record]].encode(),
-                         value=codec.encode(record, value), on_delivery=delivered)
-        producer.poll(0)
-    assert producer.flush(60) == 0
-    messages = []
-    for n, (record, value) in enumerate(events):
-        topic, partition, offset = placed[n]
-        messages.append((shard_of(record, value, ACCOUNT_PARTITIONS),
-                         Message(f"{topic}/{partition}", offset, f"{topic}:{partition}:{offset}", record, value)))
-    return messages
 
 
 @pytest.mark.parametrize("kill_one", [False, True], ids=["steady", "sigkill"])
@@ -85,6 +55,19 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Pa
             assert [get(port, "/readyz")[0] for port in ports] == [200, 200]
             emitted = sum(total(page, "backstop_actions_total", stage="worker", outcome="emitted") for page in pages)
             consumed = sum(total(page, "backstop_events_consumed_total", stage="worker") for page in pages)
+
+            lag: dict = {}
+
+            def caught_up() -> bool:  # every input partition reported by one worker, all at lag 0
+                lag.clear()
+                for port in ports:
+                    for labels, value in series(scrape(port), "backstop_consumer_lag").items():
+                        lag[dict(labels)["topic"], dict(labels)["partition"]] = value
+                return len(lag) == 3 * ACCOUNT_PARTITIONS + 6 * 3 and not any(lag.values())
+            try:
+                wait_for(caught_up, 30, "lag 0 on every input partition")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {len(lag)} series, {sorted(lag.items())}") from None
     finally:
         for worker in workers:
             stop(worker)
@@ -97,6 +80,10 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Pa
     assert set(breaches) == expected_breaches
     if not kill_one:
         assert emitted >= len(expected_actions) and consumed >= len(messages)
+        assert {topic for topic, _ in lag} == {"backstop.positions", "backstop.collateral", "backstop.market.fanout",
+                                              "backstop.instruments", "backstop.market.index", "backstop.market.mark",
+                                              "backstop.market.volatility", "backstop.market.depth",
+                                              "backstop.market.oracle"}
     assert set(exposures) == {"levered-long", "short-puts", "hedged-desk", "whale-safe"}
     strays = [copy for copies in exposures.values() for copy in copies if copy not in expected.exposures]
     assert not strays, strays[:2]

@@ -11,9 +11,13 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 
+from pipelines.engine.shard import Message, shard_of
 from pipelines.events.codec import default_codec
+from pipelines.topics import ACCOUNT_PARTITIONS
+
+from crash_script import crash_events  # noqa: I001
 
 SECRET = "worker-test-signing-key-0123456789"
 # An input silent this long stops holding the others back (the one wall-clock rule). A SIGKILLed
@@ -22,11 +26,42 @@ SECRET = "worker-test-signing-key-0123456789"
 # mid-recovery release events out of order. Well above the stall, at the price of a slower end.
 IDLE_MS = 30_000
 
+TOPIC_OF = {"IndexPrice": "backstop.market.index", "VolatilityUpdate": "backstop.market.volatility",
+            "OrderBookDepth": "backstop.market.depth", "PositionUpdate": "backstop.positions",
+            "CollateralUpdate": "backstop.collateral"}
+KEY_FIELD = {"IndexPrice": "underlying", "VolatilityUpdate": "underlying", "OrderBookDepth": "instrument",
+             "PositionUpdate": "account", "CollateralUpdate": "account"}
 
-def collect(bootstrap: str, topic: str, record: str, id_field: str, want: set[str], timeout_s: float) -> dict:
+
+def publish(bootstrap: str, prefix: str, client: dict | None = None) -> list[tuple[int | None, Message]]:
+    """Produce the crash script; return the messages as the in-process run must see them.
+    ``client``: extra librdkafka settings (e.g. SASL)."""
+    codec = default_codec()
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "enable.idempotence": True,
+                         **(client or {})})
+    placed: dict[int, tuple[str, int, int]] = {}
+    events = crash_events()
+    for n, (record, value) in enumerate(events):
+        def delivered(err, msg, n=n):
+            assert err is None, err
+            placed[n] = (msg.topic().removeprefix(prefix), msg.partition(), msg.offset())
+        producer.produce(prefix + TOPIC_OF[record], key=value[KEY_FIELD[record]].encode(),
+                         value=codec.encode(record, value), on_delivery=delivered)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    messages = []
+    for n, (record, value) in enumerate(events):
+        topic, partition, offset = placed[n]
+        messages.append((shard_of(record, value, ACCOUNT_PARTITIONS),
+                         Message(f"{topic}/{partition}", offset, f"{topic}:{partition}:{offset}", record, value)))
+    return messages
+
+
+def collect(bootstrap: str, topic: str, record: str, id_field: str, want: set[str], timeout_s: float,
+            client: dict | None = None) -> dict:
     codec = default_codec()
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False, **(client or {})})
     consumer.subscribe([topic])
     seen: dict[str, list[dict]] = {}
     deadline = time.monotonic() + timeout_s
@@ -42,11 +77,13 @@ def collect(bootstrap: str, topic: str, record: str, id_field: str, want: set[st
 
 
 def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str, hedged: str = "hedged-desk",
-                 metrics_port: int = 0) -> subprocess.Popen:
-    env = dict(os.environ, BACKSTOP_ACTIONS_SIGNING_KEY=SECRET, BACKSTOP_KAFKA_TOPIC_PREFIX=prefix)
+                 metrics_port: int = 0, env: dict[str, str] | None = None, idle_ms: int = IDLE_MS) -> subprocess.Popen:
+    """A ``backstop worker`` process; ``env``: extra settings (e.g. ``BACKSTOP_KAFKA_SASL_*``)."""
+    env = {**os.environ, "BACKSTOP_ACTIONS_SIGNING_KEY": SECRET, "BACKSTOP_KAFKA_TOPIC_PREFIX": prefix,
+           "BACKSTOP_OPS_LAG_INTERVAL_S": "1", **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "worker", "--bootstrap", bootstrap, "--app-id", "workers",
-         "--max-event-age-s", "1e9", "--idle-ms", str(IDLE_MS), "--snapshot-every", "50", "--hedged", hedged,
+         "--max-event-age-s", "1e9", "--idle-ms", str(idle_ms), "--snapshot-every", "50", "--hedged", hedged,
          "--metrics-port", str(metrics_port)],
         env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "ab"), start_new_session=True,
         cwd=tmp_path)
