@@ -202,3 +202,22 @@ def clickhouse_analyst(clickhouse_address: tuple[str, int]) -> dict[str, str]:
     except (Error, OSError, EOFError) as exc:
         service_missing(f"ClickHouse at {host}:{port} has no read-only user analyst ({str(exc).splitlines()[0]})")
     return {"user": "analyst", "password_file": str(password_file)}
+
+
+_RECOVERIES: list[str] = []
+
+
+@pytest.fixture
+def recovery_report() -> Callable[[str, float, str], None]:
+    """``report(fault, seconds, counts)``: a fault test's recovery time and the counts that show
+    nothing was lost, printed together at the end of the run (``chaos recovery``)."""
+    def report(fault: str, recovery_s: float, counts: str) -> None:
+        _RECOVERIES.append(f"{fault:<40} recovered in {recovery_s:6.1f} s   {counts}")
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _RECOVERIES:
+        terminalreporter.section("chaos recovery")
+        for line in _RECOVERIES:
+            terminalreporter.write_line(line)

@@ -288,7 +288,10 @@ def consumer_config(kafka: Any, group: str, **overrides: Any) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
         "max.poll.interval.ms": 300_000,
-        "session.timeout.ms": 45_000,
+        # a dead sink's partitions move after 10 s without heartbeats (librdkafka's default is 45 s),
+        # as the executors' and workers' do; heartbeats come from librdkafka's own thread, so a slow
+        # insert never counts against it (max.poll.interval.ms does)
+        "session.timeout.ms": 10_000,
         **overrides,
     })
 

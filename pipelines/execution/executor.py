@@ -11,6 +11,13 @@ Exactly once, in two halves:
   (the simulated venue keeps that ledger in SQLite; real exchanges do it with client order ids).
   So the redelivered action finds its fill and reports it; it is not executed twice.
 
+A transactional call that blocks past its own timeout ends the process (exit code
+``EXIT_STUCK``): librdkafka's ``send_offsets_to_transaction`` can hang for good when the group
+coordinator goes away mid-transaction (librdkafka issues #5456 and #5511, open in 2.16; our
+broker-restart chaos test hit it). A stuck executor acts on nothing; a restarted one fences the
+open transaction (same ``transactional.id``) and redoes the batch, which the venue's client
+order ids make safe. So the watchdog turns a silent hang into the crash the design recovers from.
+
 Transient venue errors are retried with exponential backoff; past ``max_retry_s`` the batch is
 aborted and consumption rewinds to the last commit, so nothing is lost. Actions that cannot be
 decoded, carry a bad signature, have expired, or that the venue refuses for good are reported
@@ -28,6 +35,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import os
 import signal
 import threading
 import time
@@ -38,6 +47,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 
 from pipelines.events.codec import Codec, DecodeError
 from pipelines.events.deadletter import dead_letter, message_timestamp_ms
+from pipelines.events.validation import Validator
 from pipelines.execution.venue import Order, Venue, VenueError
 from pipelines.execution.waterfall import WaterfallResult
 from pipelines.ops.metrics import Metrics
@@ -45,6 +55,12 @@ from pipelines.policy.actions import ActionType
 from pipelines.policy.signing import SigningKey
 
 log = logging.getLogger(__name__)
+
+EXIT_STUCK = 75  # EX_TEMPFAIL: a supervisor's restart is the remedy
+STUCK_GRACE_S = 5.0  # past a call's own timeout, before the watchdog fires
+# the Action schema's value checks (quantities, prices, instruments); expiry is checked apart,
+# so any event time is accepted here: a replayed action is hours old by design
+ACTION_VALUES = Validator(max_past_ms=2**62, max_future_ms=2**62)
 
 RISK_FREE_TYPES = {ActionType.MARGIN_CALL, ActionType.REDUCE_ONLY}
 WATERFALL_STEPS = {
@@ -65,6 +81,8 @@ class ExecutorConfig:
     poll_timeout_s: float = 0.2
     max_retry_s: float = 30.0
     first_backoff_s: float = 0.1
+    offsets_timeout_s: float = 15.0
+    commit_timeout_s: float = 30.0
 
 
 @dataclasses.dataclass
@@ -97,9 +115,10 @@ class _Handled:
 class Executor:
     def __init__(self, consumer: Consumer, producer: Producer, codec: Codec, venue: Venue, key: SigningKey,
                  config: ExecutorConfig, clock: Callable[[], float] = time.time,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, on_stuck: Callable[[str], None] | None = None) -> None:
         self.consumer, self.producer, self.codec, self.venue = consumer, producer, codec, venue
         self.key, self.config, self.clock = key, config, clock
+        self.on_stuck = on_stuck or exit_stuck
         self.metrics = metrics or Metrics("executor")
         self.stats = ExecutorStats()
         self._stop = threading.Event()
@@ -158,9 +177,11 @@ class Executor:
         self.producer.begin_transaction()
         try:
             handled = [self._handle(message) for message in messages]
-            self.producer.send_offsets_to_transaction(
-                _next_offsets(messages), self.consumer.consumer_group_metadata(), 30)
-            self.producer.commit_transaction(60)
+            with Watchdog("send_offsets_to_transaction", self.config.offsets_timeout_s + STUCK_GRACE_S, self.on_stuck):
+                self.producer.send_offsets_to_transaction(
+                    _next_offsets(messages), self.consumer.consumer_group_metadata(), self.config.offsets_timeout_s)
+            with Watchdog("commit_transaction", self.config.commit_timeout_s + STUCK_GRACE_S, self.on_stuck):
+                self.producer.commit_transaction(self.config.commit_timeout_s)
             self.stats.actions += len(messages)
         except _GiveUp as exc:
             log.warning("venue unavailable for %.0fs (%s); aborting the batch and rewinding", self.config.max_retry_s, exc)
@@ -237,6 +258,10 @@ class Executor:
     def _verify(self, action: dict[str, Any]) -> None:
         if not action.get("signature") or not self.key.verify(action, action["signature"]):
             raise Rejected("bad_signature", "signature missing or invalid")
+        # signed is not sane: a worker bug must not reach the venue as a NaN or negative order
+        problem = ACTION_VALUES.validate("Action", action, int(self.clock() * 1000))
+        if problem is not None:
+            raise Rejected(problem.reason, str(problem))
         expires = action.get("expires_at_ms")
         if expires is not None and self.clock() * 1000 > expires:
             raise Rejected("expired", f"expired at {expires}")
@@ -271,6 +296,9 @@ class Executor:
             mark, equity = float(params["mark"]), float(params["equity_usd"])
         except (KeyError, ValueError):
             raise Rejected("missing_params", "liquidation actions need params mark and equity_usd") from None
+        if not (math.isfinite(mark) and mark > 0 and math.isfinite(equity)):
+            raise Rejected("bad_params", f"mark {params['mark']!r} must be a positive number and equity_usd "
+                                         f"{params['equity_usd']!r} a finite one")
         signed = action["quantity"] if action["side"] == "sell" else -action["quantity"]  # the position closed
         partial = action["action_type"] in (ActionType.PARTIAL_LIQUIDATION, ActionType.TRANSFER_TO_LP)
         result: WaterfallResult = self._with_retry(lambda: self.venue.liquidate(
@@ -327,6 +355,32 @@ class Executor:
         self.producer.produce(self.config.dead_letter_topic, key=message.topic().encode(),
                               value=self.codec.encode("DeadLetter", record))
         self.stats.dead_lettered += 1
+
+
+class Watchdog:
+    """Calls ``on_stuck(what)`` from a timer thread if the ``with`` block is still running after
+    ``after_s`` (confluent-kafka releases the GIL inside its blocking calls, so the timer runs)."""
+
+    def __init__(self, what: str, after_s: float, on_stuck: Callable[[str], None]) -> None:
+        self._timer = threading.Timer(after_s, on_stuck, args=(what,))
+        self._timer.daemon = True
+
+    def __enter__(self) -> Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
+def exit_stuck(what: str) -> None:
+    """The executor's default ``on_stuck``: say why, then end the process at once (no cleanup
+    that could block on the same stuck client)."""
+    log.critical("%s blocked past its timeout (librdkafka #5456): exiting with %d so a restart takes over",
+                 what, EXIT_STUCK)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_STUCK)
 
 
 class _GiveUp(Exception):

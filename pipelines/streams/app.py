@@ -270,20 +270,27 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
 
     @app.timer(interval=metrics.lag_interval_s)
     async def report_lag() -> None:
-        """Consumer lag of every input partition assigned here: the broker's high watermark minus
-        the next offset this worker takes (taken, not yet committed: lag is about keeping up)."""
+        """Consumer lag of every input partition assigned here: the broker's end offset minus the
+        next offset this worker takes (taken, not yet committed: lag is about keeping up).
+
+        One request a round (``highwaters``, a ListOffsets for all partitions): every call goes
+        through faust's consumer thread, and one call per partition (``position``) kept that
+        thread so busy that a recovering worker stopped fetching. A partition nothing was taken
+        from yet stands at its committed offset (faust's record of it), or at 0 before any commit."""
         tps = [tp for tp in app.consumer.assignment() if tp.topic in source_topics]  # not the changelog
         try:
             ends = await app.consumer.highwaters(*tps)
         except Exception as exc:  # noqa: BLE001 - a broker hiccup costs one lag report, never the worker
             log.debug("lag not updated: %r", exc)
             return
+        committed = getattr(app.consumer, "_committed_offset", {})
         lags: dict[tuple[str, int], int] = {}
         for tp in tps:
             position = taken.get((tp.topic, tp.partition))
-            if position is None:  # nothing taken yet: where the consumer stands (committed, or the reset)
-                position = await app.consumer.position(tp)
-            if position is not None and ends.get(tp) is not None:
+            if position is None:
+                last = committed.get(tp)  # faust records the last committed message
+                position = 0 if last is None else last + 1
+            if ends.get(tp) is not None:
                 lags[(tp.topic.removeprefix(prefix), tp.partition)] = max(0, ends[tp] - position)
         metrics.set_lags(lags)
 

@@ -86,8 +86,9 @@ def hedge(i: int) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.chaos
 def test_two_executors_and_a_sigkill_execute_every_action_exactly_once(kafka_bootstrap: str, prefix: str,
-                                                                      tmp_path: Path) -> None:
+                                                                      tmp_path: Path, recovery_report) -> None:
     venue_file = tmp_path / "venue.json"
     venue_file.write_text(json.dumps({"books": {"BTC-PERPETUAL": DEEP}, "latency_s": 0.02}))
     ledger = tmp_path / "ledger.sqlite"
@@ -108,9 +109,11 @@ def test_two_executors_and_a_sigkill_execute_every_action_exactly_once(kafka_boo
         assert len(reports) >= 40, (tmp_path / "e1.log").read_text()[-2000:]
         os.killpg(executors["e1"].pid, signal.SIGKILL)  # mid-stream, most likely mid-batch
         executors["e1"].wait()
+        killed = time.monotonic()
         executors["e1"] = start("e1")  # same transactional id: fences the dead one's open transaction
         reports = read_topic(kafka_bootstrap, f"{prefix}backstop.executions", "ExecutionReport",
                              until=len(actions), timeout_s=120)
+        finished = time.monotonic() - killed
     finally:
         for proc in executors.values():
             if proc.poll() is None:
@@ -127,6 +130,8 @@ def test_two_executors_and_a_sigkill_execute_every_action_exactly_once(kafka_boo
     for a in actions:
         expected[a["account"]] += a["quantity"] if a["side"] == "buy" else -a["quantity"]
     assert positions == pytest.approx(dict(expected))
+    recovery_report("executor SIGKILLed (1 of 2)", finished,
+                    f"{len(actions)} actions: {orders} venue orders, {len(counts)} reports, each once")
 
 
 def test_forged_action_is_rejected_dead_lettered_and_never_executed(kafka_bootstrap: str, prefix: str,

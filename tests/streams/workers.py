@@ -89,7 +89,8 @@ def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str, hedged:
         cwd=tmp_path)
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    """Signal the process group and wait; the exit code (SIGKILL after 60 s without one)."""
     if proc.poll() is None:
         os.killpg(proc.pid, sig)
         try:
@@ -97,4 +98,5 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    return proc.returncode
 

@@ -1,0 +1,104 @@
+"""The broker fails under a running executor: a restart of a single broker, and a SIGKILLed
+member of a three-broker cluster (replication factor 3, min.insync.replicas 2). Actions keep
+arriving throughout; afterwards every one was executed exactly once (one venue order, one
+committed report) and the time from the fault to executions resuming is reported."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from pipelines.config import KafkaSettings
+from pipelines.topics_cli import create_topics
+
+from harness import Feed, PrivateKafka, committed_reports, ledger_orders, start_executor, stop, wait_for
+
+pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
+
+ACTIONS, PER_SECOND = 1200, 120
+
+
+def run_through_fault(kafka: PrivateKafka, tmp_path: Path, fault, replication: int) -> tuple[float, int]:  # noqa: ANN001
+    """Executor + feed on ``kafka``; ``fault()`` once a quarter of the actions are executed.
+    Returns (seconds from the fault's end to the next execution, executor restarts needed)."""
+    prefix = f"chaos{uuid.uuid4().hex[:6]}."
+    create_topics(KafkaSettings(bootstrap=kafka.bootstrap, topic_prefix=prefix, replication_factor=replication))
+    feed = Feed(kafka.bootstrap, f"{prefix}backstop.actions", ACTIONS, PER_SECOND)
+    executor = start_executor(kafka.bootstrap, prefix, tmp_path, "executor")
+    restarts = 0
+    try:
+        feed.start()
+        wait_for(lambda: len(ledger_orders(tmp_path)) >= ACTIONS // 4, 120, "a quarter of the actions executed")
+        fault()
+        before, fault_over = len(ledger_orders(tmp_path)), time.monotonic()
+
+        def progressed() -> bool:
+            nonlocal executor, restarts
+            if executor.poll() is not None:  # what a supervisor (compose's restart policy) would do
+                restarts += 1
+                executor = start_executor(kafka.bootstrap, prefix, tmp_path, f"executor-{restarts}")
+            return len(ledger_orders(tmp_path)) > before
+        try:
+            wait_for(progressed, 180, "executions to resume after the fault")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; feed sent {feed.sent}, failed {list(feed.failed.values())[:3]}, "
+                                 f"executed {len(ledger_orders(tmp_path))}") from None
+        recovery = time.monotonic() - fault_over
+        feed.join(200)
+        assert len(feed.delivered) + len(feed.failed) == ACTIONS, "the feed has actions neither acked nor failed"
+        wait_for(lambda: progressed() and len(ledger_orders(tmp_path)) >= len(feed.delivered), 240,
+                 "every delivered action executed")
+        reports = committed_reports(kafka.bootstrap, f"{prefix}backstop.executions", len(feed.delivered), 120)
+    finally:
+        stop(executor)
+    logs = "\n".join(p.read_text()[-2000:] for p in tmp_path.glob("*.log"))
+    orders = ledger_orders(tmp_path)
+    # every action the broker acknowledged executed, once; at most the unacknowledged ones more
+    # (a produce request can be written and still time out for its producer)
+    assert feed.delivered <= set(orders) <= feed.delivered | set(feed.failed), logs
+    assert len(orders) == len(set(orders))
+    assert set(reports) == set(orders)
+    doubled = [action_id for action_id, n in reports.items() if n != 1]
+    assert not doubled, f"{len(doubled)} actions have more than one committed report: {doubled[:3]}"
+    return recovery, restarts, feed
+
+
+def counts(feed: Feed, restarts: int) -> str:
+    failed = f" ({len(feed.failed)} not acked: {next(iter(feed.failed.values()))})" if feed.failed else ""
+    return (f"{ACTIONS} actions, {len(feed.delivered)} acked{failed}, each executed once, 0 doubled reports; "
+            f"executor restarts {restarts}")
+
+
+def test_single_broker_restart_mid_stream(tmp_path: Path, recovery_report) -> None:
+    kafka = PrivateKafka(tmp_path)
+    kafka.up()
+    try:
+        def restart() -> None:
+            kafka.down()
+            time.sleep(5)  # down for a while: clients retry against a closed port
+            kafka.up()
+        recovery, restarts, feed = run_through_fault(kafka, tmp_path, restart, replication=1)
+    finally:
+        kafka.down()
+    recovery_report("Kafka broker restarted (down 5 s)", recovery, counts(feed, restarts))
+
+
+def test_three_broker_cluster_loses_one_broker(tmp_path: Path, recovery_report) -> None:
+    kafka = PrivateKafka(tmp_path, brokers=3)
+    kafka.up()
+    try:
+        admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+        wait_for(lambda: len(admin.list_topics(timeout=10).brokers) == 3, 60, "three brokers in the metadata")
+        recovery, restarts, feed = run_through_fault(kafka, tmp_path, lambda: kafka.kill(1), replication=3)
+        topics = [t for t in admin.list_topics(timeout=10).topics if t.endswith("backstop.actions")]
+        config = admin.describe_configs([ConfigResource("topic", topics[0])])
+        values = next(iter(config.values())).result(timeout=30)
+        assert values["min.insync.replicas"].value == "2"
+        assert len(admin.list_topics(timeout=10).topics[topics[0]].partitions[0].replicas) == 3
+    finally:
+        kafka.down()
+    recovery_report("one of three Kafka brokers SIGKILLed", recovery, counts(feed, restarts))
