@@ -62,8 +62,19 @@ class Coordinates:
     timestamp_ms: int = 0
 
 
+EPOCH = datetime.date(1970, 1, 1)
+LAST_DATE = datetime.date(2149, 6, 6)  # ClickHouse's Date (days since 1970 in a UInt16) ends here
+
+
 def event_date(ms: int) -> datetime.date:
-    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).date()
+    """The partition date of an event time, clamped to what a ClickHouse ``Date`` holds: a
+    producer's clock set to year 10000 must not stop the sink (``event_time_ms`` keeps the truth)."""
+    days = ms // 86_400_000
+    if days <= 0:
+        return EPOCH
+    if days >= (LAST_DATE - EPOCH).days:
+        return LAST_DATE
+    return EPOCH + datetime.timedelta(days=days)
 
 
 def _f(value: Any) -> float:

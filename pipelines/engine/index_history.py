@@ -32,7 +32,7 @@ class IndexHistory:
     def append(self, time_ms: int, price: float) -> None:
         """Add the newest index price (in event-time order) and drop what left the window."""
         if self._times and price > 0 and self._prices[-1] > 0:
-            squared = math.log(price / self._prices[-1]) ** 2
+            squared = (math.log(price) - math.log(self._prices[-1])) ** 2  # a ratio could underflow to 0
         else:
             squared = 0.0
         self._times.append(time_ms)

@@ -50,6 +50,8 @@ def dead_letter(*, reason: str, detail: str, topic: str, partition: int, offset:
             schema_id = parse_header(value)
         except DecodeError:
             schema_id = None
+    if schema_id is not None and not 0 <= schema_id < 2**31:
+        schema_id = None  # DeadLetter.schema_id is an Avro int; the original bytes keep the header anyway
     return {
         "reason": reason,
         "detail": detail[:2000],

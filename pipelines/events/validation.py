@@ -4,10 +4,14 @@ What to check comes from the schemas themselves: a field carrying ``"backstop.ch
 as
 
 * ``price``        finite and >= 0 (``nan_price`` / ``negative_price``; +-inf is ``non_finite``);
+* ``positive_price`` a ``price`` that is also > 0 (``not_positive``): an index or oracle price of
+  zero is a broken feed, and every ratio against it would divide by zero;
 * ``positive``     finite and > 0 (contract and tick sizes; ``not_positive``);
 * ``nonnegative``  finite and >= 0 (sizes, IVs, filled quantities; ``negative_value``);
 * ``quantity``     finite, any sign (positions, balances, fees);
-* ``instrument``   a known instrument, when a set of known instruments is given;
+* ``instrument``   a known instrument, when a set of known instruments is given; else a name
+  the risk core can price (``parse_instrument``: a real expiry date, a positive strike), since
+  an unpriceable position would fail every later revaluation of its account;
 * ``instrument_name`` a well-formed Deribit instrument name (the definition itself);
 * ``event_time``   within ``[now - max_past_ms, now + max_future_ms]`` of a reference ``now`` that
   the caller passes in (wall clock live, the replay clock in a replay) -- never read here.
@@ -20,12 +24,14 @@ which field was wrong.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pipelines.events.schemas import CHECK_ATTR, SchemaSet, default_schemas
+from pipelines.risk.instruments import InstrumentError, parse_instrument
 
 # reason codes (also the DeadLetter.reason values); decode reasons live in codec.DecodeError
 NAN_PRICE = "nan_price"
@@ -72,6 +78,16 @@ def event_time_problem(event_time_ms: int, now_ms: int, max_past_ms: int = DEFAU
 def instrument_name_problem(name: str) -> str | None:
     """None for a well-formed Deribit name (BTC-PERPETUAL, BTC-27DEC26, BTC-27DEC26-60000-C)."""
     return None if INSTRUMENT_NAME.match(name) else BAD_INSTRUMENT_NAME
+
+
+@functools.lru_cache(maxsize=65_536)
+def unpriceable_instrument_problem(name: str) -> str | None:
+    """None for a name the risk core parses (cached: a stream repeats a few thousand names)."""
+    try:
+        parse_instrument(name)
+    except InstrumentError:
+        return BAD_INSTRUMENT_NAME
+    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -169,6 +185,8 @@ class Validator:
     def _check(self, kind: str, v: Any, now_ms: int) -> str | None:
         if kind == "price":
             return price_problem(v)
+        if kind == "positive_price":
+            return price_problem(v) or (NOT_POSITIVE if v == 0 else None)
         if kind == "quantity":
             return quantity_problem(v)
         if kind == "nonnegative":
@@ -177,7 +195,9 @@ class Validator:
             return quantity_problem(v) or (NOT_POSITIVE if v <= 0 else None)
         if kind == "instrument":
             known = self.known_instruments
-            return UNKNOWN_INSTRUMENT if known is not None and v not in known else None
+            if known is not None:
+                return UNKNOWN_INSTRUMENT if v not in known else None
+            return unpriceable_instrument_problem(v)
         if kind == "instrument_name":
             return instrument_name_problem(v)
         if kind == "event_time":

@@ -96,7 +96,10 @@ def black76_greeks(
     price = w * df * (f * n1 - k * n2)
     # dF/dS = F/S = 1/DF, so the discount cancels in delta and gamma.
     delta = w * n1
-    gamma = pdf1 / (s * sd)
+    # an index so small that S * sd underflows to 0 has pdf1 = 0 too: gamma 0, never 0 / 0 = NaN
+    # (a NaN margin compares false against every threshold and would leave an account "normal")
+    s_sd = s * sd
+    gamma = np.divide(pdf1, s_sd, out=np.zeros(np.broadcast(pdf1, s_sd).shape), where=s_sd > 0.0)
     vega_unit = s * pdf1 * sqrt_t  # DF * F * pdf * sqrt(T)
     # dV/dT (T = time to expiry) = r K DF w N(w d2) + S pdf sigma / (2 sqrt T); theta = -dV/dT / 365.
     dv_dt = w * r * k * df * n2 + vega_unit * sigma / (2.0 * t_pos)

@@ -43,6 +43,10 @@ def test_samples_are_valid(validator: Validator, record: str):
     ("InstrumentDefinition", {"tick_size": 0.0}, "not_positive"),
     ("InstrumentDefinition", {"instrument": "btc perpetual"}, "bad_instrument_name"),
     ("Action", {"quantity": -1.0}, "negative_value"),
+    ("IndexPrice", {"price": 0.0}, "not_positive"),
+    ("OraclePrice", {"price": -0.0}, "not_positive"),
+    ("VolatilityUpdate", {"iv": 0.0}, "not_positive"),
+    ("VolatilityUpdate", {"smile": [{"expiry_ms": 1, "strike": 1.0, "iv": 0.0}]}, "not_positive"),
 ])
 def test_reasons(validator: Validator, record: str, changes: dict, expected: str):
     problem = validator.validate(record, sample(record, **changes), NOW_MS)
@@ -50,8 +54,11 @@ def test_reasons(validator: Validator, record: str, changes: dict, expected: str
     assert problem.detail.split("=")[0].split("[")[0] in {*changes, "asks", "bids", "smile"}
 
 
-def test_unknown_instrument_check_is_off_without_a_set():
+def test_without_a_set_any_priceable_instrument_passes_and_an_unpriceable_one_does_not():
     assert validate("PositionUpdate", sample("PositionUpdate", instrument="ETH-PERPETUAL"), now_ms=NOW_MS) is None
+    for name in ("BTC-FOO", "BTC-31FEB27", "BTC-27DEC26-0-C", "BTC"):  # no such date, no strike, no expiry
+        assert validate("PositionUpdate", sample("PositionUpdate", instrument=name), now_ms=NOW_MS) == \
+            "bad_instrument_name", name
 
 
 def test_window_is_configurable():
