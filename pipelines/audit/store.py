@@ -247,8 +247,6 @@ class ServerStore(Store):
 
     def _run(self, sql: str, data: Any = None, *, settings: Mapping[str, Any] | None = None,
              columnar: bool = False, with_types: bool = False, client: Any = None) -> Any:
-        from clickhouse_driver import errors
-
         with self._lock:
             return self._run_locked(sql, data, settings=settings, columnar=columnar, with_types=with_types,
                                     client=client)

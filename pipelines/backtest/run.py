@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -60,7 +59,6 @@ def simulate(generated: Generated, *, with_backstop: bool, params: EngineParams 
                      params=params or engine_params(generated), on_output=on_output)
     label = f"{generated.scenario.name} {'with' if with_backstop else 'without'}"
     bar = Progress(label, len(events), progress)
-    opening = None
 
     def tick(n: int) -> None:
         bar(n)

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipelines.execution.book import BUY, SELL, OrderBook
+from pipelines.execution.book import BUY, OrderBook
 from pipelines.execution.waterfall import (AdlCandidate, Fill, InsuranceFund, LiquidityPool, LiquidityProvider,
                                            WaterfallParams, WaterfallResult, liquidate)
 

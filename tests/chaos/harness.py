@@ -15,9 +15,11 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
+from ops_helpers import stop
 
 from pipelines.events.codec import default_codec
 from pipelines.policy.actions import ActionType, make_action
@@ -123,22 +125,33 @@ def cli(args: list[str], tmp_path: Path, name: str, env: dict[str, str] | None =
                             start_new_session=True)
 
 
-def start_executor(bootstrap: str, prefix: str, tmp_path: Path, name: str) -> subprocess.Popen:
+def start_executor(bootstrap: str, prefix: str, tmp_path: Path, name: str,
+                   instance: str = "executor") -> subprocess.Popen:
+    """An executor process logging to ``name``; a restart keeps its ``instance`` id, hence its
+    transactional id, so it fences the open transaction of the process it replaces (a new id
+    would leave that transaction, and the offsets it holds, to the broker's timeout)."""
     venue = tmp_path / "venue.json"
     venue.write_text(json.dumps({"books": {"BTC-PERPETUAL": DEEP}}))
     return cli(["executor", "--venue-config", str(venue), "--ledger", str(tmp_path / "ledger.sqlite"),
-                "--instance-id", f"{prefix}{name}", "--group", f"{prefix}executors", "--bootstrap", bootstrap],
+                "--instance-id", f"{prefix}{instance}", "--group", f"{prefix}executors", "--bootstrap", bootstrap],
                tmp_path, name, {"BACKSTOP_KAFKA_TOPIC_PREFIX": prefix})
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+class Supervised:
+    """A process started again whenever it has exited, as compose's ``restart: unless-stopped``
+    does; ``check()`` is that supervisor's round."""
+
+    def __init__(self, start: Callable[[str], subprocess.Popen], name: str) -> None:
+        self.start, self.name, self.restarts = start, name, 0
+        self.proc = start(name)
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            self.restarts += 1
+            self.proc = self.start(f"{self.name}-{self.restarts}")
+
+    def stop(self) -> int:
+        return stop(self.proc)
 
 
 def ledger_orders(tmp_path: Path) -> list[str]:
@@ -172,13 +185,3 @@ def committed_reports(bootstrap: str, topic: str, want: int, timeout_s: float) -
     finally:
         consumer.close()
     return seen
-
-
-def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.2) -> float:  # noqa: ANN001
-    """Poll until ``condition()`` is true; the seconds it took."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
-    return time.monotonic() - start

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from audit_scenario import T0
 from event_samples import sample
-from ops_helpers import free_port
+from ops_helpers import free_port, wait_for
 from pipelines.audit import migrations
 from pipelines.audit.sink import make_sink
 from pipelines.audit.store import ServerStore, StoreError
@@ -82,7 +82,7 @@ def test_clickhouse_outage_mid_stream_loses_nothing_and_adds_nothing(private_cli
 
     try:
         produce(0, MESSAGES // 3)
-        _wait(lambda: _count(checker) >= MESSAGES // 3, 60, "first third stored")
+        wait_for(lambda: _count(checker) >= MESSAGES // 3, 60, "first third stored")
         local("down", env=env)  # ClickHouse stops mid-stream ...
         produce(MESSAGES // 3, MESSAGES // 3)  # ... while messages keep arriving
         time.sleep(OUTAGE_S)
@@ -91,10 +91,10 @@ def test_clickhouse_outage_mid_stream_loses_nothing_and_adds_nothing(private_cli
         assert committed_during <= MESSAGES // 3 + 200, "offsets committed past what was stored"
         local("up", "--only", "clickhouse", env=env)  # ... and comes back with its data
         back = time.monotonic()
-        _wait(lambda: _count(checker) >= 2 * MESSAGES // 3, 90, "the backlog stored after the restart")
+        wait_for(lambda: _count(checker) >= 2 * MESSAGES // 3, 90, "the backlog stored after the restart")
         recovery = time.monotonic() - back
         produce(2 * MESSAGES // 3, MESSAGES - 2 * MESSAGES // 3)
-        _wait(lambda: _count(checker) >= MESSAGES, 90, "every message stored after the restart")
+        wait_for(lambda: _count(checker) >= MESSAGES, 90, "every message stored after the restart")
         time.sleep(1.0)
     finally:
         stop.set()
@@ -117,15 +117,6 @@ def _count(store: ServerStore) -> int:
         return store.count("inputs")
     except StoreError:
         return -1
-
-
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for: {what}")
 
 
 def _committed(bootstrap: str, group: str, topics: list[str]) -> int:

@@ -37,11 +37,9 @@ def test_kafka_replay_preserves_keys_partitions_order_and_times(recording, kafka
 
     records = list(read_replay(recording))[:3000]
     topics = sorted({r["topic"] for r in records})
-    prefix = None
     names = {}
     for t in topics:
         names[t] = topic_factory(partitions=spec_for(t).partitions)
-    import fastavro, io  # noqa: E401
     from pipelines.events.files import write_replay
 
     renamed = [{**r, "topic": names[r["topic"]]} for r in records]

@@ -49,7 +49,7 @@ def test_duplicate_positions_net_and_keep_their_average_prices() -> None:
     split = Portfolio("a", 0.0, (Position("BTC-PERPETUAL", 1, 50_000.0), Position("BTC-PERPETUAL", 1, 70_000.0),
                                  Position("BTC-PERPETUAL", 1)))
     one = Portfolio("a", 0.0, (Position("BTC-PERPETUAL", 3, 60_000.0),))
-    (b1, r1), (b2, r2) = account_risk(split, MKT), account_risk(one, MKT)
+    (b1, r1), (_, r2) = account_risk(split, MKT), account_risk(one, MKT)
     assert len(b1.qty) == 1 and b1.qty[0] == 3
     assert np.isclose(r1.equity[0], 0.0) and np.isclose(r1.maintenance[0], r2.maintenance[0])
 

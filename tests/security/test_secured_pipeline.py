@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -24,7 +22,8 @@ from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS
 from pipelines.topics_cli import create_topics
 
-from workers import SECRET, collect, publish, start_worker, stop  # noqa: I001
+from ops_helpers import stop, wait_for
+from workers import SECRET, collect, publish, start_worker  # noqa: I001
 
 pytestmark = [pytest.mark.security, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow,
               pytest.mark.timeout(600)]
@@ -46,15 +45,6 @@ def cli(args: list[str], env: dict[str, str], tmp_path: Path, name: str) -> subp
     return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], env={**os.environ, **env},
                             stdout=open(tmp_path / f"{name}.out", "w"), stderr=open(tmp_path / f"{name}.log", "w"),
                             start_new_session=True, cwd=tmp_path)
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_pipeline_over_sasl_and_a_read_only_analyst(kafka_sasl, clickhouse_analyst, clickhouse, clickhouse_address,

@@ -19,7 +19,8 @@ from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate, write_recording
 from pipelines.topics_cli import create_topics
 
-from workers import SECRET, collect, start_worker, stop  # noqa: I001
+from ops_helpers import stop
+from workers import SECRET, collect, start_worker  # noqa: I001
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 

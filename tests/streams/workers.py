@@ -4,7 +4,6 @@ and a consumer that collects what they emit."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -88,15 +87,4 @@ def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str, hedged:
         env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "ab"), start_new_session=True,
         cwd=tmp_path)
 
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    """Signal the process group and wait; the exit code (SIGKILL after 60 s without one)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode
 
