@@ -78,8 +78,7 @@ def collect(bootstrap: str, topic: str, record: str, id_field: str, want: set[st
 def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str, hedged: str = "hedged-desk",
                  metrics_port: int = 0, env: dict[str, str] | None = None, idle_ms: int = IDLE_MS) -> subprocess.Popen:
     """A ``backstop worker`` process; ``env``: extra settings (e.g. ``BACKSTOP_KAFKA_SASL_*``)."""
-    env = {**os.environ, "BACKSTOP_ACTIONS_SIGNING_KEY": SECRET, "BACKSTOP_KAFKA_TOPIC_PREFIX": prefix,
-           "BACKSTOP_OPS_LAG_INTERVAL_S": "1", **(env or {})}
+    env = {**os.environ, "BACKSTOP_ACTIONS_SIGNING_KEY": SECRET, "BACKSTOP_KAFKA_TOPIC_PREFIX": prefix, **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "worker", "--bootstrap", bootstrap, "--app-id", "workers",
          "--max-event-age-s", "1e9", "--idle-ms", str(idle_ms), "--snapshot-every", "50", "--hedged", hedged,
