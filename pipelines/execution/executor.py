@@ -258,12 +258,13 @@ class Executor:
     def _verify(self, action: dict[str, Any]) -> None:
         if not action.get("signature") or not self.key.verify(action, action["signature"]):
             raise Rejected("bad_signature", "signature missing or invalid")
+        now_ms = self.clock() * 1000
         # signed is not sane: a worker bug must not reach the venue as a NaN or negative order
-        problem = ACTION_VALUES.validate("Action", action, int(self.clock() * 1000))
+        problem = ACTION_VALUES.validate("Action", action, int(now_ms))
         if problem is not None:
             raise Rejected(problem.reason, str(problem))
         expires = action.get("expires_at_ms")
-        if expires is not None and self.clock() * 1000 > expires:
+        if expires is not None and now_ms > expires:
             raise Rejected("expired", f"expired at {expires}")
         if action["action_type"] not in ActionType._value2member_map_:
             raise Rejected("unknown_action_type", action["action_type"])

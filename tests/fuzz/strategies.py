@@ -24,6 +24,7 @@ from pipelines.engine.shard import Message, Shard
 from pipelines.events.codec import DecodeError, default_codec
 from pipelines.events.validation import Validator
 from pipelines.policy.signing import SigningKey
+from pipelines.risk.instruments import InstrumentError, parse_instrument
 from pipelines.streams.intake import SHARD_SOURCES, Refused, admit
 from pipelines.topics import CATALOGUE
 
@@ -296,5 +297,15 @@ def decodes(value: bytes | None) -> bool:
     try:
         CODEC.decode(value)
     except DecodeError:
+        return False
+    return True
+
+
+def parses(name: str) -> bool:
+    """Whether the risk core can price ``name``: the oracle the validator's instrument check is
+    held to (called directly, not through the validator's cached wrapper)."""
+    try:
+        parse_instrument(name)
+    except InstrumentError:
         return False
     return True

@@ -42,7 +42,7 @@ from pipelines.policy.signing import SigningKey, canonical
 
 from strategies import (  # noqa: I001 - beside this file (tests/fuzz/conftest.py puts it on sys.path)
     CODEC, DECODE_REASONS, HEALTH, KEY, NOW_MS, PERP, dead_letter_schema_id, extreme_floats, framed, mutated,
-    over_int32_schema_ids, short_text)
+    over_int32_schema_ids, parses, short_text)
 
 pytestmark = pytest.mark.fuzz
 
@@ -412,16 +412,6 @@ def test_an_unsigned_nan_or_negative_quantity_is_rejected_before_the_venue(actio
     assert executor.venue.calls == []
 
 
-def _parses(name: str) -> bool:
-    from pipelines.risk.instruments import InstrumentError, parse_instrument
-
-    try:
-        parse_instrument(name)
-    except InstrumentError:
-        return False
-    return True
-
-
 #: how far from the executor's clock an action's event time may be (its expiry bounds its age; a
 #: replayed action is hours old by design, so only absurd times are out of range)
 ACTION_TIME_WINDOW_MS = 2**62
@@ -441,7 +431,7 @@ def _rejection(action: dict[str, Any]) -> set[str] | None:
     p = action["limit_price"]
     if p is not None and (math.isnan(p) or p < 0 or math.isinf(p)):
         schema.add("nan_price" if math.isnan(p) else "negative_price" if p < 0 else "non_finite")
-    if action["instrument"] is not None and not _parses(action["instrument"]):
+    if action["instrument"] is not None and not parses(action["instrument"]):
         schema.add("bad_instrument_name")
     t = action["event_time_ms"]
     if abs(t - NOW_MS) > ACTION_TIME_WINDOW_MS:

@@ -31,14 +31,13 @@ from hypothesis import strategies as st
 from pipelines.engine.engine import EngineOutput
 from pipelines.engine.shard import Message, Shard, shard_inputs
 from pipelines.events.deadletter import dead_letter
-from pipelines.risk.instruments import InstrumentError, parse_instrument
 from pipelines.streams.intake import SHARD_SOURCES, UNKNOWN_SOURCE, Refused, admit
 
 from strategies import (  # noqa: I001 - beside this file (tests/fuzz/conftest.py puts it on sys.path)
     CODEC, DECODE_REASONS, HEALTH, KEY, MALFORMED_INSTRUMENTS, MAX_FUTURE_MS, MAX_PAST_MS, NOW_MS, OTHER_TOPICS,
     PERP, PUT, SOURCE_TOPICS, T0, TOPIC_OF, VALIDATION_REASONS, VALIDATOR, WARMUP, dead_letter_schema_id,
-    from_schema, last_warmup_time, message, next_offset, over_int32_schema_ids, record_names, refs, short_text, take,
-    warm_shard, wire_values)
+    from_schema, last_warmup_time, message, next_offset, over_int32_schema_ids, parses, record_names, refs, short_text,
+    take, warm_shard, wire_values)
 
 pytestmark = pytest.mark.fuzz
 
@@ -115,14 +114,6 @@ def encode_outputs(out: EngineOutput) -> None:
 
 def index_tick(price: float, t: int) -> tuple[str, dict[str, Any]]:
     return "IndexPrice", {"underlying": "BTC", "index_name": "btc_usd", "price": price, "event_time_ms": t}
-
-
-def parses(name: str) -> bool:
-    try:
-        parse_instrument(name)
-    except InstrumentError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------- (a) bytes and references
