@@ -157,9 +157,25 @@ class Ladder:
 
     def target_ratio(self, view: AccountView) -> float:
         """MM / equity at which equity covers the initial requirement plus the buffer."""
-        if view.initial <= 0:
+        return self.target_ratio_of(view.maintenance, view.initial)
+
+    def target_ratio_of(self, maintenance: float, initial: float) -> float:
+        if initial <= 0:
             return 1.0
-        return (view.maintenance / view.initial) / (1.0 + self.params.buffer)
+        return (maintenance / initial) / (1.0 + self.params.buffer)
+
+    def may_round(self, account: str, ratio: float, event_time_ms: int, shortfall_ratio: float) -> bool:
+        """Whether a revaluation at ``ratio`` could run a liquidation round for ``account``: it is
+        liquidating, or a margin shortfall (at ``shortfall_ratio``) could start one, and no round
+        ran within ``round_ms``. A hint for planning many accounts together before the ladder
+        runs; a wrong answer costs time (the plan is then made alone), never a different action."""
+        ladder = self._accounts.get(account)
+        if ladder is None:
+            return ratio >= shortfall_ratio
+        if ladder.state is AccountState.LIQUIDATED or not (ladder.state is AccountState.LIQUIDATING
+                                                           or ratio >= shortfall_ratio):
+            return False
+        return ladder.last_round_ms is None or event_time_ms - ladder.last_round_ms >= self.params.round_ms
 
     def on_revaluation(self, view: AccountView, breaches: list[Breach], positions: list[CloseIntent],
                        plan, thin: set[str], unreliable: set[str]) -> list[Decision]:

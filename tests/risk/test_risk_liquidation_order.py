@@ -8,7 +8,8 @@ from risk_samples import market
 
 from pipelines.errors import UserError
 from pipelines.risk.book import Book, Portfolio, Position, account_risk, revalue_book
-from pipelines.risk.liquidation_order import LiquidationParams, expected_slippage_per_unit, plan_liquidation
+from pipelines.risk.liquidation_order import (LiquidationParams, expected_slippage_per_unit, plan_liquidation,
+                                             plan_liquidations)
 
 MKT = market()
 
@@ -86,3 +87,30 @@ def test_plan_prices_margin_like_the_engine_including_the_adaptive_addon() -> No
         book, risk = account_risk(hedged_short_gamma_book(200_000.0), MKT, adaptive=adaptive, conditions=cond)
         plan = plan_liquidation(book, risk, 0, target_ratio=0.8, adaptive=adaptive, conditions=cond)
         assert np.isclose(plan.maintenance_before, risk.maintenance[0], rtol=1e-12)
+
+
+def test_planning_accounts_together_gives_each_the_plan_it_gets_alone() -> None:
+    """The engine plans a crash's liquidations in one batch; that must change nothing, to the bit:
+    accounts with different books, targets, a bankrupt one, a healthy one and a flat one."""
+    from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
+
+    rng = np.random.default_rng(5)
+    names = ["BTC-27NOV26-60000-C", "BTC-27NOV26-60000-P", "BTC-26MAR27-90000-C", "BTC-27DEC26-40000-P",
+             "BTC-PERPETUAL", "ETH-PERPETUAL", "ETH-27DEC26-3000-C"]
+    pfs = [Portfolio(f"r{i}", float(rng.uniform(5e4, 4e5)),
+                     tuple(Position(n, float(rng.normal(0, 20))) for n in rng.choice(names, 4, replace=False)))
+           for i in range(40)]
+    pfs += [Portfolio("bankrupt", -1.0, (Position("BTC-PERPETUAL", 1),)), hedged_short_gamma_book(5e6),
+            Portfolio("flat", 1e5, ())]
+    cond = MarketConditions({"BTC": 1.0}, {"BTC": 2e6})
+    for adaptive in (None, AdaptiveParams()):
+        book = Book.from_portfolios(pfs)
+        risk = revalue_book(book, MKT, adaptive=adaptive, conditions=cond)
+        picked = [int(i) for i in rng.permutation(len(book.accounts))[:len(book.accounts) - 3]]
+        targets = [float(rng.uniform(0.3, 0.9)) for _ in picked]
+        together = plan_liquidations(book, risk, picked, targets, adaptive=adaptive, conditions=cond)
+        alone = [plan_liquidation(book, risk, i, t, adaptive=adaptive, conditions=cond) for i, t in zip(picked, targets)]
+        assert together == alone
+        assert sum(len(p.orders) for p in together) > 20  # most of them had work to do
+    with pytest.raises(UserError, match="each account once"):
+        plan_liquidations(book, risk, [0, 0], [0.5, 0.5])
