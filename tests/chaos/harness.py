@@ -18,12 +18,17 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 from ops_helpers import stop
 
+from pipelines.config import KafkaSettings
+from pipelines.errors import UserError
 from pipelines.events.codec import default_codec
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.signing import SigningKey
+from pipelines.topics import CATALOGUE, topic_name
+from pipelines.topics_cli import create_topics
 
 LOCAL = Path(__file__).resolve().parents[2] / "infra" / "local"
 SECRET = "chaos-test-signing-key-0123456789abcdef"
@@ -44,6 +49,55 @@ def free_ports(count: int) -> int:
         if ok:
             return base
     raise RuntimeError("no free ports")
+
+
+def create_topics_retrying(settings: KafkaSettings, attempts: int = 3) -> None:
+    """``create_topics``, again if it fails: on a cluster started seconds ago librdkafka
+    sometimes fails the CreateTopics request with "Broker handle destroyed without termination"
+    although the controller carried it out (seen in 1 of 6 runs on a fresh three-broker cluster).
+    Creating is idempotent: a second attempt finds the topics that exist and makes the rest."""
+    for attempt in range(1, attempts + 1):
+        try:
+            create_topics(settings)
+            return
+        except UserError:
+            if attempt == attempts:
+                raise
+            time.sleep(1)
+
+
+def wait_for_leaders(bootstrap: str, prefix: str, timeout_s: float = 60) -> None:
+    """Return once the leader of every partition of the catalogue's ``prefix`` topics answers for
+    it (a ListOffsets, which only the serving leader answers), so nothing is produced to a topic
+    whose creation is still spreading through the cluster.
+
+    Why: a just-created partition can answer a producer's first ProduceRequest with
+    NOT_LEADER_OR_FOLLOWER (its broker has not applied the leadership yet) and accept the next,
+    pipelined request. A broker with no state for the producer id takes any first sequence, so
+    the partition's log starts at that request's sequence (4, say), and librdkafka then marks the
+    failed messages (sequences 0-3) delivered, "implicitly acked by subsequent batch success"
+    (confluent-kafka-go #921, open). Those actions were acked yet never written: on the
+    three-broker cluster this lost the first one to four actions of a partition in some runs,
+    long before any fault, and the test waited in vain for the executor to execute them."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = {topic_name(spec, prefix) for spec in CATALOGUE}
+    deadline, failing = time.monotonic() + timeout_s, ["no metadata yet"]
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=10).topics
+        partitions = [TopicPartition(t, p) for t in topics if t in metadata and metadata[t].error is None
+                      for p in metadata[t].partitions]
+        failing = [f"{t}: not in the metadata" for t in topics - set(metadata)]
+        if partitions:
+            for tp, future in admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions},
+                                                 request_timeout=10).items():
+                try:
+                    future.result()
+                except KafkaException as exc:
+                    failing.append(f"{tp.topic}[{tp.partition}]: {exc.args[0].str()}")
+        if not failing:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"partition leaders not serving after {timeout_s:.0f}s: {failing[:5]}")
 
 
 class PrivateKafka:
@@ -185,3 +239,48 @@ def committed_reports(bootstrap: str, topic: str, want: int, timeout_s: float) -
     finally:
         consumer.close()
     return seen
+
+
+def kafka_state(bootstrap: str, topic: str, group: str, missing: set[str]) -> str:
+    """For a failure message: per partition of ``topic`` its watermarks, ``group``'s committed
+    offset and the leader/ISR, and where the ``missing`` action ids are in the topic (read from
+    the start by a consumer outside the group), or that the topic does not have them."""
+    # committed offsets from a consumer of the group that never subscribes, so never joins it
+    # (AdminClient.list_consumer_group_offsets crashed the process for a group without offsets);
+    # read_uncommitted: no waiting for the offsets of an open transaction
+    member = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                       "isolation.level": "read_uncommitted"})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": "read_uncommitted"})
+    lines: list[str] = []
+    try:
+        partitions = member.list_topics(topic, timeout=10).topics[topic].partitions
+        committed: dict[int, int] = {}
+        try:
+            committed = {tp.partition: tp.offset
+                         for tp in member.committed([TopicPartition(topic, p) for p in partitions], timeout=15)}
+        except KafkaException as exc:
+            lines.append(f"committed offsets of {group} unknown: {exc.args[0].str()}")
+        ends = {}
+        for p in sorted(partitions):
+            low, ends[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            lines.append(f"{topic}[{p}] watermarks {low}..{ends[p]} committed {committed.get(p)} "
+                         f"leader {partitions[p].leader} isr {partitions[p].isrs}")
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        codec, found, read = default_codec(), {}, Counter()
+        deadline = time.monotonic() + 60
+        while any(read[p] < end for p, end in ends.items()) and time.monotonic() < deadline:
+            for m in consumer.consume(500, 1.0):
+                if m.error() is None:
+                    read[m.partition()] = m.offset() + 1
+                    action_id = codec.decode(m.value(), expected="Action").value["action_id"]
+                    if action_id in missing:
+                        found[action_id] = f"[{m.partition()}]@{m.offset()}"
+        absent = sorted(missing - set(found))
+        lines.append(f"missing actions in the topic: {found or 'none'}; absent from the topic: {absent or 'none'}")
+    except KafkaException as exc:
+        lines.append(f"(Kafka state incomplete: {exc.args[0].str()})")
+    finally:
+        consumer.close()
+        member.close()
+    return "\n".join(lines)
