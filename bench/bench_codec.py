@@ -40,7 +40,7 @@ def records(n: int) -> dict[str, list[dict]]:
         "PositionUpdate": [{"account": f"acct-{i % 5000}", "instrument": opt, "quantity": -25.0 + i % 50,
                             "average_price": 0.05 + i * 1e-6, "sequence": i, "event_time_ms": NOW + i} for i in range(n)],
         "MarkPrice": [{"instrument": opt, "underlying": "BTC", "mark_price": 0.0523 + i * 1e-7, "index_price": 61234.5,
-                       "underlying_price": 61300.0, "mark_iv": 0.55, "best_bid": 0.052, "best_ask": 0.0525,
+                       "underlying_price": 61300.0, "mark_iv": 0.55, "best_bid": 0.052, "best_ask": 0.0525, "open_interest": 1250.0,
                        "event_time_ms": NOW + i} for i in range(n)],
         "Breach": [{"breach_id": f"b-{i:08x}", "kind": "margin_shortfall", "account": f"acct-{i % 5000}",
                     "underlying": "BTC", "instrument": None, "observed": 1.12, "threshold": 1.0, "severity": "critical",

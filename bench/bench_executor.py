@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--actions", type=int, default=5_000)
     parser.add_argument("--rate", type=float, default=500.0, help="actions per second")
     parser.add_argument("--quick", action="store_true", help="1,000 actions")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "executor.json"))
     args = parser.parse_args()
     n = 1_000 if args.quick else args.actions
     prefix = f"bench{uuid.uuid4().hex[:6]}."
@@ -148,7 +149,7 @@ def main() -> None:
         "p50_ratio": executor["p50_ms"] / max(passthrough["p50_ms"], 1e-9),
         "p99_ratio": executor["p99_ms"] / max(passthrough["p99_ms"], 1e-9),
     }
-    out = REPO / "bench" / "results" / "executor.json"
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"executor       p50 {executor['p50_ms']:7.1f} ms   p99 {executor['p99_ms']:7.1f} ms   ({executor['count']} actions)")

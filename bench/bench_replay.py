@@ -2,11 +2,17 @@
 
 Reports four figures, one core: decoding the file (codec), sequencing alone (Sequencer), and the
 whole replay through ``run_shards`` on one shard (the in-process default) and on twelve (every
-market event through twelve engines, as a cluster of twelve partitions does it). Usage: .venv/bin/python bench/bench_replay.py
+market event through twelve engines, as a cluster of twelve partitions does it). Decoding and
+sequencing are the baselines: the floor of any replay of the same file.
+
+    .venv/bin/python bench/bench_replay.py [--scenario NAME] [--out F]
+
+Writes bench/results/replay.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
@@ -21,7 +27,12 @@ from pipelines.scenarios.generate import generate, write_recording
 
 
 def main() -> None:
-    g = generate(library.get("may-2021"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", default="may-2021", choices=library.names())
+    parser.add_argument("--quick", action="store_true", help="accepted for bench/run.py; the replay is short anyway")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "replay.json"))
+    args = parser.parse_args()
+    g = generate(library.get(args.scenario))
     path = Path(tempfile.mkdtemp()) / "rec.avro"
     n = write_recording(g, path)
     t = time.perf_counter()
@@ -45,13 +56,13 @@ def main() -> None:
         t = time.perf_counter()
         replay_dicts(rows, partitions=partitions)
         clusters[partitions] = n / (time.perf_counter() - t)
-    out = {"scenario": "may-2021", "events": n, "decode_events_per_s": round(decode),
+    out = {"scenario": args.scenario, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "events": n, "decode_events_per_s": round(decode),
            "sequencer_events_per_s": round(sequence), "engine_single_events_per_s": round(single),
            "run_shards_1_partition_events_per_s": round(clusters[1]),
            "run_shards_12_partitions_events_per_s": round(clusters[12])}
     print(json.dumps(out, indent=2))
-    Path(__file__).with_name("results").mkdir(exist_ok=True)
-    Path(__file__).with_name("results").joinpath("replay.json").write_text(json.dumps(out, indent=2) + "\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

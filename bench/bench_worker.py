@@ -95,7 +95,9 @@ def outputs(bootstrap: str, topic: str, stop_when, timeout_s: float, seen: list 
     return seen
 
 
-def bench_throughput(bootstrap: str, prefix: str, accounts: int, ticks: int, tmp: Path) -> dict:
+def bench_throughput(bootstrap: str, prefix: str, accounts: int, ticks: int, tmp: Path, workers: int = 1) -> dict:
+    """Input events/s of ``workers`` worker processes in one group, from the first exposure
+    snapshot (the group has formed and the book is loaded) to the halt on the last tick."""
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5})
     events = load_book(producer, prefix, accounts)
     price = 60_000.0
@@ -107,14 +109,15 @@ def bench_throughput(bootstrap: str, prefix: str, accounts: int, ticks: int, tmp
     producer.produce(f"{prefix}backstop.market.index", key=b"BTC", value=index(T0 + 20 + ticks * 10, price * 0.9))
     producer.flush(60)
     events += ticks + 1
-    worker = start_worker(bootstrap, prefix, tmp / "throughput.log")
+    procs = [start_worker(bootstrap, prefix, tmp / f"throughput-{n}.log") for n in range(workers)]
     started = time.monotonic()
     try:
         first = outputs(bootstrap, f"{prefix}backstop.exposures", lambda s: len(s) > 0, 300)
         halts = outputs(bootstrap, f"{prefix}backstop.actions",
                         lambda s: any(v["action_type"] == "halt" for _, _, v in s), 600)
     finally:
-        stop(worker)
+        for proc in procs:
+            stop(proc)
     if not first or not halts:
         raise SystemExit(f"worker produced no output; see {tmp / 'throughput.log'}")
     elapsed = halts[-1][0] - first[0][0]
@@ -233,6 +236,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--quick", action="store_true", help="smaller loads")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "worker.json"))
     args = parser.parse_args()
     accounts, ticks, seconds = (200, 2_000, 5) if args.quick else (2_000, 20_000, 20)
     tmp = REPO / ".backstop" / "bench-worker"
@@ -252,7 +256,8 @@ def main() -> None:
         "worker_vs_raw": throughput["messages_per_s"] / raw, "worker_vs_faust": throughput["messages_per_s"] / faust_rate,
         "latency": latency,
     }
-    out = REPO / "bench" / "results" / "worker.json"
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"worker            {throughput['events_per_s']:9,.0f} input events/s  "
           f"({throughput['messages_per_s']:,.0f} messages/s incl. fan-out; startup {throughput['startup_s']:.1f} s)")

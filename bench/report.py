@@ -1,0 +1,258 @@
+"""BENCHMARKS.md from the benchmarks' JSON results: each figure with its baseline and the ratio.
+
+Kept apart from ``run.py`` so the report can be rendered (and tested) from results alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Results = Mapping[str, Any]
+
+# The targets the issues set, shown beside the figures they judge.
+WORKER_EVENTS_TARGET = 50_000  # events/s per worker process (issue 5)
+WORKER_P99_TARGET_MS, WORKER_P99_RATE = 25.0, 5_000  # p99 event-to-action at 5,000 events/s (issue 5)
+REPLAY_TARGET = 200_000  # in-process replay events/s on one core (issue 8)
+
+PROFILE = """\
+Profiled with cProfile on the in-process engine (the core every worker and the replay run):
+`.venv/bin/python -m cProfile -s tottime bench/bench_scaling.py --point 10000 1000 10`, a
+10k-account book through a 6 % fall. Before, 56 % of the time was the Greek-aware liquidation
+planner (`plan_liquidation`, 6,211 calls, 10.8 s of 19.5 s): it ran account by account, and
+each of its greedy steps is a dozen numpy calls on arrays of a few legs, so the time was
+numpy's per-call overhead, not arithmetic. The engine now plans every account a revaluation
+will liquidate in one call (`plan_liquidations`): each step advances all of them at once, each
+account in its own (account, underlying) rows, and each account's plan is the one it gets
+alone, to the bit (tested, and checked by the liquidation benchmark before it reports).
+
+Measured on this machine the day of the change, while a chaos test run shared its two cores (so
+read the ratios, not the rates). Reproduce: `git worktree add /tmp/before e5c1998`, then run the
+same command with `PYTHONPATH=/tmp/before` (before) and without it (after):
+
+| workload | before | after | change |
+|---|---:|---:|---:|
+| 10k accounts, 1,000 options, 6 % fall (`bench_scaling.py --point 10000 1000 10`) | 11.9 market events/s | 25.3 market events/s | x2.1 |
+| may-2021 scenario through one engine (`bench_replay.py`, engine_single) | 592 events/s | 1,099 events/s | x1.9 |
+
+The liquidation-planning section above repeats the comparison in every run. What the profile shows
+next: the per-account Python of the ladder and detectors for each distressed account
+(`on_revaluation`, `_view`, `on_margin`, about 40 % after the change), then `np.add.at`.
+"""
+
+
+def render(results: Mapping[str, Results], machine: Mapping[str, str], when: datetime.datetime, rerun: str,
+           results_dir: str) -> str:
+    parts = [
+        "# Benchmarks\n",
+        f"Written by `{rerun}` on {when:%Y-%m-%d %H:%M} UTC. Rerun with `.venv/bin/python {rerun}` after "
+        "`infra/install` and `infra/local up` (Kafka and ClickHouse on loopback); every figure below was measured "
+        "in that run beside its baseline, on this machine:\n",
+        f"- {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {machine.get('memory_gb', '?')} GB, "
+        f"{machine.get('os', '?')}, Python {machine.get('python', '?')}",
+        "- Kafka 3.9.1 (one KRaft broker, `infra/local`), ClickHouse from Debian's `clickhouse-server` package\n",
+        f"Raw results: `{results_dir}/*.json`. Each benchmark is a script in `bench/` that runs alone too.\n",
+    ]
+    for title, key, section in SECTIONS:
+        parts.append(f"## {title}\n")
+        parts.append(section(results[key], results_dir) if key in results
+                     else f"Not run (`bench/run.py --only {key}`).\n")
+    parts.append("## Profile of the slowest stage, and the fix\n")
+    parts.append(PROFILE)
+    return "\n".join(parts)
+
+
+def _n(x: float, digits: int = 0) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def _ratio(x: float) -> str:
+    return f"x{x:.3g}"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def pipeline(r: Results, _plots: str) -> str:
+    w, lat = r["worker"], r["latency"]
+    return f"""\
+One `backstop worker` process on the real broker; baselines over the same number of messages in
+the same run: a raw confluent-kafka consume→produce loop (the I/O limit) and a plain
+faust-streaming passthrough agent (the framework's limit). A worker handles every index tick
+once per account partition it holds (12), so messages/s is the figure to set beside the
+passthroughs; input events/s is what the venue sends.
+
+| figure | Backstop worker | raw confluent-kafka | faust passthrough | worker / raw | worker / faust |
+|---|---:|---:|---:|---:|---:|
+| messages/s | {_n(w['messages_per_s'])} | {_n(r['raw_passthrough_msgs_per_s'])} | {_n(r['faust_passthrough_msgs_per_s'])} | {_ratio(r['worker_vs_raw'])} | {_ratio(r['worker_vs_faust'])} |
+| input events/s | {_n(w['events_per_s'])} | | | | |
+
+Event-to-action latency at {_n(lat['rate_per_s'])} index ticks/s ({lat['samples']} gap ticks, each to its halt
+action): p50 {_n(lat['p50_ms'], 1)} ms, p99 {_n(lat['p99_ms'], 1)} ms.
+
+Targets (issue 5): ≥ {_n(WORKER_EVENTS_TARGET)} events/s per worker — {_verdict(w['events_per_s'] >= WORKER_EVENTS_TARGET)};
+p99 ≤ {WORKER_P99_TARGET_MS:.0f} ms at {_n(WORKER_P99_RATE)} events/s — {_verdict(lat['rate_per_s'] >= WORKER_P99_RATE and lat['p99_ms'] <= WORKER_P99_TARGET_MS)}.
+The faust passthrough alone moves {_n(r['faust_passthrough_msgs_per_s'])} messages/s here, so the targets
+are out of reach of any faust agent on this machine; the worker keeps {_ratio(r['worker_vs_faust'])} of it.
+"""
+
+
+def executor(r: Results, _plots: str) -> str:
+    e, p = r["executor"], r["raw_passthrough"]
+    return f"""\
+Action produced → execution report produced, {_n(r['actions'])} signed actions at {_n(r['rate_per_s'])}/s; one
+transactional executor against the simulated venue. Baseline: a raw consume→produce passthrough of
+the same actions (no decode, signature, venue or transaction).
+
+| latency | executor | raw passthrough | ratio |
+|---|---:|---:|---:|
+| p50 | {_n(e['p50_ms'], 1)} ms | {_n(p['p50_ms'], 1)} ms | {_ratio(r['p50_ratio'])} |
+| p99 | {_n(e['p99_ms'], 1)} ms | {_n(p['p99_ms'], 1)} ms | {_ratio(r['p99_ratio'])} |
+"""
+
+
+def risk(r: Results, _plots: str) -> str:
+    v, b = r["revaluation"], r["book_margin"]
+    ps = v["per_second"]
+    return f"""\
+Black-76 revaluations per second on the same {_n(v['options'])} random options, one core
+(QuantLib on {_n(v['quantlib_options'])} of them; its figure is per option).
+
+| implementation | options/s | Backstop price / it |
+|---|---:|---:|
+| Backstop, price | {_n(ps['backstop_price'])} | |
+| Backstop, price + delta, gamma, vega, theta | {_n(ps['backstop_price_and_greeks'])} | |
+| py_vollib_vectorized, price | {_n(ps['py_vollib_vectorized_price'])} | {_ratio(v['ratios']['backstop_vs_py_vollib_vectorized'])} |
+| QuantLib `BlackCalculator` loop, price | {_n(ps['quantlib_loop_price'])} | {_ratio(v['ratios']['backstop_vs_quantlib_loop'])} |
+
+Largest relative price difference: {v['max_rel_diff_vs_py_vollib_vectorized']:.1e} against py_vollib_vectorized,
+{v['max_rel_diff_vs_quantlib']:.1e} against QuantLib.
+
+Scenario portfolio margin of {_n(b['accounts'])} accounts × {b['positions_per_account']} positions over
+{b['instruments']} instruments and a {b['scenarios_21x3']}-scenario grid: {b['seconds']['build_plus_margin_21x3'] * 1000:.0f} ms
+(book build {b['seconds']['book_build'] * 1000:.0f} ms + margin {b['seconds']['margin_21x3'] * 1000:.0f} ms),
+{_n(b['accounts_per_second_21x3'])} accounts/s, {_n(b['position_scenario_revaluations_per_second_21x3'])} position-scenario
+revaluations/s; with the adaptive add-on {b['seconds']['margin_21x3_adaptive'] * 1000:.0f} ms.
+"""
+
+
+def codec(r: Results, _plots: str) -> str:
+    rows = "\n".join(
+        f"| {name} ({v['bytes']} B) | {_n(v['records_per_s']['codec'])} | {_n(v['records_per_s']['fastavro'])} | "
+        f"{_n(v['records_per_s']['avro'])} | {_ratio(v['records_per_s']['codec'] / v['records_per_s']['fastavro'])} | "
+        f"{_ratio(v['codec_over_avro'])} |"
+        for name, v in r["results"].items())
+    return f"""\
+Encode + decode round trips per second, best of {r['repeat']}: Backstop's framed `Codec` (Confluent wire
+format, schema ids, fastavro underneath) beside `fastavro` alone and the official `avro` {r['avro']}.
+
+| record | Codec | fastavro | avro | Codec / fastavro | Codec / avro |
+|---|---:|---:|---:|---:|---:|
+{rows}
+"""
+
+
+def audit(r: Results, _plots: str) -> str:
+    return f"""\
+{_n(r['rows'])} mixed records from a topic into ClickHouse {r['clickhouse_version']} (ReplacingMergeTree tables),
+batches of {_n(r['batch_rows'])}. Baseline: the same columnar blocks inserted with clickhouse-driver alone.
+
+| path | rows/s | / raw insert |
+|---|---:|---:|
+| audit sink, Kafka → ClickHouse, offsets committed | {_n(r['sink_rows_per_s'])} | {_ratio(r['sink_vs_raw'])} |
+| sink core, decoded dicts → rows → insert | {_n(r['sink_core_rows_per_s'])} | {_ratio(r['sink_core_vs_raw'])} |
+| raw clickhouse-driver columnar insert | {_n(r['raw_driver_rows_per_s'])} | x1 |
+"""
+
+
+def replay(r: Results, _plots: str) -> str:
+    engine = r["engine_single_events_per_s"]
+    return f"""\
+The `{r['scenario']}` crash recording ({_n(r['events'])} events) replayed in-process, one core. Baselines:
+decoding the file and sequencing it alone, the floor of any replay of the same file.
+
+| stage | events/s | / decode |
+|---|---:|---:|
+| decode (codec) | {_n(r['decode_events_per_s'])} | x1 |
+| sequence (event-time merge) | {_n(r['sequencer_events_per_s'])} | {_ratio(r['sequencer_events_per_s'] / r['decode_events_per_s'])} |
+| one engine, all accounts | {_n(engine)} | {_ratio(engine / r['decode_events_per_s'])} |
+| `run_shards`, 1 partition (the replay default) | {_n(r['run_shards_1_partition_events_per_s'])} | {_ratio(r['run_shards_1_partition_events_per_s'] / r['decode_events_per_s'])} |
+| `run_shards`, 12 partitions (every market event × 12) | {_n(r['run_shards_12_partitions_events_per_s'])} | {_ratio(r['run_shards_12_partitions_events_per_s'] / r['decode_events_per_s'])} |
+
+Target (issue 8): ≥ {_n(REPLAY_TARGET)} events/s — {_verdict(engine >= REPLAY_TARGET)}. A crash is the expensive
+case: most accounts are revalued on every 250 ms tick and many go through the ladder; decoding
+alone is {_n(r['decode_events_per_s'])} events/s.
+"""
+
+
+def liquidation(r: Results, _plots: str) -> str:
+    return f"""\
+{_n(r['distressed_accounts'])} distressed accounts of {_n(r['accounts'])} after a 6 % fall, each planned back to its
+target ratio ({_n(r['orders'])} orders); the same plans, checked equal, made both ways.
+
+| planner | plans/s | ratio |
+|---|---:|---:|
+| `plan_liquidations`, all together (the engine) | {_n(r['together_plans_per_s'])} | {_ratio(r['together_vs_alone'])} |
+| `plan_liquidation`, one account at a time (before) | {_n(r['alone_plans_per_s'])} | x1 |
+"""
+
+
+def scaling(r: Results, plots: str) -> str:
+    def table(points: list[Results]) -> str:
+        first = points[0]
+        rows = "\n".join(
+            f"| {_n(p['accounts'])} | {_n(p['options'])} | {_n(p['positions'])} | {_n(p['load_events_per_s'])} | "
+            f"{_n(p['market_events_per_s'], 1)} | {_n(p['account_revaluations_per_s'])} | "
+            f"{_ratio(p['account_revaluations_per_s'] / first['account_revaluations_per_s'])} | {_n(p['actions'])} | "
+            f"{_n(p['peak_rss_mb'])} | {_ratio(p['peak_rss_mb'] / first['peak_rss_mb'])} |" for p in points)
+        return ("| accounts | options | positions | load events/s | market events/s | account revaluations/s "
+                "| / first | actions | peak RSS MB | / first |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + rows)
+    text = f"""\
+The synthetic book of `bench/synthetic.py` (a perpetual and three options per account) in one
+engine, in-process, one process per point; then {r['market_seconds']} s of event time of a 6 % fall
+(index every 100 ms per underlying: every account revalued each 250 ms tick). The baseline of a
+curve is its first point.
+
+### Accounts grow
+
+{table(r['accounts'])}
+
+![accounts]({plots}/scaling_accounts.png)
+
+### Instruments grow
+
+{table(r['instruments'])}
+
+![instruments]({plots}/scaling_instruments.png)
+"""
+    if r.get("workers"):
+        base = r["workers"][0]["events_per_s"]
+        rows = "\n".join(f"| {p['workers']} | {_n(p['events_per_s'])} | {_n(p['messages_per_s'])} | "
+                         f"{_ratio(p['events_per_s'] / base)} |" for p in r["workers"])
+        text += f"""
+### Worker processes grow
+
+The worker benchmark's load on the real broker, with 1, 2 and 4 `backstop worker` processes in one
+group ({r['cpus']} cores on this machine: past that, processes share cores).
+
+| workers | input events/s | messages/s | / 1 worker |
+|---:|---:|---:|---:|
+{rows}
+
+![workers]({plots}/scaling_workers.png)
+"""
+    return text
+
+
+SECTIONS: list[tuple[str, str, Callable[[Results, str], str]]] = [
+    ("End-to-end pipeline: stream worker on Kafka", "worker", pipeline),
+    ("Executor: action to execution report", "executor", executor),
+    ("Pricing and margin", "risk", risk),
+    ("Codec: Avro encode and decode", "codec", codec),
+    ("Audit sink into ClickHouse", "audit", audit),
+    ("In-process replay", "replay", replay),
+    ("Liquidation planning", "liquidation", liquidation),
+    ("Scaling curves", "scaling", scaling),
+]

@@ -1,0 +1,75 @@
+"""The benchmark suite's one command: it runs what it is asked to, refuses what it cannot measure,
+and writes every figure beside its baseline and ratio (figures themselves are never asserted:
+speed targets live in the benchmarks, not in tests)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+from report import render  # noqa: E402
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=900)
+
+
+@pytest.mark.slow
+def test_a_quick_run_measures_and_reports_each_figure_beside_its_baseline(tmp_path: Path) -> None:
+    report = tmp_path / "BENCHMARKS.md"
+    proc = run("--quick", "--only", "liquidation,replay", "--results", str(tmp_path), "--report", str(report))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    liquidation = json.loads((tmp_path / "liquidation.json").read_text())
+    replay = json.loads((tmp_path / "replay.json").read_text())
+    text = report.read_text()
+    assert liquidation["distressed_accounts"] > 0 and liquidation["orders"] > 0
+    together = re.search(r"\| `plan_liquidations`, all together \(the engine\) \| ([\d,]+) \| x([\d.]+) \|", text)
+    assert together and int(together[1].replace(",", "")) == round(liquidation["together_plans_per_s"])
+    assert float(together[2]) == pytest.approx(liquidation["together_vs_alone"], rel=5e-3)
+    engine = re.search(r"\| one engine, all accounts \| ([\d,]+) \| x([\d.e-]+) \|", text)
+    assert engine and float(engine[2]) == pytest.approx(
+        replay["engine_single_events_per_s"] / replay["decode_events_per_s"], rel=5e-3)
+    assert "Not run (`bench/run.py --only worker`)" in text  # what was not asked for is said, not invented
+
+
+def test_a_benchmark_whose_service_is_missing_is_refused_with_the_reason(tmp_path: Path) -> None:
+    proc = run("--only", "executor", "--bootstrap", "127.0.0.1:1", "--results", str(tmp_path))
+    assert proc.returncode != 0
+    assert "kafka not reachable at 127.0.0.1:1" in proc.stderr and "infra/local up" in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing measured, nothing written
+    proc = run("--only", "codec,nonsense")
+    assert proc.returncode != 0 and "unknown benchmark(s): nonsense" in proc.stderr
+
+
+def test_the_report_pairs_figures_with_baselines_and_judges_the_targets() -> None:
+    worker = {"worker": {"events_per_s": 60_000.0, "messages_per_s": 780_000.0},
+              "raw_passthrough_msgs_per_s": 1_000_000.0, "faust_passthrough_msgs_per_s": 800_000.0,
+              "worker_vs_raw": 0.78, "worker_vs_faust": 0.975,
+              "latency": {"rate_per_s": 5_000.0, "samples": 20, "p50_ms": 9.0, "p99_ms": 30.0}}
+    point = {"accounts": 1_000, "options": 100, "positions": 4_000, "load_events_per_s": 2e5,
+             "market_events_per_s": 300.0, "account_revaluations_per_s": 1e6, "actions": 10, "peak_rss_mb": 200.0}
+    scaling = {"market_seconds": 10, "cpus": 2, "accounts": [point, {**point, "accounts": 10_000,
+                                                                    "account_revaluations_per_s": 3e6,
+                                                                    "peak_rss_mb": 500.0}],
+               "instruments": [point], "workers": [{"workers": 1, "events_per_s": 100.0, "messages_per_s": 1300.0},
+                                                   {"workers": 2, "events_per_s": 150.0, "messages_per_s": 1950.0}]}
+    text = render({"worker": worker, "scaling": scaling}, {"cpu": "test cpu", "cores": "2"},
+                  datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc), "bench/run.py", "bench/results")
+    assert "| messages/s | 780,000 | 1,000,000 | 800,000 | x0.78 | x0.975 |" in text
+    assert "≥ 50,000 events/s per worker — met" in text
+    assert "p99 ≤ 25 ms at 5,000 events/s — **not met**" in text  # 30 ms misses the target
+    assert "| 10,000 | 100 | 4,000 | 200,000 | 300.0 | 3,000,000 | x3 | 10 | 500 | x2.5 |" in text
+    assert "| 2 | 150 | 1,950 | x1.5 |" in text
+    assert "![workers](bench/results/scaling_workers.png)" in text
+    assert "test cpu, 2 cores" in text
+    assert "## Codec: Avro encode and decode\n\nNot run" in text
