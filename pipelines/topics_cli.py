@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from pipelines.config import KafkaSettings, load_settings
 from pipelines.errors import UserError
@@ -14,6 +15,8 @@ from pipelines.kafka import client_config
 from pipelines.topics import CATALOGUE, topic_name
 
 ADMIN_TIMEOUT_S = 15.0
+CREATE_ATTEMPTS = 3
+LEADERS_TIMEOUT_S = 60.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,35 +53,83 @@ def _existing(kafka: KafkaSettings) -> tuple[AdminClient, dict[str, int]]:
     return admin, {name: len(topic.partitions) for name, topic in metadata.topics.items()}
 
 
-def create_topics(kafka: KafkaSettings) -> list[tuple[str, str]]:
-    """Create the missing catalogue topics; return (topic, outcome) per catalogue entry."""
+def create_topics(kafka: KafkaSettings, leaders_timeout_s: float = LEADERS_TIMEOUT_S) -> list[tuple[str, str]]:
+    """Create the missing catalogue topics and return (topic, outcome) per catalogue entry, once
+    the leader of every catalogue partition serves it (``wait_for_leaders``: see there why).
+
+    A CreateTopics that fails inside librdkafka (a local error, such as "Broker handle destroyed
+    without termination", seen on a cluster started seconds before) is tried again: the
+    controller may have carried it out, and creating is idempotent. A broker's refusal (an
+    invalid replication factor, say) is final and reported at once."""
     admin, existing = _existing(kafka)
-    outcomes: list[tuple[str, str]] = []
-    new_topics = []
+    outcomes: dict[str, str] = {}
+    missing = []
     for spec in CATALOGUE:
         name = topic_name(spec, kafka.topic_prefix)
         if name in existing:
             outcome = "exists"
             if existing[name] != spec.partitions:
                 outcome = f"exists with {existing[name]} partitions (catalogue: {spec.partitions}; not changed)"
-            outcomes.append((name, outcome))
+            outcomes[name] = outcome
         else:
-            new_topics.append(NewTopic(name, num_partitions=spec.partitions,
-                                       replication_factor=kafka.replication_factor,
-                                       config=spec.config(kafka.replication_factor)))
-    futures = admin.create_topics(new_topics, operation_timeout=ADMIN_TIMEOUT_S) if new_topics else {}
-    for name, future in futures.items():
-        try:
-            future.result()
-            outcomes.append((name, "created"))
-        except KafkaException as exc:
-            error = exc.args[0]
-            if error.name() == "TOPIC_ALREADY_EXISTS":  # another process created it meanwhile
-                outcomes.append((name, "exists"))
-            else:
-                raise UserError(f"cannot create topic {name}: {error.str()}") from None
+            missing.append(spec)
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        retry = []
+        by_name = {topic_name(spec, kafka.topic_prefix): spec for spec in missing}
+        new_topics = [NewTopic(name, num_partitions=spec.partitions, replication_factor=kafka.replication_factor,
+                               config=spec.config(kafka.replication_factor)) for name, spec in by_name.items()]
+        futures = admin.create_topics(new_topics, operation_timeout=ADMIN_TIMEOUT_S) if new_topics else {}
+        for name, future in futures.items():
+            try:
+                future.result()
+                outcomes.setdefault(name, "created")
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.name() == "TOPIC_ALREADY_EXISTS":  # another process, or an earlier attempt, made it
+                    outcomes.setdefault(name, "exists" if attempt == 1 else "created")
+                elif error.code() < 0 and attempt < CREATE_ATTEMPTS:  # librdkafka's own failure, not the broker's answer
+                    retry.append(by_name[name])
+                else:
+                    raise UserError(f"cannot create topic {name}: {error.str()}") from None
+        if not retry:
+            break
+        missing = retry
+        time.sleep(1.0)
+    wait_for_leaders(admin, list(outcomes), leaders_timeout_s)
     order = {topic_name(spec, kafka.topic_prefix): i for i, spec in enumerate(CATALOGUE)}
-    return sorted(outcomes, key=lambda item: order[item[0]])
+    return sorted(outcomes.items(), key=lambda item: order[item[0]])
+
+
+def wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float) -> None:
+    """Return once the leader of every partition of ``topics`` answers for it (a ListOffsets,
+    which only the serving leader answers); raise a ``UserError`` naming the laggards otherwise.
+
+    Why: a just-created partition can answer a producer's first ProduceRequest with
+    NOT_LEADER_OR_FOLLOWER (its broker has not applied the leadership yet) and accept the next,
+    pipelined one. A broker with no state for the producer id takes any first sequence, so the
+    partition's log starts at that request's sequence, and librdkafka marks the refused messages
+    delivered, "implicitly acked by subsequent batch success" (confluent-kafka-go #921, open).
+    On a three-broker cluster that lost the first actions of a partition in 2 of 3 fresh
+    clusters, with no fault at all: acked, never written. Nothing may produce before this."""
+    deadline, failing = time.monotonic() + timeout_s, ["no metadata yet"]
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+        failing = [f"{t}: not in the metadata yet" for t in topics if t not in metadata or metadata[t].error]
+        partitions = [TopicPartition(t, p) for t in topics if t in metadata and metadata[t].error is None
+                      for p in metadata[t].partitions]
+        if partitions:
+            answers = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions},
+                                         request_timeout=ADMIN_TIMEOUT_S)
+            for tp, future in answers.items():
+                try:
+                    future.result()
+                except KafkaException as exc:
+                    failing.append(f"{tp.topic}[{tp.partition}]: {exc.args[0].str()}")
+        if not failing:
+            return
+        time.sleep(0.2)
+    raise UserError(f"topic partitions without a serving leader after {timeout_s:.0f} s: "
+                    f"{'; '.join(failing[:5])}" + (f" (and {len(failing) - 5} more)" if len(failing) > 5 else ""))
 
 
 def run_create(args: argparse.Namespace) -> int:

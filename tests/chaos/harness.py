@@ -28,7 +28,6 @@ from pipelines.events.codec import default_codec
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import CATALOGUE, topic_name
-from pipelines.topics_cli import create_topics
 
 LOCAL = Path(__file__).resolve().parents[2] / "infra" / "local"
 SECRET = "chaos-test-signing-key-0123456789abcdef"
@@ -49,55 +48,6 @@ def free_ports(count: int) -> int:
         if ok:
             return base
     raise RuntimeError("no free ports")
-
-
-def create_topics_retrying(settings: KafkaSettings, attempts: int = 3) -> None:
-    """``create_topics``, again if it fails: on a cluster started seconds ago librdkafka
-    sometimes fails the CreateTopics request with "Broker handle destroyed without termination"
-    although the controller carried it out (seen in 1 of 6 runs on a fresh three-broker cluster).
-    Creating is idempotent: a second attempt finds the topics that exist and makes the rest."""
-    for attempt in range(1, attempts + 1):
-        try:
-            create_topics(settings)
-            return
-        except UserError:
-            if attempt == attempts:
-                raise
-            time.sleep(1)
-
-
-def wait_for_leaders(bootstrap: str, prefix: str, timeout_s: float = 60) -> None:
-    """Return once the leader of every partition of the catalogue's ``prefix`` topics answers for
-    it (a ListOffsets, which only the serving leader answers), so nothing is produced to a topic
-    whose creation is still spreading through the cluster.
-
-    Why: a just-created partition can answer a producer's first ProduceRequest with
-    NOT_LEADER_OR_FOLLOWER (its broker has not applied the leadership yet) and accept the next,
-    pipelined request. A broker with no state for the producer id takes any first sequence, so
-    the partition's log starts at that request's sequence (4, say), and librdkafka then marks the
-    failed messages (sequences 0-3) delivered, "implicitly acked by subsequent batch success"
-    (confluent-kafka-go #921, open). Those actions were acked yet never written: on the
-    three-broker cluster this lost the first one to four actions of a partition in some runs,
-    long before any fault, and the test waited in vain for the executor to execute them."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    topics = {topic_name(spec, prefix) for spec in CATALOGUE}
-    deadline, failing = time.monotonic() + timeout_s, ["no metadata yet"]
-    while time.monotonic() < deadline:
-        metadata = admin.list_topics(timeout=10).topics
-        partitions = [TopicPartition(t, p) for t in topics if t in metadata and metadata[t].error is None
-                      for p in metadata[t].partitions]
-        failing = [f"{t}: not in the metadata" for t in topics - set(metadata)]
-        if partitions:
-            for tp, future in admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions},
-                                                 request_timeout=10).items():
-                try:
-                    future.result()
-                except KafkaException as exc:
-                    failing.append(f"{tp.topic}[{tp.partition}]: {exc.args[0].str()}")
-        if not failing:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"partition leaders not serving after {timeout_s:.0f}s: {failing[:5]}")
 
 
 class PrivateKafka:

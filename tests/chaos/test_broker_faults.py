@@ -3,7 +3,7 @@ afterwards every one was executed exactly once (one venue order, one committed r
 audit store holds one row per action and per report, and the time from the fault to executions
 resuming is reported. Two faults: a restart of a single broker, and a SIGKILLed member of a
 three-broker cluster (replication factor 3, min.insync.replicas 2). Nothing is produced before
-every partition's leader serves (``wait_for_leaders``): producing into a topic still being
+every partition's leader serves (``create_topics`` waits for it): producing into a topic still being
 created lost acked actions in a librdkafka race, which this test once took for a stalled
 executor (docs/operations.md)."""
 
@@ -19,9 +19,10 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from pipelines.audit.store import ServerStore, StoreError
 from pipelines.config import KafkaSettings
+from pipelines.topics_cli import create_topics
 
-from harness import (Feed, PrivateKafka, Supervised, cli, committed_reports, create_topics_retrying, kafka_state,
-                     ledger_orders, start_executor, wait_for_leaders)
+from harness import (Feed, PrivateKafka, Supervised, cli, committed_reports, kafka_state,
+                     ledger_orders, start_executor)
 from ops_helpers import wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -35,9 +36,8 @@ def run_through_fault(kafka: PrivateKafka, tmp_path: Path, fault, replication: i
     executed. Returns the seconds from the fault's end to the next execution, the feed, and the
     executor and sink with their restart counts."""
     prefix = f"chaos{uuid.uuid4().hex[:6]}."
-    create_topics_retrying(KafkaSettings(bootstrap=kafka.bootstrap, topic_prefix=prefix,
-                                         replication_factor=replication))
-    wait_for_leaders(kafka.bootstrap, prefix)  # see there: a just-created partition can lose acked writes
+    # returns once every partition's leader serves: see there why a just-created one can lose acked writes
+    create_topics(KafkaSettings(bootstrap=kafka.bootstrap, topic_prefix=prefix, replication_factor=replication))
     feed = Feed(kafka.bootstrap, f"{prefix}backstop.actions", ACTIONS, PER_SECOND)
     executor = Supervised(lambda name: start_executor(kafka.bootstrap, prefix, tmp_path, name), "executor")
     sink = Supervised(lambda name: cli(
