@@ -24,7 +24,6 @@ from synthetic import book_events, market_events  # noqa: E402
 
 from pipelines.engine.engine import Engine  # noqa: E402
 from pipelines.policy.signing import SigningKey  # noqa: E402
-from pipelines.risk.book import revalue_book  # noqa: E402
 from pipelines.risk.liquidation_order import plan_liquidation, plan_liquidations  # noqa: E402
 
 
@@ -33,13 +32,8 @@ def crash_book(accounts: int):  # noqa: ANN201
     engine = Engine(SigningKey("bench", b"bench-signing-key-000"))
     for i, (record, value) in enumerate(book_events(accounts, 1_000) + list(market_events(10))):
         engine.on_event(record, value, str(i))
-    built = engine.accounts.built(engine.board.index.keys())
-    book = built.with_collateral(engine.board.index)
-    t = engine._last_time_ms
-    market = engine.board.market_state(t, set(book.instruments.underlyings))
-    conditions = engine.board.conditions(engine._realised_vols())
-    risk = revalue_book(book, market, engine.params.margin, engine.params.adaptive, conditions)
-    return engine, book, risk, conditions
+    revalued = engine.revaluation()
+    return engine, revalued.book, revalued.risk, revalued.conditions
 
 
 def main() -> None:

@@ -29,8 +29,8 @@ from pipelines.policy.circuit import CircuitBreakers, CircuitParams, TradingStat
 from pipelines.policy.ladder import (AccountState, AccountView, CloseIntent, Decision, Ladder, LadderParams,
                                      times_to_breach_ms)
 from pipelines.policy.signing import SigningKey
-from pipelines.risk.adaptive import AdaptiveParams
-from pipelines.risk.book import revalue_book
+from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
+from pipelines.risk.book import Book, BookRisk, revalue_book
 from pipelines.risk.liquidation_order import LiquidationPlan, plan_liquidation, plan_liquidations
 from pipelines.risk.margin import MarginConfig
 
@@ -47,6 +47,15 @@ class EngineParams:
     hedged_accounts: frozenset[str] = frozenset()
     exposure_interval_ms: int = 5_000  # an account's snapshot at least this often while it is revalued
     exposure_ratio_step: float = 0.02  # ... and whenever its margin ratio moved this much since the last
+
+
+@dataclasses.dataclass(frozen=True)
+class Revaluation:
+    """A book revalued on the engine's current market: what one tick decides from."""
+
+    book: Book
+    risk: BookRisk
+    conditions: MarketConditions
 
 
 @dataclasses.dataclass
@@ -180,11 +189,9 @@ class Engine:
         rows = np.flatnonzero(seq >= 0)
         if not rows.size:
             return out
-        book = built.with_collateral(self.board.index)
+        revalued = self._revaluation(built, time_ms)
+        book, risk, conditions = revalued.book, revalued.risk, revalued.conditions
         table = book.instruments
-        market = self.board.market_state(time_ms, set(table.underlyings))
-        conditions = self.board.conditions(self._realised_vols())
-        risk = revalue_book(book, market, self.params.margin, self.params.adaptive, conditions)
         velocity = {u: self._velocity(u, time_ms) for u in risk.underlyings}
         ttb = self._times_to_breach(risk, velocity, rows)
         slow = self._screen(risk.margin_ratio[rows], ttb, built.mask(self._attention | self.params.hedged_accounts)[rows])
@@ -217,6 +224,21 @@ class Engine:
                 self._attention.discard(account)
         out.exposures += self._exposures(book.accounts, rows, slow, risk, time_ms)
         return out
+
+    def revaluation(self, time_ms: int | None = None) -> Revaluation:
+        """Every priced account revalued as of ``time_ms`` (default: the latest event time) on
+        the current market, as a tick would, changing nothing: for what-ifs and benchmarks."""
+        if time_ms is None and self._last_time_ms is None:
+            raise ValueError("no event yet: nothing to revalue")
+        built = self.accounts.built(self.board.index.keys())
+        return self._revaluation(built, self._last_time_ms if time_ms is None else time_ms)
+
+    def _revaluation(self, built, time_ms: int) -> Revaluation:
+        book = built.with_collateral(self.board.index)
+        market = self.board.market_state(time_ms, set(book.instruments.underlyings))
+        conditions = self.board.conditions(self._realised_vols())
+        risk = revalue_book(book, market, self.params.margin, self.params.adaptive, conditions)
+        return Revaluation(book, risk, conditions)
 
     def _plans(self, book, risk, rows: np.ndarray, time_ms: int, conditions) -> dict[int, LiquidationPlan]:
         """The liquidation plans this revaluation's ladder will probably ask for, made together

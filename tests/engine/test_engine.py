@@ -109,3 +109,28 @@ def test_screening_out_quiet_accounts_changes_no_output(monkeypatch) -> None:
     assert all_actions == actions
     assert {a: engine.ladder.state(a) for a in engine.accounts.positions} == \
         {a: unscreened.ladder.state(a) for a in unscreened.accounts.positions}
+
+
+def test_revaluation_is_the_ticks_view_and_changes_nothing() -> None:
+    """``revaluation()`` gives what the last tick decided from (the exposure snapshots its flush
+    emitted), and asking for it leaves the engine's later decisions unchanged."""
+    events = crash_events()
+    half = len(events) // 2
+    engine = Engine(KEY, EngineParams(hedged_accounts=frozenset({"hedged-desk"}), exposure_interval_ms=0))
+    for n, (record, value) in enumerate(events[:half]):
+        engine.on_event(record, value, f"e{n}")
+    flushed = engine.flush()
+    revalued = engine.revaluation()
+    ratio = dict(zip(revalued.book.accounts, revalued.risk.margin_ratio.tolist()))
+    assert flushed.exposures
+    for snapshot in flushed.exposures:
+        assert ratio[snapshot["account"]] == snapshot["margin_ratio"]
+
+    _, _, expected = run(events)
+    asked = Engine(KEY, EngineParams(hedged_accounts=frozenset({"hedged-desk"})))
+    actions = []
+    for n, (record, value) in enumerate(events):
+        actions += asked.on_event(record, value, f"e{n}").actions
+        if n % 50 == 0:
+            asked.revaluation()
+    assert actions + asked.flush().actions == expected
