@@ -3,23 +3,24 @@
 Two agents, both stateless shells around the pure core:
 
 - ``fanout`` reads the market topics (as a consumer group, so each market partition is read
-  by one worker) and copies every record to *every* partition of ``backstop.market.fanout``,
-  tagged with its source coordinates. Market data thereby sits beside the account data of each
-  partition, and the worker owning partition *p* sees all of it.
+  by one worker) and copies every batch of records it takes to *every* partition of
+  ``backstop.market.fanout``, as one ``MarketBatch`` message per partition (``streams/fanout.py``:
+  faust's cost is per message), each record tagged with its source coordinates. Market data
+  thereby sits beside the account data of each partition, and the worker owning partition *p*
+  sees all of it.
 - ``shards`` reads ``backstop.positions``, ``backstop.collateral`` and the fan-out, which faust
-  co-partitions (same partition count, same worker per partition number). Each message is
+  co-partitions (same partition count, same worker per partition number). Each record is
   decoded and validated (bad ones go to the dead letters), then pushed into its partition's
   ``Shard``: the sequencer orders it by event time across inputs, and the engine turns it into
   breaches and signed actions, which are sent to their topics.
 
 Both agents take messages in batches (up to ``batch_max``, or what arrived within
 ``batch_within_ms``) and write through a confluent-kafka producer (``Outbox``): faust's own
-send path costs tens of microseconds a record, which would cap the fan-out (twelve copies per
-market record) far below the broker. Nothing is acknowledged before everything written on its
+send path costs tens of microseconds a record. Nothing is acknowledged before everything written on its
 behalf is confirmed by the broker (``Outbox.drained``), so a crash re-sends, never loses.
 
 State and recovery. The agent does not acknowledge messages as it goes (``noack``); every
-``snapshot_every`` messages of a partition it writes the whole shard to a changelogged faust
+``snapshot_every`` records of a partition it writes the whole shard to a changelogged faust
 table (keyed by partition, written while processing that partition, so the changelog record
 lands in the same partition) and only then acknowledges what the snapshot covers. Offsets faust
 commits therefore never run ahead of a stored snapshot; a worker that takes a partition over
@@ -56,12 +57,12 @@ from pipelines.events.validation import Validator
 from pipelines.kafka import client_config, faust_credentials
 from pipelines.ops.metrics import Metrics
 from pipelines.policy.signing import SigningKey
+from pipelines.streams import fanout
 from pipelines.streams.intake import Refused, admit
 from pipelines.topics import ACCOUNT_PARTITIONS, spec_for, topic_name
 
 log = logging.getLogger(__name__)
 
-SOURCE_HEADER = "backstop-source"
 SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024
 
 
@@ -85,12 +86,11 @@ class Outbox:
         self.producer = Producer(client_config(kafka, **{"enable.idempotence": True, "linger.ms": 2}))
         self.error: str | None = None
 
-    def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
-             headers: list[tuple[str, bytes]] | None = None) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
         extra: dict[str, Any] = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=headers, on_delivery=self._delivered, **extra)
+                self.producer.produce(topic, value, key, on_delivery=self._delivered, **extra)
                 return
             except BufferError:  # the local queue is full: let deliveries drain it
                 self.producer.poll(0.05)
@@ -107,11 +107,8 @@ class Outbox:
 
 
 def source_of(message: Any, prefix: str) -> str:
-    """``topic:partition:offset`` of the original event: the header a replay or the fan-out
-    set, else this message's own coordinates (topic named without the deployment prefix)."""
-    for name, value in message.headers or ():
-        if name == SOURCE_HEADER:
-            return value.decode()
+    """``topic:partition:offset`` of a message, the topic named without the deployment prefix:
+    how breaches reference the events that triggered them, in Kafka and in-process alike."""
     return f"{message.topic.removeprefix(prefix)}:{message.partition}:{message.offset}"
 
 
@@ -155,7 +152,8 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     shards: dict[int, Shard] = {}
     owned: set[int] = set()  # account partitions assigned to this worker now
     positions_topic = name("backstop.positions")
-    pending: dict[int, list[Any]] = {}
+    pending: dict[int, list[Any]] = {}  # messages taken since the partition's last snapshot, to acknowledge
+    backlog: dict[int, int] = {}  # records in them (a fan-out message carries many)
     last_seen: dict[tuple[int, str], float] = {}
     taken: dict[tuple[str, int], int] = {}  # next offset to take, per topic-partition read
 
@@ -166,7 +164,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             shard = (Shard.restore(base64.b64decode(stored), key) if stored
                      else Shard(partition, ACCOUNT_PARTITIONS, key, config.engine))
             shards[partition] = shard
-            pending[partition] = []
+            pending[partition], backlog[partition] = [], 0
         return shard
 
     outbox, fan = Outbox(kafka), Outbox(kafka)
@@ -191,12 +189,16 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     async def fan_out(stream: faust.StreamT) -> None:
         # take_events acknowledges a batch once this body is done with it: after ``drained``
         async for events in stream.take_events(config.batch_max, within=config.batch_within_ms / 1000):
+            items = []
             for event in events:
                 metrics.consumed(event.message.topic.removeprefix(prefix))
                 taken[(event.message.topic, event.message.partition)] = event.message.offset + 1
-                headers = [(SOURCE_HEADER, source_of(event.message, prefix).encode())]
+                items.append((source_of(event.message, prefix), event.message.key, event.message.value))
+            newest_ms = int(max(event.message.timestamp or 0.0 for event in events) * 1000)
+            for batch in fanout.batches(items, newest_ms):
+                value, key = codec.encode("MarketBatch", batch), batch["batch_id"].encode()
                 for partition in range(ACCOUNT_PARTITIONS):
-                    fan.send(fanout_name, event.message.key, event.message.value, partition, headers)
+                    fan.send(fanout_name, key, value, partition)
             await fan.drained()
 
     @app.agent(inputs, concurrency=1)
@@ -212,20 +214,33 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                     continue  # fetched before a rebalance took the partition away: its owner reads it
                 shard = shard_for(partition)
                 pending[partition].append(event)
-                take(shard, event.message, now_ms)
+                message = event.message
+                if message.topic == fanout_name:
+                    items = fanout.unpack(codec, message.value)
+                    if isinstance(items, Refused):
+                        dead_letter_send(message, items.reason, items.detail, now_ms, message.value, message.key)
+                        continue
+                    for item in items:
+                        take(shard, message, item["source"], item["key"], item["value"], now_ms)
+                    backlog[partition] += len(items)
+                else:
+                    take(shard, message, source_of(message, prefix), message.key, message.value, now_ms)
+                    backlog[partition] += 1
                 touched[partition] = None
             for partition in touched:
                 emit(shards[partition].advance())
             for partition in touched:
                 # a checkpoint awaits the broker, and a rebalance may revoke partitions meanwhile
-                if partition in shards and len(pending[partition]) >= config.snapshot_every:
+                if partition in shards and backlog[partition] >= config.snapshot_every:
                     await checkpoint(partition, stream)
 
-    def take(shard: Shard, message: Any, now_ms: int) -> None:
-        """Admit one message (bad input to the dead letters) and queue it in its shard."""
-        admitted = admit(codec, validator, message.value, source_of(message, prefix), now_ms)
+    def take(shard: Shard, message: Any, source: str, key: bytes | None, value: bytes | None, now_ms: int) -> None:
+        """Admit one record read from ``source`` (bad input to the dead letters, with the
+        coordinates of the ``message`` that carried it) and queue it in its shard."""
+        admitted = admit(codec, validator, value, source, now_ms)
         if isinstance(admitted, Refused):
-            dead_letter_send(message, admitted.reason, admitted.detail, now_ms)
+            detail = admitted.detail if message.topic != fanout_name else f"{source}: {admitted.detail}"
+            dead_letter_send(message, admitted.reason, detail, now_ms, value, key)
             return
         last_seen[(message.partition, admitted.input)] = time.monotonic()
         shard.push(admitted)
@@ -244,13 +259,13 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         snapshots.data[str(partition)] = stored
         for event in pending[partition]:
             await stream.ack(event)
-        pending[partition] = []
+        pending[partition], backlog[partition] = [], 0
 
-    def dead_letter_send(message: Any, reason: str, detail: str, now_ms: int) -> None:
+    def dead_letter_send(message: Any, reason: str, detail: str, now_ms: int, value: bytes | None,
+                         key: bytes | None) -> None:
         metrics.dead_letter(reason)
         record = dead_letter(reason=reason, detail=detail, topic=message.topic, partition=message.partition,
-                             offset=message.offset, value=message.value, key=message.key, consumer="worker",
-                             event_time_ms=now_ms)
+                             offset=message.offset, value=value, key=key, consumer="worker", event_time_ms=now_ms)
         outbox.send(name("backstop.deadletters"), message.topic.encode(), codec.encode("DeadLetter", record))
 
     @app.timer(interval=0.1)
@@ -302,6 +317,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             owned.discard(tp.partition)
             shards.pop(tp.partition, None)
             pending.pop(tp.partition, None)
+            backlog.pop(tp.partition, None)
         if not owned:
             ready.clear()
 

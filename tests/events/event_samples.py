@@ -55,6 +55,10 @@ _SAMPLES = {
                    "offset": 5, "message_timestamp_ms": NOW_MS, "original_key": b"acct-1",
                    "original_value": b'{"json": true}', "schema_id": None, "record": None, "consumer": "test",
                    "event_time_ms": NOW_MS},
+    "MarketBatch": {"batch_id": "backstop.market.index:0:41",
+                    "items": [{"source": "backstop.market.index:0:41", "key": b"BTC", "value": b"\x00\x00\x00\x00\x0b"},
+                              {"source": "backstop.market.oracle:1:7", "key": None, "value": b"\x00\x00\x00\x00\x0c"}],
+                    "event_time_ms": NOW_MS},
     "ReplayRecord": {"topic": "backstop.positions", "partition": 0, "offset": 10, "key": b"acct-1",
                      "value": b"\x00\x00\x00\x00\x0b", "timestamp_ms": NOW_MS, "event_time_ms": NOW_MS},
 }
