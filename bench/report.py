@@ -76,7 +76,10 @@ def _verdict(ok: bool) -> str:
 
 
 def pipeline(r: Results, _plots: str) -> str:
-    w, lat = r["worker"], r["latency"]
+    w = r["worker"]
+    rows = "\n".join(f"| {_n(p['rate_per_s'])} | {p['samples']} | {_n(p['p50_ms'], 1)} ms | {_n(p['p99_ms'], 1)} ms |"
+                     for p in r["latency"])
+    at_rate = [p for p in r["latency"] if p["rate_per_s"] >= WORKER_P99_RATE]
     return f"""\
 One `backstop worker` process on the real broker; baselines over the same number of messages in
 the same run: a raw confluent-kafka consume→produce loop (the I/O limit) and a plain
@@ -88,11 +91,16 @@ and carries them there through its own fan-out topic in batches (not counted).
 |---|---:|---:|---:|---:|---:|
 | input events/s (messages/s) | {_n(w['events_per_s'])} | {_n(r['raw_passthrough_msgs_per_s'])} | {_n(r['faust_passthrough_msgs_per_s'])} | {_ratio(r['worker_vs_raw'])} | {_ratio(r['worker_vs_faust'])} |
 
-Event-to-action latency at {_n(lat['rate_per_s'])} index ticks/s ({lat['samples']} gap ticks, each to its halt
-action): p50 {_n(lat['p50_ms'], 1)} ms, p99 {_n(lat['p99_ms'], 1)} ms.
+Event-to-action latency: index ticks at a steady rate (event time = wall clock), one underlying
+gapping 10 % each second; from the gap tick's event time to its halt action's Kafka timestamp.
+A rate above the worker's throughput measures the queue it builds, not the path.
+
+| index ticks/s | gap ticks | p50 | p99 |
+|---:|---:|---:|---:|
+{rows}
 
 Targets (issue 5): ≥ {_n(WORKER_EVENTS_TARGET)} events/s per worker — {_verdict(w['events_per_s'] >= WORKER_EVENTS_TARGET)};
-p99 ≤ {WORKER_P99_TARGET_MS:.0f} ms at {_n(WORKER_P99_RATE)} events/s — {_verdict(lat['rate_per_s'] >= WORKER_P99_RATE and lat['p99_ms'] <= WORKER_P99_TARGET_MS)}.
+p99 ≤ {WORKER_P99_TARGET_MS:.0f} ms at {_n(WORKER_P99_RATE)} events/s — {_verdict(bool(at_rate) and all(p['p99_ms'] <= WORKER_P99_TARGET_MS for p in at_rate))}.
 A plain faust agent, one message at a time, moves {_n(r['faust_passthrough_msgs_per_s'])} messages/s here;
 the worker takes its input in batches and moves {_ratio(r['worker_vs_faust'])} of that.
 """
