@@ -8,7 +8,9 @@ process (`backstop worker`) is started; throughput = input events / time from it
 output to the halt. Each input event is one Kafka message (the worker's own fan-out of the
 market records to its 12 account partitions travels in batches, and is not counted).
 Baselines over the same number of messages, same run: a raw confluent-kafka consume -> produce
-passthrough (the I/O floor) and a plain faust-streaming passthrough agent.
+passthrough (the I/O floor) and a plain faust-streaming passthrough agent; and the same events
+through the in-process core (`run_shards`, no Kafka) on 12 shards, as one worker holds them,
+and on one: the limit the core itself sets.
 
 Latency: at each of a few rates R (a low one the worker keeps up with, and the issue's 5,000/s),
 index ticks at R/s over many underlyings (event time = wall clock at production); once
@@ -35,7 +37,10 @@ import numpy as np
 from confluent_kafka import Consumer, Producer
 
 from pipelines.config import KafkaSettings
+from pipelines.engine.shards import partition_for
 from pipelines.events.codec import default_codec
+from pipelines.replay.inprocess import replay_dicts
+from pipelines.topics import spec_for
 from pipelines.topics_cli import create_topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,23 +65,62 @@ def stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def index_value(t: int, price: float, underlying: str = "BTC") -> dict:
+    return {"underlying": underlying, "index_name": underlying.lower(), "price": price, "event_time_ms": t}
+
+
 def index(t: int, price: float, underlying: str = "BTC") -> bytes:
-    return default_codec().encode("IndexPrice", {"underlying": underlying, "index_name": underlying.lower(),
-                                                  "price": price, "event_time_ms": t})
+    return default_codec().encode("IndexPrice", index_value(t, price, underlying))
 
 
-def load_book(producer: Producer, prefix: str, accounts: int) -> int:
-    codec = default_codec()
+def book_events(accounts: int) -> list[tuple[str, str, str, dict]]:
+    """(topic, key, record, value): collateral and a perpetual position for each account."""
+    out = []
     for i in range(accounts):
         account = f"acct-{i}"
-        producer.produce(f"{prefix}backstop.collateral", key=account.encode(), value=codec.encode("CollateralUpdate", {
+        out.append(("backstop.collateral", account, "CollateralUpdate", {
             "account": account, "asset": "USDC", "amount": 100_000.0, "change": 100_000.0, "reason": "deposit",
             "sequence": 1, "event_time_ms": T0}))
-        producer.produce(f"{prefix}backstop.positions", key=account.encode(), value=codec.encode("PositionUpdate", {
+        out.append(("backstop.positions", account, "PositionUpdate", {
             "account": account, "instrument": "BTC-PERPETUAL", "quantity": 1.0 + i % 5, "average_price": 60_000.0,
             "sequence": 1, "event_time_ms": T0}))
+    return out
+
+
+def throughput_events(accounts: int, ticks: int) -> list[tuple[str, str, str, dict]]:
+    """The throughput load: the book, ``ticks`` index ticks 10 ms apart, then a 10 % gap."""
+    out = book_events(accounts)
+    price = 60_000.0
+    rng = np.random.default_rng(7)
+    for k in range(ticks):
+        price *= 1 + rng.normal(0, 1e-4)
+        out.append(("backstop.market.index", "BTC", "IndexPrice", index_value(T0 + 10 + k * 10, round(price, 2))))
+    out.append(("backstop.market.index", "BTC", "IndexPrice", index_value(T0 + 20 + ticks * 10, price * 0.9)))
+    return out
+
+
+def produce(producer: Producer, prefix: str, events: list[tuple[str, str, str, dict]]) -> int:
+    codec = default_codec()
+    for topic, key, record, value in events:
+        producer.produce(f"{prefix}{topic}", key=key.encode(), value=codec.encode(record, value))
         producer.poll(0)
-    return 2 * accounts
+    return len(events)
+
+
+def bench_core(accounts: int, ticks: int, partitions: int) -> float:
+    """Input events/s of the same load through the in-process cluster (``run_shards``, no Kafka,
+    no decoding) with ``partitions`` shards: what the core alone allows. Twelve shards is what
+    one worker owning every account partition runs (each applies every market event)."""
+    events = throughput_events(accounts, ticks)
+    offsets: dict[tuple[str, int], int] = {}
+    rows = []
+    for topic, key, record, value in events:
+        partition = partition_for(key, spec_for(topic).partitions)
+        offset = offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
+        rows.append((topic, partition, offset, record, value))
+    start = time.perf_counter()
+    replay_dicts(rows, partitions=partitions)
+    return len(rows) / (time.perf_counter() - start)
 
 
 def outputs(bootstrap: str, topic: str, stop_when, timeout_s: float, seen: list | None = None) -> list:
@@ -100,16 +144,8 @@ def bench_throughput(bootstrap: str, prefix: str, accounts: int, ticks: int, tmp
     """Input events/s of ``workers`` worker processes in one group, from the first exposure
     snapshot (the group has formed and the book is loaded) to the halt on the last tick."""
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5})
-    events = load_book(producer, prefix, accounts)
-    price = 60_000.0
-    rng = np.random.default_rng(7)
-    for k in range(ticks):
-        price *= 1 + rng.normal(0, 1e-4)
-        producer.produce(f"{prefix}backstop.market.index", key=b"BTC", value=index(T0 + 10 + k * 10, round(price, 2)))
-        producer.poll(0)
-    producer.produce(f"{prefix}backstop.market.index", key=b"BTC", value=index(T0 + 20 + ticks * 10, price * 0.9))
+    events = produce(producer, prefix, throughput_events(accounts, ticks))
     producer.flush(60)
-    events += ticks + 1
     procs = [start_worker(bootstrap, prefix, tmp / f"throughput-{n}.log") for n in range(workers)]
     started = time.monotonic()
     try:
@@ -187,7 +223,7 @@ def outputs_raw(bootstrap: str, topic: str, n: int, timeout_s: float) -> list[fl
 def bench_latency(bootstrap: str, prefix: str, rate: float, seconds: int, tmp: Path) -> dict:
     """Steady index ticks at ``rate``/s with a gap each second; gap tick -> halt action latency."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
-    load_book(producer, prefix, 100)
+    produce(producer, prefix, book_events(100))
     producer.flush(30)
     worker = start_worker(bootstrap, prefix, tmp / "latency.log", idle_ms=200)
     time.sleep(15)  # the group forms and the book is loaded before the clock starts
@@ -247,6 +283,7 @@ def main() -> None:
     throughput = bench_throughput(args.bootstrap, prefix, accounts, ticks, tmp)
     raw = bench_raw_passthrough(args.bootstrap, prefix, throughput["input_events"])
     faust_rate = bench_faust_passthrough(args.bootstrap, prefix, throughput["input_events"], tmp)
+    core = {f"{n}_partitions_events_per_s": bench_core(accounts, ticks, n) for n in (12, 1)}
     latency = []
     for rate in ((200.0, 1_000.0) if args.quick else (500.0, 5_000.0)):
         prefix2 = f"bl{uuid.uuid4().hex[:6]}."
@@ -257,6 +294,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "worker": throughput, "raw_passthrough_msgs_per_s": raw, "faust_passthrough_msgs_per_s": faust_rate,
         "worker_vs_raw": throughput["events_per_s"] / raw, "worker_vs_faust": throughput["events_per_s"] / faust_rate,
+        "core": core, "worker_vs_core_12": throughput["events_per_s"] / core["12_partitions_events_per_s"],
         "latency": latency,
     }
     out = Path(args.out)
@@ -265,6 +303,8 @@ def main() -> None:
     print(f"worker            {throughput['events_per_s']:9,.0f} input events/s  (startup {throughput['startup_s']:.1f} s)")
     print(f"raw passthrough   {raw:9,.0f} messages/s   -> worker x{result['worker_vs_raw']:.3f}")
     print(f"faust passthrough {faust_rate:9,.0f} messages/s   -> worker x{result['worker_vs_faust']:.3f}")
+    print(f"core in-process   {core['12_partitions_events_per_s']:9,.0f} events/s on 12 shards "
+          f"({core['1_partitions_events_per_s']:,.0f} on one)   -> worker x{result['worker_vs_core_12']:.3f}")
     for point in latency:
         print(f"event->action     p50 {point['p50_ms']:.1f} ms  p99 {point['p99_ms']:.1f} ms at {point['rate_per_s']:,.0f} "
               f"events/s ({point['samples']} halts)")

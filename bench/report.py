@@ -76,20 +76,26 @@ def _verdict(ok: bool) -> str:
 
 
 def pipeline(r: Results, _plots: str) -> str:
-    w = r["worker"]
+    w, core = r["worker"], r["core"]
     rows = "\n".join(f"| {_n(p['rate_per_s'])} | {p['samples']} | {_n(p['p50_ms'], 1)} ms | {_n(p['p99_ms'], 1)} ms |"
                      for p in r["latency"])
     at_rate = [p for p in r["latency"] if p["rate_per_s"] >= WORKER_P99_RATE]
     return f"""\
 One `backstop worker` process on the real broker; baselines over the same number of messages in
-the same run: a raw confluent-kafka consume→produce loop (the I/O limit) and a plain
-faust-streaming passthrough agent (the framework's limit). Each input event is one Kafka
-message; the worker also applies every market event once per account partition it holds (12),
-and carries them there through its own fan-out topic in batches (not counted).
+the same run: a raw confluent-kafka consume→produce loop (the I/O limit), a plain
+faust-streaming passthrough agent (the framework's limit), and the same events through the
+in-process core with no Kafka (`run_shards`) on 12 shards, as one worker holding every account
+partition runs them (the core's limit). Each input event is one Kafka message; the worker also
+applies every market event once per account partition it holds (12), carried there through its
+own fan-out topic in batches (not counted).
 
-| figure | Backstop worker | raw confluent-kafka | faust passthrough | worker / raw | worker / faust |
-|---|---:|---:|---:|---:|---:|
-| input events/s (messages/s) | {_n(w['events_per_s'])} | {_n(r['raw_passthrough_msgs_per_s'])} | {_n(r['faust_passthrough_msgs_per_s'])} | {_ratio(r['worker_vs_raw'])} | {_ratio(r['worker_vs_faust'])} |
+| figure | Backstop worker | raw confluent-kafka | faust passthrough | core, 12 shards | worker / raw | worker / faust | worker / core |
+|---|---:|---:|---:|---:|---:|---:|---:|
+| input events/s (messages/s) | {_n(w['events_per_s'])} | {_n(r['raw_passthrough_msgs_per_s'])} | {_n(r['faust_passthrough_msgs_per_s'])} | {_n(core['12_partitions_events_per_s'])} | {_ratio(r['worker_vs_raw'])} | {_ratio(r['worker_vs_faust'])} | {_ratio(r['worker_vs_core_12'])} |
+
+The core on one shard (every account together, the market work done once) runs the same events
+at {_n(core['1_partitions_events_per_s'])}/s: x{core['1_partitions_events_per_s'] / core['12_partitions_events_per_s']:.3g} the twelve shards, what sharing the
+market side between a worker's shards could win (docs/architecture.md).
 
 Event-to-action latency: index ticks at a steady rate (event time = wall clock), one underlying
 gapping 10 % each second; from the gap tick's event time to its halt action's Kafka timestamp.

@@ -2,12 +2,21 @@
 
 A Kafka consumer interleaves its partitions (and topics) as fetches happen to return; an
 in-process replay reads them from files. For both to hand the core the *same* sequence, a worker
-passes everything through a ``Sequencer``. Each input's watermark is the newest event time it
-has shown minus ``allowed_lateness_ms``; an event older than its own input's watermark is late
-(judged within that input alone, so the same events are late in every run). An event is
-released once it is older than every open input's watermark, and released events come out
-sorted by ``(event_time_ms, input, position within the input)``. That order depends only on
-the events, never on arrival timing, so the core's output is the same both ways.
+passes everything through a ``Sequencer``.
+
+Each input keeps its own order (its offsets): an event's place in the merge is its *sequence
+time*, the newest event time its input has shown so far, itself included — its own event time
+when the input is in order, which is the normal case. Events come out sorted by ``(sequence
+time, input, position within the input)``, and an event is released once its sequence time is
+no newer than every open input's newest event time and no input can later send anything that
+sorts before it (``pop_ready``). That order depends only on the events, never on arrival timing, so
+the core's output is the same both ways — and an in-order event waits only for the slower
+inputs to reach it, never for a lateness allowance.
+
+An event older than its own input's newest by more than ``allowed_lateness_ms`` is late
+(judged within that input alone, so the same events are late in every run) and refused; one
+out of order by less is released at its input's place, with its own event time inside it, so
+the core sees it after the newer events it trails (the market board keeps the newer values).
 
 An input with nothing to say would hold everyone back; a live shell marks it ``idle`` after a
 wall-clock timeout (the one place timing enters, and only for inputs that are silent), and a
@@ -25,7 +34,7 @@ class Sequencer:
     def __init__(self, allowed_lateness_ms: int = 0) -> None:
         self.allowed_lateness_ms = allowed_lateness_ms
         self._heap: list[tuple[int, Any, int, Any]] = []
-        self._watermarks: dict[Hashable, int] = {}
+        self._newest: dict[Hashable, int] = {}  # per input: the newest event time shown
         self._open: set[Hashable] = set()
         self._idle: set[Hashable] = set()
         self._positions: dict[Hashable, int] = {}
@@ -33,23 +42,25 @@ class Sequencer:
 
     def add_input(self, name: Hashable) -> None:
         """Declare an input (e.g. a topic-partition) before or while events flow."""
-        if name not in self._watermarks:
-            self._watermarks[name] = -(2**63)
+        if name not in self._newest:
+            self._newest[name] = -(2**63)
             self._open.add(name)
             self._positions[name] = 0
 
     def push(self, name: Hashable, event_time_ms: int, event: Any) -> bool:
         """Queue an event of input ``name``; False if it is late for its input (older than the
-        input's watermark): the caller counts or dead-letters it, the order stays intact."""
+        input's newest by more than the allowed lateness): the caller counts or dead-letters it,
+        the order stays intact."""
         self.add_input(name)
         self._idle.discard(name)
-        if event_time_ms < self._watermarks[name]:
+        newest = self._newest[name]
+        if event_time_ms < newest - self.allowed_lateness_ms:
             self.late_events += 1
             return False
         position = self._positions[name]
         self._positions[name] = position + 1
-        heapq.heappush(self._heap, (event_time_ms, _rank(name), position, event))
-        self._watermarks[name] = max(self._watermarks[name], event_time_ms - self.allowed_lateness_ms)
+        newest = self._newest[name] = max(newest, event_time_ms)
+        heapq.heappush(self._heap, (newest, _rank(name), position, event))
         return True
 
     def idle(self, name: Hashable) -> None:
@@ -65,21 +76,25 @@ class Sequencer:
         self._open.discard(name)
         self._idle.discard(name)
 
-    def low_watermark(self) -> int | None:
-        """The smallest watermark of the open, non-idle inputs; None if there is none."""
-        waiting = [self._watermarks[name] for name in self._open if name not in self._idle]
-        if not waiting:
-            return None
-        return min(waiting)
-
     def pop_ready(self) -> list[Any]:
-        """Every queued event strictly before the low watermark (an input may still send more
-        events at exactly its watermark), in the deterministic order; everything once no input
-        is open."""
-        limit = self.low_watermark()
+        """Every queued event that nothing still to come can sort before, in the deterministic
+        order; everything once no input is open and speaking.
+
+        Every open, non-idle input will only send sequence times at or after its newest; the
+        oldest of those newest times is the limit. An event before the limit is safe. One at
+        the limit is safe too unless an input standing at the limit ranks before it (a future
+        event of its own input comes after it by position): so an event does not wait for its
+        own input's next one when that input is the slowest."""
+        waiting = [(t, _rank(name)) for name, t in self._newest.items() if name in self._open and name not in self._idle]
+        if not waiting:
+            limit, first = None, ""
+        else:
+            limit = min(t for t, _ in waiting)
+            first = min(rank for t, rank in waiting if t == limit)
         out = []
-        while self._heap and (limit is None or self._heap[0][0] < limit):
-            out.append(heapq.heappop(self._heap)[3])
+        heap = self._heap
+        while heap and (limit is None or heap[0][0] < limit or (heap[0][0] == limit and heap[0][1] <= first)):
+            out.append(heapq.heappop(heap)[3])
         return out
 
     def __len__(self) -> int:

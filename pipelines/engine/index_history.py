@@ -30,7 +30,10 @@ class IndexHistory:
         self._evicted = 0
 
     def append(self, time_ms: int, price: float) -> None:
-        """Add the newest index price (in event-time order) and drop what left the window."""
+        """Add the newest index price and drop what left the window; a price older than the
+        newest held (an input's out-of-order event) is not history any more and is ignored."""
+        if self._times and time_ms < self._times[-1]:
+            return
         if self._times and price > 0 and self._prices[-1] > 0:
             squared = (math.log(price) - math.log(self._prices[-1])) ** 2  # a ratio could underflow to 0
         else:

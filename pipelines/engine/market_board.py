@@ -28,9 +28,17 @@ class MarketBoard:
     marks: dict[str, float] = dataclasses.field(default_factory=dict)
     depth_usd: dict[str, float] = dataclasses.field(default_factory=dict)
     definitions: dict[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    updated: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # (record, key) -> event time
 
     def apply(self, record: str, value: Mapping[str, Any]) -> str | None:
-        """Update from one market record; return the underlying it moved (None if none)."""
+        """Update from one market record; return the underlying it moved (None if none). A
+        record older than the one the board holds for the same thing changes nothing: an input
+        may deliver an event out of order (the ``Sequencer`` keeps each input's own order)."""
+        key = (record, value.get("instrument") or value.get("underlying") or "")
+        t = value["event_time_ms"]
+        if t < self.updated.get(key, t):
+            return None
+        self.updated[key] = t
         if record == "IndexPrice":
             self.index[value["underlying"]] = value["price"]
             return value["underlying"]

@@ -10,7 +10,9 @@ every market source topic-partition (market records reach every shard). A redeli
 from a snapshot older than its committed offsets, or a fan-out that re-sends, changes nothing.
 
 ``snapshot`` / ``restore`` serialise the whole shard (engine, detectors, ladder, pending events,
-input positions) without the signing key, which never leaves the process.
+input positions) without the signing key, which never leaves the process. A snapshot records
+``SNAPSHOT_FORMAT``; a worker refuses one of another format with the reason rather than run on
+state it would misread (docs/operations.md, "Upgrading workers").
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ from pipelines.policy.signing import SigningKey
 from pipelines.topics import CATALOGUE
 
 FANOUT_TOPIC = "backstop.market.fanout"
+#: raised whenever what a snapshot holds changes meaning; 2: sequence times, market board timestamps
+SNAPSHOT_FORMAT = 2
+
+
+class SnapshotFormatError(RuntimeError):
+    """A stored shard snapshot written by a worker of another format."""
 MARKET_TOPICS = tuple(spec for spec in CATALOGUE if spec.name == "backstop.instruments" or
                       (spec.name.startswith("backstop.market.") and spec.name != FANOUT_TOPIC))
 
@@ -61,6 +69,7 @@ class Shard:
         self.inputs = shard_inputs(partition)
         self.offsets: dict[str, int] = {}
         self.redelivered = 0
+        self.format = SNAPSHOT_FORMAT
 
     def push(self, message: Message) -> bool:
         """Queue a message; False if it was already taken (a redelivery) or is late."""
@@ -99,6 +108,12 @@ class Shard:
     @staticmethod
     def restore(data: bytes, key: SigningKey) -> "Shard":
         shard: Shard = pickle.loads(zlib.decompress(data))
+        written = getattr(shard, "format", 1)
+        if written != SNAPSHOT_FORMAT:
+            raise SnapshotFormatError(
+                f"the stored snapshot of partition {shard.partition} is format {written}; this worker reads format "
+                f"{SNAPSHOT_FORMAT}. Upgrade as docs/operations.md says (\"Upgrading workers\"): a new --app-id "
+                f"rebuilds the state from the input topics")
         shard.engine.key = key
         return shard
 

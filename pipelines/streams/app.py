@@ -165,6 +165,10 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                      else Shard(partition, ACCOUNT_PARTITIONS, key, config.engine))
             shards[partition] = shard
             pending[partition], backlog[partition] = [], 0
+            # a shard just taken over has heard nothing here yet: its inputs get the idle time
+            # from now, or the idle timer would release what it holds before the redelivery came
+            now = time.monotonic()
+            last_seen.update(((partition, name), now) for name in shard.inputs)
         return shard
 
     outbox, fan = Outbox(kafka), Outbox(kafka)

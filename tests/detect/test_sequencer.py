@@ -61,12 +61,29 @@ def test_waits_for_the_slowest_open_input_and_idle_releases_it() -> None:
     seq.push("a", 20, "a20")
     assert seq.pop_ready() == []  # b has said nothing yet
     seq.push("b", 15, "b15")
-    assert seq.pop_ready() == ["a10"]
-    seq.idle("b")
-    assert seq.pop_ready() == ["b15"]  # only a counts now; a is at 20, so < 20 goes
+    assert seq.pop_ready() == ["a10", "b15"]  # a is at 20 already: nothing can come before b15
+    seq.push("b", 25, "b25")
+    assert seq.pop_ready() == ["a20"]
+    seq.idle("a")
+    assert seq.pop_ready() == ["b25"]  # only b counts now
+    seq.push("a", 25, "a25")  # a speaks again, at b's time: it ranks first, so it comes first
+    seq.push("b", 30, "b30")
+    assert seq.pop_ready() == ["a25"]  # b25 went already; b30 waits for a to move past 30
     seq.close("a")
     seq.close("b")
-    assert seq.pop_ready() == ["a20"]
+    assert seq.pop_ready() == ["b30"]
+
+
+def test_an_event_at_the_limit_waits_for_an_input_that_ranks_before_it() -> None:
+    seq = Sequencer()
+    seq.push("a", 10, "a10")
+    seq.push("b", 10, "b10")
+    seq.push("c", 12, "c12")
+    assert seq.pop_ready() == ["a10"]  # a may still send another 10, which would come before b10
+    seq.push("a", 11, "a11")
+    assert seq.pop_ready() == ["b10"]  # b is the slowest now and first at its time: a10, b10 then a11
+    seq.push("b", 12, "b12")
+    assert seq.pop_ready() == ["a11"]
 
 
 def test_late_event_is_refused_per_input() -> None:
@@ -75,3 +92,24 @@ def test_late_event_is_refused_per_input() -> None:
     assert seq.push("a", 950, "within lateness")
     assert not seq.push("a", 850, "too late")
     assert seq.late_events == 1
+
+
+def test_an_in_order_event_waits_for_the_other_inputs_not_for_the_lateness_allowance() -> None:
+    """The allowance only bounds how far an input may run out of order: an event every input
+    has moved past goes at once, however large it is (a live worker would otherwise hold every
+    event back by it)."""
+    seq = Sequencer(allowed_lateness_ms=5_000)
+    seq.push("a", 1_000, "a1000")
+    seq.push("b", 1_001, "b1001")
+    assert seq.pop_ready() == ["a1000"]
+    seq.push("a", 1_002, "a1002")
+    assert seq.pop_ready() == ["b1001"]
+
+
+def test_an_out_of_order_event_keeps_its_place_in_its_input() -> None:
+    seq = Sequencer(allowed_lateness_ms=100)
+    seq.push("a", 1_000, "a1000")
+    assert seq.push("a", 950, "a950")  # within the allowance: accepted, after a1000 where it arrived
+    seq.push("b", 990, "b990")
+    seq.push("b", 1_001, "b1001")
+    assert seq.pop_ready() == ["b990", "a1000", "a950"]

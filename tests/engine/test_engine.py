@@ -134,3 +134,16 @@ def test_revaluation_is_the_ticks_view_and_changes_nothing() -> None:
         if n % 50 == 0:
             asked.revaluation()
     assert actions + asked.flush().actions == expected
+
+
+def test_an_older_market_record_does_not_overwrite_a_newer_one() -> None:
+    """An input can deliver an event out of order (within the lateness allowance); the board
+    keeps the newer value, and the index history stays in time order."""
+    engine = Engine(KEY)
+    tick = {"underlying": "BTC", "index_name": "btc", "event_time_ms": 10_000}
+    engine.on_event("IndexPrice", {**tick, "price": 60_000.0}, "i:0")
+    engine.on_event("IndexPrice", {**tick, "price": 58_000.0, "event_time_ms": 9_000}, "i:1")
+    assert engine.board.index["BTC"] == 60_000.0
+    engine.on_event("IndexPrice", {**tick, "price": 59_000.0, "event_time_ms": 10_500}, "i:2")
+    assert engine.board.index["BTC"] == 59_000.0
+    assert engine._index_history["BTC"]._times == [10_000, 10_500]
