@@ -1,8 +1,9 @@
 """Every benchmark, one command: figures beside their baselines, written to BENCHMARKS.md.
 
-    .venv/bin/python bench/run.py                      # all of them (needs `infra/local up`), ~25 min
+    .venv/bin/python bench/run.py                      # all of them (needs `infra/local up`), ~20 min
     .venv/bin/python bench/run.py --quick              # small loads, results under .backstop/bench-quick/
     .venv/bin/python bench/run.py --only codec,replay  # some; the report uses the others' last results
+    .venv/bin/python bench/run.py --render-only        # the report again from bench/results/*.json
 
 Each benchmark is a script of its own in ``bench/`` (run alone, it prints its figures) that
 writes ``<results>/<name>.json``; this runs them one after the other, each in a fresh process,
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--results", help="folder for the JSON results and plots (default bench/results; "
                                           "with --quick .backstop/bench-quick)")
     parser.add_argument("--report", help="markdown report (default BENCHMARKS.md; with --quick <results>/BENCHMARKS.md)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: render the report from the results already in the folder")
     parser.add_argument("--bootstrap", default=os.environ.get("BACKSTOP_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     parser.add_argument("--clickhouse", default="127.0.0.1:9000", help="ClickHouse native host:port")
     args = parser.parse_args()
@@ -79,6 +82,8 @@ def main() -> None:
                                                        else BENCH / "results")
     report = Path(args.report) if args.report else (results / "BENCHMARKS.md" if args.quick else REPO / "BENCHMARKS.md")
     results.mkdir(parents=True, exist_ok=True)
+    if args.render_only:
+        chosen = []
     address = {"kafka": args.bootstrap.split(",")[0], "clickhouse": args.clickhouse}
     missing = sorted({s for n, _, needs in BENCHMARKS if n in chosen for s in needs if not reachable(address[s])})
     if missing:
@@ -99,7 +104,9 @@ def main() -> None:
         print(f"[{k + 1}/{len(chosen)}] {name} done in {time.monotonic() - t:.0f} s", flush=True)
     loaded = {n: json.loads((results / f"{n}.json").read_text()) for n in names if (results / f"{n}.json").exists()}
     rerun = "bench/run.py" + (" --quick" if args.quick else "")
-    text = render(loaded, machine(), datetime.datetime.now(datetime.timezone.utc), rerun,
+    # the time of the newest measurement, so that re-rendering does not restamp old figures
+    newest = max((results / f"{n}.json").stat().st_mtime for n in loaded) if loaded else time.time()
+    text = render(loaded, machine(), datetime.datetime.fromtimestamp(newest, datetime.timezone.utc), rerun,
                   os.path.relpath(results, report.parent))
     report.write_text(text)
     print(f"{len(chosen)} benchmark(s) in {time.monotonic() - started:.0f} s -> {report}")

@@ -38,6 +38,7 @@ class Sequencer:
         self._open: set[Hashable] = set()
         self._idle: set[Hashable] = set()
         self._positions: dict[Hashable, int] = {}
+        self._ranks: dict[Hashable, str] = {}
         self.late_events = 0
 
     def add_input(self, name: Hashable) -> None:
@@ -46,6 +47,7 @@ class Sequencer:
             self._newest[name] = -(2**63)
             self._open.add(name)
             self._positions[name] = 0
+            self._ranks[name] = _rank(name)
 
     def push(self, name: Hashable, event_time_ms: int, event: Any) -> bool:
         """Queue an event of input ``name``; False if it is late for its input (older than the
@@ -60,7 +62,7 @@ class Sequencer:
         position = self._positions[name]
         self._positions[name] = position + 1
         newest = self._newest[name] = max(newest, event_time_ms)
-        heapq.heappush(self._heap, (newest, _rank(name), position, event))
+        heapq.heappush(self._heap, (newest, self._ranks[name], position, event))
         return True
 
     def idle(self, name: Hashable) -> None:
@@ -85,12 +87,15 @@ class Sequencer:
         the limit is safe too unless an input standing at the limit ranks before it (a future
         event of its own input comes after it by position): so an event does not wait for its
         own input's next one when that input is the slowest."""
-        waiting = [(t, _rank(name)) for name, t in self._newest.items() if name in self._open and name not in self._idle]
-        if not waiting:
-            limit, first = None, ""
-        else:
-            limit = min(t for t, _ in waiting)
-            first = min(rank for t, rank in waiting if t == limit)
+        limit: int | None = None
+        first = ""
+        newest, ranks, idle = self._newest, self._ranks, self._idle
+        for name in self._open:  # the oldest newest time, and the first input standing at it
+            if name in idle:
+                continue
+            t = newest[name]
+            if limit is None or t < limit or (t == limit and ranks[name] < first):
+                limit, first = t, ranks[name]
         out = []
         heap = self._heap
         while heap and (limit is None or heap[0][0] < limit or (heap[0][0] == limit and heap[0][1] <= first)):
