@@ -30,14 +30,14 @@ from pipelines.policy.signing import SigningKey
 from pipelines.topics import CATALOGUE
 
 FANOUT_TOPIC = "backstop.market.fanout"
+MARKET_TOPICS = tuple(spec for spec in CATALOGUE if spec.name == "backstop.instruments" or
+                      (spec.name.startswith("backstop.market.") and spec.name != FANOUT_TOPIC))
 #: raised whenever what a snapshot holds changes meaning; 2: sequence times, market board timestamps
 SNAPSHOT_FORMAT = 2
 
 
 class SnapshotFormatError(RuntimeError):
     """A stored shard snapshot written by a worker of another format."""
-MARKET_TOPICS = tuple(spec for spec in CATALOGUE if spec.name == "backstop.instruments" or
-                      (spec.name.startswith("backstop.market.") and spec.name != FANOUT_TOPIC))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -200,9 +200,9 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                 items.append((source_of(event.message, prefix), event.message.key, event.message.value))
             newest_ms = int(max(event.message.timestamp or 0.0 for event in events) * 1000)
             for batch in fanout.batches(items, newest_ms):
-                value, key = codec.encode("MarketBatch", batch), batch["batch_id"].encode()
+                value, batch_key = codec.encode("MarketBatch", batch), batch["batch_id"].encode()
                 for partition in range(ACCOUNT_PARTITIONS):
-                    fan.send(fanout_name, key, value, partition)
+                    fan.send(fanout_name, batch_key, value, partition)
             await fan.drained()
 
     @app.agent(inputs, concurrency=1)
