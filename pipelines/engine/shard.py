@@ -32,6 +32,7 @@ from pipelines.topics import CATALOGUE
 FANOUT_TOPIC = "backstop.market.fanout"
 MARKET_TOPICS = tuple(spec for spec in CATALOGUE if spec.name == "backstop.instruments" or
                       (spec.name.startswith("backstop.market.") and spec.name != FANOUT_TOPIC))
+ACCOUNT_TOPICS = ("backstop.positions", "backstop.collateral")  # read by each shard directly, partition p
 #: raised whenever what a snapshot holds changes meaning; 2: sequence times, market board timestamps
 SNAPSHOT_FORMAT = 2
 
@@ -54,7 +55,7 @@ class Message:
 def shard_inputs(partition: int) -> list[str]:
     """Every input shard ``partition`` waits for, known up front: an input that has not spoken
     yet must hold the others back, or its first events would be placed after later ones."""
-    return ([f"backstop.positions/{partition}", f"backstop.collateral/{partition}"]
+    return ([f"{topic}/{partition}" for topic in ACCOUNT_TOPICS]
             + [f"{spec.name}/{i}" for spec in MARKET_TOPICS for i in range(spec.partitions)])
 
 
@@ -78,6 +79,11 @@ class Shard:
             return False
         self.offsets[message.input] = message.offset
         return self.sequencer.push(message.input, message.value["event_time_ms"], message)
+
+    def skip(self, input_name: str, offset: int) -> None:
+        """A record of ``input_name`` was taken and refused (dead-lettered): the input has been
+        read past it, which tells the worker's idle rule that nothing before it is still to come."""
+        self.offsets[input_name] = max(offset, self.offsets.get(input_name, -1))
 
     def advance(self) -> EngineOutput:
         """Run every message the sequencer can release through the engine."""

@@ -31,7 +31,9 @@ execute an action id once).
 Silent inputs would hold the sequencer back: an input with nothing new for ``idle_ms`` of
 wall-clock time is marked idle, and a partition whose inputs are all quiet is drained (its queue
 released; revaluation keeps to the engine's event-time ticks). This is the only place wall-clock
-time enters, and only for inputs that are silent.
+time enters, and only for inputs that are silent *and settled* — read to the end of what the
+broker holds for them (``streams/settled.py``): an input silent because a rebalance or a backlog
+keeps it from being read is never idled, so a crash cannot change the order the core sees.
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ from typing import Any
 
 import faust
 from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 
 from pipelines.config import KafkaSettings, Settings
 from pipelines.engine.engine import EngineOutput, EngineParams
-from pipelines.engine.shard import FANOUT_TOPIC, MARKET_TOPICS, Shard
+from pipelines.engine.shard import ACCOUNT_TOPICS, FANOUT_TOPIC, MARKET_TOPICS, Shard
 from pipelines.engine.shards import ACCOUNT_BREACHES, market_subject
 from pipelines.events.codec import default_codec
 from pipelines.events.deadletter import dead_letter
@@ -59,11 +62,13 @@ from pipelines.ops.metrics import Metrics
 from pipelines.policy.signing import SigningKey
 from pipelines.streams import fanout
 from pipelines.streams.intake import Refused, admit
+from pipelines.streams.settled import BrokerProgress, read_progress, settled_inputs
 from pipelines.topics import ACCOUNT_PARTITIONS, spec_for, topic_name
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024
+PROGRESS_TIMEOUT_S = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +149,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     market = app.topic(*[name(spec.name) for spec in MARKET_TOPICS], **raw)
-    inputs = app.topic(name("backstop.positions"), name("backstop.collateral"), name(FANOUT_TOPIC), **raw)
+    inputs = app.topic(*[name(topic) for topic in ACCOUNT_TOPICS], name(FANOUT_TOPIC), **raw)
     # snapshot bytes travel base64-encoded: faust tables pick a JSON codec for plain types
     snapshots = app.Table("engine-snapshots", default=None, partitions=ACCOUNT_PARTITIONS, key_type=str, value_type=str,
                           extra_topic_configs={"max.message.bytes": SNAPSHOT_MAX_BYTES})
@@ -165,10 +170,6 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                      else Shard(partition, ACCOUNT_PARTITIONS, key, config.engine))
             shards[partition] = shard
             pending[partition], backlog[partition] = [], 0
-            # a shard just taken over has heard nothing here yet: its inputs get the idle time
-            # from now, or the idle timer would release what it holds before the redelivery came
-            now = time.monotonic()
-            last_seen.update(((partition, name), now) for name in shard.inputs)
         return shard
 
     outbox, fan = Outbox(kafka), Outbox(kafka)
@@ -245,6 +246,8 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         if isinstance(admitted, Refused):
             detail = admitted.detail if message.topic != fanout_name else f"{source}: {admitted.detail}"
             dead_letter_send(message, admitted.reason, detail, now_ms, value, key)
+            if admitted.input is not None:
+                shard.skip(admitted.input, admitted.offset)
             return
         last_seen[(message.partition, admitted.input)] = time.monotonic()
         shard.push(admitted)
@@ -272,11 +275,31 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                              offset=message.offset, value=value, key=key, consumer="worker", event_time_ms=now_ms)
         outbox.send(name("backstop.deadletters"), message.topic.encode(), codec.encode("DeadLetter", record))
 
+    # what the broker holds for every input: only an input read to its end may be idled
+    read_specs = (*MARKET_TOPICS, *(spec_for(topic) for topic in (*ACCOUNT_TOPICS, FANOUT_TOPIC)))
+    topic_of = {spec.name: name(spec.name) for spec in read_specs}
+    readable = [(name(spec.name), p) for spec in read_specs for p in range(spec.partitions)]
+    admin = AdminClient(client_config(kafka))
+    progress: BrokerProgress | None = None
+
+    @app.timer(interval=max(0.1, config.idle_ms / 2000))
+    async def refresh_progress() -> None:
+        nonlocal progress
+        try:
+            progress = await asyncio.get_running_loop().run_in_executor(
+                None, read_progress, admin, app.conf.id, readable, PROGRESS_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - a broker hiccup costs a reading, never the worker
+            progress = None  # unknown progress settles nothing (a stale reading could)
+            log.debug("broker progress not read: %r", exc)
+
     @app.timer(interval=0.1)
     async def release_idle_inputs() -> None:
         now = time.monotonic()
         for partition, shard in list(shards.items()):
-            quiet = [name for name in shard.inputs if now - last_seen.get((partition, name), 0.0) > config.idle_ms / 1000]
+            settled = settled_inputs(shard.inputs, partition, progress, taken, shard.offsets, topic_of,
+                                     ACCOUNT_TOPICS, fanout_name)
+            quiet = [name for name in shard.inputs if name in settled
+                     and now - last_seen.get((partition, name), 0.0) > config.idle_ms / 1000]
             if len(quiet) == len(shard.inputs):
                 if len(shard.sequencer):
                     emit(shard.drain())
@@ -285,32 +308,19 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                     shard.idle(input_name)
                 emit(shard.advance())
 
-    source_topics = {*market.topics, *inputs.topics}
-
     @app.timer(interval=metrics.lag_interval_s)
     async def report_lag() -> None:
-        """Consumer lag of every input partition assigned here: the broker's end offset minus the
-        next offset this worker takes (taken, not yet committed: lag is about keeping up).
-
-        One request a round (``highwaters``, a ListOffsets for all partitions): every call goes
-        through faust's consumer thread, and one call per partition (``position``) kept that
-        thread so busy that a recovering worker stopped fetching. A partition nothing was taken
-        from yet stands at its committed offset (faust's record of it), or at 0 before any commit."""
-        tps = [tp for tp in app.consumer.assignment() if tp.topic in source_topics]  # not the changelog
-        try:
-            ends = await app.consumer.highwaters(*tps)
-        except Exception as exc:  # noqa: BLE001 - a broker hiccup costs one lag report, never the worker
-            log.debug("lag not updated: %r", exc)
+        """Consumer lag of every input partition assigned here: the end offset (from the last
+        broker reading) minus the next offset this worker takes (taken, not yet committed: lag
+        is about keeping up), or the group's committed offset where nothing was taken yet."""
+        if progress is None:
             return
-        committed = getattr(app.consumer, "_committed_offset", {})
         lags: dict[tuple[str, int], int] = {}
-        for tp in tps:
-            position = taken.get((tp.topic, tp.partition))
-            if position is None:
-                last = committed.get(tp)  # faust records the last committed message
-                position = 0 if last is None else last + 1
-            if ends.get(tp) is not None:
-                lags[(tp.topic.removeprefix(prefix), tp.partition)] = max(0, ends[tp] - position)
+        for tp in app.consumer.assignment():
+            key = (tp.topic, tp.partition)
+            if key in progress.ends:  # an input, not the snapshots' changelog
+                lags[(tp.topic.removeprefix(prefix), tp.partition)] = max(0, progress.ends[key]
+                                                                            - progress.read_to(key, taken))
         metrics.set_lags(lags)
 
     @app.on_partitions_revoked.connect

@@ -11,7 +11,8 @@ the same rules. A message is refused (and the caller dead-letters it) when
 - a field fails its schema check (``Validator``: NaN prices, negative sizes, event times out
   of range, ...).
 
-A refused message changes nothing: it never reaches the shard.
+A refused message never reaches the engine; where its source names a shard input, the shard
+notes that input was read past it (``Shard.skip``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Refused:
 
     reason: str
     detail: str
+    input: str | None = None  # the shard input it was read from, where its source names one
+    offset: int = -1
 
 
 def admit(codec: Codec, validator: Validator, value: bytes | None, ref: str, now_ms: int) -> Message | Refused:
@@ -46,11 +49,12 @@ def admit(codec: Codec, validator: Validator, value: bytes | None, ref: str, now
             raise ValueError
     except ValueError:
         return Refused(UNKNOWN_SOURCE, f"source {ref[:200]!r} is not topic:partition:offset of a shard input")
+    name, position = f"{topic}/{int(partition)}", int(offset)
     try:
         decoded = codec.decode(value, SHARD_SOURCES[topic])
     except DecodeError as exc:
-        return Refused(exc.reason, str(exc))
+        return Refused(exc.reason, str(exc), name, position)
     problem = validator.validate(decoded.record, decoded.value, now_ms)
     if problem is not None:
-        return Refused(problem.reason, str(problem))
-    return Message(f"{topic}/{int(partition)}", int(offset), ref, decoded.record, decoded.value)
+        return Refused(problem.reason, str(problem), name, position)
+    return Message(name, position, ref, decoded.record, decoded.value)

@@ -83,3 +83,19 @@ def test_a_snapshot_of_another_format_is_refused_with_the_way_out() -> None:
     del shard.format  # what a worker from before snapshot formats wrote
     with pytest.raises(SnapshotFormatError, match="partition 3 is format 1; this worker reads format 2.*--app-id"):
         Shard.restore(shard.snapshot(), key)
+
+
+def test_a_refused_record_counts_as_read_and_survives_a_snapshot() -> None:
+    """The worker's idle rule asks how far each input was read; a dead-lettered record was read."""
+    from pipelines.engine.shard import Shard
+
+    key = SigningKey("t", b"shard-test-signing-key-000")
+    shard = Shard(3, 12, key)
+    value = {"underlying": "BTC", "index_name": "btc", "price": 60_000.0, "event_time_ms": 1_000}
+    assert shard.push(Message("backstop.market.index/1", 7, "backstop.market.index:1:7", "IndexPrice", value))
+    shard.skip("backstop.market.index/1", 9)
+    shard.skip("backstop.market.index/1", 8)  # never backwards
+    restored = Shard.restore(shard.snapshot(), key)
+    assert restored.offsets["backstop.market.index/1"] == 9
+    # and a redelivery of what was read is dropped, not taken twice
+    assert not restored.push(Message("backstop.market.index/1", 8, "backstop.market.index:1:8", "IndexPrice", value))
