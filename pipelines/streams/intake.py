@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipelines.engine.shard import MARKET_TOPICS, Message
+from pipelines.engine.shard import ACCOUNT_TOPICS, MARKET_TOPICS, Message
 from pipelines.events.codec import Codec, DecodeError
 from pipelines.events.validation import Validator
 from pipelines.topics import spec_for
@@ -28,7 +28,7 @@ UNKNOWN_SOURCE = "unknown_source"
 
 #: the record each topic a shard reads must carry
 SHARD_SOURCES: dict[str, str] = {spec.name: spec.value_record for spec in
-                                 (*MARKET_TOPICS, spec_for("backstop.positions"), spec_for("backstop.collateral"))}
+                                 (*MARKET_TOPICS, *(spec_for(topic) for topic in ACCOUNT_TOPICS))}
 
 
 @dataclasses.dataclass(frozen=True)
