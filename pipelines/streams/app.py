@@ -24,7 +24,9 @@ State and recovery. The agent does not acknowledge messages as it goes (``noack`
 table (keyed by partition, written while processing that partition, so the changelog record
 lands in the same partition) and only then acknowledges what the snapshot covers. Offsets faust
 commits therefore never run ahead of a stored snapshot; a worker that takes a partition over
-restores its snapshot and drops the redelivered messages the snapshot already holds. Outputs
+restores its snapshot and drops the redelivered messages the snapshot already holds; messages
+taken before a rebalance are dropped too, unacknowledged (``current``), since every partition is
+then read again from its committed offset. Outputs
 carry deterministic ids, so the few re-sent after a crash are recognised downstream (executors
 execute an action id once).
 
@@ -44,6 +46,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import faust
@@ -160,7 +163,15 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     pending: dict[int, list[Any]] = {}  # messages taken since the partition's last snapshot, to acknowledge
     backlog: dict[int, int] = {}  # records in them (a fan-out message carries many)
     last_seen: dict[tuple[int, str], float] = {}
+    assigned_at: dict[tuple[str, int], float] = {}  # when each topic-partition was last assigned here
     taken: dict[tuple[str, int], int] = {}  # next offset to take, per topic-partition read
+
+    def fresh(events: list[Any]) -> list[Any]:
+        kept = [event for event in events if current(event.message, assigned_at)]
+        if len(kept) < len(events):
+            log.info("dropped %d messages taken before the last rebalance: they are read again in order",
+                     len(events) - len(kept))
+        return kept
 
     def shard_for(partition: int) -> Shard:
         shard = shards.get(partition)
@@ -192,8 +203,10 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
 
     @app.agent(market, concurrency=1)
     async def fan_out(stream: faust.StreamT) -> None:
-        # take_events acknowledges a batch once this body is done with it: after ``drained``
-        async for events in stream.take_events(config.batch_max, within=config.batch_within_ms / 1000):
+        async for events in stream.noack_take(config.batch_max, within=config.batch_within_ms / 1000):
+            events = fresh(events)
+            if not events:
+                continue
             items = []
             for event in events:
                 metrics.consumed(event.message.topic.removeprefix(prefix))
@@ -205,18 +218,18 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                 for partition in range(ACCOUNT_PARTITIONS):
                     fan.send(fanout_name, batch_key, value, partition)
             await fan.drained()
+            for event in events:  # forwarded and confirmed: faust may commit past them
+                await stream.ack(event)
 
     @app.agent(inputs, concurrency=1)
     async def run_shards(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(config.batch_max, within=config.batch_within_ms / 1000):
             now_ms = int(time.time() * 1000)
             touched: dict[int, None] = {}
-            for event in events:
+            for event in fresh(events):
                 metrics.consumed(event.message.topic.removeprefix(prefix))
                 taken[(event.message.topic, event.message.partition)] = event.message.offset + 1
                 partition = event.message.partition
-                if partition not in owned:
-                    continue  # fetched before a rebalance took the partition away: its owner reads it
                 shard = shard_for(partition)
                 pending[partition].append(event)
                 message = event.message
@@ -290,7 +303,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                 None, read_progress, admin, app.conf.id, readable, PROGRESS_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - a broker hiccup costs a reading, never the worker
             progress = None  # unknown progress settles nothing (a stale reading could)
-            log.debug("broker progress not read: %r", exc)
+            log.warning("broker progress not read: %r", exc)
 
     @app.timer(interval=0.1)
     async def release_idle_inputs() -> None:
@@ -328,6 +341,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         """A moved partition's shard is rebuilt from its snapshot by whoever owns it next."""
         for tp in revoked:
             taken.pop((tp.topic, tp.partition), None)
+            assigned_at.pop((tp.topic, tp.partition), None)
             owned.discard(tp.partition)
             shards.pop(tp.partition, None)
             pending.pop(tp.partition, None)
@@ -337,11 +351,27 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
 
     @app.on_partitions_assigned.connect
     async def own(app: faust.App, assigned: set, **_: Any) -> None:  # noqa: ARG001
+        now = time.monotonic()
+        assigned_at.update({(tp.topic, tp.partition): now for tp in assigned})
         owned.update(tp.partition for tp in assigned if tp.topic == positions_topic)
         if owned:
             ready.set()
 
     return app
+
+
+def current(message: Any, assigned_at: Mapping[tuple[str, int], float]) -> bool:
+    """Whether faust handed ``message`` to the streams under the current assignment of its
+    partition (``assigned_at``: monotonic time of that assignment, absent if not assigned here).
+
+    A rebalance leaves what a take buffer already holds in place (streams are not waited for:
+    their messages wait for a snapshot), then every partition is read again from its committed
+    offset. An older copy processed first would put a shard ahead of that re-read, and the
+    records in between would be dropped as redeliveries: another order than the in-process
+    replay's. So it is dropped itself, unacknowledged, and comes back in its place. faust stamps
+    ``time_in`` when it hands a message over, on the monotonic clock."""
+    since = assigned_at.get((message.topic, message.partition))
+    return since is not None and message.time_in is not None and message.time_in >= since
 
 
 def breach_key(breach) -> str:

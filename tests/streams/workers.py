@@ -81,7 +81,7 @@ def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str, hedged:
     return subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "worker", "--bootstrap", bootstrap, "--app-id", "workers",
          "--max-event-age-s", "1e9", "--idle-ms", str(idle_ms), "--snapshot-every", "50", "--hedged", hedged,
-         "--metrics-port", str(metrics_port)],
+         "--metrics-port", str(metrics_port), "--loglevel", "info"],
         env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "ab"), start_new_session=True,
         cwd=tmp_path)
 
