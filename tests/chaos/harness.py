@@ -19,15 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
 from ops_helpers import stop
 
-from pipelines.config import KafkaSettings
-from pipelines.errors import UserError
 from pipelines.events.codec import default_codec
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.signing import SigningKey
-from pipelines.topics import CATALOGUE, topic_name
 
 LOCAL = Path(__file__).resolve().parents[2] / "infra" / "local"
 SECRET = "chaos-test-signing-key-0123456789abcdef"
