@@ -138,7 +138,9 @@ def clickhouse(clickhouse_address: tuple[str, int]) -> Iterator["clickhouse_driv
 
 @pytest.fixture
 def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
-    """Creates fresh uuid-named topics on the real broker; deletes them afterwards."""
+    """Creates fresh uuid-named topics on the real broker; deletes them afterwards. They keep
+    their messages whatever their timestamps (``retention.ms`` -1): tests write fixed event times,
+    and a broker deletes messages older than a topic's retention at its next check."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
@@ -147,7 +149,7 @@ def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
     def make(partitions: int = 1, prefix: str = "test", config: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
         admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
-                                      config=config or {})])[name].result(timeout=30)
+                                      config={"retention.ms": "-1", **(config or {})})])[name].result(timeout=30)
         created.append(name)
         return name
 

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("--in-process", action="store_true", help="run through the core in-process, no broker")
     rep.add_argument("--bootstrap", help="broker address (default: settings kafka.bootstrap)")
     rep.add_argument("--speed", type=float, help="x N real time by event time (default: as fast as possible)")
+    rep.add_argument("--keep-timestamps", action="store_true",
+                     help="with --kafka: write the recorded Kafka timestamps (default: the replay's own time, the "
+                          "recorded one in a header; a broker deletes messages older than a topic's retention)")
     rep.add_argument("--json", action="store_true")
     rep.set_defaults(func=run_replay)
 
@@ -77,7 +80,8 @@ def run_replay(args: argparse.Namespace) -> int:
         config = client_config(kafka)
         if args.bootstrap:
             config["bootstrap.servers"] = args.bootstrap
-        count = replay_to_kafka(args.file, config, prefix=getattr(kafka, "topic_prefix", ""), speed=args.speed)
+        count = replay_to_kafka(args.file, config, prefix=getattr(kafka, "topic_prefix", ""), speed=args.speed,
+                               keep_timestamps=args.keep_timestamps)
         print(f"produced {count} messages")
         return 0
     from pipelines.replay.inprocess import replay

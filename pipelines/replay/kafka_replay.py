@@ -1,6 +1,16 @@
 """Replay a recording into Kafka: keys, partitions (explicit), per-partition order and event
-times preserved (the value bytes are the recorded ones; the Kafka timestamp is the recorded
-one, else the event time). As fast as possible, or paced at ``speed`` × real time by event time."""
+times preserved (the value bytes are the recorded ones, event times inside them). As fast as
+possible, or paced at ``speed`` × real time by event time.
+
+The Kafka timestamp is the time of the replay, and the recorded one travels in the
+``RECORDED_TIMESTAMP_HEADER`` header. A broker applies ``retention.ms`` to message
+timestamps: a recording older than a topic's retention, replayed with its own timestamps, is
+deleted at the broker's next retention check (every 5 minutes by default), while the cluster is
+still reading it. That happened: a crash scenario dated 2026-11-18, replayed on 2026-12-01 into
+topics keeping 7 days, lost 340 of an index partition's records mid-test, and the workers,
+finding them gone, went on without them. ``keep_timestamps=True`` writes the recorded timestamps
+for topics that keep them (``retention.ms`` -1, or a recording younger than the retention).
+Nothing in Backstop reads event time from Kafka timestamps."""
 
 from __future__ import annotations
 
@@ -11,8 +21,12 @@ from pathlib import Path
 from pipelines.events.files import read_replay
 
 
+RECORDED_TIMESTAMP_HEADER = "backstop-recorded-timestamp-ms"
+
+
 def replay_to_kafka(path: str | Path, producer_config: dict, *, prefix: str = "", speed: float | None = None,
-                    sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> int:
+                    keep_timestamps: bool = False, sleep: Callable[[float], None] = time.sleep,
+                    clock: Callable[[], float] = time.monotonic) -> int:
     """Produce every record of ``path``; returns how many. ``speed`` None: as fast as possible."""
     from confluent_kafka import Producer
 
@@ -35,8 +49,11 @@ def replay_to_kafka(path: str | Path, producer_config: dict, *, prefix: str = ""
                 producer.poll(0)
                 sleep(wait)
         topic = r["topic"] if not prefix or r["topic"].startswith(prefix) else prefix + r["topic"]
+        recorded = r["timestamp_ms"] or r["event_time_ms"]
         kwargs = {"key": r["key"], "value": r["value"], "on_delivery": delivered,
-                  "timestamp": r["timestamp_ms"] or r["event_time_ms"]}
+                  "headers": [(RECORDED_TIMESTAMP_HEADER, str(recorded).encode())]}
+        if keep_timestamps:
+            kwargs["timestamp"] = recorded
         if r["partition"] is not None and r["partition"] >= 0:
             kwargs["partition"] = r["partition"]
         while True:

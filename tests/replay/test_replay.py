@@ -29,27 +29,29 @@ def test_recording_keeps_keys_partitions_and_per_partition_offsets(recording):
 
 
 @pytest.mark.kafka
-def test_kafka_replay_preserves_keys_partitions_order_and_times(recording, kafka_bootstrap, topic_factory):
+@pytest.mark.parametrize("keep_timestamps", [False, True], ids=["replay-time", "recorded-time"])
+def test_kafka_replay_preserves_keys_partitions_order_and_times(recording, kafka_bootstrap, topic_factory,
+                                                                 keep_timestamps):
+    import time
+
     from confluent_kafka import Consumer
 
-    from pipelines.replay.kafka_replay import replay_to_kafka
+    from pipelines.events.files import write_replay
+    from pipelines.replay.kafka_replay import RECORDED_TIMESTAMP_HEADER, replay_to_kafka
     from pipelines.topics import spec_for
 
     records = list(read_replay(recording))[:3000]
     topics = sorted({r["topic"] for r in records})
-    names = {}
-    for t in topics:
-        names[t] = topic_factory(partitions=spec_for(t).partitions)
-    from pipelines.events.files import write_replay
-
+    names = {t: topic_factory(partitions=spec_for(t).partitions) for t in topics}
     renamed = [{**r, "topic": names[r["topic"]]} for r in records]
     sub = recording.parent / "sub.avro"
     write_replay(sub, renamed)
-    assert replay_to_kafka(sub, {"bootstrap.servers": kafka_bootstrap}) == len(records)
+    before_ms = int(time.time() * 1000)
+    assert replay_to_kafka(sub, {"bootstrap.servers": kafka_bootstrap}, keep_timestamps=keep_timestamps) == len(records)
+    after_ms = int(time.time() * 1000)
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "replay-test", "auto.offset.reset": "earliest"})
     consumer.subscribe(list(names.values()))
     got = []
-    import time
     deadline = time.monotonic() + 60
     while len(got) < len(records) and time.monotonic() < deadline:
         m = consumer.poll(0.5)
@@ -60,7 +62,10 @@ def test_kafka_replay_preserves_keys_partitions_order_and_times(recording, kafka
     expected = {}
     for r in renamed:
         expected.setdefault((r["topic"], r["partition"]), []).append((r["key"], r["value"], r["event_time_ms"]))
-    actual = {}
+    actual, stamped = {}, []
     for m in sorted(got, key=lambda m: (m.topic(), m.partition(), m.offset())):
-        actual.setdefault((m.topic(), m.partition()), []).append((m.key(), m.value(), m.timestamp()[1]))
+        recorded = int(dict(m.headers())[RECORDED_TIMESTAMP_HEADER])
+        actual.setdefault((m.topic(), m.partition()), []).append((m.key(), m.value(), recorded))
+        stamped.append(m.timestamp()[1] == recorded if keep_timestamps else before_ms <= m.timestamp()[1] <= after_ms)
     assert actual == expected
+    assert all(stamped)  # the replay's own time (so retention counts from now), or the recorded one when asked
