@@ -163,11 +163,11 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     pending: dict[int, list[Any]] = {}  # messages taken since the partition's last snapshot, to acknowledge
     backlog: dict[int, int] = {}  # records in them (a fan-out message carries many)
     last_seen: dict[tuple[int, str], float] = {}
-    assigned_at: dict[tuple[str, int], float] = {}  # when each topic-partition was last assigned here
+    revoked_at: dict[tuple[str, int], float] = {}  # when each topic-partition was last revoked here
     taken: dict[tuple[str, int], int] = {}  # next offset to take, per topic-partition read
 
     def fresh(events: list[Any]) -> list[Any]:
-        kept = [event for event in events if current(event.message, assigned_at)]
+        kept = [event for event in events if current(event.message, revoked_at)]
         if len(kept) < len(events):
             log.info("dropped %d messages taken before the last rebalance: they are read again in order",
                      len(events) - len(kept))
@@ -339,9 +339,10 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     @app.on_partitions_revoked.connect
     async def forget(app: faust.App, revoked: set, **_: Any) -> None:  # noqa: ARG001
         """A moved partition's shard is rebuilt from its snapshot by whoever owns it next."""
+        now = time.monotonic()
         for tp in revoked:
             taken.pop((tp.topic, tp.partition), None)
-            assigned_at.pop((tp.topic, tp.partition), None)
+            revoked_at[(tp.topic, tp.partition)] = now
             owned.discard(tp.partition)
             shards.pop(tp.partition, None)
             pending.pop(tp.partition, None)
@@ -351,8 +352,6 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
 
     @app.on_partitions_assigned.connect
     async def own(app: faust.App, assigned: set, **_: Any) -> None:  # noqa: ARG001
-        now = time.monotonic()
-        assigned_at.update({(tp.topic, tp.partition): now for tp in assigned})
         owned.update(tp.partition for tp in assigned if tp.topic == positions_topic)
         if owned:
             ready.set()
@@ -360,18 +359,20 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     return app
 
 
-def current(message: Any, assigned_at: Mapping[tuple[str, int], float]) -> bool:
-    """Whether faust handed ``message`` to the streams under the current assignment of its
-    partition (``assigned_at``: monotonic time of that assignment, absent if not assigned here).
+def current(message: Any, revoked_at: Mapping[tuple[str, int], float]) -> bool:
+    """Whether faust handed ``message`` to the streams after its partition was last revoked
+    here (``revoked_at``: monotonic times; a partition never revoked has no entry).
 
-    A rebalance leaves what a take buffer already holds in place (streams are not waited for:
-    their messages wait for a snapshot), then every partition is read again from its committed
-    offset. An older copy processed first would put a shard ahead of that re-read, and the
+    A rebalance revokes every partition (aiokafka's eager protocol) but leaves what a take buffer
+    already holds in place (streams are not waited for: their messages wait for a snapshot);
+    fetching stops until the new assignment has read every partition back to its committed
+    offset. An older copy processed after that would put a shard ahead of the re-read, and the
     records in between would be dropped as redeliveries: another order than the in-process
-    replay's. So it is dropped itself, unacknowledged, and comes back in its place. faust stamps
-    ``time_in`` when it hands a message over, on the monotonic clock."""
-    since = assigned_at.get((message.topic, message.partition))
-    return since is not None and message.time_in is not None and message.time_in >= since
+    replay's. So it is dropped itself, unacknowledged, and comes back in its place (or goes to
+    the partition's new owner). faust stamps ``time_in`` when it hands a message over, on the
+    monotonic clock."""
+    return message.time_in is not None and message.time_in > revoked_at.get((message.topic, message.partition),
+                                                                             float("-inf"))
 
 
 def breach_key(breach) -> str:
