@@ -65,7 +65,7 @@ from pipelines.ops.metrics import Metrics
 from pipelines.policy.signing import SigningKey
 from pipelines.streams import fanout
 from pipelines.streams.intake import Refused, admit
-from pipelines.streams.settled import BrokerProgress, read_progress, settled_inputs
+from pipelines.streams.settled import BrokerProgress, deleted_unread, read_progress, settled_inputs
 from pipelines.topics import ACCOUNT_PARTITIONS, spec_for, topic_name
 
 log = logging.getLogger(__name__)
@@ -295,6 +295,8 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     admin = AdminClient(client_config(kafka))
     progress: BrokerProgress | None = None
 
+    reported_lost: set[tuple[int, str, int]] = set()
+
     @app.timer(interval=max(0.1, config.idle_ms / 2000))
     async def refresh_progress() -> None:
         nonlocal progress
@@ -304,6 +306,14 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         except Exception as exc:  # noqa: BLE001 - a broker hiccup costs a reading, never the worker
             progress = None  # unknown progress settles nothing (a stale reading could)
             log.warning("broker progress not read: %r", exc)
+        for partition, shard in list(shards.items()):
+            lost = deleted_unread(partition, progress, taken, shard.offsets, topic_of, ACCOUNT_TOPICS, fanout_name)
+            for input_name, (first, start) in lost.items():
+                if (partition, input_name, start) not in reported_lost:
+                    reported_lost.add((partition, input_name, start))
+                    log.error("shard %d never read %s offsets %d..%d: the broker deleted them first (retention "
+                              "counts from message timestamps; docs/operations.md); the shard goes on without them",
+                              partition, input_name, first, start - 1)
 
     @app.timer(interval=0.1)
     async def release_idle_inputs() -> None:

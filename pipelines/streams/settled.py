@@ -26,8 +26,13 @@ last asked, has been read here.
 A partition whose last offset is a transaction marker never settles by these tests: market and
 account producers are expected to be idempotent, not transactional.
 
+The same reading shows records lost before a shard read them (``deleted_unread``): a log start
+past what the shard took. Retention deletes by message timestamp, so an input stamped with old
+event times can vanish while the cluster is still reading it; the shard then goes on without
+those records, and the worker says so loudly rather than only in the consumer's offset reset.
+
 ``read_progress`` asks the broker (one AdminClient round, off the event loop); ``settled_inputs``
-is the pure rule. Unknown progress (the broker not answering yet) settles nothing: a shard then
+and ``deleted_unread`` are pure. Unknown progress (the broker not answering yet) settles nothing: a shard then
 waits, it never guesses.
 """
 
@@ -99,3 +104,26 @@ def settled_inputs(inputs: Iterable[str], partition: int, progress: BrokerProgre
         if done:
             settled.add(name)
     return settled
+
+
+def deleted_unread(partition: int, progress: BrokerProgress | None, taken: Mapping[TP, int], heard: Mapping[str, int],
+                   topic: Mapping[str, str], account_topics: Collection[str], fanout_topic: str
+                   ) -> dict[str, tuple[int, int]]:
+    """The inputs of shard ``partition`` whose log start has passed records the shard never
+    took, as ``{input: (first, start)}``: offsets ``first`` .. ``start - 1`` were deleted before
+    it read them. Only inputs the shard has taken something from count (a deployment that starts
+    after retention trimmed a topic has lost nothing of its own). A market input counts only
+    once ``fanout_topic`` partition ``partition`` is read to its end, as its records may still be
+    on their way through the fan-out. Arguments as for ``settled_inputs``."""
+    if progress is None:
+        return {}
+    fanout = (fanout_topic, partition)
+    fanout_read = fanout in progress.ends and progress.read_to(fanout, taken) >= progress.ends[fanout]
+    lost = {}
+    for name, offset in heard.items():
+        catalogue_name, index = name.rsplit("/", 1)
+        tp = (topic.get(catalogue_name), int(index))
+        start = progress.starts.get(tp, 0)
+        if offset + 1 < start and (catalogue_name in account_topics or fanout_read):
+            lost[name] = (offset + 1, start)
+    return lost

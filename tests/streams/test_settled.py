@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipelines.streams.settled import BrokerProgress, read_progress, settled_inputs
+from pipelines.streams.settled import BrokerProgress, deleted_unread, read_progress, settled_inputs
 
 TOPIC = {"backstop.positions": "p.positions", "backstop.market.index": "p.index"}
 ACCOUNT = ("backstop.positions",)
@@ -22,6 +22,28 @@ def progress(ends: dict, committed: dict | None = None, starts: dict | None = No
 
 def settled(reading: BrokerProgress | None, taken: dict, heard: dict | None = None) -> set[str]:
     return settled_inputs(INPUTS, 3, reading, taken, heard or {}, TOPIC, ACCOUNT, FANOUT)
+
+
+def lost(reading: BrokerProgress | None, heard: dict, taken: dict | None = None) -> dict:
+    return deleted_unread(3, reading, taken or {}, heard, TOPIC, ACCOUNT, FANOUT)
+
+
+def test_records_deleted_before_the_shard_took_them_are_reported_with_their_offsets() -> None:
+    ends = {("p.positions", 3): 20, ("p.index", 1): 90, (FANOUT, 3): 7}
+    starts = {("p.positions", 3): 15, ("p.index", 1): 90}
+    heard = {"backstop.positions/3": 9, "backstop.market.index/1": 40}
+    # the fan-out not read to its end: the index records may still be on their way through it
+    assert lost(progress(ends, starts=starts), heard) == {"backstop.positions/3": (10, 15)}
+    assert lost(progress(ends, starts=starts), heard, {(FANOUT, 3): 7}) == {
+        "backstop.positions/3": (10, 15), "backstop.market.index/1": (41, 90)}
+
+
+def test_nothing_is_lost_where_the_shard_took_up_to_the_log_start_or_never_read_the_input() -> None:
+    ends = {("p.positions", 3): 20, ("p.index", 1): 90, (FANOUT, 3): 7}
+    starts = {("p.positions", 3): 15, ("p.index", 1): 90}
+    assert lost(progress(ends, starts=starts), {"backstop.positions/3": 14}) == {}
+    assert lost(progress(ends, starts=starts), {}) == {}  # a new deployment: trimmed before it began
+    assert lost(None, {"backstop.positions/3": 1}) == {}
 
 
 def test_an_account_input_is_settled_once_read_to_its_end_here_or_by_the_group() -> None:
