@@ -87,8 +87,7 @@ def settled_inputs(inputs: Iterable[str], partition: int, progress: BrokerProgre
     directly, every other input arriving through ``fanout_topic`` (a Kafka topic name)."""
     if progress is None:
         return set()
-    fanout = (fanout_topic, partition)
-    fanout_read = fanout in progress.ends and progress.read_to(fanout, taken) >= progress.ends[fanout]
+    fanout_read = _fanout_read(progress, (fanout_topic, partition), taken)
     settled = set()
     for name in inputs:
         catalogue_name, index = name.rsplit("/", 1)
@@ -117,8 +116,7 @@ def deleted_unread(partition: int, progress: BrokerProgress | None, taken: Mappi
     on their way through the fan-out. Arguments as for ``settled_inputs``."""
     if progress is None:
         return {}
-    fanout = (fanout_topic, partition)
-    fanout_read = fanout in progress.ends and progress.read_to(fanout, taken) >= progress.ends[fanout]
+    fanout_read = _fanout_read(progress, (fanout_topic, partition), taken)
     lost = {}
     for name, offset in heard.items():
         catalogue_name, index = name.rsplit("/", 1)
@@ -127,3 +125,8 @@ def deleted_unread(partition: int, progress: BrokerProgress | None, taken: Mappi
         if offset + 1 < start and (catalogue_name in account_topics or fanout_read):
             lost[name] = (offset + 1, start)
     return lost
+
+
+def _fanout_read(progress: BrokerProgress, fanout: TP, taken: Mapping[TP, int]) -> bool:
+    """This worker has read the shard's fan-out partition to the end the reading found."""
+    return fanout in progress.ends and progress.read_to(fanout, taken) >= progress.ends[fanout]
