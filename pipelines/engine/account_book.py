@@ -47,12 +47,14 @@ class BuiltBook:
     where: dict[str, int]  # account -> row in book.accounts
     row_underlying: np.ndarray  # per netted position: its underlying's column in the table
     collateral_account: np.ndarray  # per collateral entry: account row
-    collateral_asset: tuple[str, ...]  # per collateral entry: its asset
+    assets: tuple[str, ...]  # the collateral assets held, each once
+    collateral_asset: np.ndarray  # per collateral entry: its asset's index into ``assets``
     collateral_amount: np.ndarray
 
     def with_collateral(self, prices: Mapping[str, float]) -> Book:
-        """The book with every account's collateral valued at ``prices`` (stablecoins at 1)."""
-        price = np.array([asset_price(a, prices) for a in self.collateral_asset])
+        """The book with every account's collateral valued at ``prices`` (stablecoins at 1):
+        each asset priced once, not once per account holding it."""
+        price = np.array([asset_price(a, prices) for a in self.assets], dtype=np.float64)[self.collateral_asset]
         usd = np.bincount(self.collateral_account, weights=self.collateral_amount * price,
                           minlength=len(self.book.accounts))
         return dataclasses.replace(self.book, collateral=usd)
@@ -145,6 +147,10 @@ class AccountBook:
         book = Book.from_arrays(accounts, np.zeros(len(accounts)), table, np.array(acc_idx, dtype=np.int64),
                                 np.array(ins_idx, dtype=np.int64), np.array(qty, dtype=np.float64),
                                 np.array(avg, dtype=np.float64))
+        assets = tuple(sorted(set(col_asset)))
+        where_asset = {a: k for k, a in enumerate(assets)}
         return BuiltBook(book, {a: i for i, a in enumerate(accounts)},
                          np.asarray(table.underlying_idx, dtype=np.int64)[book.instrument_idx],
-                         np.array(col_acc, dtype=np.int64), tuple(col_asset), np.array(col_amount, dtype=np.float64))
+                         np.array(col_acc, dtype=np.int64), assets,
+                         np.array([where_asset[a] for a in col_asset], dtype=np.int64),
+                         np.array(col_amount, dtype=np.float64))

@@ -199,13 +199,11 @@ class Engine:
         unreliable = {u for u in table.underlyings if self.detectors.oracle_unreliable(u)}
         marks = dict(zip(table.names, risk.unit.price.tolist()))
         plans = self._plans(book, risk, rows[slow], time_ms, conditions)
-        for k in np.flatnonzero(slow):
-            i = int(rows[k])
-            account = book.accounts[i]
-            ratio = float(risk.margin_ratio[i])
-            breaches = self.detectors.on_margin(account, time_ms, ratio, refs[seq[i]])
+        views = self._views(book.accounts, rows[slow], risk, velocity, ttb[slow], time_ms)
+        for i, view in views:
+            account = view.account
+            breaches = self.detectors.on_margin(account, time_ms, view.margin_ratio, refs[seq[i]])
             out.breaches += breaches
-            view = self._view(account, i, risk, velocity, float(ttb[k]), time_ms)
             legs = [CloseIntent(name, name.split("-")[0], -q, marks[name])
                     for name, (q, _) in sorted(self.accounts.positions[account].items())]
 
@@ -270,20 +268,24 @@ class Engine:
         slow = ~((ratio < quiet_below) & (ttb >= p.horizon_ms))
         return slow | watched
 
-    def _view(self, account: str, i: int, risk, velocity: Mapping[str, float], ttb: float, time_ms: int) -> AccountView:
+    def _views(self, accounts: tuple[str, ...], rows: np.ndarray, risk, velocity: Mapping[str, float],
+               ttb: np.ndarray, time_ms: int) -> list[tuple[int, AccountView]]:
+        """The ladder's view of each account in ``rows`` (with its row): read out of the risk
+        arrays once per tick (``tolist``), not element by element; the index and velocity
+        dicts are the tick's own, shared (nothing changes a view)."""
         unds = risk.underlyings
-        return AccountView(
-            account=account, event_time_ms=time_ms, equity=float(risk.equity[i]),
-            maintenance=float(risk.maintenance[i]), initial=float(risk.initial[i]),
-            margin_ratio=float(risk.margin_ratio[i]),
-            delta={u: float(risk.delta[i, k]) for k, u in enumerate(unds)},
-            gamma={u: float(risk.gamma[i, k]) for k, u in enumerate(unds)},
-            vega={u: float(risk.vega[i, k]) for k, u in enumerate(unds)},
-            index={u: self.board.index[u] for u in unds},
-            index_velocity=dict(velocity),
-            hedged=account in self.params.hedged_accounts,
-            time_to_breach_ms=ttb,
-        )
+        index = {u: self.board.index[u] for u in unds}
+        velocity = dict(velocity)
+        hedged = self.params.hedged_accounts
+        columns = (risk.equity[rows].tolist(), risk.maintenance[rows].tolist(), risk.initial[rows].tolist(),
+                   risk.margin_ratio[rows].tolist(), risk.delta[rows].tolist(), risk.gamma[rows].tolist(),
+                   risk.vega[rows].tolist(), ttb.tolist())
+        return [(i, AccountView(
+            account=accounts[i], event_time_ms=time_ms, equity=equity, maintenance=maintenance, initial=initial,
+            margin_ratio=ratio, delta=dict(zip(unds, delta)), gamma=dict(zip(unds, gamma)),
+            vega=dict(zip(unds, vega)), index=index, index_velocity=velocity, hedged=accounts[i] in hedged,
+            time_to_breach_ms=breach_ms))
+            for i, equity, maintenance, initial, ratio, delta, gamma, vega, breach_ms in zip(rows.tolist(), *columns)]
 
     def _exposures(self, accounts: tuple[str, ...], rows: np.ndarray, slow: np.ndarray, risk,
                    time_ms: int) -> list[dict[str, Any]]:
@@ -298,14 +300,14 @@ class Engine:
         with np.errstate(invalid="ignore"):
             due = slow | (time_ms - last_t >= p.exposure_interval_ms) | ~(np.abs(ratio - last_ratio) < p.exposure_ratio_step)
         out = []
-        for k in np.flatnonzero(due):
-            i = int(rows[k])
+        picked = rows[due]
+        for i, equity, maintenance, initial, r in zip(picked.tolist(), risk.equity[picked].tolist(),
+                                                      risk.maintenance[picked].tolist(),
+                                                      risk.initial[picked].tolist(), risk.margin_ratio[picked].tolist()):
             account = accounts[i]
-            r = float(risk.margin_ratio[i])
             self._emitted[account] = (time_ms, r)
-            out.append({"account": account, "event_time_ms": time_ms, "equity_usd": float(risk.equity[i]),
-                        "maintenance_margin_usd": float(risk.maintenance[i]),
-                        "initial_margin_usd": float(risk.initial[i]), "margin_ratio": r,
+            out.append({"account": account, "event_time_ms": time_ms, "equity_usd": equity,
+                        "maintenance_margin_usd": maintenance, "initial_margin_usd": initial, "margin_ratio": r,
                         "state": self.ladder.state(account).value})
         return out
 

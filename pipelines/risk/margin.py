@@ -200,9 +200,11 @@ def row_margin(
 ) -> RowMargin:
     """MM_u = max(0, -min_s w_s PnL_s) + (2 % |net D| + 1 % hedged D) S + 1 % S x short options."""
     weighted = pnl * weight
-    worst = np.argmin(weighted, axis=1) if weighted.shape[1] else np.zeros(len(pnl), dtype=np.int64)
-    loss = np.maximum(-np.take_along_axis(weighted, worst[:, None], axis=1)[:, 0], 0.0) \
-        if weighted.shape[1] else np.zeros(len(pnl))
+    if weighted.shape[1]:
+        worst = np.argmin(weighted, axis=1)
+        loss = np.maximum(-weighted.min(axis=1), 0.0)  # the value at ``worst``, NaN included
+    else:
+        worst, loss = np.zeros(len(pnl), dtype=np.int64), np.zeros(len(pnl))
     hedged = np.minimum(long_delta, short_delta)
     delta_charge = (params.delta_charge_net[und] * np.abs(net_delta) + params.delta_charge_hedged[und] * hedged) * index
     short_charge = params.short_option_charge[und] * short_option_units * index
