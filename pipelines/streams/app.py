@@ -55,7 +55,7 @@ from confluent_kafka.admin import AdminClient
 
 from pipelines.config import KafkaSettings, Settings
 from pipelines.engine.engine import EngineOutput, EngineParams
-from pipelines.engine.shard import ACCOUNT_TOPICS, FANOUT_TOPIC, MARKET_TOPICS, Shard
+from pipelines.engine.shard import ACCOUNT_TOPICS, FANOUT_TOPIC, MARKET_TOPICS, Message, Shard
 from pipelines.engine.shards import ACCOUNT_BREACHES, market_subject
 from pipelines.events.codec import default_codec
 from pipelines.events.deadletter import dead_letter
@@ -184,6 +184,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         return shard
 
     outbox, fan = Outbox(kafka), Outbox(kafka)
+    batches = fanout.OpenedBatches(codec, validator)
     output_topics = {record: name(topic) for record, topic in
                      (("Breach", "backstop.breaches"), ("Action", "backstop.actions"),
                       ("ExposureSnapshot", "backstop.exposures"))}
@@ -234,15 +235,17 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                 pending[partition].append(event)
                 message = event.message
                 if message.topic == fanout_name:
-                    items = fanout.unpack(codec, message.value)
-                    if isinstance(items, Refused):
-                        dead_letter_send(message, items.reason, items.detail, now_ms, message.value, message.key)
+                    opened = batches.open(message.value, now_ms)
+                    if isinstance(opened, Refused):
+                        dead_letter_send(message, opened.reason, opened.detail, now_ms, message.value, message.key)
                         continue
-                    for item in items:
-                        take(shard, message, item["source"], item["key"], item["value"], now_ms)
-                    backlog[partition] += len(items)
+                    for item, admitted in opened:
+                        take(shard, message, item["source"], item["key"], item["value"], admitted, now_ms)
+                    backlog[partition] += len(opened)
                 else:
-                    take(shard, message, source_of(message, prefix), message.key, message.value, now_ms)
+                    source = source_of(message, prefix)
+                    take(shard, message, source, message.key, message.value,
+                         admit(codec, validator, message.value, source, now_ms), now_ms)
                     backlog[partition] += 1
                 touched[partition] = None
             for partition in touched:
@@ -252,10 +255,10 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                 if partition in shards and backlog[partition] >= config.snapshot_every:
                     await checkpoint(partition, stream)
 
-    def take(shard: Shard, message: Any, source: str, key: bytes | None, value: bytes | None, now_ms: int) -> None:
-        """Admit one record read from ``source`` (bad input to the dead letters, with the
-        coordinates of the ``message`` that carried it) and queue it in its shard."""
-        admitted = admit(codec, validator, value, source, now_ms)
+    def take(shard: Shard, message: Any, source: str, key: bytes | None, value: bytes | None,
+             admitted: Message | Refused, now_ms: int) -> None:
+        """Queue one record read from ``source`` in its shard, as admitted (bad input to the
+        dead letters, with the coordinates of the ``message`` that carried it)."""
         if isinstance(admitted, Refused):
             detail = admitted.detail if message.topic != fanout_name else f"{source}: {admitted.detail}"
             dead_letter_send(message, admitted.reason, detail, now_ms, value, key)
