@@ -36,9 +36,34 @@ same command with `PYTHONPATH=/tmp/before` (before) and without it (after):
 | 10k accounts, 1,000 options, 6 % fall (`bench_scaling.py --point 10000 1000 10`) | 11.9 market events/s | 25.3 market events/s | x2.1 |
 | may-2021 scenario through one engine (`bench_replay.py`, engine_single) | 592 events/s | 1,099 events/s | x1.9 |
 
-The liquidation-planning section above repeats the comparison in every run. What the profile shows
-next: the per-account Python of the ladder and detectors for each distressed account
-(`on_revaluation`, `_view`, `on_margin`, about 40 % after the change), then `np.add.at`.
+The liquidation-planning section above repeats the comparison in every run.
+
+### Where a crash replay's time goes now (2026-12-01, commit 3c63038)
+
+cProfile inflates small Python calls, so the engine's phases were timed with wall-clock
+wrappers instead, on the may-2021 recording through one engine (3,688 events, 1,200
+revaluation ticks of 250 ms): liquidation planning (`_plans`, 922 batched calls) 40 %, the
+revaluation itself (`revalue_book` with its scenario grid and adaptive add-on, about 1.1 ms per
+tick whatever the book's size, numpy's per-call cost) 31 %, the ladder's views, the ladder and
+the margin detectors of the accounts under watch 10 %, times to breach and exposure snapshots
+8 %, market events 3 %. Of the 1,704 liquidation rounds the ladder runs there, 41 send an order:
+in a replay no fill comes back, so what earlier rounds sent stays in flight and covers the
+next plan. Moving the per-tick Python to one `tolist` per tick (views, exposures, collateral
+priced per asset) changed no output, bit for bit, and moved the figures by less than run-to-run
+noise (±10 %): the per-account Python was never the bound. What would move them: a revaluation
+whose cost does not start at a millisecond (compiled kernels, or revaluing several ticks in
+one call), and a plan that is not remade while earlier rounds cover it. The 200,000 events/s
+target sits above the decoding floor of the recording itself (the "decode" row).
+
+### The stream worker: where its time goes (2026-12-01, py-spy)
+
+`py-spy record -p <worker pid> -d 15 -f raw` during the throughput benchmark's load: the worker
+is CPU-bound (98 % of a core). Before commit 6807ab3, opening the fan-out batches (decoding and
+validating each market record once per partition held) was 14.5 % of the event loop's samples;
+each batch is now opened once per worker (`fanout.OpenedBatches`), 1.4 %. The shards' engines
+are 64 % (the revaluation at each 250 ms tick, once per shard, most of it), snapshots 6.6 %.
+Run to run, this benchmark's worker figure moves by up to ±30 % on this two-core machine (the
+broker shares the cores), more than either change: the profile shares are the measurement.
 
 ### The stream worker: what its baselines showed, and two fixes
 

@@ -301,9 +301,9 @@ class Engine:
             due = slow | (time_ms - last_t >= p.exposure_interval_ms) | ~(np.abs(ratio - last_ratio) < p.exposure_ratio_step)
         out = []
         picked = rows[due]
-        for i, equity, maintenance, initial, r in zip(picked.tolist(), risk.equity[picked].tolist(),
-                                                      risk.maintenance[picked].tolist(),
-                                                      risk.initial[picked].tolist(), risk.margin_ratio[picked].tolist()):
+        columns = (risk.equity[picked].tolist(), risk.maintenance[picked].tolist(), risk.initial[picked].tolist(),
+                   risk.margin_ratio[picked].tolist())
+        for i, equity, maintenance, initial, r in zip(picked.tolist(), *columns):
             account = accounts[i]
             self._emitted[account] = (time_ms, r)
             out.append({"account": account, "event_time_ms": time_ms, "equity_usd": equity,
