@@ -86,15 +86,23 @@ is still a queue: the worker's throughput is below that rate.
 """
 
 
-def render(results: Mapping[str, Results], machine: Mapping[str, str], when: datetime.datetime, rerun: str,
-           results_dir: str) -> str:
+def render(results: Mapping[str, Results], when: datetime.datetime, rerun: str, results_dir: str) -> str:
+    """The report. Each result names the machine it was measured on (``run.py`` stamps it): a
+    partial run beside older results may mix machines, and the header then says which is which."""
+    on: dict[str, list[str]] = {}
+    for key, result in results.items():
+        on.setdefault(_machine(result.get("machine")), []).append(key)
+    if len(on) == 1:
+        machines = ["in that run beside its baseline, on this machine:\n", f"- {next(iter(on))}"]
+    else:
+        machines = ["in its run beside its baseline; these results come from more than one machine (compare "
+                    "ratios across them, not rates):\n"] + [f"- {m}: {', '.join(keys)}" for m, keys in on.items()]
     parts = [
         "# Benchmarks\n",
         f"Written by `{rerun}` on {when:%Y-%m-%d %H:%M} UTC. Rerun with `.venv/bin/python {rerun}` after "
         "`infra/install` and `infra/local up` (Kafka and ClickHouse on loopback); every figure below was measured "
-        "in that run beside its baseline, on this machine:\n",
-        f"- {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {machine.get('memory_gb', '?')} GB, "
-        f"{machine.get('os', '?')}, Python {machine.get('python', '?')}",
+        + machines[0],
+        *machines[1:],
         "- Kafka 3.9.1 (one KRaft broker, `infra/local`), ClickHouse from Debian's `clickhouse-server` package\n",
         f"Raw results: `{results_dir}/*.json`. Each benchmark is a script in `bench/` that runs alone too.\n",
     ]
@@ -105,6 +113,13 @@ def render(results: Mapping[str, Results], machine: Mapping[str, str], when: dat
     parts.append("## Profile of the slowest stage, and the fix\n")
     parts.append(PROFILE)
     return "\n".join(parts)
+
+
+def _machine(m: Mapping[str, str] | None) -> str:
+    if not m:
+        return "machine not recorded"
+    return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory_gb', '?')} GB, {m.get('os', '?')}, "
+            f"Python {m.get('python', '?')}")
 
 
 def _n(x: float, digits: int = 0) -> str:

@@ -101,12 +101,14 @@ def main() -> None:
         proc = subprocess.run(command, cwd=REPO, check=False)
         if proc.returncode:
             raise SystemExit(f"bench: {name} failed (exit {proc.returncode}); rerun it alone: {' '.join(command[1:])}")
+        out = results / f"{name}.json"  # stamped with its machine: a later partial run must not relabel it
+        out.write_text(json.dumps({**json.loads(out.read_text()), "machine": machine()}, indent=2) + "\n")
         print(f"[{k + 1}/{len(chosen)}] {name} done in {time.monotonic() - t:.0f} s", flush=True)
     loaded = {n: json.loads((results / f"{n}.json").read_text()) for n in names if (results / f"{n}.json").exists()}
     rerun = "bench/run.py" + (" --quick" if args.quick else "")
     # the time of the newest measurement, so that re-rendering does not restamp old figures
     newest = max((results / f"{n}.json").stat().st_mtime for n in loaded) if loaded else time.time()
-    text = render(loaded, machine(), datetime.datetime.fromtimestamp(newest, datetime.timezone.utc), rerun,
+    text = render(loaded, datetime.datetime.fromtimestamp(newest, datetime.timezone.utc), rerun,
                   os.path.relpath(results, report.parent))
     report.write_text(text)
     print(f"{len(chosen)} benchmark(s) in {time.monotonic() - started:.0f} s -> {report}")

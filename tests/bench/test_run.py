@@ -65,7 +65,8 @@ def test_the_report_pairs_figures_with_baselines_and_judges_the_targets() -> Non
                                                                     "peak_rss_mb": 500.0}],
                "instruments": [point], "workers": [{"workers": 1, "events_per_s": 100.0},
                                                    {"workers": 2, "events_per_s": 150.0}]}
-    text = render({"worker": worker, "scaling": scaling}, {"cpu": "test cpu", "cores": "2"},
+    here = {"cpu": "test cpu", "cores": "2"}
+    text = render({"worker": {**worker, "machine": here}, "scaling": {**scaling, "machine": here}},
                   datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc), "bench/run.py", "bench/results")
     assert "| input events/s (messages/s) | 60,000 | 1,000,000 | 80,000 | 120,000 | x0.06 | x0.75 | x0.5 |" in text
     assert "at 480,000/s: x4 the twelve shards" in text
@@ -75,5 +76,11 @@ def test_the_report_pairs_figures_with_baselines_and_judges_the_targets() -> Non
     assert "| 10,000 | 100 | 4,000 | 200,000 | 300.0 | 3,000,000 | x3 | 10 | 500 | x2.5 |" in text
     assert "| 2 | 150 | x1.5 |" in text
     assert "![workers](bench/results/scaling_workers.png)" in text
-    assert "test cpu, 2 cores" in text
+    assert "on this machine:\n\n- test cpu, 2 cores" in text
     assert "## Codec: Avro encode and decode\n\nNot run" in text
+    # a partial run beside older results: each machine is named with what was measured on it
+    mixed = render({"worker": {**worker, "machine": here}, "scaling": {**scaling, "machine": {"cpu": "other cpu"}}},
+                   datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc), "bench/run.py", "bench/results")
+    assert "more than one machine" in mixed and "on this machine:\n" not in mixed
+    assert "- test cpu, 2 cores, ? GB, ?, Python ?: worker\n- other cpu, ? cores" in mixed
+    assert mixed.split("\n- other cpu", 1)[1].split("\n", 1)[0].endswith(": scaling")
