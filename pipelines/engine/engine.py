@@ -208,6 +208,8 @@ class Engine:
                     for name, (q, _) in sorted(self.accounts.positions[account].items())]
 
             def plan(target: float, i: int = i) -> list[CloseIntent]:
+                if not math.isfinite(target):
+                    return []  # margin that cannot be valued sizes no partial close (_plans)
                 result = plans.get(i)
                 if result is None or result.target_ratio != target:
                     result = plan_liquidation(book, risk, i, target, adaptive=self.params.adaptive, conditions=conditions)
@@ -244,10 +246,14 @@ class Engine:
         shortfall = self.params.detectors.margin_trigger_ratio
         wanted = [int(i) for i in rows
                   if self.ladder.may_round(book.accounts[i], float(risk.margin_ratio[i]), time_ms, shortfall)]
+        targets = {i: self.ladder.target_ratio_of(float(risk.maintenance[i]), float(risk.initial[i])) for i in wanted}
+        # An account whose margin cannot be valued (NaN: ``margin_ratio`` counts it infinitely
+        # over) has no target to size a partial close to; its equity breach closes it in full.
+        wanted = [i for i in wanted if math.isfinite(targets[i])]
         if not wanted:
             return {}
-        targets = [self.ladder.target_ratio_of(float(risk.maintenance[i]), float(risk.initial[i])) for i in wanted]
-        made = plan_liquidations(book, risk, wanted, targets, adaptive=self.params.adaptive, conditions=conditions)
+        made = plan_liquidations(book, risk, wanted, [targets[i] for i in wanted], adaptive=self.params.adaptive,
+                                 conditions=conditions)
         return dict(zip(wanted, made))
 
     def _times_to_breach(self, risk, velocity: Mapping[str, float], rows: np.ndarray) -> np.ndarray:

@@ -181,10 +181,16 @@ class BookRisk:
 
 def margin_ratio(maintenance: np.ndarray, equity: np.ndarray) -> np.ndarray:
     """MM / equity; at or above 1 the account is liquidatable. Equity <= 0 with any requirement
-    is infinitely over; no requirement and no equity is 0 (nothing to liquidate)."""
+    is infinitely over; no requirement and no equity is 0 (nothing to liquidate).
+
+    Fails closed: an account whose margin or equity is NaN is infinitely over too. Every
+    comparison with NaN is false, so a NaN ratio would pass every threshold and the account
+    would drop out of the ladder's sight; finite inputs can still overflow (an index of 1e200
+    makes a short perpetual's equity -1e200 and its scenario margin inf - inf)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = maintenance / equity
-    return np.where(equity > 0, ratio, np.where(maintenance > 0, np.inf, 0.0))
+    ratio = np.where(equity > 0, ratio, np.where(maintenance > 0, np.inf, 0.0))
+    return np.where(np.isnan(maintenance) | np.isnan(equity) | np.isnan(ratio), np.inf, ratio)
 
 
 def revalue_book(

@@ -147,3 +147,21 @@ def test_an_older_market_record_does_not_overwrite_a_newer_one() -> None:
     engine.on_event("IndexPrice", {**tick, "price": 59_000.0, "event_time_ms": 10_500}, "i:2")
     assert engine.board.index["BTC"] == 59_000.0
     assert engine._index_history["BTC"]._times == [10_000, 10_500]
+
+
+def test_an_overflowing_index_liquidates_the_bankrupt_account_instead_of_hiding_it() -> None:
+    """A finite but absurd index (1e200) overflows the scenario margin to NaN; the short
+    perpetual's equity is -1e200. The account must still be escalated (fail closed)."""
+    account = {"account": "short", "sequence": 1, "event_time_ms": 0}
+    events = [("CollateralUpdate", {**account, "asset": "USDC", "amount": 1_000.0, "change": 1_000.0,
+                                    "reason": "deposit"}),
+              ("PositionUpdate", {**account, "instrument": "BTC-PERPETUAL", "quantity": -1.0,
+                                  "average_price": 60_000.0})]
+    events += [("IndexPrice", {"underlying": "BTC", "index_name": "btc", "price": 1e200, "event_time_ms": t})
+               for t in (10, 300, 600)]
+    with np.errstate(all="ignore"):
+        engine, breaches, actions = run(events)
+        risk = engine.revaluation().risk
+    assert np.isnan(risk.maintenance[0]) and risk.equity[0] == -1e200 and risk.margin_ratio[0] == np.inf
+    assert "equity_below_liquidation" in [b.kind.value for b in breaches if b.subject == "short"]
+    assert types_for(actions, "short") == ["full_liquidation"]

@@ -8,7 +8,7 @@ from risk_samples import NOW_MS, market
 
 from pipelines.errors import UserError
 from pipelines.risk.black76 import black76_greeks
-from pipelines.risk.book import Book, Portfolio, Position, account_risk, revalue_book
+from pipelines.risk.book import Book, Portfolio, Position, account_risk, margin_ratio, revalue_book
 from pipelines.risk.instruments import InstrumentTable
 from pipelines.risk.market import YEAR_MS, MarketError, MarketState, UnderlyingMarket
 
@@ -85,6 +85,12 @@ def test_negative_equity_is_infinitely_over_and_liquidatable() -> None:
     assert r.margin_ratio[0] == np.inf and r.liquidatable[0]
     _, empty = account_risk(Portfolio("a", 100.0, ()), MKT)
     assert empty.maintenance[0] == 0 and empty.margin_ratio[0] == 0 and not empty.liquidatable[0]
+
+
+def test_an_account_that_cannot_be_valued_is_infinitely_over_not_overlooked() -> None:
+    nan, inf = np.nan, np.inf
+    ratio = margin_ratio(np.array([nan, nan, 1.0, nan, inf, 0.0, 5.0]), np.array([-1e200, 10.0, nan, nan, inf, 0.0, 10.0]))
+    assert ratio.tolist() == [inf, inf, inf, inf, inf, 0.0, 0.5]
 
 
 def test_bad_inputs_are_user_errors() -> None:
