@@ -53,7 +53,9 @@ priced per asset) changed no output, bit for bit, and moved the figures by less 
 noise (±10 %): the per-account Python was never the bound. What would move them: a revaluation
 whose cost does not start at a millisecond (compiled kernels, or revaluing several ticks in
 one call), and a plan that is not remade while earlier rounds cover it. The 200,000 events/s
-target sits above the decoding floor of the recording itself (the "decode" row).
+target sits above the decoding floor of the recording itself (the "decode" row). Read these
+figures with this VM's spread: three runs of `bench_replay.py` within the hour of the full run
+above gave 737, 1,002 and 1,126 events/s for one engine, and 42,625 to 75,606 for decoding.
 
 ### The stream worker: where its time goes (2026-12-01, py-spy)
 
