@@ -3,7 +3,8 @@
 What to check comes from the schemas themselves: a field carrying ``"backstop.check"`` is checked
 as
 
-* ``price``        finite and >= 0 (``nan_price`` / ``negative_price``; +-inf is ``non_finite``);
+* ``price``        finite, >= 0 and at most ``MAX_PRICE`` (``nan_price`` / ``negative_price`` /
+  ``implausible_price``; +-inf is ``non_finite``);
 * ``positive_price`` a ``price`` that is also > 0 (``not_positive``): an index or oracle price of
   zero is a broken feed, and every ratio against it would divide by zero;
 * ``positive``     finite and > 0 (contract and tick sizes; ``not_positive``);
@@ -36,6 +37,7 @@ from pipelines.risk.instruments import InstrumentError, parse_instrument
 # reason codes (also the DeadLetter.reason values); decode reasons live in codec.DecodeError
 NAN_PRICE = "nan_price"
 NEGATIVE_PRICE = "negative_price"
+IMPLAUSIBLE_PRICE = "implausible_price"
 NON_FINITE = "non_finite"
 NOT_POSITIVE = "not_positive"
 NEGATIVE_VALUE = "negative_value"
@@ -43,6 +45,10 @@ UNKNOWN_INSTRUMENT = "unknown_instrument"
 BAD_INSTRUMENT_NAME = "bad_instrument_name"
 EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
 
+#: no market quotes a unit at a trillion dollars; a larger price is a broken feed, and the risk
+#: core's products and squares of it (notional x scenario move, squared for the gamma add-on)
+#: overflow to inf and NaN (docs/risk-model.md: the margin ratio then fails closed)
+MAX_PRICE = 1e12
 DEFAULT_MAX_PAST_MS = 24 * 3600 * 1000  # a day: older events belong to a replay, with its own clock
 DEFAULT_MAX_FUTURE_MS = 5 * 60 * 1000  # five minutes of clock skew
 
@@ -54,13 +60,15 @@ INSTRUMENT_NAME = re.compile(
 
 
 def price_problem(value: float) -> str | None:
-    """``nan_price`` / ``negative_price`` / ``non_finite`` / None."""
+    """``nan_price`` / ``negative_price`` / ``non_finite`` / ``implausible_price`` / None."""
     if value != value:  # NaN, fast
         return NAN_PRICE
     if value < 0:
         return NEGATIVE_PRICE
     if value == math.inf:
         return NON_FINITE
+    if value > MAX_PRICE:
+        return IMPLAUSIBLE_PRICE
     return None
 
 

@@ -26,6 +26,8 @@ def test_samples_are_valid(validator: Validator, record: str):
     ("IndexPrice", {"price": math.nan}, "nan_price"),
     ("IndexPrice", {"price": -1.0}, "negative_price"),
     ("IndexPrice", {"price": math.inf}, "non_finite"),
+    ("IndexPrice", {"price": 1.0000001e12}, "implausible_price"),
+    ("MarkPrice", {"mark_price": 1e200}, "implausible_price"),
     ("MarkPrice", {"mark_price": math.nan}, "nan_price"),
     ("MarkPrice", {"best_bid": -0.01}, "negative_price"),
     ("MarkPrice", {"instrument": "BTC-1JAN27-1-C"}, "unknown_instrument"),
@@ -74,3 +76,8 @@ def test_window_is_configurable():
                                       ("BTC", False), ("btc-perpetual", False), ("BTC-27XYZ26", False)])
 def test_instrument_names(name: str, ok: bool):
     assert (instrument_name_problem(name) is None) is ok
+
+
+def test_a_price_at_the_plausible_bound_passes(validator: Validator):
+    assert validator.validate("IndexPrice", sample("IndexPrice", price=1e12), NOW_MS) is None
+    assert validator.validate("MarkPrice", sample("MarkPrice", best_ask=1e12), NOW_MS) is None

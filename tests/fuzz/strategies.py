@@ -43,8 +43,8 @@ TOPIC_OF = {record: topic for topic, record in SHARD_SOURCES.items()}
 ACCOUNTS = ("hedged-desk", "levered-long", "short-puts", "whale-safe")
 DECODE_REASONS = frozenset({"missing_value", "bad_magic", "truncated", "unknown_schema_id", "wrong_record_type",
                             "malformed"})
-VALIDATION_REASONS = frozenset({"nan_price", "negative_price", "non_finite", "not_positive", "negative_value",
-                                "unknown_instrument", "bad_instrument_name", "event_time_out_of_range"})
+VALIDATION_REASONS = frozenset({"nan_price", "negative_price", "implausible_price", "non_finite", "not_positive",
+                                "negative_value", "unknown_instrument", "bad_instrument_name", "event_time_out_of_range"})
 
 
 def record_names() -> tuple[str, ...]:

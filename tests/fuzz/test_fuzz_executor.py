@@ -429,8 +429,9 @@ def _rejection(action: dict[str, Any]) -> set[str] | None:
     elif q is not None and q < 0:
         schema.add("negative_value")
     p = action["limit_price"]
-    if p is not None and (math.isnan(p) or p < 0 or math.isinf(p)):
-        schema.add("nan_price" if math.isnan(p) else "negative_price" if p < 0 else "non_finite")
+    if p is not None and (math.isnan(p) or p < 0 or p > 1e12):
+        schema.add("nan_price" if math.isnan(p) else "negative_price" if p < 0 else "non_finite" if math.isinf(p)
+                   else "implausible_price")
     if action["instrument"] is not None and not parses(action["instrument"]):
         schema.add("bad_instrument_name")
     t = action["event_time_ms"]

@@ -238,12 +238,12 @@ def _must_refuse(record: str, value: dict[str, Any]) -> str | None:
               "MarkPrice": ["mark_price", "index_price", "underlying_price", "best_bid", "best_ask"]}
     for field in prices.get(record, []):
         p = value.get(field)
-        if p is not None and (math.isnan(p) or p < 0 or math.isinf(p)):
+        if p is not None and (math.isnan(p) or p < 0 or p > 1e12):
             return f"{field}={p!r}"
     positive = {"IndexPrice": ["price"], "OraclePrice": ["price"], "VolatilityUpdate": ["iv"]}
     for field in positive.get(record, []):
         p = value.get(field)
-        if p is not None and not (math.isfinite(p) and p > 0):
+        if p is not None and not (math.isfinite(p) and p > 0 and (field == "iv" or p <= 1e12)):
             return f"{field}={p!r}"
     for point in (value.get("smile") or []) if record == "VolatilityUpdate" else []:
         if not (math.isfinite(point["iv"]) and point["iv"] > 0):
@@ -335,7 +335,8 @@ def bad_messages(draw: st.DrawFn, shard: Shard) -> tuple[str, bytes | None, str]
         record = draw(st.sampled_from([r for r in record_names() if r != "IndexPrice"]))
         return kind, CODEC.encode(record, sample(record, event_time_ms=NOW_MS - 1_000)), ref
     if kind == "bad_price":
-        price = draw(st.one_of(st.sampled_from([math.nan, math.inf, -math.inf, -1.0, -5e-324, 0.0, -0.0]),
+        price = draw(st.one_of(st.sampled_from([math.nan, math.inf, -math.inf, -1.0, -5e-324, 0.0, -0.0,
+                                                1.0000001e12, 1e300]),  # above MAX_PRICE: implausible
                                st.floats(max_value=-1e-300)))
         return kind, CODEC.encode(*index_tick(price, NOW_MS - 1_000)), ref
     if kind == "bad_time":
