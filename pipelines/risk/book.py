@@ -185,8 +185,9 @@ def margin_ratio(maintenance: np.ndarray, equity: np.ndarray) -> np.ndarray:
 
     Fails closed: an account whose margin or equity is NaN is infinitely over too. Every
     comparison with NaN is false, so a NaN ratio would pass every threshold and the account
-    would drop out of the ladder's sight; finite inputs can still overflow (an index of 1e200
-    makes a short perpetual's equity -1e200 and its scenario margin inf - inf)."""
+    would drop out of the ladder's sight; finite inputs can still overflow (a position of 1e300
+    contracts at a valid price; an index of 1e200, which validation refuses, makes a short
+    perpetual's equity -1e200 and its scenario margin inf - inf)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = maintenance / equity
     ratio = np.where(equity > 0, ratio, np.where(maintenance > 0, np.inf, 0.0))

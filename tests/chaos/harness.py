@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from local_ports import free_ports
 from ops_helpers import stop
 
 from pipelines.events.codec import default_codec
@@ -30,22 +30,6 @@ SECRET = "chaos-test-signing-key-0123456789abcdef"
 KEY = SigningKey("default", SECRET.encode())
 DEEP = {"bids": [{"price": 60_000 - i, "quantity": 500.0} for i in range(1, 40)],
         "asks": [{"price": 60_000 + i, "quantity": 500.0} for i in range(1, 40)]}
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports below the ephemeral range."""
-    for base in range(21000 + os.getpid() % 5000, 32000, 7):
-        ok = True
-        for port in range(base, base + count):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free ports")
-
-
 class PrivateKafka:
     """``infra/local up --brokers N --only kafka`` in a state folder of its own."""
 
@@ -53,8 +37,8 @@ class PrivateKafka:
         self.brokers = brokers
         self.env = {**os.environ, "BACKSTOP_INFRA_DIR": str(tmp_path / "infra"),
                     "BACKSTOP_KAFKA_PORT": str(free_ports(brokers)),
-                    "BACKSTOP_KAFKA_CONTROLLER_PORT": str(free_ports(brokers) + 100),
-                    "BACKSTOP_KAFKA_SASL_PORT": str(free_ports(brokers) + 200), "BACKSTOP_KAFKA_HEAP": "384m"}
+                    "BACKSTOP_KAFKA_CONTROLLER_PORT": str(free_ports(brokers)),
+                    "BACKSTOP_KAFKA_SASL_PORT": str(free_ports(brokers)), "BACKSTOP_KAFKA_HEAP": "384m"}
         self.base = int(self.env["BACKSTOP_KAFKA_PORT"])
         self.bootstrap = ",".join(f"127.0.0.1:{self.base + n}" for n in range(brokers))
 

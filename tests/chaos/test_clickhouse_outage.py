@@ -19,7 +19,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from audit_scenario import T0
 from event_samples import sample
-from ops_helpers import free_port, wait_for
+from local_ports import free_ports
+from ops_helpers import wait_for
 from pipelines.audit import migrations
 from pipelines.audit.sink import make_sink
 from pipelines.audit.store import ServerStore, StoreError
@@ -41,8 +42,8 @@ def local(*args: str, env: dict[str, str]) -> None:
 @pytest.fixture
 def private_clickhouse(tmp_path: Path, clickhouse_address) -> tuple[dict[str, str], int]:
     env = dict(os.environ)
-    env.update({"BACKSTOP_INFRA_DIR": str(tmp_path / "infra"), "BACKSTOP_CLICKHOUSE_PORT": str(free_port()),
-                "BACKSTOP_CLICKHOUSE_HTTP_PORT": str(free_port())})
+    env.update({"BACKSTOP_INFRA_DIR": str(tmp_path / "infra"), "BACKSTOP_CLICKHOUSE_PORT": str(free_ports()),
+                "BACKSTOP_CLICKHOUSE_HTTP_PORT": str(free_ports())})
     local("up", "--only", "clickhouse", env=env)
     try:
         yield env, int(env["BACKSTOP_CLICKHOUSE_PORT"])

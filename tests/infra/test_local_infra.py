@@ -16,33 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from local_ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = REPO / "infra" / "local"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def consecutive_free_ports(count: int) -> int:
-    """A base port such that base .. base+count-1 are all free now."""
-    for _ in range(50):
-        base = free_port()
-        if base + count < 65535 and all(_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no consecutive free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def run_local(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -55,11 +32,11 @@ def isolated_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "BACKSTOP_INFRA_DIR": str(tmp_path / "infra"),
-        "BACKSTOP_KAFKA_PORT": str(consecutive_free_ports(3)),
-        "BACKSTOP_KAFKA_CONTROLLER_PORT": str(consecutive_free_ports(3)),
-        "BACKSTOP_KAFKA_SASL_PORT": str(consecutive_free_ports(3)),
-        "BACKSTOP_CLICKHOUSE_PORT": str(free_port()),
-        "BACKSTOP_CLICKHOUSE_HTTP_PORT": str(free_port()),
+        "BACKSTOP_KAFKA_PORT": str(free_ports(3)),
+        "BACKSTOP_KAFKA_CONTROLLER_PORT": str(free_ports(3)),
+        "BACKSTOP_KAFKA_SASL_PORT": str(free_ports(3)),
+        "BACKSTOP_CLICKHOUSE_PORT": str(free_ports()),
+        "BACKSTOP_CLICKHOUSE_HTTP_PORT": str(free_ports()),
         "BACKSTOP_KAFKA_HEAP": "256m",
     })
     return env

@@ -21,7 +21,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ops_helpers import free_port, get, json_lines, scrape, series, total, wait_for
+from local_ports import free_ports
+from ops_helpers import get, json_lines, scrape, series, total, wait_for
 from pipelines.events.codec import default_codec
 from pipelines.execution.executor import Executor, ExecutorConfig
 from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
@@ -145,7 +146,7 @@ def test_metrics_readiness_and_json_logs_of_a_running_executor(kafka_bootstrap: 
                           breach_ids=["forged"]) for i in range(2)]
     actions = Actions(kafka_bootstrap, prefix)
     actions.send(good + forged, garbage=1)
-    port = free_port()
+    port = free_ports()
     proc = start_executor(kafka_bootstrap, prefix, tmp_path, "e1", port, "--batch-size", "10")
     log = tmp_path / "e1.log"
     try:
@@ -199,7 +200,7 @@ def test_sigterm_mid_stream_drains_commits_and_exits_clean(kafka_bootstrap: str,
     everything = [hedge(i) for i in range(240)]
     actions = Actions(kafka_bootstrap, prefix)
     feeder = threading.Thread(target=actions.send, args=(everything,), kwargs={"per_second": 40}, daemon=True)
-    port = free_port()
+    port = free_ports()
     first = start_executor(kafka_bootstrap, prefix, tmp_path, "e1", port, "--batch-size", "10", latency_s=0.01)
     try:
         wait_for(lambda: get(port, "/readyz")[0] == 200, 90, "the first executor ready")
@@ -217,7 +218,7 @@ def test_sigterm_mid_stream_drains_commits_and_exits_clean(kafka_bootstrap: str,
     assert ledger_orders(tmp_path) == set(by_first)
 
     feeder.join(60)
-    port = free_port()
+    port = free_ports()
     second = start_executor(kafka_bootstrap, prefix, tmp_path, "e2", port, "--batch-size", "10", latency_s=0.01)
     try:
         wait_for(lambda: total(scrape(port), "backstop_actions_total") >= len(everything) - len(by_first)

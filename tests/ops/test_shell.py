@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from local_ports import free_ports
 from ops_helpers import get
 from pipelines.config import OpsSettings, load_settings
 from pipelines.errors import UserError
@@ -45,9 +46,7 @@ def test_bad_port_and_busy_port_are_user_errors() -> None:
 def test_port_zero_serves_nothing_and_a_port_serves_until_the_block_ends() -> None:
     with shell.endpoint(OpsSettings(metrics_port=0), Metrics("executor"), lambda: True) as server:
         assert server is None
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_ports()
     with shell.endpoint(OpsSettings(metrics_port=port), Metrics("executor"), lambda: True):
         assert get(port, "/readyz") == (200, "ready\n")
     assert get(port, "/healthz")[0] == 0

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from ops_helpers import free_port, get, json_lines, scrape, series, total, wait_for
+from local_ports import free_ports
+from ops_helpers import get, json_lines, scrape, series, total, wait_for
 from pipelines.events.codec import default_codec
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.signing import SigningKey
@@ -79,7 +80,7 @@ def test_sink_metrics_readiness_and_sigterm_drain(kafka_bootstrap, clickhouse, c
         return clickhouse.execute(f"SELECT count() FROM {database}.{table}")[0][0]
 
     feeder = threading.Thread(target=feed, daemon=True)
-    port = free_port()
+    port = free_ports()
     first = start_sink(tmp_path, "s1", port, url, kafka_bootstrap, group, topic)
     try:
         wait_for(lambda: get(port, "/readyz")[0] == 200, 90,
@@ -101,7 +102,7 @@ def test_sink_metrics_readiness_and_sigterm_drain(kafka_bootstrap, clickhouse, c
     producer.produce(topic, b"", key=b"junk-1")
     producer.produce(topic, b"\x00\x00\x00\x00", key=b"junk-2")
     assert producer.flush(30) == 0
-    port = free_port()
+    port = free_ports()
     second = start_sink(tmp_path, "s2", port, url, kafka_bootstrap, group, topic)
     try:
         wait_for(lambda: get(port, "/readyz")[0] == 200, 90, "the second sink ready")

@@ -18,7 +18,8 @@ from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS
 from pipelines.topics_cli import create_topics
 
-from ops_helpers import free_port, get, scrape, series, stop, total, wait_for  # noqa: I001
+from local_ports import free_ports  # noqa: I001
+from ops_helpers import get, scrape, series, stop, total, wait_for  # noqa: I001
 from workers import SECRET, collect, publish, start_worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -37,7 +38,7 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Pa
     expected_breaches = {b.breach_id for b in expected.breaches}
     assert len(expected_actions) > 10 and len(expected_breaches) > 5
 
-    ports = [free_port(), free_port()]
+    ports = [free_ports(), free_ports()]
     workers = [start_worker(kafka_bootstrap, prefix, tmp_path, f"w{n + 1}", metrics_port=port) for n, port in enumerate(ports)]
     try:
         if kill_one:
