@@ -78,15 +78,14 @@ class OpenedBatches:
     def open(self, value: bytes | None, now_ms: int) -> Opened | Refused:
         """The items of fan-out message ``value``, each admitted (``intake.admit``), or why the
         message cannot be read at all (``unpack``; such messages are not kept)."""
-        if value is not None and value in self._opened:
+        if value in self._opened:
             return self._opened[value]
         items = unpack(self.codec, value)
-        if isinstance(items, Refused):
+        if isinstance(items, Refused):  # a missing value among them: only bytes are ever kept
             return items
         opened = [(item, admit(self.codec, self.validator, item["value"], item["source"], now_ms)) for item in items]
-        if value is not None:
-            self._opened[value] = opened
-            self._records += len(opened)
-            while self._records > self.max_records and len(self._opened) > 1:
-                self._records -= len(self._opened.popitem(last=False)[1])
+        self._opened[value] = opened
+        self._records += len(opened)
+        while self._records > self.max_records and len(self._opened) > 1:
+            self._records -= len(self._opened.popitem(last=False)[1])
         return opened

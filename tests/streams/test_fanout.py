@@ -75,6 +75,8 @@ def test_refused_records_are_refused_for_every_copy_and_bad_messages_are_not_kep
         assert not isinstance(good, Refused) and good.offset == 1
     garbage = opened.open(b"garbage", 2_000)
     assert isinstance(garbage, Refused) and isinstance(opened.open(b"garbage", 2_000), Refused)
+    missing = opened.open(None, 2_000)  # a tombstone on the fan-out topic
+    assert isinstance(missing, Refused) and missing.reason == "missing_value"
 
 
 def test_the_oldest_batches_are_let_go_past_the_record_bound_the_latest_kept() -> None:
