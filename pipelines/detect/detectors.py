@@ -16,7 +16,7 @@ from collections import defaultdict
 from statistics import median
 
 from pipelines.detect.breach import Breach, BreachKind
-from pipelines.detect.windows import HeldCondition, RollingWindow, Sample, Watermark
+from pipelines.detect.windows import HeldCondition, RollingExtremes, RollingTwap, Sample, Watermark
 
 SECOND_MS = 1000
 MINUTE_MS = 60 * SECOND_MS
@@ -42,6 +42,10 @@ class DetectorParams:
       breach (the March 2025 Hyperliquid ETH pattern).
     - mark manipulation: a mark 25 %+ off its index while it backs open positions (Mango,
       October 2022: MNGO x14 in 10 minutes; JELLY, March 2025: +400 %).
+    - rolling windows (index move, IV jump, oracle TWAP) start on whole buckets of
+      ``window_buckets`` per window length: the hour of index moves moves in 10 s steps, the
+      5-minute windows in steps of 833 ms. That bounds a window's memory — and so a worker's
+      snapshot — whatever the tick rate (``pipelines/detect/windows.py``).
     """
 
     allowed_lateness_ms: int = 5 * SECOND_MS
@@ -64,6 +68,7 @@ class DetectorParams:
     withdrawal_min_fraction: float = 0.10
     withdrawal_lookback_ms: int = 15 * MINUTE_MS
     mark_max_deviation: float = 0.25
+    window_buckets: int = 360
 
 
 @dataclasses.dataclass
@@ -86,13 +91,13 @@ class Detectors:
         self.late_events = 0
         self._watermarks: dict[str, Watermark] = {}
         self._accounts: dict[str, _AccountState] = {}
-        self._index_windows: dict[str, RollingWindow] = {}
+        self._index_windows: dict[str, RollingExtremes] = {}
         self._index_levels: dict[str, _LevelState] = defaultdict(_LevelState)
-        self._iv_windows: dict[str, RollingWindow] = {}
+        self._iv_windows: dict[str, RollingExtremes] = {}
         self._iv_firing: set[str] = set()
         self._depth: dict[str, HeldCondition] = {}
         self._oracle_last: dict[str, dict[str, tuple[int, float, str]]] = defaultdict(dict)
-        self._oracle_twap: dict[str, RollingWindow] = {}
+        self._oracle_twap: dict[str, RollingTwap] = {}
         self._oracle_stale: set[tuple[str, str]] = set()
         self._oracle_deviating: set[str] = set()
         self._oracle_off_twap: set[str] = set()
@@ -169,7 +174,8 @@ class Detectors:
         p = self.params
         window = self._index_windows.get(underlying)
         if window is None:
-            window = self._index_windows[underlying] = RollingWindow(p.index_move_window_ms, p.allowed_lateness_ms)
+            window = self._index_windows[underlying] = RollingExtremes(p.index_move_window_ms, p.allowed_lateness_ms,
+                                                                       p.window_buckets)
         window.add(Sample(event_time_ms, price, ref))
         high, low = window.extremes(event_time_ms)
         down, up = 1.0 - price / high.value, price / low.value - 1.0
@@ -185,7 +191,7 @@ class Detectors:
         elif state.level and move < p.index_move_levels[0] * p.index_move_clear_fraction:
             state.level = 0
             out.append(Breach(BreachKind.INDEX_MOVE, underlying, event_time_ms, move, p.index_move_levels[0],
-                              window.ending_at(event_time_ms)[0].event_time_ms, event_time_ms, (ref,), cleared=True))
+                              window.start_ms(event_time_ms), event_time_ms, (ref,), cleared=True))
         out.extend(self._check_stale(underlying, event_time_ms, ref))
         return out
 
@@ -196,7 +202,8 @@ class Detectors:
         p = self.params
         window = self._iv_windows.get(key)
         if window is None:
-            window = self._iv_windows[key] = RollingWindow(p.iv_jump_window_ms, p.allowed_lateness_ms)
+            window = self._iv_windows[key] = RollingExtremes(p.iv_jump_window_ms, p.allowed_lateness_ms,
+                                                             p.window_buckets)
         window.add(Sample(event_time_ms, iv, ref))
         low = window.extremes(event_time_ms)[1]
         jump = iv - low.value
@@ -264,9 +271,10 @@ class Detectors:
         p = self.params
         window = self._oracle_twap.get(underlying)
         if window is None:
-            window = self._oracle_twap[underlying] = RollingWindow(p.oracle_twap_window_ms, p.allowed_lateness_ms)
+            window = self._oracle_twap[underlying] = RollingTwap(p.oracle_twap_window_ms, p.allowed_lateness_ms,
+                                                                 p.window_buckets)
         window.add(Sample(event_time_ms, price, ref))
-        twap = time_weighted_average(window.ending_at(event_time_ms))
+        twap = window.average(event_time_ms)
         off = abs(price / twap - 1.0)
         subject = f"{underlying}/twap"
         if underlying not in self._oracle_off_twap and off >= p.oracle_max_twap_deviation:
@@ -326,18 +334,3 @@ class Detectors:
     def circuit_level(self, underlying: str) -> int:
         """The highest index-move level currently reached for ``underlying`` (0: none)."""
         return self._index_levels[underlying].level if underlying in self._index_levels else 0
-
-
-def time_weighted_average(samples: list[Sample]) -> float:
-    """Each price weighted by how long it stood until the next one; the last counts one unit,
-    so a single sample is its own average."""
-    if len(samples) == 1:
-        return samples[0].value
-    total = weight = 0.0
-    for current, following in zip(samples, samples[1:]):
-        span = following.event_time_ms - current.event_time_ms
-        total += current.value * span
-        weight += span
-    total += samples[-1].value
-    weight += 1
-    return total / weight

@@ -78,27 +78,30 @@ class Sequencer:
         self._open.discard(name)
         self._idle.discard(name)
 
-    def pop_ready(self) -> list[Any]:
+    def pop_ready(self, limit: int | None = None) -> list[Any]:
         """Every queued event that nothing still to come can sort before, in the deterministic
-        order; everything once no input is open and speaking.
+        order; everything once no input is open and speaking. At most ``limit`` of them, if
+        given: the rest stay queued, first in line.
 
         Every open, non-idle input will only send sequence times at or after its newest; the
-        oldest of those newest times is the limit. An event before the limit is safe. One at
-        the limit is safe too unless an input standing at the limit ranks before it (a future
+        oldest of those newest times is the bound. An event before the bound is safe. One at
+        the bound is safe too unless an input standing at the limit ranks before it (a future
         event of its own input comes after it by position): so an event does not wait for its
         own input's next one when that input is the slowest."""
-        limit: int | None = None
+        until: int | None = None
         first = ""
         newest, ranks, idle = self._newest, self._ranks, self._idle
         for name in self._open:  # the oldest newest time, and the first input standing at it
             if name in idle:
                 continue
             t = newest[name]
-            if limit is None or t < limit or (t == limit and ranks[name] < first):
-                limit, first = t, ranks[name]
+            if until is None or t < until or (t == until and ranks[name] < first):
+                until, first = t, ranks[name]
         out = []
         heap = self._heap
-        while heap and (limit is None or heap[0][0] < limit or (heap[0][0] == limit and heap[0][1] <= first)):
+        room = len(heap) if limit is None else limit
+        while heap and len(out) < room and (until is None or heap[0][0] < until
+                                            or (heap[0][0] == until and heap[0][1] <= first)):
             out.append(heapq.heappop(heap)[3])
         return out
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections import deque
-from collections.abc import Iterator
 
 
 @dataclasses.dataclass
@@ -35,7 +34,7 @@ class Watermark:
         return self.max_event_time_ms
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Sample:
     """One observation in a window, with the reference of the event that carried it."""
 
@@ -44,83 +43,212 @@ class Sample:
     ref: str
 
 
-class RollingWindow:
-    """Samples of one key over the last ``length_ms`` of event time, kept sorted by event time.
+class _BucketedWindow:
+    """What the rolling windows share: the last ``length_ms`` of event time of one key, in
+    buckets of ``length_ms // buckets`` (at least 1 ms), with a bounded memory.
 
-    Out-of-order samples (already filtered for lateness by a ``Watermark``) are inserted in
-    place, so the window's content depends only on which samples arrived, not on their order.
-    Samples older than ``newest - length_ms - allowed_lateness_ms`` can no longer matter to any
-    admissible event and are evicted.
+    Why buckets: a window that kept every sample grew with the tick rate — an hour of index
+    ticks was most of a worker's snapshot — and its worst case is the one that matters: in a
+    steady fall every sample of the hour is the high of some later window. So the window's
+    start moves in whole buckets: the window ending at ``end_ms`` holds the samples from the
+    start of the bucket of ``end_ms - length_ms + 1`` to ``end_ms`` (up to one bucket longer
+    than ``length_ms``, never shorter), and a bucket that is over keeps only what the window
+    asks of it (its extremes, or where a running time-weighted sum stood).
+
+    A bucket is over once no admissible sample can still fall in it: it ends before the bucket
+    of ``newest - allowed_lateness_ms``. Samples since then are kept whole, sorted by event
+    time, so a late one is inserted in place and a query at a late event's time sees exactly
+    the window ending there: the content depends on which samples arrived, never on their order.
     """
 
-    def __init__(self, length_ms: int, allowed_lateness_ms: int = 0) -> None:
-        if length_ms <= 0:
-            raise ValueError("window length must be positive")
+    def __init__(self, length_ms: int, allowed_lateness_ms: int = 0, buckets: int = 360) -> None:
+        if length_ms <= 0 or buckets <= 0:
+            raise ValueError("window length and bucket count must be positive")
         self.length_ms = length_ms
         self.allowed_lateness_ms = allowed_lateness_ms
-        self._times: list[int] = []
-        self._values: list[float] = []  # beside the samples, for a C-speed max/min off the fast path
+        self.bucket_ms = max(1, length_ms // buckets)
+        self.first_ms: int | None = None  # the earliest sample ever added
+        self._times: list[int] = []  # the recent samples, sorted, beside their values for C-speed scans
+        self._values: list[float] = []
         self._samples: list[Sample] = []
-        # Monotonic queues of the window ending at the newest sample: the highest (and lowest)
-        # candidates, so the common query — extremes as of the sample just added — is O(1)
-        # amortised instead of a scan of minutes of ticks. A late sample rebuilds them.
-        self._high: deque[Sample] = deque()
-        self._low: deque[Sample] = deque()
 
     def add(self, sample: Sample) -> None:
-        index = bisect.bisect_right(self._times, sample.event_time_ms)
-        self._times.insert(index, sample.event_time_ms)
+        t = sample.event_time_ms
+        self.first_ms = t if self.first_ms is None else min(self.first_ms, t)
+        index = bisect.bisect_right(self._times, t) if self._times and t < self._times[-1] else len(self._times)
+        self._times.insert(index, t)
         self._values.insert(index, sample.value)
         self._samples.insert(index, sample)
-        if index == len(self._times) - 1:
-            self._enqueue(sample)
-        else:
-            self._high.clear()
-            self._low.clear()
-            for earlier in self.ending_at(self._times[-1]):
-                self._enqueue(earlier)
-        horizon = self._times[-1] - self.length_ms - self.allowed_lateness_ms
-        cut = bisect.bisect_left(self._times, horizon)
-        if cut:
-            del self._times[:cut]
-            del self._values[:cut]
-            del self._samples[:cut]
+        self._inserted(index)
+        horizon = self._bucket_start(self._times[-1] - self.allowed_lateness_ms)
+        over = bisect.bisect_left(self._times, horizon)
+        start = 0
+        while start < over:  # settle whole buckets, oldest first
+            end = bisect.bisect_left(self._times, self._bucket_start(self._times[start]) + self.bucket_ms, start, over)
+            self._settle(start, end)
+            start = end
+        if over:
+            del self._times[:over]
+            del self._values[:over]
+            del self._samples[:over]
+            self._forget(over, horizon)
+        self._expire(self._bucket_start(horizon - self.length_ms + 1))
 
-    def between(self, start_ms: int, end_ms: int) -> Iterator[Sample]:
-        """Samples with start_ms <= event time <= end_ms, oldest first."""
-        lo = bisect.bisect_left(self._times, start_ms)
-        hi = bisect.bisect_right(self._times, end_ms)
-        return iter(self._samples[lo:hi])
+    def start_ms(self, end_ms: int) -> int:
+        """Where the window ending at ``end_ms`` starts: its first bucket's start, or the first
+        sample ever seen if that is later."""
+        start = self._bucket_start(end_ms - self.length_ms + 1)
+        return start if self.first_ms is None else max(start, self.first_ms)
 
-    def ending_at(self, end_ms: int) -> list[Sample]:
-        """The window (end_ms - length_ms, end_ms]."""
-        return list(self.between(end_ms - self.length_ms + 1, end_ms))
+    def _bucket_start(self, t: int) -> int:
+        return t - t % self.bucket_ms
 
-    def _enqueue(self, sample: Sample) -> None:
-        """Append the newest sample to the monotonic queues (earlier equals stay in front)."""
-        while self._high and self._high[-1].value < sample.value:
-            self._high.pop()
-        self._high.append(sample)
-        while self._low and self._low[-1].value > sample.value:
-            self._low.pop()
-        self._low.append(sample)
+    def _inserted(self, index: int) -> None:
+        """A sample was inserted at ``index`` of the recent ones (the end, unless it came late)."""
+        raise NotImplementedError
+
+    def _settle(self, start: int, end: int) -> None:
+        """The recent samples ``[start, end)`` are one bucket that is over (never empty)."""
+        raise NotImplementedError
+
+    def _forget(self, count: int, horizon_ms: int) -> None:
+        """The first ``count`` recent samples, all before ``horizon_ms``, were settled and dropped."""
+        raise NotImplementedError
+
+    def _expire(self, start_ms: int) -> None:
+        """Forget settled buckets starting before ``start_ms``: no admissible window reaches them."""
+        raise NotImplementedError
+
+
+def _push_high(queue: deque[Sample], sample: Sample) -> None:
+    """Append to a queue of decreasing highs: what ``sample`` tops can no longer be a high."""
+    while queue and queue[-1].value < sample.value:
+        queue.pop()
+    queue.append(sample)
+
+
+def _push_low(queue: deque[Sample], sample: Sample) -> None:
+    """Append to a queue of increasing lows: what ``sample`` undercuts can no longer be a low."""
+    while queue and queue[-1].value > sample.value:
+        queue.pop()
+    queue.append(sample)
+
+
+def _first_since(queue: deque[Sample], start_ms: int) -> Sample | None:
+    """The front of a monotonic queue for a window starting at ``start_ms`` (older entries are
+    skipped, not dropped: a late event may still ask for an earlier window)."""
+    return next((sample for sample in queue if sample.event_time_ms >= start_ms), None)
+
+
+class RollingExtremes(_BucketedWindow):
+    """The highest and the lowest sample of a rolling window (the earliest of equals).
+
+    Monotonic queues answer the common query — the window ending at the newest sample — in
+    amortised O(1) instead of a scan of minutes of ticks: one pair over the recent samples
+    (rebuilt when a late one arrives), one over the settled buckets, each bucket entering with
+    its own high and low. A bucket's high leaves once a later one is higher, so a settled queue
+    holds at most one entry per bucket of the window, and usually a few.
+    """
+
+    def __init__(self, length_ms: int, allowed_lateness_ms: int = 0, buckets: int = 360) -> None:
+        super().__init__(length_ms, allowed_lateness_ms, buckets)
+        self._high: deque[Sample] = deque()  # settled
+        self._low: deque[Sample] = deque()
+        self._recent_high: deque[Sample] = deque()
+        self._recent_low: deque[Sample] = deque()
+
+    def _inserted(self, index: int) -> None:
+        if index < len(self._samples) - 1:
+            self._recent_high.clear()
+            self._recent_low.clear()
+            for sample in self._samples[:-1]:
+                _push_high(self._recent_high, sample)
+                _push_low(self._recent_low, sample)
+        _push_high(self._recent_high, self._samples[-1])
+        _push_low(self._recent_low, self._samples[-1])
+
+    def _settle(self, start: int, end: int) -> None:
+        values = self._values[start:end]
+        _push_high(self._high, self._samples[start + values.index(max(values))])
+        _push_low(self._low, self._samples[start + values.index(min(values))])
+
+    def _forget(self, count: int, horizon_ms: int) -> None:
+        for queue in (self._recent_high, self._recent_low):
+            while queue[0].event_time_ms < horizon_ms:
+                queue.popleft()
+
+    def _expire(self, start_ms: int) -> None:
+        for queue in (self._high, self._low):
+            while queue and queue[0].event_time_ms < start_ms:
+                queue.popleft()
 
     def extremes(self, end_ms: int) -> tuple[Sample, Sample]:
-        """The highest and the lowest sample of the window ending at ``end_ms`` (the earliest of
-        equals), which must not be empty."""
-        start = end_ms - self.length_ms + 1
+        """The highest and the lowest sample of the window ending at ``end_ms``, which must not
+        be empty."""
+        start = self._bucket_start(end_ms - self.length_ms + 1)
         if end_ms == self._times[-1]:
-            for queue in (self._high, self._low):
-                while queue[0].event_time_ms < start:
-                    queue.popleft()
-            return self._high[0], self._low[0]
-        lo = bisect.bisect_left(self._times, start)
-        hi = bisect.bisect_right(self._times, end_ms)
-        values = self._values[lo:hi]
-        return (self._samples[lo + values.index(max(values))], self._samples[lo + values.index(min(values))])
+            high, low = _first_since(self._recent_high, start), _first_since(self._recent_low, start)
+        else:
+            lo, hi = bisect.bisect_left(self._times, start), bisect.bisect_right(self._times, end_ms)
+            values = self._values[lo:hi]
+            high = self._samples[lo + values.index(max(values))] if values else None
+            low = self._samples[lo + values.index(min(values))] if values else None
+        settled_high, settled_low = _first_since(self._high, start), _first_since(self._low, start)
+        if settled_high is not None and (high is None or settled_high.value >= high.value):
+            high = settled_high  # an equal settled sample is the earlier one
+        if settled_low is not None and (low is None or settled_low.value <= low.value):
+            low = settled_low
+        if high is None or low is None:
+            raise ValueError(f"the window ending at {end_ms} is empty")
+        return high, low
 
-    def __len__(self) -> int:
-        return len(self._samples)
+
+class RollingTwap(_BucketedWindow):
+    """The time-weighted average of a rolling window: each value weighted by how long it stood
+    until the next sample, the last counting one millisecond (so one sample is its own average).
+
+    Every sample carries the running sum of value x time up to it, so the sum over any run of
+    samples is one subtraction; a settled bucket keeps only its first sample's time and sum.
+    """
+
+    def __init__(self, length_ms: int, allowed_lateness_ms: int = 0, buckets: int = 360) -> None:
+        super().__init__(length_ms, allowed_lateness_ms, buckets)
+        self._sums: list[float] = []  # beside the recent samples
+        self._last: tuple[int, float, float] | None = None  # the last settled sample: time, value, sum
+        self._buckets: deque[tuple[int, float]] = deque()  # settled: first sample's time and sum
+
+    def _inserted(self, index: int) -> None:
+        previous = (self._times[index - 1], self._values[index - 1], self._sums[index - 1]) if index else self._last
+        self._sums.insert(index, 0.0)
+        for i in range(index, len(self._times)):  # a late sample changes the sums after it
+            t, value = self._times[i], self._values[i]
+            self._sums[i] = 0.0 if previous is None else previous[2] + previous[1] * (t - previous[0])
+            previous = (t, value, self._sums[i])
+
+    def _settle(self, start: int, end: int) -> None:
+        self._buckets.append((self._times[start], self._sums[start]))
+        self._last = (self._times[end - 1], self._values[end - 1], self._sums[end - 1])
+
+    def _forget(self, count: int, horizon_ms: int) -> None:
+        del self._sums[:count]
+
+    def _expire(self, start_ms: int) -> None:
+        while self._buckets and self._buckets[0][0] < start_ms:
+            self._buckets.popleft()
+
+    def average(self, end_ms: int) -> float:
+        """The time-weighted average of the window ending at ``end_ms``, which must hold a recent
+        sample (any admissible event time does: the event's own sample)."""
+        start = self._bucket_start(end_ms - self.length_ms + 1)
+        last = bisect.bisect_right(self._times, end_ms) - 1
+        if last < 0:
+            raise ValueError(f"no recent sample at or before {end_ms}")
+        first = next((bucket for bucket in self._buckets if bucket[0] >= start), None)
+        if first is None:
+            index = bisect.bisect_left(self._times, start)
+            first = (self._times[index], self._sums[index])
+        area = self._sums[last] - first[1] + self._values[last]
+        return area / (self._times[last] - first[0] + 1)
 
 
 @dataclasses.dataclass

@@ -33,8 +33,9 @@ FANOUT_TOPIC = "backstop.market.fanout"
 MARKET_TOPICS = tuple(spec for spec in CATALOGUE if spec.name == "backstop.instruments" or
                       (spec.name.startswith("backstop.market.") and spec.name != FANOUT_TOPIC))
 ACCOUNT_TOPICS = ("backstop.positions", "backstop.collateral")  # read by each shard directly, partition p
-#: raised whenever what a snapshot holds changes meaning; 2: sequence times, market board timestamps
-SNAPSHOT_FORMAT = 2
+#: raised whenever what a snapshot holds changes meaning; 2: sequence times, market board timestamps;
+#: 3: bucketed rolling windows
+SNAPSHOT_FORMAT = 3
 
 
 class SnapshotFormatError(RuntimeError):
@@ -85,21 +86,26 @@ class Shard:
         read past it, which tells the worker's idle rule that nothing before it is still to come."""
         self.offsets[input_name] = max(offset, self.offsets.get(input_name, -1))
 
-    def advance(self) -> EngineOutput:
-        """Run every message the sequencer can release through the engine."""
+    def advance(self, limit: int | None = None) -> EngineOutput:
+        """Run every message the sequencer can release through the engine (at most ``limit``)."""
         out = EngineOutput()
-        for message in self.sequencer.pop_ready():
+        for message in self.sequencer.pop_ready(limit):
             out.extend(self.engine.on_event(message.record, message.value, message.ref))
         return keep_for_shard(self.partition, self.partitions, out)
 
     def idle(self, input_name: str) -> None:
         self.sequencer.idle(input_name)
 
-    def drain(self) -> EngineOutput:
-        """Every input has gone quiet: release everything queued. Revaluation still waits for the
-        next event-time tick (the engine's own schedule), so a pause in the stream never adds a
-        revaluation that an uninterrupted run would not have made."""
+    def idle_all(self) -> None:
+        """Every input has gone quiet: stop waiting for any of them, so ``advance`` releases
+        everything queued. Revaluation still waits for the next event-time tick (the engine's own
+        schedule), so a pause in the stream never adds a revaluation that an uninterrupted run
+        would not have made."""
         self.sequencer.idle_all()  # also inputs first seen in messages, beyond ``self.inputs``
+
+    def drain(self) -> EngineOutput:
+        """``idle_all``, then everything queued through the engine (a replay's end)."""
+        self.idle_all()
         return self.advance()
 
     def snapshot(self) -> bytes:

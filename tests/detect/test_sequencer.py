@@ -53,6 +53,27 @@ def test_in_order_inputs_come_out_sorted_by_time_and_nothing_is_lost(streams) ->
     assert times == sorted(times)
 
 
+@given(STREAMS, st.integers(1, 7), st.booleans())
+def test_a_limited_pop_releases_the_same_events_in_the_same_order(streams, limit, quiet) -> None:
+    """Released a few at a time (a worker that lets its event loop breathe) or all at once:
+    the same events in the same order, up to what the open inputs allow (everything, once
+    they are all idle)."""
+    chunked, whole = Sequencer(), Sequencer()
+    for name, times in streams.items():
+        for index, t in enumerate(times):
+            chunked.push(name, t, (name, index))
+            whole.push(name, t, (name, index))
+    for seq in (chunked, whole):
+        if quiet:
+            seq.idle_all()
+    out: list = []
+    while chunk := chunked.pop_ready(limit):
+        assert len(chunk) <= limit
+        out += chunk
+    assert out == whole.pop_ready() and len(chunked) == len(whole)
+    assert len(whole) == 0 or not quiet
+
+
 def test_waits_for_the_slowest_open_input_and_idle_releases_it() -> None:
     seq = Sequencer()
     seq.add_input("a")

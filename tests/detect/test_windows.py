@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import pickle
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.detect.windows import HeldCondition, RollingWindow, Sample, Watermark
+from pipelines.detect.windows import HeldCondition, RollingExtremes, RollingTwap, Sample, Watermark
 
 
 def test_watermark_rejects_events_older_than_lateness() -> None:
@@ -17,26 +19,75 @@ def test_watermark_rejects_events_older_than_lateness() -> None:
     assert mark.now_ms == 10_000
 
 
-@given(st.lists(st.integers(0, 10_000), min_size=1, max_size=60), st.randoms())
-def test_rolling_window_content_does_not_depend_on_arrival_order(times: list[int], rnd: random.Random) -> None:
-    in_order, shuffled = RollingWindow(3_000, allowed_lateness_ms=20_000), RollingWindow(3_000, allowed_lateness_ms=20_000)
-    samples = [Sample(t, float(i), f"e{i}") for i, t in enumerate(sorted(times))]
-    for sample in samples:
-        in_order.add(sample)
-    mixed = samples[:]
-    rnd.shuffle(mixed)
-    for sample in mixed:
-        shuffled.add(sample)
-    end = max(times)
-    assert sorted(s.ref for s in in_order.ending_at(end)) == sorted(s.ref for s in shuffled.ending_at(end))
-    assert all(end - 3_000 < s.event_time_ms <= end for s in in_order.ending_at(end))
+def in_window(samples: list[Sample], length_ms: int, bucket_ms: int, end_ms: int) -> list[Sample]:
+    """The reference: every sample from the start of the bucket of ``end - length + 1`` to ``end``."""
+    start = (end_ms - length_ms + 1) // bucket_ms * bucket_ms
+    return sorted((s for s in samples if start <= s.event_time_ms <= end_ms), key=lambda s: s.event_time_ms)
 
 
-def test_rolling_window_evicts_what_can_no_longer_matter() -> None:
-    window = RollingWindow(1_000, allowed_lateness_ms=500)
-    for t in range(0, 10_000, 100):
-        window.add(Sample(t, 1.0, str(t)))
-    assert len(window) <= 16
+def twap(samples: list[Sample]) -> float:
+    """The reference time-weighted average: each value until the next sample, the last for 1 ms."""
+    spans = [b.event_time_ms - a.event_time_ms for a, b in zip(samples, samples[1:])] + [1]
+    return sum(s.value * span for s, span in zip(samples, spans)) / sum(spans)
+
+
+def arrivals(steps: list[tuple[int, int]], rnd: random.Random, lateness_ms: int) -> list[Sample]:
+    """Samples from (gap, value) steps, a fifth of them late by up to ``lateness_ms``."""
+    newest, out = 0, []
+    for n, (gap, value) in enumerate(steps):
+        t = max(0, newest - rnd.randint(0, lateness_ms)) if rnd.random() < 0.2 else newest + gap
+        newest = max(newest, t)
+        out.append(Sample(t, float(value), f"s{n}"))
+    return out
+
+
+window_steps = st.lists(st.tuples(st.integers(0, 400), st.integers(-3, 3)), min_size=1, max_size=150)
+
+
+@given(window_steps, st.randoms(), st.sampled_from([1, 7, 50, 250]))
+def test_extremes_match_a_scan_of_the_window(steps: list[tuple[int, int]], rnd: random.Random, buckets: int) -> None:
+    """What settled buckets and monotonic queues give is what a scan of every sample gives —
+    the earliest highest and lowest — in order and late, with ties, evictions and any bucket size."""
+    window = RollingExtremes(length_ms=1_000, allowed_lateness_ms=300, buckets=buckets)
+    seen: list[Sample] = []
+    for sample in arrivals(steps, rnd, 300):
+        window.add(sample)
+        seen.append(sample)
+        samples = in_window(seen, 1_000, window.bucket_ms, sample.event_time_ms)
+        high = max(samples, key=lambda s: s.value)  # max/min keep the first of equals
+        low = min(samples, key=lambda s: s.value)
+        assert window.extremes(sample.event_time_ms) == (high, low)
+        assert window.start_ms(sample.event_time_ms) == max((sample.event_time_ms - 999) // window.bucket_ms
+                                                            * window.bucket_ms, min(s.event_time_ms for s in seen))
+
+
+@given(window_steps, st.randoms(), st.sampled_from([1, 7, 50, 250]))
+def test_twap_matches_a_scan_of_the_window(steps: list[tuple[int, int]], rnd: random.Random, buckets: int) -> None:
+    window = RollingTwap(length_ms=1_000, allowed_lateness_ms=300, buckets=buckets)
+    seen: list[Sample] = []
+    for sample in arrivals([(gap, value + 100) for gap, value in steps], rnd, 300):
+        window.add(sample)
+        seen.append(sample)
+        expected = twap(in_window(seen, 1_000, window.bucket_ms, sample.event_time_ms))
+        assert window.average(sample.event_time_ms) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("window_class", [RollingExtremes, RollingTwap])
+def test_a_window_stops_growing_once_it_is_full(window_class) -> None:
+    """Two hours of a steady fall at 50 ticks a second into an hour's window — the worst case
+    for a window of extremes, where every tick is the high of some later window: what a
+    snapshot carries of it stops growing after the hour, far below the hour's samples."""
+    window = window_class(3_600_000, allowed_lateness_ms=5_000)
+    sizes, hour = [], []
+    for n in range(2 * 3_600 * 50):
+        sample = Sample(n * 20, 1e5 - n / 50, f"backstop.market.index:0:{n}")
+        window.add(sample)
+        if n < 3_600 * 50:
+            hour.append(sample)
+        if n % (1_800 * 50) == 0 and n >= 3_600 * 50:  # full from the hour on
+            sizes.append(len(pickle.dumps(window)))
+    assert max(sizes) < 1.1 * min(sizes)
+    assert max(sizes) < len(pickle.dumps(hour)) / 50
 
 
 def test_held_condition_fires_after_hold_and_does_not_flap() -> None:
@@ -56,20 +107,3 @@ def test_held_condition_resets_when_cleared_before_hold() -> None:
     held.update(1_000, triggered=False, cleared=True)
     assert held.update(3_500, triggered=True, cleared=False) is None
     assert held.update(6_500, triggered=True, cleared=False) == "fire"
-
-
-@given(st.lists(st.tuples(st.integers(0, 400), st.integers(-3, 3)), min_size=1, max_size=120), st.randoms())
-def test_extremes_match_a_scan_of_the_window(steps: list[tuple[int, int]], rnd: random.Random) -> None:
-    """The monotonic queues give what a scan gives — the earliest highest and lowest sample —
-    for in-order samples and for late ones (which rebuild the queues), with ties and evictions."""
-    window = RollingWindow(length_ms=1_000, allowed_lateness_ms=300)
-    newest = 0
-    for n, (gap, value) in enumerate(steps):
-        late = rnd.random() < 0.2
-        t = max(0, newest - rnd.randint(0, 300)) if late else newest + gap
-        newest = max(newest, t)
-        window.add(Sample(t, float(value), f"s{n}"))
-        samples = window.ending_at(t)
-        high = max(samples, key=lambda s: s.value)  # max/min keep the first of equals
-        low = min(samples, key=lambda s: s.value)
-        assert window.extremes(t) == (high, low)

@@ -75,13 +75,14 @@ def test_market_sources_are_the_market_topics_without_the_fanout() -> None:
 
 
 def test_a_snapshot_of_another_format_is_refused_with_the_way_out() -> None:
-    from pipelines.engine.shard import Shard, SnapshotFormatError
+    from pipelines.engine.shard import SNAPSHOT_FORMAT, Shard, SnapshotFormatError
 
     key = SigningKey("t", b"shard-test-signing-key-000")
     shard = Shard(3, 12, key)
     assert Shard.restore(shard.snapshot(), key).partition == 3
     del shard.format  # what a worker from before snapshot formats wrote
-    with pytest.raises(SnapshotFormatError, match="partition 3 is format 1; this worker reads format 2.*--app-id"):
+    refusal = f"partition 3 is format 1; this worker reads format {SNAPSHOT_FORMAT}.*--app-id"
+    with pytest.raises(SnapshotFormatError, match=refusal):
         Shard.restore(shard.snapshot(), key)
 
 
