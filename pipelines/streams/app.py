@@ -72,6 +72,10 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024
 PROGRESS_TIMEOUT_S = 10.0
+# Events a shard runs through its engine before it lets the event loop breathe: a backlog released
+# at once (a drain after a takeover: thousands of events) held the loop, and the consumer's
+# heartbeats with it, for seconds; past the 10 s session timeout the group drops the worker.
+RELEASE_CHUNK = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,11 +253,23 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                     backlog[partition] += 1
                 touched[partition] = None
             for partition in touched:
-                emit(shards[partition].advance())
+                await release(partition)
             for partition in touched:
                 # a checkpoint awaits the broker, and a rebalance may revoke partitions meanwhile
                 if partition in shards and backlog[partition] >= config.snapshot_every:
                     await checkpoint(partition, stream)
+
+    async def release(partition: int) -> None:
+        """Run what the partition's shard can release through its engine, ``RELEASE_CHUNK``
+        events at a time, yielding to the loop in between; stops if the partition is revoked
+        meanwhile (its next owner redoes the rest from the snapshot)."""
+        shard = shards.get(partition)
+        while shard is not None and shards.get(partition) is shard:
+            queued = len(shard.sequencer)
+            emit(shard.advance(RELEASE_CHUNK))
+            if queued - len(shard.sequencer) < RELEASE_CHUNK:
+                return
+            await asyncio.sleep(0)
 
     def take(shard: Shard, message: Any, source: str, key: bytes | None, value: bytes | None,
              admitted: Message | Refused, now_ms: int) -> None:
@@ -322,17 +338,20 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     async def release_idle_inputs() -> None:
         now = time.monotonic()
         for partition, shard in list(shards.items()):
+            if shards.get(partition) is not shard:  # revoked while an earlier one was released
+                continue
             settled = settled_inputs(shard.inputs, partition, progress, taken, shard.offsets, topic_of,
                                      ACCOUNT_TOPICS, fanout_name)
             quiet = [name for name in shard.inputs if name in settled
                      and now - last_seen.get((partition, name), 0.0) > config.idle_ms / 1000]
             if len(quiet) == len(shard.inputs):
-                if len(shard.sequencer):
-                    emit(shard.drain())
+                if not len(shard.sequencer):
+                    continue
+                shard.idle_all()
             else:
                 for input_name in quiet:
                     shard.idle(input_name)
-                emit(shard.advance())
+            await release(partition)
 
     @app.timer(interval=metrics.lag_interval_s)
     async def report_lag() -> None:

@@ -74,7 +74,8 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Pa
             try:
                 wait_for(caught_up, 30, "lag 0 on every account partition")
             except AssertionError as exc:
-                raise AssertionError(f"{exc}: {len(lag)} series, {sorted(lag.items())}") from None
+                logs = "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(tmp_path.glob("*.log")))
+                raise AssertionError(f"{exc}: {len(lag)} series, {sorted(lag.items())}\n{logs}") from None
     finally:
         exits = [stop(worker) for worker in workers]
     logs = "\n".join(p.read_text()[-1500:] for p in tmp_path.glob("*.log"))
