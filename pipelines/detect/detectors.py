@@ -273,7 +273,11 @@ class Detectors:
         if window is None:
             window = self._oracle_twap[underlying] = RollingTwap(p.oracle_twap_window_ms, p.allowed_lateness_ms,
                                                                  p.window_buckets)
-        window.add(Sample(event_time_ms, price, ref))
+        if not window.add(Sample(event_time_ms, price, ref)):
+            # one window for every source of the underlying, the watermark per source: a source
+            # far behind the others is late for the TWAP
+            self.late_events += 1
+            return []
         twap = window.average(event_time_ms)
         off = abs(price / twap - 1.0)
         subject = f"{underlying}/twap"

@@ -72,8 +72,13 @@ class _BucketedWindow:
         self._values: list[float] = []
         self._samples: list[Sample] = []
 
-    def add(self, sample: Sample) -> None:
+    def add(self, sample: Sample) -> bool:
+        """Add a sample; False (and nothing changes) if it is older than the newest by more than
+        ``allowed_lateness_ms`` — it would land in a bucket already settled. A sample its key's
+        ``Watermark`` admitted never is."""
         t = sample.event_time_ms
+        if self._times and t < self._bucket_start(self._times[-1] - self.allowed_lateness_ms):
+            return False
         self.first_ms = t if self.first_ms is None else min(self.first_ms, t)
         index = bisect.bisect_right(self._times, t) if self._times and t < self._times[-1] else len(self._times)
         self._times.insert(index, t)
@@ -93,6 +98,7 @@ class _BucketedWindow:
             del self._samples[:over]
             self._forget(over, horizon)
         self._expire(self._bucket_start(horizon - self.length_ms + 1))
+        return True
 
     def start_ms(self, end_ms: int) -> int:
         """Where the window ending at ``end_ms`` starts: its first bucket's start, or the first

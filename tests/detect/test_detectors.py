@@ -111,6 +111,16 @@ def test_oracle_stale_deviation_and_twap() -> None:
     assert [b.subject for b in out] == ["ETH/twap"]
 
 
+def test_a_source_far_behind_the_others_is_late_for_the_twap_only() -> None:
+    """The TWAP window is the underlying's, the watermarks are per source: a source publishing
+    a minute behind another is in time for its own staleness checks but late for the TWAP."""
+    d = Detectors()
+    d.on_oracle("BTC", "pyth", 60 * S, 60 * S, 100.0, "p0")
+    assert d.on_oracle("BTC", "chainlink", 0, 0, 100.0, "c0") == [] and d.late_events == 1
+    out = d.on_oracle("BTC", "pyth", 61 * S, 61 * S, 100.0, "p1")  # the TWAP goes on from pyth alone
+    assert [(b.kind, b.subject) for b in out] == [(BreachKind.ORACLE_STALE, "BTC/chainlink")]
+
+
 def test_mark_manipulation_only_when_it_backs_positions() -> None:
     d = Detectors()
     assert d.on_mark("MNGO-PERPETUAL", 0, 0.55, 0.038, backing_notional_usd=0.0, ref="m0") == []

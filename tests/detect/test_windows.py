@@ -90,6 +90,16 @@ def test_a_window_stops_growing_once_it_is_full(window_class) -> None:
     assert max(sizes) < len(pickle.dumps(hour)) / 50
 
 
+@pytest.mark.parametrize("window_class", [RollingExtremes, RollingTwap])
+def test_a_sample_later_than_the_lateness_allows_is_refused(window_class) -> None:
+    window = window_class(1_000, allowed_lateness_ms=100, buckets=10)
+    assert window.add(Sample(5_000, 1.0, "a"))
+    assert window.add(Sample(4_900, 2.0, "b"))  # within the allowance
+    before = pickle.dumps(window)
+    assert not window.add(Sample(4_899, 3.0, "c"))
+    assert pickle.dumps(window) == before
+
+
 def test_held_condition_fires_after_hold_and_does_not_flap() -> None:
     held = HeldCondition(hold_ms=3_000)
     assert held.update(0, triggered=True, cleared=False) is None
