@@ -76,27 +76,35 @@ class _BucketedWindow:
         """Add a sample; False (and nothing changes) if it is older than the newest by more than
         ``allowed_lateness_ms`` — it would land in a bucket already settled. A sample its key's
         ``Watermark`` admitted never is."""
-        t = sample.event_time_ms
-        if self._times and t < self._bucket_start(self._times[-1] - self.allowed_lateness_ms):
+        t, times = sample.event_time_ms, self._times
+        if times and t < self._bucket_start(times[-1] - self.allowed_lateness_ms):
             return False
-        self.first_ms = t if self.first_ms is None else min(self.first_ms, t)
-        index = bisect.bisect_right(self._times, t) if self._times and t < self._times[-1] else len(self._times)
-        self._times.insert(index, t)
-        self._values.insert(index, sample.value)
-        self._samples.insert(index, sample)
+        if self.first_ms is None or t < self.first_ms:
+            self.first_ms = t
+        if times and t < times[-1]:
+            index = bisect.bisect_right(times, t)
+            times.insert(index, t)
+            self._values.insert(index, sample.value)
+            self._samples.insert(index, sample)
+        else:  # in order, the common case
+            index = len(times)
+            times.append(t)
+            self._values.append(sample.value)
+            self._samples.append(sample)
         self._inserted(index)
-        horizon = self._bucket_start(self._times[-1] - self.allowed_lateness_ms)
-        over = bisect.bisect_left(self._times, horizon)
+        horizon = self._bucket_start(times[-1] - self.allowed_lateness_ms)
+        if times[0] >= horizon:
+            return True  # no bucket is over yet
+        over = bisect.bisect_left(times, horizon)
         start = 0
         while start < over:  # settle whole buckets, oldest first
-            end = bisect.bisect_left(self._times, self._bucket_start(self._times[start]) + self.bucket_ms, start, over)
+            end = bisect.bisect_left(times, self._bucket_start(times[start]) + self.bucket_ms, start, over)
             self._settle(start, end)
             start = end
-        if over:
-            del self._times[:over]
-            del self._values[:over]
-            del self._samples[:over]
-            self._forget(over, horizon)
+        del times[:over]
+        del self._values[:over]
+        del self._samples[:over]
+        self._forget(over, horizon)
         self._expire(self._bucket_start(horizon - self.length_ms + 1))
         return True
 
@@ -143,6 +151,8 @@ def _push_low(queue: deque[Sample], sample: Sample) -> None:
 def _first_since(queue: deque[Sample], start_ms: int) -> Sample | None:
     """The front of a monotonic queue for a window starting at ``start_ms`` (older entries are
     skipped, not dropped: a late event may still ask for an earlier window)."""
+    if queue and queue[0].event_time_ms >= start_ms:
+        return queue[0]  # the common case, without a generator
     return next((sample for sample in queue if sample.event_time_ms >= start_ms), None)
 
 

@@ -56,8 +56,9 @@ class IndexHistory:
         self._sum += squared
         self._count += 1
         horizon = time_ms - REALISED_WINDOW_MS
-        cut = bisect.bisect_left(self._starts, horizon - horizon % BUCKET_MS)
-        if cut:
+        horizon -= horizon % BUCKET_MS
+        if self._starts[0] < horizon:
+            cut = bisect.bisect_left(self._starts, horizon)
             del self._starts[:cut], self._firsts[:cut], self._squares[:cut], self._counts[:cut]
             self._sum = math.fsum(self._squares)
             self._count = sum(self._counts)
