@@ -18,7 +18,7 @@ Liquidation is *paced*: the share of the account that may be liquidated ramps fr
 ``initial_share`` to 100 % over ``ramp_ms`` of time in distress (Drift), and each round is
 capped in notional (dYdX: $100k per subaccount per block; nothing under its $1,000 minimum
 liquidation notional), one round per ``round_ms``
-(Deribit: about one per second). Rounds size the close to bring the account back above the
+(Deribit: about one per second), a round that finds nothing new to send included. Rounds size the close to bring the account back above the
 initial requirement with a buffer (Drift: 2 % over MM) — the caller's ``plan`` function does
 the Greek-aware sizing. Liquidations on an underlying whose oracle is unreliable are
 suspended (Drift blocks them at 50 % off TWAP); where the book is too thin they go to the
@@ -245,7 +245,8 @@ class Ladder:
         ladder.breach_ids = ()
 
     def _round(self, view: AccountView, ladder: _Ladder, plan, thin: set[str], unreliable: set[str]) -> list[Decision]:
-        """One paced liquidation round: the plan's orders, within the ramped share and the notional cap."""
+        """One paced liquidation round: the plan's orders, within the ramped share and the notional
+        cap, less what earlier rounds sent and the position does not show yet."""
         p = self.params
         elapsed = 0 if ladder.distress_since_ms is None else view.event_time_ms - ladder.distress_since_ms
         share = min(1.0, p.initial_share + elapsed / p.ramp_ms)
@@ -269,8 +270,9 @@ class Ladder:
             budget -= notional
             if budget <= 0:
                 break
-        if out:
-            ladder.last_round_ms = view.event_time_ms
+        # a round that sends nothing (earlier rounds' orders cover the plan, the rest is under the
+        # minimum notional) is still the round: the next one is round_ms on, not the next tick
+        ladder.last_round_ms = view.event_time_ms
         return out
 
     def _close(self, kind: ActionType, view: AccountView, leg: CloseIntent, qty: float, ladder: _Ladder) -> Decision:

@@ -75,6 +75,26 @@ def test_rounds_ramp_are_capped_and_respect_in_flight() -> None:
     assert out[0].quantity * 60_000.0 == 120_000.0
 
 
+def test_a_round_that_sends_nothing_still_paces_the_next() -> None:
+    """In flight covers the plan: the round sends nothing, and the plan is not asked again on
+    the next tick (a fast feed revalues every 250 ms) but a round later."""
+    ladder = Ladder(LadderParams(round_notional_usd=1e12, ramp_ms=10**9))  # the share stays at 20 %
+    asked: list[float] = []
+
+    def counted(target: float) -> list[CloseIntent]:
+        asked.append(target)
+        return LEGS
+
+    assert types(ladder.on_revaluation(view(0, 1.05), [shortfall(0)], LEGS, counted, set(), set())) == [
+        "partial_liquidation"]
+    assert ladder.on_revaluation(view(1_000, 1.05), [], LEGS, counted, set(), set()) == []  # covered
+    assert ladder.on_revaluation(view(1_250, 1.05), [], LEGS, counted, set(), set()) == []
+    assert len(asked) == 2
+    assert not ladder.may_round("a", 1.05, 1_250, 1.0) and ladder.may_round("a", 1.05, 2_000, 1.0)
+    ladder.on_revaluation(view(2_000, 1.05), [], LEGS, counted, set(), set())
+    assert len(asked) == 3
+
+
 def test_thin_book_goes_to_lps_and_unreliable_oracle_suspends() -> None:
     ladder = Ladder()
     out = ladder.on_revaluation(view(0, 1.05), [shortfall(0)], LEGS, plan, {"BTC-PERPETUAL"}, set())
