@@ -43,7 +43,7 @@ class DetectorParams:
     - mark manipulation: a mark 25 %+ off its index while it backs open positions (Mango,
       October 2022: MNGO x14 in 10 minutes; JELLY, March 2025: +400 %).
     - rolling windows (index move, IV jump, oracle TWAP) start on whole buckets of
-      ``window_buckets`` per window length: the hour of index moves moves in 10 s steps, the
+      ``window_buckets`` per window length: the index-move hour advances in 10 s steps, the
       5-minute windows in steps of 833 ms. That bounds a window's memory — and so a worker's
       snapshot — whatever the tick rate (``pipelines/detect/windows.py``).
     """
