@@ -58,6 +58,11 @@ class Metrics:
             "backstop_action_to_execution_latency_seconds",
             "Executor: wall clock when the batch committed minus the action message's Kafka timestamp",
             buckets=LATENCY_BUCKETS_S, registry=r)
+        self._loop_lag = Histogram(
+            "backstop_event_loop_lag_seconds",
+            "Worker: how late its event loop woke a 1 s probe. Engine work, snapshots and the consumer's "
+            "heartbeats share the loop; a hold past the session timeout (10 s) gets the worker dropped from "
+            "its group", buckets=LATENCY_BUCKETS_S, registry=r)
         self._dead_letters = Counter("backstop_dead_letters", "Messages this stage dead-lettered, by reason",
                                      ("stage", "reason"), registry=r)
         self._insert_errors = Counter("backstop_clickhouse_insert_errors",
@@ -114,6 +119,10 @@ class Metrics:
         for action in actions:
             self._actions.labels(self.stage, action["action_type"], "emitted").inc()
             self._event_to_action.observe(_seconds(now_ms - action["event_time_ms"]))
+
+    def loop_lag(self, seconds: float) -> None:
+        """One reading of how late the worker's event loop ran a probe (``watch_loop``)."""
+        self._loop_lag.observe(max(0.0, seconds))
 
     # ------------------------------------------------------------------ executor
 

@@ -46,7 +46,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import faust
@@ -116,6 +116,17 @@ class Outbox:
         if left or self.error:
             # crash the worker: its unacknowledged input is redelivered to whoever takes over
             raise KafkaException(f"output not delivered ({left} queued): {self.error or 'flush timed out'}")
+
+
+async def watch_loop(observe: Callable[[float], None], interval_s: float = 1.0) -> None:
+    """Sleep ``interval_s`` again and again and ``observe`` how late each sleep ended: how long
+    something held the event loop. The loop carries the consumer's heartbeats too, so a reading
+    near the session timeout is a worker about to be dropped from its group."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        observe(loop.time() - due)
 
 
 def source_of(message: Any, prefix: str) -> str:
@@ -352,6 +363,10 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                 for input_name in quiet:
                     shard.idle(input_name)
             await release(partition)
+
+    @app.task
+    async def probe_loop() -> None:
+        await watch_loop(metrics.loop_lag)
 
     @app.timer(interval=metrics.lag_interval_s)
     async def report_lag() -> None:

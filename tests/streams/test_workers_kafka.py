@@ -61,6 +61,10 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Pa
             assert [get(port, "/readyz")[0] for port in ports] == [200, 200]
             emitted = sum(total(page, "backstop_actions_total", stage="worker", outcome="emitted") for page in pages)
             consumed = sum(total(page, "backstop_events_consumed_total", stage="worker") for page in pages)
+            # each probes its event loop every second; held 10 s, the group would have dropped it
+            probes = [total(page, "backstop_event_loop_lag_seconds_count") for page in pages]
+            assert all(probes) and all(total(page, "backstop_event_loop_lag_seconds_bucket", le="10.0") == probed
+                                       for page, probed in zip(pages, probes)), probes
 
             lag: dict = {}
 
