@@ -303,10 +303,14 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             return  # revoked while waiting: the next owner restores the last stored snapshot
         stored = base64.b64encode(shards[partition].snapshot()).decode()
         # A batch has no "current event" for faust to take the changelog partition from, so the
-        # record goes to the changelog partition of its shard explicitly; faust flushes it
-        # before it commits the offsets acknowledged below.
-        snapshots.send_changelog(partition, str(partition), stored)
+        # record goes to the changelog partition of its shard explicitly. Its delivery is awaited
+        # before anything it covers is acknowledged: faust flushes its producer before it commits,
+        # but that flush gives up after 100 ms without a send (ProducerBuffer.flush_atmost), and a
+        # commit that overtook the snapshot would have the next owner start after records only
+        # the lost snapshot held.
+        delivered = snapshots.send_changelog(partition, str(partition), stored)
         snapshots.data[str(partition)] = stored
+        await delivered
         for event in pending[partition]:
             await stream.ack(event)
         pending[partition], backlog[partition] = [], 0
