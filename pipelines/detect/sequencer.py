@@ -88,15 +88,8 @@ class Sequencer:
         the bound is safe too unless an input standing at the limit ranks before it (a future
         event of its own input comes after it by position): so an event does not wait for its
         own input's next one when that input is the slowest."""
-        until: int | None = None
-        first = ""
-        newest, ranks, idle = self._newest, self._ranks, self._idle
-        for name in self._open:  # the oldest newest time, and the first input standing at it
-            if name in idle:
-                continue
-            t = newest[name]
-            if until is None or t < until or (t == until and ranks[name] < first):
-                until, first = t, ranks[name]
+        bound = self.bound()
+        until, first = (None, "") if bound is None else (bound[1], self._ranks[bound[0]])
         out = []
         heap = self._heap
         room = len(heap) if limit is None else limit
@@ -104,6 +97,25 @@ class Sequencer:
                                             or (heap[0][0] == until and heap[0][1] <= first)):
             out.append(heapq.heappop(heap)[3])
         return out
+
+    def bound(self) -> tuple[Hashable, int] | None:
+        """The input every release waits for, and its newest event time: of the open, non-idle
+        inputs, the one with the oldest newest time (the first by rank on a tie). None when no
+        input bounds the release. What an operator wants to know when a shard holds events."""
+        found: tuple[Hashable, int] | None = None
+        first = ""
+        newest, ranks, idle = self._newest, self._ranks, self._idle
+        for name in self._open:
+            if name in idle:
+                continue
+            t = newest[name]
+            if found is None or t < found[1] or (t == found[1] and ranks[name] < first):
+                found, first = (name, t), ranks[name]
+        return found
+
+    def head_time(self) -> int | None:
+        """The sequence time of the next event in line, None when nothing is queued."""
+        return self._heap[0][0] if self._heap else None
 
     def __len__(self) -> int:
         return len(self._heap)

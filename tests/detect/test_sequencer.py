@@ -95,6 +95,24 @@ def test_waits_for_the_slowest_open_input_and_idle_releases_it() -> None:
     assert seq.pop_ready() == ["b30"]
 
 
+def test_bound_names_the_input_a_held_event_waits_for() -> None:
+    seq = Sequencer()
+    seq.add_input("a")
+    seq.add_input("b")
+    assert seq.bound() == ("a", -(2**63)) and seq.head_time() is None  # neither has spoken: a ranks first
+    seq.push("a", 10, "a10")
+    seq.push("a", 20, "a20")
+    assert seq.bound() == ("b", -(2**63)) and seq.head_time() == 10  # b has said nothing: it holds a10
+    seq.push("b", 15, "b15")
+    assert seq.bound() == ("b", 15)
+    seq.push("b", 20, "b20")
+    assert seq.bound() == ("a", 20)  # a tie goes to the input that ranks first
+    seq.idle("a")
+    seq.idle("b")
+    assert seq.bound() is None  # nothing bounds: everything is released
+    assert seq.pop_ready() == ["a10", "b15", "a20", "b20"] and seq.head_time() is None
+
+
 def test_an_event_at_the_limit_waits_for_an_input_that_ranks_before_it() -> None:
     seq = Sequencer()
     seq.push("a", 10, "a10")
