@@ -11,12 +11,15 @@ in four, whatever the idle timeout: recovery on a busy broker outlasted it.)
 So an input may be idled only once it is *settled*: everything the broker held for it, when
 last asked, has been read here.
 
+- Any input is settled when the shard holds its partition's last record (``Shard.offsets``).
+  The shard's own record is what counts: a shard restored from a snapshot holds records this
+  worker never read, and the consumer need not fetch them again.
 - An account input (``backstop.positions/p``, ``backstop.collateral/p``) is read directly: it is
-  settled when this worker's position on it reached the partition's end offset.
-- A market input (``backstop.market.index/1``) reaches shard *p* through the fan-out: it is
-  settled when the shard took the source partition's last record (or the partition holds
-  none). That test is exact and needs nobody else's bookkeeping: a silent input idles even while
-  the worker is behind on the fan-out, and a fan-out whose commit was lost in a rebalance (faust
+  also settled when this worker's position on it reached the partition's end offset.
+- A market input (``backstop.market.index/1``) reaches shard *p* through the fan-out: the
+  shard's own record (above) is the main test, or the partition holds none. That test is
+  exact and needs nobody else's bookkeeping: a silent input idles even while the worker is
+  behind on the fan-out, and a fan-out whose commit was lost in a rebalance (faust
   drops the acknowledgements of a failed OffsetCommit, so the group's offset can stay behind for
   good) holds nothing back. A last record that never reached the shard as such (unreadable, so
   dead-lettered with its batch) is covered by the slower test: the group's committed offset on
@@ -94,15 +97,33 @@ def settled_inputs(inputs: Iterable[str], partition: int, progress: BrokerProgre
         tp = (topic[catalogue_name], int(index))
         if tp not in progress.ends:
             continue
-        if catalogue_name in account_topics:
-            done = progress.read_to(tp, taken) >= progress.ends[tp]
-        else:  # through the fan-out: the shard has the last record, or the fan-out sent all and it was read
-            end = progress.ends[tp]
-            done = (heard.get(name, -1) + 1 >= end or progress.starts.get(tp, 0) >= end
-                    or fanout_read and progress.read_to(tp, {}) >= end)
+        end = progress.ends[tp]
+        if heard.get(name, -1) + 1 >= end:  # the shard holds the last record: nothing more can come
+            done = True
+        elif catalogue_name in account_topics:
+            done = progress.read_to(tp, taken) >= end
+        else:  # through the fan-out: nothing left, or the fan-out sent all and it was read
+            done = progress.starts.get(tp, 0) >= end or fanout_read and progress.read_to(tp, {}) >= end
         if done:
             settled.add(name)
     return settled
+
+
+def describe_input(name: str, partition: int, progress: BrokerProgress | None, taken: Mapping[TP, int],
+                   heard: Mapping[str, int], topic: Mapping[str, str], account_topics: Collection[str],
+                   fanout_topic: str) -> str:
+    """Where shard ``partition`` stands on input ``name`` against the broker, in words: what an
+    operator needs when a shard waits for that input (arguments as for ``settled_inputs``)."""
+    if progress is None:
+        return "broker progress unknown"
+    catalogue_name, index = name.rsplit("/", 1)
+    tp = (topic[catalogue_name], int(index))
+    where = f"end {progress.ends.get(tp, '?')}, committed {progress.committed.get(tp, '-')}"
+    if catalogue_name in account_topics:
+        return f"{where}, read to {progress.read_to(tp, taken)}"
+    fanout = (fanout_topic, partition)
+    return (f"{where}, last taken {heard.get(name, '-')}; fan-out partition {partition}: end "
+            f"{progress.ends.get(fanout, '?')}, read to {progress.read_to(fanout, taken)}")
 
 
 def deleted_unread(partition: int, progress: BrokerProgress | None, taken: Mapping[TP, int], heard: Mapping[str, int],

@@ -8,7 +8,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipelines.streams.settled import BrokerProgress, deleted_unread, read_progress, settled_inputs
+from pipelines.streams.settled import (BrokerProgress, deleted_unread, describe_input, read_progress,
+                                       settled_inputs)
 
 TOPIC = {"backstop.positions": "p.positions", "backstop.market.index": "p.index"}
 ACCOUNT = ("backstop.positions",)
@@ -55,6 +56,9 @@ def test_an_account_input_is_settled_once_read_to_its_end_here_or_by_the_group()
     assert "backstop.positions/3" not in settled(progress(ends, committed={("p.positions", 3): 4}), {})
     # what retention deleted cannot be read: the log start counts as read
     assert "backstop.positions/3" in settled(progress(ends, starts={("p.positions", 3): 10}), {})
+    # restored from a snapshot that holds the last record (offset 9): nothing more can come, whatever was read here
+    assert "backstop.positions/3" in settled(progress(ends), {}, {"backstop.positions/3": 9})
+    assert "backstop.positions/3" not in settled(progress(ends), {}, {"backstop.positions/3": 8})
 
 
 def test_a_market_input_is_settled_once_the_shard_took_the_sources_last_record() -> None:
@@ -82,6 +86,17 @@ def test_a_last_record_that_never_reached_the_shard_settles_once_forwarded_and_t
 def test_without_a_reading_of_the_broker_nothing_is_settled() -> None:
     assert settled(None, {("p.positions", 3): 10**9}) == set()
     assert settled(progress({}), {}) == set()  # a partition the reading does not cover
+
+
+def test_an_input_is_described_by_where_the_shard_and_the_group_stand_against_the_broker() -> None:
+    ends = {("p.positions", 3): 10, ("p.index", 1): 50, (FANOUT, 3): 7}
+    reading = progress(ends, committed={("p.positions", 3): 4})
+    assert describe_input("backstop.positions/3", 3, reading, {("p.positions", 3): 9}, {}, TOPIC, ACCOUNT,
+                          FANOUT) == "end 10, committed 4, read to 9"
+    assert describe_input("backstop.market.index/1", 3, reading, {(FANOUT, 3): 6}, {"backstop.market.index/1": 40},
+                          TOPIC, ACCOUNT, FANOUT) == ("end 50, committed -, last taken 40; fan-out partition 3: "
+                                                      "end 7, read to 6")
+    assert describe_input("backstop.positions/3", 3, None, {}, {}, TOPIC, ACCOUNT, FANOUT) == "broker progress unknown"
 
 
 @pytest.mark.kafka
