@@ -24,11 +24,11 @@ State and recovery. The agent does not acknowledge messages as it goes (``noack`
 table (keyed by partition, written while processing that partition, so the changelog record
 lands in the same partition) and only then acknowledges what the snapshot covers. Offsets faust
 commits therefore never run ahead of a stored snapshot; a worker that takes a partition over
-restores its snapshot and drops the redelivered messages the snapshot already holds; messages
-taken before a rebalance are dropped too, unacknowledged (``current``), since every partition is
-then read again from its committed offset. Outputs
-carry deterministic ids, so the few re-sent after a crash are recognised downstream (executors
-execute an action id once).
+restores its snapshot and drops the redelivered messages the snapshot already holds. Both agents
+take each partition strictly in offset order from where the worker positioned the consumer
+itself, and re-read from the first offset missed (``streams/inorder.py``): faust can lose or
+leave over messages around a rebalance. Outputs carry deterministic ids, so the few re-sent
+after a crash are recognised downstream (executors execute an action id once).
 
 Silent inputs would hold the sequencer back: an input with nothing new for ``idle_ms`` of
 wall-clock time is marked idle, and a partition whose inputs are all quiet is drained (its queue
@@ -46,7 +46,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -64,9 +64,11 @@ from pipelines.kafka import client_config, faust_credentials
 from pipelines.ops.metrics import Metrics
 from pipelines.policy.signing import SigningKey
 from pipelines.streams import fanout
+from pipelines.streams.inorder import InOrder
 from pipelines.streams.intake import Refused, admit
-from pipelines.streams.settled import BrokerProgress, deleted_unread, read_progress, settled_inputs
-from pipelines.topics import ACCOUNT_PARTITIONS, spec_for, topic_name
+from pipelines.streams.settled import (BrokerProgress, deleted_unread, describe_input, read_progress,
+                                       settled_inputs)
+from pipelines.topics import ACCOUNT_PARTITIONS, CATALOGUE, spec_for, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ PROGRESS_TIMEOUT_S = 10.0
 # at once (a drain after a takeover: thousands of events) held the loop, and the consumer's
 # heartbeats with it, for seconds; past the 10 s session timeout the group drops the worker.
 RELEASE_CHUNK = 500
+# A shard that has released nothing for this long while holding events says which input it waits for.
+HELD_WARN_S = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,15 +182,16 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     pending: dict[int, list[Any]] = {}  # messages taken since the partition's last snapshot, to acknowledge
     backlog: dict[int, int] = {}  # records in them (a fan-out message carries many)
     last_seen: dict[tuple[int, str], float] = {}
-    revoked_at: dict[tuple[str, int], float] = {}  # when each topic-partition was last revoked here
-    taken: dict[tuple[str, int], int] = {}  # next offset to take, per topic-partition read
+    order = InOrder(compacted=[name(spec.name) for spec in CATALOGUE if spec.cleanup_policy == "compact"])
+    taken = order.next  # next offset to take, per topic-partition read
+    releases: dict[int, int] = {}  # per partition: how many times its shard released something
+    held: dict[int, tuple[int, float, float]] = {}  # per partition: (releases, holding since, last warned)
+    dropped_reported = 0  # messages dropped out of offset order, as last logged
 
-    def fresh(events: list[Any]) -> list[Any]:
-        kept = [event for event in events if current(event.message, revoked_at)]
-        if len(kept) < len(events):
-            log.info("dropped %d messages taken before the last rebalance: they are read again in order",
-                     len(events) - len(kept))
-        return kept
+    def in_order(events: list[Any]) -> list[Any]:
+        """The events that are, each, the next offset of their partition here (``streams/inorder.py``)."""
+        return [event for event in events if order.take((event.message.topic, event.message.partition),
+                                                        event.message.offset, event.message.time_in)]
 
     def shard_for(partition: int) -> Shard:
         shard = shards.get(partition)
@@ -220,13 +225,12 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     @app.agent(market, concurrency=1)
     async def fan_out(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(config.batch_max, within=config.batch_within_ms / 1000):
-            events = fresh(events)
+            events = in_order(events)
             if not events:
                 continue
             items = []
             for event in events:
                 metrics.consumed(event.message.topic.removeprefix(prefix))
-                taken[(event.message.topic, event.message.partition)] = event.message.offset + 1
                 items.append((source_of(event.message, prefix), event.message.key, event.message.value))
             newest_ms = int(max(event.message.timestamp or 0.0 for event in events) * 1000)
             for batch in fanout.batches(items, newest_ms):
@@ -242,9 +246,8 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         async for events in stream.noack_take(config.batch_max, within=config.batch_within_ms / 1000):
             now_ms = int(time.time() * 1000)
             touched: dict[int, None] = {}
-            for event in fresh(events):
+            for event in in_order(events):
                 metrics.consumed(event.message.topic.removeprefix(prefix))
-                taken[(event.message.topic, event.message.partition)] = event.message.offset + 1
                 partition = event.message.partition
                 shard = shard_for(partition)
                 pending[partition].append(event)
@@ -278,6 +281,8 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         while shard is not None and shards.get(partition) is shard:
             queued = len(shard.sequencer)
             emit(shard.advance(RELEASE_CHUNK))
+            if len(shard.sequencer) < queued:
+                releases[partition] = releases.get(partition, 0) + 1
             if queued - len(shard.sequencer) < RELEASE_CHUNK:
                 return
             await asyncio.sleep(0)
@@ -296,12 +301,17 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         shard.push(admitted)
 
     async def checkpoint(partition: int, stream: faust.StreamT) -> None:
-        """Outputs confirmed, then the shard stored, then the messages it covers acknowledged
-        (faust commits up to them): offsets never run ahead of a snapshot or of an output."""
+        """The shard stored, then the messages it covers acknowledged (faust commits up to them),
+        each step only once the broker has confirmed the one before: offsets never run ahead of a
+        snapshot, and a snapshot never holds an event whose outputs are not on the broker."""
+        shard = shards[partition]
+        # Taken first: the idle timer may release events while this waits for the broker, and
+        # their outputs, queued after this point, are not what this snapshot holds.
+        stored = base64.b64encode(shard.snapshot()).decode()
+        covered, pending[partition], backlog[partition] = pending[partition], [], 0
         await outbox.drained()
-        if partition not in shards:
-            return  # revoked while waiting: the next owner restores the last stored snapshot
-        stored = base64.b64encode(shards[partition].snapshot()).decode()
+        if shards.get(partition) is not shard:
+            return  # revoked meanwhile: its next owner restores the last stored snapshot
         # A batch has no "current event" for faust to take the changelog partition from, so the
         # record goes to the changelog partition of its shard explicitly. Its delivery is awaited
         # before anything it covers is acknowledged: faust flushes its producer before it commits,
@@ -311,9 +321,12 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         delivered = snapshots.send_changelog(partition, str(partition), stored)
         snapshots.data[str(partition)] = stored
         await delivered
-        for event in pending[partition]:
+        if shards.get(partition) is not shard:
+            # Revoked (perhaps handed back) meanwhile: acknowledging now would let faust commit
+            # messages that a shard restored from an older snapshot has not seen.
+            return
+        for event in covered:
             await stream.ack(event)
-        pending[partition], backlog[partition] = [], 0
 
     def dead_letter_send(message: Any, reason: str, detail: str, now_ms: int, value: bytes | None,
                          key: bytes | None) -> None:
@@ -340,6 +353,8 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         except Exception as exc:  # noqa: BLE001 - a broker hiccup costs a reading, never the worker
             progress = None  # unknown progress settles nothing (a stale reading could)
             log.warning("broker progress not read: %r", exc)
+        if progress is not None and not app.rebalancing:
+            await reposition(progress)
         for partition, shard in list(shards.items()):
             lost = deleted_unread(partition, progress, taken, shard.offsets, topic_of, ACCOUNT_TOPICS, fanout_name)
             for input_name, (first, start) in lost.items():
@@ -348,6 +363,25 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                     log.error("shard %d never read %s offsets %d..%d: the broker deleted them first (retention "
                               "counts from message timestamps; docs/operations.md); the shard goes on without them",
                               partition, input_name, first, start - 1)
+
+    async def reposition(reading: BrokerProgress) -> None:
+        """Position the consumer where ``order`` needs it: newly assigned partitions at their
+        committed offsets, holes and stalled partitions at the next offset to take."""
+        assignment = {(tp.topic, tp.partition): tp for tp in app.consumer.assignment()}
+        targets = order.due(assignment, reading, time.monotonic())
+        if not targets:
+            return
+        generation = app.consumer_generation_id
+        try:
+            await asyncio.wait_for(app.consumer.seek_wait({assignment[tp]: offset for tp, offset in targets.items()}),
+                                   PROGRESS_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the assignment moved on meanwhile: the next reading retries
+            log.info("could not position the consumer (%r); retrying at the next reading", exc)
+            return
+        if app.consumer_generation_id == generation and not app.rebalancing:  # else a rebalance has seeked since
+            order.positioned(targets, time.monotonic())
+            log.info("reading from %s", {f"{topic.removeprefix(prefix)}/{partition}": offset
+                                         for (topic, partition), offset in targets.items()})
 
     @app.timer(interval=0.1)
     async def release_idle_inputs() -> None:
@@ -367,6 +401,36 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                 for input_name in quiet:
                     shard.idle(input_name)
             await release(partition)
+
+    @app.timer(interval=5.0)
+    async def report_held() -> None:
+        """A shard that holds events and has released none for ``HELD_WARN_S`` names the input it
+        waits for and where that input stands on the broker: the first question when outputs stop.
+        Messages dropped out of offset order since the last report are counted too."""
+        nonlocal dropped_reported
+        if order.dropped > dropped_reported:
+            log.info("dropped %d messages out of offset order (left over from a rebalance, or past a hole): they are "
+                     "read again in order", order.dropped - dropped_reported)
+            dropped_reported = order.dropped
+        now = time.monotonic()
+        for partition, shard in list(shards.items()):
+            mark = releases.get(partition, 0)
+            previous = held.get(partition)
+            if not len(shard.sequencer) or previous is None or previous[0] != mark:
+                held[partition] = (mark, now, 0.0)
+                continue
+            _, since, warned = previous
+            if now - since < HELD_WARN_S or now - warned < HELD_WARN_S:
+                continue
+            held[partition] = (mark, since, now)
+            bound = shard.sequencer.bound()
+            waiting = "no input (all idle)" if bound is None else (
+                f"{bound[0]} (its newest event time {bound[1]}; "
+                + describe_input(bound[0], partition, progress, taken, shard.offsets, topic_of, ACCOUNT_TOPICS,
+                                 fanout_name) + ")")
+            log.warning("shard %d has held %d events for %.0f s without releasing any (next in line at event time "
+                        "%s), waiting for %s", partition, len(shard.sequencer), now - since,
+                        shard.sequencer.head_time(), waiting)
 
     @app.task
     async def probe_loop() -> None:
@@ -390,14 +454,13 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     @app.on_partitions_revoked.connect
     async def forget(app: faust.App, revoked: set, **_: Any) -> None:  # noqa: ARG001
         """A moved partition's shard is rebuilt from its snapshot by whoever owns it next."""
-        now = time.monotonic()
         for tp in revoked:
-            taken.pop((tp.topic, tp.partition), None)
-            revoked_at[(tp.topic, tp.partition)] = now
+            order.forget((tp.topic, tp.partition))
             owned.discard(tp.partition)
             shards.pop(tp.partition, None)
             pending.pop(tp.partition, None)
             backlog.pop(tp.partition, None)
+            held.pop(tp.partition, None)
         if not owned:
             ready.clear()
 
@@ -408,22 +471,6 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             ready.set()
 
     return app
-
-
-def current(message: Any, revoked_at: Mapping[tuple[str, int], float]) -> bool:
-    """Whether faust handed ``message`` to the streams after its partition was last revoked
-    here (``revoked_at``: monotonic times; a partition never revoked has no entry).
-
-    A rebalance revokes every partition (aiokafka's eager protocol) but leaves what a take buffer
-    already holds in place (streams are not waited for: their messages wait for a snapshot);
-    fetching stops until the new assignment has read every partition back to its committed
-    offset. An older copy processed after that would put a shard ahead of the re-read, and the
-    records in between would be dropped as redeliveries: another order than the in-process
-    replay's. So it is dropped itself, unacknowledged, and comes back in its place (or goes to
-    the partition's new owner). faust stamps ``time_in`` when it hands a message over, on the
-    monotonic clock."""
-    return message.time_in is not None and message.time_in > revoked_at.get((message.topic, message.partition),
-                                                                             float("-inf"))
 
 
 def breach_key(breach) -> str:

@@ -1,40 +1,80 @@
-"""A message faust handed over before its partition was last revoked is not processed: the
-partition is read again from its committed offset, and the old copy would put a shard ahead of
-that re-read (``pipelines.streams.app.current``). The end-to-end proof is the SIGKILL parity
-tests; these pin the rule itself."""
+"""Taking each partition strictly in offset order (``pipelines.streams.inorder``): what faust
+leaves over or loses around a rebalance is dropped and read again from the first offset missed.
+The end-to-end proof is the replay-parity test on the real broker (scale-out and SIGKILL)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from pipelines.streams.inorder import STALLED_S, InOrder
+from pipelines.streams.settled import BrokerProgress
 
-from pipelines.streams.app import current
-
-
-def message(topic: str, partition: int, time_in: float | None) -> SimpleNamespace:
-    return SimpleNamespace(topic=topic, partition=partition, time_in=time_in)
+TP = ("p.backstop.positions", 3)
+FANOUT = ("p.backstop.market.fanout", 3)
 
 
-def test_before_any_rebalance_every_message_is_current() -> None:
-    assert current(message("p.backstop.positions", 3, 0.5), {})
+def reading(ends: dict, committed: dict | None = None, starts: dict | None = None) -> BrokerProgress:
+    return BrokerProgress(starts=starts or {}, ends=ends, committed=committed or {})
 
 
-def test_a_message_handed_over_after_the_revocation_is_current() -> None:
-    revoked_at = {("p.backstop.positions", 3): 100.0}
-    assert current(message("p.backstop.positions", 3, 100.5), revoked_at)
+def test_nothing_is_taken_before_the_worker_positions_the_partition() -> None:
+    order = InOrder()
+    assert not order.take(TP, 0, 1.0)
+    assert order.due([TP], reading({TP: 10}, committed={TP: 4}), 2.0) == {TP: 4}
+    order.positioned({TP: 4}, 2.0)
+    assert not order.take(TP, 3, 2.5)  # before the committed offset: the snapshot holds it
+    assert [order.take(TP, offset, 3.0) for offset in (4, 5, 6)] == [True, True, True]
+    assert order.next[TP] == 7
 
 
-def test_a_message_taken_before_the_last_revocation_is_not() -> None:
-    revoked_at = {("p.backstop.positions", 3): 100.0}
-    assert not current(message("p.backstop.positions", 3, 99.9), revoked_at)
-    assert not current(message("p.backstop.positions", 3, 100.0), revoked_at)
+def test_a_partition_without_a_commit_is_read_from_its_log_start() -> None:
+    order = InOrder()
+    assert order.due([TP, ("p.changelog", 3)], reading({TP: 10}, starts={TP: 2}), 1.0) == {TP: 2}
 
 
-def test_revocations_are_per_topic_partition() -> None:
-    revoked_at = {("p.backstop.positions", 3): 100.0, ("p.backstop.market.fanout", 3): 50.0}
-    assert current(message("p.backstop.market.fanout", 3, 60.0), revoked_at)
-    assert not current(message("p.backstop.positions", 3, 60.0), revoked_at)
-    assert current(message("p.backstop.positions", 4, 60.0), revoked_at)  # never revoked here
+def test_a_hole_is_read_again_from_the_first_offset_missed() -> None:
+    order = InOrder()
+    order.positioned({TP: 0}, 1.0)
+    assert order.take(TP, 0, 1.5)
+    assert not order.take(TP, 3, 1.6)  # 1 and 2 were lost on the way
+    assert order.due([TP], reading({TP: 10}), 1.7) == {TP: 1}
+    order.positioned({TP: 1}, 1.8)
+    assert not order.take(TP, 4, 1.75)  # left over from before the re-read: dropped, no new gap
+    assert order.due([TP], reading({TP: 10}), 1.9) == {}
+    assert [order.take(TP, offset, 2.0) for offset in (1, 2, 3)] == [True, True, True]
 
 
-def test_a_message_without_an_arrival_stamp_is_not_trusted() -> None:
-    assert not current(message("p.backstop.positions", 3, None), {})
+def test_a_hole_the_broker_has_is_taken_once_re_reading_keeps_starting_past_it() -> None:
+    order = InOrder()
+    order.positioned({TP: 4}, 1.0)
+    assert order.take(TP, 4, 1.1)
+    assert not order.take(TP, 6, 1.2)  # offset 5 is a transaction marker: no message has it
+    order.positioned(order.due([TP], reading({TP: 10}), 1.3), 1.3)
+    assert order.next[TP] == 5 and not order.take(TP, 6, 1.4)  # once: no proof (a leftover can do this)
+    order.positioned(order.due([TP], reading({TP: 10}), 1.5), 1.5)
+    assert order.take(TP, 6, 1.6) and order.next[TP] == 7
+
+
+def test_a_compacted_topic_has_holes_by_design() -> None:
+    instruments = ("p.backstop.instruments", 0)
+    order = InOrder(compacted=["p.backstop.instruments"])
+    order.positioned({instruments: 0, TP: 0}, 1.0)
+    assert order.take(instruments, 3, 1.1) and order.next[instruments] == 4
+    assert not order.take(TP, 3, 1.1)
+
+
+def test_a_partition_the_broker_holds_more_of_is_re_read_once_nothing_arrives() -> None:
+    order = InOrder()
+    order.positioned({TP: 0, FANOUT: 0}, 0.0)
+    assert order.take(TP, 0, 0.5) and order.take(FANOUT, 0, 0.5)
+    ends = reading({TP: 2, FANOUT: 1})
+    assert order.due([TP, FANOUT], ends, STALLED_S) == {}  # not for long yet
+    # the messages after offset 0 were lost with nothing after them: only time shows it
+    assert order.due([TP, FANOUT], ends, 0.5 + STALLED_S + 0.1) == {TP: 1}  # the fan-out is read to its end
+
+
+def test_a_revoked_partition_is_not_taken_until_positioned_again() -> None:
+    order = InOrder()
+    order.positioned({TP: 0}, 0.0)
+    assert order.take(TP, 0, 0.1)
+    order.forget(TP)
+    assert not order.take(TP, 1, 0.2)
+    assert order.due([TP], reading({TP: 5}, committed={TP: 1}), 0.3) == {TP: 1}

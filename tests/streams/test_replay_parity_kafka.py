@@ -20,16 +20,19 @@ from pipelines.scenarios.generate import generate, write_recording
 from pipelines.topics_cli import create_topics
 
 from ops_helpers import stop
-from workers import SECRET, collect, start_worker  # noqa: I001
+from workers import SECRET, collect, start_worker, worker_logs  # noqa: I001
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SCENARIO = "black-thursday-2020"
 
 
-@pytest.mark.parametrize("kill_one", [False, True], ids=["steady", "sigkill"])
+@pytest.mark.parametrize("change", ["steady", "sigkill", "scale-out"])
 def test_a_recording_replayed_through_kafka_and_in_process_gives_the_same_outputs(kafka_bootstrap: str, tmp_path: Path,
-                                                                                   kill_one: bool) -> None:
+                                                                                   change: str) -> None:
+    """``steady``: two workers from the start; ``sigkill``: once the first actions are out, one
+    dies and is restarted; ``scale-out``: one worker, joined by a second once the first actions
+    are out (partitions move from a live worker mid-stream)."""
     generated = generate(library.get(SCENARIO))
     recording = tmp_path / "scenario.avro"
     write_recording(generated, recording)
@@ -43,13 +46,17 @@ def test_a_recording_replayed_through_kafka_and_in_process_gives_the_same_output
     create_topics(KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix))
     replay_to_kafka(recording, {"bootstrap.servers": kafka_bootstrap}, prefix=prefix)
     hedged = ",".join(sorted(generated.hedged))
-    workers = [start_worker(kafka_bootstrap, prefix, tmp_path, name, hedged=hedged) for name in ("w1", "w2")]
+    names = ("w1",) if change == "scale-out" else ("w1", "w2")
+    workers = [start_worker(kafka_bootstrap, prefix, tmp_path, name, hedged=hedged) for name in names]
     try:
-        if kill_one:  # once the first actions are out, one worker dies and its partitions move
+        if change != "steady":  # once the first actions are out, partitions move
             assert collect(kafka_bootstrap, f"{prefix}backstop.actions", "Action", "action_id",
                            set(list(expected_actions)[:10]), timeout_s=120)
-            stop(workers[0], signal.SIGKILL)
-            workers[0] = start_worker(kafka_bootstrap, prefix, tmp_path, "w1-restarted", hedged=hedged)
+            if change == "sigkill":
+                stop(workers[0], signal.SIGKILL)
+                workers[0] = start_worker(kafka_bootstrap, prefix, tmp_path, "w1-restarted", hedged=hedged)
+            else:
+                workers.append(start_worker(kafka_bootstrap, prefix, tmp_path, "w2", hedged=hedged))
         actions = collect(kafka_bootstrap, f"{prefix}backstop.actions", "Action", "action_id",
                           set(expected_actions), timeout_s=240)
         breaches = collect(kafka_bootstrap, f"{prefix}backstop.breaches", "Breach", "breach_id",
@@ -57,7 +64,7 @@ def test_a_recording_replayed_through_kafka_and_in_process_gives_the_same_output
     finally:
         for worker in workers:
             stop(worker)
-    logs = "\n".join(p.read_text()[-1500:] for p in tmp_path.glob("*.log"))
+    logs = worker_logs(tmp_path)
     assert set(actions) == set(expected_actions), logs
     differing = {i: {k: (v, expected_actions[i].get(k)) for k, v in copy.items() if v != expected_actions[i].get(k)}
                  for i, copies in actions.items() for copy in copies if copy != expected_actions[i]}

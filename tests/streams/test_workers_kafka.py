@@ -20,7 +20,7 @@ from pipelines.topics_cli import create_topics
 
 from local_ports import free_ports  # noqa: I001
 from ops_helpers import get, scrape, series, stop, total, wait_for  # noqa: I001
-from workers import SECRET, collect, publish, start_worker
+from workers import SECRET, collect, publish, start_worker, worker_logs
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -78,11 +78,11 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Pa
             try:
                 wait_for(caught_up, 30, "lag 0 on every account partition")
             except AssertionError as exc:
-                logs = "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(tmp_path.glob("*.log")))
+                logs = worker_logs(tmp_path, tail=4000)
                 raise AssertionError(f"{exc}: {len(lag)} series, {sorted(lag.items())}\n{logs}") from None
     finally:
         exits = [stop(worker) for worker in workers]
-    logs = "\n".join(p.read_text()[-1500:] for p in tmp_path.glob("*.log"))
+    logs = worker_logs(tmp_path)
     assert set(actions) == set(expected_actions), logs
     for action_id, copies in actions.items():
         for copy in copies:  # re-sent copies are identical to the in-process action

@@ -4,6 +4,7 @@ and a consumer that collects what they emit."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -72,6 +73,20 @@ def collect(bootstrap: str, topic: str, record: str, id_field: str, want: set[st
     finally:
         consumer.close()
     return seen
+
+
+NOTABLE = re.compile(r"WARNING|ERROR|CRITICAL|dropped|[Aa]ssigned|[Rr]evok|Traceback")
+
+
+def worker_logs(tmp_path: Path, tail: int = 1500) -> str:
+    """What a failing test shows of its workers' logs: per worker, the lines that tell a story
+    (warnings, errors, rebalances, dropped messages), then the tail."""
+    parts = []
+    for path in sorted(tmp_path.glob("*.log")):
+        text = path.read_text()
+        notable = [line for line in text.splitlines() if NOTABLE.search(line)]
+        parts.append(f"--- {path.name}\n" + "\n".join(notable[-60:]) + f"\n... tail:\n{text[-tail:]}")
+    return "\n".join(parts)
 
 
 def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str, hedged: str = "hedged-desk",
