@@ -182,7 +182,8 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
     pending: dict[int, list[Any]] = {}  # messages taken since the partition's last snapshot, to acknowledge
     backlog: dict[int, int] = {}  # records in them (a fan-out message carries many)
     last_seen: dict[tuple[int, str], float] = {}
-    order = InOrder(compacted=[name(spec.name) for spec in CATALOGUE if spec.cleanup_policy == "compact"])
+    compacted = {name(spec.name) for spec in CATALOGUE if spec.cleanup_policy == "compact"}
+    order = InOrder(compacted)
     taken = order.next  # next offset to take, per topic-partition read
     releases: dict[int, int] = {}  # per partition: how many times its shard released something
     held: dict[int, tuple[int, float, float]] = {}  # per partition: (releases, holding since, last warned)
@@ -379,6 +380,14 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             log.info("could not position the consumer (%r); retrying at the next reading", exc)
             return
         if app.consumer_generation_id == generation and not app.rebalancing:  # else a rebalance has seeked since
+            for tp in targets:
+                if tp[0] not in compacted:
+                    # faust counts offsets it sees skipped as processed ("gaps": meant for compaction
+                    # and transaction markers) and commits past them. After a seek back, a message left
+                    # over from an earlier fetch looks like such a skip; with no read offset faust
+                    # computes none, and drops what it already passed until the re-read catches up.
+                    app.consumer._read_offset.pop(assignment[tp], None)
+                    app.consumer._gap.pop(assignment[tp], None)
             order.positioned(targets, time.monotonic())
             log.info("reading from %s", {f"{topic.removeprefix(prefix)}/{partition}": offset
                                          for (topic, partition), offset in targets.items()})

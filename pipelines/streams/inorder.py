@@ -20,9 +20,13 @@ After an assignment a partition has no next offset until the worker has position
 itself (``due``: the group's committed offset, or the log start); a message past the next
 offset, or a partition the broker holds more of while nothing arrives, is re-read from the next
 offset. Dropping and re-reading are always safe: a shard drops a record it already holds by its
-offset, and only taken messages are ever acknowledged. Holes the broker itself has (a
-compacted topic, a transaction marker) are taken as they are: in a compacted topic at once,
-elsewhere once re-reading keeps starting past them.
+offset, and only taken messages are ever acknowledged. A compacted topic has holes by design
+and is taken as it comes. Elsewhere a hole is never taken as real: a message delivered past
+it can be one left over from a fetch before the last positioning, however often the worker
+re-reads (an earlier version that took a hole once two re-reads began past it skipped the
+first records of a partition and emitted other actions in CI). Input producers must therefore
+not be transactional (a transaction marker holds an offset no message has); the worker would
+re-read such a partition again and again, logging each time.
 """
 
 from __future__ import annotations
@@ -38,12 +42,6 @@ from pipelines.streams.settled import TP, BrokerProgress
 STALLED_S = 30.0
 
 
-#: Re-reads from the same offset that still begin past it before the hole is taken as real (a
-#: transaction marker holds an offset no message has). A message left over from before the
-#: last positioning can arrive once more past it, so one re-read proves nothing.
-HOLE_CONFIRMATIONS = 2
-
-
 class InOrder:
     """``compacted``: Kafka topic names whose offsets have holes by design (log compaction
     removes superseded records); there a message past the next offset is taken as it comes."""
@@ -53,27 +51,22 @@ class InOrder:
         self._compacted = frozenset(compacted)
         self._arrived: dict[TP, float] = {}  # when it last took one
         self._positioned: dict[TP, float] = {}  # when it was last positioned
-        self._rereads: dict[TP, tuple[int, int]] = {}  # the offset last positioned at, and how often in a row
         self._gaps: set[TP] = set()
         self.dropped = 0
 
     def take(self, tp: TP, offset: int, handed_over: float | None) -> bool:
         """Whether a message at ``offset`` of ``tp``, handed over by faust at monotonic time
         ``handed_over``, is the one to take now (then the next offset moves on). One past the
-        next offset, handed over after the partition was positioned, marks a gap to re-read,
-        unless re-reading from the next offset has already begun past it often enough."""
+        next offset, handed over after the partition was positioned, marks a gap to re-read."""
         expected = self.next.get(tp)
         if expected is None or offset < expected:
             self.dropped += 1
             return False
         if offset > expected and tp[0] not in self._compacted:
-            if (handed_over or 0.0) <= self._positioned.get(tp, 0.0):
-                self.dropped += 1  # left over from before the last positioning
-                return False
-            if self._rereads.get(tp, (-1, 0)) < (expected, HOLE_CONFIRMATIONS):
-                self.dropped += 1
+            self.dropped += 1
+            if (handed_over or 0.0) > self._positioned.get(tp, 0.0):  # else left over from before it
                 self._gaps.add(tp)
-                return False
+            return False
         self.next[tp] = offset + 1
         self._arrived[tp] = handed_over or 0.0
         return True
@@ -104,8 +97,6 @@ class InOrder:
     def positioned(self, targets: Mapping[TP, int], now: float) -> None:
         """The consumer now reads each partition of ``targets`` from its offset."""
         for tp, offset in targets.items():
-            last, times = self._rereads.get(tp, (-1, 0))
-            self._rereads[tp] = (offset, times + 1 if last == offset else 1)
             self.next[tp] = offset
             self._positioned[tp] = now
             self._gaps.discard(tp)

@@ -75,7 +75,7 @@ def collect(bootstrap: str, topic: str, record: str, id_field: str, want: set[st
     return seen
 
 
-NOTABLE = re.compile(r"WARNING|ERROR|CRITICAL|dropped|[Aa]ssigned|[Rr]evok|Traceback")
+NOTABLE = re.compile(r"WARNING|ERROR|CRITICAL|dropped|reading from|[Aa]ssigned|[Rr]evok|Traceback")
 
 
 def worker_logs(tmp_path: Path, tail: int = 1500) -> str:
