@@ -162,6 +162,29 @@ def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
                 pass
 
 
+@pytest.fixture
+def prefix(kafka_bootstrap: str) -> Iterator[str]:
+    """A fresh topic prefix with the whole catalogue created under it, as ``backstop topics
+    create`` does; afterwards every topic under the prefix is deleted, the workers' own
+    (changelogs, assignor) too. A broker holding the topics of every test before it slowed
+    down and ran out of heap in long local runs."""
+    from confluent_kafka.admin import AdminClient
+
+    from pipelines.config import KafkaSettings
+    from pipelines.topics_cli import create_topics
+
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    create_topics(KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix))
+    yield prefix
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    doomed = [topic for topic in admin.list_topics(timeout=30).topics if topic.startswith(prefix)]
+    for future in (admin.delete_topics(doomed, operation_timeout=30).values() if doomed else ()):
+        try:
+            future.result(timeout=30)
+        except Exception:  # noqa: BLE001 - cleanup is best effort; the prefix is unique anyway
+            pass
+
+
 def _infra_secret(name: str) -> Path:
     return Path(os.environ.get("BACKSTOP_INFRA_DIR", REPO / ".infra")) / "secrets" / name
 

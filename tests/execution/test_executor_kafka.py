@@ -17,13 +17,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from pipelines.config import KafkaSettings
 from pipelines.events.codec import default_codec
 from pipelines.execution.executor import Executor, ExecutorConfig
 from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.signing import SigningKey
-from pipelines.topics_cli import create_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -31,13 +29,6 @@ SECRET = "executor-test-signing-key-0123456789"
 KEY = SigningKey("default", SECRET.encode())
 DEEP = {"instrument": "BTC-PERPETUAL", "bids": [{"price": 60_000 - i, "quantity": 50.0} for i in range(1, 40)],
         "asks": [{"price": 60_000 + i, "quantity": 50.0} for i in range(1, 40)]}
-
-
-@pytest.fixture
-def prefix(kafka_bootstrap: str) -> str:
-    prefix = f"x{uuid.uuid4().hex[:8]}."
-    create_topics(KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix))
-    return prefix
 
 
 def produce_actions(bootstrap: str, prefix: str, actions: list[dict]) -> None:

@@ -7,20 +7,17 @@ from __future__ import annotations
 import os
 import re
 import signal
-import uuid
 from pathlib import Path
 
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from pipelines.config import KafkaSettings
 from pipelines.events.files import read_replay, write_replay
 from pipelines.replay.kafka_replay import replay_to_kafka
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate, write_recording
 from pipelines.topics import ACCOUNT_PARTITIONS
-from pipelines.topics_cli import create_topics
 
 from ops_helpers import stop, wait_for  # noqa: I001
 from workers import start_worker
@@ -30,7 +27,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
 LOST = re.compile(r"shard (\d+) never read backstop\.market\.index/1 offsets (\d+)\.\.(\d+)")
 
 
-def test_a_worker_reports_input_records_the_broker_deleted_before_it_read_them(kafka_bootstrap: str,
+def test_a_worker_reports_input_records_the_broker_deleted_before_it_read_them(kafka_bootstrap: str, prefix: str,
                                                                               tmp_path: Path) -> None:
     generated = generate(library.get("black-thursday-2020"))
     write_recording(generated, tmp_path / "scenario.avro")
@@ -38,8 +35,6 @@ def test_a_worker_reports_input_records_the_broker_deleted_before_it_read_them(k
     half = len(records) // 2
     write_replay(tmp_path / "first.avro", records[:half])
     write_replay(tmp_path / "second.avro", records[half:])
-    prefix = f"d{uuid.uuid4().hex[:8]}."
-    create_topics(KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix))
     replay_to_kafka(tmp_path / "first.avro", {"bootstrap.servers": kafka_bootstrap}, prefix=prefix)
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     index = TopicPartition(prefix + "backstop.market.index", 1)

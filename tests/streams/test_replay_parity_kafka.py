@@ -5,19 +5,16 @@ when one worker is SIGKILLed mid-stream and restarted."""
 from __future__ import annotations
 
 import signal
-import uuid
 from pathlib import Path
 
 import pytest
 
-from pipelines.config import KafkaSettings
 from pipelines.engine.engine import EngineParams
 from pipelines.policy.signing import SigningKey
 from pipelines.replay.inprocess import replay
 from pipelines.replay.kafka_replay import replay_to_kafka
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate, write_recording
-from pipelines.topics_cli import create_topics
 
 from ops_helpers import stop
 from workers import SECRET, collect, start_worker, worker_logs  # noqa: I001
@@ -28,8 +25,8 @@ SCENARIO = "black-thursday-2020"
 
 
 @pytest.mark.parametrize("change", ["steady", "sigkill", "scale-out"])
-def test_a_recording_replayed_through_kafka_and_in_process_gives_the_same_outputs(kafka_bootstrap: str, tmp_path: Path,
-                                                                                   change: str) -> None:
+def test_a_recording_replayed_through_kafka_and_in_process_gives_the_same_outputs(kafka_bootstrap: str, prefix: str,
+                                                                                   tmp_path: Path, change: str) -> None:
     """``steady``: two workers from the start; ``sigkill``: once the first actions are out, one
     dies and is restarted; ``scale-out``: one worker, joined by a second once the first actions
     are out (partitions move from a live worker mid-stream)."""
@@ -42,8 +39,6 @@ def test_a_recording_replayed_through_kafka_and_in_process_gives_the_same_output
     expected_breaches = {b.breach_id for b in expected.breaches}
     assert len(expected_actions) > 50 and len(expected_breaches) > 20
 
-    prefix = f"r{uuid.uuid4().hex[:8]}."
-    create_topics(KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix))
     replay_to_kafka(recording, {"bootstrap.servers": kafka_bootstrap}, prefix=prefix)
     hedged = ",".join(sorted(generated.hedged))
     names = ("w1",) if change == "scale-out" else ("w1", "w2")

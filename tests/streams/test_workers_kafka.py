@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from pipelines.config import KafkaSettings
 from pipelines.engine.engine import EngineParams
 from pipelines.engine.shard import run_shards
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS
-from pipelines.topics_cli import create_topics
 
 from local_ports import free_ports  # noqa: I001
 from ops_helpers import get, scrape, series, stop, total, wait_for  # noqa: I001
@@ -28,10 +25,8 @@ KEY = SigningKey("default", SECRET.encode())
 
 
 @pytest.mark.parametrize("kill_one", [False, pytest.param(True, marks=pytest.mark.chaos)], ids=["steady", "sigkill"])
-def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, tmp_path: Path, kill_one: bool,
+def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, prefix: str, tmp_path: Path, kill_one: bool,
                                               recovery_report) -> None:
-    prefix = f"w{uuid.uuid4().hex[:8]}."
-    create_topics(KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix))
     messages = publish(kafka_bootstrap, prefix)
     expected = run_shards(messages, ACCOUNT_PARTITIONS, KEY, EngineParams(hedged_accounts=frozenset({"hedged-desk"})))
     expected_actions = {a["action_id"]: a for a in expected.actions}
