@@ -386,6 +386,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                     # and transaction markers) and commits past them. After a seek back, a message left
                     # over from an earlier fetch looks like such a skip; with no read offset faust
                     # computes none, and drops what it already passed until the re-read catches up.
+                    # (Private fields of faust's Consumer: pyproject.toml pins the line they were read in.)
                     app.consumer._read_offset.pop(assignment[tp], None)
                     app.consumer._gap.pop(assignment[tp], None)
             order.positioned(targets, time.monotonic())
