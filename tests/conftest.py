@@ -154,12 +154,16 @@ def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
         return name
 
     yield make
-    if created:
-        for future in admin.delete_topics(created, operation_timeout=30).values():
-            try:
-                future.result(timeout=30)
-            except Exception:  # noqa: BLE001 - cleanup is best effort; the topic names are unique anyway
-                pass
+    _delete_topics(admin, created)
+
+
+def _delete_topics(admin, names: list[str]) -> None:
+    """Best effort: the names are unique to their test anyway."""
+    for future in (admin.delete_topics(names, operation_timeout=30).values() if names else ()):
+        try:
+            future.result(timeout=30)
+        except Exception:  # noqa: BLE001 - cleanup must not fail a test that passed
+            pass
 
 
 @pytest.fixture
@@ -177,12 +181,7 @@ def prefix(kafka_bootstrap: str) -> Iterator[str]:
     create_topics(KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix))
     yield prefix
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    doomed = [topic for topic in admin.list_topics(timeout=30).topics if topic.startswith(prefix)]
-    for future in (admin.delete_topics(doomed, operation_timeout=30).values() if doomed else ()):
-        try:
-            future.result(timeout=30)
-        except Exception:  # noqa: BLE001 - cleanup is best effort; the prefix is unique anyway
-            pass
+    _delete_topics(admin, [topic for topic in admin.list_topics(timeout=30).topics if topic.startswith(prefix)])
 
 
 def _infra_secret(name: str) -> Path:

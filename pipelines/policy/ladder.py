@@ -17,10 +17,10 @@ call goes out before the ratio itself is high — the point of a backstop is to 
 Liquidation is *paced*: the share of the account that may be liquidated ramps from
 ``initial_share`` to 100 % over ``ramp_ms`` of time in distress (Drift), and each round is
 capped in notional (dYdX: $100k per subaccount per block; nothing under its $1,000 minimum
-liquidation notional), one round per ``round_ms``
-(Deribit: about one per second), a round that finds nothing new to send included. Rounds size the close to bring the account back above the
-initial requirement with a buffer (Drift: 2 % over MM) — the caller's ``plan`` function does
-the Greek-aware sizing. Liquidations on an underlying whose oracle is unreliable are
+liquidation notional), one round per ``round_ms`` (Deribit: about one per second), a round
+that finds nothing new to send included. Rounds size the close to bring the account back above
+the initial requirement with a buffer (Drift: 2 % over MM) — the caller's ``plan`` function
+does the Greek-aware sizing. Liquidations on an underlying whose oracle is unreliable are
 suspended (Drift blocks them at 50 % off TWAP); where the book is too thin they go to the
 backstop liquidity providers instead.
 """
