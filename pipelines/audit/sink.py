@@ -253,12 +253,15 @@ class AuditSink:
             max_messages: int | None = None) -> SinkStats:
         """Run until ``stop`` is set, or no message arrived for ``idle_exit_s``, or ``max_messages`` were stored.
 
+        Idleness counts only while the consumer is a member of its group: a broker still loading its
+        group coordinator (as just after a start) delays the first assignment by seconds, and a sink
+        that gave up before it was assigned anything would have stored nothing.
         Before returning it flushes what it holds, retrying while ClickHouse is unavailable (unless stopped).
         """
         stop = stop or threading.Event()
         last_message = time.monotonic()
         while not stop.is_set():
-            if self.poll_once():
+            if self.poll_once() or not self._member:
                 last_message = time.monotonic()
             if self.due() and time.monotonic() >= self._next_retry:
                 self.flush()

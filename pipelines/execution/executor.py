@@ -141,7 +141,10 @@ class Executor:
         self._member = False
 
     def run(self, max_actions: int | None = None, idle_exit_s: float | None = None) -> ExecutorStats:
-        """Consume until stopped (SIGTERM/SIGINT), ``max_actions`` handled, or idle for ``idle_exit_s``."""
+        """Consume until stopped (SIGTERM/SIGINT), ``max_actions`` handled, or idle for ``idle_exit_s``.
+
+        Idleness counts only while a member of the group, so a slow first join (a broker still loading
+        its group coordinator) is not mistaken for an empty action topic."""
         previous = {}
         if threading.current_thread() is threading.main_thread():
             previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -158,11 +161,12 @@ class Executor:
                         raise KafkaException(m.error())
                     else:
                         log.warning("consumer: %s", m.error().str())
+                if messages or not self._member:
+                    idle_since = time.monotonic()
                 if not messages:
                     if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                         break
                     continue
-                idle_since = time.monotonic()
                 self._process_batch(messages)
                 if max_actions is not None and self.stats.actions >= max_actions:
                     break

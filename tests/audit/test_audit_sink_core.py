@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 
 from audit_scenario import incident
@@ -42,6 +43,10 @@ class FakeConsumer:
         self.paused = False
         self.pause_calls = 0
         self.max_taken = 0
+
+    def subscribe(self, topics, on_assign, on_revoke, on_lost):
+        """Joins at once, as a broker with a loaded group coordinator would."""
+        on_assign(self, [TP(t, 0) for t in topics])
 
     def consume(self, num_messages=1, timeout=0):
         if self.paused:
@@ -97,6 +102,7 @@ def test_outage_pauses_keeps_place_and_loses_nothing() -> None:
     consumer, store = FakeConsumer(msgs), FlakyStore(down_for=5)
     sink = AuditSink(store, consumer, codec, batch_rows=20, linger_s=0.0, backoff_initial_s=0.001,
                      backoff_max_s=0.004)
+    sink.subscribe(["t"])
     stats = sink.run(idle_exit_s=0.05)
     assert sum(store.rows.values()) == len(msgs) == stats.rows_inserted
     assert store.rows["dead_letters"] == 4 + 1  # four DeadLetter records and one undecodable message
@@ -105,6 +111,23 @@ def test_outage_pauses_keeps_place_and_loses_nothing() -> None:
     # commits are monotone, never past what was stored, and end at the last offset + 1
     committed = [c[("t", 0)] for c in consumer.commits]
     assert committed == sorted(committed) and committed[-1] == len(msgs)
+
+
+def test_idleness_counts_only_once_the_sink_has_joined_its_group() -> None:
+    """A consumer not yet assigned anything is waiting for its group, not idle: the sink must not give up."""
+    codec = Codec()
+    consumer, store = FakeConsumer(messages(codec)), FlakyStore()
+    consumer.consume = lambda num_messages=1, timeout=0: []  # a coordinator still loading: nothing yet
+    sink = AuditSink(store, consumer, codec, batch_rows=5, linger_s=0.0)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    sink.run(stop, idle_exit_s=0.02)
+    assert time.monotonic() - started >= 0.3  # ran until stopped, not until "idle"
+    sink.subscribe(["t"])  # joined: now an empty topic is idleness
+    started = time.monotonic()
+    sink.run(idle_exit_s=0.02)
+    assert time.monotonic() - started < 0.3
 
 
 def test_no_commit_while_the_store_is_down() -> None:
