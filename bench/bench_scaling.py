@@ -90,7 +90,8 @@ def workers_curve(bootstrap: str, counts: list[int], accounts: int, ticks: int) 
         create_topics(KafkaSettings(bootstrap=bootstrap, topic_prefix=prefix))
         result = bench_throughput(bootstrap, prefix, accounts, ticks, tmp, workers=n)
         out.append({"workers": n, **result})
-        print(f"  {n} worker(s): {result['events_per_s']:8,.0f} input events/s", flush=True)
+        print(f"  {n} worker(s): {result['events_per_s']:8,.0f} input events/s, peak RSS "
+              f"{sum(result['peak_rss_mb']):,.0f} MB in all", flush=True)
     return out
 
 
@@ -129,7 +130,10 @@ def plot(results: dict, folder: Path) -> list[str]:
         ax.set_xlabel(f"worker processes ({os.cpu_count()} cores on this machine)")
         ax.set_ylabel("input events / s")
         ax.set_title("Stream workers on the real broker")
-        ax.legend()
+        ax.legend(loc="upper left")
+        right = ax.twinx()
+        right.plot(x, [sum(p["peak_rss_mb"]) for p in points], "s--", color="tab:red")
+        right.set_ylabel("peak RSS of all workers (MB)", color="tab:red")
         fig.tight_layout()
         path = folder / "scaling_workers.png"
         fig.savefig(path, dpi=110)

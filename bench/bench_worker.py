@@ -65,6 +65,15 @@ def stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def peak_rss_mb(proc: subprocess.Popen) -> float:
+    """The process's peak resident memory so far (Linux ``VmHWM``), in MB; NaN once it has exited."""
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    return next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+
+
 def index_value(t: int, price: float, underlying: str = "BTC") -> dict:
     return {"underlying": underlying, "index_name": underlying.lower(), "price": price, "event_time_ms": t}
 
@@ -152,6 +161,7 @@ def bench_throughput(bootstrap: str, prefix: str, accounts: int, ticks: int, tmp
         first = outputs(bootstrap, f"{prefix}backstop.exposures", lambda s: len(s) > 0, 300)
         halts = outputs(bootstrap, f"{prefix}backstop.actions",
                         lambda s: any(v["action_type"] == "halt" for _, _, v in s), 600)
+        rss = [peak_rss_mb(proc) for proc in procs]
     finally:
         for proc in procs:
             stop(proc)
@@ -159,7 +169,7 @@ def bench_throughput(bootstrap: str, prefix: str, accounts: int, ticks: int, tmp
         raise SystemExit(f"worker produced no output; see {tmp / 'throughput.log'}")
     elapsed = halts[-1][0] - first[0][0]
     return {"input_events": events, "startup_s": first[0][0] - started, "seconds": elapsed,
-            "events_per_s": events / elapsed}
+            "events_per_s": events / elapsed, "peak_rss_mb": rss}
 
 
 def load_raw(bootstrap: str, topic: str, n: int) -> None:

@@ -6,6 +6,7 @@ Kept apart from ``run.py`` so the report can be rendered (and tested) from resul
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -324,17 +325,20 @@ curve is its first point.
 ![instruments]({plots}/scaling_instruments.png)
 """
     if r.get("workers"):
-        base = r["workers"][0]["events_per_s"]
-        rows = "\n".join(f"| {p['workers']} | {_n(p['events_per_s'])} | {_ratio(p['events_per_s'] / base)} |"
-                         for p in r["workers"])
+        first = r["workers"][0]
+        base, base_rss = first["events_per_s"], sum(first.get("peak_rss_mb", [math.nan]))
+        rows = "\n".join(f"| {p['workers']} | {_n(p['events_per_s'])} | {_ratio(p['events_per_s'] / base)} | "
+                         f"{_n(max(p.get('peak_rss_mb', [math.nan])))} | {_n(sum(p.get('peak_rss_mb', [math.nan])))} | "
+                         f"{_ratio(sum(p.get('peak_rss_mb', [math.nan])) / base_rss)} |" for p in r["workers"])
         text += f"""
 ### Worker processes grow
 
 The worker benchmark's load on the real broker, with 1, 2 and 4 `backstop worker` processes in one
-group ({r['cpus']} cores on this machine: past that, processes share cores).
+group ({r['cpus']} cores on this machine: past that, processes share cores). Peak RSS is each
+worker process's high-water mark (`VmHWM`) when the last halt arrived.
 
-| workers | input events/s | / 1 worker |
-|---:|---:|---:|
+| workers | input events/s | / 1 worker | peak RSS MB, largest worker | all workers | / 1 worker |
+|---:|---:|---:|---:|---:|---:|
 {rows}
 
 ![workers]({plots}/scaling_workers.png)

@@ -67,8 +67,9 @@ def test_the_report_pairs_figures_with_baselines_and_judges_the_targets() -> Non
     scaling = {"market_seconds": 10, "cpus": 2, "accounts": [point, {**point, "accounts": 10_000,
                                                                     "account_revaluations_per_s": 3e6,
                                                                     "peak_rss_mb": 500.0}],
-               "instruments": [point], "workers": [{"workers": 1, "events_per_s": 100.0},
-                                                   {"workers": 2, "events_per_s": 150.0}]}
+               "instruments": [point], "workers": [{"workers": 1, "events_per_s": 100.0, "peak_rss_mb": [120.0]},
+                                                   {"workers": 2, "events_per_s": 150.0,
+                                                    "peak_rss_mb": [110.0, 130.0]}]}
     here = {"cpu": "test cpu", "cores": "2"}
     text = render({"worker": {**worker, "machine": here}, "scaling": {**scaling, "machine": here}},
                   datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc), "bench/run.py", "bench/results")
@@ -78,7 +79,7 @@ def test_the_report_pairs_figures_with_baselines_and_judges_the_targets() -> Non
     assert "p99 ≤ 25 ms at 5,000 events/s — **not met**" in text  # 30 ms misses the target (12 ms at 500/s does not count)
     assert "| 500 | 20 | 4.0 ms | 12.0 ms |" in text
     assert "| 10,000 | 100 | 4,000 | 200,000 | 300.0 | 3,000,000 | x3 | 10 | 500 | x2.5 |" in text
-    assert "| 2 | 150 | x1.5 |" in text
+    assert "| 2 | 150 | x1.5 | 130 | 240 | x2 |" in text  # memory: the largest worker, all of them, ratio
     assert "![workers](bench/results/scaling_workers.png)" in text
     assert "on this machine:\n\n- test cpu, 2 cores" in text
     assert "## Codec: Avro encode and decode\n\nNot run" in text
