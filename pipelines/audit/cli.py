@@ -67,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                        "execution and dead-letter topics)")
     sink.add_argument("--batch-rows", type=int, default=5000, help="rows per insert (default %(default)s)")
     sink.add_argument("--linger-ms", type=int, default=500, help="longest wait before inserting a partial batch")
-    sink.add_argument("--idle-exit", type=float, metavar="SECONDS", help="stop after this long without messages")
+    sink.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                      help="stop after this long without messages (counted once the sink has joined its group)")
     sink.add_argument("--no-migrate", action="store_true", help="do not apply missing migrations at start")
     shell.add_arguments(sink)
     sink.set_defaults(func=run_sink)

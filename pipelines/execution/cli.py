@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--session-timeout-ms", type=int, default=10_000,
                         help="failover time for a dead executor (default 10 s; the broker's minimum is 6 s)")
     parser.add_argument("--max-actions", type=int, help="exit after handling this many actions")
-    parser.add_argument("--idle-exit", type=float, metavar="SECONDS", help="exit after this long without actions")
+    parser.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                        help="exit after this long without actions (counted once the executor has joined its group)")
     shell.add_arguments(parser)
     parser.set_defaults(func=run)
 
