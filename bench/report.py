@@ -86,6 +86,20 @@ needs every input to have reached it. Now the allowance only bounds how far an i
 out of order: at 200 ticks/s p50 2,433 ms → 79 ms, p99 4,294 ms → 243 ms
 (`bench/run.py --quick --only worker`, before and after commit 3a2c980). The 5,000/s row above
 is still a queue: the worker's throughput is below that rate.
+
+### The stream worker's latency at 500 ticks/s: a queue of fan-out messages (2026-12-01)
+
+The 500/s row is a queue too, though that rate is half the worker's throughput. The fan-out
+takes what arrived within `batch_within_ms` (5 ms) and sends it on as one message per account
+partition: at 500 ticks/s about 200 batches/s, twelve messages each, and faust's cost is per
+message. Measured alone, 20 gaps each (`bench_latency` at 500/s, 20 s), commit 59a1ede: p50
+2,180 ms, p99 3,758 ms; 011401b (before the offset-order work) p50 2,483 ms, p99 3,384 ms, so
+not a regression. A 25 ms fan-out window gave p50 147 and 168 ms, p99 566 and 896 ms (two
+runs), and at 200/s p50 95 ms against 113 ms. It is not in: with it, the replay-parity test's
+`scale-out` variant failed 3 runs of 6, twice checked: missing the same 154 actions across all
+account partitions (5 ms: 3 of 3 passed right after, 45 s each). A larger window only cuts the same backlog into fewer, larger fan-out
+messages, so that failure is a scale-out bug the present window does not reach, and it comes
+before any window change (docs/operations.md, "Known gaps").
 """
 
 
