@@ -96,10 +96,12 @@ message. Measured alone, 20 gaps each (`bench_latency` at 500/s, 20 s), commit 5
 2,180 ms, p99 3,758 ms; 011401b (before the offset-order work) p50 2,483 ms, p99 3,384 ms, so
 not a regression. A 25 ms fan-out window gave p50 147 and 168 ms, p99 566 and 896 ms (two
 runs), and at 200/s p50 95 ms against 113 ms. It is not in: with it, the replay-parity test's
-`scale-out` variant failed 3 runs of 6, twice checked: missing the same 154 actions across all
-account partitions (5 ms: 3 of 3 passed right after, 45 s each). A larger window only cuts the same backlog into fewer, larger fan-out
-messages, so that failure is a scale-out bug the present window does not reach, and it comes
-before any window change (docs/operations.md, "Known gaps").
+`scale-out` variant failed 3 runs of 6: in the two examined, every action of one or two
+account partitions after a point was missing (partition 6; partitions 5 and 11), none extra,
+and no shard reported held events (5 ms: 3 of 3 passed right after, 45 s each). A larger
+window only cuts the same backlog into fewer, larger fan-out messages, so that failure is a
+scale-out bug the present window does not reach in any test, and it comes before any window
+change (docs/operations.md, "Known gaps").
 """
 
 
