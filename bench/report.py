@@ -95,13 +95,12 @@ partition: at 500 ticks/s about 200 batches/s, twelve messages each, and faust's
 message. Measured alone, 20 gaps each (`bench_latency` at 500/s, 20 s), commit 59a1ede: p50
 2,180 ms, p99 3,758 ms; 011401b (before the offset-order work) p50 2,483 ms, p99 3,384 ms, so
 not a regression. A 25 ms fan-out window gave p50 147 and 168 ms, p99 566 and 896 ms (two
-runs), and at 200/s p50 95 ms against 113 ms. It is not in: with it, the replay-parity test's
-`scale-out` variant failed 3 runs of 6: in the two examined, every action of one or two
-account partitions after a point was missing (partition 6; partitions 5 and 11), none extra,
-and no shard reported held events (5 ms: 3 of 3 passed right after, 45 s each). A larger
-window only cuts the same backlog into fewer, larger fan-out messages, so that failure is a
-scale-out bug the present window does not reach in any test, and it comes before any window
-change (docs/operations.md, "Known gaps").
+runs), and at 200/s p50 95 ms against 113 ms. It is not in yet: with it, the replay-parity
+test's `scale-out` variant failed 3 of the first 6 runs (in the two examined, one or two
+account partitions stopped emitting after a point, none extra, no shard reporting held
+events), then passed 5 of 5; 5 ms passed its 3 runs between (the variant alone). The failures came within one half
+hour after a full benchmark run, and their cause is not found (docs/operations.md, "Known
+gaps").
 """
 
 
