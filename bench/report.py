@@ -98,9 +98,10 @@ not a regression. A 25 ms fan-out window gave p50 147 and 168 ms, p99 566 and 89
 runs), and at 200/s p50 95 ms against 113 ms. It is not in yet: with it, the replay-parity
 test's `scale-out` variant failed 3 of the first 6 runs (in the two examined, one or two
 account partitions stopped emitting after a point, none extra, no shard reporting held
-events), then passed 5 of 5; 5 ms passed its 3 runs between (the variant alone). The failures came within one half
-hour after a full benchmark run, and their cause is not found (docs/operations.md, "Known
-gaps").
+events), then passed 5 of 5; 5 ms passed its 3 runs between (the variant alone). The
+failures came after a full benchmark run had loaded the broker; with the broker loaded again
+(about 750 topics), 25 ms failed 2 of 3 runs of the test file and 5 ms passed 2 of 2. The
+cause is not found (docs/operations.md, "Known gaps").
 """
 
 
