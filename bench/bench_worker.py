@@ -66,12 +66,14 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def peak_rss_mb(proc: subprocess.Popen) -> float:
-    """The process's peak resident memory so far (Linux ``VmHWM``), in MB; NaN once it has exited."""
+    """The process's peak resident memory so far (Linux ``VmHWM``), in MB; NaN once it has exited
+    (a dead, unreaped worker's status has no ``VmHWM`` line)."""
     try:
         status = Path(f"/proc/{proc.pid}/status").read_text()
     except OSError:
         return float("nan")
-    return next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")),
+                float("nan"))
 
 
 def index_value(t: int, price: float, underlying: str = "BTC") -> dict:

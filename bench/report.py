@@ -341,11 +341,13 @@ curve is its first point.
 ![instruments]({plots}/scaling_instruments.png)
 """
     if r.get("workers"):
-        first = r["workers"][0]
-        base, base_rss = first["events_per_s"], sum(first.get("peak_rss_mb", [math.nan]))
+        def rss(p: Results) -> list[float]:  # per worker process; results older than the field have none
+            return p.get("peak_rss_mb") or [math.nan]
+
+        base, base_rss = r["workers"][0]["events_per_s"], sum(rss(r["workers"][0]))
         rows = "\n".join(f"| {p['workers']} | {_n(p['events_per_s'])} | {_ratio(p['events_per_s'] / base)} | "
-                         f"{_n(max(p.get('peak_rss_mb', [math.nan])))} | {_n(sum(p.get('peak_rss_mb', [math.nan])))} | "
-                         f"{_ratio(sum(p.get('peak_rss_mb', [math.nan])) / base_rss)} |" for p in r["workers"])
+                         f"{_n(max(rss(p)))} | {_n(sum(rss(p)))} | {_ratio(sum(rss(p)) / base_rss)} |"
+                         for p in r["workers"])
         text += f"""
 ### Worker processes grow
 
