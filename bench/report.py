@@ -102,6 +102,32 @@ events), then passed 5 of 5; 5 ms passed its 3 runs between (the variant alone).
 failures came after a full benchmark run had loaded the broker; with the broker loaded again
 (about 750 topics), 25 ms failed 2 of 3 runs of the test file and 5 ms passed 2 of 2. The
 cause is not found (docs/operations.md, "Known gaps").
+
+### The core's market work, once per reporting shard (2026-12-02)
+
+A worker's twelve shards each ran every market record through every detector. Three of them
+only ever produce market-wide breaches, which one shard reports (`keep_for_shard`): the index
+move with its circuit breaker, the IV jump, the mark manipulation. The other eleven did that
+work and dropped the result. A shard's engine now skips them for underlyings another shard
+reports (`shards.MarketOwner`); the liquidity and oracle detectors, whose state the shard's own
+accounts need, still run in every shard. Beside it, three smaller changes:
+- the sequencer keeps its release bound between releases instead of scanning every input;
+- the scenario grid is built once per margin config;
+- the exposure throttle reads arrays kept beside the book, not one dict lookup per account.
+
+Nothing the core emits changed. Every bundled scenario, replayed in-process on 1 and on 12
+partitions, gives the same breaches, actions and exposures before and after, byte for byte.
+
+The worker's load through the core (`bench_core(2000, 10000, p)` of `bench/bench_worker.py`;
+3 runs each, alternating with commit 25616ec checked out beside, medians; idle machine):
+- 12 shards: 1,502 → 2,002 input events/s (x1.33); during a Kafka test run, x1.56;
+- one shard: 4,792 → 5,923 input events/s (x1.24);
+- with the revaluation switched off, the market side of the 12 shards: 267 → 132 µs per input event.
+
+The revaluation, once per shard and tick, is now three quarters of the core's time on that load.
+Reproduce: `git worktree add /tmp/before 25616ec`, then run
+`.venv/bin/python -c "import sys; sys.path.insert(0, 'bench'); import bench_worker as b; print(b.bench_core(2000, 10000, 12))"`
+with `PYTHONPATH=/tmp/before` (before) and without it (after).
 """
 
 

@@ -167,10 +167,14 @@ class Detectors:
 
     # ------------------------------------------------------------------ market
 
-    def on_index(self, underlying: str, event_time_ms: int, price: float, ref: str) -> list[Breach]:
-        """An index price: moves against the window's extremes, reported per circuit-breaker level."""
+    def on_index(self, underlying: str, event_time_ms: int, price: float, ref: str, moves: bool = True) -> list[Breach]:
+        """An index price: moves against the window's extremes, reported per circuit-breaker level,
+        and the oracles of ``underlying`` checked for staleness. ``moves=False`` skips the moves
+        (a shard whose engine does not report them: ``shards.MarketOwner``)."""
         if not self._admit("index", underlying, event_time_ms):
             return []
+        if not moves:
+            return self._check_stale(underlying, event_time_ms, ref)
         p = self.params
         window = self._index_windows.get(underlying)
         if window is None:
@@ -180,7 +184,10 @@ class Detectors:
         high, low = window.extremes(event_time_ms)
         down, up = 1.0 - price / high.value, price / low.value - 1.0
         move, anchor = (down, high) if down >= up else (up, low)
-        level = sum(1 for threshold in p.index_move_levels if move >= threshold)
+        level = 0  # how many levels the move reaches (a loop: a generator cost more than the rest of the check)
+        for threshold in p.index_move_levels:
+            if move >= threshold:
+                level += 1
         state = self._index_levels[underlying]
         out: list[Breach] = []
         if level > state.level:
@@ -293,9 +300,12 @@ class Detectors:
 
     def _check_stale(self, underlying: str, event_time_ms: int, ref: str) -> list[Breach]:
         """Every source of ``underlying`` that has not published within the stale limit, once each."""
+        sources = self._oracle_last.get(underlying)
+        if not sources:
+            return []  # an underlying without oracles: every index tick asks
         p = self.params
         out = []
-        for source, (published, _, source_ref) in sorted(self._oracle_last.get(underlying, {}).items()):
+        for source, (published, _, source_ref) in sorted(sources.items()):
             age = event_time_ms - published
             if age > p.oracle_stale_ms and (underlying, source) not in self._oracle_stale:
                 self._oracle_stale.add((underlying, source))

@@ -31,6 +31,11 @@ from typing import Any
 
 
 class Sequencer:
+    # ``bound()`` as last computed, while no change can have moved it (a class default: snapshots
+    # written before it existed restore with it unset)
+    _bound_valid = False
+    _bound_value: tuple[Hashable, int] | None = None
+
     def __init__(self, allowed_lateness_ms: int = 0) -> None:
         self.allowed_lateness_ms = allowed_lateness_ms
         self._heap: list[tuple[int, Any, int, Any]] = []
@@ -44,6 +49,7 @@ class Sequencer:
     def add_input(self, name: Hashable) -> None:
         """Declare an input (e.g. a topic-partition) before or while events flow."""
         if name not in self._newest:
+            self._bound_valid = False
             self._newest[name] = -(2**63)
             self._open.add(name)
             self._positions[name] = 0
@@ -54,7 +60,11 @@ class Sequencer:
         input's newest by more than the allowed lateness): the caller counts or dead-letters it,
         the order stays intact."""
         self.add_input(name)
-        self._idle.discard(name)
+        if name in self._idle:
+            self._idle.discard(name)
+            self._bound_valid = False  # a waking input may bound the release again
+        elif self._bound_value is not None and self._bound_value[0] == name:
+            self._bound_valid = False  # the bounding input's newest moves (no other input's can move the bound)
         newest = self._newest[name]
         if event_time_ms < newest - self.allowed_lateness_ms:
             self.late_events += 1
@@ -68,15 +78,18 @@ class Sequencer:
     def idle(self, name: Hashable) -> None:
         """Stop waiting for a silent input until it speaks again."""
         self._idle.add(name)
+        self._bound_valid = False
 
     def idle_all(self) -> None:
         """Stop waiting for every input known so far (the stream has gone quiet)."""
         self._idle.update(self._open)
+        self._bound_valid = False
 
     def close(self, name: Hashable) -> None:
         """An input has ended (replay end of file, partition revoked)."""
         self._open.discard(name)
         self._idle.discard(name)
+        self._bound_valid = False
 
     def pop_ready(self, limit: int | None = None) -> list[Any]:
         """Every queued event that nothing still to come can sort before, in the deterministic
@@ -102,6 +115,8 @@ class Sequencer:
         """The input every release waits for, and its newest event time: of the open, non-idle
         inputs, the one with the oldest newest time (the first by rank on a tie). None when no
         input bounds the release. What an operator wants to know when a shard holds events."""
+        if self._bound_valid:
+            return self._bound_value
         found: tuple[Hashable, int] | None = None
         first = ""
         newest, ranks, idle = self._newest, self._ranks, self._idle
@@ -111,6 +126,7 @@ class Sequencer:
             t = newest[name]
             if found is None or t < found[1] or (t == found[1] and ranks[name] < first):
                 found, first = (name, t), ranks[name]
+        self._bound_value, self._bound_valid = found, True
         return found
 
     def head_time(self) -> int | None:

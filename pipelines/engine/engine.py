@@ -14,14 +14,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.detect.detectors import DetectorParams, Detectors
-from pipelines.engine.account_book import AccountBook, asset_price
+from pipelines.engine.account_book import AccountBook, BuiltBook, asset_price
 from pipelines.engine.index_history import IndexHistory
 from pipelines.engine.market_board import MarketBoard
 from pipelines.policy.actions import ActionType, make_action
@@ -71,9 +71,14 @@ class EngineOutput:
 
 
 class Engine:
-    def __init__(self, key: SigningKey, params: EngineParams | None = None) -> None:
+    def __init__(self, key: SigningKey, params: EngineParams | None = None,
+                 reports: Callable[[str], bool] | None = None) -> None:
+        """``reports``: which market subjects this engine reports (``shards.MarketOwner``, for one
+        shard of a cluster); the detectors of the others, whose breaches another shard reports
+        and nothing here reads, are skipped. None: every subject (a single engine)."""
         self.key = key
         self.params = params or EngineParams()
+        self._reports = reports
         self.board = MarketBoard()
         self.detectors = Detectors(self.params.detectors)
         self.circuits = CircuitBreakers(self.params.circuit)
@@ -84,29 +89,39 @@ class Engine:
         self._refs: list[str] = []  # this tick's event refs, by sequence number
         self._attention: set[str] = set()  # accounts the ladder or the margin detectors are watching
         self._emitted: dict[str, tuple[int, float]] = {}  # account -> (time, ratio) of its last exposure
+        self._emitted_cache: tuple[BuiltBook, np.ndarray, np.ndarray] | None = None  # _emitted_rows
         self._thin: set[str] = set()  # instruments in an active liquidity breach
         self._index_history: dict[str, IndexHistory] = defaultdict(IndexHistory)
         self._tick_end: int | None = None
         self._last_time_ms: int | None = None
         self.events = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A snapshot carries state, not caches (the built book's arrays are rebuilt on restore).
+        return {**self.__dict__, "_emitted_cache": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # format-3 snapshots written before these existed: no cache, and every subject reported
+        self.__dict__.setdefault("_emitted_cache", None)
+        self.__dict__.setdefault("_reports", None)
+
     # ------------------------------------------------------------------ input
 
     def on_event(self, record: str, value: Mapping[str, Any], ref: str) -> EngineOutput:
         """Apply one decoded, validated record (in sequencer order)."""
         t = value["event_time_ms"]
-        out = EngineOutput()
-        if self._tick_end is not None and t >= self._tick_end:
-            out.extend(self._revalue(self._tick_end - 1))
+        closes_tick = self._tick_end is not None and t >= self._tick_end
+        out = self._revalue(self._tick_end - 1) if closes_tick else EngineOutput()
         if self._tick_end is None or t >= self._tick_end:
             interval = self.params.revaluation_interval_ms
             self._tick_end = (t // interval + 1) * interval
         self._last_time_ms = t if self._last_time_ms is None else max(self._last_time_ms, t)
         self.events += 1
         if record in ("PositionUpdate", "CollateralUpdate"):
-            out.extend(self._on_account(record, value, ref))
+            self._on_account(record, value, ref, out)
         else:
-            out.extend(self._on_market(record, value, ref))
+            self._on_market(record, value, ref, out)
         return out
 
     def flush(self) -> EngineOutput:
@@ -119,9 +134,8 @@ class Engine:
         self._refs.append(ref)
         return len(self._refs) - 1
 
-    def _on_account(self, record: str, value: Mapping[str, Any], ref: str) -> EngineOutput:
+    def _on_account(self, record: str, value: Mapping[str, Any], ref: str, out: EngineOutput) -> None:
         account = value["account"]
-        out = EngineOutput()
         if record == "PositionUpdate":
             self.accounts.set_position(account, value["instrument"], value["quantity"], value["average_price"])
             self.ladder.on_position_update(account, value["instrument"])
@@ -132,19 +146,22 @@ class Engine:
                                                     self.accounts.collateral_usd(account, self.board.index), ref)
             out.breaches += breaches
         self._touched.setdefault(account, self._seq(ref))
-        return out
 
-    def _on_market(self, record: str, value: Mapping[str, Any], ref: str) -> EngineOutput:
+    def _on_market(self, record: str, value: Mapping[str, Any], ref: str, out: EngineOutput) -> None:
+        """Apply a market record; its breaches and circuit actions go to ``out`` (which may hold
+        the outputs of the tick this record closed: only the breaches added here are acted on)."""
         t = value["event_time_ms"]
-        out = EngineOutput()
+        before = len(out.breaches)
         moved = self.board.apply(record, value)
         d = self.detectors
         if record == "IndexPrice":
             underlying = value["underlying"]
             self._index_history[underlying].append(t, value["price"])
-            out.breaches += d.on_index(underlying, t, value["price"], ref)
+            out.breaches += d.on_index(underlying, t, value["price"], ref, moves=self._reported(underlying))
         elif record == "VolatilityUpdate" and value.get("iv") is not None:
-            out.breaches += d.on_iv(value.get("instrument") or value["underlying"], t, value["iv"], ref)
+            subject = value.get("instrument") or value["underlying"]
+            if self._reported(subject):
+                out.breaches += d.on_iv(subject, t, value["iv"], ref)
         elif record == "OrderBookDepth":
             out.breaches += d.on_depth(value["instrument"], t, self.board.depth_usd[value["instrument"]], ref)
         elif record == "OraclePrice":
@@ -152,13 +169,13 @@ class Engine:
                                         value["price"], ref)
         elif record == "MarkPrice":
             reference = value.get("index_price") or self.board.index.get(value["underlying"])
-            if reference:
+            if reference and self._reported(value["instrument"]):
                 # Venue-wide open interest, never this shard's own holders: every shard must see
                 # the same market breach whatever accounts it happens to hold.
                 interest = value.get("open_interest")
                 backing = math.inf if interest is None else abs(interest) * value["mark_price"]
                 out.breaches += d.on_mark(value["instrument"], t, value["mark_price"], reference, backing, ref)
-        for breach in out.breaches:
+        for breach in out.breaches[before:]:
             if breach.kind is BreachKind.LIQUIDITY_DROP:
                 (self._thin.discard if breach.cleared else self._thin.add)(breach.subject)
             for change in self.circuits.on_breach(breach):
@@ -168,7 +185,9 @@ class Engine:
                 out.actions.append(self._circuit_action(change))
             if moved not in self._moved:
                 self._moved[moved] = self._seq(ref)
-        return out
+
+    def _reported(self, subject: str) -> bool:
+        return self._reports is None or self._reports(subject)
 
     # ------------------------------------------------------------------ revaluation
 
@@ -222,7 +241,7 @@ class Engine:
                 self._attention.add(account)
             else:
                 self._attention.discard(account)
-        out.exposures += self._exposures(book.accounts, rows, slow, risk, time_ms)
+        out.exposures += self._exposures(built, rows, slow, risk, time_ms)
         return out
 
     def revaluation(self, time_ms: int | None = None) -> Revaluation:
@@ -293,22 +312,23 @@ class Engine:
             time_to_breach_ms=breach_ms))
             for i, equity, maintenance, initial, ratio, delta, gamma, vega, breach_ms in zip(rows.tolist(), *columns)]
 
-    def _exposures(self, accounts: tuple[str, ...], rows: np.ndarray, slow: np.ndarray, risk,
+    def _exposures(self, built: BuiltBook, rows: np.ndarray, slow: np.ndarray, risk,
                    time_ms: int) -> list[dict[str, Any]]:
         """Exposure snapshots, throttled: every account the ladder or detectors looked at, and
         any other whose ratio moved by ``exposure_ratio_step`` or whose last snapshot is older
         than ``exposure_interval_ms`` — a compacted topic wants the news, not every tick."""
         p = self.params
-        last = [self._emitted.get(accounts[r]) for r in rows]
-        last_t = np.array([-math.inf if e is None else e[0] for e in last])
-        last_ratio = np.array([math.nan if e is None else e[1] for e in last])
+        last_t, last_ratio = self._emitted_rows(built)
         ratio = risk.margin_ratio[rows]
         with np.errstate(invalid="ignore"):
-            due = slow | (time_ms - last_t >= p.exposure_interval_ms) | ~(np.abs(ratio - last_ratio) < p.exposure_ratio_step)
-        out = []
+            due = (slow | (time_ms - last_t[rows] >= p.exposure_interval_ms)
+                   | ~(np.abs(ratio - last_ratio[rows]) < p.exposure_ratio_step))
         picked = rows[due]
+        last_t[picked], last_ratio[picked] = time_ms, risk.margin_ratio[picked]
+        out = []
         columns = (risk.equity[picked].tolist(), risk.maintenance[picked].tolist(), risk.initial[picked].tolist(),
                    risk.margin_ratio[picked].tolist())
+        accounts = built.book.accounts
         for i, equity, maintenance, initial, r in zip(picked.tolist(), *columns):
             account = accounts[i]
             self._emitted[account] = (time_ms, r)
@@ -316,6 +336,17 @@ class Engine:
                         "maintenance_margin_usd": maintenance, "initial_margin_usd": initial, "margin_ratio": r,
                         "state": self.ladder.state(account).value})
         return out
+
+    def _emitted_rows(self, built: BuiltBook) -> tuple[np.ndarray, np.ndarray]:
+        """``_emitted`` as two arrays over the rows of ``built`` (time -inf and ratio NaN where
+        none was sent), kept in step with it until the book is rebuilt: looking every revalued
+        account up in the dict was a sixth of a tick."""
+        cache = self._emitted_cache
+        if cache is None or cache[0] is not built:
+            last = [self._emitted.get(a) for a in built.book.accounts]
+            cache = self._emitted_cache = (built, np.array([-math.inf if e is None else e[0] for e in last]),
+                                           np.array([math.nan if e is None else e[1] for e in last]))
+        return cache[1], cache[2]
 
     def _velocity(self, underlying: str, time_ms: int) -> float:
         history = self._index_history.get(underlying)

@@ -25,7 +25,7 @@ from typing import Any
 
 from pipelines.detect.sequencer import Sequencer
 from pipelines.engine.engine import Engine, EngineOutput, EngineParams
-from pipelines.engine.shards import ACCOUNT_RECORDS, keep_for_shard, partition_for
+from pipelines.engine.shards import ACCOUNT_RECORDS, MarketOwner, keep_for_shard, partition_for
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import CATALOGUE
 
@@ -64,7 +64,7 @@ class Shard:
     def __init__(self, partition: int, partitions: int, key: SigningKey, params: EngineParams | None = None) -> None:
         self.partition = partition
         self.partitions = partitions
-        self.engine = Engine(key, params)
+        self.engine = Engine(key, params, MarketOwner(partition, partitions) if partitions > 1 else None)
         self.sequencer = Sequencer(self.engine.params.detectors.allowed_lateness_ms)
         for name in shard_inputs(partition):
             self.sequencer.add_input(name)

@@ -61,8 +61,28 @@ def market_subject(subject: str) -> str:
     return subject.split("/")[0].split("-")[0]
 
 
+class MarketOwner:
+    """Whether shard ``partition`` reports a market subject (``market_subject``): the engine of
+    every other shard skips the detectors whose only outputs are such breaches (index moves and
+    the circuits they drive, IV jumps, mark manipulation) — they were most of the work each
+    shard spent on a market tick, and ``keep_for_shard`` dropped what they found. Detectors whose
+    state the shard's own accounts need (liquidity, oracles) run everywhere."""
+
+    def __init__(self, partition: int, partitions: int) -> None:
+        self.partition, self.partitions = partition, partitions
+        self._owned: dict[str, bool] = {}  # per subject seen: murmur2 in Python costs more than the check
+
+    def __call__(self, subject: str) -> bool:
+        owned = self._owned.get(subject)
+        if owned is None:
+            owned = self._owned[subject] = partition_for(market_subject(subject), self.partitions) == self.partition
+        return owned
+
+
 def keep_for_shard(shard: int, partitions: int, output: EngineOutput) -> EngineOutput:
     """Drop the market-wide outputs this shard does not own (each is reported by one shard)."""
+    if partitions == 1 or not (output.breaches or output.actions):
+        return output  # the common case, per event and shard: nothing to filter
     kept = EngineOutput(exposures=output.exposures)
     kept.breaches = [b for b in output.breaches
                      if b.kind in ACCOUNT_BREACHES or partition_for(market_subject(b.subject), partitions) == shard]

@@ -29,7 +29,8 @@ from pipelines.risk.adaptive import AdaptiveAddon, AdaptiveParams, MarketConditi
 from pipelines.risk.black76 import Greeks
 from pipelines.risk.exposure import Exposure, compute_exposure
 from pipelines.risk.instruments import InstrumentTable, parse_instrument
-from pipelines.risk.margin import MarginConfig, RowMargin, ScenarioGrid, UnderlyingParams, row_margin, scenario_matrix
+from pipelines.risk.margin import (MarginConfig, RowMargin, ScenarioGrid, UnderlyingParams, grid_and_params, row_margin,
+                                   scenario_matrix)
 from pipelines.risk.market import InstrumentInputs, MarketState
 from pipelines.risk.valuation import unit_greeks
 
@@ -212,7 +213,7 @@ def revalue_book(
                            table.contract_size)
     pnl_matrix, grid = scenario_matrix(table, inp, config, unit.price)
     row_pnl = book.matrix @ pnl_matrix  # (n_acc * n_und, S)
-    params = UnderlyingParams.build(table.underlyings, config)
+    params = grid_and_params(table.underlyings, config)[1]
     und = np.tile(np.arange(n_und), n_acc)
     index_rows = inp.underlying_index[und]
     rm: RowMargin = row_margin(row_pnl, grid.weight[und], exp.delta, exp.long_delta, exp.short_delta,

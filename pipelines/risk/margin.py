@@ -160,7 +160,7 @@ def scenario_matrix(
     ``base_value`` is the per-contract mark (from ``valuation.unit_greeks``). Padding columns
     are 0 (they can never be the worst loss, whose floor is 0).
     """
-    grid = ScenarioGrid.build(table.underlyings, config)
+    grid = grid_and_params(table.underlyings, config)[0]
     n, width = len(table), grid.move.shape[1]
     index = np.empty((n, width))
     vol = np.empty((n, width))
@@ -173,6 +173,30 @@ def scenario_matrix(
     pad = np.arange(width)[None, :] >= grid.count[table.underlying_idx][:, None]
     pnl[pad] = 0.0
     return pnl, grid
+
+
+_BUILT: dict[tuple[int, tuple[str, ...]], tuple[MarginConfig, ScenarioGrid, UnderlyingParams]] = {}
+
+
+def grid_and_params(underlyings: tuple[str, ...], config: MarginConfig) -> tuple[ScenarioGrid, UnderlyingParams]:
+    """The scenario grid and parameter arrays of ``underlyings`` under ``config``, built once.
+
+    Why: every revaluation tick of every shard rebuilt both from the dataclasses, about a tenth
+    of a small book's revaluation, though they change only with the config and the underlyings.
+    Keyed by the config's identity (its mapping field makes it unhashable), which the entry
+    keeps alive so the id cannot be reused; the arrays are read-only, so no caller can change
+    what the next one gets."""
+    key = (id(config), underlyings)
+    hit = _BUILT.get(key)
+    if hit is None or hit[0] is not config:
+        if len(_BUILT) >= 256:  # configs come and go in sweeps: bound the cache
+            _BUILT.clear()
+        grid, params = ScenarioGrid.build(underlyings, config), UnderlyingParams.build(underlyings, config)
+        for array in (grid.move, grid.vol_kind, grid.weight, grid.count,
+                      *(getattr(params, f.name) for f in dataclasses.fields(params))):
+            array.flags.writeable = False
+        hit = _BUILT[key] = (config, grid, params)
+    return hit[1], hit[2]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -152,3 +152,44 @@ def test_an_out_of_order_event_keeps_its_place_in_its_input() -> None:
     seq.push("b", 990, "b990")
     seq.push("b", 1_001, "b1001")
     assert seq.pop_ready() == ["b990", "a1000", "a950"]
+
+
+NAMES = ["positions/0", "index/0", "index/1", "vol/0"]
+OPERATIONS = st.lists(st.one_of(
+    st.tuples(st.just("push"), st.sampled_from(NAMES), st.integers(0, 1_000)),
+    st.tuples(st.sampled_from(["add", "idle", "close"]), st.sampled_from(NAMES), st.just(0)),
+    st.just(("idle_all", "", 0)),
+), max_size=60)
+
+
+@settings(max_examples=300)
+@given(OPERATIONS, st.integers(0, 300))
+def test_the_bound_is_always_the_slowest_open_speaking_input(operations, lateness) -> None:
+    """``bound()`` is kept between calls (it was a scan of every input per release); after any
+    sequence of calls it must name what a scan of the inputs names: of the open inputs not
+    idle, the one with the oldest newest event time, the first by name on a tie."""
+    seq = Sequencer(lateness)
+    newest: dict[str, int] = {}
+    open_, idle = set(), set()
+    for op, name, t in operations:
+        if op in ("add", "push") and name not in newest:
+            newest[name] = -(2**63)
+            open_.add(name)
+        if op == "push":
+            idle.discard(name)
+            if seq.push(name, t, None):
+                newest[name] = max(newest[name], t)
+        elif op == "add":
+            seq.add_input(name)
+        elif op == "idle":
+            seq.idle(name)
+            idle.add(name)
+        elif op == "idle_all":
+            seq.idle_all()
+            idle |= open_
+        else:
+            seq.close(name)
+            open_.discard(name)
+            idle.discard(name)
+        speaking = sorted((newest[n], repr(n), n) for n in open_ - idle)
+        assert seq.bound() == ((speaking[0][2], speaking[0][0]) if speaking else None)

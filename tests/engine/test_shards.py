@@ -100,3 +100,32 @@ def test_a_refused_record_counts_as_read_and_survives_a_snapshot() -> None:
     assert restored.offsets["backstop.market.index/1"] == 9
     # and a redelivery of what was read is dropped, not taken twice
     assert not restored.push(Message("backstop.market.index/1", 8, "backstop.market.index:1:8", "IndexPrice", value))
+
+
+def test_only_the_owner_of_an_underlying_watches_its_moves_yet_every_shard_sees_its_oracle_go_stale() -> None:
+    """Index moves (and the circuit they drive), IV jumps and mark manipulation are reported by
+    the shard owning the underlying; the other shards' engines skip those detectors. An oracle
+    gone stale suspends liquidations in every shard, so every shard still checks its oracles."""
+    from pipelines.detect.breach import BreachKind
+    from pipelines.engine.shard import Shard
+
+    partitions, second = 4, 1_000
+    owner = partition_for("BTC", partitions)
+    shards = [Shard(p, partitions, KEY) for p in (owner, (owner + 1) % partitions)]
+    events = [("OraclePrice", {"underlying": "BTC", "source": "pyth", "price": 60_000.0, "publish_time_ms": 0,
+                               "event_time_ms": 0})]
+    events += [("IndexPrice", {"underlying": "BTC", "index_name": "btc", "price": 60_000.0 * (0.9 if t > 60 else 1.0),
+                               "event_time_ms": t * second}) for t in range(1, 91)]
+    events += [("VolatilityUpdate", {"underlying": "BTC", "instrument": None, "iv": iv, "event_time_ms": t * second})
+               for t, iv in ((91, 0.5), (92, 0.9))]
+    events += [("MarkPrice", {"instrument": "BTC-PERPETUAL", "underlying": "BTC", "mark_price": 90_000.0,
+                              "index_price": 54_000.0, "mark_iv": None, "open_interest": 10.0,
+                              "event_time_ms": 93 * second})]
+    seen = []
+    for shard in shards:
+        outputs = [shard.engine.on_event(record, value, f"m:0:{n}") for n, (record, value) in enumerate(events)]
+        seen.append({b.kind for out in outputs for b in out.breaches})
+        assert shard.engine.detectors.oracle_unreliable("BTC")
+    moves = {BreachKind.INDEX_MOVE, BreachKind.IV_JUMP, BreachKind.MARK_MANIPULATION}
+    assert seen[0] >= moves | {BreachKind.ORACLE_STALE}
+    assert seen[1] & moves == set() and BreachKind.ORACLE_STALE in seen[1]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pipelines.errors import UserError
 from pipelines.risk.book import Portfolio, Position, account_risk
-from pipelines.risk.margin import VOL_DOWN, VOL_NONE, VOL_UP, MarginConfig, MarginParams, shocked_vols
+from pipelines.risk.margin import VOL_DOWN, VOL_NONE, VOL_UP, MarginConfig, MarginParams, grid_and_params, shocked_vols
 
 from risk_samples import market
 
@@ -36,6 +36,21 @@ def test_default_grid_is_9_moves_by_3_vols_plus_8_weighted_extended() -> None:
     assert set(kind[:27]) == {VOL_UP, VOL_NONE, VOL_DOWN}
     assert (kind[27:] == VOL_UP).all() and (weight[:27] == 1).all()
     assert dict(zip(move[27:].round(2), weight[27:], strict=True))[-0.66] == 0.24
+
+
+def test_a_configs_grid_is_built_once_per_underlyings_and_cannot_be_changed() -> None:
+    """Every revaluation tick asks for the grid; it is built once per config and underlyings,
+    and read-only, so no caller can change what the next one gets."""
+    config = MarginConfig()
+    grid, params = grid_and_params(("BTC", "ETH"), config)
+    assert grid_and_params(("BTC", "ETH"), config) == (grid, params)
+    with pytest.raises(ValueError, match="read-only"):
+        grid.move[0, 0] = 0.5
+    with pytest.raises(ValueError, match="read-only"):
+        params.mm_to_im[0] = 1.0
+    other = MarginConfig(per_underlying={"ETH": MarginParams(moves=(-0.5, 0.5), extended=())})
+    assert grid_and_params(("BTC", "ETH"), other)[0].count.tolist() == [len(config.default.scenarios()[0]), 6]
+    assert grid_and_params(("ETH",), config)[0].count.tolist() == [len(config.default.scenarios()[0])]
 
 
 def test_vol_shock_scaling_short_and_long_dated_and_floors() -> None:
