@@ -124,6 +124,16 @@ class Engine:
             self._on_market(record, value, ref, out)
         return out
 
+    def unpriced(self) -> dict[str, int]:
+        """Per underlying without an index price yet, how many of the engine's accounts hold it:
+        accounts nothing can revalue, so no breach or action can come for them — what an
+        operator must hear about when it lasts (a feed missing, or market data not arriving)."""
+        out: dict[str, int] = {}
+        for positions in self.accounts.positions.values():
+            for underlying in {name.split("-")[0] for name in positions} - self.board.index.keys():
+                out[underlying] = out.get(underlying, 0) + 1
+        return dict(sorted(out.items()))
+
     def flush(self) -> EngineOutput:
         """Revalue what is still dirty (end of a replay, or an idle live stream)."""
         if self._last_time_ms is None:

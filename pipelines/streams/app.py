@@ -442,6 +442,30 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                         "%s), waiting for %s", partition, len(shard.sequencer), now - since,
                         shard.sequencer.head_time(), waiting)
 
+    unpriced_since: dict[int, tuple[float, float]] = {}  # per partition: (unpriced since, last warned)
+
+    @app.timer(interval=5.0)
+    async def report_unpriced() -> None:
+        """A shard whose accounts have had no index price to be valued on for ``HELD_WARN_S``
+        says so, with where its index inputs stand: nothing watches those accounts meanwhile,
+        and a shard in that state holds nothing back, so ``report_held`` is silent about it."""
+        now = time.monotonic()
+        for partition, shard in list(shards.items()):
+            waiting = shard.engine.unpriced()
+            if not waiting:
+                unpriced_since.pop(partition, None)
+                continue
+            since, warned = unpriced_since.setdefault(partition, (now, 0.0))
+            if now - since < HELD_WARN_S or now - warned < HELD_WARN_S:
+                continue
+            unpriced_since[partition] = (since, now)
+            inputs = "; ".join(
+                f"{name}: " + describe_input(name, partition, progress, taken, shard.offsets, topic_of, ACCOUNT_TOPICS,
+                                             fanout_name)
+                for name in shard.inputs if name.startswith("backstop.market.index/"))
+            log.warning("shard %d has had accounts it cannot value for %.0f s (no index price; accounts per "
+                        "underlying: %s); its index inputs: %s", partition, now - since, waiting, inputs)
+
     @app.task
     async def probe_loop() -> None:
         await watch_loop(metrics.loop_lag)
@@ -471,6 +495,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             pending.pop(tp.partition, None)
             backlog.pop(tp.partition, None)
             held.pop(tp.partition, None)
+            unpriced_since.pop(tp.partition, None)
         if not owned:
             ready.clear()
 

@@ -196,3 +196,19 @@ def test_an_engine_restored_mid_stream_goes_on_as_if_it_never_stopped() -> None:
     for engine in (restored, older):
         assert feed(engine, list(enumerate(events))[half:]) == expected
 
+
+def test_accounts_without_an_index_price_are_reported_until_one_comes() -> None:
+    """An account on an underlying with no index yet cannot be revalued: nothing can act for
+    it, so the engine names the underlying and how many accounts wait (the worker warns)."""
+    engine = Engine(KEY)
+    position = {"account": "a", "instrument": "ETH-PERPETUAL", "quantity": 2.0, "average_price": 3_000.0,
+                "sequence": 1, "event_time_ms": 1_000}
+    engine.on_event("PositionUpdate", position, "p0")
+    engine.on_event("PositionUpdate", {**position, "account": "b", "instrument": "BTC-PERPETUAL"}, "p1")
+    engine.on_event("PositionUpdate", {**position, "account": "c"}, "p2")
+    assert engine.unpriced() == {"BTC": 1, "ETH": 2}
+    engine.on_event("IndexPrice", {"underlying": "ETH", "index_name": "eth", "price": 3_000.0, "event_time_ms": 1_100},
+                    "i0")
+    assert engine.unpriced() == {"BTC": 1}
+    out = engine.flush()
+    assert {e["account"] for e in out.exposures} == {"a", "c"}  # the priced ones are revalued meanwhile
