@@ -17,7 +17,7 @@ from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate, write_recording
 
 from ops_helpers import stop
-from workers import SECRET, collect, start_worker, worker_logs  # noqa: I001
+from workers import SECRET, collect, missing_by_partition, start_worker, worker_logs  # noqa: I001
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -60,7 +60,7 @@ def test_a_recording_replayed_through_kafka_and_in_process_gives_the_same_output
         for worker in workers:
             stop(worker)
     logs = worker_logs(tmp_path)
-    assert set(actions) == set(expected_actions), logs
+    assert set(actions) == set(expected_actions), (missing_by_partition(expected_actions, actions), logs)
     differing = {i: {k: (v, expected_actions[i].get(k)) for k, v in copy.items() if v != expected_actions[i].get(k)}
                  for i, copies in actions.items() for copy in copies if copy != expected_actions[i]}
     assert not differing, differing

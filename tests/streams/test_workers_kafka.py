@@ -17,7 +17,7 @@ from pipelines.topics import ACCOUNT_PARTITIONS
 
 from local_ports import free_ports  # noqa: I001
 from ops_helpers import get, scrape, series, stop, total, wait_for  # noqa: I001
-from workers import SECRET, collect, publish, start_worker, worker_logs
+from workers import SECRET, collect, missing_by_partition, publish, start_worker, worker_logs
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -78,7 +78,7 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, prefix: str,
     finally:
         exits = [stop(worker) for worker in workers]
     logs = worker_logs(tmp_path)
-    assert set(actions) == set(expected_actions), logs
+    assert set(actions) == set(expected_actions), (missing_by_partition(expected_actions, actions), logs)
     for action_id, copies in actions.items():
         for copy in copies:  # re-sent copies are identical to the in-process action
             assert copy == expected_actions[action_id], {k: (v, expected_actions[action_id].get(k))

@@ -14,6 +14,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 
 from pipelines.engine.shard import Message, shard_of
+from pipelines.engine.shards import partition_for
 from pipelines.events.codec import default_codec
 from pipelines.topics import ACCOUNT_PARTITIONS
 
@@ -73,6 +74,19 @@ def collect(bootstrap: str, topic: str, record: str, id_field: str, want: set[st
     finally:
         consumer.close()
     return seen
+
+
+def missing_by_partition(expected: dict[str, dict], got: dict) -> str:
+    """Which expected actions did not arrive, per account partition and account (halts by their
+    underlying): the first question when a parity test fails is whether one shard went silent."""
+    missing: dict[tuple[int, str], list[int]] = {}
+    for action_id, action in expected.items():
+        if action_id not in got:
+            key = (partition_for(action["account"], ACCOUNT_PARTITIONS), action["account"])
+            missing.setdefault(key, []).append(action["event_time_ms"])
+    return "; ".join(f"partition {p} {account}: {len(times)} missing of "
+                     f"{sum(a['account'] == account for a in expected.values())}, from event time {min(times)}"
+                     for (p, account), times in sorted(missing.items())) or "none missing"
 
 
 NOTABLE = re.compile(r"WARNING|ERROR|CRITICAL|dropped|reading from|[Aa]ssigned|[Rr]evok|Traceback")
