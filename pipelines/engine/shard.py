@@ -64,7 +64,8 @@ class Shard:
     def __init__(self, partition: int, partitions: int, key: SigningKey, params: EngineParams | None = None) -> None:
         self.partition = partition
         self.partitions = partitions
-        self.engine = Engine(key, params, MarketOwner(partition, partitions) if partitions > 1 else None)
+        self.owner = MarketOwner(partition, partitions)
+        self.engine = Engine(key, params, self.owner if partitions > 1 else None)
         self.sequencer = Sequencer(self.engine.params.detectors.allowed_lateness_ms)
         for name in shard_inputs(partition):
             self.sequencer.add_input(name)
@@ -91,7 +92,7 @@ class Shard:
         out = EngineOutput()
         for message in self.sequencer.pop_ready(limit):
             out.extend(self.engine.on_event(message.record, message.value, message.ref))
-        return keep_for_shard(self.partition, self.partitions, out)
+        return keep_for_shard(self.owner, out)
 
     def idle(self, input_name: str) -> None:
         self.sequencer.idle(input_name)
@@ -127,6 +128,8 @@ class Shard:
                 f"{SNAPSHOT_FORMAT}. Upgrade as docs/operations.md says (\"Upgrading workers\"): a new --app-id "
                 f"rebuilds the state from the input topics")
         shard.engine.key = key
+        if not hasattr(shard, "owner"):  # written before shards kept it (the same format otherwise)
+            shard.owner = MarketOwner(shard.partition, shard.partitions)
         return shard
 
 

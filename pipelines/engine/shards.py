@@ -79,13 +79,11 @@ class MarketOwner:
         return owned
 
 
-def keep_for_shard(shard: int, partitions: int, output: EngineOutput) -> EngineOutput:
-    """Drop the market-wide outputs this shard does not own (each is reported by one shard)."""
-    if partitions == 1 or not (output.breaches or output.actions):
+def keep_for_shard(owner: MarketOwner, output: EngineOutput) -> EngineOutput:
+    """Drop the market-wide outputs the shard of ``owner`` does not report (each is reported by one shard)."""
+    if owner.partitions == 1 or not (output.breaches or output.actions):
         return output  # the common case, per event and shard: nothing to filter
     kept = EngineOutput(exposures=output.exposures)
-    kept.breaches = [b for b in output.breaches
-                     if b.kind in ACCOUNT_BREACHES or partition_for(market_subject(b.subject), partitions) == shard]
-    kept.actions = [a for a in output.actions
-                    if a["action_type"] not in MARKET_ACTIONS or partition_for(a["account"], partitions) == shard]
+    kept.breaches = [b for b in output.breaches if b.kind in ACCOUNT_BREACHES or owner(b.subject)]
+    kept.actions = [a for a in output.actions if a["action_type"] not in MARKET_ACTIONS or owner(a["account"])]
     return kept

@@ -129,3 +129,18 @@ def test_only_the_owner_of_an_underlying_watches_its_moves_yet_every_shard_sees_
     moves = {BreachKind.INDEX_MOVE, BreachKind.IV_JUMP, BreachKind.MARK_MANIPULATION}
     assert seen[0] >= moves | {BreachKind.ORACLE_STALE}
     assert seen[1] & moves == set() and BreachKind.ORACLE_STALE in seen[1]
+
+
+def test_a_snapshot_from_before_shards_kept_their_market_owner_restores_with_one() -> None:
+    """Same snapshot format, written by a worker whose shards ran every detector: restored, the
+    shard reports exactly its own underlyings' market outputs again (its engine keeps running
+    every detector, which changes no output)."""
+    from pipelines.engine.shard import Shard
+
+    shard = Shard(3, 12, KEY)
+    del shard.owner
+    shard.engine._reports = None
+    restored = Shard.restore(shard.snapshot(), KEY)
+    underlyings = ("BTC", "ETH", "SOL")
+    assert [restored.owner(u) for u in underlyings] == [partition_for(u, 12) == 3 for u in underlyings]
+    assert restored.engine._reports is None
