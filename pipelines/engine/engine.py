@@ -21,7 +21,7 @@ import numpy as np
 
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.detect.detectors import DetectorParams, Detectors
-from pipelines.engine.account_book import AccountBook, BuiltBook, asset_price
+from pipelines.engine.account_book import AccountBook, BuiltBook, asset_price, underlying_of
 from pipelines.engine.index_history import IndexHistory
 from pipelines.engine.market_board import MarketBoard
 from pipelines.policy.actions import ActionType, make_action
@@ -127,10 +127,16 @@ class Engine:
     def unpriced(self) -> dict[str, int]:
         """Per underlying without an index price yet, how many of the engine's accounts hold it:
         accounts nothing can revalue, so no breach or action can come for them — what an
-        operator must hear about when it lasts (a feed missing, or market data not arriving)."""
+        operator must hear about when it lasts (a feed missing, or market data not arriving).
+
+        The worker asks every few seconds, on its event loop: when the built book (the one the
+        next tick revalues) holds every account, that is the answer without a pass over them."""
+        book = self.accounts
+        if len(book.built(self.board.index.keys()).where) == len(book.positions.keys() | book.collateral.keys()):
+            return {}
         out: dict[str, int] = {}
-        for positions in self.accounts.positions.values():
-            for underlying in {name.split("-")[0] for name in positions} - self.board.index.keys():
+        for positions in book.positions.values():
+            for underlying in {underlying_of(name) for name in positions} - self.board.index.keys():
                 out[underlying] = out.get(underlying, 0) + 1
         return dict(sorted(out.items()))
 

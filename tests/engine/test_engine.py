@@ -212,3 +212,6 @@ def test_accounts_without_an_index_price_are_reported_until_one_comes() -> None:
     assert engine.unpriced() == {"BTC": 1}
     out = engine.flush()
     assert {e["account"] for e in out.exposures} == {"a", "c"}  # the priced ones are revalued meanwhile
+    engine.on_event("IndexPrice", {"underlying": "BTC", "index_name": "btc", "price": 60_000.0, "event_time_ms": 1_200},
+                    "i1")
+    assert engine.unpriced() == {}
