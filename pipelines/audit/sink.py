@@ -25,7 +25,8 @@ The loop::
   rows inserted per table, failed inserts; ``make_sink`` has the consumer report its lag through
   librdkafka's statistics every ``lag_interval_s``. ``ready()`` (``/readyz``) is true while the
   sink is a member of its group and its last insert reached the store: a sink paused on a
-  ClickHouse outage is not ready.
+  ClickHouse outage is not ready. Its log says when partitions are assigned, revoked or lost, and
+  every ``progress_interval_s`` what it has stored: a sink that stops logging is blocked in a call.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class AuditSink:
     def __init__(self, store: Store, consumer: Any, codec: Any, *, batch_rows: int = 5000, linger_s: float = 0.5,
                  poll_timeout_s: float = 0.2, backoff_initial_s: float = 0.2, backoff_max_s: float = 5.0,
                  consumer_name: str = "audit-sink", sleep: Callable[[float], None] | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, progress_interval_s: float = 30.0) -> None:
         self.store = store
         self.consumer = consumer
         self.codec = codec
@@ -86,6 +87,7 @@ class AuditSink:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.consumer_name = consumer_name
+        self.progress_interval_s = progress_interval_s
         self.stats = SinkStats()
         self._batch = Batch(consumer_name)
         self._paused: list[Any] = []
@@ -108,8 +110,10 @@ class AuditSink:
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         self._member = True
+        log.info("assigned %d partitions", len(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        log.info("revoked %d partitions", len(partitions))
         if len(self._batch) and not self._flush_once():
             dropped = self._batch.drop_partitions({(p.topic, p.partition) for p in partitions})
             log.warning("rebalance while ClickHouse is unavailable: %d uncommitted rows of revoked partitions "
@@ -119,7 +123,16 @@ class AuditSink:
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         self._member = False
-        self._batch.drop_partitions({(p.topic, p.partition) for p in partitions})
+        dropped = self._batch.drop_partitions({(p.topic, p.partition) for p in partitions})
+        log.warning("lost %d partitions (out of the group): %d uncommitted rows dropped, read again from the "
+                    "committed offsets once assigned", len(partitions), dropped)
+
+    def _log_progress(self) -> None:
+        s = self.stats
+        log.info("progress: %d messages, %d rows stored in %d batches, %d commits, %d failed inserts; "
+                 "%d rows buffered, %s, %d partitions paused", s.messages, s.rows_inserted, s.batches, s.commits,
+                 s.insert_failures, len(self._batch), "a group member" if self._member else "not a group member",
+                 len(self._paused))
 
     def _add_message(self, msg: Any) -> None:
         ts_type, ts = msg.timestamp()
@@ -259,8 +272,11 @@ class AuditSink:
         Before returning it flushes what it holds, retrying while ClickHouse is unavailable (unless stopped).
         """
         stop = stop or threading.Event()
-        last_message = time.monotonic()
+        last_message = next_progress = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + self.progress_interval_s
+                self._log_progress()
             if self.poll_once() or not self._member:
                 last_message = time.monotonic()
             if self.due() and time.monotonic() >= self._next_retry:

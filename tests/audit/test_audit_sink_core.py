@@ -145,6 +145,32 @@ def test_no_commit_while_the_store_is_down() -> None:
     assert consumer.commits and consumer.commits[0][("t", 0)] == 5
 
 
+def test_lost_partitions_are_read_again_and_the_log_says_so(caplog) -> None:  # noqa: ANN001
+    """A session timeout (a broker restart) loses the assignment: the uncommitted rows are dropped,
+    read again from the committed offsets once assigned, and stored once; the log tells the story."""
+    codec = Codec()
+    msgs = messages(codec)
+    consumer, store = FakeConsumer(msgs), FlakyStore()
+    sink = AuditSink(store, consumer, codec, batch_rows=10**6, linger_s=10**6, progress_interval_s=0.0)
+    caplog.set_level("INFO", logger="pipelines.audit.sink")
+    sink.subscribe(["t"])
+    sink.poll_once()
+    sink.poll_once()
+    buffered = len(sink._batch)
+    assert buffered > 0 and not consumer.commits
+    sink._on_lost(consumer, [TP("t", 0)])  # what librdkafka calls on the next poll after the session timed out
+    consumer.queue = list(msgs)  # assigned again: the fetch restarts at the committed offset (none: the start)
+    sink._on_assign(consumer, [TP("t", 0)])
+    sink.linger_s = 0.0
+    stats = sink.run(idle_exit_s=0.05)
+    assert sum(store.rows.values()) == len(msgs) == stats.rows_inserted  # once each, nothing lost
+    assert consumer.commits[-1] == {("t", 0): len(msgs)}
+    text = caplog.text
+    assert f"lost 1 partitions (out of the group): {buffered} uncommitted rows dropped" in text
+    assert text.count("assigned 1 partitions") == 2
+    assert f"progress: {stats.messages} messages, {stats.rows_inserted} rows stored" in text
+
+
 def test_partial_failure_does_not_reinsert_done_tables_and_tokens_repeat() -> None:
     batch = Batch()
     for i, (topic, record, value) in enumerate(incident()):

@@ -71,13 +71,20 @@ def run_through_fault(kafka: PrivateKafka, tmp_path: Path, fault, replication: i
                                      kafka.bootstrap, f"{prefix}backstop.actions", f"{prefix}executors",
                                      missing)) from None
         reports = committed_reports(kafka.bootstrap, f"{prefix}backstop.executions", len(feed.delivered), 120)
-        wait_for(lambda: executed(0) and rows(audit, "actions") >= len(reports)
-                 and rows(audit, "executions") >= sum(reports.values()), 120, "the audit store to catch up")
+        try:
+            wait_for(lambda: executed(0) and rows(audit, "actions") >= len(reports)
+                     and rows(audit, "executions") >= sum(reports.values()), 120, "the audit store to catch up")
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}: actions {rows(audit, 'actions')} rows ({rows(audit, 'actions', final=False)} before FINAL) "
+                f"of {len(reports)}, executions {rows(audit, 'executions')} "
+                f"({rows(audit, 'executions', final=False)}) of {sum(reports.values())} committed reports; "
+                f"sink restarts {sink.restarts}\n" + log_tails(tmp_path, "sink")) from None
         time.sleep(2)  # a late duplicate row would show now
     finally:
         executor.stop()
         sink.stop()
-    logs = "\n".join(p.read_text()[-2000:] for p in tmp_path.glob("*.log"))
+    logs = log_tails(tmp_path)
     orders = ledger_orders(tmp_path)
     # every action the broker acknowledged executed, once; at most the unacknowledged ones more
     # (a produce request can be written and still time out for its producer)
@@ -91,11 +98,16 @@ def run_through_fault(kafka: PrivateKafka, tmp_path: Path, fault, replication: i
     return recovery, feed, executor, sink
 
 
-def rows(audit: ServerStore, table: str) -> int:
+def rows(audit: ServerStore, table: str, final: bool = True) -> int:
     try:
-        return audit.count(table)
+        return audit.count(table, final=final)
     except StoreError:
         return 0  # the sink has not created its tables yet
+
+
+def log_tails(tmp_path: Path, prefix: str = "") -> str:
+    """The last 2,000 characters of each process's log (``prefix``: of those processes only)."""
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(tmp_path.glob(f"{prefix}*.log")))
 
 
 def audit_store(clickhouse, address: tuple[str, int]) -> ServerStore:  # noqa: ANN001
