@@ -24,7 +24,8 @@ State and recovery. The agent does not acknowledge messages as it goes (``noack`
 table (keyed by partition, written while processing that partition, so the changelog record
 lands in the same partition) and only then acknowledges what the snapshot covers. Offsets faust
 commits therefore never run ahead of a stored snapshot; a worker that takes a partition over
-restores its snapshot and drops the redelivered messages the snapshot already holds. Both agents
+restores its snapshot and drops the redelivered messages the snapshot already holds (and
+reads further back where the snapshot holds less than the commits: ``cover_snapshots``). Both agents
 take each partition strictly in offset order from where the worker positioned the consumer
 itself, and re-read from the first offset missed (``streams/inorder.py``): faust can lose or
 leave over messages around a rebalance. Outputs carry deterministic ids, so the few re-sent
@@ -64,9 +65,9 @@ from pipelines.kafka import client_config, faust_credentials
 from pipelines.ops.metrics import Metrics
 from pipelines.policy.signing import SigningKey
 from pipelines.streams import fanout
-from pipelines.streams.inorder import InOrder
+from pipelines.streams.inorder import InOrder, behind_snapshot
 from pipelines.streams.intake import Refused, admit
-from pipelines.streams.settled import (BrokerProgress, deleted_unread, describe_input, read_progress,
+from pipelines.streams.settled import (TP, BrokerProgress, deleted_unread, describe_input, read_progress,
                                        settled_inputs)
 from pipelines.topics import ACCOUNT_PARTITIONS, CATALOGUE, spec_for, topic_name
 
@@ -177,6 +178,9 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                           extra_topic_configs={"max.message.bytes": SNAPSHOT_MAX_BYTES})
 
     shards: dict[int, Shard] = {}
+    # restored at positioning, in use (in ``shards``) from the first message taken: the timers work on
+    # ``shards`` with the reading of where each input stands, which holds only once it is positioned
+    staged: dict[int, Shard] = {}
     owned: set[int] = set()  # account partitions assigned to this worker now
     positions_topic = name("backstop.positions")
     pending: dict[int, list[Any]] = {}  # messages taken since the partition's last snapshot, to acknowledge
@@ -194,12 +198,18 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         return [event for event in events if order.take((event.message.topic, event.message.partition),
                                                         event.message.offset, event.message.time_in)]
 
+    def restored(partition: int) -> Shard:
+        """The partition's shard as its last snapshot holds it, or a new one where none is stored."""
+        stored = snapshots.get(str(partition))
+        return (Shard.restore(base64.b64decode(stored), key) if stored
+                else Shard(partition, ACCOUNT_PARTITIONS, key, config.engine))
+
     def shard_for(partition: int) -> Shard:
+        """The partition's shard in use, from its first message taken: the one ``cover_snapshots``
+        restored when the partition was positioned, or restored now."""
         shard = shards.get(partition)
         if shard is None:
-            stored = snapshots.get(str(partition))
-            shard = (Shard.restore(base64.b64decode(stored), key) if stored
-                     else Shard(partition, ACCOUNT_PARTITIONS, key, config.engine))
+            shard = staged.pop(partition, None) or restored(partition)
             shards[partition] = shard
             pending[partition], backlog[partition] = [], 0
         return shard
@@ -372,6 +382,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
         targets = order.due(assignment, reading, time.monotonic())
         if not targets:
             return
+        cover_snapshots(targets, reading)
         generation = app.consumer_generation_id
         try:
             await asyncio.wait_for(app.consumer.seek_wait({assignment[tp]: offset for tp, offset in targets.items()}),
@@ -390,8 +401,36 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                     app.consumer._read_offset.pop(assignment[tp], None)
                     app.consumer._gap.pop(assignment[tp], None)
             order.positioned(targets, time.monotonic())
-            log.info("reading from %s", {f"{topic.removeprefix(prefix)}/{partition}": offset
-                                         for (topic, partition), offset in targets.items()})
+            log.info("reading from %s", offsets_label(targets))
+
+    def cover_snapshots(targets: dict[TP, int], reading: BrokerProgress) -> None:
+        """Restore the shard of every account partition positioned here for the first time, and
+        read its inputs from where its state ends where that falls short of the group's commits
+        (``inorder.behind_snapshot``): state lost between the snapshot table and the commits
+        would otherwise leave the shard's accounts without their positions, and nothing would
+        say so. Runs after faust's table recovery (``reposition`` waits out the rebalance)."""
+        account_names = {name(topic) for topic in ACCOUNT_TOPICS}
+        for partition in sorted({p for topic, p in targets if topic in account_names and (topic, p) not in taken}):
+            shard = shards.get(partition) or staged.get(partition)
+            known = shard is not None
+            if shard is None:
+                shard = staged[partition] = restored(partition)
+            found = bool(shard.offsets)  # a shard that has taken nothing holds nothing, snapshot or not
+            inputs = {(name(topic), partition): f"{topic}/{partition}" for topic in ACCOUNT_TOPICS}
+            moved = behind_snapshot(targets, inputs, (fanout_name, partition), shard.offsets if found else None,
+                                    reading.starts)
+            held = {input_name: shard.offsets.get(input_name, -1) for input_name in inputs.values()}
+            if moved:
+                why = f"its snapshot holds {held}" if found else "no snapshot was found"
+                log.error("shard %d holds less than its group committed (%s): reading from %s, not from %s",
+                          partition, why, offsets_label(moved), offsets_label({tp: targets[tp] for tp in moved}))
+                targets.update(moved)
+            elif not known:
+                log.info("shard %d %s", partition, f"restored from its snapshot, which holds {held}" if found
+                         else "starts empty")
+
+    def offsets_label(offsets: dict[TP, int]) -> dict[str, int]:
+        return {f"{topic.removeprefix(prefix)}/{partition}": offset for (topic, partition), offset in offsets.items()}
 
     @app.timer(interval=0.1)
     async def release_idle_inputs() -> None:
@@ -492,6 +531,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             order.forget((tp.topic, tp.partition))
             owned.discard(tp.partition)
             shards.pop(tp.partition, None)
+            staged.pop(tp.partition, None)
             pending.pop(tp.partition, None)
             backlog.pop(tp.partition, None)
             held.pop(tp.partition, None)

@@ -27,6 +27,13 @@ re-reads (an earlier version that took a hole once two re-reads began past it sk
 first records of a partition and emitted other actions in CI). Input producers must therefore
 not be transactional (a transaction marker holds an offset no message has); the worker would
 re-read such a partition again and again, logging each time.
+
+The group's committed offset is where a newly assigned partition is read from because a
+snapshot holding everything before it was stored first. ``behind_snapshot`` checks that, per
+account partition, against the shard actually restored: a shard that holds less than the
+committed offsets say (no snapshot found, or an older one) would go on without the records in
+between, and its accounts would be watched without their positions: silently. Its inputs are
+read from where its state ends instead.
 """
 
 from __future__ import annotations
@@ -100,3 +107,35 @@ class InOrder:
             self.next[tp] = offset
             self._positioned[tp] = now
             self._gaps.discard(tp)
+
+
+def behind_snapshot(targets: Mapping[TP, int], account_inputs: Mapping[TP, str], fanout: TP,
+                    held: Mapping[str, int] | None, starts: Mapping[TP, int]) -> dict[TP, int]:
+    """Where one account partition's newly assigned inputs must be read from instead of
+    ``targets`` (the group's committed offsets, or log starts) so its shard misses nothing;
+    empty when its state covers them.
+
+    ``account_inputs``: the partition's account topic-partitions with their shard input names
+    (``backstop.positions/3``); ``fanout``: its fan-out topic-partition; ``held``: the offsets
+    the restored shard holds per input (``Shard.offsets``), None when no snapshot was found.
+
+    The group commits a partition's offsets only after a snapshot covering them is stored, so
+    a shard whose account inputs stop short of the committed offsets lost state. Its account
+    inputs are read again from where the shard's own record ends; the fan-out from its start,
+    since fan-out offsets say nothing about which market records the shard holds (it drops the
+    ones it has by their source offsets). No snapshot while any committed offset is past the
+    log start: everything from the start.
+    """
+    def start(tp: TP) -> int:
+        return starts.get(tp, 0)
+
+    mine = [tp for tp in (*account_inputs, fanout) if tp in targets]
+    if held is None:
+        if any(targets[tp] > start(tp) for tp in mine):
+            return {tp: start(tp) for tp in mine}
+        return {}
+    behind = {tp: max(held.get(name, -1) + 1, start(tp)) for tp, name in account_inputs.items()
+              if tp in targets and targets[tp] > max(held.get(name, -1) + 1, start(tp))}
+    if behind and fanout in targets:
+        behind[fanout] = start(fanout)
+    return behind

@@ -60,9 +60,14 @@ class BrokerProgress:
     committed: Mapping[TP, int]
 
     def read_to(self, tp: TP, taken: Mapping[TP, int]) -> int:
-        """The offset up to which this worker has read ``tp``: what it took, else the group's
-        committed offset, else the log start (nothing before it can be read any more)."""
-        return max(taken.get(tp, -1), self.committed.get(tp, -1), self.starts.get(tp, 0))
+        """The offset up to which this worker has read ``tp``: what it took where it positioned
+        the partition, else the group's committed offset (where reading resumes); never before
+        the log start (nothing before it can be read any more). What it took is the truth even
+        below the commit: a shard found holding less than the group committed is read again
+        from further back (``inorder.behind_snapshot``), and until it is, what the commit
+        covers has not reached it."""
+        read = taken[tp] if tp in taken else self.committed.get(tp, -1)
+        return max(read, self.starts.get(tp, 0))
 
 
 def read_progress(admin: AdminClient, group: str, partitions: Iterable[TP], timeout_s: float) -> BrokerProgress:

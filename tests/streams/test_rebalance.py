@@ -4,7 +4,7 @@ The end-to-end proof is the replay-parity test on the real broker (scale-out and
 
 from __future__ import annotations
 
-from pipelines.streams.inorder import STALLED_S, InOrder
+from pipelines.streams.inorder import STALLED_S, InOrder, behind_snapshot
 from pipelines.streams.settled import BrokerProgress
 
 TP = ("p.backstop.positions", 3)
@@ -88,3 +88,34 @@ def test_a_revoked_partition_is_not_taken_until_positioned_again() -> None:
     order.forget(TP)
     assert not order.take(TP, 1, 0.2)
     assert order.due([TP], reading({TP: 5}, committed={TP: 1}), 0.3) == {TP: 1}
+
+
+# ---------------------------------------------------------------- the restored shard covers the commits
+
+COLLATERAL = ("p.backstop.collateral", 3)
+ACCOUNT_INPUTS = {TP: "backstop.positions/3", COLLATERAL: "backstop.collateral/3"}
+
+
+def test_a_shard_restored_from_its_snapshot_reads_from_the_committed_offsets() -> None:
+    targets = {TP: 8, COLLATERAL: 3, FANOUT: 40}  # the snapshot holds positions 0..7, collateral 0..2
+    held = {"backstop.positions/3": 7, "backstop.collateral/3": 2, "backstop.market.index/0": 900}
+    assert behind_snapshot(targets, ACCOUNT_INPUTS, FANOUT, held, {}) == {}
+    # a snapshot ahead of the commits (stored, then the worker died before committing): fine too
+    assert behind_snapshot({TP: 5, COLLATERAL: 1, FANOUT: 20}, ACCOUNT_INPUTS, FANOUT, held, {}) == {}
+
+
+def test_a_snapshot_older_than_the_commits_is_caught_up_from_where_it_ends() -> None:
+    targets = {TP: 8, COLLATERAL: 3, FANOUT: 40}
+    held = {"backstop.positions/3": 4, "backstop.collateral/3": 2}
+    assert behind_snapshot(targets, ACCOUNT_INPUTS, FANOUT, held, {FANOUT: 6}) == {TP: 5, FANOUT: 6}
+    # an input the shard never took anything from, committed past its start
+    assert behind_snapshot(targets, ACCOUNT_INPUTS, FANOUT, {"backstop.positions/3": 7}, {}) == {COLLATERAL: 0,
+                                                                                                  FANOUT: 0}
+
+
+def test_no_snapshot_while_the_group_committed_past_the_log_start_reads_everything_again() -> None:
+    starts = {TP: 2, COLLATERAL: 0, FANOUT: 10}
+    assert behind_snapshot({TP: 2, COLLATERAL: 0, FANOUT: 10}, ACCOUNT_INPUTS, FANOUT, None, starts) == {}  # a new one
+    assert behind_snapshot({TP: 2, COLLATERAL: 0, FANOUT: 11}, ACCOUNT_INPUTS, FANOUT, None, starts) == starts
+    # only the inputs being positioned now are moved
+    assert behind_snapshot({TP: 9}, ACCOUNT_INPUTS, FANOUT, None, starts) == {TP: 2}

@@ -54,6 +54,9 @@ def test_an_account_input_is_settled_once_read_to_its_end_here_or_by_the_group()
     # taken over, nothing read yet: the group's commit says where reading resumes
     assert "backstop.positions/3" in settled(progress(ends, committed={("p.positions", 3): 10}), {})
     assert "backstop.positions/3" not in settled(progress(ends, committed={("p.positions", 3): 4}), {})
+    # read again from further back than the commit (the shard held less): what was taken counts
+    assert "backstop.positions/3" not in settled(progress(ends, committed={("p.positions", 3): 10}),
+                                                 {("p.positions", 3): 0})
     # what retention deleted cannot be read: the log start counts as read
     assert "backstop.positions/3" in settled(progress(ends, starts={("p.positions", 3): 10}), {})
     # restored from a snapshot that holds the last record (offset 9): nothing more can come, whatever was read here
@@ -79,6 +82,11 @@ def test_a_last_record_that_never_reached_the_shard_settles_once_forwarded_and_t
     assert "backstop.market.index/1" not in settled(progress(ends, {("p.index", 1): 49}), {(FANOUT, 3): 7}, heard)
     # forwarded, but still in the fan-out partition, unread here
     assert "backstop.market.index/1" not in settled(progress(ends, forwarded), {(FANOUT, 3): 6}, heard)
+    # the group committed the fan-out to its end, but this worker reads it again from the start
+    # (its shard held less than the commit): the records are not here yet
+    assert "backstop.market.index/1" not in settled(progress(ends, {**forwarded, (FANOUT, 3): 7}), {(FANOUT, 3): 0},
+                                                    heard)
+    assert "backstop.market.index/1" in settled(progress(ends, {**forwarded, (FANOUT, 3): 7}), {}, heard)
     # this worker reading the source partition itself says nothing about the shard's fan-out copy
     assert "backstop.market.index/1" not in settled(progress(ends), {("p.index", 1): 50, (FANOUT, 3): 6}, heard)
 

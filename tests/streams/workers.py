@@ -33,14 +33,15 @@ KEY_FIELD = {"IndexPrice": "underlying", "VolatilityUpdate": "underlying", "Orde
              "PositionUpdate": "account", "CollateralUpdate": "account"}
 
 
-def publish(bootstrap: str, prefix: str, client: dict | None = None) -> list[tuple[int | None, Message]]:
-    """Produce the crash script; return the messages as the in-process run must see them.
-    ``client``: extra librdkafka settings (e.g. SASL)."""
+def publish(bootstrap: str, prefix: str, client: dict | None = None,
+            events: list[tuple[str, dict]] | None = None) -> list[tuple[int | None, Message]]:
+    """Produce ``events`` (the crash script by default); return the messages as the in-process
+    run must see them. ``client``: extra librdkafka settings (e.g. SASL)."""
     codec = default_codec()
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "enable.idempotence": True,
                          **(client or {})})
     placed: dict[int, tuple[str, int, int]] = {}
-    events = crash_events()
+    events = crash_events() if events is None else events
     for n, (record, value) in enumerate(events):
         def delivered(err, msg, n=n):
             assert err is None, err
