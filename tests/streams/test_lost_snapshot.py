@@ -53,10 +53,11 @@ def delete_snapshot(bootstrap: str, changelog: str, partition: int) -> None:
     low, high = consumer.get_watermark_offsets(TopicPartition(changelog, partition), timeout=10)
     assert high > low, f"no snapshot of partition {partition} was stored"
     consumer.assign([TopicPartition(changelog, partition, high - 1)])
-    message = None
-    while message is None or message.error() is not None:
-        message = consumer.poll(10)
+    deadline, message = time.monotonic() + 60, None
+    while (message is None or message.error() is not None) and time.monotonic() < deadline:
+        message = consumer.poll(5)
     consumer.close()
+    assert message is not None and message.error() is None, f"the last snapshot of partition {partition} not read"
     producer = Producer({"bootstrap.servers": bootstrap})
     producer.produce(changelog, None, message.key(), partition=partition)
     assert producer.flush(30) == 0
