@@ -82,9 +82,11 @@ class Shard:
         self.offsets[message.input] = message.offset
         return self.sequencer.push(message.input, message.value["event_time_ms"], message)
 
-    def skip(self, input_name: str, offset: int) -> None:
-        """A record of ``input_name`` was taken and refused (dead-lettered): the input has been
-        read past it, which tells the worker's idle rule that nothing before it is still to come."""
+    def read_past(self, input_name: str, offset: int) -> None:
+        """``input_name`` was read past ``offset`` by a message the engine does not see: a record
+        taken and refused (dead-lettered), which tells the worker's idle rule that nothing before
+        it is still to come; or a fan-out message, whose records are pushed under their own
+        sources, so that a snapshot says how far the shard read its fan-out partition."""
         self.offsets[input_name] = max(offset, self.offsets.get(input_name, -1))
 
     def advance(self, limit: int | None = None) -> EngineOutput:

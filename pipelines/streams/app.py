@@ -264,6 +264,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
                 pending[partition].append(event)
                 message = event.message
                 if message.topic == fanout_name:
+                    shard.read_past(f"{FANOUT_TOPIC}/{partition}", message.offset)
                     opened = batches.open(message.value, now_ms)
                     if isinstance(opened, Refused):
                         dead_letter_send(message, opened.reason, opened.detail, now_ms, message.value, message.key)
@@ -306,7 +307,7 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             detail = admitted.detail if message.topic != fanout_name else f"{source}: {admitted.detail}"
             dead_letter_send(message, admitted.reason, detail, now_ms, value, key)
             if admitted.input is not None:
-                shard.skip(admitted.input, admitted.offset)
+                shard.read_past(admitted.input, admitted.offset)
             return
         last_seen[(message.partition, admitted.input)] = time.monotonic()
         shard.push(admitted)
@@ -415,11 +416,11 @@ def make_app(settings: Settings, key: SigningKey, config: WorkerConfig | None = 
             known = shard is not None
             if shard is None:
                 shard = staged[partition] = restored(partition)
-            found = bool(shard.offsets)  # a shard that has taken nothing holds nothing, snapshot or not
             inputs = {(name(topic), partition): f"{topic}/{partition}" for topic in ACCOUNT_TOPICS}
-            moved = behind_snapshot(targets, inputs, (fanout_name, partition), shard.offsets if found else None,
-                                    reading.starts)
-            held = {input_name: shard.offsets.get(input_name, -1) for input_name in inputs.values()}
+            fanout_input = ((fanout_name, partition), f"{FANOUT_TOPIC}/{partition}")
+            moved = behind_snapshot(targets, inputs, fanout_input, shard.offsets, reading.starts)
+            found = bool(shard.offsets)  # a shard that has taken nothing holds nothing, snapshot or not
+            held = {input_name: shard.offsets.get(input_name, -1) for input_name in (*inputs.values(), fanout_input[1])}
             if moved:
                 why = f"its snapshot holds {held}" if found else "no snapshot was found"
                 log.error("shard %d holds less than its group committed (%s): reading from %s, not from %s",

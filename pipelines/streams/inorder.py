@@ -109,33 +109,34 @@ class InOrder:
             self._gaps.discard(tp)
 
 
-def behind_snapshot(targets: Mapping[TP, int], account_inputs: Mapping[TP, str], fanout: TP,
-                    held: Mapping[str, int] | None, starts: Mapping[TP, int]) -> dict[TP, int]:
+def behind_snapshot(targets: Mapping[TP, int], account_inputs: Mapping[TP, str], fanout: tuple[TP, str],
+                    held: Mapping[str, int], starts: Mapping[TP, int]) -> dict[TP, int]:
     """Where one account partition's newly assigned inputs must be read from instead of
     ``targets`` (the group's committed offsets, or log starts) so its shard misses nothing;
     empty when its state covers them.
 
     ``account_inputs``: the partition's account topic-partitions with their shard input names
-    (``backstop.positions/3``); ``fanout``: its fan-out topic-partition; ``held``: the offsets
-    the restored shard holds per input (``Shard.offsets``), None when no snapshot was found.
+    (``backstop.positions/3``); ``fanout``: its fan-out topic-partition with the name the shard
+    records it under (``backstop.market.fanout/3``); ``held``: the offsets the restored shard
+    holds per input (``Shard.offsets``; empty for a new shard).
 
     The group commits a partition's offsets only after a snapshot covering them is stored, so
-    a shard whose account inputs stop short of the committed offsets lost state. Its account
-    inputs are read again from where the shard's own record ends; the fan-out from its start,
-    since fan-out offsets say nothing about which market records the shard holds (it drops the
-    ones it has by their source offsets). No snapshot while any committed offset is past the
-    log start: everything from the start.
+    an input committed past what the shard holds lost state: it is read again from where the
+    shard's record of it ends (never before the log start). A snapshot written before shards
+    recorded their fan-out offset holds account offsets only; its fan-out is read from the
+    start where an account input is behind (the shard drops market records it holds by their
+    source offsets).
     """
-    def start(tp: TP) -> int:
-        return starts.get(tp, 0)
+    def resume(tp: TP, name: str) -> int:
+        return max(held.get(name, -1) + 1, starts.get(tp, 0))
 
-    mine = [tp for tp in (*account_inputs, fanout) if tp in targets]
-    if held is None:
-        if any(targets[tp] > start(tp) for tp in mine):
-            return {tp: start(tp) for tp in mine}
-        return {}
-    behind = {tp: max(held.get(name, -1) + 1, start(tp)) for tp, name in account_inputs.items()
-              if tp in targets and targets[tp] > max(held.get(name, -1) + 1, start(tp))}
-    if behind and fanout in targets:
-        behind[fanout] = start(fanout)
+    behind = {tp: resume(tp, name) for tp, name in account_inputs.items()
+              if tp in targets and targets[tp] > resume(tp, name)}
+    fanout_tp, fanout_name = fanout
+    if fanout_tp in targets:
+        if fanout_name in held or not held:
+            if targets[fanout_tp] > resume(fanout_tp, fanout_name):
+                behind[fanout_tp] = resume(fanout_tp, fanout_name)
+        elif behind:
+            behind[fanout_tp] = starts.get(fanout_tp, 0)
     return behind

@@ -12,7 +12,7 @@ the same rules. A message is refused (and the caller dead-letters it) when
   of range, ...).
 
 A refused message never reaches the engine; where its source names a shard input, the shard
-notes that input was read past it (``Shard.skip``).
+notes that input was read past it (``Shard.read_past``).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ as the in-process run does."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from pathlib import Path
@@ -116,3 +117,7 @@ def test_a_shard_missing_its_snapshot_is_rebuilt_from_the_log_start(kafka_bootst
     assert {e["event_time_ms"] for e in seen} == {e["event_time_ms"] for e in expected}, logs
     assert all(e in expected for e in seen), [e for e in seen if e not in expected][:2]
     assert f"shard {partition} holds less than its group committed (no snapshot was found)" in logs, logs
+    # the other shards were restored from snapshots that say how far they read their fan-out partitions
+    restored = re.findall(r"shard (\d+) restored from its snapshot, which holds \{.*'backstop.market.fanout/\1': \d+\}",
+                          (tmp_path / "w2.log").read_text())
+    assert sorted(int(p) for p in restored) == [p for p in range(ACCOUNT_PARTITIONS) if p != partition], logs

@@ -94,28 +94,44 @@ def test_a_revoked_partition_is_not_taken_until_positioned_again() -> None:
 
 COLLATERAL = ("p.backstop.collateral", 3)
 ACCOUNT_INPUTS = {TP: "backstop.positions/3", COLLATERAL: "backstop.collateral/3"}
+FANOUT_INPUT = (FANOUT, "backstop.market.fanout/3")
+
+
+def behind(targets: dict, held: dict, starts: dict | None = None) -> dict:
+    return behind_snapshot(targets, ACCOUNT_INPUTS, FANOUT_INPUT, held, starts or {})
 
 
 def test_a_shard_restored_from_its_snapshot_reads_from_the_committed_offsets() -> None:
-    targets = {TP: 8, COLLATERAL: 3, FANOUT: 40}  # the snapshot holds positions 0..7, collateral 0..2
-    held = {"backstop.positions/3": 7, "backstop.collateral/3": 2, "backstop.market.index/0": 900}
-    assert behind_snapshot(targets, ACCOUNT_INPUTS, FANOUT, held, {}) == {}
+    targets = {TP: 8, COLLATERAL: 3, FANOUT: 40}  # the snapshot holds positions 0..7, collateral 0..2, fan-out 0..39
+    held = {"backstop.positions/3": 7, "backstop.collateral/3": 2, "backstop.market.fanout/3": 39,
+            "backstop.market.index/0": 900}
+    assert behind(targets, held) == {}
     # a snapshot ahead of the commits (stored, then the worker died before committing): fine too
-    assert behind_snapshot({TP: 5, COLLATERAL: 1, FANOUT: 20}, ACCOUNT_INPUTS, FANOUT, held, {}) == {}
+    assert behind({TP: 5, COLLATERAL: 1, FANOUT: 20}, held) == {}
 
 
-def test_a_snapshot_older_than_the_commits_is_caught_up_from_where_it_ends() -> None:
+def test_inputs_committed_past_the_snapshot_are_read_again_from_where_it_ends() -> None:
     targets = {TP: 8, COLLATERAL: 3, FANOUT: 40}
-    held = {"backstop.positions/3": 4, "backstop.collateral/3": 2}
-    assert behind_snapshot(targets, ACCOUNT_INPUTS, FANOUT, held, {FANOUT: 6}) == {TP: 5, FANOUT: 6}
+    held = {"backstop.positions/3": 4, "backstop.collateral/3": 2, "backstop.market.fanout/3": 30}
+    assert behind(targets, held, {FANOUT: 6}) == {TP: 5, FANOUT: 31}
+    # the account inputs caught up, the fan-out not yet (a takeover while a shard re-reads): the fan-out alone
+    assert behind(targets, {**held, "backstop.positions/3": 7}) == {FANOUT: 31}
     # an input the shard never took anything from, committed past its start
-    assert behind_snapshot(targets, ACCOUNT_INPUTS, FANOUT, {"backstop.positions/3": 7}, {}) == {COLLATERAL: 0,
-                                                                                                  FANOUT: 0}
+    assert behind(targets, {"backstop.positions/3": 7, "backstop.market.fanout/3": 39}) == {COLLATERAL: 0}
+    # never before the log start: what retention deleted cannot be read again
+    assert behind(targets, held, {TP: 6, FANOUT: 35}) == {TP: 6, FANOUT: 35}
+
+
+def test_a_snapshot_that_never_recorded_its_fanout_offset_reads_the_fanout_again_only_when_behind() -> None:
+    old = {"backstop.positions/3": 7, "backstop.collateral/3": 2}  # written before shards recorded it
+    assert behind({TP: 8, COLLATERAL: 3, FANOUT: 40}, old) == {}
+    assert behind({TP: 9, COLLATERAL: 3, FANOUT: 40}, old, {FANOUT: 6}) == {TP: 8, FANOUT: 6}
 
 
 def test_no_snapshot_while_the_group_committed_past_the_log_start_reads_everything_again() -> None:
     starts = {TP: 2, COLLATERAL: 0, FANOUT: 10}
-    assert behind_snapshot({TP: 2, COLLATERAL: 0, FANOUT: 10}, ACCOUNT_INPUTS, FANOUT, None, starts) == {}  # a new one
-    assert behind_snapshot({TP: 2, COLLATERAL: 0, FANOUT: 11}, ACCOUNT_INPUTS, FANOUT, None, starts) == starts
+    assert behind({TP: 2, COLLATERAL: 0, FANOUT: 10}, {}, starts) == {}  # a new deployment
+    assert behind({TP: 2, COLLATERAL: 0, FANOUT: 11}, {}, starts) == {FANOUT: 10}
+    assert behind({TP: 5, COLLATERAL: 3, FANOUT: 11}, {}, starts) == starts
     # only the inputs being positioned now are moved
-    assert behind_snapshot({TP: 9}, ACCOUNT_INPUTS, FANOUT, None, starts) == {TP: 2}
+    assert behind({TP: 9}, {}, starts) == {TP: 2}
