@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pipelines.engine.engine import EngineParams
@@ -25,6 +25,7 @@ from pipelines.engine.shard import run_shards
 from pipelines.engine.shards import partition_for
 from pipelines.events.codec import default_codec
 from pipelines.policy.signing import SigningKey
+from pipelines.streams.settled import read_progress
 from pipelines.topics import ACCOUNT_PARTITIONS
 
 from crash_script import T0  # noqa: I001
@@ -40,10 +41,9 @@ LATER = [("IndexPrice", {"underlying": "BTC", "index_name": "btc_usd", "price": 
 
 
 def committed(bootstrap: str, group: str, topic: str, partition: int) -> int:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, partition)])]
-    answer = admin.list_consumer_group_offsets(request, request_timeout=10)[group].result()
-    return answer.topic_partitions[0].offset
+    """The group's committed offset on one partition, as the worker reads it (-1: none yet)."""
+    reading = read_progress(AdminClient({"bootstrap.servers": bootstrap}), group, [(topic, partition)], 10)
+    return reading.committed.get((topic, partition), -1)
 
 
 def delete_snapshot(bootstrap: str, changelog: str, partition: int) -> None:
