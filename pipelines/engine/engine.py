@@ -47,6 +47,8 @@ class EngineParams:
     hedged_accounts: frozenset[str] = frozenset()
     exposure_interval_ms: int = 5_000  # an account's snapshot at least this often while it is revalued
     exposure_ratio_step: float = 0.02  # ... and whenever its margin ratio moved this much since the last
+    # the compiled (numba) kernels of the risk core; False runs their numpy reference (same results)
+    compiled: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
