@@ -4,6 +4,10 @@ Nothing here reads a clock. Time is the ``event_time_ms`` of the events fed in, 
 events in the same per-key order give the same results whether they come from Kafka or from a
 replay file. Events may arrive out of order: within ``allowed_lateness_ms`` of the newest event
 seen for a key they are used; older ones are *late*, rejected, and the caller counts them.
+
+Each class's ``state()`` is its whole state as plain data (str, int, float, bool, None, lists
+and str-keyed dicts), parameters included, and ``from_state`` rebuilds an object that behaves
+identically on any further events; ``pipelines/engine/state_schema.py`` holds the Avro schemas.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections import deque
+from typing import Self
 
 
 @dataclasses.dataclass
@@ -33,6 +38,14 @@ class Watermark:
         """Event-time 'now' for this key: the newest event seen."""
         return self.max_event_time_ms
 
+    def state(self) -> dict:
+        """Plain data (``WatermarkState``)."""
+        return {"allowed_lateness_ms": self.allowed_lateness_ms, "max_event_time_ms": self.max_event_time_ms}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Self:
+        return cls(state["allowed_lateness_ms"], state["max_event_time_ms"])
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Sample:
@@ -41,6 +54,14 @@ class Sample:
     event_time_ms: int
     value: float
     ref: str
+
+    def state(self) -> dict:
+        """Plain data (``SampleState``)."""
+        return {"event_time_ms": self.event_time_ms, "value": self.value, "ref": self.ref}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Self:
+        return cls(state["event_time_ms"], state["value"], state["ref"])
 
 
 class _BucketedWindow:
@@ -108,6 +129,26 @@ class _BucketedWindow:
         self._expire(self._bucket_start(horizon - self.length_ms + 1))
         return True
 
+    def state(self) -> dict:
+        """Plain data: the window's parameters (``bucket_ms`` as derived from the bucket count),
+        the earliest sample, the recent samples and what the subclass keeps of settled buckets
+        (``RollingExtremesState``, ``RollingTwapState``). What is derived from the recent samples
+        (sorted times and values, monotonic queues, running sums) is rebuilt by ``from_state``."""
+        return {"length_ms": self.length_ms, "allowed_lateness_ms": self.allowed_lateness_ms,
+                "bucket_ms": self.bucket_ms, "first_ms": self.first_ms,
+                "recent": [sample.state() for sample in self._samples], **self._settled_state()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Self:
+        window = cls(state["length_ms"], state["allowed_lateness_ms"])
+        window.bucket_ms = state["bucket_ms"]
+        window.first_ms = state["first_ms"]
+        window._samples = [Sample.from_state(sample) for sample in state["recent"]]
+        window._times = [sample.event_time_ms for sample in window._samples]
+        window._values = [sample.value for sample in window._samples]
+        window._restore_settled(state)
+        return window
+
     def start_ms(self, end_ms: int) -> int:
         """Where the window ending at ``end_ms`` starts: its first bucket's start, or the first
         sample ever seen if that is later."""
@@ -131,6 +172,14 @@ class _BucketedWindow:
 
     def _expire(self, start_ms: int) -> None:
         """Forget settled buckets starting before ``start_ms``: no admissible window reaches them."""
+        raise NotImplementedError
+
+    def _settled_state(self) -> dict:
+        """The subclass's own fields of ``state()``."""
+        raise NotImplementedError
+
+    def _restore_settled(self, state: dict) -> None:
+        """Rebuild the subclass's own state from ``state()``, the recent samples being restored."""
         raise NotImplementedError
 
 
@@ -198,6 +247,19 @@ class RollingExtremes(_BucketedWindow):
             while queue and queue[0].event_time_ms < start_ms:
                 queue.popleft()
 
+    def _settled_state(self) -> dict:
+        return {"settled_high": [sample.state() for sample in self._high],
+                "settled_low": [sample.state() for sample in self._low]}
+
+    def _restore_settled(self, state: dict) -> None:
+        """The recent queues are those of the recent samples in time order: a queue entry is a
+        sample no later one tops, and ``_forget`` drops exactly the entries of dropped samples."""
+        self._high = deque(Sample.from_state(sample) for sample in state["settled_high"])
+        self._low = deque(Sample.from_state(sample) for sample in state["settled_low"])
+        for sample in self._samples:
+            _push_high(self._recent_high, sample)
+            _push_low(self._recent_low, sample)
+
     def extremes(self, end_ms: int) -> tuple[Sample, Sample]:
         """The highest and the lowest sample of the window ending at ``end_ms``, which must not
         be empty."""
@@ -234,9 +296,15 @@ class RollingTwap(_BucketedWindow):
         self._buckets: deque[tuple[int, float]] = deque()  # settled: first sample's time and sum
 
     def _inserted(self, index: int) -> None:
-        previous = (self._times[index - 1], self._values[index - 1], self._sums[index - 1]) if index else self._last
         self._sums.insert(index, 0.0)
-        for i in range(index, len(self._times)):  # a late sample changes the sums after it
+        self._sum_from(index)  # a late sample changes the sums after it
+
+    def _sum_from(self, index: int) -> None:
+        """Set the running sums of the recent samples from ``index`` on, each from the sample
+        before it (the last settled one before the first): so a sum never depends on the order
+        the samples arrived in, and ``from_state`` recomputes the same floats."""
+        previous = (self._times[index - 1], self._values[index - 1], self._sums[index - 1]) if index else self._last
+        for i in range(index, len(self._times)):
             t, value = self._times[i], self._values[i]
             self._sums[i] = 0.0 if previous is None else previous[2] + previous[1] * (t - previous[0])
             previous = (t, value, self._sums[i])
@@ -251,6 +319,19 @@ class RollingTwap(_BucketedWindow):
     def _expire(self, start_ms: int) -> None:
         while self._buckets and self._buckets[0][0] < start_ms:
             self._buckets.popleft()
+
+    def _settled_state(self) -> dict:
+        last = None if self._last is None else {"event_time_ms": self._last[0], "value": self._last[1],
+                                                "sum": self._last[2]}
+        return {"last_settled": last,
+                "settled": [{"event_time_ms": t, "sum": total} for t, total in self._buckets]}
+
+    def _restore_settled(self, state: dict) -> None:
+        last = state["last_settled"]
+        self._last = None if last is None else (last["event_time_ms"], last["value"], last["sum"])
+        self._buckets = deque((bucket["event_time_ms"], bucket["sum"]) for bucket in state["settled"])
+        self._sums = [0.0] * len(self._times)
+        self._sum_from(0)
 
     def average(self, end_ms: int) -> float:
         """The time-weighted average of the window ending at ``end_ms``, which must hold a recent
@@ -303,3 +384,11 @@ class HeldCondition:
             self.firing = True
             return "fire"
         return None
+
+    def state(self) -> dict:
+        """Plain data (``HeldConditionState``)."""
+        return {"hold_ms": self.hold_ms, "pending_since_ms": self.pending_since_ms, "firing": self.firing}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Self:
+        return cls(state["hold_ms"], state["pending_since_ms"], state["firing"])
