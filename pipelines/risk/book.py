@@ -9,7 +9,9 @@ Why this shape: the expensive part, pricing options under ~35 scenarios, depends
 instrument. It is done once per unique instrument (``margin.scenario_matrix``); every
 account's scenario PnL is then one sparse (rows x instruments) @ (instruments x scenarios)
 product, rows being (account, underlying) pairs. 10,000 accounts x 20 positions is a 200,000
-non-zero sparse product, not 200,000 option revaluations per scenario.
+non-zero sparse product, not 200,000 option revaluations per scenario. That per-account half
+runs by default in a numba kernel (``kernels.revalue``: one pass over each account's positions,
+only for the accounts asked for); the numpy code is its reference, with the same results.
 
 :func:`account_risk` (one account, dict results) is a thin wrapper over the batch path, so
 there is one way margin is computed.
@@ -18,6 +20,7 @@ there is one way margin is computed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -29,6 +32,7 @@ from pipelines.risk.adaptive import AdaptiveAddon, AdaptiveParams, MarketConditi
 from pipelines.risk.black76 import Greeks
 from pipelines.risk.exposure import Exposure, compute_exposure
 from pipelines.risk.instruments import InstrumentTable, parse_instrument
+from pipelines.risk.kernels import revalue as kernel
 from pipelines.risk.margin import (MarginConfig, RowMargin, ScenarioGrid, UnderlyingParams, grid_and_params, row_margin,
                                    scenario_matrix)
 from pipelines.risk.market import InstrumentInputs, MarketState
@@ -55,8 +59,10 @@ class Book:
 
     ``cost_qty`` / ``cost`` carry the average prices: unrealised PnL of a netted position is
     ``cost_qty * mark - cost`` (positions given without an average price are at mark and add
-    nothing to either). ``rows`` is ``account * n_underlyings + underlying``; ``matrix`` the
-    sparse (rows x instruments) net quantity matrix.
+    nothing to either). Positions are sorted by (account, instrument). ``rows`` is
+    ``account * n_underlyings + underlying``; ``matrix`` the sparse (rows x instruments) net
+    quantity matrix (the numpy reference's layout; the compiled kernel walks each account's
+    positions from ``position_start`` instead).
     """
 
     accounts: tuple[str, ...]
@@ -69,6 +75,7 @@ class Book:
     cost: np.ndarray
     rows: np.ndarray
     matrix: sp.csr_matrix
+    position_start: np.ndarray  # (n_acc + 1,): account a's positions are [start[a], start[a + 1])
 
     @property
     def n_underlyings(self) -> int:
@@ -119,7 +126,8 @@ class Book:
         n_und = len(instruments.underlyings)
         rows = acc * n_und + instruments.underlying_idx[ins]
         matrix = sp.csr_matrix((net_qty, (rows, ins)), shape=(n_acc * n_und, n_instr))
-        return cls(tuple(accounts), collateral, instruments, acc, ins, net_qty, cost_qty, cost, rows, matrix)
+        start = np.searchsorted(acc, np.arange(n_acc + 1)).astype(np.int64)
+        return cls(tuple(accounts), collateral, instruments, acc, ins, net_qty, cost_qty, cost, rows, matrix, start)
 
     @classmethod
     def from_portfolios(cls, portfolios: Sequence[Portfolio], instruments: InstrumentTable | None = None) -> Book:
@@ -189,7 +197,7 @@ def margin_ratio(maintenance: np.ndarray, equity: np.ndarray) -> np.ndarray:
     would drop out of the ladder's sight; finite inputs can still overflow (a position of 1e300
     contracts at a valid price; an index of 1e200, which validation refuses, makes a short
     perpetual's equity -1e200 and its scenario margin inf - inf)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = maintenance / equity
     ratio = np.where(equity > 0, ratio, np.where(maintenance > 0, np.inf, 0.0))
     return np.where(np.isnan(maintenance) | np.isnan(equity) | np.isnan(ratio), np.inf, ratio)
@@ -201,28 +209,86 @@ def revalue_book(
     config: MarginConfig | None = None,
     adaptive: AdaptiveParams | None = None,
     conditions: MarketConditions | None = None,
+    *,
+    compiled: bool = True,
+    accounts: np.ndarray | None = None,
 ) -> BookRisk:
-    """Equity, margin and Greeks of every account. Adaptive add-on only when ``adaptive`` is set."""
+    """Equity, margin and Greeks of every account (or of ``accounts``, indices into
+    ``book.accounts``: the others' entries are then NaN, their ``worst_scenario`` -1). Adaptive
+    add-on only when ``adaptive`` is set. ``compiled``: the per-account work in the numba kernel
+    (``kernels.revalue``) or in its numpy reference; the results are the same, bit for bit."""
     config = config or MarginConfig()
     table = book.instruments
-    n_acc, n_und = len(book.accounts), book.n_underlyings
     inp = market.inputs(table)
     unit = unit_greeks(table, inp)
+    pnl_matrix, grid = scenario_matrix(table, inp, config, unit.price)
+    params = grid_and_params(table.underlyings, config)[1]
+    pricing = _Pricing(inp, unit, pnl_matrix, grid, params, adaptive, *(conditions or MarketConditions()).arrays(
+        table.underlyings))
+    rows = _account_rows_compiled(book, pricing, accounts) if compiled else _account_rows_numpy(book, pricing, accounts)
+    return BookRisk(accounts=book.accounts, underlyings=table.underlyings,
+                    **{f.name: getattr(rows, f.name) for f in dataclasses.fields(rows)},
+                    unit=unit, inputs=inp, scenario_pnl=pnl_matrix, grid=grid, params=params)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Pricing:
+    """What an account's risk is computed from besides its positions: the per-instrument prices
+    and scenario PnL, the grid and parameters per underlying, the adaptive inputs."""
+
+    inputs: InstrumentInputs
+    unit: Greeks
+    scenario_pnl: np.ndarray
+    grid: ScenarioGrid
+    params: UnderlyingParams
+    adaptive: AdaptiveParams | None
+    realised_vol: np.ndarray
+    depth: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _AccountRows:
+    """The per-account fields of ``BookRisk``."""
+
+    equity: np.ndarray
+    unrealised_pnl: np.ndarray
+    base_maintenance: np.ndarray
+    maintenance: np.ndarray
+    initial: np.ndarray
+    margin_ratio: np.ndarray
+    delta: np.ndarray
+    gamma: np.ndarray
+    vega: np.ndarray
+    theta: np.ndarray
+    gross_notional: np.ndarray
+    net_notional: np.ndarray
+    scenario_loss: np.ndarray
+    worst_scenario: np.ndarray
+    worst_pnl: np.ndarray
+    delta_charge: np.ndarray
+    short_option_charge: np.ndarray
+    adaptive_addon: np.ndarray
+
+
+def _account_rows_numpy(book: Book, pricing: _Pricing, accounts: np.ndarray | None) -> _AccountRows:
+    """The reference: every account through sparse products and row-wise numpy, then the
+    accounts not asked for blanked."""
+    table, inp, unit, params = book.instruments, pricing.inputs, pricing.unit, pricing.params
+    n_acc, n_und = len(book.accounts), book.n_underlyings
     exp = compute_exposure(book.matrix, book.rows, book.account_idx, book.instrument_idx, book.qty,
                            book.cost_qty, book.cost, book.collateral, unit, inp, table.is_option,
                            table.contract_size)
-    pnl_matrix, grid = scenario_matrix(table, inp, config, unit.price)
-    row_pnl = book.matrix @ pnl_matrix  # (n_acc * n_und, S)
-    params = grid_and_params(table.underlyings, config)[1]
+    row_pnl = book.matrix @ pricing.scenario_pnl  # (n_acc * n_und, S)
     und = np.tile(np.arange(n_und), n_acc)
     index_rows = inp.underlying_index[und]
-    rm: RowMargin = row_margin(row_pnl, grid.weight[und], exp.delta, exp.long_delta, exp.short_delta,
+    rm: RowMargin = row_margin(row_pnl, pricing.grid.weight[und], exp.delta, exp.long_delta, exp.short_delta,
                                exp.short_option_units, index_rows, params, und)
     addon = np.zeros(n_acc * n_und)
-    if adaptive is not None:
-        rv, depth = (conditions or MarketConditions()).arrays(table.underlyings)
+    if pricing.adaptive is not None:
+        rv, depth = pricing.realised_vol, pricing.depth
         add: AdaptiveAddon = adaptive_addon(exp.gamma, exp.vega, exp.delta, exp.gross_notional, index_rows,
-                                            inp.underlying_vol[und], rv[und], depth[und], rm.maintenance, adaptive)
+                                            inp.underlying_vol[und], rv[und], depth[und], rm.maintenance,
+                                            pricing.adaptive)
         addon = add.total
     worst_pnl = np.take_along_axis(row_pnl, rm.worst_scenario[:, None], axis=1)[:, 0] if row_pnl.shape[1] \
         else np.zeros(n_acc * n_und)
@@ -233,16 +299,57 @@ def revalue_book(
     base_mm = per_row(rm.maintenance).sum(axis=1)
     mm = base_mm + per_row(addon).sum(axis=1)
     im = per_row(rm.initial + addon / params.mm_to_im[und]).sum(axis=1)
-    return BookRisk(
-        accounts=book.accounts, underlyings=table.underlyings, equity=exp.equity, unrealised_pnl=exp.unrealised_pnl,
-        base_maintenance=base_mm, maintenance=mm, initial=im, margin_ratio=margin_ratio(mm, exp.equity),
-        delta=per_row(exp.delta), gamma=per_row(exp.gamma), vega=per_row(exp.vega), theta=per_row(exp.theta),
-        gross_notional=per_row(exp.gross_notional), net_notional=per_row(exp.net_notional),
-        scenario_loss=per_row(rm.scenario_loss), worst_scenario=per_row(rm.worst_scenario),
-        worst_pnl=per_row(worst_pnl), delta_charge=per_row(rm.delta_charge),
+    rows = _AccountRows(
+        equity=exp.equity, unrealised_pnl=exp.unrealised_pnl, base_maintenance=base_mm, maintenance=mm, initial=im,
+        margin_ratio=margin_ratio(mm, exp.equity), delta=per_row(exp.delta), gamma=per_row(exp.gamma),
+        vega=per_row(exp.vega), theta=per_row(exp.theta), gross_notional=per_row(exp.gross_notional),
+        net_notional=per_row(exp.net_notional), scenario_loss=per_row(rm.scenario_loss),
+        worst_scenario=per_row(rm.worst_scenario), worst_pnl=per_row(worst_pnl), delta_charge=per_row(rm.delta_charge),
         short_option_charge=per_row(rm.short_option_charge), adaptive_addon=per_row(addon),
-        unit=unit, inputs=inp, scenario_pnl=pnl_matrix, grid=grid, params=params,
     )
+    # np.bincount over no positions is int64 even with weights: an empty book's fields are float too
+    rows = _AccountRows(**{f.name: getattr(rows, f.name) if f.name == "worst_scenario"
+                           else np.asarray(getattr(rows, f.name), dtype=np.float64) for f in dataclasses.fields(rows)})
+    if accounts is None:
+        return rows
+    others = np.ones(n_acc, dtype=bool)
+    others[accounts] = False
+    for f in dataclasses.fields(rows):
+        getattr(rows, f.name)[others] = -1 if f.name == "worst_scenario" else np.nan
+    return rows
+
+
+def _account_rows_compiled(book: Book, pricing: _Pricing, accounts: np.ndarray | None) -> _AccountRows:
+    """``kernels.revalue.revalue_accounts`` on the accounts asked for (all by default)."""
+    table, inp, unit, params = book.instruments, pricing.inputs, pricing.unit, pricing.params
+    n_acc, n_und = len(book.accounts), book.n_underlyings
+    accounts_out = np.full((kernel.N_ACCOUNT_FIELDS, n_acc), np.nan)
+    rows_out = np.full((kernel.N_ROW_FIELDS, n_acc, n_und), np.nan)
+    worst = np.full((n_acc, n_und), -1, dtype=np.int64)
+    kernel.revalue_accounts(
+        np.arange(n_acc) if accounts is None else np.asarray(accounts, dtype=np.int64), book.position_start,
+        book.instrument_idx, book.qty, book.cost_qty, book.cost, book.collateral, table.underlying_idx,
+        table.is_option, table.contract_size, inp.index, unit.price, unit.delta, unit.gamma, unit.vega, unit.theta,
+        pricing.scenario_pnl, pricing.grid.weight, inp.underlying_index, inp.underlying_vol, params.delta_charge_net,
+        params.delta_charge_hedged, params.short_option_charge, params.mm_to_im, _adaptive_array(pricing.adaptive),
+        pricing.realised_vol, pricing.depth, accounts_out, rows_out, worst)
+    return _AccountRows(
+        equity=accounts_out[kernel.EQUITY], unrealised_pnl=accounts_out[kernel.UPNL],
+        base_maintenance=accounts_out[kernel.BASE_MM], maintenance=accounts_out[kernel.MM],
+        initial=accounts_out[kernel.IM], margin_ratio=accounts_out[kernel.RATIO], delta=rows_out[kernel.DELTA],
+        gamma=rows_out[kernel.GAMMA], vega=rows_out[kernel.VEGA], theta=rows_out[kernel.THETA],
+        gross_notional=rows_out[kernel.GROSS], net_notional=rows_out[kernel.NET], scenario_loss=rows_out[kernel.LOSS],
+        worst_scenario=worst, worst_pnl=rows_out[kernel.WORST_PNL], delta_charge=rows_out[kernel.DELTA_CHARGE],
+        short_option_charge=rows_out[kernel.SHORT_CHARGE], adaptive_addon=rows_out[kernel.ADDON],
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _adaptive_array(adaptive: AdaptiveParams | None) -> np.ndarray:
+    """The kernel's form of the adaptive parameters (empty: no add-on), built once per parameters."""
+    if adaptive is None:
+        return np.zeros(0)
+    return np.array([getattr(adaptive, name) for name in kernel.ADAPTIVE_FIELDS], dtype=np.float64)
 
 
 def account_risk(
