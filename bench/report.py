@@ -16,6 +16,13 @@ Results = Mapping[str, Any]
 WORKER_EVENTS_TARGET = 50_000  # events/s per worker process (issue 5)
 WORKER_P99_TARGET_MS, WORKER_P99_RATE = 25.0, 5_000  # p99 event-to-action at 5,000 events/s (issue 5)
 REPLAY_TARGET = 200_000  # in-process replay events/s on one core (issue 8)
+# issue 21, each with the figure measured on main at 500ad82 where the issue gives one
+TICK_TARGET_MS, TICK_BEFORE_MS = 0.3, 1.58  # engine CPU per revaluation tick, may-2021
+REAL_TIME_TARGET = 5_000.0  # in-process replay, x real time, every bundled scenario
+BACKTEST_TARGET_S, BACKTEST_BEFORE_S = 4.0, 15.1  # `backstop backtest --scenario all`, wall, 2 cores
+SWEEP_TARGET_S, SWEEP_POINTS = 60.0, 20  # a sweep of 20 points over all scenarios, wall
+MARGIN_TARGET_MS = 50.0  # 10k accounts x 20 positions x 63 scenarios
+VENUE_TARGET = 50_000.0  # in-process engine events/s on the venue-scale feed
 
 PROFILE = """\
 Profiled with cProfile on the in-process engine (the core every worker and the replay run):
@@ -314,6 +321,170 @@ alone is {_n(r['decode_events_per_s'])} events/s.
 """
 
 
+def core(r: Results, _plots: str) -> str:
+    """Issue 21's targets, each judged on the default path (compiled kernels; ``--jobs`` = cores)
+    with its reference beside it: the numpy path of the same code, or the serial run."""
+    kernels = (", ".join(f"`{k}`" for k in r["kernels"])
+               or "none (both columns run the numpy code)")
+    parts = [f"""\
+Commit {r.get('commit') or '?'}, {r['date']}. Compiled kernels in this build: {kernels}; compiling
+them took {r['warm_seconds']:.1f} s at start, before anything below was timed. The in-process figures
+run the same records through `EngineParams(compiled=True)` and through its numpy reference
+(`compiled=False`) in one process, and check both give the same breach and action ids. Wall
+times on this shared 2-core machine carry the other processes' load; CPU times (this process)
+are beside them. Reproduce: `.venv/bin/python bench/bench_core.py` (or `--only per_tick,replay,...`).
+"""]
+    if r.get("quick"):
+        parts.append("**A `--quick` run**: loads below the targets' own, so no target is judged.\n")
+    for key, part in (("per_tick", _core_tick), ("replay", _core_replay), ("backtest", _core_backtest),
+                      ("sweep", _core_sweep), ("margin", _core_margin), ("venue", _core_venue)):
+        parts.append(part(r[key], bool(r.get("quick")), r["repeat"]) if key in r
+                     else f"Not measured in this run (`bench/bench_core.py --only {key}`).\n")
+    return "\n".join(parts)
+
+
+_CORE_HEAD = "| figure | compiled | numpy reference | speed-up | target | verdict |\n|---|---:|---:|---:|---|---|"
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _judged(ok: bool, quick: bool) -> str:
+    return "not judged (quick)" if quick else _verdict(ok)
+
+
+def _same(flag: bool) -> str:
+    return "the same breach and action ids both ways" if flag else "**the two paths' breach or action ids differ**"
+
+
+def _core_tick(t: Results, quick: bool, repeat: int) -> str:
+    c, ref = t["compiled"], t["reference"]
+
+    def row(label: str, key: str, target: str = "", verdict: str = "") -> str:
+        return _row(label, f"{c[key]:.3f} ms", f"{ref[key]:.3f} ms", _ratio(ref[key] / c[key]), target, verdict)
+
+    return "\n".join([f"""\
+### Per tick, on the may-2021 book
+
+{_n(t['events'])} events through one `Engine`; {_n(t['ticks'])} revaluation ticks (the 250 ms intervals holding a
+record that moves a price or an account); engine time over the replay / ticks, the run with the
+least CPU of {repeat}; {_same(t['same_outputs'])}.
+""", _CORE_HEAD,
+        row("engine CPU per tick", "ms_per_tick", f"≤ {TICK_TARGET_MS} ms (issue: {TICK_BEFORE_MS} ms)",
+            _judged(c["ms_per_tick"] <= TICK_TARGET_MS, quick)),
+        row("of which `Engine._revalue`", "revalue_ms_per_tick"),
+        row("engine wall time per tick", "wall_ms_per_tick"),
+    ]) + "\n"
+
+
+def _core_replay(t: Results, quick: bool, _repeat: int) -> str:
+    points = t["scenarios"]
+    rows = "\n".join(_row(
+        p["scenario"], _n(p["events"]), f"{_n(p['span_s'])} s", _n(p["compiled"]["x_real_time"]),
+        _n(p["reference"]["x_real_time"]), _ratio(p["compiled"]["x_real_time"] / p["reference"]["x_real_time"]),
+        _n(p["span_s"] / p["compiled"]["cpu_seconds"]),
+        _judged(p["compiled"]["x_real_time"] >= REAL_TIME_TARGET, quick)) for p in points)
+    worst = min(points, key=lambda p: p["compiled"]["x_real_time"])
+    differ = [p["scenario"] for p in points if not p["same_outputs"]]
+    same = (f"**Breach or action ids differ between the two paths on: {', '.join(differ)}.**" if differ
+            else "The same breach and action ids both ways on every scenario.")
+    met = all(p["compiled"]["x_real_time"] >= REAL_TIME_TARGET for p in points)
+    return f"""\
+### In-process replay, x real time
+
+Each bundled scenario through `replay_dicts` (one shard): its event-time span over the replay's
+wall time (the best of the runs). {same}
+
+| scenario | events | span | compiled, x real time | numpy reference | speed-up | compiled, on CPU time | verdict |
+|---|---:|---:|---:|---:|---:|---:|---|
+{rows}
+
+Target: ≥ {_n(REAL_TIME_TARGET)}x real time on every bundled scenario — {_judged(met, quick)} (slowest:
+{worst['scenario']}, x{_n(worst['compiled']['x_real_time'])}).
+"""
+
+
+def _cli_table(t: Results, target_s: float, target: str, quick: bool) -> str:
+    serial, parallel = t["serial"], t.get("parallel")
+    failed = [f"{name}: {run['error']}" for name, run in (("serial", serial), ("parallel", parallel))
+              if run and "error" in run]
+    if failed:
+        return f"`{t['command']}` failed ({'; '.join(failed)}).\n"
+    figure = f"`{t['command']}`, wall"
+    if parallel is None:
+        return "\n".join([
+            "This build's CLI has no `--jobs`: the serial run alone.\n", "| figure | serial | target | verdict |",
+            "|---|---:|---|---|",
+            _row(figure, f"{serial['seconds']:.1f} s", target, _judged(serial["seconds"] <= target_s, quick))]) + "\n"
+    return "\n".join([
+        f"| figure | `--jobs {parallel['jobs']}` | `--jobs 1` | speed-up | target | verdict |",
+        "|---|---:|---:|---:|---|---|",
+        _row(figure, f"{parallel['seconds']:.1f} s", f"{serial['seconds']:.1f} s",
+             _ratio(serial["seconds"] / parallel["seconds"]), target, _judged(parallel["seconds"] <= target_s, quick))
+    ]) + "\n"
+
+
+def _core_backtest(t: Results, quick: bool, _repeat: int) -> str:
+    return ("### Backtest\n\nThe CLI as a user runs it (a subprocess, imports included): every scenario with "
+            "and without the backstop.\n\n"
+            + _cli_table(t, BACKTEST_TARGET_S, f"≤ {BACKTEST_TARGET_S:g} s (issue: {BACKTEST_BEFORE_S} s)", quick))
+
+
+def _core_sweep(t: Results, quick: bool, _repeat: int) -> str:
+    return (f"### Sweep\n\n{t['points']} margin-trigger points and the no-backstop run, per scenario.\n\n"
+            + _cli_table(t, SWEEP_TARGET_S, f"{SWEEP_POINTS} points ≤ {SWEEP_TARGET_S:g} s",
+                         quick or t["points"] < SWEEP_POINTS))
+
+
+def _core_margin(t: Results, quick: bool, repeat: int) -> str:
+    ref, c = t["reference"], t.get("compiled")
+    head = f"""\
+### Margin
+
+`revalue_book` of {_n(t['accounts'])} accounts ({_n(t['positions'])} positions over {_n(t['instruments'])}
+instruments) on a {t['scenarios']}-scenario grid, the venue feed's opening book; best of {repeat} runs"""
+    target = f"≤ {MARGIN_TARGET_MS:g} ms"
+    if c is None:
+        return "\n".join([
+            f"{head}. This build's `revalue_book` has no `compiled` switch: its one path.\n",
+            "| figure | numpy | target | verdict |", "|---|---:|---|---|",
+            _row("`revalue_book`, wall", f"{ref['ms']:.1f} ms", target,
+                 _judged(ref["ms"] <= MARGIN_TARGET_MS, quick)),
+        ]) + "\n"
+    same = "the same maintenance margins both ways" if t["same_margin"] else "**the two paths' margins differ**"
+    return "\n".join([
+        f"{head}; {same}.\n", _CORE_HEAD,
+        _row("`revalue_book`, wall", f"{c['ms']:.1f} ms", f"{ref['ms']:.1f} ms", _ratio(ref["ms"] / c["ms"]), target,
+             _judged(c["ms"] <= MARGIN_TARGET_MS, quick)),
+        _row("`revalue_book`, CPU", f"{c['cpu_ms']:.1f} ms", f"{ref['cpu_ms']:.1f} ms",
+             _ratio(ref["cpu_ms"] / c["cpu_ms"]), "", ""),
+    ]) + "\n"
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{_n(n)} {kind}" for kind, n in counts.items()) or "none"
+
+
+def _core_venue(t: Results, quick: bool, _repeat: int) -> str:
+    c, ref = t["compiled"], t["reference"]
+    return "\n".join([f"""\
+### The venue-scale feed, in-process
+
+`bench/venue_feed.py`: BTC and ETH, {_n(t['options'])} options with mark and IV every 100 ms; index, perpetual
+mark and depth every 100 ms; vol every second ({_n(t['market_events_per_s_of_feed'])} market events per second
+of feed); {_n(t['accounts'])} accounts x {t['positions_per_account']} positions. {t['seconds']:g} s of market,
+{_n(t['events'])} events in all, through `replay_dicts` (one shard): {_same(t['same_outputs'])}.
+Breaches: {_counts(t['breaches'])}; actions: {_counts(t['actions'])}.
+""", _CORE_HEAD,
+        _row("events/s, wall", _n(c["events_per_s"]), _n(ref["events_per_s"]),
+             _ratio(c["events_per_s"] / ref["events_per_s"]), f"≥ {_n(VENUE_TARGET)}",
+             _judged(c["events_per_s"] >= VENUE_TARGET, quick)),
+        _row("events/s, on CPU time", _n(c["cpu_events_per_s"]), _n(ref["cpu_events_per_s"]),
+             _ratio(c["cpu_events_per_s"] / ref["cpu_events_per_s"]), "", ""),
+    ]) + "\n"
+
+
 def liquidation(r: Results, _plots: str) -> str:
     return f"""\
 {_n(r['distressed_accounts'])} distressed accounts of {_n(r['accounts'])} after a 6 % fall, each planned back to its
@@ -407,6 +578,7 @@ SECTIONS: list[tuple[str, str, Callable[[Results, str], str]]] = [
     ("Codec: Avro encode and decode", "codec", codec),
     ("Audit sink into ClickHouse", "audit", audit),
     ("In-process replay", "replay", replay),
+    ("Engine core", "core", core),
     ("Liquidation planning", "liquidation", liquidation),
     ("Shard snapshots under a fast feed", "snapshot", snapshot),
     ("Scaling curves", "scaling", scaling),

@@ -1,6 +1,6 @@
 """Every benchmark, one command: figures beside their baselines, written to BENCHMARKS.md.
 
-    .venv/bin/python bench/run.py                      # all of them (needs `infra/local up`), ~25 min
+    .venv/bin/python bench/run.py                      # all of them (needs `infra/local up`), ~30 min
     .venv/bin/python bench/run.py --quick              # small loads, results under .backstop/bench-quick/
     .venv/bin/python bench/run.py --only codec,replay  # some; the report uses the others' last results
     .venv/bin/python bench/run.py --render-only        # the report again from bench/results/*.json
@@ -37,6 +37,7 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("liquidation", "bench_liquidation.py", ()),
     ("replay", "bench_replay.py", ()),
     ("snapshot", "bench_snapshot.py", ()),
+    ("core", "bench_core.py", ()),
     ("audit", "bench_audit.py", ("kafka", "clickhouse")),
     ("executor", "bench_executor.py", ("kafka",)),
     ("worker", "bench_worker.py", ("kafka",)),

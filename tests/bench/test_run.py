@@ -89,3 +89,70 @@ def test_the_report_pairs_figures_with_baselines_and_judges_the_targets() -> Non
     assert "more than one machine" in mixed and "on this machine:\n" not in mixed
     assert "- test cpu, 2 cores, ? GB, ?, Python ?: worker\n- other cpu, ? cores" in mixed
     assert mixed.split("\n- other cpu", 1)[1].split("\n", 1)[0].endswith(": scaling")
+
+
+def core_results(**overrides: object) -> dict:
+    """A small bench_core result: compiled and reference side by side for each of issue 21's targets."""
+    scenario = {"scenario": "may-2021", "events": 3_688, "span_s": 1_200.0, "same_outputs": True,
+                "reference": {"seconds": 1.2, "cpu_seconds": 1.0, "x_real_time": 1_000.0},
+                "compiled": {"seconds": 0.2, "cpu_seconds": 0.2, "x_real_time": 6_000.0}}
+    return {"date": "2026-12-04T19:30:00Z", "commit": "abc1234", "quick": False, "repeat": 3,
+            "kernels": ["planner", "revalue"],
+            "warm_seconds": 2.5,
+            "per_tick": {"scenario": "may-2021", "events": 3_688, "ticks": 1_201, "same_outputs": True,
+                         "reference": {"ms_per_tick": 1.6, "wall_ms_per_tick": 2.0, "revalue_ms_per_tick": 1.2,
+                                       "events_per_s": 1_500.0},
+                         "compiled": {"ms_per_tick": 0.4, "wall_ms_per_tick": 0.5, "revalue_ms_per_tick": 0.1,
+                                      "events_per_s": 6_000.0}},
+            "replay": {"scenarios": [scenario, {**scenario, "scenario": "luna-2022", "same_outputs": False,
+                                                "compiled": {**scenario["compiled"], "x_real_time": 4_000.0}}]},
+            "backtest": {"command": "backstop backtest --scenario all", "jobs_flag": True,
+                         "serial": {"seconds": 8.0, "jobs": 1}, "parallel": {"seconds": 3.2, "jobs": 2}},
+            "sweep": {"points": 20, "command": "backstop backtest --scenario all --sweep 0.6,0.65", "jobs_flag": False,
+                      "serial": {"seconds": 90.0, "jobs": 1}},
+            "margin": {"accounts": 10_000, "positions": 200_000, "instruments": 1_202, "compiled_switch": True,
+                       "scenarios": 63, "same_margin": True, "reference": {"ms": 40.0, "cpu_ms": 38.0},
+                       "compiled": {"ms": 10.0, "cpu_ms": 9.5}},
+            "venue": {"accounts": 10_000, "positions_per_account": 5, "options": 1_200, "seconds": 10.0,
+                      "events": 180_620, "market_events_per_s_of_feed": 12_062.0, "same_outputs": True,
+                      "breaches": {"mark_manipulation": 1_200}, "actions": {},
+                      "reference": {"seconds": 6.0, "events_per_s": 30_000.0, "cpu_events_per_s": 40_000.0},
+                      "compiled": {"seconds": 2.0, "events_per_s": 90_000.0, "cpu_events_per_s": 100_000.0}},
+            **overrides}
+
+
+def render_core(result: dict) -> str:
+    text = render({"core": result}, datetime.datetime(2026, 12, 4, tzinfo=datetime.timezone.utc), "bench/run.py",
+                  "bench/results")
+    return text.split("## Engine core\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_report_judges_each_engine_core_target_on_the_compiled_path_beside_its_reference() -> None:
+    text = render_core(core_results())
+    assert "Compiled kernels in this build: `planner`, `revalue`" in text
+    assert "| engine CPU per tick | 0.400 ms | 1.600 ms | x4 | ≤ 0.3 ms (issue: 1.58 ms) | **not met** |" in text
+    assert "| of which `Engine._revalue` | 0.100 ms | 1.200 ms | x12 |  |  |" in text
+    assert "| may-2021 | 3,688 | 1,200 s | 6,000 | 1,000 | x6 | 6,000 | met |" in text
+    assert "| luna-2022 | 3,688 | 1,200 s | 4,000 | 1,000 | x4 | 6,000 | **not met** |" in text
+    assert "every bundled scenario — **not met** (slowest:\nluna-2022, x4,000)" in text  # judged on the worst
+    assert "ids differ between the two paths on: luna-2022" in text
+    assert "| `backstop backtest --scenario all`, wall | 3.2 s | 8.0 s | x2.5 | ≤ 4 s (issue: 15.1 s) | met |" in text
+    assert "no `--jobs`: the serial run alone" in text  # the sweep of a build without it
+    sweep = "| `backstop backtest --scenario all --sweep 0.6,0.65`, wall | 90.0 s | 20 points ≤ 60 s | **not met** |"
+    assert sweep in text
+    assert "| `revalue_book`, wall | 10.0 ms | 40.0 ms | x4 | ≤ 50 ms | met |" in text
+    assert "| events/s, wall | 90,000 | 30,000 | x3 | ≥ 50,000 | met |" in text
+    assert "Breaches: 1,200 mark_manipulation; actions: none." in text
+
+
+def test_the_core_section_says_what_a_run_lacks_and_judges_no_quick_run() -> None:
+    margin = {k: v for k, v in core_results()["margin"].items() if k != "compiled"}
+    failed = {**core_results()["backtest"], "parallel": {"error": "exit 2: backtest: unknown --jobs"}}
+    result = {k: v for k, v in core_results(margin=margin, backtest=failed).items() if k != "venue"}
+    text = render_core(result)
+    assert "has no `compiled` switch: its one path" in text
+    assert "| `revalue_book`, wall | 40.0 ms | ≤ 50 ms | met |" in text
+    assert "failed (parallel: exit 2: backtest: unknown --jobs)" in text
+    assert "Not measured in this run (`bench/bench_core.py --only venue`)" in text
+    quick = render_core(core_results(quick=True))
+    assert "A `--quick` run" in quick and "met |" not in quick and quick.count("not judged (quick)") >= 6
