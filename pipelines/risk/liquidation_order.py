@@ -30,7 +30,8 @@ import numpy as np
 from pipelines.errors import UserError
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions, adaptive_addon
 from pipelines.risk.book import Book, BookRisk
-from pipelines.risk.margin import row_margin
+from pipelines.risk.kernels import planner
+from pipelines.risk.margin import UnderlyingParams, row_margin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +92,11 @@ def plan_liquidation(
     slippage_per_unit: np.ndarray | None = None,
     adaptive: AdaptiveParams | None = None,
     conditions: MarketConditions | None = None,
+    compiled: bool = True,
 ) -> LiquidationPlan:
     """Orders that bring account ``account`` (index into ``book.accounts``) to ``target_ratio``."""
     return plan_liquidations(book, risk, [account], [target_ratio], params, slippage_per_unit, adaptive,
-                             conditions)[0]
+                             conditions, compiled)[0]
 
 
 def plan_liquidations(
@@ -106,134 +108,280 @@ def plan_liquidations(
     slippage_per_unit: np.ndarray | None = None,
     adaptive: AdaptiveParams | None = None,
     conditions: MarketConditions | None = None,
+    compiled: bool = True,
 ) -> list[LiquidationPlan]:
     """``plan_liquidation`` for many accounts at once, each to its own target ratio.
 
-    Why batched: in a crash hundreds of accounts need a plan in the same revaluation, and the
-    greedy search is dozens of small numpy calls per step; run one account at a time it was
-    most of the engine's time in a crash (BENCHMARKS.md). Here every step advances all unfinished
-    accounts together: each account's state lives in its own (account, underlying) rows, each
-    candidate chunk changes only its own row, and each account takes its own best chunk. An
-    account's plan is the same, to the bit, whether it is planned alone or with others: the
-    same sums in the same order.
+    Every account's search reads and changes only its own (account, underlying) rows, so an
+    account's plan is the same, to the bit, whether it is planned alone or with others.
+    ``compiled`` runs the search in the numba kernel (``kernels.planner``), otherwise in the numpy
+    reference (``_greedy_search``); the two make the same plans, to the bit.
     """
     params = params or LiquidationParams()
+    picked, targets = _checked_batch(accounts, target_ratios)
+    slip_unit = expected_slippage_per_unit(book, risk, params) if slippage_per_unit is None \
+        else np.asarray(slippage_per_unit, dtype=np.float64)
+    legs = _legs_of(book, picked, params.chunk_fraction)
+    realised_vol, depth = (conditions or MarketConditions()).arrays(book.instruments.underlyings)
+    equity = risk.equity[picked].astype(np.float64)
+    if compiled:
+        search = GreedySearch(*planner.greedy_search(
+            legs.start, legs.instrument, legs.underlying, legs.qty, legs.chunk, risk, book.instruments, slip_unit,
+            realised_vol, depth, adaptive, equity, targets, params.max_steps))
+    else:
+        pricing = _Pricing.of(risk, book, legs, slip_unit, realised_vol, depth, adaptive)
+        search = _greedy_search(legs, pricing, equity, targets, params.max_steps)
+    return _plans_of(book, picked, targets, equity, search)
+
+
+def _checked_batch(accounts: Sequence[int], target_ratios: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(account indices, target ratios) as arrays; a UserError unless every target is a positive
+    number and every account comes once with one target."""
     targets = np.asarray(target_ratios, dtype=np.float64)
     picked = np.asarray(accounts, dtype=np.int64)
     if not (np.isfinite(targets).all() and (targets > 0).all()):
         raise UserError("target_ratio: expected a positive number")
     if len(np.unique(picked)) != len(picked) or len(picked) != len(targets):
         raise UserError("plan_liquidations: one target per account, each account once")
-    slip_unit = expected_slippage_per_unit(book, risk, params) if slippage_per_unit is None \
-        else np.asarray(slippage_per_unit, dtype=np.float64)
+    return picked, targets
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Legs:
+    """The non-zero positions of the accounts being planned, grouped by the account's position in
+    the batch (``owner``, ascending), in book order within an account."""
+
+    owner: np.ndarray  # batch position of the leg's account
+    start: np.ndarray  # (n_accounts + 1,): the legs of batch account b are start[b]:start[b + 1]
+    instrument: np.ndarray  # index into the instrument table
+    underlying: np.ndarray
+    row: np.ndarray  # owner * n_underlyings + underlying: the leg's (account, underlying) state row
+    qty: np.ndarray  # the starting position
+    chunk: np.ndarray  # the most one step closes: chunk_fraction x |starting position|
+    n_accounts: int
+    n_underlyings: int
+
+
+def _legs_of(book: Book, picked: np.ndarray, chunk_fraction: float) -> _Legs:
     n_acc, n_und = len(picked), book.n_underlyings
     slot = np.full(len(book.accounts), -1, dtype=np.int64)
     slot[picked] = np.arange(n_acc)
     legs = np.flatnonzero((slot[book.account_idx] >= 0) & (book.qty != 0))
-    legs = legs[np.argsort(slot[book.account_idx[legs]], kind="stable")]  # grouped by account, book order within
-    owner = slot[book.account_idx[legs]]  # batch position of each leg's account
-    ins = book.instrument_idx[legs]
-    und = book.instruments.underlying_idx[ins]
-    row = owner * n_und + und  # the leg's (account, underlying) state row
-    n_rows = n_acc * n_und
-    row_und = np.tile(np.arange(n_und), n_acc)
+    legs = legs[np.argsort(slot[book.account_idx[legs]], kind="stable")]
+    owner = slot[book.account_idx[legs]]
+    instrument = book.instrument_idx[legs]
+    underlying = book.instruments.underlying_idx[instrument]
     qty = book.qty[legs].copy()
-    chunk = params.chunk_fraction * np.abs(qty)
-    unit, inp = risk.unit, risk.inputs
-    M = risk.scenario_pnl[ins]  # (legs, S)
-    d, g, v = unit.delta[ins], unit.gamma[ins], unit.vega[ins]
-    opt = book.instruments.is_option[ins]
-    cs = book.instruments.contract_size[ins]
-    notional_unit = inp.index[ins] * cs
-    rv, depth = (conditions or MarketConditions()).arrays(book.instruments.underlyings)
-    weights = risk.grid.weight
-    u_index = inp.underlying_index
+    return _Legs(owner, np.searchsorted(owner, np.arange(n_acc + 1)), instrument, underlying,
+                 owner * n_und + underlying, qty, chunk_fraction * np.abs(qty), n_acc, n_und)
 
-    def rows_state(q: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-(account, underlying) row aggregates for leg quantities q."""
-        def agg(values: np.ndarray) -> np.ndarray:
-            return np.bincount(row, weights=values, minlength=n_rows)
-        pnl = np.zeros((n_rows, M.shape[1]))
-        np.add.at(pnl, row, q[:, None] * M)
-        pos_d = q * d
-        return {"pnl": pnl, "delta": agg(pos_d), "long": agg(np.maximum(pos_d, 0)), "short": agg(np.maximum(-pos_d, 0)),
-                "short_opt": agg(np.where(opt, np.maximum(-q, 0) * cs, 0.0)), "gamma": agg(q * g),
-                "vega": agg(q * v), "gross": agg(np.abs(q) * notional_unit)}
 
-    def mm_of(pnl, delta, long_, short, short_opt, gamma, vega, gross, rows) -> np.ndarray:
-        rm = row_margin(pnl, weights[rows], delta, long_, short, short_opt, u_index[rows], risk.params, rows)
-        mm = rm.maintenance
-        if adaptive is not None:
-            mm = mm + adaptive_addon(gamma, vega, delta, gross, u_index[rows], inp.underlying_vol[rows], rv[rows],
-                                     depth[rows], rm.maintenance, adaptive).total
-        return mm
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Pricing:
+    """What the margin of an (account, underlying) row and a chunk's cost depend on: per leg,
+    its instrument's per-contract terms; per underlying, the market and the margin parameters."""
 
-    def row_mm(state: dict[str, np.ndarray]) -> np.ndarray:
-        return mm_of(state["pnl"], state["delta"], state["long"], state["short"], state["short_opt"],
-                     state["gamma"], state["vega"], state["gross"], row_und)
+    scenario_pnl: np.ndarray  # (legs, S) per-contract PnL under each scenario
+    delta: np.ndarray
+    gamma: np.ndarray
+    vega: np.ndarray
+    is_option: np.ndarray
+    contract_size: np.ndarray
+    notional: np.ndarray  # index x contract size
+    slippage: np.ndarray  # USD per contract closed
+    weight: np.ndarray  # (n_und, S) scenario weights
+    index: np.ndarray  # (n_und,)
+    implied_vol: np.ndarray
+    realised_vol: np.ndarray
+    depth: np.ndarray
+    charges: UnderlyingParams
+    adaptive: AdaptiveParams | None
 
-    equity = risk.equity[picked].astype(np.float64)
-    state = rows_state(qty)
-    current_rows = row_mm(state)
-    mm = current_rows.reshape(n_acc, n_und).sum(axis=1)  # equals risk.maintenance when called with the same adaptive
-    mm_before, equity_before = mm.copy(), equity.copy()
-    orders: list[list[CloseOrder]] = [[] for _ in range(n_acc)]
-    done = np.zeros(n_acc, dtype=bool)
+    @classmethod
+    def of(cls, risk: BookRisk, book: Book, legs: _Legs, slip_unit: np.ndarray, realised_vol: np.ndarray,
+           depth: np.ndarray, adaptive: AdaptiveParams | None) -> _Pricing:
+        ins, unit, table = legs.instrument, risk.unit, book.instruments
+        return cls(risk.scenario_pnl[ins], unit.delta[ins], unit.gamma[ins], unit.vega[ins], table.is_option[ins],
+                   table.contract_size[ins], risk.inputs.index[ins] * table.contract_size[ins], slip_unit[ins],
+                   risk.grid.weight, risk.inputs.underlying_index, risk.inputs.underlying_vol, realised_vol, depth,
+                   risk.params, adaptive)
 
-    for _ in range(params.max_steps):
-        active = ~done & ~(_ratios(mm, equity) <= targets)
-        open_ = np.abs(qty) > 1e-12
-        has_open = np.bincount(owner, weights=open_, minlength=n_acc) > 0
-        done |= active & ~has_open
-        active &= has_open
-        if not active.any():
-            break
-        ls = np.flatnonzero(active[owner])  # the legs of the accounts still stepping
-        q, op, rr = qty[ls], open_[ls], row[ls]
-        step = np.where(op, np.minimum(chunk[ls], np.abs(q)), 0.0)
-        dq = -np.sign(q) * step
-        new_q = q + dq
-        # Each candidate changes only its own (account, underlying) row.
-        pnl = state["pnl"][rr] + dq[:, None] * M[ls]
-        delta = state["delta"][rr] + dq * d[ls]
-        long_ = state["long"][rr] + np.maximum(new_q * d[ls], 0) - np.maximum(q * d[ls], 0)
-        short = state["short"][rr] + np.maximum(-new_q * d[ls], 0) - np.maximum(-q * d[ls], 0)
-        short_opt = state["short_opt"][rr] + np.where(opt[ls], (np.maximum(-new_q, 0) - np.maximum(-q, 0)) * cs[ls], 0.0)
-        gamma = state["gamma"][rr] + dq * g[ls]
-        vega = state["vega"][rr] + dq * v[ls]
-        gross = state["gross"][rr] + (np.abs(new_q) - np.abs(q)) * notional_unit[ls]
-        new_rows = mm_of(pnl, delta, np.maximum(long_, 0), np.maximum(short, 0), np.maximum(short_opt, 0),
-                         gamma, vega, np.maximum(gross, 0), und[ls])
-        removed = current_rows[rr] - new_rows
-        cost = step * slip_unit[ins[ls]]
-        score = np.where(op, removed / np.maximum(cost, 1e-12), -np.inf)
-        best = _first_argmax_per_group(score, owner[ls], n_acc)  # per stepping account: index into ls, or -1
-        stepping = np.flatnonzero(active)
-        chosen = best[stepping]
-        moves = chosen >= 0
-        done[stepping[~moves]] = True  # no chunk lowers its margin any more
-        stepping, chosen = stepping[moves], chosen[moves]
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _RowState:
+    """Sums over the legs of (account, underlying) rows, the inputs of the row's margin."""
+
+    pnl: np.ndarray  # (rows, S)
+    delta: np.ndarray
+    long: np.ndarray  # sum of positive position deltas
+    short: np.ndarray  # sum of |negative position deltas|
+    short_option: np.ndarray  # short option contracts x contract size
+    gamma: np.ndarray
+    vega: np.ndarray
+    gross: np.ndarray  # gross notional
+
+    def at(self, rows: np.ndarray) -> _RowState:
+        return _RowState(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
+
+
+def _row_sums(legs: _Legs, pricing: _Pricing, qty: np.ndarray) -> _RowState:
+    """Every row's sums for leg positions ``qty``, each a sum over the row's legs in leg order."""
+    n_rows = legs.n_accounts * legs.n_underlyings
+
+    def by_row(values: np.ndarray) -> np.ndarray:
+        return np.bincount(legs.row, weights=values, minlength=n_rows)
+
+    pnl = np.zeros((n_rows, pricing.scenario_pnl.shape[1]))
+    np.add.at(pnl, legs.row, qty[:, None] * pricing.scenario_pnl)
+    position_delta = qty * pricing.delta
+    short_option = np.where(pricing.is_option, np.maximum(-qty, 0) * pricing.contract_size, 0.0)
+    return _RowState(pnl, by_row(position_delta), by_row(np.maximum(position_delta, 0)),
+                     by_row(np.maximum(-position_delta, 0)), by_row(short_option), by_row(qty * pricing.gamma),
+                     by_row(qty * pricing.vega), by_row(np.abs(qty) * pricing.notional))
+
+
+def _rows_maintenance(state: _RowState, underlying: np.ndarray, pricing: _Pricing) -> np.ndarray:
+    """Maintenance margin of each row (``underlying``: the row's underlying), the adaptive add-on
+    included when the pricing has one: as ``revalue_book`` prices it."""
+    index = pricing.index[underlying]
+    base = row_margin(state.pnl, pricing.weight[underlying], state.delta, state.long, state.short,
+                      state.short_option, index, pricing.charges, underlying).maintenance
+    if pricing.adaptive is None:
+        return base
+    return base + adaptive_addon(state.gamma, state.vega, state.delta, state.gross, index,
+                                 pricing.implied_vol[underlying], pricing.realised_vol[underlying],
+                                 pricing.depth[underlying], base, pricing.adaptive).total
+
+
+def _account_totals(rows_mm: np.ndarray, n_underlyings: int) -> np.ndarray:
+    """Each account's sum of its rows, added in underlying order (the compiled kernel's order)."""
+    per_account = rows_mm.reshape(-1, n_underlyings)
+    total = np.zeros(len(per_account))
+    for u in range(n_underlyings):
+        total = total + per_account[:, u]
+    return total
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GreedySearch:
+    """The steps a search took, in order, and each batch account's margin and equity around them."""
+
+    step_account: np.ndarray  # batch position of the account that took the step
+    step_instrument: np.ndarray
+    step_qty: np.ndarray  # the chunk traded (opposite sign to the position)
+    step_cost: np.ndarray  # its slippage, USD
+    step_maintenance: np.ndarray  # the account's maintenance margin after the step
+    step_equity: np.ndarray  # the account's equity after the step
+    maintenance_before: np.ndarray
+    maintenance_after: np.ndarray
+    equity_after: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Candidates:
+    """One chunk per leg of the accounts taking a step, scored by margin removed per USD of slippage."""
+
+    legs: np.ndarray  # index into the legs
+    qty: np.ndarray  # the chunk traded
+    qty_after: np.ndarray  # the leg's position after it
+    cost: np.ndarray
+    score: np.ndarray  # -inf for a leg already closed
+
+
+def _greedy_search(legs: _Legs, pricing: _Pricing, equity: np.ndarray, targets: np.ndarray,
+                   max_steps: int) -> GreedySearch:
+    """The numpy reference of the search: every step advances all unfinished accounts together,
+    each taking its own best chunk."""
+    qty, equity = legs.qty.copy(), equity.copy()
+    all_underlyings = np.tile(np.arange(legs.n_underlyings), legs.n_accounts)
+    state = _row_sums(legs, pricing, qty)
+    rows_mm = _rows_maintenance(state, all_underlyings, pricing)
+    mm = _account_totals(rows_mm, legs.n_underlyings)
+    mm_before = mm.copy()
+    done = np.zeros(legs.n_accounts, dtype=bool)
+    steps: list[tuple[np.ndarray, ...]] = []
+    for _ in range(max_steps):
+        stepping = _accounts_to_step(legs, qty, mm, equity, targets, done)
         if not len(stepping):
             break
-        j = ls[chosen]
-        qty[j] = np.where(np.abs(new_q[chosen]) > 1e-12, new_q[chosen], 0.0)
-        equity[stepping] -= cost[chosen]
-        state = rows_state(qty)
-        current_rows = row_mm(state)
-        mm = current_rows.reshape(n_acc, n_und).sum(axis=1)
-        names = book.instruments.instruments
-        for a, k in zip(stepping.tolist(), chosen.tolist()):
-            name, m, e = names[ins[ls[k]]].name, float(mm[a]), float(equity[a])
-            own = orders[a]
-            if own and own[-1].instrument == name:
-                prev = own.pop()
-                own.append(CloseOrder(name, prev.qty + float(dq[k]), prev.slippage_usd + float(cost[k]), m, e,
-                                      _ratio(m, e)))
-            else:
-                own.append(CloseOrder(name, float(dq[k]), float(cost[k]), m, e, _ratio(m, e)))
+        candidates = _candidate_chunks(legs, pricing, qty, state, rows_mm, stepping)
+        best = _first_argmax_per_group(candidates.score, legs.owner[candidates.legs], legs.n_accounts)[stepping]
+        done[stepping[best < 0]] = True  # no chunk lowers its margin any more
+        stepping, best = stepping[best >= 0], best[best >= 0]
+        if not len(stepping):
+            break
+        chosen = candidates.legs[best]
+        qty[chosen] = np.where(np.abs(candidates.qty_after[best]) > 1e-12, candidates.qty_after[best], 0.0)
+        equity[stepping] -= candidates.cost[best]
+        state = _row_sums(legs, pricing, qty)
+        rows_mm = _rows_maintenance(state, all_underlyings, pricing)
+        mm = _account_totals(rows_mm, legs.n_underlyings)
+        steps.append((stepping, legs.instrument[chosen], candidates.qty[best], candidates.cost[best], mm[stepping],
+                      equity[stepping]))
+    no_steps = (np.zeros(0, dtype=np.int64),) * 2 + (np.zeros(0),) * 4
+    columns = [np.concatenate(column) for column in zip(*steps)] if steps else no_steps
+    return GreedySearch(*columns, mm_before, mm, equity)
+
+
+def _accounts_to_step(legs: _Legs, qty: np.ndarray, mm: np.ndarray, equity: np.ndarray, targets: np.ndarray,
+                      done: np.ndarray) -> np.ndarray:
+    """Batch positions of the accounts that take a step now: not done, above their target and
+    with a leg still open. An account above its target with nothing open is marked done."""
+    above = ~done & ~(_ratios(mm, equity) <= targets)
+    has_open = np.bincount(legs.owner, weights=np.abs(qty) > 1e-12, minlength=legs.n_accounts) > 0
+    done |= above & ~has_open
+    return np.flatnonzero(above & has_open)
+
+
+def _candidate_chunks(legs: _Legs, pricing: _Pricing, qty: np.ndarray, state: _RowState, rows_mm: np.ndarray,
+                      stepping: np.ndarray) -> _Candidates:
+    """Close one chunk of each leg of the ``stepping`` accounts, each on its own: the row's margin
+    after it, and its score. A chunk changes only its own (account, underlying) row."""
+    stepping_mask = np.zeros(legs.n_accounts, dtype=bool)
+    stepping_mask[stepping] = True
+    cand = np.flatnonzero(stepping_mask[legs.owner])
+    q, rows = qty[cand], legs.row[cand]
+    is_open = np.abs(q) > 1e-12
+    size = np.where(is_open, np.minimum(legs.chunk[cand], np.abs(q)), 0.0)
+    dq = -np.sign(q) * size
+    after = q + dq
+    delta = pricing.delta[cand]
+    before_rows = state.at(rows)
+    is_option = pricing.is_option[cand]
+    short_option_change = np.where(is_option, (np.maximum(-after, 0) - np.maximum(-q, 0)) * pricing.contract_size[cand],
+                                   0.0)
+    after_rows = _RowState(
+        before_rows.pnl + dq[:, None] * pricing.scenario_pnl[cand],
+        before_rows.delta + dq * delta,
+        np.maximum(before_rows.long + np.maximum(after * delta, 0) - np.maximum(q * delta, 0), 0),
+        np.maximum(before_rows.short + np.maximum(-after * delta, 0) - np.maximum(-q * delta, 0), 0),
+        np.maximum(before_rows.short_option + short_option_change, 0),
+        before_rows.gamma + dq * pricing.gamma[cand],
+        before_rows.vega + dq * pricing.vega[cand],
+        np.maximum(before_rows.gross + (np.abs(after) - np.abs(q)) * pricing.notional[cand], 0))
+    removed = rows_mm[rows] - _rows_maintenance(after_rows, legs.underlying[cand], pricing)
+    cost = size * pricing.slippage[cand]
+    score = np.where(is_open, removed / np.maximum(cost, 1e-12), -np.inf)
+    return _Candidates(cand, dq, after, cost, score)
+
+
+def _plans_of(book: Book, picked: np.ndarray, targets: np.ndarray, equity_before: np.ndarray,
+              search: GreedySearch) -> list[LiquidationPlan]:
+    """The search's steps as close orders, consecutive steps on one instrument merged into one order."""
+    names = book.instruments.instruments
+    orders: list[list[CloseOrder]] = [[] for _ in range(len(picked))]
+    for b, k, qty, cost, m, e in zip(search.step_account.tolist(), search.step_instrument.tolist(),
+                                      search.step_qty.tolist(), search.step_cost.tolist(),
+                                      search.step_maintenance.tolist(), search.step_equity.tolist()):
+        name, own = names[k].name, orders[b]
+        if own and own[-1].instrument == name:
+            prev = own.pop()
+            qty, cost = prev.qty + qty, prev.slippage_usd + cost
+        own.append(CloseOrder(name, qty, cost, m, e, _ratio(m, e)))
+    mm_after, equity_after = search.maintenance_after.tolist(), search.equity_after.tolist()
     return [LiquidationPlan(book.accounts[a], float(targets[b]), tuple(orders[b]),
-                            bool(_ratio(float(mm[b]), float(equity[b])) <= targets[b]), float(mm_before[b]),
-                            float(equity_before[b]), float(mm[b]), float(equity[b]))
+                            bool(_ratio(mm_after[b], equity_after[b]) <= targets[b]),
+                            float(search.maintenance_before[b]), float(equity_before[b]), mm_after[b], equity_after[b])
             for b, a in enumerate(picked.tolist())]
 
 

@@ -89,7 +89,8 @@ def test_plan_prices_margin_like_the_engine_including_the_adaptive_addon() -> No
         assert np.isclose(plan.maintenance_before, risk.maintenance[0], rtol=1e-12)
 
 
-def test_planning_accounts_together_gives_each_the_plan_it_gets_alone() -> None:
+@pytest.mark.parametrize("compiled", [True, False])
+def test_planning_accounts_together_gives_each_the_plan_it_gets_alone(compiled: bool) -> None:
     """The engine plans a crash's liquidations in one batch; that must change nothing, to the bit:
     accounts with different books, targets, a bankrupt one, a healthy one and a flat one."""
     from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
@@ -108,8 +109,9 @@ def test_planning_accounts_together_gives_each_the_plan_it_gets_alone() -> None:
         risk = revalue_book(book, MKT, adaptive=adaptive, conditions=cond)
         picked = [int(i) for i in rng.permutation(len(book.accounts))[:len(book.accounts) - 3]]
         targets = [float(rng.uniform(0.3, 0.9)) for _ in picked]
-        together = plan_liquidations(book, risk, picked, targets, adaptive=adaptive, conditions=cond)
-        alone = [plan_liquidation(book, risk, i, t, adaptive=adaptive, conditions=cond) for i, t in zip(picked, targets)]
+        together = plan_liquidations(book, risk, picked, targets, adaptive=adaptive, conditions=cond, compiled=compiled)
+        alone = [plan_liquidation(book, risk, i, t, adaptive=adaptive, conditions=cond, compiled=compiled)
+                 for i, t in zip(picked, targets)]
         assert together == alone
         assert sum(len(p.orders) for p in together) > 20  # most of them had work to do
     with pytest.raises(UserError, match="each account once"):

@@ -1,0 +1,346 @@
+"""The greedy liquidation search compiled: the numba twin of ``liquidation_order._greedy_search``.
+
+Contract: for the same inputs it takes the same steps and returns the same floats, to the bit,
+as the numpy reference. To that end every sum is taken in the reference's order: a row's sums
+leg by leg in leg order from 0.0 (as ``np.bincount`` and ``np.add.at`` add), an account's margin
+row by row in underlying order (``liquidation_order._account_totals``); ``_maximum`` and
+``_minimum`` propagate NaN as ``np.maximum`` and ``np.minimum`` do; and ``error_model="numpy"``
+makes a division by zero inf or NaN, never an exception. The search runs account by account
+where the reference advances every account in lockstep: the same steps, because an account's
+search reads and changes only its own (account, underlying) rows.
+
+Inputs are packed once per call into a few float64 tables with named columns (``INSTRUMENT_*``,
+``UNDERLYING_*``, ``ADAPTIVE_*``); ``warm()`` compiles the kernel for exactly the array types
+``greedy_search`` passes, so the first liquidation does not compile it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from pipelines.risk.adaptive import YEAR_DAYS, AdaptiveParams
+from pipelines.risk.book import BookRisk
+from pipelines.risk.instruments import InstrumentTable
+
+# Columns of the per-instrument table.
+INSTRUMENT_DELTA, INSTRUMENT_GAMMA, INSTRUMENT_VEGA, INSTRUMENT_IS_OPTION = 0, 1, 2, 3
+INSTRUMENT_CONTRACT_SIZE, INSTRUMENT_NOTIONAL, INSTRUMENT_SLIPPAGE = 4, 5, 6
+# Columns of the per-underlying table.
+UNDERLYING_INDEX, UNDERLYING_IMPLIED_VOL, UNDERLYING_REALISED_VOL, UNDERLYING_DEPTH = 0, 1, 2, 3
+UNDERLYING_DELTA_CHARGE_NET, UNDERLYING_DELTA_CHARGE_HEDGED, UNDERLYING_SHORT_OPTION_CHARGE = 4, 5, 6
+# The adaptive parameters, in this order.
+ADAPTIVE_FIELDS = ("z", "base_horizon_days", "step_seconds", "participation", "vol_of_vol", "impact", "max_multiplier")
+ADAPTIVE_Z, ADAPTIVE_BASE_HORIZON_DAYS, ADAPTIVE_STEP_SECONDS, ADAPTIVE_PARTICIPATION = 0, 1, 2, 3
+ADAPTIVE_VOL_OF_VOL, ADAPTIVE_IMPACT, ADAPTIVE_MAX_MULTIPLIER = 4, 5, 6
+# Columns of a row's sums (its scenario PnL is kept apart).
+ROW_DELTA, ROW_LONG, ROW_SHORT, ROW_SHORT_OPTION, ROW_GAMMA, ROW_VEGA, ROW_GROSS = 0, 1, 2, 3, 4, 5, 6
+ROW_FIELDS = 7
+# Columns of a recorded step.
+STEP_ACCOUNT, STEP_INSTRUMENT, STEP_QTY, STEP_COST, STEP_MAINTENANCE, STEP_EQUITY = 0, 1, 2, 3, 4, 5
+STEP_FIELDS = 6
+OPEN_ABOVE = 1e-12  # a leg is open while |position| > this (the reference's test)
+MIN_COST = 1e-12  # a chunk's cost is floored at this in its score (the reference's floor)
+
+# (leg instrument, leg underlying, leg chunk); (scenario PnL, scenario weight, instrument table, underlying
+# table, adaptive table, use the add-on); (row scenario PnL, row sums, row margins, one row's scratch PnL).
+Legs = tuple[np.ndarray, np.ndarray, np.ndarray]
+Market = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+_kernel = njit(cache=True, error_model="numpy")
+
+
+@_kernel
+def _maximum(a: float, b: float) -> float:
+    """``np.maximum`` of two floats: NaN if either is NaN."""
+    return a if a >= b or a != a else b
+
+
+@_kernel
+def _minimum(a: float, b: float) -> float:
+    """``np.minimum`` of two floats: NaN if either is NaN."""
+    return a if a <= b or a != a else b
+
+
+@_kernel
+def _ratio(mm: float, equity: float) -> float:
+    """``liquidation_order._ratio``: MM / equity; without equity inf if there is margin, else 0."""
+    if equity > 0:
+        return mm / equity
+    return np.inf if mm > 0 else 0.0
+
+
+@_kernel
+def _adaptive_addon(gamma: float, vega: float, net_delta: float, gross: float, underlying: np.ndarray,
+                    adaptive: np.ndarray, base: float) -> float:
+    """``adaptive.adaptive_addon(...).total`` of one row, the same operations in the same order."""
+    realised, depth = underlying[UNDERLYING_REALISED_VOL], underlying[UNDERLYING_DEPTH]
+    sigma = _maximum(realised if np.isfinite(realised) and realised > 0 else 0.0, underlying[UNDERLYING_IMPLIED_VOL])
+    deep = not np.isfinite(depth) or depth <= 0
+    safe_depth = 1.0 if deep else depth
+    participation = adaptive[ADAPTIVE_PARTICIPATION]
+    ratio = gross / (participation * safe_depth) if participation > 0 and not deep else 0.0
+    horizon = adaptive[ADAPTIVE_BASE_HORIZON_DAYS] + adaptive[ADAPTIVE_STEP_SECONDS] / 86_400.0 * ratio
+    root = np.sqrt(horizon / YEAR_DAYS)
+    move = adaptive[ADAPTIVE_Z] * sigma * root
+    vol_move = adaptive[ADAPTIVE_Z] * adaptive[ADAPTIVE_VOL_OF_VOL] * sigma * root
+    index = underlying[UNDERLYING_INDEX]
+    index_move = index * move
+    gamma_addon = 0.5 * _maximum(-gamma, 0.0) * (index_move * index_move)
+    vega_addon = _maximum(-vega, 0.0) * 100.0 * vol_move
+    delta_notional = abs(net_delta) * index
+    slippage = 0.0 if deep else adaptive[ADAPTIVE_IMPACT] * delta_notional * np.sqrt(delta_notional / safe_depth)
+    raw = gamma_addon + vega_addon + slippage
+    return _minimum(raw, (adaptive[ADAPTIVE_MAX_MULTIPLIER] - 1.0) * base)
+
+
+@_kernel
+def _row_maintenance(pnl: np.ndarray, weight: np.ndarray, delta: float, long_delta: float, short_delta: float,
+                     short_option: float, gamma: float, vega: float, gross: float, underlying: np.ndarray,
+                     adaptive: np.ndarray, use_adaptive: bool) -> float:
+    """``margin.row_margin(...).maintenance`` of one row, plus the adaptive add-on when asked."""
+    loss = 0.0
+    if len(pnl):
+        worst = pnl[0] * weight[0]
+        for s in range(1, len(pnl)):
+            worst = _minimum(worst, pnl[s] * weight[s])
+        loss = _maximum(-worst, 0.0)
+    index = underlying[UNDERLYING_INDEX]
+    hedged = _minimum(long_delta, short_delta)
+    delta_charge = (underlying[UNDERLYING_DELTA_CHARGE_NET] * abs(delta)
+                    + underlying[UNDERLYING_DELTA_CHARGE_HEDGED] * hedged) * index
+    short_charge = underlying[UNDERLYING_SHORT_OPTION_CHARGE] * short_option * index
+    base = loss + delta_charge + short_charge
+    if not use_adaptive:
+        return base
+    return base + _adaptive_addon(gamma, vega, delta, gross, underlying, adaptive, base)
+
+
+@_kernel
+def _sum_row(u: int, first: int, last: int, qty: np.ndarray, legs: Legs, market: Market, rows: Rows) -> None:
+    """Recompute row ``u`` (underlying u of the account whose legs are first:last) from its legs."""
+    leg_instrument, leg_underlying, _ = legs
+    scenario_pnl, _, instrument, _, _, _ = market
+    pnl, sums, _, _ = rows
+    pnl[u, :] = 0.0
+    sums[u, :] = 0.0
+    for leg in range(first, last):
+        if leg_underlying[leg] != u:
+            continue
+        k, q = leg_instrument[leg], qty[leg]
+        for s in range(pnl.shape[1]):
+            pnl[u, s] += q * scenario_pnl[k, s]
+        position_delta = q * instrument[k, INSTRUMENT_DELTA]
+        sums[u, ROW_DELTA] += position_delta
+        sums[u, ROW_LONG] += _maximum(position_delta, 0.0)
+        sums[u, ROW_SHORT] += _maximum(-position_delta, 0.0)
+        is_option = instrument[k, INSTRUMENT_IS_OPTION] != 0.0
+        sums[u, ROW_SHORT_OPTION] += _maximum(-q, 0.0) * instrument[k, INSTRUMENT_CONTRACT_SIZE] if is_option else 0.0
+        sums[u, ROW_GAMMA] += q * instrument[k, INSTRUMENT_GAMMA]
+        sums[u, ROW_VEGA] += q * instrument[k, INSTRUMENT_VEGA]
+        sums[u, ROW_GROSS] += abs(q) * instrument[k, INSTRUMENT_NOTIONAL]
+
+
+@_kernel
+def _price_row(u: int, market: Market, rows: Rows) -> float:
+    """The maintenance margin of row ``u`` from its sums."""
+    _, weight, _, underlying, adaptive, use_adaptive = market
+    pnl, sums, _, _ = rows
+    return _row_maintenance(pnl[u], weight[u], sums[u, ROW_DELTA], sums[u, ROW_LONG], sums[u, ROW_SHORT],
+                            sums[u, ROW_SHORT_OPTION], sums[u, ROW_GAMMA], sums[u, ROW_VEGA], sums[u, ROW_GROSS],
+                            underlying[u], adaptive, use_adaptive)
+
+
+@_kernel
+def _account_total(rows_mm: np.ndarray) -> float:
+    """The account's maintenance margin: its rows added in underlying order."""
+    total = 0.0
+    for u in range(len(rows_mm)):
+        total += rows_mm[u]
+    return total
+
+
+@_kernel
+def _chunk(leg: int, qty: np.ndarray, legs: Legs, market: Market, rows: Rows) -> tuple[float, float, float, float]:
+    """Close one chunk of open leg ``leg`` on its own: (score, qty traded, position after, cost).
+    The score is the margin removed from the leg's row per USD of slippage."""
+    leg_instrument, leg_underlying, chunk = legs
+    scenario_pnl, weight, instrument, underlying, adaptive, use_adaptive = market
+    pnl, sums, rows_mm, scratch = rows
+    k, u, q = leg_instrument[leg], leg_underlying[leg], qty[leg]
+    size = _minimum(chunk[leg], abs(q))
+    dq = -np.sign(q) * size
+    after = q + dq
+    d = instrument[k, INSTRUMENT_DELTA]
+    for s in range(len(scratch)):
+        scratch[s] = pnl[u, s] + dq * scenario_pnl[k, s]
+    long_delta = sums[u, ROW_LONG] + _maximum(after * d, 0.0) - _maximum(q * d, 0.0)
+    short_delta = sums[u, ROW_SHORT] + _maximum(-after * d, 0.0) - _maximum(-q * d, 0.0)
+    is_option = instrument[k, INSTRUMENT_IS_OPTION] != 0.0
+    short_option_change = ((_maximum(-after, 0.0) - _maximum(-q, 0.0)) * instrument[k, INSTRUMENT_CONTRACT_SIZE]
+                           if is_option else 0.0)
+    gross = sums[u, ROW_GROSS] + (abs(after) - abs(q)) * instrument[k, INSTRUMENT_NOTIONAL]
+    mm_after = _row_maintenance(scratch, weight[u], sums[u, ROW_DELTA] + dq * d, _maximum(long_delta, 0.0),
+                                _maximum(short_delta, 0.0),
+                                _maximum(sums[u, ROW_SHORT_OPTION] + short_option_change, 0.0),
+                                sums[u, ROW_GAMMA] + dq * instrument[k, INSTRUMENT_GAMMA],
+                                sums[u, ROW_VEGA] + dq * instrument[k, INSTRUMENT_VEGA], _maximum(gross, 0.0),
+                                underlying[u], adaptive, use_adaptive)
+    cost = size * instrument[k, INSTRUMENT_SLIPPAGE]
+    return (rows_mm[u] - mm_after) / _maximum(cost, MIN_COST), dq, after, cost
+
+
+@_kernel
+def _best_chunk(first: int, last: int, qty: np.ndarray, legs: Legs, market: Market,
+                rows: Rows) -> tuple[int, float, float, float]:
+    """The first open leg whose chunk scores highest, with that chunk, if the score is > 0; leg
+    -1 when no chunk scores > 0 or any scores NaN (the reference's ``_first_argmax_per_group``)."""
+    best, top, best_dq, best_after, best_cost = -1, -np.inf, 0.0, 0.0, 0.0
+    for leg in range(first, last):
+        if not abs(qty[leg]) > OPEN_ABOVE:
+            continue
+        score, dq, after, cost = _chunk(leg, qty, legs, market, rows)
+        if score != score:
+            return -1, 0.0, 0.0, 0.0
+        if score > top:
+            best, top, best_dq, best_after, best_cost = leg, score, dq, after, cost
+    if not top > 0:
+        return -1, 0.0, 0.0, 0.0
+    return best, best_dq, best_after, best_cost
+
+
+@_kernel
+def _has_open_leg(first: int, last: int, qty: np.ndarray) -> bool:
+    for leg in range(first, last):
+        if abs(qty[leg]) > OPEN_ABOVE:
+            return True
+    return False
+
+
+@_kernel
+def _recorded(steps: np.ndarray, n: int, account: int, instrument: int, dq: float, cost: float, mm: float,
+              equity: float) -> np.ndarray:
+    """``steps`` with step ``n`` written, grown (doubled) when full."""
+    if n == len(steps):
+        grown = np.empty((2 * len(steps), STEP_FIELDS))
+        grown[:n] = steps
+        steps = grown
+    steps[n, STEP_ACCOUNT], steps[n, STEP_INSTRUMENT], steps[n, STEP_QTY] = account, instrument, dq
+    steps[n, STEP_COST], steps[n, STEP_MAINTENANCE], steps[n, STEP_EQUITY] = cost, mm, equity
+    return steps
+
+
+@_kernel
+def _search_account(b: int, first: int, last: int, qty: np.ndarray, legs: Legs, market: Market, rows: Rows,
+                    mm: float, equity: float, target: float, max_steps: int, steps: np.ndarray,
+                    n: int) -> tuple[np.ndarray, int, float, float]:
+    """Batch account ``b``'s greedy search from margin ``mm`` and ``equity``: close the best chunk
+    until the ratio is at most ``target``, nothing is open, no chunk lowers the margin, or
+    ``max_steps`` steps. Returns (steps, step count, margin after, equity after)."""
+    leg_instrument, leg_underlying, _ = legs
+    rows_mm = rows[2]
+    for _ in range(max_steps):
+        if _ratio(mm, equity) <= target or not _has_open_leg(first, last, qty):
+            break
+        leg, dq, after, cost = _best_chunk(first, last, qty, legs, market, rows)
+        if leg < 0:
+            break
+        qty[leg] = after if abs(after) > OPEN_ABOVE else 0.0
+        equity -= cost
+        u = leg_underlying[leg]
+        _sum_row(u, first, last, qty, legs, market, rows)
+        rows_mm[u] = _price_row(u, market, rows)
+        mm = _account_total(rows_mm)
+        steps = _recorded(steps, n, b, leg_instrument[leg], dq, cost, mm, equity)
+        n += 1
+    return steps, n, mm, equity
+
+
+@_kernel
+def _search(leg_start: np.ndarray, leg_instrument: np.ndarray, leg_underlying: np.ndarray, leg_qty: np.ndarray,
+            leg_chunk: np.ndarray, scenario_pnl: np.ndarray, weight: np.ndarray, instrument: np.ndarray,
+            underlying: np.ndarray, adaptive: np.ndarray, use_adaptive: bool, equity: np.ndarray,
+            targets: np.ndarray, max_steps: int) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
+    """Every batch account's search. Returns (steps (n, STEP_FIELDS) of which the first n are
+    taken, n, maintenance before, maintenance after, equity after)."""
+    n_accounts, n_underlyings, n_scenarios = len(targets), weight.shape[0], weight.shape[1]
+    qty = leg_qty.copy()
+    legs = (leg_instrument, leg_underlying, leg_chunk)
+    market = (scenario_pnl, weight, instrument, underlying, adaptive, use_adaptive)
+    rows = (np.empty((n_underlyings, n_scenarios)), np.empty((n_underlyings, ROW_FIELDS)), np.empty(n_underlyings),
+            np.empty(n_scenarios))
+    steps, n = np.empty((max(16, 4 * len(qty)), STEP_FIELDS)), 0
+    mm_before, mm_after, equity_after = np.empty(n_accounts), np.empty(n_accounts), np.empty(n_accounts)
+    for b in range(n_accounts):
+        first, last = leg_start[b], leg_start[b + 1]
+        for u in range(n_underlyings):
+            _sum_row(u, first, last, qty, legs, market, rows)
+            rows[2][u] = _price_row(u, market, rows)
+        mm_before[b] = _account_total(rows[2])
+        steps, n, mm, equity_left = _search_account(b, first, last, qty, legs, market, rows, mm_before[b], equity[b],
+                                                    targets[b], max_steps, steps, n)
+        mm_after[b], equity_after[b] = mm, equity_left
+    return steps, n, mm_before, mm_after, equity_after
+
+
+def _floats(a: np.ndarray) -> np.ndarray:
+    """``a`` as a writable C-contiguous float64 array (copied only when it is not one): the
+    array type ``warm`` compiles the kernel for."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    return a if a.flags.writeable else a.copy()
+
+
+def _ints(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    return a if a.flags.writeable else a.copy()
+
+
+def _adaptive_table(adaptive: AdaptiveParams | None) -> np.ndarray:
+    if adaptive is None:
+        return np.zeros(len(ADAPTIVE_FIELDS))
+    return np.array([getattr(adaptive, name) for name in ADAPTIVE_FIELDS], dtype=np.float64)
+
+
+def greedy_search(
+    leg_start: np.ndarray,
+    leg_instrument: np.ndarray,
+    leg_underlying: np.ndarray,
+    leg_qty: np.ndarray,
+    leg_chunk: np.ndarray,
+    risk: BookRisk,
+    table: InstrumentTable,
+    slippage_per_unit: np.ndarray,
+    realised_vol: np.ndarray,
+    depth: np.ndarray,
+    adaptive: AdaptiveParams | None,
+    equity: np.ndarray,
+    targets: np.ndarray,
+    max_steps: int,
+) -> tuple[np.ndarray, ...]:
+    """The fields of ``liquidation_order.GreedySearch``, in order, for the legs of a batch
+    (grouped by batch account: account b's are ``leg_start[b]:leg_start[b + 1]``)."""
+    unit, inputs, charges = risk.unit, risk.inputs, risk.params
+    instrument = np.column_stack((unit.delta, unit.gamma, unit.vega, table.is_option, table.contract_size,
+                                  inputs.index * table.contract_size, slippage_per_unit)).astype(np.float64, copy=False)
+    underlying = np.column_stack((inputs.underlying_index, inputs.underlying_vol, realised_vol, depth,
+                                  charges.delta_charge_net, charges.delta_charge_hedged,
+                                  charges.short_option_charge)).astype(np.float64, copy=False)
+    steps, n, mm_before, mm_after, equity_after = _search(
+        _ints(leg_start), _ints(leg_instrument), _ints(leg_underlying), _floats(leg_qty), _floats(leg_chunk),
+        _floats(risk.scenario_pnl), _floats(risk.grid.weight), instrument, underlying, _adaptive_table(adaptive),
+        adaptive is not None, _floats(equity), _floats(targets), int(max_steps))
+    taken = steps[:n]
+    return (taken[:, STEP_ACCOUNT].astype(np.int64), taken[:, STEP_INSTRUMENT].astype(np.int64), taken[:, STEP_QTY],
+            taken[:, STEP_COST], taken[:, STEP_MAINTENANCE], taken[:, STEP_EQUITY], mm_before, mm_after, equity_after)
+
+
+def warm() -> None:
+    """Compile the kernel (or load it from the cache) for the array types ``greedy_search``
+    passes, on a one-account book with an option and a future on one underlying."""
+    one, two = np.ones(1), np.ones(2)
+    _search(_ints(np.array([0, 2])), _ints(np.array([0, 1])), _ints(np.zeros(2)), _floats(np.array([-1.0, 1.0])),
+            _floats(0.2 * two), _floats(np.array([[-1.0, 0.5], [-0.1, 0.1]])), _floats(np.ones((1, 2))),
+            _floats(np.array([[0.5, 0.01, 1.0, 1.0, 1.0, 1.0, 0.1], [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.1]])),
+            _floats(np.array([[1.0, 0.5, 0.5, 1e6, 0.02, 0.01, 0.01]])), _adaptive_table(AdaptiveParams()), True,
+            _floats(one), _floats(0.5 * one), 10)
