@@ -133,8 +133,37 @@ class UnderlyingParams:
                      for f in dataclasses.fields(cls)))
 
 
-def shocked_vols(vol: np.ndarray, dte_days: np.ndarray, kind: np.ndarray, p: MarginParams) -> np.ndarray:
-    """Shocked vol per (instrument, scenario) for instruments of one underlying.
+@dataclasses.dataclass(frozen=True, eq=False)
+class InstrumentShocks:
+    """The vol-shock fields of ``MarginParams`` per instrument (its underlying's), for
+    ``shocked_vols`` over a whole instrument table at once."""
+
+    min_dte_days: np.ndarray
+    power_switch_dte: np.ndarray
+    short_dated_power: np.ndarray
+    long_dated_power: np.ndarray
+    reference_dte: np.ndarray
+    min_vol_for_shock_up: np.ndarray
+    vol_up: np.ndarray
+    vol_down: np.ndarray
+    min_shocked_vol: np.ndarray
+
+    @classmethod
+    def build(cls, table: InstrumentTable, config: MarginConfig) -> InstrumentShocks:
+        ps = [config.params_for(u) for u in table.underlyings]
+        return cls(*(np.array([getattr(p, f.name) for p in ps], dtype=np.float64)[table.underlying_idx]
+                     for f in dataclasses.fields(cls)))
+
+
+def _column(value: float | np.ndarray) -> float | np.ndarray:
+    """A per-instrument parameter as a column against (instrument, scenario) arrays."""
+    return value[:, None] if isinstance(value, np.ndarray) else value
+
+
+def shocked_vols(vol: np.ndarray, dte_days: np.ndarray, kind: np.ndarray,
+                 p: MarginParams | InstrumentShocks) -> np.ndarray:
+    """Shocked vol per (instrument, scenario): ``p`` is one underlying's parameters (for
+    instruments of that underlying) or ``InstrumentShocks`` (each instrument its own).
 
     scale = (30 / DTE) ** (0.3 if DTE < 30 else 0.13), DTE floored at ``min_dte_days``;
     up:   vol + max(vol, min_vol_for_shock_up) * vol_up * scale  (the Deribit 0.5 floor read as a
@@ -147,8 +176,8 @@ def shocked_vols(vol: np.ndarray, dte_days: np.ndarray, kind: np.ndarray, p: Mar
     scale = (p.reference_dte / dte) ** power
     vol = vol[:, None]
     scale = scale[:, None]
-    up = vol + np.maximum(vol, p.min_vol_for_shock_up) * p.vol_up * scale
-    down = np.maximum(vol * (1.0 - p.vol_down * scale), p.min_shocked_vol)
+    up = vol + np.maximum(vol, _column(p.min_vol_for_shock_up)) * _column(p.vol_up) * scale
+    down = np.maximum(vol * (1.0 - _column(p.vol_down) * scale), _column(p.min_shocked_vol))
     return np.where(kind == VOL_UP, up, np.where(kind == VOL_DOWN, down, np.broadcast_to(vol, up.shape)))
 
 
@@ -160,19 +189,44 @@ def scenario_matrix(
     ``base_value`` is the per-contract mark (from ``valuation.unit_greeks``). Padding columns
     are 0 (they can never be the worst loss, whose floor is 0).
     """
-    grid = grid_and_params(table.underlyings, config)[0]
-    n, width = len(table), grid.move.shape[1]
-    index = np.empty((n, width))
-    vol = np.empty((n, width))
+    layout = _scenario_layout(table, config)
     dte = np.maximum(inp.t, 0.0) * 365.0
-    for u, name in enumerate(table.underlyings):
-        sel = table.underlying_idx == u
-        index[sel] = inp.index[sel][:, None] * (1.0 + grid.move[u])[None, :]
-        vol[sel] = shocked_vols(inp.vol[sel], dte[sel], grid.vol_kind[u][None, :], config.params_for(name))
+    index = inp.index[:, None] * layout.growth
+    vol = shocked_vols(inp.vol, dte, layout.vol_kind, layout.shocks)
     pnl = scenario_values(table, inp, index, vol) - base_value[:, None]
-    pad = np.arange(width)[None, :] >= grid.count[table.underlying_idx][:, None]
-    pnl[pad] = 0.0
-    return pnl, grid
+    pnl[layout.pad] = 0.0
+    return pnl, layout.grid
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _ScenarioLayout:
+    """What ``scenario_matrix`` needs of a table and a config besides the market: each
+    instrument's row of its underlying's grid, and its shock parameters."""
+
+    grid: ScenarioGrid
+    growth: np.ndarray  # (n_instr, S): 1 + move
+    vol_kind: np.ndarray  # (n_instr, S)
+    pad: np.ndarray  # (n_instr, S): padding column of the instrument's underlying
+    shocks: InstrumentShocks
+
+
+_LAYOUTS: dict[tuple[int, int], tuple[InstrumentTable, MarginConfig, _ScenarioLayout]] = {}
+
+
+def _scenario_layout(table: InstrumentTable, config: MarginConfig) -> _ScenarioLayout:
+    """Built once per (table, config), like ``grid_and_params`` (same keying and bound): the
+    engine keeps one table per built book, so a tick only prices."""
+    key = (id(table), id(config))
+    hit = _LAYOUTS.get(key)
+    if hit is None or hit[0] is not table or hit[1] is not config:
+        if len(_LAYOUTS) >= 256:
+            _LAYOUTS.clear()
+        grid = grid_and_params(table.underlyings, config)[0]
+        und = table.underlying_idx
+        pad = np.arange(grid.move.shape[1])[None, :] >= grid.count[und][:, None]
+        hit = _LAYOUTS[key] = (table, config, _ScenarioLayout(grid, 1.0 + grid.move[und], grid.vol_kind[und], pad,
+                                                               InstrumentShocks.build(table, config)))
+    return hit[2]
 
 
 _BUILT: dict[tuple[int, tuple[str, ...]], tuple[MarginConfig, ScenarioGrid, UnderlyingParams]] = {}
