@@ -87,6 +87,8 @@ def test_the_summary_gives_medians_spreads_and_ratios_of_the_medians() -> None:
     assert summary["ratios"]["plain_vs_raw"]["of_medians"] == pytest.approx(0.5)
     assert summary["ratios"]["faust_vs_plain"]["of_medians"] == pytest.approx(2 / 3)
     assert summary["ratios"]["faust_vs_plain"]["by_round"]["min"] == pytest.approx(2 / 3)
+    assert summary["ratios"]["plain_vs_raw"]["of_cpu_per_msg"] == pytest.approx(0.1)
+    assert summary["ratios"]["faust_vs_plain"]["of_cpu_per_msg"] == pytest.approx(0.1)
     assert summary["faust_stays_in_hot_path"] is True
 
 
