@@ -1,6 +1,6 @@
 """The engine core against issue 21's targets, each figure beside its reference in the same run.
 
-    .venv/bin/python bench/bench_core.py [--quick] [--only per_tick,replay,backtest,sweep,margin,venue] [--out F]
+    .venv/bin/python bench/bench_core.py [--quick] [--only PART,...] [--jobs N] [--out F]
 
 - ``per_tick``: the may-2021 scenario through one ``Engine``; engine CPU time over the replay
   divided by its revaluation ticks (the 250 ms event-time intervals holding a record that
@@ -16,10 +16,12 @@
 The in-process figures run twice, ``EngineParams(compiled=False)`` (the numpy reference) and
 ``compiled=True``, and check both give the same breach and action ids; the compiled kernels
 are compiled (``warm()``) before anything is timed. Each in-process figure is the best of
-three runs (one with ``--quick``, and one for the venue feed). Backtest and sweep compare ``--jobs 1``
-with ``--jobs <cores>`` when the CLI has ``--jobs`` (otherwise they time the serial run alone).
+two runs (one with ``--quick``, and one for the venue feed). Backtest and sweep compare
+``--jobs 1`` with ``--jobs <cores>`` when the CLI has ``--jobs`` (else the serial run alone).
 What a build of the engine lacks is reported as missing, not measured. Writes
-bench/results/core.json. Not a test: nothing here asserts a time; the report judges the targets.
+bench/results/core.json; with ``--only``, the parts not chosen keep their figures there, and
+each part records the run (date, commit, kernels) that measured it. Not a test: nothing here
+asserts a time; the report judges the targets.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class Sizes:
     venue: venue_feed.FeedSpec
 
 
-FULL = Sizes(3, tuple(library.names()), ("all",), SWEEP_TRIGGERS, 10_000, venue_feed.FeedSpec())
+FULL = Sizes(2, tuple(library.names()), ("all",), SWEEP_TRIGGERS, 10_000, venue_feed.FeedSpec())
 QUICK = Sizes(1, ("may-2021", "aug-2024"), ("may-2021", "aug-2024"), SWEEP_TRIGGERS[8:10], 1_000,
               venue_feed.FeedSpec(accounts=1_000, seconds=1.0))
 
@@ -281,8 +283,11 @@ def venue(sizes: Sizes) -> dict[str, Any]:
 
 
 def git_commit() -> str:
-    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
-    return proc.stdout.strip()
+    """HEAD's short id, marked when the engine measured is not that commit's (uncommitted changes in pipelines/)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    changed = subprocess.run(["git", "status", "--porcelain", "--", "pipelines"], capture_output=True, text=True,
+                             cwd=REPO)
+    return head.stdout.strip() + (" with uncommitted changes in pipelines/" if changed.stdout.strip() else "")
 
 
 def main() -> int:
@@ -301,23 +306,25 @@ def main() -> int:
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     sizes = QUICK if args.quick else FULL
-    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
-                              "quick": args.quick, "repeat": sizes.repeat, "kernels": kernel_modules(),
-                              "warm_seconds": warm_kernels()}
-    runs: dict[str, Callable[[], dict[str, Any]]] = {
+    out = Path(args.out or BENCH / "results" / "core.json")
+    # a part not chosen keeps its last figures (each part says which run measured it)
+    result = {k: v for k, v in json.loads(out.read_text()).items() if k in PARTS} if args.only and out.exists() else {}
+    run = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(), "quick": args.quick,
+           "repeat": sizes.repeat, "kernels": kernel_modules(), "warm_seconds": warm_kernels()}
+    parts: dict[str, Callable[[], dict[str, Any]]] = {
         "per_tick": lambda: per_tick(sizes), "replay": lambda: replay(sizes),
         "backtest": lambda: backtest(sizes, args.jobs), "sweep": lambda: sweep(sizes, args.jobs),
         "margin": lambda: margin(sizes), "venue": lambda: venue(sizes)}
     for part in chosen:
         started = time.perf_counter()
         print(f"{part} ...", flush=True)
-        result[part] = runs[part]()
+        result[part] = {"run": run, **parts[part]()}
         print(f"{part} done in {time.perf_counter() - started:.0f} s", flush=True)
+    result = {part: result[part] for part in PARTS if part in result}
     print(json.dumps(result, indent=2))
     if args.quick and not args.out:
         print("--quick: results not written")
         return 0
-    out = Path(args.out or BENCH / "results" / "core.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

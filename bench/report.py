@@ -321,26 +321,40 @@ alone is {_n(r['decode_events_per_s'])} events/s.
 """
 
 
+CORE_PARTS = ("per_tick", "replay", "backtest", "sweep", "margin", "venue")
+
+
 def core(r: Results, _plots: str) -> str:
     """Issue 21's targets, each judged on the default path (compiled kernels; ``--jobs`` = cores)
-    with its reference beside it: the numpy path of the same code, or the serial run."""
-    kernels = (", ".join(f"`{k}`" for k in r["kernels"])
-               or "none (both columns run the numpy code)")
+    with its reference beside it: the numpy path of the same code, or the serial run. Each part
+    names the run that measured it (``bench_core.py --only`` reruns some); one run is said once."""
+    runs = [r[key]["run"] for key in CORE_PARTS if key in r]
+    one_run = all(run == runs[0] for run in runs)
     parts = [f"""\
-Commit {r.get('commit') or '?'}, {r['date']}. Compiled kernels in this build: {kernels}; compiling
-them took {r['warm_seconds']:.1f} s at start, before anything below was timed. The in-process figures
-run the same records through `EngineParams(compiled=True)` and through its numpy reference
-(`compiled=False`) in one process, and check both give the same breach and action ids. Wall
-times on this shared 2-core machine carry the other processes' load; CPU times (this process)
-are beside them. Reproduce: `.venv/bin/python bench/bench_core.py` (or `--only per_tick,replay,...`).
+The in-process figures run the same records through `EngineParams(compiled=True)` and through
+its numpy reference (`compiled=False`) in one process, and check both give the same breach and
+action ids; the kernels are compiled before anything is timed. Wall times on this shared 2-core
+machine carry the other processes' load; CPU times (this process) are beside them. Reproduce:
+`.venv/bin/python bench/bench_core.py` (or `--only per_tick,replay,...`).
 """]
-    if r.get("quick"):
-        parts.append("**A `--quick` run**: loads below the targets' own, so no target is judged.\n")
-    for key, part in (("per_tick", _core_tick), ("replay", _core_replay), ("backtest", _core_backtest),
-                      ("sweep", _core_sweep), ("margin", _core_margin), ("venue", _core_venue)):
-        parts.append(part(r[key], bool(r.get("quick")), r["repeat"]) if key in r
-                     else f"Not measured in this run (`bench/bench_core.py --only {key}`).\n")
+    if runs and one_run:
+        parts.append(_core_run(runs[0]))
+    sections = {"per_tick": _core_tick, "replay": _core_replay, "backtest": _core_backtest, "sweep": _core_sweep,
+                "margin": _core_margin, "venue": _core_venue}
+    for key in CORE_PARTS:
+        if key not in r:
+            parts.append(f"Not measured (`bench/bench_core.py --only {key}`).\n")
+            continue
+        text = sections[key](r[key], bool(r[key]["run"]["quick"]), r[key]["run"]["repeat"])
+        parts.append(text if one_run else text.replace("\n\n", "\n\n" + _core_run(r[key]["run"]) + "\n", 1))
     return "\n".join(parts)
+
+
+def _core_run(run: Results) -> str:
+    kernels = ", ".join(f"`{k}`" for k in run["kernels"]) or "none (both paths run the numpy code)"
+    quick = " **A `--quick` run**: loads below the targets' own, so no target is judged." if run["quick"] else ""
+    return (f"Measured {run['date']} at commit {run['commit'] or '?'}; compiled kernels in that build: {kernels} "
+            f"(compiled in {run['warm_seconds']:.1f} s at start).{quick}\n")
 
 
 _CORE_HEAD = "| figure | compiled | numpy reference | speed-up | target | verdict |\n|---|---:|---:|---:|---|---|"
@@ -368,8 +382,8 @@ def _core_tick(t: Results, quick: bool, repeat: int) -> str:
 ### Per tick, on the may-2021 book
 
 {_n(t['events'])} events through one `Engine`; {_n(t['ticks'])} revaluation ticks (the 250 ms intervals holding a
-record that moves a price or an account); engine time over the replay / ticks, the run with the
-least CPU of {repeat}; {_same(t['same_outputs'])}.
+record that moves a price or an account); engine time over the replay / ticks, best of {repeat}
+(the run with the least CPU); {_same(t['same_outputs'])}.
 """, _CORE_HEAD,
         row("engine CPU per tick", "ms_per_tick", f"≤ {TICK_TARGET_MS} ms (issue: {TICK_BEFORE_MS} ms)",
             _judged(c["ms_per_tick"] <= TICK_TARGET_MS, quick)),

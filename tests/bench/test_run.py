@@ -91,34 +91,37 @@ def test_the_report_pairs_figures_with_baselines_and_judges_the_targets() -> Non
     assert mixed.split("\n- other cpu", 1)[1].split("\n", 1)[0].endswith(": scaling")
 
 
-def core_results(**overrides: object) -> dict:
+RUN = {"date": "2026-12-04T19:30:00Z", "commit": "abc1234", "quick": False, "repeat": 3,
+       "kernels": ["planner", "revalue"], "warm_seconds": 2.5}
+
+
+def core_results(run: dict = RUN, **overrides: object) -> dict:
     """A small bench_core result: compiled and reference side by side for each of issue 21's targets."""
     scenario = {"scenario": "may-2021", "events": 3_688, "span_s": 1_200.0, "same_outputs": True,
                 "reference": {"seconds": 1.2, "cpu_seconds": 1.0, "x_real_time": 1_000.0},
                 "compiled": {"seconds": 0.2, "cpu_seconds": 0.2, "x_real_time": 6_000.0}}
-    return {"date": "2026-12-04T19:30:00Z", "commit": "abc1234", "quick": False, "repeat": 3,
-            "kernels": ["planner", "revalue"],
-            "warm_seconds": 2.5,
-            "per_tick": {"scenario": "may-2021", "events": 3_688, "ticks": 1_201, "same_outputs": True,
-                         "reference": {"ms_per_tick": 1.6, "wall_ms_per_tick": 2.0, "revalue_ms_per_tick": 1.2,
-                                       "events_per_s": 1_500.0},
-                         "compiled": {"ms_per_tick": 0.4, "wall_ms_per_tick": 0.5, "revalue_ms_per_tick": 0.1,
-                                      "events_per_s": 6_000.0}},
-            "replay": {"scenarios": [scenario, {**scenario, "scenario": "luna-2022", "same_outputs": False,
-                                                "compiled": {**scenario["compiled"], "x_real_time": 4_000.0}}]},
-            "backtest": {"command": "backstop backtest --scenario all", "jobs_flag": True,
-                         "serial": {"seconds": 8.0, "jobs": 1}, "parallel": {"seconds": 3.2, "jobs": 2}},
-            "sweep": {"points": 20, "command": "backstop backtest --scenario all --sweep 0.6,0.65", "jobs_flag": False,
-                      "serial": {"seconds": 90.0, "jobs": 1}},
-            "margin": {"accounts": 10_000, "positions": 200_000, "instruments": 1_202, "compiled_switch": True,
-                       "scenarios": 63, "same_margin": True, "reference": {"ms": 40.0, "cpu_ms": 38.0},
-                       "compiled": {"ms": 10.0, "cpu_ms": 9.5}},
-            "venue": {"accounts": 10_000, "positions_per_account": 5, "options": 1_200, "seconds": 10.0,
-                      "events": 180_620, "market_events_per_s_of_feed": 12_062.0, "same_outputs": True,
-                      "breaches": {"mark_manipulation": 1_200}, "actions": {},
-                      "reference": {"seconds": 6.0, "events_per_s": 30_000.0, "cpu_events_per_s": 40_000.0},
-                      "compiled": {"seconds": 2.0, "events_per_s": 90_000.0, "cpu_events_per_s": 100_000.0}},
-            **overrides}
+    parts = {
+        "per_tick": {"scenario": "may-2021", "events": 3_688, "ticks": 1_201, "same_outputs": True,
+                     "reference": {"ms_per_tick": 1.6, "wall_ms_per_tick": 2.0, "revalue_ms_per_tick": 1.2,
+                                   "events_per_s": 1_500.0},
+                     "compiled": {"ms_per_tick": 0.4, "wall_ms_per_tick": 0.5, "revalue_ms_per_tick": 0.1,
+                                  "events_per_s": 6_000.0}},
+        "replay": {"scenarios": [scenario, {**scenario, "scenario": "luna-2022", "same_outputs": False,
+                                            "compiled": {**scenario["compiled"], "x_real_time": 4_000.0}}]},
+        "backtest": {"command": "backstop backtest --scenario all", "jobs_flag": True,
+                     "serial": {"seconds": 8.0, "jobs": 1}, "parallel": {"seconds": 3.2, "jobs": 2}},
+        "sweep": {"points": 20, "command": "backstop backtest --scenario all --sweep 0.6,0.65", "jobs_flag": False,
+                  "serial": {"seconds": 90.0, "jobs": 1}},
+        "margin": {"accounts": 10_000, "positions": 200_000, "instruments": 1_202, "compiled_switch": True,
+                   "scenarios": 63, "same_margin": True, "reference": {"ms": 40.0, "cpu_ms": 38.0},
+                   "compiled": {"ms": 10.0, "cpu_ms": 9.5}},
+        "venue": {"accounts": 10_000, "positions_per_account": 5, "options": 1_200, "seconds": 10.0,
+                  "events": 180_620, "market_events_per_s_of_feed": 12_062.0, "same_outputs": True,
+                  "breaches": {"mark_manipulation": 1_200}, "actions": {},
+                  "reference": {"seconds": 6.0, "events_per_s": 30_000.0, "cpu_events_per_s": 40_000.0},
+                  "compiled": {"seconds": 2.0, "events_per_s": 90_000.0, "cpu_events_per_s": 100_000.0}},
+        **overrides}
+    return {key: {"run": run, **part} for key, part in parts.items()}
 
 
 def render_core(result: dict) -> str:
@@ -129,7 +132,7 @@ def render_core(result: dict) -> str:
 
 def test_the_report_judges_each_engine_core_target_on_the_compiled_path_beside_its_reference() -> None:
     text = render_core(core_results())
-    assert "Compiled kernels in this build: `planner`, `revalue`" in text
+    assert "compiled kernels in that build: `planner`, `revalue`" in text
     assert "| engine CPU per tick | 0.400 ms | 1.600 ms | x4 | ≤ 0.3 ms (issue: 1.58 ms) | **not met** |" in text
     assert "| of which `Engine._revalue` | 0.100 ms | 1.200 ms | x12 |  |  |" in text
     assert "| may-2021 | 3,688 | 1,200 s | 6,000 | 1,000 | x6 | 6,000 | met |" in text
@@ -153,6 +156,18 @@ def test_the_core_section_says_what_a_run_lacks_and_judges_no_quick_run() -> Non
     assert "has no `compiled` switch: its one path" in text
     assert "| `revalue_book`, wall | 40.0 ms | ≤ 50 ms | met |" in text
     assert "failed (parallel: exit 2: backtest: unknown --jobs)" in text
-    assert "Not measured in this run (`bench/bench_core.py --only venue`)" in text
-    quick = render_core(core_results(quick=True))
+    assert "Not measured (`bench/bench_core.py --only venue`)" in text
+    quick = render_core(core_results({**RUN, "quick": True}))
     assert "A `--quick` run" in quick and "met |" not in quick and quick.count("not judged (quick)") >= 6
+
+
+def test_parts_measured_in_separate_runs_each_name_their_run() -> None:
+    later = {**RUN, "date": "2026-12-04T19:40:00Z", "commit": "def5678", "kernels": []}
+    result = {**core_results(), "sweep": core_results(later)["sweep"]}
+    text = render_core(result)
+    assert text.count("Measured 2026-12-04T19:30:00Z at commit abc1234") == 5
+    sweep = text.split("### Sweep\n\n", 1)[1]
+    assert sweep.startswith("Measured 2026-12-04T19:40:00Z at commit def5678; compiled kernels in that build: none")
+    one_run = render_core(core_results())
+    assert one_run.count("Measured 2026-12-04T19:30:00Z at commit abc1234; compiled kernels in that build: "
+                         "`planner`, `revalue` (compiled in 2.5 s at start).") == 1
