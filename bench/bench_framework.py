@@ -70,6 +70,7 @@ MARKET_TOPICS = {"IndexPrice": "backstop.market.index", "MarkPrice": "backstop.m
 OUTPUT_TOPIC = "bench.framework.out"
 OPTIONS = 1_000
 BATCH = 1_000  # records per consume() call and per faust take
+TAKE_WITHIN_MS = 5  # a faust take yields what arrived within this, if fewer than BATCH
 OUTPUT_EVERY = 100  # one output record per this many inputs, for every contender
 BAD_EVERY = 1_000  # one record in this many is invalid (an event time ten days ahead)
 FUTURE_MS = 10 * 86_400_000
@@ -283,7 +284,8 @@ def next_offsets(batch: Sequence[Message]) -> list[TopicPartition]:
 
 def quiet_loggers() -> None:
     """faust leaves the root logger at DEBUG under ``-l warn``, so aiokafka would build a log
-    record on every send: the best configuration sets both to WARNING."""
+    record on every send through faust: the best configuration sets both to WARNING (outputs here
+    go through confluent-kafka, so this only keeps stray debug records out)."""
     for name in ("", "aiokafka"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -306,7 +308,7 @@ def run_faust(spec: Spec) -> None:
         quiet_loggers()
         seen = problems = 0
         start: tuple[float, float] | None = None
-        async for events in stream.noack_take(BATCH, within=LINGER_MS / 1000):
+        async for events in stream.noack_take(BATCH, within=TAKE_WITHIN_MS / 1000):
             start = start or (time.perf_counter(), time.process_time())
             values = [event.message.value for event in events]
             problems += problems_in(codec, validator, values, int(time.time() * 1000))
@@ -331,8 +333,9 @@ def run_contender(spec: Spec, tmp: Path, timeout_s: float = 900.0) -> dict[str, 
     env = dict(os.environ, **{SPEC_ENV: json.dumps(dataclasses.asdict(spec))})
     log = tmp / f"{spec.contender}.log"
     load = os.getloadavg()[0]
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve())], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(log, "ab"), start_new_session=True, cwd=REPO)
+    with open(log, "ab") as stderr:
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve())], env=env, stdout=subprocess.DEVNULL,
+                                stderr=stderr, start_new_session=True, cwd=REPO)
     result = Path(spec.result)
     deadline = time.monotonic() + timeout_s
     try:
