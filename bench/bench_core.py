@@ -19,9 +19,9 @@ are compiled (``warm()``) before anything is timed. Each in-process figure is th
 two runs (one with ``--quick``, and one for the venue feed). Backtest and sweep compare
 ``--jobs 1`` with ``--jobs <cores>`` when the CLI has ``--jobs`` (else the serial run alone).
 What a build of the engine lacks is reported as missing, not measured. Writes
-bench/results/core.json; with ``--only``, the parts not chosen keep their figures there, and
-each part records the run (date, commit, kernels) that measured it. Not a test: nothing here
-asserts a time; the report judges the targets.
+bench/results/core.json (stamped with the machine); with ``--only``, the parts not chosen keep
+their figures there, and each part records the run (date, commit, kernels) that measured it.
+Not a test: nothing here asserts a time; the report judges the targets.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ sys.path.insert(0, str(BENCH))
 import numpy as np  # noqa: E402
 
 import venue_feed  # noqa: E402
+from run import machine  # noqa: E402
 from pipelines.detect.sequencer import Sequencer  # noqa: E402
 from pipelines.engine.engine import Engine, EngineOutput, EngineParams  # noqa: E402
 from pipelines.policy.signing import SigningKey  # noqa: E402
@@ -326,7 +327,7 @@ def main() -> int:
         print("--quick: results not written")
         return 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps({**result, "machine": machine()}, indent=2) + "\n")
     return 0
 
 
