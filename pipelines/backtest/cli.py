@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from pipelines.backtest.run import compare, sweep
 from pipelines.errors import UserError
@@ -20,14 +21,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="margin-trigger ratios to sweep: draws the solvency-efficiency frontier")
     bt.add_argument("--plot", metavar="PNG", default="frontier.png", help="frontier plot file (with --sweep)")
     bt.add_argument("--json", action="store_true", help="machine-readable JSON")
-    bt.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    bt.add_argument("--jobs", metavar="N",
+                    help="worker processes for the runs (default: the usable cores; 1: in this process)")
+    bt.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     bt.set_defaults(func=run)
 
 
+def jobs_from(flag: str | None) -> int:
+    """``--jobs``: a whole number of worker processes, at least 1; by default the cores this process may use."""
+    if flag is None:
+        return len(os.sched_getaffinity(0))
+    try:
+        jobs = int(flag)
+    except ValueError:
+        raise UserError(f"--jobs takes a whole number of worker processes, e.g. 2 (got {flag!r})") from None
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (got {jobs})")
+    return jobs
+
+
 def run(args: argparse.Namespace) -> int:
+    jobs = jobs_from(args.jobs)
     names = args.scenario or [library.DEFAULT]
     if "all" in names:
         names = library.names()
+    scenarios = [library.get(name) for name in names]
     progress = False if args.no_progress else None
     if args.sweep:
         try:
@@ -36,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--sweep takes comma-separated ratios, e.g. 0.8,1.0,1.2 (got {args.sweep!r})") from None
         from pipelines.backtest.plot import frontier_plot
 
-        curves = {name: sweep(library.get(name), triggers, args.seed, progress) for name in names}
+        curves = sweep(scenarios, triggers, args.seed, jobs=jobs, progress=progress)
         frontier_plot(curves, args.plot)
         if args.json:
             print(json.dumps({"plot": args.plot, "curves": curves}, indent=2))
@@ -48,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
                           f"{p['capital_efficiency']:.3f}")
             print(f"frontier plot: {args.plot}")
         return 0
-    results = [compare(library.get(name), args.seed, params={"margin_trigger_ratio": args.trigger} if args.trigger
-                       else None, progress=progress) for name in names]
+    results = compare(scenarios, args.seed, params={"margin_trigger_ratio": args.trigger} if args.trigger else None,
+                      jobs=jobs, progress=progress)
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
         return 0

@@ -1,18 +1,32 @@
-"""Run a scenario with and without the backstop, and sweeps over thresholds."""
+"""Run scenarios with and without the backstop, and sweeps over thresholds.
+
+Every simulation of a command is one ``Run``; ``run_all`` runs them in this process (``jobs=1``,
+the reference) or over one pool of worker processes, and returns the same results in the same
+order whatever ``jobs`` is: each run is deterministic and independent of the others.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
+import signal
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, NamedTuple, TypeVar
 
 from pipelines.backtest.simulate import Result, Simulation, VenueSetup, sequence_events
 from pipelines.detect.detectors import DetectorParams
 from pipelines.engine.engine import EngineParams
+from pipelines.errors import UserError
 from pipelines.execution.waterfall import LiquidityProvider
 from pipelines.policy.ladder import LadderParams
 from pipelines.scenarios.generate import Generated, generate
 from pipelines.scenarios.library import Scenario
+
+Item = TypeVar("Item")
+Out = TypeVar("Out")
 
 
 def venue_for(scenario: Scenario) -> VenueSetup:
@@ -46,9 +60,11 @@ class Progress:
             sys.stderr.write(f"\r{self.label:<28} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total}")
             sys.stderr.flush()
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
+        """Ends the bar's line, drawn full first if ``complete`` (else as far as it got)."""
         if self.enabled:
-            self(self.total)
+            if complete:
+                self(self.total)
             sys.stderr.write("\n")
 
 
@@ -79,36 +95,179 @@ def _with_opening(events, sim: Simulation):
             sim.result.initial_notional_usd = sim.opening_notional()
 
 
-def compare(scenario: Scenario, seed: int | None = None, *, params: dict[str, float] | None = None,
-            progress: bool | None = None) -> dict[str, Any]:
-    """With vs without the backstop (and, with ``params``, the backstop at alternative thresholds)."""
-    generated = generate(scenario, seed)
-    without = simulate(generated, with_backstop=False, progress=progress)
-    with_ = simulate(generated, with_backstop=True, progress=progress)
-    out = {"scenario": scenario.name, "seed": generated.seed, "accounts": len(generated.accounts),
-           "with_backstop": with_.summary(), "without_backstop": without.summary()}
-    saved = sorted(without.bankrupt_accounts - with_.bankrupt_accounts)
-    out["accounts_saved"] = saved
-    if params:
-        alt = simulate(generated, with_backstop=True, params=engine_params(generated, **params), progress=progress)
-        out["alternative"] = {"params": params, **alt.summary()}
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One simulation: ``scenario`` with or without the backstop, the backstop at the default
+    thresholds or at ``thresholds`` (keyword arguments of ``engine_params``). Small to send to a
+    worker process: the worker generates the scenario's events itself."""
+
+    scenario: Scenario
+    seed: int | None
+    with_backstop: bool
+    thresholds: tuple[tuple[str, float], ...] = ()
+
+    def __str__(self) -> str:
+        at = "".join(f" {name}={value:g}" for name, value in self.thresholds)
+        return f"{self.scenario.name} {'with' if self.with_backstop else 'without'} backstop{at}"
+
+
+class Outcome(NamedTuple):
+    """A run's result, with the seed and account count its scenario was generated with."""
+
+    seed: int
+    accounts: int
+    result: Result
+
+
+def run_one(run: Run) -> Outcome:
+    generated = generate(run.scenario, run.seed)
+    params = engine_params(generated, **dict(run.thresholds))
+    result = simulate(generated, with_backstop=run.with_backstop, params=params, progress=False)
+    return Outcome(generated.seed, len(generated.accounts), result)
+
+
+def run_all(runs: Sequence[Run], jobs: int, progress: bool | None = None) -> list[Outcome]:
+    """``runs``' outcomes, in the order of ``runs``, over ``jobs`` processes (1: this one), with one
+    progress bar for all of them, runs done / runs (``progress``: True draws it, False never, None
+    when stderr is a terminal). The runs with the backstop, about four times as long as those
+    without, are started first: fewer workers idle at the end."""
+    order = sorted(range(len(runs)), key=lambda i: not runs[i].with_backstop)
+    bar = Progress("backtest runs", len(runs), progress)
+    bar(0)
+    try:
+        done = parallel_map(run_one, [runs[i] for i in order], jobs, on_done=bar)
+    except BaseException:
+        bar.close(complete=False)
+        raise
+    bar.close()
+    by_index = dict(zip(order, done))
+    return [by_index[i] for i in range(len(runs))]
+
+
+def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
+                 on_done: Callable[[int], None] = lambda n: None) -> list[Out]:
+    """``[fn(item) for item in items]`` over ``jobs`` worker processes (1: in this process, no pool),
+    calling ``on_done(count)`` as items finish. An item that raises ends the call with a
+    ``UserError`` naming it (``str(item)``) and the exception, in one line; so does a worker that
+    dies (killed, out of memory). On that error, or an interrupt, the other workers are stopped
+    mid-item and the items not started are dropped."""
+    if jobs == 1 or len(items) <= 1:
+        out = []
+        for item in items:
+            out.append(_call(fn, item))
+            on_done(len(out))
+        return out
+    pool = ProcessPoolExecutor(min(jobs, len(items)), mp_context=_pool_context(), initializer=_ignore_interrupts)
+    try:
+        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        results: dict[int, Out] = {}
+        for future in as_completed(futures):
+            i = futures[future]
+            results[i] = _outcome(future, items[i])
+            on_done(len(results))
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return [results[i] for i in range(len(items))]
+
+
+def _call(fn: Callable[[Item], Out], item: Item) -> Out:
+    try:
+        return fn(item)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise _failed(item, exc) from exc
+
+
+def _outcome(future: Future, item: Any) -> Any:
+    try:
+        return future.result()
+    except UserError:
+        raise
+    except BrokenProcessPool:
+        raise UserError(f"{item}: a worker process died (killed, or out of memory?)") from None
+    except Exception as exc:
+        raise _failed(item, exc) from exc
+
+
+def _failed(item: Any, exc: Exception) -> UserError:
+    return UserError(f"{item}: failed with {type(exc).__name__}: {exc}")
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Worker processes are forked from a fork server, a fresh single-threaded process that has
+    imported this module (the engine and its compiled kernels) once, not from this process: the
+    parent may hold threads (numba's threading layer among them), which a fork would copy in
+    whatever state they are in. Spawned workers would be as safe but each imports everything
+    again. The server costs one import per command (about 0.4 s); a fork of it, a few ms."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+def _ignore_interrupts() -> None:
+    """Ctrl-C (sent to the whole process group) is the parent's to handle: it stops the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminates the pool's worker processes: ``ProcessPoolExecutor`` has no public way to before
+    Python 3.14 (``terminate_workers()``)."""
+    for process in list(pool._processes.values()):
+        process.terminate()
+
+
+def compare(scenarios: Sequence[Scenario], seed: int | None = None, *, params: dict[str, float] | None = None,
+            jobs: int = 1, progress: bool | None = None) -> list[dict[str, Any]]:
+    """Each scenario with vs without the backstop (and, with ``params``, the backstop at alternative
+    thresholds), every run of every scenario in one ``run_all``."""
+    alternative = tuple(sorted(params.items())) if params else None
+    runs = []
+    for scenario in scenarios:
+        runs += [Run(scenario, seed, False), Run(scenario, seed, True)]
+        if alternative is not None:
+            runs.append(Run(scenario, seed, True, alternative))
+    outcomes = run_all(runs, jobs, progress)
+    per_scenario = 2 if alternative is None else 3
+    out = []
+    for k, scenario in enumerate(scenarios):
+        without, with_, *alt = outcomes[k * per_scenario:(k + 1) * per_scenario]
+        r = {"scenario": scenario.name, "seed": without.seed, "accounts": without.accounts,
+             "with_backstop": with_.result.summary(), "without_backstop": without.result.summary(),
+             "accounts_saved": sorted(without.result.bankrupt_accounts - with_.result.bankrupt_accounts)}
+        if alt:
+            r["alternative"] = {"params": params, **alt[0].result.summary()}
+        out.append(r)
     return out
 
 
-def sweep(scenario: Scenario, triggers: list[float], seed: int | None = None, progress: bool | None = None
-          ) -> list[dict[str, Any]]:
-    """The backstop at several margin-trigger ratios (MM / equity that starts liquidation; the
-    liquidation ratio and the ladder's call/reduce levels scale with it), plus the no-backstop
-    point: capital efficiency vs bad debt."""
-    generated = generate(scenario, seed)
-    points = []
-    base = simulate(generated, with_backstop=False, progress=progress)
-    points.append({"label": "no backstop", "trigger": None, "bad_debt_usd": base.bad_debt_usd,
-                   "capital_efficiency": base.capital_efficiency, "liquidated_notional_usd": base.liquidated_notional_usd})
-    for trigger in triggers:
-        params = engine_params(generated, margin_trigger_ratio=trigger, liquidation_ratio=1.5 * trigger,
-                               reduce_ratio=0.9 * trigger, call_ratio=0.8 * trigger)
-        r = simulate(generated, with_backstop=True, params=params, progress=progress)
-        points.append({"label": f"trigger {trigger:g}", "trigger": trigger, "bad_debt_usd": r.bad_debt_usd,
-                       "capital_efficiency": r.capital_efficiency, "liquidated_notional_usd": r.liquidated_notional_usd})
-    return points
+def sweep_thresholds(trigger: float) -> tuple[tuple[str, float], ...]:
+    """The thresholds at one margin-trigger ratio (MM / equity that starts liquidation): the
+    liquidation ratio and the ladder's call/reduce levels scale with it."""
+    return (("margin_trigger_ratio", trigger), ("liquidation_ratio", 1.5 * trigger), ("reduce_ratio", 0.9 * trigger),
+            ("call_ratio", 0.8 * trigger))
+
+
+def sweep(scenarios: Sequence[Scenario], triggers: Sequence[float], seed: int | None = None, *, jobs: int = 1,
+          progress: bool | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Per scenario, the backstop at each margin-trigger ratio (``sweep_thresholds``) plus the
+    no-backstop point: capital efficiency vs bad debt. Every run in one ``run_all``."""
+    runs = []
+    for scenario in scenarios:
+        runs.append(Run(scenario, seed, False))
+        runs += [Run(scenario, seed, True, sweep_thresholds(trigger)) for trigger in triggers]
+    outcomes = run_all(runs, jobs, progress)
+    per_scenario = 1 + len(triggers)
+    curves = {}
+    for k, scenario in enumerate(scenarios):
+        points = []
+        for trigger, outcome in zip([None, *triggers], outcomes[k * per_scenario:(k + 1) * per_scenario]):
+            r = outcome.result
+            points.append({"label": "no backstop" if trigger is None else f"trigger {trigger:g}", "trigger": trigger,
+                           "bad_debt_usd": r.bad_debt_usd, "capital_efficiency": r.capital_efficiency,
+                           "liquidated_notional_usd": r.liquidated_notional_usd})
+        curves[scenario.name] = points
+    return curves

@@ -10,7 +10,7 @@ from pipelines.scenarios.generate import generate
 
 @pytest.fixture(scope="module")
 def comparisons():
-    return {s.name: compare(s, progress=False) for s in library.SCENARIOS}
+    return {r["scenario"]: r for r in compare(library.SCENARIOS, jobs=2, progress=False)}
 
 
 def test_backstop_reduces_bad_debt_on_every_scenario(comparisons):

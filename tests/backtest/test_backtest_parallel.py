@@ -1,0 +1,87 @@
+"""Backtests over worker processes: the same results as in-process, one progress bar, one-line errors."""
+
+import dataclasses
+import json
+import os
+import sys
+
+import pytest
+
+from pipelines.backtest.run import compare, parallel_map, sweep
+from pipelines.cli import main
+from pipelines.errors import UserError
+from pipelines.scenarios import library
+
+
+def backtest_json(capsys, *flags: str) -> tuple[object, str]:
+    assert main(["backtest", *flags, "--json"]) == 0
+    captured = capsys.readouterr()
+    return json.loads(captured.out), captured.err
+
+
+def test_parallel_compare_matches_in_process_and_is_silent_off_a_terminal(capsys):
+    flags = ("--scenario", "october-2025", "--scenario", "aug-2024", "--trigger", "1.1")
+    serial, serial_err = backtest_json(capsys, *flags, "--jobs", "1")
+    parallel, parallel_err = backtest_json(capsys, *flags, "--jobs", "2")
+    assert [r["scenario"] for r in serial] == ["october-2025", "aug-2024"]
+    for r in serial:  # each run's result in its place
+        runs = (r["without_backstop"], r["with_backstop"], r["alternative"])
+        expected = [(r["scenario"], False), (r["scenario"], True), (r["scenario"], True)]
+        assert [(run["scenario"], run["with_backstop"]) for run in runs] == expected
+    assert serial[0]["with_backstop"]["actions"] != serial[0]["alternative"]["actions"]
+    assert parallel == serial
+    assert serial_err == parallel_err == ""
+
+
+def test_parallel_sweep_matches_in_process_with_one_bar_when_forced(capsys):
+    scenarios = [library.get("october-2025")]
+    serial = sweep(scenarios, [0.9, 1.2], jobs=1, progress=False)
+    assert capsys.readouterr().err == ""
+    parallel = sweep(scenarios, [0.9, 1.2], jobs=2, progress=True)
+    err = capsys.readouterr().err
+    assert parallel == serial
+    assert [p["trigger"] for p in serial["october-2025"]] == [None, 0.9, 1.2]
+    assert err.count("\n") == 1 and err.endswith("] 3/3\n")
+    assert "] 0/3" in err
+
+
+def test_progress_bar_on_a_terminal_unless_no_progress(capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    flags = ("--scenario", "october-2025", "--jobs", "1")
+    assert main(["backtest", *flags, "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["backtest", *flags]) == 0
+    assert capsys.readouterr().err.endswith("] 2/2\n")
+
+
+@pytest.mark.parametrize("jobs", ["0", "-2", "two", "1.5", ""])
+def test_bad_jobs_flag_is_a_one_line_error(capsys, jobs):
+    assert main(["backtest", "--scenario", "october-2025", "--jobs", jobs]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("backstop: error: --jobs ")
+
+
+def test_a_run_that_raises_in_a_worker_names_the_run():
+    broken = dataclasses.replace(library.get("october-2025"), step_s=0)  # generating it divides by zero
+    with pytest.raises(UserError, match=r"^october-2025 with(out)? backstop: failed with ZeroDivisionError: "):
+        compare([broken], jobs=2, progress=False)
+
+
+def exit_at_once(item: int) -> int:
+    os._exit(3)
+
+
+def test_a_worker_that_dies_ends_the_call_with_an_error():
+    with pytest.raises(UserError, match="a worker process died"):
+        parallel_map(exit_at_once, [1, 2, 3], jobs=2)
+
+
+def double(item: int) -> int:
+    return 2 * item
+
+
+def test_parallel_map_keeps_the_order_of_its_items():
+    done = []
+    assert parallel_map(double, list(range(7)), jobs=2, on_done=done.append) == [2 * i for i in range(7)]
+    assert done == list(range(1, 8))
