@@ -23,6 +23,7 @@ estimates (from the live book) pass ``slippage_per_unit``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -139,9 +140,9 @@ def _checked_batch(accounts: Sequence[int], target_ratios: Sequence[float]) -> t
     number and every account comes once with one target."""
     targets = np.asarray(target_ratios, dtype=np.float64)
     picked = np.asarray(accounts, dtype=np.int64)
-    if not (np.isfinite(targets).all() and (targets > 0).all()):
+    if not all(math.isfinite(t) and t > 0 for t in targets.tolist()):
         raise UserError("target_ratio: expected a positive number")
-    if len(np.unique(picked)) != len(picked) or len(picked) != len(targets):
+    if len(set(picked.tolist())) != len(picked) or len(picked) != len(targets):
         raise UserError("plan_liquidations: one target per account, each account once")
     return picked, targets
 
@@ -166,12 +167,13 @@ def _legs_of(book: Book, picked: np.ndarray, chunk_fraction: float) -> _Legs:
     n_acc, n_und = len(picked), book.n_underlyings
     slot = np.full(len(book.accounts), -1, dtype=np.int64)
     slot[picked] = np.arange(n_acc)
-    legs = np.flatnonzero((slot[book.account_idx] >= 0) & (book.qty != 0))
-    legs = legs[np.argsort(slot[book.account_idx[legs]], kind="stable")]
-    owner = slot[book.account_idx[legs]]
+    position_owner = slot[book.account_idx]
+    legs = np.flatnonzero((position_owner >= 0) & (book.qty != 0))
+    legs = legs[np.argsort(position_owner[legs], kind="stable")]
+    owner = position_owner[legs]
     instrument = book.instrument_idx[legs]
     underlying = book.instruments.underlying_idx[instrument]
-    qty = book.qty[legs].copy()
+    qty = book.qty[legs]
     return _Legs(owner, np.searchsorted(owner, np.arange(n_acc + 1)), instrument, underlying,
                  owner * n_und + underlying, qty, chunk_fraction * np.abs(qty), n_acc, n_und)
 

@@ -9,8 +9,8 @@ makes a division by zero inf or NaN, never an exception. The search runs account
 where the reference advances every account in lockstep: the same steps, because an account's
 search reads and changes only its own (account, underlying) rows.
 
-Inputs are packed once per call into a few float64 tables with named columns (``INSTRUMENT_*``,
-``UNDERLYING_*``, ``ADAPTIVE_*``); ``warm()`` compiles the kernel for exactly the array types
+Inputs are packed once per call into a few float64 tables read through named indices
+(``INSTRUMENT_*``, ``UNDERLYING_*``, ``ADAPTIVE_*``); ``warm()`` compiles the kernel for exactly the array types
 ``greedy_search`` passes, so the first liquidation does not compile it.
 """
 
@@ -23,10 +23,10 @@ from pipelines.risk.adaptive import YEAR_DAYS, AdaptiveParams
 from pipelines.risk.book import BookRisk
 from pipelines.risk.instruments import InstrumentTable
 
-# Columns of the per-instrument table.
+# Rows of the per-instrument table (fields x instruments).
 INSTRUMENT_DELTA, INSTRUMENT_GAMMA, INSTRUMENT_VEGA, INSTRUMENT_IS_OPTION = 0, 1, 2, 3
 INSTRUMENT_CONTRACT_SIZE, INSTRUMENT_NOTIONAL, INSTRUMENT_SLIPPAGE = 4, 5, 6
-# Columns of the per-underlying table.
+# Rows of the per-underlying table (fields x underlyings).
 UNDERLYING_INDEX, UNDERLYING_IMPLIED_VOL, UNDERLYING_REALISED_VOL, UNDERLYING_DEPTH = 0, 1, 2, 3
 UNDERLYING_DELTA_CHARGE_NET, UNDERLYING_DELTA_CHARGE_HEDGED, UNDERLYING_SHORT_OPTION_CHARGE = 4, 5, 6
 # The adaptive parameters, in this order.
@@ -72,11 +72,12 @@ def _ratio(mm: float, equity: float) -> float:
 
 
 @_kernel
-def _adaptive_addon(gamma: float, vega: float, net_delta: float, gross: float, underlying: np.ndarray,
+def _adaptive_addon(gamma: float, vega: float, net_delta: float, gross: float, underlying: np.ndarray, u: int,
                     adaptive: np.ndarray, base: float) -> float:
-    """``adaptive.adaptive_addon(...).total`` of one row, the same operations in the same order."""
-    realised, depth = underlying[UNDERLYING_REALISED_VOL], underlying[UNDERLYING_DEPTH]
-    sigma = _maximum(realised if np.isfinite(realised) and realised > 0 else 0.0, underlying[UNDERLYING_IMPLIED_VOL])
+    """``adaptive.adaptive_addon(...).total`` of one row on underlying ``u``, the same operations in the
+    same order."""
+    realised, depth = underlying[UNDERLYING_REALISED_VOL, u], underlying[UNDERLYING_DEPTH, u]
+    sigma = _maximum(realised if np.isfinite(realised) and realised > 0 else 0.0, underlying[UNDERLYING_IMPLIED_VOL, u])
     deep = not np.isfinite(depth) or depth <= 0
     safe_depth = 1.0 if deep else depth
     participation = adaptive[ADAPTIVE_PARTICIPATION]
@@ -85,7 +86,7 @@ def _adaptive_addon(gamma: float, vega: float, net_delta: float, gross: float, u
     root = np.sqrt(horizon / YEAR_DAYS)
     move = adaptive[ADAPTIVE_Z] * sigma * root
     vol_move = adaptive[ADAPTIVE_Z] * adaptive[ADAPTIVE_VOL_OF_VOL] * sigma * root
-    index = underlying[UNDERLYING_INDEX]
+    index = underlying[UNDERLYING_INDEX, u]
     index_move = index * move
     gamma_addon = 0.5 * _maximum(-gamma, 0.0) * (index_move * index_move)
     vega_addon = _maximum(-vega, 0.0) * 100.0 * vol_move
@@ -97,24 +98,25 @@ def _adaptive_addon(gamma: float, vega: float, net_delta: float, gross: float, u
 
 @_kernel
 def _row_maintenance(pnl: np.ndarray, weight: np.ndarray, delta: float, long_delta: float, short_delta: float,
-                     short_option: float, gamma: float, vega: float, gross: float, underlying: np.ndarray,
+                     short_option: float, gamma: float, vega: float, gross: float, underlying: np.ndarray, u: int,
                      adaptive: np.ndarray, use_adaptive: bool) -> float:
-    """``margin.row_margin(...).maintenance`` of one row, plus the adaptive add-on when asked."""
+    """``margin.row_margin(...).maintenance`` of one row on underlying ``u``, plus the adaptive add-on
+    when asked."""
     loss = 0.0
     if len(pnl):
         worst = pnl[0] * weight[0]
         for s in range(1, len(pnl)):
             worst = _minimum(worst, pnl[s] * weight[s])
         loss = _maximum(-worst, 0.0)
-    index = underlying[UNDERLYING_INDEX]
+    index = underlying[UNDERLYING_INDEX, u]
     hedged = _minimum(long_delta, short_delta)
-    delta_charge = (underlying[UNDERLYING_DELTA_CHARGE_NET] * abs(delta)
-                    + underlying[UNDERLYING_DELTA_CHARGE_HEDGED] * hedged) * index
-    short_charge = underlying[UNDERLYING_SHORT_OPTION_CHARGE] * short_option * index
+    delta_charge = (underlying[UNDERLYING_DELTA_CHARGE_NET, u] * abs(delta)
+                    + underlying[UNDERLYING_DELTA_CHARGE_HEDGED, u] * hedged) * index
+    short_charge = underlying[UNDERLYING_SHORT_OPTION_CHARGE, u] * short_option * index
     base = loss + delta_charge + short_charge
     if not use_adaptive:
         return base
-    return base + _adaptive_addon(gamma, vega, delta, gross, underlying, adaptive, base)
+    return base + _adaptive_addon(gamma, vega, delta, gross, underlying, u, adaptive, base)
 
 
 @_kernel
@@ -131,15 +133,15 @@ def _sum_row(u: int, first: int, last: int, qty: np.ndarray, legs: Legs, market:
         k, q = leg_instrument[leg], qty[leg]
         for s in range(pnl.shape[1]):
             pnl[u, s] += q * scenario_pnl[k, s]
-        position_delta = q * instrument[k, INSTRUMENT_DELTA]
+        position_delta = q * instrument[INSTRUMENT_DELTA, k]
         sums[u, ROW_DELTA] += position_delta
         sums[u, ROW_LONG] += _maximum(position_delta, 0.0)
         sums[u, ROW_SHORT] += _maximum(-position_delta, 0.0)
-        is_option = instrument[k, INSTRUMENT_IS_OPTION] != 0.0
-        sums[u, ROW_SHORT_OPTION] += _maximum(-q, 0.0) * instrument[k, INSTRUMENT_CONTRACT_SIZE] if is_option else 0.0
-        sums[u, ROW_GAMMA] += q * instrument[k, INSTRUMENT_GAMMA]
-        sums[u, ROW_VEGA] += q * instrument[k, INSTRUMENT_VEGA]
-        sums[u, ROW_GROSS] += abs(q) * instrument[k, INSTRUMENT_NOTIONAL]
+        is_option = instrument[INSTRUMENT_IS_OPTION, k] != 0.0
+        sums[u, ROW_SHORT_OPTION] += _maximum(-q, 0.0) * instrument[INSTRUMENT_CONTRACT_SIZE, k] if is_option else 0.0
+        sums[u, ROW_GAMMA] += q * instrument[INSTRUMENT_GAMMA, k]
+        sums[u, ROW_VEGA] += q * instrument[INSTRUMENT_VEGA, k]
+        sums[u, ROW_GROSS] += abs(q) * instrument[INSTRUMENT_NOTIONAL, k]
 
 
 @_kernel
@@ -149,7 +151,7 @@ def _price_row(u: int, market: Market, rows: Rows) -> float:
     pnl, sums, _, _ = rows
     return _row_maintenance(pnl[u], weight[u], sums[u, ROW_DELTA], sums[u, ROW_LONG], sums[u, ROW_SHORT],
                             sums[u, ROW_SHORT_OPTION], sums[u, ROW_GAMMA], sums[u, ROW_VEGA], sums[u, ROW_GROSS],
-                            underlying[u], adaptive, use_adaptive)
+                            underlying, u, adaptive, use_adaptive)
 
 
 @_kernel
@@ -172,22 +174,22 @@ def _chunk(leg: int, qty: np.ndarray, legs: Legs, market: Market, rows: Rows) ->
     size = _minimum(chunk[leg], abs(q))
     dq = -np.sign(q) * size
     after = q + dq
-    d = instrument[k, INSTRUMENT_DELTA]
+    d = instrument[INSTRUMENT_DELTA, k]
     for s in range(len(scratch)):
         scratch[s] = pnl[u, s] + dq * scenario_pnl[k, s]
     long_delta = sums[u, ROW_LONG] + _maximum(after * d, 0.0) - _maximum(q * d, 0.0)
     short_delta = sums[u, ROW_SHORT] + _maximum(-after * d, 0.0) - _maximum(-q * d, 0.0)
-    is_option = instrument[k, INSTRUMENT_IS_OPTION] != 0.0
-    short_option_change = ((_maximum(-after, 0.0) - _maximum(-q, 0.0)) * instrument[k, INSTRUMENT_CONTRACT_SIZE]
+    is_option = instrument[INSTRUMENT_IS_OPTION, k] != 0.0
+    short_option_change = ((_maximum(-after, 0.0) - _maximum(-q, 0.0)) * instrument[INSTRUMENT_CONTRACT_SIZE, k]
                            if is_option else 0.0)
-    gross = sums[u, ROW_GROSS] + (abs(after) - abs(q)) * instrument[k, INSTRUMENT_NOTIONAL]
+    gross = sums[u, ROW_GROSS] + (abs(after) - abs(q)) * instrument[INSTRUMENT_NOTIONAL, k]
     mm_after = _row_maintenance(scratch, weight[u], sums[u, ROW_DELTA] + dq * d, _maximum(long_delta, 0.0),
                                 _maximum(short_delta, 0.0),
                                 _maximum(sums[u, ROW_SHORT_OPTION] + short_option_change, 0.0),
-                                sums[u, ROW_GAMMA] + dq * instrument[k, INSTRUMENT_GAMMA],
-                                sums[u, ROW_VEGA] + dq * instrument[k, INSTRUMENT_VEGA], _maximum(gross, 0.0),
-                                underlying[u], adaptive, use_adaptive)
-    cost = size * instrument[k, INSTRUMENT_SLIPPAGE]
+                                sums[u, ROW_GAMMA] + dq * instrument[INSTRUMENT_GAMMA, k],
+                                sums[u, ROW_VEGA] + dq * instrument[INSTRUMENT_VEGA, k], _maximum(gross, 0.0),
+                                underlying, u, adaptive, use_adaptive)
+    cost = size * instrument[INSTRUMENT_SLIPPAGE, k]
     return (rows_mm[u] - mm_after) / _maximum(cost, MIN_COST), dq, after, cost
 
 
@@ -296,7 +298,22 @@ def _ints(a: np.ndarray) -> np.ndarray:
     return a if a.flags.writeable else a.copy()
 
 
-def _adaptive_table(adaptive: AdaptiveParams | None) -> np.ndarray:
+def instrument_table(risk: BookRisk, table: InstrumentTable, slippage_per_unit: np.ndarray) -> np.ndarray:
+    """The per-instrument table: ``INSTRUMENT_*`` rows by instrument columns."""
+    unit = risk.unit
+    return np.array((unit.delta, unit.gamma, unit.vega, table.is_option, table.contract_size,
+                     risk.inputs.index * table.contract_size, slippage_per_unit), dtype=np.float64)
+
+
+def underlying_table(risk: BookRisk, realised_vol: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """The per-underlying table: ``UNDERLYING_*`` rows by underlying columns."""
+    inputs, charges = risk.inputs, risk.params
+    return np.array((inputs.underlying_index, inputs.underlying_vol, realised_vol, depth, charges.delta_charge_net,
+                     charges.delta_charge_hedged, charges.short_option_charge), dtype=np.float64)
+
+
+def adaptive_table(adaptive: AdaptiveParams | None) -> np.ndarray:
+    """The adaptive parameters in ``ADAPTIVE_FIELDS`` order (zeros when there is no add-on)."""
     if adaptive is None:
         return np.zeros(len(ADAPTIVE_FIELDS))
     return np.array([getattr(adaptive, name) for name in ADAPTIVE_FIELDS], dtype=np.float64)
@@ -320,16 +337,11 @@ def greedy_search(
 ) -> tuple[np.ndarray, ...]:
     """The fields of ``liquidation_order.GreedySearch``, in order, for the legs of a batch
     (grouped by batch account: account b's are ``leg_start[b]:leg_start[b + 1]``)."""
-    unit, inputs, charges = risk.unit, risk.inputs, risk.params
-    instrument = np.column_stack((unit.delta, unit.gamma, unit.vega, table.is_option, table.contract_size,
-                                  inputs.index * table.contract_size, slippage_per_unit)).astype(np.float64, copy=False)
-    underlying = np.column_stack((inputs.underlying_index, inputs.underlying_vol, realised_vol, depth,
-                                  charges.delta_charge_net, charges.delta_charge_hedged,
-                                  charges.short_option_charge)).astype(np.float64, copy=False)
     steps, n, mm_before, mm_after, equity_after = _search(
         _ints(leg_start), _ints(leg_instrument), _ints(leg_underlying), _floats(leg_qty), _floats(leg_chunk),
-        _floats(risk.scenario_pnl), _floats(risk.grid.weight), instrument, underlying, _adaptive_table(adaptive),
-        adaptive is not None, _floats(equity), _floats(targets), int(max_steps))
+        _floats(risk.scenario_pnl), _floats(risk.grid.weight), instrument_table(risk, table, slippage_per_unit),
+        underlying_table(risk, realised_vol, depth), adaptive_table(adaptive), adaptive is not None, _floats(equity),
+        _floats(targets), int(max_steps))
     taken = steps[:n]
     return (taken[:, STEP_ACCOUNT].astype(np.int64), taken[:, STEP_INSTRUMENT].astype(np.int64), taken[:, STEP_QTY],
             taken[:, STEP_COST], taken[:, STEP_MAINTENANCE], taken[:, STEP_EQUITY], mm_before, mm_after, equity_after)
@@ -341,6 +353,6 @@ def warm() -> None:
     one, two = np.ones(1), np.ones(2)
     _search(_ints(np.array([0, 2])), _ints(np.array([0, 1])), _ints(np.zeros(2)), _floats(np.array([-1.0, 1.0])),
             _floats(0.2 * two), _floats(np.array([[-1.0, 0.5], [-0.1, 0.1]])), _floats(np.ones((1, 2))),
-            _floats(np.array([[0.5, 0.01, 1.0, 1.0, 1.0, 1.0, 0.1], [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.1]])),
-            _floats(np.array([[1.0, 0.5, 0.5, 1e6, 0.02, 0.01, 0.01]])), _adaptive_table(AdaptiveParams()), True,
+            _floats(np.array([[0.5, 0.01, 1.0, 1.0, 1.0, 1.0, 0.1], [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.1]]).T),
+            _floats(np.array([[1.0, 0.5, 0.5, 1e6, 0.02, 0.01, 0.01]]).T), adaptive_table(AdaptiveParams()), True,
             _floats(one), _floats(0.5 * one), 10)
