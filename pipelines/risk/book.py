@@ -346,10 +346,12 @@ def _account_rows_compiled(book: Book, pricing: _Pricing, accounts: np.ndarray |
 
 @functools.lru_cache(maxsize=64)
 def _adaptive_array(adaptive: AdaptiveParams | None) -> np.ndarray:
-    """The kernel's form of the adaptive parameters (empty: no add-on), built once per parameters."""
-    if adaptive is None:
-        return np.zeros(0)
-    return np.array([getattr(adaptive, name) for name in kernel.ADAPTIVE_FIELDS], dtype=np.float64)
+    """The kernel's form of the adaptive parameters (empty: no add-on), built once per parameters
+    and read-only, as the cache shares it."""
+    values = [] if adaptive is None else [getattr(adaptive, name) for name in kernel.ADAPTIVE_FIELDS]
+    array = np.array(values, dtype=np.float64)
+    array.flags.writeable = False
+    return array
 
 
 def account_risk(
