@@ -7,6 +7,10 @@ counted in ``late_events``. Given the same observations in the same per-key orde
 is the same: that is what makes a Kafka run and an in-process replay agree.
 
 Default thresholds and their sources are in ``DetectorParams``.
+
+The state is data in two parts: each account's (``account_state``), and the market's — every
+key that is not an account's (``market_state``). Restoring the market part and any set of
+accounts gives detectors that behave on those accounts as the ones the parts came from.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pipelines.detect.windows import HeldCondition, RollingExtremes, RollingTwap
 
 SECOND_MS = 1000
 MINUTE_MS = 60 * SECOND_MS
+ACCOUNT_STREAMS = ("collateral", "margin")  # the watermark streams keyed by account
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,3 +353,91 @@ class Detectors:
     def circuit_level(self, underlying: str) -> int:
         """The highest index-move level currently reached for ``underlying`` (0: none)."""
         return self._index_levels[underlying].level if underlying in self._index_levels else 0
+
+    # ------------------------------------------------------------------ state as data
+
+    def accounts(self) -> set[str]:
+        """Every account the detectors hold anything for. An account's watermarks are only ever
+        made with its ``_AccountState`` (the first event of a key is never late)."""
+        return set(self._accounts)
+
+    def account_state(self, account: str) -> dict | None:
+        """What the detectors hold for ``account`` as plain data (``DetectorAccountState``): its
+        margin conditions, recent withdrawals and its collateral and margin watermarks; None when
+        they hold nothing for it."""
+        state = self._accounts.get(account)
+        if state is None:
+            return None
+        out = {"margin": state.margin.state(), "liquidation": state.liquidation.state(),
+               "withdrawals": [{"event_time_ms": t, "amount_usd": amount, "ref": ref}
+                               for t, amount, ref in state.withdrawals]}
+        for stream in ACCOUNT_STREAMS:
+            watermark = self._watermarks.get(f"{stream}/{account}")
+            out[f"{stream}_watermark"] = None if watermark is None else watermark.state()
+        return out
+
+    def restore_account(self, account: str, state: dict) -> None:
+        """Hold for ``account`` what ``account_state`` gave, in place of what is held for it."""
+        self._accounts[account] = _AccountState(
+            HeldCondition.from_state(state["margin"]), HeldCondition.from_state(state["liquidation"]),
+            [(w["event_time_ms"], w["amount_usd"], w["ref"]) for w in state["withdrawals"]])
+        for stream in ACCOUNT_STREAMS:
+            watermark = state[f"{stream}_watermark"]
+            if watermark is None:
+                self._watermarks.pop(f"{stream}/{account}", None)
+            else:
+                self._watermarks[f"{stream}/{account}"] = Watermark.from_state(watermark)
+
+    def drop_account(self, account: str) -> None:
+        """Forget ``account``: its conditions, withdrawals and watermarks."""
+        self._accounts.pop(account, None)
+        for stream in ACCOUNT_STREAMS:
+            self._watermarks.pop(f"{stream}/{account}", None)
+
+    def market_state(self) -> dict:
+        """Everything not per account as plain data (``DetectorMarketState``): the index, IV,
+        depth, oracle and mark state, the watermarks of those keys and ``late_events``."""
+        return {
+            "late_events": self.late_events,
+            "watermarks": {key: watermark.state() for key, watermark in self._watermarks.items()
+                           if not _account_watermark(key)},
+            "index_windows": {u: window.state() for u, window in self._index_windows.items()},
+            "index_levels": {u: state.level for u, state in self._index_levels.items()},
+            "iv_windows": {key: window.state() for key, window in self._iv_windows.items()},
+            "iv_firing": sorted(self._iv_firing),
+            "depth": {instrument: held.state() for instrument, held in self._depth.items()},
+            "oracle_last": {u: {source: {"publish_time_ms": published, "price": price, "ref": ref}
+                                for source, (published, price, ref) in sources.items()}
+                            for u, sources in self._oracle_last.items()},
+            "oracle_twap": {u: window.state() for u, window in self._oracle_twap.items()},
+            "oracle_stale": [{"underlying": u, "source": source} for u, source in sorted(self._oracle_stale)],
+            "oracle_deviating": sorted(self._oracle_deviating),
+            "oracle_off_twap": sorted(self._oracle_off_twap),
+            "mark_firing": sorted(self._mark_firing),
+        }
+
+    def restore_market(self, state: dict) -> None:
+        """Hold what ``market_state`` gave in place of the market side; accounts are kept."""
+        self.late_events = state["late_events"]
+        self._watermarks = {key: watermark for key, watermark in self._watermarks.items()
+                            if _account_watermark(key)}
+        self._watermarks.update((key, Watermark.from_state(w)) for key, w in state["watermarks"].items())
+        self._index_windows = {u: RollingExtremes.from_state(w) for u, w in state["index_windows"].items()}
+        self._index_levels = defaultdict(_LevelState, {u: _LevelState(level)
+                                                       for u, level in state["index_levels"].items()})
+        self._iv_windows = {key: RollingExtremes.from_state(w) for key, w in state["iv_windows"].items()}
+        self._iv_firing = set(state["iv_firing"])
+        self._depth = {instrument: HeldCondition.from_state(held) for instrument, held in state["depth"].items()}
+        self._oracle_last = defaultdict(dict, {
+            u: {source: (quote["publish_time_ms"], quote["price"], quote["ref"]) for source, quote in sources.items()}
+            for u, sources in state["oracle_last"].items()})
+        self._oracle_twap = {u: RollingTwap.from_state(w) for u, w in state["oracle_twap"].items()}
+        self._oracle_stale = {(stale["underlying"], stale["source"]) for stale in state["oracle_stale"]}
+        self._oracle_deviating = set(state["oracle_deviating"])
+        self._oracle_off_twap = set(state["oracle_off_twap"])
+        self._mark_firing = set(state["mark_firing"])
+
+
+def _account_watermark(key: str) -> bool:
+    """Whether a watermark key (``stream/key``) is an account's."""
+    return key.split("/", 1)[0] in ACCOUNT_STREAMS

@@ -149,6 +149,28 @@ class Ladder:
         ladder = self._accounts.get(account)
         return ladder.state if ladder else AccountState.NORMAL
 
+    def accounts(self) -> set[str]:
+        """Every account the ladder holds a state for (one released holds a NORMAL one)."""
+        return set(self._accounts)
+
+    def account_state(self, account: str) -> dict | None:
+        """``account``'s ladder as plain data (``LadderAccountState``); None when it holds none."""
+        ladder = self._accounts.get(account)
+        if ladder is None:
+            return None
+        return {"state": ladder.state.value, "distress_since_ms": ladder.distress_since_ms,
+                "last_round_ms": ladder.last_round_ms, "breach_ids": list(ladder.breach_ids),
+                "last_hedge_ms": ladder.last_hedge_ms, "in_flight": dict(ladder.in_flight)}
+
+    def restore_account(self, account: str, state: dict) -> None:
+        """Hold for ``account`` the ladder ``account_state`` gave, in place of its own."""
+        self._accounts[account] = _Ladder(AccountState(state["state"]), state["distress_since_ms"],
+                                          state["last_round_ms"], tuple(state["breach_ids"]),
+                                          state["last_hedge_ms"], dict(state["in_flight"]))
+
+    def drop_account(self, account: str) -> None:
+        self._accounts.pop(account, None)
+
     def on_position_update(self, account: str, instrument: str) -> None:
         """A new position for the leg: whatever was in flight on it is now reflected in it."""
         ladder = self._accounts.get(account)

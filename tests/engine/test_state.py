@@ -17,8 +17,11 @@ import fastavro
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipelines.detect.breach import Breach, BreachKind
+from pipelines.detect.detectors import Detectors, DetectorParams
 from pipelines.detect.windows import HeldCondition, RollingExtremes, RollingTwap, Sample, Watermark
 from pipelines.engine.state_schema import parse
+from pipelines.policy.ladder import AccountView, CloseIntent, Ladder, LadderParams
 
 
 def round_trip(name: str, state: dict) -> dict:
@@ -142,3 +145,184 @@ def test_nan_and_infinities_survive_the_round_trip() -> None:
     assert [sample["value"] for sample in state["recent"]][:2] == [math.inf, -math.inf]
     assert math.isnan(state["recent"][2]["value"])
     assert repr(round_trip("RollingTwapState", state)) == repr(state)  # repr: nan != nan
+
+
+# ---------------------------------------------------------------------------- detectors
+
+ACCOUNTS = ["a", "b", "c", "d"]
+UNDERLYINGS = ["BTC", "ETH"]
+INSTRUMENTS = ["BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-27DEC26-60000-C"]
+FAST = DetectorParams(allowed_lateness_ms=2_000, margin_grace_ms=1_000, index_move_window_ms=20_000,
+                      iv_jump_window_ms=10_000, depth_hold_ms=2_000, oracle_stale_ms=5_000,
+                      oracle_twap_window_ms=10_000, withdrawal_lookback_ms=10_000, window_buckets=7)
+
+steps = st.integers(-2_500, 1_500)  # a negative step: an event that late, beyond the allowance at times
+DETECTOR_EVENTS = st.lists(st.one_of(
+    st.tuples(st.just("collateral"), st.sampled_from(ACCOUNTS), steps, st.sampled_from([-50.0, -5.0, 10.0]),
+              st.sampled_from([20.0, 100.0])),
+    st.tuples(st.just("margin"), st.sampled_from(ACCOUNTS), steps,
+              st.sampled_from([0.5, 0.96, 1.2, 1.6, math.inf])),
+    st.tuples(st.just("index"), st.sampled_from(UNDERLYINGS), steps, st.integers(-5, 5), st.booleans()),
+    st.tuples(st.just("iv"), st.sampled_from(UNDERLYINGS + INSTRUMENTS[2:]), steps, st.sampled_from([0.5, 0.58, 0.7])),
+    st.tuples(st.just("depth"), st.sampled_from(INSTRUMENTS), steps, st.sampled_from([1e5, 3e5, 4e5])),
+    st.tuples(st.just("oracle"), st.sampled_from(UNDERLYINGS), steps, st.sampled_from(["pyth", "chainlink"]),
+              st.sampled_from([0, 7_000]), st.integers(-5, 5)),
+    st.tuples(st.just("mark"), st.sampled_from(INSTRUMENTS), steps, st.sampled_from([1.0, 1.1, 1.4]),
+              st.sampled_from([0.0, 1e6])),
+), max_size=50)
+
+
+def timed(events: list[tuple], start: int = 100_000) -> list[tuple]:
+    """Events with their step turned into an event time on a clock that advances with the positive steps."""
+    clock, out = start, []
+    for kind, key, step, *rest in events:
+        t = clock + step
+        clock = max(clock, t)
+        out.append((kind, key, t, *rest))
+    return out
+
+
+def detect(d: Detectors, event: tuple) -> tuple:
+    """What one event gives: its breaches, whether it was late, and the queries on its key."""
+    late = d.late_events
+    match event:
+        case ("collateral", account, t, change, equity):
+            breaches = d.on_collateral(account, t, change, equity, f"c{t}")
+        case ("margin", account, t, ratio):
+            breaches = d.on_margin(account, t, ratio, f"m{t}")
+        case ("index", underlying, t, move, moves):
+            breaches = d.on_index(underlying, t, 100.0 * (1 + move * 0.04), f"i{t}", moves)
+        case ("iv", key, t, iv):
+            breaches = d.on_iv(key, t, iv, f"v{t}")
+        case ("depth", instrument, t, depth):
+            breaches = d.on_depth(instrument, t, depth, f"d{t}")
+        case ("oracle", underlying, t, source, lag, move):
+            breaches = d.on_oracle(underlying, source, t, t - lag, 100.0 * (1 + move * 0.03), f"o{t}")
+        case ("mark", instrument, t, mark, backing):
+            breaches = d.on_mark(instrument, t, mark, 1.0, backing, f"k{t}")
+    queries = (d.margin_idle(event[1]) if event[0] in ("collateral", "margin") else
+               [(d.oracle_unreliable(u), d.circuit_level(u)) for u in UNDERLYINGS])
+    return [b.breach_id for b in breaches], d.late_events - late, queries
+
+
+def restored_detectors(market: dict, accounts: dict[str, dict]) -> Detectors:
+    d = Detectors(FAST)
+    d.restore_market(round_trip("DetectorMarketState", market))
+    for account, state in accounts.items():
+        d.restore_account(account, round_trip("DetectorAccountState", state))
+    return d
+
+
+@settings(max_examples=150, deadline=None)
+@given(DETECTOR_EVENTS, DETECTOR_EVENTS, st.sets(st.sampled_from(ACCOUNTS)))
+def test_detectors_restored_whole_or_split_by_account_detect_as_the_original(before: list, after: list,
+                                                                             mine: set[str]) -> None:
+    """One detectors restored from the market part and every account, and two that share the
+    market part and split the accounts: each gives what the original gives on its accounts'
+    events, and all of them on the market's."""
+    events = timed(before + after)
+    a = Detectors(FAST)
+    for event in events[:len(before)]:
+        detect(a, event)
+    market = a.market_state()
+    accounts = {account: a.account_state(account) for account in a.accounts()}
+    assert plain(market) and plain(accounts) and set(accounts) <= set(ACCOUNTS) and None not in accounts.values()
+    assert {account for account in ACCOUNTS if a.account_state(account) is not None} == a.accounts()
+    whole = restored_detectors(market, accounts)
+    split = {True: restored_detectors(market, {k: v for k, v in accounts.items() if k in mine}),
+             False: restored_detectors(market, {k: v for k, v in accounts.items() if k not in mine})}
+    for event in events[len(before):]:
+        expected = detect(a, event)
+        assert detect(whole, event) == expected
+        if event[0] in ("collateral", "margin"):
+            assert detect(split[event[1] in mine], event) == expected
+        else:
+            assert detect(split[True], event) == expected and detect(split[False], event) == expected
+    assert whole.market_state() == a.market_state()
+    for part, d in split.items():
+        assert {k: v for k, v in d.market_state().items() if k != "late_events"} == \
+            {k: v for k, v in a.market_state().items() if k != "late_events"}
+        assert d.accounts() == {account for account in a.accounts() if (account in mine) == part}
+    for account in ACCOUNTS:
+        assert whole.account_state(account) == split[account in mine].account_state(account) == \
+            a.account_state(account)
+
+
+def test_a_dropped_account_leaves_nothing_behind() -> None:
+    d = Detectors(FAST)
+    d.on_collateral("a", 1_000, -50.0, 100.0, "c")
+    d.on_margin("a", 2_000, 1.2, "m")
+    d.on_margin("b", 2_000, 1.2, "m")
+    d.drop_account("a")
+    assert d.account_state("a") is None and d.accounts() == {"b"}
+    assert d.on_margin("a", 0, 1.2, "m") == [] and d.late_events == 0  # no watermark left: not late
+
+
+# ---------------------------------------------------------------------------- ladder
+
+LADDER_EVENTS = st.lists(st.one_of(
+    st.tuples(st.just("revalue"), st.sampled_from(ACCOUNTS), st.integers(0, 1_500),
+              st.sampled_from([0.5, 0.75, 0.85, 0.95, 1.1, 1.6]), st.sampled_from([-2.0, 0.0, 3.0]),
+              st.sampled_from([-5.0, 0.0]), st.booleans(),
+              st.sampled_from([(), (BreachKind.MARGIN_SHORTFALL,), (BreachKind.EQUITY_BELOW_LIQUIDATION,)]),
+              st.booleans(), st.sets(st.sampled_from(INSTRUMENTS)), st.sets(st.sampled_from(UNDERLYINGS))),
+    st.tuples(st.just("position"), st.sampled_from(ACCOUNTS), st.integers(0, 0), st.sampled_from(INSTRUMENTS)),
+), max_size=50)
+
+
+def legs(size: float) -> list[CloseIntent]:
+    """An account's legs, each as the intent to close it."""
+    return [CloseIntent("BTC-PERPETUAL", "BTC", -size, 60_000.0),
+            CloseIntent("ETH-PERPETUAL", "ETH", size / 2, 3_000.0)]
+
+
+def escalate(ladder: Ladder, event: tuple, t: int) -> tuple:
+    """What one event gives: the decisions, then the account's state and whether it may round."""
+    match event:
+        case ("revalue", account, _, ratio, size, velocity, hedged, kinds, flat, thin, unreliable):
+            equity = 200_000.0
+            view = AccountView(account, t, equity, ratio * equity, ratio * equity * 1.25, ratio,
+                               {"BTC": size, "ETH": -size}, {"BTC": 0.001}, {}, {"BTC": 60_000.0, "ETH": 3_000.0},
+                               {"BTC": velocity}, hedged)
+            breaches = [Breach(kind, account, t, ratio, 1.0, t, t, (f"r{t}",)) for kind in kinds]
+            positions = [] if flat else legs(size)
+            decisions = ladder.on_revaluation(view, breaches, positions, lambda target: legs(size * target), thin,
+                                              unreliable)
+        case ("position", account, _, instrument):
+            ladder.on_position_update(account, instrument)
+            decisions = []
+    return decisions, ladder.state(account), ladder.may_round(account, 1.0, t, 1.0)
+
+
+def restored_ladder(accounts: dict[str, dict]) -> Ladder:
+    ladder = Ladder(LadderParams(round_ms=1_000, ramp_ms=5_000))
+    for account, state in accounts.items():
+        ladder.restore_account(account, round_trip("LadderAccountState", state))
+    return ladder
+
+
+@settings(max_examples=150, deadline=None)
+@given(LADDER_EVENTS, LADDER_EVENTS, st.sets(st.sampled_from(ACCOUNTS)))
+def test_ladders_restored_whole_or_split_by_account_decide_as_the_original(before: list, after: list,
+                                                                           mine: set[str]) -> None:
+    a = restored_ladder({})
+    t = 0
+    for event in before:
+        t += event[2]
+        escalate(a, event, t)
+    accounts = {account: a.account_state(account) for account in a.accounts()}
+    assert plain(accounts) and {account for account in ACCOUNTS if a.account_state(account) is not None} == \
+        a.accounts()
+    whole = restored_ladder(accounts)
+    split = {True: restored_ladder({k: v for k, v in accounts.items() if k in mine}),
+             False: restored_ladder({k: v for k, v in accounts.items() if k not in mine})}
+    for event in after:
+        t += event[2]
+        expected = escalate(a, event, t)
+        assert escalate(whole, event, t) == expected
+        assert escalate(split[event[1] in mine], event, t) == expected
+    for account in ACCOUNTS:
+        assert whole.account_state(account) == split[account in mine].account_state(account) == \
+            a.account_state(account)
+    whole.drop_account("a")
+    assert whole.account_state("a") is None and "a" not in whole.accounts()
