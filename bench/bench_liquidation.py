@@ -1,7 +1,7 @@
 """Liquidation planning in a crash: every distressed account planned together vs one at a time,
 and the compiled search (``kernels.planner``) against its numpy reference.
 
-    .venv/bin/python bench/bench_liquidation.py [--quick] [--accounts N] [--out F]
+    .venv/bin/python bench/bench_liquidation.py [--quick] [--accounts N] [--repeats N] [--out F]
 
 The profile of the in-process engine on a crash (bench/run.py's "profile" section) showed
 the Greek-aware liquidation planner, run account by account, as most of its time. The engine
@@ -135,9 +135,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2,000 accounts")
     parser.add_argument("--accounts", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=5, help="runs of each may-2021 call; its best counts")
+    parser.add_argument("--repeats", type=int, help="runs of each may-2021 call, its best counts (default 5, quick 1)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "liquidation.json"))
     args = parser.parse_args()
+    repeats = (1 if args.quick else 5) if args.repeats is None else args.repeats
+    if repeats < 1:
+        raise SystemExit("bench_liquidation: --repeats must be at least 1")
     planner.warm()
     engine, book, risk, conditions = crash_book(2_000 if args.quick else args.accounts)
     targets = {i: engine.ladder.target_ratio_of(float(risk.maintenance[i]), float(risk.initial[i]))
@@ -167,7 +170,7 @@ def main() -> None:
               "compiled_alone_plans_per_s": len(distressed) / figures["alone", True],
               "compiled_vs_numpy_together": batch_s / figures["together", True],
               "compiled_vs_numpy_alone": alone_s / figures["alone", True],
-              **replay_figures("may-2021", args.repeats)}
+              **replay_figures("may-2021", repeats)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
