@@ -266,7 +266,8 @@ def _account_totals(rows_mm: np.ndarray, n_underlyings: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class GreedySearch:
-    """The steps a search took, in order, and each batch account's margin and equity around them."""
+    """The steps a search took, grouped by account (ascending) and in order within an account, and
+    each batch account's margin and equity around them."""
 
     step_account: np.ndarray  # batch position of the account that took the step
     step_instrument: np.ndarray
@@ -320,9 +321,11 @@ def _greedy_search(legs: _Legs, pricing: _Pricing, equity: np.ndarray, targets: 
         mm = _account_totals(rows_mm, legs.n_underlyings)
         steps.append((stepping, legs.instrument[chosen], candidates.qty[best], candidates.cost[best], mm[stepping],
                       equity[stepping]))
-    no_steps = (np.zeros(0, dtype=np.int64),) * 2 + (np.zeros(0),) * 4
-    columns = [np.concatenate(column) for column in zip(*steps)] if steps else no_steps
-    return GreedySearch(*columns, mm_before, mm, equity)
+    if not steps:
+        return GreedySearch(*(np.zeros(0, dtype=np.int64),) * 2, *(np.zeros(0),) * 4, mm_before, mm, equity)
+    columns = [np.concatenate(column) for column in zip(*steps)]
+    by_account = np.argsort(columns[0], kind="stable")
+    return GreedySearch(*(column[by_account] for column in columns), mm_before, mm, equity)
 
 
 def _accounts_to_step(legs: _Legs, qty: np.ndarray, mm: np.ndarray, equity: np.ndarray, targets: np.ndarray,
@@ -369,17 +372,26 @@ def _candidate_chunks(legs: _Legs, pricing: _Pricing, qty: np.ndarray, state: _R
 
 def _plans_of(book: Book, picked: np.ndarray, targets: np.ndarray, equity_before: np.ndarray,
               search: GreedySearch) -> list[LiquidationPlan]:
-    """The search's steps as close orders, consecutive steps on one instrument merged into one order."""
+    """The search's steps as close orders: an account's consecutive steps on one instrument make
+    one order, their quantities and costs added in step order, with the margin and equity after
+    the last of them."""
     names = book.instruments.instruments
     orders: list[list[CloseOrder]] = [[] for _ in range(len(picked))]
-    for b, k, qty, cost, m, e in zip(search.step_account.tolist(), search.step_instrument.tolist(),
-                                      search.step_qty.tolist(), search.step_cost.tolist(),
-                                      search.step_maintenance.tolist(), search.step_equity.tolist()):
-        name, own = names[k].name, orders[b]
-        if own and own[-1].instrument == name:
-            prev = own.pop()
-            qty, cost = prev.qty + qty, prev.slippage_usd + cost
-        own.append(CloseOrder(name, qty, cost, m, e, _ratio(m, e)))
+
+    def place(b: int, k: int, qty: float, cost: float, m: float, e: float) -> None:
+        orders[b].append(CloseOrder(names[k].name, qty, cost, m, e, _ratio(m, e)))
+
+    merging: tuple | None = None  # (account, instrument, qty, cost, margin, equity) of the order being merged
+    for step in zip(search.step_account.tolist(), search.step_instrument.tolist(), search.step_qty.tolist(),
+                    search.step_cost.tolist(), search.step_maintenance.tolist(), search.step_equity.tolist()):
+        if merging is not None and merging[:2] == step[:2]:
+            merging = (*step[:2], merging[2] + step[2], merging[3] + step[3], *step[4:])
+        else:
+            if merging is not None:
+                place(*merging)
+            merging = step
+    if merging is not None:
+        place(*merging)
     mm_after, equity_after = search.maintenance_after.tolist(), search.equity_after.tolist()
     return [LiquidationPlan(book.accounts[a], float(targets[b]), tuple(orders[b]),
                             bool(_ratio(mm_after[b], equity_after[b]) <= targets[b]),
