@@ -255,10 +255,10 @@ def _rows_maintenance(state: _RowState, underlying: np.ndarray, pricing: _Pricin
                                  pricing.depth[underlying], base, pricing.adaptive).total
 
 
-def _account_totals(rows_mm: np.ndarray, n_underlyings: int) -> np.ndarray:
+def _account_totals(rows_mm: np.ndarray, n_accounts: int, n_underlyings: int) -> np.ndarray:
     """Each account's sum of its rows, added in underlying order (the compiled kernel's order)."""
-    per_account = rows_mm.reshape(-1, n_underlyings)
-    total = np.zeros(len(per_account))
+    per_account = rows_mm.reshape(n_accounts, n_underlyings)
+    total = np.zeros(n_accounts)
     for u in range(n_underlyings):
         total = total + per_account[:, u]
     return total
@@ -299,7 +299,7 @@ def _greedy_search(legs: _Legs, pricing: _Pricing, equity: np.ndarray, targets: 
     all_underlyings = np.tile(np.arange(legs.n_underlyings), legs.n_accounts)
     state = _row_sums(legs, pricing, qty)
     rows_mm = _rows_maintenance(state, all_underlyings, pricing)
-    mm = _account_totals(rows_mm, legs.n_underlyings)
+    mm = _account_totals(rows_mm, legs.n_accounts, legs.n_underlyings)
     mm_before = mm.copy()
     done = np.zeros(legs.n_accounts, dtype=bool)
     steps: list[tuple[np.ndarray, ...]] = []
@@ -318,7 +318,7 @@ def _greedy_search(legs: _Legs, pricing: _Pricing, equity: np.ndarray, targets: 
         equity[stepping] -= candidates.cost[best]
         state = _row_sums(legs, pricing, qty)
         rows_mm = _rows_maintenance(state, all_underlyings, pricing)
-        mm = _account_totals(rows_mm, legs.n_underlyings)
+        mm = _account_totals(rows_mm, legs.n_accounts, legs.n_underlyings)
         steps.append((stepping, legs.instrument[chosen], candidates.qty[best], candidates.cost[best], mm[stepping],
                       equity[stepping]))
     if not steps:

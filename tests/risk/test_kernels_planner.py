@@ -117,3 +117,14 @@ def test_warm_compiles_the_kernel_the_planner_calls() -> None:
     plan_liquidations(book, risk, [0, 2], [0.5, 0.5], adaptive=AdaptiveParams(), conditions=conditions)
     plan_liquidations(book, risk, [1], [0.5], slippage_per_unit=np.ones(len(book.instruments), dtype=np.float32))
     assert len(planner._search.signatures) == 1
+
+
+def test_books_without_instruments_and_empty_batches_plan_nothing_in_both() -> None:
+    book = Book.from_arrays(["flat", "bankrupt"], np.array([1e5, -5.0]), InstrumentTable.of([]),
+                            np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
+    risk = revalue_book(book, MarketState(NOW_MS, {"BTC": UnderlyingMarket(INDEX["BTC"], 0.5)}))
+    compiled, reference = both(book, risk, accounts=[0, 1], target_ratios=[0.5, 0.5])
+    assert compiled == reference
+    assert [(p.orders, p.reached, p.maintenance_after, p.equity_after) for p in compiled] == [
+        ((), True, 0.0, 1e5), ((), True, 0.0, -5.0)]
+    assert both(book, risk, accounts=[], target_ratios=[]) == ([], [])
