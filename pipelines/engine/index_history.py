@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from typing import Self
 
 YEAR_MS = 365.0 * 86_400_000.0
 VELOCITY_WINDOW_MS = 60_000
@@ -62,6 +63,29 @@ class IndexHistory:
             del self._starts[:cut], self._firsts[:cut], self._squares[:cut], self._counts[:cut]
             self._sum = math.fsum(self._squares)
             self._count = sum(self._counts)
+
+    def state(self) -> dict:
+        """The history as plain data (``IndexHistoryState``): the running sum as it stands, not
+        re-added, so a restored history gives the same floats."""
+        return {"seconds": [{"start_ms": start, "first_ms": first[0], "first_price": first[1],
+                             "first_squared": first[2], "squared": squared, "ticks": ticks}
+                            for start, first, squared, ticks in zip(self._starts, self._firsts, self._squares,
+                                                                    self._counts)],
+                "sum": self._sum, "count": self._count,
+                "last": None if self._last is None else {"time_ms": self._last[0], "price": self._last[1]}}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Self:
+        history = cls()
+        seconds = state["seconds"]
+        history._starts = [second["start_ms"] for second in seconds]
+        history._firsts = [(second["first_ms"], second["first_price"], second["first_squared"]) for second in seconds]
+        history._squares = [second["squared"] for second in seconds]
+        history._counts = [second["ticks"] for second in seconds]
+        history._sum, history._count = state["sum"], state["count"]
+        last = state["last"]
+        history._last = None if last is None else (last["time_ms"], last["price"])
+        return history
 
     def __len__(self) -> int:
         """Ticks in the window."""

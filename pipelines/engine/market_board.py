@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 from pipelines.risk.adaptive import MarketConditions
 from pipelines.risk.market import MarketState, UnderlyingMarket
@@ -63,6 +63,22 @@ class MarketBoard:
             self.definitions[value["instrument"]] = value
             return None
         return None
+
+    def state(self) -> dict:
+        """The board as plain data (``MarketBoardState``): ``updated`` as records in its order,
+        ``definitions`` as the decoded ``InstrumentDefinition`` records they are."""
+        return {"default_vol": self.default_vol, "index": dict(self.index), "vol": dict(self.vol),
+                "instrument_iv": dict(self.instrument_iv), "marks": dict(self.marks), "depth_usd": dict(self.depth_usd),
+                "definitions": {instrument: dict(value) for instrument, value in self.definitions.items()},
+                "updated": [{"record": record, "key": key, "event_time_ms": t}
+                            for (record, key), t in self.updated.items()]}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Self:
+        return cls(state["default_vol"], dict(state["index"]), dict(state["vol"]), dict(state["instrument_iv"]),
+                   dict(state["marks"]), dict(state["depth_usd"]),
+                   {instrument: dict(value) for instrument, value in state["definitions"].items()},
+                   {(u["record"], u["key"]): u["event_time_ms"] for u in state["updated"]})
 
     def market_state(self, time_ms: int, underlyings: set[str]) -> MarketState:
         return MarketState(

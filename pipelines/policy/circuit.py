@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from enum import StrEnum
+from typing import Self, overload
 
 from pipelines.detect.breach import Breach, BreachKind
 
@@ -58,9 +59,29 @@ class CircuitBreakers:
         self.params = params or CircuitParams()
         self._circuits: dict[str, _Circuit] = {}
 
-    def state(self, underlying: str) -> TradingState:
-        circuit = self._circuits.get(underlying)
-        return circuit.state if circuit else TradingState.ACTIVE
+    @overload
+    def state(self) -> dict: ...
+
+    @overload
+    def state(self, underlying: str) -> TradingState: ...
+
+    def state(self, underlying: str | None = None) -> dict | TradingState:
+        """With an underlying, its trading state; without, every circuit as plain data
+        (``CircuitBreakersState``), for ``from_state``."""
+        if underlying is not None:
+            circuit = self._circuits.get(underlying)
+            return circuit.state if circuit else TradingState.ACTIVE
+        return {"circuits": {u: {"state": c.state.value, "level": c.level, "halted_until_ms": c.halted_until_ms,
+                                 "move_cleared": c.move_cleared, "breach_ids": list(c.breach_ids)}
+                             for u, c in self._circuits.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict, params: CircuitParams | None = None) -> Self:
+        """Circuit breakers holding what ``state()`` gave, with ``params`` (not part of the state)."""
+        breakers = cls(params)
+        breakers._circuits = {u: _Circuit(TradingState(c["state"]), c["level"], c["halted_until_ms"], c["move_cleared"],
+                                          tuple(c["breach_ids"])) for u, c in state["circuits"].items()}
+        return breakers
 
     def allows_risk_increase(self, underlying: str) -> bool:
         return self.state(underlying) is TradingState.ACTIVE

@@ -20,7 +20,10 @@ from hypothesis import strategies as st
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.detect.detectors import Detectors, DetectorParams
 from pipelines.detect.windows import HeldCondition, RollingExtremes, RollingTwap, Sample, Watermark
+from pipelines.engine.index_history import IndexHistory
+from pipelines.engine.market_board import MarketBoard
 from pipelines.engine.state_schema import parse
+from pipelines.policy.circuit import CircuitBreakers, CircuitParams
 from pipelines.policy.ladder import AccountView, CloseIntent, Ladder, LadderParams
 
 
@@ -326,3 +329,138 @@ def test_ladders_restored_whole_or_split_by_account_decide_as_the_original(befor
             a.account_state(account)
     whole.drop_account("a")
     assert whole.account_state("a") is None and "a" not in whole.accounts()
+
+
+# ---------------------------------------------------------------------------- circuit breakers
+
+CIRCUIT_EVENTS = st.lists(st.one_of(
+    st.tuples(st.just("move"), st.sampled_from(UNDERLYINGS), st.integers(0, 3_000), st.integers(1, 3), st.booleans()),
+    st.tuples(st.just("time"), st.sampled_from(UNDERLYINGS), st.integers(0, 3_000)),
+), max_size=40)
+PAUSES = CircuitParams(pause_ms=(1_000, 3_000, 6_000))
+
+
+def trip(breakers: CircuitBreakers, event: tuple, t: int) -> tuple:
+    match event:
+        case ("move", underlying, _, level, cleared):
+            changes = breakers.on_breach(Breach(BreachKind.INDEX_MOVE, underlying, t, 0.1, 0.07, t, t, (f"i{t}",),
+                                                level=0 if cleared else level, cleared=cleared))
+        case ("time", underlying, _):
+            changes = breakers.on_time(underlying, t)
+    return changes, breakers.state(event[1]), breakers.allows_risk_increase(event[1])
+
+
+@settings(max_examples=150, deadline=None)
+@given(CIRCUIT_EVENTS, CIRCUIT_EVENTS)
+def test_restored_circuit_breakers_halt_and_resume_as_the_original(before: list, after: list) -> None:
+    a, t = CircuitBreakers(PAUSES), 0
+    for event in before:
+        t += event[2]
+        trip(a, event, t)
+    b = CircuitBreakers.from_state(round_trip("CircuitBreakersState", a.state()), PAUSES)
+    assert plain(a.state()) and b.state() == a.state()
+    for event in after:
+        t += event[2]
+        assert trip(b, event, t) == trip(a, event, t)
+    assert b.state() == a.state()
+
+
+# ---------------------------------------------------------------------------- market board
+
+def definition(instrument: str, t: int, active: bool) -> dict:
+    """A decoded ``InstrumentDefinition``, every field present as the codec gives it."""
+    return {"instrument": instrument, "kind": "perpetual", "underlying": instrument.split("-")[0],
+            "quote_currency": "USD", "settlement_currency": "USDC", "inverse": False, "strike": None,
+            "expiry_ms": None, "option_type": None, "contract_size": 1.0, "tick_size": 0.5, "min_trade_amount": 0.0,
+            "is_active": active, "event_time_ms": t}
+
+
+def depth(instrument: str, t: int, size: float, banded: bool) -> dict:
+    levels = {"bids": [{"price": 99.5, "quantity": size}, {"price": 90.0, "quantity": 1.0}],
+              "asks": [{"price": 100.5, "quantity": size / 2}]} if size else {"bids": [], "asks": []}
+    bands = [{"band_bps": 100, "bid_quantity": size, "ask_quantity": 2.0}] if banded else []
+    return {"instrument": instrument, **levels, "bands": bands, "event_time_ms": t}
+
+
+prices = st.sampled_from([90.0, 100.0, 111.5])
+ivs = st.sampled_from([None, 0.0, 0.45, 0.8])  # a mark's IV of 0: none
+BOARD_EVENTS = st.lists(st.one_of(
+    st.tuples(st.just("IndexPrice"), st.sampled_from(UNDERLYINGS), steps, prices),
+    st.tuples(st.just("VolatilityUpdate"), st.sampled_from(UNDERLYINGS), steps,
+              st.sampled_from([None, "BTC-27DEC26-60000-C"]), st.sampled_from([None, 0.45, 0.8])),
+    st.tuples(st.just("MarkPrice"), st.sampled_from(INSTRUMENTS), steps, prices, ivs),
+    st.tuples(st.just("OrderBookDepth"), st.sampled_from(INSTRUMENTS), steps, st.sampled_from([0.0, 50.0, 5e3]),
+              st.booleans()),
+    st.tuples(st.just("InstrumentDefinition"), st.sampled_from(INSTRUMENTS), steps, st.booleans()),
+), max_size=50)
+
+
+def record_of(event: tuple) -> dict:
+    match event:
+        case ("IndexPrice", underlying, t, price):
+            return {"underlying": underlying, "price": price, "event_time_ms": t}
+        case ("VolatilityUpdate", underlying, t, instrument, iv):
+            return {"underlying": underlying, "instrument": instrument, "iv": iv, "event_time_ms": t}
+        case ("MarkPrice", instrument, t, mark, iv):
+            return {"instrument": instrument, "underlying": instrument.split("-")[0], "mark_price": mark,
+                    "mark_iv": iv, "event_time_ms": t}
+        case ("OrderBookDepth", instrument, t, size, banded):
+            return depth(instrument, t, size, banded)
+        case ("InstrumentDefinition", instrument, t, active):
+            return definition(instrument, t, active)
+
+
+def board_outputs(board: MarketBoard, events: list[tuple]) -> list:
+    out = []
+    for event in events:
+        moved = board.apply(event[0], record_of(event))
+        out.append((moved, board.market_state(event[2], set(board.index)), board.conditions({"BTC": 0.5})))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(BOARD_EVENTS, BOARD_EVENTS, st.sampled_from([0.6, 0.35]))
+def test_a_restored_market_board_values_as_the_original(before: list, after: list, default_vol: float) -> None:
+    events = timed(before + after)
+    a = MarketBoard(default_vol)
+    board_outputs(a, events[:len(before)])
+    b = MarketBoard.from_state(round_trip("MarketBoardState", a.state()))
+    assert plain(a.state()) and b.state() == a.state() and b == a
+    assert board_outputs(b, events[len(before):]) == board_outputs(a, events[len(before):])
+    assert b.state() == a.state()
+
+
+# ---------------------------------------------------------------------------- index history
+
+INDEX_TICKS = st.lists(st.tuples(st.one_of(st.integers(-2_000, 1_500), st.integers(0, 40_000)), st.floats(0.5, 2.0)),
+                       max_size=80)
+
+
+def history_outputs(history: IndexHistory, ticks: list[tuple[int, float]]) -> list:
+    out = []
+    for t, price in ticks:
+        history.append(t, price)
+        out.append((len(history), history.velocity(t), history.realised_vol()))
+    return out
+
+
+def priced(steps: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    clock, price, out = 0, 100.0, []
+    for step, factor in steps:
+        t, price = clock + step, price * factor
+        clock = max(clock, t)
+        out.append((t, price))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(INDEX_TICKS, INDEX_TICKS)
+def test_a_restored_index_history_gives_the_original_figures(before: list, after: list) -> None:
+    """Exactly: the running sum is carried as it stands, not re-added."""
+    ticks = priced(before + after)
+    a = IndexHistory()
+    history_outputs(a, ticks[:len(before)])
+    b = IndexHistory.from_state(round_trip("IndexHistoryState", a.state()))
+    assert plain(a.state()) and b.state() == a.state()
+    assert history_outputs(b, ticks[len(before):]) == history_outputs(a, ticks[len(before):])
+    assert b.state() == a.state()
