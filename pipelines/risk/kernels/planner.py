@@ -10,8 +10,8 @@ where the reference advances every account in lockstep: the same steps, because 
 search reads and changes only its own (account, underlying) rows.
 
 Inputs are packed once per call into a few float64 tables read through named indices
-(``INSTRUMENT_*``, ``UNDERLYING_*``, ``ADAPTIVE_*``); ``warm()`` compiles the kernel for exactly the array types
-``greedy_search`` passes, so the first liquidation does not compile it.
+(``INSTRUMENT_*``, ``UNDERLYING_*``, ``ADAPTIVE_*``); ``warm()`` compiles the kernel for exactly
+the array types ``greedy_search`` passes, so the first liquidation does not compile it.
 """
 
 from __future__ import annotations
@@ -270,7 +270,8 @@ def _search(leg_start: np.ndarray, leg_instrument: np.ndarray, leg_underlying: n
     qty = leg_qty.copy()
     legs = (leg_instrument, leg_underlying, leg_chunk)
     market = (scenario_pnl, weight, instrument, underlying, adaptive, use_adaptive)
-    rows = (np.empty((n_underlyings, n_scenarios)), np.empty((n_underlyings, ROW_FIELDS)), np.empty(n_underlyings),
+    rows_mm = np.empty(n_underlyings)
+    rows = (np.empty((n_underlyings, n_scenarios)), np.empty((n_underlyings, ROW_FIELDS)), rows_mm,
             np.empty(n_scenarios))
     steps, n = np.empty((max(16, 4 * len(qty)), STEP_FIELDS)), 0
     mm_before, mm_after, equity_after = np.empty(n_accounts), np.empty(n_accounts), np.empty(n_accounts)
@@ -278,8 +279,8 @@ def _search(leg_start: np.ndarray, leg_instrument: np.ndarray, leg_underlying: n
         first, last = leg_start[b], leg_start[b + 1]
         for u in range(n_underlyings):
             _sum_row(u, first, last, qty, legs, market, rows)
-            rows[2][u] = _price_row(u, market, rows)
-        mm_before[b] = _account_total(rows[2])
+            rows_mm[u] = _price_row(u, market, rows)
+        mm_before[b] = _account_total(rows_mm)
         steps, n, mm, equity_left = _search_account(b, first, last, qty, legs, market, rows, mm_before[b], equity[b],
                                                     targets[b], max_steps, steps, n)
         mm_after[b], equity_after[b] = mm, equity_left
