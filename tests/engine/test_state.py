@@ -10,9 +10,11 @@ they return and their states after.
 from __future__ import annotations
 
 import io
+import json
 import math
 from typing import Any
 
+import avro.schema
 import fastavro
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,7 +24,8 @@ from pipelines.detect.detectors import Detectors, DetectorParams
 from pipelines.detect.windows import HeldCondition, RollingExtremes, RollingTwap, Sample, Watermark
 from pipelines.engine.index_history import IndexHistory
 from pipelines.engine.market_board import MarketBoard
-from pipelines.engine.state_schema import parse
+from pipelines.engine.state_schema import SCHEMAS, parse
+from pipelines.events.schemas import default_schemas
 from pipelines.policy.circuit import CircuitBreakers, CircuitParams
 from pipelines.policy.ladder import AccountView, CloseIntent, Ladder, LadderParams
 
@@ -43,6 +46,15 @@ def plain(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(key, str) and plain(item) for key, item in value.items())
     return value is None or type(value) in (str, int, float, bool)
+
+
+def test_the_state_schemas_are_avro_by_the_official_parser() -> None:
+    """In order, each after the named types it refers to: a union of them all parses."""
+    union = avro.schema.parse(json.dumps([default_schemas()["InstrumentDefinition"].json, *SCHEMAS.values()]))
+    assert [schema.fullname for schema in union.schemas[1:]] == [f"backstop.state.{name}" for name in SCHEMAS]
+    assert {"WatermarkState", "HeldConditionState", "RollingExtremesState", "RollingTwapState",
+            "DetectorAccountState", "DetectorMarketState", "LadderAccountState", "CircuitBreakersState",
+            "MarketBoardState", "IndexHistoryState"} <= SCHEMAS.keys()
 
 
 # ---------------------------------------------------------------------------- windows
