@@ -100,6 +100,35 @@ class AccountBook:
         self.__init__()
         self.positions, self.collateral = state["positions"], state["collateral"]
 
+    def held(self) -> set[str]:
+        """Every account with positions or collateral."""
+        return set(self.positions) | set(self.collateral)
+
+    def account_state(self, account: str) -> dict:
+        """An account's positions and collateral as plain data, in the order they were first set
+        (``collateral_usd`` sums in that order). None where the account has no entry: an entry
+        emptied by closing every position still makes the account a row of the built book, so
+        its presence is state too."""
+        positions, collateral = self.positions.get(account), self.collateral.get(account)
+        return {"positions": None if positions is None else [
+                    {"instrument": name, "quantity": q, "average_price": price}
+                    for name, (q, price) in positions.items()],
+                "collateral": None if collateral is None else [
+                    {"asset": asset, "amount": amount} for asset, amount in collateral.items()]}
+
+    def restore_account(self, account: str, state: dict) -> None:
+        """Set an account to ``account_state``'s data, replacing whatever it held."""
+        self.drop_account(account)
+        if state["positions"] is not None:
+            self.positions[account] = {p["instrument"]: (p["quantity"], p["average_price"]) for p in state["positions"]}
+        if state["collateral"] is not None:
+            self.collateral[account] = {c["asset"]: c["amount"] for c in state["collateral"]}
+
+    def drop_account(self, account: str) -> None:
+        self.positions.pop(account, None)
+        self.collateral.pop(account, None)
+        self._version += 1
+
     def set_position(self, account: str, name: str, quantity: float, average_price: float) -> None:
         if quantity == 0:
             self.positions[account].pop(name, None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,8 @@ from pipelines.policy.ladder import (AccountState, AccountView, CloseIntent, Dec
 from pipelines.policy.signing import SigningKey
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
 from pipelines.risk.book import Book, BookRisk, revalue_book
+from pipelines.risk import kernels
+from pipelines.risk.kernels import revalue as revalue_kernels
 from pipelines.risk.liquidation_order import LiquidationPlan, plan_liquidation, plan_liquidations
 from pipelines.risk.margin import MarginConfig
 
@@ -80,6 +82,8 @@ class Engine:
         and nothing here reads, are skipped. None: every subject (a single engine)."""
         self.key = key
         self.params = params or EngineParams()
+        if self.params.compiled:
+            kernels.warm()  # never on the first event
         self._reports = reports
         self.board = MarketBoard()
         self.detectors = Detectors(self.params.detectors)
@@ -226,7 +230,7 @@ class Engine:
         rows = np.flatnonzero(seq >= 0)
         if not rows.size:
             return out
-        revalued = self._revaluation(built, time_ms)
+        revalued = self._revaluation(built, time_ms, rows)
         book, risk, conditions = revalued.book, revalued.risk, revalued.conditions
         table = book.instruments
         velocity = {u: self._velocity(u, time_ms) for u in risk.underlyings}
@@ -249,7 +253,8 @@ class Engine:
                     return []  # margin that cannot be valued sizes no partial close (_plans)
                 result = plans.get(i)
                 if result is None or result.target_ratio != target:
-                    result = plan_liquidation(book, risk, i, target, adaptive=self.params.adaptive, conditions=conditions)
+                    result = plan_liquidation(book, risk, i, target, adaptive=self.params.adaptive, conditions=conditions,
+                                              compiled=self.params.compiled)
                 return [CloseIntent(o.instrument, o.instrument.split("-")[0], o.qty, marks[o.instrument])
                         for o in result.orders]
 
@@ -270,11 +275,13 @@ class Engine:
         built = self.accounts.built(self.board.index.keys())
         return self._revaluation(built, self._last_time_ms if time_ms is None else time_ms)
 
-    def _revaluation(self, built, time_ms: int) -> Revaluation:
+    def _revaluation(self, built, time_ms: int, rows: np.ndarray | None = None) -> Revaluation:
+        """``rows``: revalue only these accounts (the others' risk entries are NaN); None: all."""
         book = built.with_collateral(self.board.index)
         market = self.board.market_state(time_ms, set(book.instruments.underlyings))
         conditions = self.board.conditions(self._realised_vols())
-        risk = revalue_book(book, market, self.params.margin, self.params.adaptive, conditions)
+        risk = revalue_book(book, market, self.params.margin, self.params.adaptive, conditions,
+                            compiled=self.params.compiled, accounts=rows)
         return Revaluation(book, risk, conditions)
 
     def _plans(self, book, risk, rows: np.ndarray, time_ms: int, conditions) -> dict[int, LiquidationPlan]:
@@ -290,10 +297,13 @@ class Engine:
         if not wanted:
             return {}
         made = plan_liquidations(book, risk, wanted, [targets[i] for i in wanted], adaptive=self.params.adaptive,
-                                 conditions=conditions)
+                                 conditions=conditions, compiled=self.params.compiled)
         return dict(zip(wanted, made))
 
     def _times_to_breach(self, risk, velocity: Mapping[str, float], rows: np.ndarray) -> np.ndarray:
+        if self.params.compiled:
+            v = np.array([velocity[u] for u in risk.underlyings], dtype=np.float64)
+            return revalue_kernels.times_to_breach_rows(risk.equity, risk.maintenance, risk.delta, risk.gamma, v, rows)
         a = b = np.zeros(len(rows))
         for k, u in enumerate(risk.underlyings):
             v = velocity[u]
@@ -308,6 +318,8 @@ class Engine:
         the detectors and the ladder would return nothing and change nothing."""
         p, d = self.params.ladder, self.params.detectors
         quiet_below = min(p.call_ratio, p.reduce_ratio, d.margin_trigger_ratio, d.liquidation_ratio)
+        if self.params.compiled:
+            return revalue_kernels.screen_rows(ratio, ttb, watched, quiet_below, float(p.horizon_ms))
         slow = ~((ratio < quiet_below) & (ttb >= p.horizon_ms))
         return slow | watched
 
@@ -337,10 +349,14 @@ class Engine:
         than ``exposure_interval_ms`` — a compacted topic wants the news, not every tick."""
         p = self.params
         last_t, last_ratio = self._emitted_rows(built)
-        ratio = risk.margin_ratio[rows]
-        with np.errstate(invalid="ignore"):
-            due = (slow | (time_ms - last_t[rows] >= p.exposure_interval_ms)
-                   | ~(np.abs(ratio - last_ratio[rows]) < p.exposure_ratio_step))
+        if p.compiled:
+            due = revalue_kernels.exposures_due(rows, slow, risk.margin_ratio, last_t, last_ratio, float(time_ms),
+                                                float(p.exposure_interval_ms), float(p.exposure_ratio_step))
+        else:
+            ratio = risk.margin_ratio[rows]
+            with np.errstate(invalid="ignore"):
+                due = (slow | (time_ms - last_t[rows] >= p.exposure_interval_ms)
+                       | ~(np.abs(ratio - last_ratio[rows]) < p.exposure_ratio_step))
         picked = rows[due]
         last_t[picked], last_ratio[picked] = time_ms, risk.margin_ratio[picked]
         out = []
@@ -386,3 +402,107 @@ class Engine:
         return make_action(self.key, decision.action_type, decision.account, decision.event_time_ms,
                            instrument=decision.instrument, side=decision.side, quantity=decision.quantity,
                            breach_ids=decision.breach_ids, params=dict(decision.params))
+
+    # ------------------------------------------------------------------ state, by account and market
+
+    def close_tick(self, time_ms: int) -> EngineOutput:
+        """Event time has reached ``time_ms``, a multiple of the revaluation interval later than
+        every event applied so far, and no event at or after it has been applied: revalue the
+        pending tick now, exactly as the first event at or after ``time_ms`` would have. The
+        engine is then at a tick boundary (``at_boundary``), where accounts can be exported,
+        dropped and imported; the outputs of the run do not change."""
+        interval = self.params.revaluation_interval_ms
+        if time_ms % interval or (self._last_time_ms is not None and time_ms <= self._last_time_ms):
+            raise ValueError(f"close_tick({time_ms}): not a tick boundary after the last event "
+                             f"({self._last_time_ms}, interval {interval} ms)")
+        out = EngineOutput()
+        if self._tick_end is not None:
+            out = self._revalue(self._tick_end - 1)
+            self._tick_end = None
+        return out
+
+    def at_boundary(self) -> bool:
+        """No tick is pending: every account still marked as touched waits for an index price."""
+        return self._tick_end is None and not self._moved
+
+    def held_accounts(self) -> set[str]:
+        """Every account the engine holds any state for."""
+        return (self.accounts.held() | self.detectors.accounts() | self.ladder.accounts() | self._attention
+                | self._emitted.keys() | self._touched.keys())
+
+    def export_accounts(self, accounts: Collection[str]) -> list[dict[str, Any]]:
+        """The state of ``accounts`` as plain data, in account order (accounts the engine holds
+        nothing for are left out); only at a tick boundary. With ``market_state`` it restores
+        an engine that continues exactly as this one would for those accounts."""
+        self._require_boundary("export accounts")
+        held = self.held_accounts()
+        return [self._account_state(a) for a in sorted(set(accounts) & held)]
+
+    def drop_accounts(self, accounts: Collection[str]) -> None:
+        """Forget ``accounts`` (their partition moved elsewhere), at any point: nothing the engine
+        decides for the other accounts depends on them."""
+        for account in accounts:
+            self.accounts.drop_account(account)
+            self.detectors.drop_account(account)
+            self.ladder.drop_account(account)
+            self._attention.discard(account)
+            self._emitted.pop(account, None)
+            self._touched.pop(account, None)
+        self._emitted_cache = None
+
+    def import_accounts(self, states: list[dict[str, Any]]) -> None:
+        """Take over accounts exported by an engine at the same point of the same market
+        (``export_accounts``); only at a tick boundary, and only accounts this engine does not hold."""
+        self._require_boundary("import accounts")
+        clash = {s["account"] for s in states} & self.held_accounts()
+        if clash:
+            raise ValueError(f"import_accounts: already held here: {', '.join(sorted(clash)[:5])}")
+        for s in states:
+            account = s["account"]
+            self.accounts.restore_account(account, s["book"])
+            if s["detectors"] is not None:
+                self.detectors.restore_account(account, s["detectors"])
+            if s["ladder"] is not None:
+                self.ladder.restore_account(account, s["ladder"])
+            if s["attention"]:
+                self._attention.add(account)
+            if s["emitted"] is not None:
+                self._emitted[account] = (s["emitted"]["time_ms"], s["emitted"]["ratio"])
+            if s["waiting_ref"] is not None:
+                self._touched[account] = self._seq(s["waiting_ref"])
+        self._emitted_cache = None
+
+    def market_state(self) -> dict[str, Any]:
+        """Everything but the accounts, as plain data; only at a tick boundary."""
+        self._require_boundary("export the market")
+        return {"board": self.board.state(), "detectors": self.detectors.market_state(),
+                "circuits": self.circuits.state(), "thin": sorted(self._thin),
+                "index_history": [{"underlying": u, "history": h.state()} for u, h in self._index_history.items()],
+                "last_time_ms": self._last_time_ms, "events": self.events}
+
+    @classmethod
+    def restore(cls, key: SigningKey, params: EngineParams | None, market: dict[str, Any],
+                accounts: list[dict[str, Any]] = (), reports: Callable[[str], bool] | None = None) -> "Engine":
+        """An engine at the tick boundary ``market`` was exported at, holding ``accounts``."""
+        engine = cls(key, params, reports)
+        engine.board = MarketBoard.from_state(market["board"])
+        engine.detectors.restore_market(market["detectors"])
+        engine.circuits = CircuitBreakers.from_state(market["circuits"], engine.params.circuit)
+        engine._thin = set(market["thin"])
+        for entry in market["index_history"]:
+            engine._index_history[entry["underlying"]] = IndexHistory.from_state(entry["history"])
+        engine._last_time_ms, engine.events = market["last_time_ms"], market["events"]
+        engine.import_accounts(list(accounts))
+        return engine
+
+    def _account_state(self, account: str) -> dict[str, Any]:
+        emitted, touched = self._emitted.get(account), self._touched.get(account)
+        return {"account": account, "book": self.accounts.account_state(account),
+                "detectors": self.detectors.account_state(account), "ladder": self.ladder.account_state(account),
+                "attention": account in self._attention,
+                "emitted": None if emitted is None else {"time_ms": emitted[0], "ratio": emitted[1]},
+                "waiting_ref": None if touched is None else self._refs[touched]}
+
+    def _require_boundary(self, what: str) -> None:
+        if not self.at_boundary():
+            raise ValueError(f"cannot {what} in the middle of a tick: close_tick first")

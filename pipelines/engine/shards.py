@@ -15,6 +15,8 @@ in-process.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pipelines.detect.breach import BreachKind
 from pipelines.engine.engine import EngineOutput
 from pipelines.topics import ACCOUNT_PARTITIONS
@@ -79,11 +81,16 @@ class MarketOwner:
         return owned
 
 
+def keep_reported(output: EngineOutput, reports: Callable[[str], bool]) -> EngineOutput:
+    """``output`` without the market-wide outputs whose subject ``reports`` says is reported elsewhere."""
+    if not (output.breaches or output.actions):
+        return output  # the common case, per event: nothing to filter
+    kept = EngineOutput(exposures=output.exposures)
+    kept.breaches = [b for b in output.breaches if b.kind in ACCOUNT_BREACHES or reports(b.subject)]
+    kept.actions = [a for a in output.actions if a["action_type"] not in MARKET_ACTIONS or reports(a["account"])]
+    return kept
+
+
 def keep_for_shard(owner: MarketOwner, output: EngineOutput) -> EngineOutput:
     """Drop the market-wide outputs the shard of ``owner`` does not report (each is reported by one shard)."""
-    if owner.partitions == 1 or not (output.breaches or output.actions):
-        return output  # the common case, per event and shard: nothing to filter
-    kept = EngineOutput(exposures=output.exposures)
-    kept.breaches = [b for b in output.breaches if b.kind in ACCOUNT_BREACHES or owner(b.subject)]
-    kept.actions = [a for a in output.actions if a["action_type"] not in MARKET_ACTIONS or owner(a["account"])]
-    return kept
+    return output if owner.partitions == 1 else keep_reported(output, owner)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from enum import StrEnum
-from typing import Self, overload
+from typing import Self
 
 from pipelines.detect.breach import Breach, BreachKind
 
@@ -59,18 +59,12 @@ class CircuitBreakers:
         self.params = params or CircuitParams()
         self._circuits: dict[str, _Circuit] = {}
 
-    @overload
-    def state(self) -> dict: ...
+    def trading_state(self, underlying: str) -> TradingState:
+        circuit = self._circuits.get(underlying)
+        return circuit.state if circuit else TradingState.ACTIVE
 
-    @overload
-    def state(self, underlying: str) -> TradingState: ...
-
-    def state(self, underlying: str | None = None) -> dict | TradingState:
-        """With an underlying, its trading state; without, every circuit as plain data
-        (``CircuitBreakersState``), for ``from_state``."""
-        if underlying is not None:
-            circuit = self._circuits.get(underlying)
-            return circuit.state if circuit else TradingState.ACTIVE
+    def state(self) -> dict:
+        """Every circuit as plain data (``CircuitBreakersState``), for ``from_state``."""
         return {"circuits": {u: {"state": c.state.value, "level": c.level, "halted_until_ms": c.halted_until_ms,
                                  "move_cleared": c.move_cleared, "breach_ids": list(c.breach_ids)}
                              for u, c in self._circuits.items()}}
@@ -84,7 +78,7 @@ class CircuitBreakers:
         return breakers
 
     def allows_risk_increase(self, underlying: str) -> bool:
-        return self.state(underlying) is TradingState.ACTIVE
+        return self.trading_state(underlying) is TradingState.ACTIVE
 
     def on_breach(self, breach: Breach) -> list[CircuitChange]:
         """Index-move breaches (fire: a level reached; clear: the move eased) drive the state."""

@@ -359,7 +359,7 @@ def trip(breakers: CircuitBreakers, event: tuple, t: int) -> tuple:
                                                 level=0 if cleared else level, cleared=cleared))
         case ("time", underlying, _):
             changes = breakers.on_time(underlying, t)
-    return changes, breakers.state(event[1]), breakers.allows_risk_increase(event[1])
+    return changes, breakers.trading_state(event[1]), breakers.allows_risk_increase(event[1])
 
 
 @settings(max_examples=150, deadline=None)

@@ -28,7 +28,7 @@ def test_crash_halts_then_reduces_then_resumes_after_cooldown_and_recovery() -> 
 def test_deeper_level_extends_the_halt_and_is_reported() -> None:
     breakers, changes = drive([(0, 100.0), (1 * M, 92.0), (2 * M, 86.0), (3 * M, 86.0), (10 * M, 86.0)])
     assert [(c.state, c.level) for c in changes] == [(TradingState.HALTED, 1), (TradingState.HALTED, 2)]
-    assert breakers.state("BTC") is TradingState.HALTED  # level 2 pauses 15 minutes from minute 2
+    assert breakers.trading_state("BTC") is TradingState.HALTED  # level 2 pauses 15 minutes from minute 2
     assert len(changes[1].breach_ids) == 2
 
 
