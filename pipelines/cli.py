@@ -2,8 +2,8 @@
 
 Each stage of the pipeline owns its sub-commands: a module listed in ``COMMANDS`` exposes
 ``register(subparsers)``, which adds its parsers and sets ``func`` on them. ``func(args)``
-returns the process exit code. Errors a user can fix (``UserError``) print one line and
-exit non-zero; they never show a traceback.
+returns the process exit code. Errors a user can fix (a bad flag, ``UserError``) print one
+line on stderr and exit 2; they never show a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import importlib
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pipelines import __version__
 from pipelines.errors import UserError
@@ -31,8 +32,15 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block); sub-parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="backstop",
         description="Streaming risk backstop for crypto options and derivatives.",
     )

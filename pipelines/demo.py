@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines import arguments
 from pipelines.audit.migrations import migrate
 from pipelines.audit.rows import Batch, Coordinates
 from pipelines.audit.store import EmbeddedStore
@@ -133,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser("demo", help="run the whole system in-process on a crash scenario (no services)")
     demo.add_argument("--scenario", default=library.DEFAULT, choices=library.names(),
                       help="named scenario (default %(default)s; `backstop scenarios list`)")
-    demo.add_argument("--seed", type=int, help="random seed (default: the scenario's own)")
+    demo.add_argument("--seed", type=arguments.seed, help="random seed (default: the scenario's own)")
     demo.add_argument("--store", metavar="PATH", help="embedded audit store folder (default: a new temporary folder)")
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.set_defaults(func=run)

@@ -1,0 +1,68 @@
+"""Value types for command-line flags, shared by the sub-commands.
+
+Each is an ``argparse`` ``type=``: it returns the parsed value or raises
+``argparse.ArgumentTypeError`` with a message naming what is expected, which the parser prints
+as one line (``pipelines.cli.Parser``) with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+#: seeds are the whole numbers numpy's generators take, within the unsigned 32-bit range
+MAX_SEED = 2**32 - 1
+#: margin-trigger ratios (maintenance margin / equity) above this are a typo, not a policy
+MAX_RATIO = 100.0
+
+
+def seed(text: str) -> int:
+    """A random seed: a whole number from 0 to ``MAX_SEED``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
+def ratio(text: str) -> float:
+    """A margin ratio: a finite number above 0 and at most ``MAX_RATIO``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a ratio such as 1.1, got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_RATIO):
+        raise argparse.ArgumentTypeError(f"expected a ratio above 0 and at most {MAX_RATIO:g}, got {text!r}")
+    return value
+
+
+def ratios(text: str) -> list[float]:
+    """Comma-separated margin ratios (each as ``ratio``), at least one."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ratios such as 0.8,1.0,1.2, got {text!r}")
+    return [ratio(item) for item in items]
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
