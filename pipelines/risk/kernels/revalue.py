@@ -28,7 +28,7 @@ from numba import njit
 _kernel = njit(cache=True, error_model="numpy")
 _PAIRWISE_BLOCK = 128  # numpy's PW_BLOCKSIZE
 
-# AccountRisk per-account rows (first axis of ``accounts_out``)
+# per-account fields (first axis of ``accounts_out``)
 UPNL, EQUITY, BASE_MM, MM, IM, RATIO = range(6)
 N_ACCOUNT_FIELDS = 6
 # per-(account, underlying) rows (first axis of ``rows_out``)
