@@ -2,7 +2,9 @@
 
 The only module of the risk package that reads files. Every input problem is a ``UserError``
 naming the field (``positions[1].qty: ...``), printed as one line by the CLI: a person fixing a
-JSON file needs the field, not a traceback. The numeric modules (numpy, scipy) are imported
+JSON file needs the field, not a traceback. Files are UTF-8 JSON; a field the format does not
+have is refused (a misspelt ``avg_prce`` would otherwise be ignored), and every number is
+finite and within the bounds below (a vol of 55 is 5,500 %, not 55 %). The numeric modules (numpy, scipy) are imported
 when the command runs, not when ``backstop`` builds its parser for some other command.
 """
 
@@ -15,6 +17,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines import arguments
 from pipelines.errors import UserError
 
 if TYPE_CHECKING:
@@ -35,18 +38,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="realised vol of an underlying for --adaptive (repeatable), e.g. BTC=0.9")
     parser.add_argument("--depth", action="append", default=[], metavar="U=USD",
                         help="one-side book depth within 1%% of mid for --adaptive (repeatable), e.g. BTC=2e6")
-    parser.add_argument("--liquidate-to", type=float, metavar="RATIO",
+    parser.add_argument("--liquidate-to", type=arguments.ratio, metavar="RATIO",
                         help="also print the Greek-aware liquidation plan down to this margin ratio")
     parser.set_defaults(func=run)
 
 
 # ---- input ---------------------------------------------------------------------------------
 
+#: the events' validator bound (pipelines.events.validation.MAX_PRICE): a larger price is a typo
+MAX_PRICE = 1e12
+#: contracts of one position; with MAX_PRICE, notionals stay far from float overflow
+MAX_QUANTITY = 1e9
+#: collateral and book depth in USD
+MAX_USD = 1e15
+#: vols and IVs are annualised fractions (0.55 is 55 %); above 1,000 % is a percent typed as a number
+MAX_VOL = 10.0
+#: interest rates are fractions too (0.05 is 5 %)
+MAX_RATE = 1.0
+VOL_HINT = " (1,000 %); vols are fractions: 0.55 for 55 %"
+
+PORTFOLIO_FIELDS = ("account", "collateral_usd", "positions")
+POSITION_FIELDS = ("instrument", "qty", "avg_price")
+MARKET_FIELDS = ("time", "underlyings", "instruments")
+UNDERLYING_FIELDS = ("index", "vol", "rate")
+INSTRUMENT_FIELDS = ("iv",)
+
 def _load_json(path: str, what: str) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"--{what} {path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--{what} {path}: not UTF-8 text (JSON files are UTF-8; save it as UTF-8)") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -63,14 +86,36 @@ def _field(obj: Any, key: str, where: str, required: bool = True) -> Any:
     return obj[key]
 
 
-def _number(value: Any, field: str, positive: bool = False, non_negative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def _known_fields(obj: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    """Refuse the first field of ``obj`` that is not in ``allowed``, naming it."""
+    for key in obj:
+        if key not in allowed:
+            raise UserError(f"{where + '.' if where else ''}{key}: unknown field (expected {', '.join(allowed)})")
+
+
+def _number(value: Any, field: str, limit: float, positive: bool = False, non_negative: bool = False,
+            hint: str = "") -> float:
+    """A finite JSON number of magnitude at most ``limit``; ``hint`` follows the out-of-bound message."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(f"{field}: expected a finite number, got {value!r}")
-    if positive and value <= 0:
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer beyond float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise UserError(f"{field}: expected a finite number, got {value if isinstance(value, float) else number!r}")
+    if abs(number) > limit:
+        raise UserError(f"{field}: {number:g} is beyond the plausible bound of {limit:g}{hint}")
+    if positive and number <= 0:
         raise UserError(f"{field}: must be positive, got {value!r}")
-    if non_negative and value < 0:
+    if non_negative and number < 0:
         raise UserError(f"{field}: must not be negative, got {value!r}")
-    return float(value)
+    return number
+
+
+def _vol(value: Any, field: str) -> float:
+    """An annualised vol as a fraction, above 0 and at most ``MAX_VOL``."""
+    return _number(value, field, MAX_VOL, positive=True, hint=VOL_HINT)
 
 
 def parse_time(value: Any, field: str = "time") -> int:
@@ -93,6 +138,7 @@ def parse_market(data: Any) -> MarketState:
     from pipelines.risk.market import MarketState, UnderlyingMarket
 
     time_ms = parse_time(_field(data, "time", ""))
+    _known_fields(data, MARKET_FIELDS, "")
     unds = _field(data, "underlyings", "")
     if not isinstance(unds, dict) or not unds:
         raise UserError("underlyings: expected a non-empty object of underlying -> {index, vol, rate}")
@@ -100,10 +146,11 @@ def parse_market(data: Any) -> MarketState:
     for name, u in unds.items():
         where = f"underlyings.{name}"
         rate = _field(u, "rate", where, required=False)
+        _known_fields(u, UNDERLYING_FIELDS, where)
         underlyings[name.upper()] = UnderlyingMarket(
-            index=_number(_field(u, "index", where), f"{where}.index", positive=True),
-            vol=_number(_field(u, "vol", where), f"{where}.vol", positive=True),
-            rate=0.0 if rate is None else _number(rate, f"{where}.rate"),
+            index=_number(_field(u, "index", where), f"{where}.index", MAX_PRICE, positive=True),
+            vol=_vol(_field(u, "vol", where), f"{where}.vol"),
+            rate=0.0 if rate is None else _number(rate, f"{where}.rate", MAX_RATE),
         )
     vols: dict[str, float] = {}
     instruments = _field(data, "instruments", "", required=False) or {}
@@ -111,7 +158,8 @@ def parse_market(data: Any) -> MarketState:
         raise UserError("instruments: expected an object of instrument -> {iv}")
     for name, spec in instruments.items():
         parse_instrument(name)
-        vols[name] = _number(_field(spec, "iv", f"instruments.{name}"), f"instruments.{name}.iv", positive=True)
+        vols[name] = _vol(_field(spec, "iv", f"instruments.{name}"), f"instruments.{name}.iv")
+        _known_fields(spec, INSTRUMENT_FIELDS, f"instruments.{name}")
     return MarketState(time_ms, underlyings, vols)
 
 
@@ -120,9 +168,10 @@ def parse_portfolio(data: Any) -> Portfolio:
     from pipelines.risk.instruments import parse_instrument
 
     account = _field(data, "account", "")
+    _known_fields(data, PORTFOLIO_FIELDS, "")
     if not isinstance(account, str) or not account:
         raise UserError("account: expected a non-empty string")
-    collateral = _number(_field(data, "collateral_usd", ""), "collateral_usd")
+    collateral = _number(_field(data, "collateral_usd", ""), "collateral_usd", MAX_USD)
     raw = _field(data, "positions", "")
     if not isinstance(raw, list):
         raise UserError("positions: expected a list")
@@ -130,16 +179,17 @@ def parse_portfolio(data: Any) -> Portfolio:
     for k, p in enumerate(raw):
         where = f"positions[{k}]"
         name = _field(p, "instrument", where)
+        _known_fields(p, POSITION_FIELDS, where)
         if not isinstance(name, str):
             raise UserError(f"{where}.instrument: expected a string")
         try:
             parse_instrument(name)
         except UserError as exc:
             raise UserError(f"{where}.instrument: {exc}") from None
-        qty = _number(_field(p, "qty", where), f"{where}.qty")
+        qty = _number(_field(p, "qty", where), f"{where}.qty", MAX_QUANTITY)
         avg = _field(p, "avg_price", where, required=False)
         positions.append(Position(name, qty, None if avg is None else
-                                  _number(avg, f"{where}.avg_price", non_negative=True)))
+                                  _number(avg, f"{where}.avg_price", MAX_PRICE, non_negative=True)))
     return Portfolio(account, collateral, tuple(positions))
 
 
@@ -156,7 +206,8 @@ def _check_live(portfolio: Portfolio, market: MarketState) -> None:
             raise UserError(f"positions[{k}].instrument: {p.instrument} expired at {expiry}, before the market time")
 
 
-def _pairs(items: list[str], flag: str) -> dict[str, float]:
+def _pairs(items: list[str], flag: str, limit: float, hint: str = "") -> dict[str, float]:
+    """``U=NUMBER`` flags, each number finite, not negative and at most ``limit``."""
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -164,9 +215,9 @@ def _pairs(items: list[str], flag: str) -> dict[str, float]:
             number = float(value)
         except ValueError:
             number = math.nan
-        if not sep or not name or not math.isfinite(number) or number < 0:
+        if not sep or not name or not math.isfinite(number):
             raise UserError(f"{flag} {item!r}: expected UNDERLYING=NUMBER")
-        out[name.upper()] = number
+        out[name.upper()] = _number(number, f"{flag} {item}", limit, non_negative=True, hint=hint)
     return out
 
 
@@ -229,6 +280,20 @@ def _ratio_text(ratio: float | None) -> str:
     return "inf" if ratio is None else f"{ratio:.4f}"
 
 
+#: widths of the position table's columns; cells wider than their column still get a space between them
+POSITION_WIDTHS = (24, 10, 12, 10, 11, 11, 10)
+
+
+def _row(*cells: str) -> str:
+    """A position-table line: the first cell left-aligned, the rest right-aligned."""
+    head, *rest = cells
+    return f"  {head:<{POSITION_WIDTHS[0]}}" + "".join(f" {c:>{w}}" for c, w in zip(rest, POSITION_WIDTHS[1:]))
+
+
+def _greek_cells(g: dict[str, Any]) -> tuple[str, str, str, str]:
+    return f"{g['delta']:,.4f}", f"{g['gamma']:.3e}", f"{g['vega']:,.2f}", f"{g['theta']:,.2f}"
+
+
 def _table(out: dict[str, Any]) -> str:
     ratio = out["margin_ratio"]
     lines = [
@@ -239,14 +304,13 @@ def _table(out: dict[str, Any]) -> str:
         f"  margin ratio        {_ratio_text(ratio):>16}"
         f"{'   LIQUIDATABLE' if out['liquidatable'] else ''}",
         "",
-        f"  {'instrument':<24}{'qty':>10}{'mark':>12}{'delta':>10}{'gamma':>12}{'vega':>10}{'theta':>10}",
+        _row("instrument", "qty", "mark", "delta", "gamma", "vega", "theta"),
+        _row("", "", "USD", "coin", "coin/USD", "USD/vol pt", "USD/day"),
     ]
     for p in out["positions"]:
-        lines.append(f"  {p['instrument']:<24}{p['qty']:>10.4g}{p['mark']:>12,.2f}{p['delta']:>10.4f}"
-                     f"{p['gamma']:>12.3e}{p['vega']:>10.2f}{p['theta']:>10.2f}")
+        lines.append(_row(p["instrument"], f"{p['qty']:,.4g}", f"{p['mark']:,.2f}", *_greek_cells(p)))
     for u, g in out["greeks"].items():
-        lines.append(f"  {u + ' total':<24}{'':>10}{'':>12}{g['delta']:>10.4f}{g['gamma']:>12.3e}"
-                     f"{g['vega']:>10.2f}{g['theta']:>10.2f}")
+        lines.append(_row(f"{u} total", "", "", *_greek_cells(g)))
     lines.append("")
     for u, c in out["margin_by_underlying"].items():
         w = c["worst_scenario"]
@@ -274,13 +338,14 @@ def run(args: argparse.Namespace) -> int:
     portfolio = parse_portfolio(_load_json(args.portfolio, "portfolio"))
     _check_live(portfolio, market)
     adaptive = AdaptiveParams() if args.adaptive else None
-    conditions = MarketConditions(_pairs(args.realised_vol, "--realised-vol"), _pairs(args.depth, "--depth"))
+    conditions = MarketConditions(_pairs(args.realised_vol, "--realised-vol", MAX_VOL, VOL_HINT),
+                                  _pairs(args.depth, "--depth", MAX_USD))
     instruments = InstrumentTable.of(parse_instrument(n) for n in sorted({p.instrument for p in portfolio.positions}))
     book = Book.from_portfolios([portfolio], instruments)
     risk = revalue_book(book, market, adaptive=adaptive, conditions=conditions)
     out = report(book, risk)
     if args.liquidate_to is not None:
-        plan = plan_liquidation(book, risk, 0, _number(args.liquidate_to, "--liquidate-to", positive=True),
+        plan = plan_liquidation(book, risk, 0, args.liquidate_to,
                                 adaptive=adaptive, conditions=conditions)
         out["liquidation_plan"] = {
             "target_ratio": plan.target_ratio, "reached": plan.reached,
