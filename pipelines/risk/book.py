@@ -115,12 +115,12 @@ class Book:
         key = account_idx * n_instr + instrument_idx
         uniq, inverse = np.unique(key, return_inverse=True)
         m = len(uniq)
-        net_qty = np.bincount(inverse, weights=qty, minlength=m)
+        net_qty = _sums(inverse, qty, m)
         # Netting round-off (1 + 0.99999 - 1 - 0.99999) must not leave a phantom position.
-        gross_qty = np.bincount(inverse, weights=np.abs(qty), minlength=m)
+        gross_qty = _sums(inverse, np.abs(qty), m)
         net_qty[np.abs(net_qty) <= 1e-12 * gross_qty] = 0.0
-        cost_qty = np.bincount(inverse, weights=np.where(has_cost, qty, 0.0), minlength=m)
-        cost = np.bincount(inverse, weights=np.where(has_cost, qty * np.nan_to_num(avg), 0.0), minlength=m)
+        cost_qty = _sums(inverse, np.where(has_cost, qty, 0.0), m)
+        cost = _sums(inverse, np.where(has_cost, qty * np.nan_to_num(avg), 0.0), m)
         acc = uniq // max(n_instr, 1)
         ins = uniq % max(n_instr, 1)
         n_und = len(instruments.underlyings)
@@ -148,6 +148,12 @@ class Book:
         return cls.from_arrays([pf.account for pf in portfolios], np.array([pf.collateral_usd for pf in portfolios]),
                                instruments, np.array(acc, dtype=np.int64), np.array(ins, dtype=np.int64),
                                np.array(qty, dtype=np.float64), np.array(avg, dtype=np.float64))
+
+
+def _sums(groups: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """``weights`` summed per group, float64 even with no weights at all (where ``np.bincount``
+    answers int64: the kernel would need another compiled specialisation for it)."""
+    return np.bincount(groups, weights=weights, minlength=n).astype(np.float64, copy=False)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -328,7 +334,8 @@ def _account_rows_compiled(book: Book, pricing: _Pricing, accounts: np.ndarray |
     worst = np.full((n_acc, n_und), -1, dtype=np.int64)
     kernel.revalue_accounts(
         np.arange(n_acc) if accounts is None else np.asarray(accounts, dtype=np.int64), book.position_start,
-        book.instrument_idx, book.qty, book.cost_qty, book.cost, book.collateral, table.underlying_idx,
+        book.instrument_idx, book.qty, book.cost_qty, book.cost, np.asarray(book.collateral, dtype=np.float64),
+        table.underlying_idx,
         table.is_option, table.contract_size, inp.index, unit.price, unit.delta, unit.gamma, unit.vega, unit.theta,
         pricing.scenario_pnl, pricing.grid.weight, inp.underlying_index, inp.underlying_vol, params.delta_charge_net,
         params.delta_charge_hedged, params.short_option_charge, params.mm_to_im, _adaptive_array(pricing.adaptive),

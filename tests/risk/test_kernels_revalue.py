@@ -148,10 +148,28 @@ def test_scenario_replays_give_the_same_breaches_actions_and_exposures_compiled_
     assert compiled.exposures == reference.exposures
 
 
+def specialisations() -> dict[str, int]:
+    return {k.__name__: len(k.signatures) for k in vars(kernel).values() if hasattr(k, "signatures") and callable(k)}
+
+
 def test_warm_compiles_every_kernel_a_replay_calls(tmp_path) -> None:
     """After ``warm`` a replay adds no compiled specialisation: no event pays compilation."""
     kernel.warm()
-    dispatchers = [k for k in vars(kernel).values() if hasattr(k, "signatures") and callable(k)]
-    before = {k.__name__: len(k.signatures) for k in dispatchers}
+    before = specialisations()
     replay_dicts(replay_rows("may-2021", tmp_path), params=EngineParams(compiled=True))
-    assert {k.__name__: len(k.signatures) for k in dispatchers} == before
+    assert specialisations() == before
+
+
+def test_a_book_without_positions_or_collateral_needs_no_other_specialisation() -> None:
+    """``np.bincount`` over nothing is int64: such a book must still reach the kernel as floats."""
+    kernel.warm()
+    before = specialisations()
+    table = InstrumentTable.of([])
+    book = Book.from_arrays(["a"], np.zeros(1, dtype=np.int64), table, np.zeros(0, dtype=np.int64),
+                            np.zeros(0, dtype=np.int64), np.zeros(0))
+    assert book.qty.dtype == book.cost_qty.dtype == book.cost.dtype == np.float64
+    book = dataclasses.replace(book, collateral=np.bincount(np.zeros(0, dtype=np.int64), minlength=1))
+    for adaptive in (None, AdaptiveParams()):
+        risk = revalue_book(book, MarketState(NOW_MS, {}), adaptive=adaptive)
+        assert risk.equity.tolist() == [0.0] and risk.margin_ratio.tolist() == [0.0]
+    assert specialisations() == before
