@@ -38,13 +38,15 @@ def _kafka(args: argparse.Namespace) -> KafkaSettings:
     return kafka
 
 
-def _existing(kafka: KafkaSettings) -> tuple[AdminClient, dict[str, int]]:
-    """An admin client and the broker's topics; a broker that cannot be used is a ``UserError``
-    naming librdkafka's own reason (a refused SASL login, not just "transport failure")."""
+def broker_topics(kafka: KafkaSettings, timeout_s: float = ADMIN_TIMEOUT_S, **overrides: object
+                  ) -> tuple[AdminClient, dict[str, int]]:
+    """An admin client and the broker's topics; a broker that cannot be used within ``timeout_s``
+    is a ``UserError`` naming librdkafka's own reason (a refused SASL login, not just "transport
+    failure"). ``overrides``: client settings, such as ``log_level=0`` for a quiet probe."""
     reasons: list[str] = []
-    admin = AdminClient(client_config(kafka, error_cb=lambda error: reasons.append(error.str())))
+    admin = AdminClient(client_config(kafka, error_cb=lambda error: reasons.append(error.str()), **overrides))
     try:
-        metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S)
+        metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         admin.poll(0)  # serves the error callbacks queued meanwhile
         cause = next((r for r in reversed(reasons) if "authentication" in r.lower()), reasons[-1] if reasons else "")
@@ -61,7 +63,7 @@ def create_topics(kafka: KafkaSettings, leaders_timeout_s: float = LEADERS_TIMEO
     without termination", seen on a cluster started seconds before) is tried again: the
     controller may have carried it out, and creating is idempotent. A broker's refusal (an
     invalid replication factor, say) is final and reported at once."""
-    admin, existing = _existing(kafka)
+    admin, existing = broker_topics(kafka)
     outcomes: dict[str, str] = {}
     missing = []
     for spec in CATALOGUE:
@@ -141,7 +143,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     kafka = _kafka(args)
-    _, existing = _existing(kafka)
+    _, existing = broker_topics(kafka)
     print(f"{'topic':<32} {'partitions':>10} {'cleanup':<8} {'key':<11} {'value':<21} broker")
     for spec in CATALOGUE:
         name = topic_name(spec, kafka.topic_prefix)

@@ -4,19 +4,22 @@
 from __future__ import annotations
 
 import argparse
-import json
-from collections import Counter
+import dataclasses
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pipelines.config import load_settings
+from pipelines import arguments
+from pipelines.audit import render
+from pipelines.config import KafkaSettings, load_settings
 from pipelines.errors import UserError
+from pipelines.kafka import client_config
 
+if TYPE_CHECKING:
+    from pipelines.detect.breach import Breach
 
-def _ms(text: str | None) -> int | None:
-    if text is None:
-        return None
-    from pipelines.audit.render import parse_time
-
-    return parse_time(text)
+#: how long ``record`` and ``replay --kafka`` wait for the broker's first answer
+REACH_TIMEOUT_S = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,69 +29,122 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--store", metavar="PATH", help="export from this embedded audit store instead of Kafka")
     rec.add_argument("--from", dest="start", help="ISO 8601 UTC time or epoch ms (inclusive)")
     rec.add_argument("--to", dest="end", help="ISO 8601 UTC time or epoch ms (inclusive)")
-    rec.add_argument("--idle", type=float, default=3.0, help="stop reading Kafka after this many idle seconds")
-    rec.add_argument("--out", required=True, metavar="FILE")
+    rec.add_argument("--idle", type=arguments.positive_float, default=3.0,
+                     help="stop reading Kafka after this many idle seconds (default %(default)s)")
+    rec.add_argument("--out", required=True, metavar="FILE", help="replay file to write (Avro container)")
     rec.set_defaults(func=run_record)
 
     rep = subparsers.add_parser("replay", help="replay a recording into Kafka or in-process")
-    rep.add_argument("file")
+    rep.add_argument("file", help="replay file (from backstop record or backstop scenarios record)")
     mode = rep.add_mutually_exclusive_group(required=True)
     mode.add_argument("--kafka", action="store_true", help="produce into Kafka (keys, partitions, order preserved)")
     mode.add_argument("--in-process", action="store_true", help="run through the core in-process, no broker")
     rep.add_argument("--bootstrap", help="broker address (default: settings kafka.bootstrap)")
-    rep.add_argument("--speed", type=float, help="x N real time by event time (default: as fast as possible)")
+    rep.add_argument("--speed", type=arguments.positive_float,
+                     help="x N real time by event time (default: as fast as possible)")
     rep.add_argument("--keep-timestamps", action="store_true",
                      help="with --kafka: write the recorded Kafka timestamps (default: the replay's own time, the "
                           "recorded one in a header; a broker deletes messages older than a topic's retention)")
-    rep.add_argument("--json", action="store_true")
+    rep.add_argument("--json", action="store_true",
+                     help="with --in-process: every breach and action as JSON instead of the summary tables")
     rep.set_defaults(func=run_replay)
 
 
+def _out_path(path: str) -> str:
+    """``--out``: a file in an existing folder (nothing is created on the way)."""
+    if not Path(path).resolve().parent.is_dir():
+        raise UserError(f"--out {path}: folder {Path(path).parent} does not exist")
+    if Path(path).is_dir():
+        raise UserError(f"--out {path}: is a folder; give a file name")
+    return path
+
+
 def run_record(args: argparse.Namespace) -> int:
-    start, end = _ms(args.start), _ms(args.end)
+    start, end = render.parse_time(args.start, what="--from"), render.parse_time(args.end, what="--to")
+    out = _out_path(args.out)
     if args.store:
         from pipelines.audit.store import EmbeddedStore
         from pipelines.replay.record import export_store
 
+        if not Path(args.store).is_dir():
+            raise UserError(f"--store {args.store}: no audit store there")
         store = EmbeddedStore(args.store)
         try:
-            count = export_store(store, args.out, start_ms=start, end_ms=end)
+            count = export_store(store, out, start_ms=start, end_ms=end)
         finally:
             store.close()
     else:
-        from pipelines.kafka import client_config
         from pipelines.replay.record import record_kafka
 
-        kafka = load_settings(args.config).kafka
+        kafka = _kafka(args)
         config = client_config(kafka)
-        if args.bootstrap:
-            config["bootstrap.servers"] = args.bootstrap
-        count = record_kafka(args.out, config, prefix=getattr(kafka, "topic_prefix", ""), start_ms=start, end_ms=end,
-                             idle_s=args.idle)
-    print(f"recorded {count} messages to {args.out}")
+        count = record_kafka(out, config, prefix=kafka.topic_prefix, start_ms=start, end_ms=end, idle_s=args.idle)
+    print(f"recorded {count:,d} messages to {out}")
     return 0
 
 
+def _kafka(args: argparse.Namespace) -> KafkaSettings:
+    """Settings with ``--bootstrap`` applied, once the broker has answered (a one-line error within
+    ``REACH_TIMEOUT_S`` otherwise, instead of a client retrying for a minute)."""
+    from pipelines.topics_cli import broker_topics
+
+    kafka = load_settings(args.config).kafka
+    if args.bootstrap:
+        kafka = dataclasses.replace(kafka, bootstrap=args.bootstrap)
+    broker_topics(kafka, REACH_TIMEOUT_S, log_level=0)
+    return kafka
+
+
 def run_replay(args: argparse.Namespace) -> int:
-    if args.speed is not None and args.speed <= 0:
-        raise UserError("--speed must be positive")
     if args.kafka:
-        from pipelines.kafka import client_config
         from pipelines.replay.kafka_replay import replay_to_kafka
 
-        kafka = load_settings(args.config).kafka
-        config = client_config(kafka)
-        if args.bootstrap:
-            config["bootstrap.servers"] = args.bootstrap
-        count = replay_to_kafka(args.file, config, prefix=getattr(kafka, "topic_prefix", ""), speed=args.speed,
-                               keep_timestamps=args.keep_timestamps)
-        print(f"produced {count} messages")
+        if args.json:
+            raise UserError("--json describes an --in-process replay's outputs; --kafka only produces")
+        kafka = _kafka(args)
+        count = replay_to_kafka(args.file, client_config(kafka), prefix=kafka.topic_prefix, speed=args.speed,
+                                keep_timestamps=args.keep_timestamps)
+        print(f"produced {count:,d} messages")
         return 0
     from pipelines.replay.inprocess import replay
 
     out = replay(args.file)
-    summary = {"breaches": dict(Counter(b.kind.value for b in out.breaches if not b.cleared)),
-               "actions": dict(Counter(a["action_type"] for a in out.actions))}
-    print(json.dumps(summary, sort_keys=True) if args.json else
-          f"breaches {summary['breaches']}\nactions {summary['actions']}")
+    if args.json:
+        sys.stdout.write(render.to_json(render.json_safe({"breaches": [breach_dict(b) for b in out.breaches],
+                                                          "actions": out.actions})))
+        return 0
+    print(f"breaches ({sum(not b.cleared for b in out.breaches):,d} fired, "
+          f"{sum(b.cleared for b in out.breaches):,d} cleared)")
+    print(render.table(*breach_rows(out.breaches)) if out.breaches else "(none)")
+    print(f"\nactions ({len(out.actions):,d})")
+    print(render.table(*action_rows(out.actions)) if out.actions else "(none)")
     return 0
+
+
+def breach_dict(breach: Breach) -> dict[str, Any]:
+    """A core breach as JSON: its fields, its id, and ``kind`` as the kind's name."""
+    return {"breach_id": breach.breach_id, **dataclasses.asdict(breach), "kind": breach.kind.value}
+
+
+def breach_rows(breaches: list[Breach]) -> tuple[list[str], list[list[Any]]]:
+    """Per breach kind: fired, cleared, distinct subjects (accounts or markets), first and last fired."""
+    columns = ["kind", "fired", "cleared", "subjects", "first fired", "last fired"]
+    rows = []
+    for kind in sorted({b.kind.value for b in breaches}):
+        of_kind = [b for b in breaches if b.kind.value == kind]
+        fired = [b.event_time_ms for b in of_kind if not b.cleared]
+        rows.append([kind, len(fired), len(of_kind) - len(fired), len({b.subject for b in of_kind}),
+                     render.iso_ms(min(fired, default=None)), render.iso_ms(max(fired, default=None))])
+    return columns, rows
+
+
+def action_rows(actions: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Per action type: count, distinct accounts, first and last."""
+    columns = ["action", "count", "accounts", "first", "last"]
+    rows = []
+    for action_type in sorted({a["action_type"] for a in actions}):
+        of_type = [a for a in actions if a["action_type"] == action_type]
+        times = [a["event_time_ms"] for a in of_type]
+        rows.append([action_type, len(of_type), len({a["account"] for a in of_type}),
+                     render.iso_ms(min(times)), render.iso_ms(max(times))])
+    return columns, rows

@@ -19,17 +19,18 @@ from pipelines.engine.engine import EngineOutput, EngineParams
 from pipelines.engine.shard import Message, run_shards
 from pipelines.engine.shards import ACCOUNT_RECORDS
 from pipelines.events.codec import Codec, default_codec
-from pipelines.events.files import read_replay
 from pipelines.policy.signing import SigningKey
+from pipelines.replay.reading import replay_records
 from pipelines.topics import ACCOUNT_PARTITIONS
 
 DEFAULT_KEY = SigningKey("replay", b"backstop-replay-signing-key")
 
 
 def load(path: str | Path, codec: Codec | None = None, prefix: str = "") -> Iterator[tuple[str, int, int, str, dict[str, Any]]]:
-    """(topic without prefix, partition, offset, record, value) of every message, in file order."""
+    """(topic without prefix, partition, offset, record, value) of every message, in file order; a
+    file that is missing or not a replay file is a ``UserError``."""
     codec = codec or default_codec()
-    for r in read_replay(path):
+    for r in replay_records(path):
         topic = r["topic"][len(prefix):] if prefix and r["topic"].startswith(prefix) else r["topic"]
         decoded = codec.decode(r["value"])
         yield topic, r["partition"], r["offset"], decoded.record, decoded.value

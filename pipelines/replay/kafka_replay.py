@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pipelines.events.files import read_replay
+from pipelines.errors import UserError
+from pipelines.replay.reading import replay_records
 
 
 RECORDED_TIMESTAMP_HEADER = "backstop-recorded-timestamp-ms"
@@ -27,7 +28,8 @@ RECORDED_TIMESTAMP_HEADER = "backstop-recorded-timestamp-ms"
 def replay_to_kafka(path: str | Path, producer_config: dict, *, prefix: str = "", speed: float | None = None,
                     keep_timestamps: bool = False, sleep: Callable[[float], None] = time.sleep,
                     clock: Callable[[], float] = time.monotonic) -> int:
-    """Produce every record of ``path``; returns how many. ``speed`` None: as fast as possible."""
+    """Produce every record of ``path``; returns how many. ``speed`` None: as fast as possible.
+    A file problem, or messages the broker did not take, is a ``UserError``."""
     from confluent_kafka import Producer
 
     producer = Producer({"enable.idempotence": True, "acks": "all", "linger.ms": 5, **producer_config})
@@ -39,7 +41,7 @@ def replay_to_kafka(path: str | Path, producer_config: dict, *, prefix: str = ""
 
     count = 0
     start_wall = first_event = None
-    for r in read_replay(path):
+    for r in replay_records(path):
         if speed:
             if first_event is None:
                 first_event, start_wall = r["event_time_ms"], clock()
@@ -67,5 +69,6 @@ def replay_to_kafka(path: str | Path, producer_config: dict, *, prefix: str = ""
             producer.poll(0)
     remaining = producer.flush(60)
     if remaining or errors:
-        raise RuntimeError(f"replay into Kafka failed: {remaining} undelivered; {errors[:3]}")
+        raise UserError(f"replay into Kafka failed: {remaining} undelivered after 60 s, {len(errors)} refused"
+                        + (f" (first: {errors[0]})" if errors else ""))
     return count
