@@ -5,6 +5,13 @@ price, so a large order pays the slippage the book really has, fills partially w
 runs out inside the limit, and leaves the book thinner for the next order. ``replenish`` lets
 depth come back over time (market makers re-quoting), which is what makes pacing a liquidation
 in clips cheaper than dumping it at once.
+
+A book follows its instrument's mark: its levels hold their distance from the *anchor* (the
+price they were quoted around: the depth's mid, or the mark a synthetic book was built on), and
+``place_at(mark)`` moves every level with the mark, keeping what was consumed. A book placed at
+the mark it fills against can never fill a sell above ``mark * best_bid / anchor`` nor a buy below
+``mark * best_ask / anchor``: for a depth with bids below and asks above its anchor, never
+better than the mark.
 """
 
 from __future__ import annotations
@@ -34,14 +41,20 @@ class Sweep:
     @property
     def slippage_bps(self) -> float | None:
         """Average price against the touch, in basis points, positive when worse."""
+        return self.slippage_against(self.best_price)
+
+    def slippage_against(self, reference: float) -> float | None:
+        """Average price against ``reference`` (the touch, or a mark), in basis points, positive when worse."""
         if self.filled <= 0:
             return None
         sign = 1.0 if self.side == BUY else -1.0
-        return sign * (self.avg_price / self.best_price - 1.0) * 1e4
+        return sign * (self.avg_price / reference - 1.0) * 1e4
 
 
 class OrderBook:
-    def __init__(self, bids: Iterable[tuple[float, float]], asks: Iterable[tuple[float, float]]) -> None:
+    def __init__(self, bids: Iterable[tuple[float, float]], asks: Iterable[tuple[float, float]],
+                 anchor: float | None = None) -> None:
+        """``anchor``: the price the levels are quoted around (default: the mid, else the only side's touch)."""
         bid_levels = sorted(((p, q) for p, q in bids if q > 0), key=lambda level: -level[0])
         ask_levels = sorted(((p, q) for p, q in asks if q > 0), key=lambda level: level[0])
         self.bid_prices = np.array([p for p, _ in bid_levels], dtype=float)
@@ -50,6 +63,8 @@ class OrderBook:
         self.ask_sizes = np.array([q for _, q in ask_levels], dtype=float)
         self._full_bids = self.bid_sizes.copy()
         self._full_asks = self.ask_sizes.copy()
+        touches = [float(p[0]) for p in (self.bid_prices, self.ask_prices) if len(p)]
+        self.anchor = anchor if anchor is not None else (sum(touches) / len(touches) if touches else None)
 
     @classmethod
     def from_depth(cls, depth: Mapping) -> "OrderBook":
@@ -62,6 +77,15 @@ class OrderBook:
         if not (len(self.bid_prices) and len(self.ask_prices)):
             return None
         return float(self.bid_prices[0] + self.ask_prices[0]) / 2
+
+    def place_at(self, mark: float) -> "OrderBook":
+        """Move every level with the mark (prices scaled by ``mark / anchor``); sizes stay as they are."""
+        if self.anchor is not None and self.anchor > 0 and mark > 0 and mark != self.anchor:
+            factor = mark / self.anchor
+            self.bid_prices *= factor
+            self.ask_prices *= factor
+            self.anchor = mark
+        return self
 
     def _side(self, side: str) -> tuple[np.ndarray, np.ndarray]:
         """The levels an order of ``side`` takes from: a buy lifts asks, a sell hits bids."""

@@ -9,8 +9,11 @@ adapter would map ``place_order`` to ``create_order(..., params={"clientOrderId"
 
 ``SimulatedVenue`` keeps what must survive an executor's death in SQLite — the order ledger
 keyed by client order id, positions, halts, the insurance fund, LP usage — so several executor
-processes share one venue and a redelivered action finds the order it already placed. Books are
-rebuilt per process from the configured depth. Latency and outages can be injected.
+processes share one venue and a redelivered action finds the order it already placed. Every fill
+is against a book rebuilt at that moment from the latest depth (configured, or fed with
+``on_depth``) and placed at the mark: a liquidation's own ``mark``, else the latest ``on_mark``
+(``OrderBook.place_at``), so a fill is never better than the mark the book is placed at. Latency
+and outages can be injected.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class Venue(Protocol):
     def place_order(self, order: Order) -> OrderResult: ...
     def order(self, client_order_id: str) -> OrderResult | None: ...
     def cancel_order(self, client_order_id: str) -> bool: ...
-    def book(self, instrument: str) -> OrderBook: ...
+    def book(self, instrument: str, mark: float | None = None) -> OrderBook: ...
     def positions(self, account: str) -> dict[str, float]: ...
     def set_halted(self, instrument_or_underlying: str, halted: bool) -> None: ...
     def liquidate(self, client_order_id: str, account: str, instrument: str, quantity: float, mark: float,
@@ -115,7 +118,8 @@ class SimulatedVenue:
 
     def __init__(self, config: SimulatedVenueConfig, ledger_path: str | Path) -> None:
         self.config = config
-        self._books = {name: OrderBook.from_depth(depth) for name, depth in config.books.items()}
+        self._depth: dict[str, Mapping[str, Any]] = dict(config.books)
+        self._marks: dict[str, float] = {}
         self._db = sqlite3.connect(str(ledger_path), timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
@@ -142,11 +146,15 @@ class SimulatedVenue:
         row = self._db.execute("SELECT result FROM orders WHERE client_order_id = ?", (client_order_id,)).fetchone()
         return OrderResult(**json.loads(row[0])) if row else None
 
-    def book(self, instrument: str) -> OrderBook:
+    def book(self, instrument: str, mark: float | None = None) -> OrderBook:
+        """A fresh book from the latest depth of ``instrument``, placed at ``mark`` (default: the latest
+        ``on_mark``; with neither, where the depth was quoted)."""
         try:
-            return self._books[instrument]
+            book = OrderBook.from_depth(self._depth[instrument])
         except KeyError:
             raise VenueError(f"unknown instrument {instrument}", transient=False) from None
+        mark = mark if mark is not None else self._marks.get(instrument)
+        return book.place_at(mark) if mark is not None else book
 
     def positions(self, account: str) -> dict[str, float]:
         rows = self._db.execute("SELECT instrument, quantity FROM positions WHERE account = ?", (account,))
@@ -159,6 +167,16 @@ class SimulatedVenue:
     @property
     def insurance_fund_usd(self) -> float:
         return self._db.execute("SELECT balance FROM fund WHERE id = 1").fetchone()[0]
+
+    # ------------------------------------------------------------------ market data
+
+    def on_depth(self, depth: Mapping[str, Any]) -> None:
+        """An ``OrderBookDepth`` record: the instrument's book from now on."""
+        self._depth[depth["instrument"]] = depth
+
+    def on_mark(self, instrument: str, mark: float) -> None:
+        """The instrument's latest mark: where its book is placed for orders that carry none."""
+        self._marks[instrument] = mark
 
     # ------------------------------------------------------------------ commands
 
@@ -201,12 +219,13 @@ class SimulatedVenue:
             return OrderResult(order.client_order_id, "rejected", 0.0, None, 0.0, None, "instrument halted: reduce-only")
         if order.reduce_only and not reduces:
             return OrderResult(order.client_order_id, "rejected", 0.0, None, 0.0, None, "reduce-only order would increase")
-        sweep = self.book(order.instrument).sweep(order.side, order.quantity, order.limit_price)
+        book = self.book(order.instrument)
+        sweep = book.sweep(order.side, order.quantity, order.limit_price)
         if not sweep.filled:
             return OrderResult(order.client_order_id, "rejected", 0.0, None, 0.0, None, "no liquidity within limit")
         status = "filled" if sweep.filled >= order.quantity - 1e-12 else "partially_filled"
         return OrderResult(order.client_order_id, status, sweep.filled, sweep.avg_price,
-                           sweep.notional * self.config.taker_fee, sweep.slippage_bps)
+                           sweep.notional * self.config.taker_fee, sweep.slippage_against(book.anchor))
 
     def liquidate(self, client_order_id: str, account: str, instrument: str, quantity: float, mark: float,
                   equity_usd: float, now_ms: int, steps: str = "all", close_all: bool = True) -> WaterfallResult:
@@ -221,7 +240,7 @@ class SimulatedVenue:
             if row is not None:
                 self._db.execute("COMMIT")
                 return _result_from_json(json.loads(row[0]))
-            book = self.book(instrument) if steps == "all" else OrderBook([], [])
+            book = self.book(instrument, mark) if steps == "all" else OrderBook([], [])
             pool = LiquidityPool(self.config.lps if steps in ("all", "lp") else [])
             for lp_id, at_ms, usd in self._db.execute("SELECT lp_id, at_ms, usd FROM lp_usage"):
                 provider = next((lp for lp in pool.providers if lp.lp_id == lp_id), None)
