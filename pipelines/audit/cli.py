@@ -2,6 +2,8 @@
 
 Every command reads the store from ``--clickhouse URL`` (a server) or ``--store PATH`` (the
 embedded chdb store), else from settings (``[clickhouse] url``, else ``[clickhouse] store``).
+The read-only commands (``audit query``, ``incident ...``) refuse an embedded store folder that
+does not exist instead of creating it, and ``incident plot`` writes only into existing folders.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     isub.required = True
     timeline = isub.add_parser("timeline", help="one account's ordered story: inputs, breaches, actions, fills")
     _store_args(timeline)
-    timeline.add_argument("--account", required=True)
+    timeline.add_argument("--account", required=True, help="account id, as in the breaches and actions")
     timeline.add_argument("--from", dest="start", help="ISO 8601 UTC time or epoch ms (inclusive)")
     timeline.add_argument("--to", dest="end", help="ISO 8601 UTC time or epoch ms (inclusive)")
     timeline.add_argument("--no-market", action="store_true", help="leave out market inputs")
@@ -94,20 +96,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     plot = isub.add_parser("plot", help="PNG (and HTML) of price, margin ratio and actions for an account")
     _store_args(plot)
-    plot.add_argument("--account", required=True)
-    plot.add_argument("--from", dest="start")
-    plot.add_argument("--to", dest="end")
-    plot.add_argument("--out", required=True, help="PNG file to write")
+    plot.add_argument("--account", required=True, help="account id, as in the breaches and actions")
+    plot.add_argument("--from", dest="start", help="ISO 8601 UTC time or epoch ms (inclusive)")
+    plot.add_argument("--to", dest="end", help="ISO 8601 UTC time or epoch ms (inclusive)")
+    plot.add_argument("--out", required=True, help="PNG file to write (its folder must exist)")
     plot.add_argument("--html", help="also write an HTML page (PNG embedded, plus the event table)")
     plot.set_defaults(func=run_plot)
 
 
 # ---------------------------------------------------------------------- helpers
 
+#: epoch-ms columns of the summary, and their names once shown as ISO times
+TIME_COLUMNS = {"first_ms": "first", "last_ms": "last"}
 
-def _open(args: argparse.Namespace) -> Store:
+
+def _open(args: argparse.Namespace, read_only: bool = False) -> Store:
+    """The store the flags or settings name; ``read_only``: an embedded store must already exist."""
     settings = load_settings(getattr(args, "config", None)).clickhouse
+    embedded = args.store or (None if args.clickhouse or settings.url else settings.store)
+    if read_only and embedded and not Path(embedded).is_dir():
+        raise UserError(f"no audit store at {embedded} (give --store PATH of one, such as the folder backstop demo "
+                        "printed)")
     return open_store(url=args.clickhouse, store_path=args.store, settings=settings, database=args.database)
+
+
+def _writable(flag: str, path: str) -> Path:
+    """An output file in an existing folder (nothing is created on the way)."""
+    out = Path(path)
+    if not out.resolve().parent.is_dir():
+        raise UserError(f"{flag} {path}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; give a file name")
+    return out
 
 
 def _range(args: argparse.Namespace) -> tuple[int | None, int | None]:
@@ -181,7 +201,7 @@ def run_query(args: argparse.Namespace) -> int:
     from pipelines.audit.store import check_read_only
 
     check_read_only(args.sql)
-    with _open(args) as store:
+    with _open(args, read_only=True) as store:
         result = store.query(args.sql, params or None, readonly=True)
     if args.json:
         sys.stdout.write(render.to_json(render.json_safe({"columns": result.columns, "types": result.types,
@@ -197,7 +217,7 @@ def run_timeline(args: argparse.Namespace) -> int:
     from pipelines.audit import timeline
 
     start, end = _range(args)
-    with _open(args) as store:
+    with _open(args, read_only=True) as store:
         entries = timeline.timeline(store, args.account, start, end, include_market=not args.no_market)
     if args.json:
         sys.stdout.write(render.to_json(render.json_safe({"account": args.account, "from_ms": start, "to_ms": end,
@@ -215,7 +235,7 @@ def run_summary(args: argparse.Namespace) -> int:
     from pipelines.audit import summary
 
     start, end = _range(args)
-    with _open(args) as store:
+    with _open(args, read_only=True) as store:
         result = summary.summary(store, start, end)
     if args.json:
         sys.stdout.write(render.to_json(render.json_safe(result)))
@@ -235,12 +255,14 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def _section(title: str, rows: list[dict]) -> None:
+    """A summary section as a table; its epoch-ms time columns as ISO times, like the timeline."""
     print(f"\n{title}")
     if not rows:
         print("(none)")
         return
     columns = list(rows[0])
-    print(render.table(columns, [[r[c] for c in columns] for r in rows]))
+    print(render.table([TIME_COLUMNS.get(c, c) for c in columns],
+                       [[render.iso_ms(r[c]) if c in TIME_COLUMNS else r[c] for c in columns] for r in rows]))
 
 
 @_guard
@@ -248,12 +270,14 @@ def run_plot(args: argparse.Namespace) -> int:
     from pipelines.audit import plot, timeline
 
     start, end = _range(args)
-    with _open(args) as store:
+    out = _writable("--out", args.out)
+    html = _writable("--html", args.html) if args.html else None
+    with _open(args, read_only=True) as store:
         entries = timeline.timeline(store, args.account, start, end)
-    png = plot.plot_png(entries, args.account, Path(args.out))
+    png = plot.plot_png(entries, args.account, out)
     print(f"wrote {png}")
-    if args.html:
-        print(f"wrote {plot.write_html(entries, args.account, png, Path(args.html))}")
+    if html:
+        print(f"wrote {plot.write_html(entries, args.account, png, html)}")
     return 0
 
 

@@ -34,13 +34,15 @@ def parse_time(text: str | None, *, what: str = "time") -> int | None:
 
 
 def cell(value: Any) -> str:
+    """Text of a table cell: floats of 1,000 and more with thousands separators and cents
+    (notionals: ``1,249,230.12``, never ``1.24923e+06``), smaller ones to 6 significant digits."""
     if value is None:
         return ""
     if isinstance(value, float):
         if math.isnan(value):
             return ""
-        if value == int(value) and abs(value) < 1e15:
-            return f"{value:.1f}"
+        if math.isfinite(value) and abs(value) >= 1000:
+            return f"{value:,.2f}"
         return f"{value:.6g}"
     if isinstance(value, (list, tuple)):
         return ",".join(cell(v) for v in value)

@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {'':<26}{'with backstop':>18}{'without':>18}")
         for label, key, fmt in ROWS:
             print(f"  {label:<26}{w[key]:>18{fmt}}{wo[key]:>18{fmt}}")
-        print(f"  {'bankrupt accounts':<26}{len(w['bankrupt_accounts']):>18,d}{len(wo['bankrupt_accounts']):>18,d}")
+        bankrupt_with, bankrupt_without = len(w["bankrupt_accounts"]), len(wo["bankrupt_accounts"])
+        print(f"  {'bankrupt accounts':<26}{bankrupt_with:>18,d}{bankrupt_without:>18,d}")
         print(f"  accounts saved: {len(r['accounts_saved']):,d}")
         if "alternative" in r:
             a = r["alternative"]
