@@ -310,10 +310,12 @@ class Executor:
             action["action_id"], action["account"], _required(action, "instrument"), signed, mark, equity,
             action["event_time_ms"], steps, close_all=not partial))
         if not result.fills:  # still one report: the audit must say what became of every action
-            return [self._report(action, 0, status="cancelled", venue=self.venue.name,
+            return [self._report(action, 0, status="rejected", venue=self.venue.name,
                                  reason=f"no counterparty in {steps}: {result.unfilled:g} left with the account")]
+        closed = sum(fill.quantity for fill in result.fills)
+        status = "filled" if closed >= abs(signed) * (1 - 1e-9) else "partially_filled"
         venue_of = {"book": self.venue.name, "lp": "lp", "insurance_fund": "insurance_fund", "adl": "adl"}
-        return [self._report(action, i, status="filled", filled=fill.quantity, price=fill.price, fee=fill.fee_usd,
+        return [self._report(action, i, status=status, filled=fill.quantity, price=fill.price, fee=fill.fee_usd,
                              slippage=fill.slippage_bps, venue=venue_of[fill.step], counterparty=fill.counterparty)
                 for i, fill in enumerate(result.fills)]
 

@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, Producer
 from pipelines.events.codec import default_codec
 from pipelines.execution.executor import Executor, ExecutorConfig
 from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
+from pipelines.execution.waterfall import WaterfallParams
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.signing import SigningKey
 
@@ -194,6 +195,34 @@ def test_transfer_with_no_backstop_provider_still_reports_what_became_of_it(kafk
     stats = in_process_executor(kafka_bootstrap, prefix, venue).run(idle_exit_s=3)
     assert stats.reports == 1
     [report] = read_topic(kafka_bootstrap, f"{prefix}backstop.executions", "ExecutionReport", until=1)
-    assert (report["action_id"], report["status"], report["filled_quantity"]) == (action["action_id"], "cancelled", 0.0)
+    assert (report["action_id"], report["status"], report["filled_quantity"]) == (action["action_id"], "rejected", 0.0)
     assert "no counterparty in lp: 3 left" in report["reason"]
     assert venue.positions("levered") == {"BTC-PERPETUAL": 3.0}
+
+
+def test_every_action_gets_an_outcome(kafka_bootstrap: str, prefix: str, tmp_path: Path) -> None:
+    venue = SimulatedVenue(SimulatedVenueConfig(books={"BTC-PERPETUAL": DEEP}, waterfall=WaterfallParams(max_clips=2)),
+                           tmp_path / "l.sqlite")
+    venue.seed_position("big", "BTC-PERPETUAL", 5_000.0)  # more than two clips of the book take
+    t = 1_795_000_000_000
+    actions = {
+        "accepted": [make_action(KEY, ActionType.MARGIN_CALL, "a", t), make_action(KEY, ActionType.REDUCE_ONLY, "a", t),
+                     make_action(KEY, ActionType.HALT, "a", t, instrument="ETH-PERPETUAL"),
+                     make_action(KEY, ActionType.RESUME, "a", t, instrument="ETH-PERPETUAL")],
+        "filled": [hedge(3)],
+        "partially_filled": [make_action(KEY, ActionType.PARTIAL_LIQUIDATION, "big", t, instrument="BTC-PERPETUAL",
+                                         side="sell", quantity=5_000.0,
+                                         params={"mark": "60000", "equity_usd": "1e9"})],
+        "rejected": [make_action(KEY, ActionType.DELTA_HEDGE, "a", t, instrument="BTC-PERPETUAL", side="buy",
+                                 quantity=1.0, limit_price=50_000.0)],
+    }
+    produce_actions(kafka_bootstrap, prefix, [a for group in actions.values() for a in group])
+    in_process_executor(kafka_bootstrap, prefix, venue).run(idle_exit_s=3)
+    reports = read_topic(kafka_bootstrap, f"{prefix}backstop.executions", "ExecutionReport", until=8)
+    statuses = collections.defaultdict(set)
+    for r in reports:
+        statuses[r["action_id"]].add(r["status"])
+    for status, group in actions.items():
+        for action in group:
+            assert statuses[action["action_id"]] == {status}, action["action_type"]
+    assert all(r["reason"] for r in reports if r["status"] == "rejected")
