@@ -11,11 +11,13 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
+from pipelines import arguments
 from pipelines.config import load_settings
 from pipelines.errors import UserError
 from pipelines.events.codec import default_codec
 from pipelines.execution.executor import Executor, ExecutorConfig
 from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
+from pipelines.execution.waterfall import AdlCandidate, LiquidityProvider, WaterfallParams
 from pipelines.kafka import client_config
 from pipelines.ops import shell
 from pipelines.ops.metrics import Metrics
@@ -33,14 +35,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="stable per executor: its Kafka transactional id (fences a zombie after restart)")
     parser.add_argument("--group", default="backstop-executors", help="consumer group")
     parser.add_argument("--bootstrap", help="broker address (default: settings kafka.bootstrap)")
-    parser.add_argument("--batch-size", type=int, default=200)
-    parser.add_argument("--session-timeout-ms", type=int, default=10_000,
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=200,
+                        help="most actions read and carried out per Kafka transaction (default %(default)s)")
+    parser.add_argument("--session-timeout-ms", type=arguments.positive_int, default=10_000,
                         help="failover time for a dead executor (default 10 s; the broker's minimum is 6 s)")
-    parser.add_argument("--max-actions", type=int, help="exit after handling this many actions")
-    parser.add_argument("--idle-exit", type=float, metavar="SECONDS",
+    parser.add_argument("--max-actions", type=arguments.positive_int, help="exit after handling this many actions")
+    parser.add_argument("--idle-exit", type=arguments.positive_float, metavar="SECONDS",
                         help="exit after this long without actions (counted once the executor has joined its group)")
     shell.add_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def venue_config_from(path: str) -> SimulatedVenueConfig:
+    """``--venue-config``: a UTF-8 JSON object of ``SimulatedVenueConfig``'s fields (LPs, waterfall and
+    ADL candidates of their classes' fields); any problem, an unknown field included, is a ``UserError``
+    naming it."""
+    flag = f"--venue-config {path}"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"{flag}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{flag}: not UTF-8 text (JSON files are UTF-8; save it as UTF-8)") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{flag}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{flag}: expected a JSON object")
+    _known_fields(data, SimulatedVenueConfig, flag, "")
+    for k, lp in enumerate(data.get("lps") or []):
+        if isinstance(lp, dict):
+            _known_fields(lp, LiquidityProvider, flag, f"lps[{k}].")
+    if isinstance(data.get("waterfall"), dict):
+        _known_fields(data["waterfall"], WaterfallParams, flag, "waterfall.")
+    for instrument, candidates in (data.get("adl_candidates") or {}).items():
+        for k, candidate in enumerate(candidates if isinstance(candidates, list) else []):
+            if isinstance(candidate, dict):
+                _known_fields(candidate, AdlCandidate, flag, f"adl_candidates.{instrument}[{k}].")
+    try:
+        return SimulatedVenueConfig.from_json(data)
+    except KeyError as exc:
+        raise UserError(f"{flag}: missing field {exc}") from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise UserError(f"{flag}: {exc}") from None
+
+
+def _known_fields(obj: dict, cls: type, flag: str, where: str) -> None:
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    for key in obj:
+        if key not in allowed:
+            raise UserError(f"{flag}: {where}{key}: unknown field (expected {', '.join(allowed)})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,10 +91,7 @@ def run(args: argparse.Namespace) -> int:
     ops = shell.configure(args, settings.ops)
     kafka = settings.kafka
     bootstrap = {"bootstrap.servers": args.bootstrap} if args.bootstrap else {}
-    try:
-        venue_config = SimulatedVenueConfig.from_json(json.loads(Path(args.venue_config).read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"--venue-config {args.venue_config}: {exc}") from None
+    venue_config = venue_config_from(args.venue_config)
     Path(args.ledger).parent.mkdir(parents=True, exist_ok=True)
     metrics = Metrics("executor", lag_interval_s=ops.lag_interval_s)
     consumer = Consumer(client_config(kafka, **bootstrap, **metrics.consumer_config(), **{

@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-event-age-s", type=float, default=86_400.0,
                         help="events older than this (against the wall clock) are dead-lettered; raise it for replays")
     parser.add_argument("--hedged", default="", help="comma-separated accounts to keep delta-hedged")
-    parser.add_argument("--loglevel", default="warn", choices=("crit", "error", "warn", "info", "debug"))
+    parser.add_argument("--loglevel", default="warn", choices=("crit", "error", "warn", "info", "debug"),
+                        help="faust's log level (default %(default)s)")
     shell.add_arguments(parser)
     parser.set_defaults(func=run)
 
