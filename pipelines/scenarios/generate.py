@@ -32,7 +32,7 @@ from pipelines.scenarios.library import Scenario
 from pipelines.scenarios.model import depth_path, iv_path, price_path
 from pipelines.topics import spec_for
 
-T0 = 1_795_000_000_000  # 2026-11-18T08:53:20Z: every scenario starts here (event time)
+T0 = 1_795_000_000_000  # 2026-11-18T08:53:20Z: the event time bench inputs start at (scenarios: their date)
 TOPIC_OF = {
     "IndexPrice": "backstop.market.index", "MarkPrice": "backstop.market.mark",
     "VolatilityUpdate": "backstop.market.volatility", "OrderBookDepth": "backstop.market.depth",
@@ -190,7 +190,7 @@ def generate(scenario: Scenario, seed: int | None = None, *, ratio_range: tuple[
     rng = np.random.default_rng(seed)
     step_ms = scenario.step_s * 1000
     n = scenario.duration_s // scenario.step_s + 1
-    t0 = T0
+    t0 = scenario.start_ms
     expiry_ms = t0 + 30 * 86_400_000
     expiry_ms = int(datetime.datetime.fromtimestamp(expiry_ms / 1000, tz=datetime.timezone.utc)
                     .replace(hour=8, minute=0, second=0, microsecond=0).timestamp() * 1000)

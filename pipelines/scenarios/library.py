@@ -1,11 +1,13 @@
 """The named crash scenarios. Magnitudes follow documented incidents (docs/scenarios.md cites
 each); durations are compressed to ``duration_s`` of event time so a backtest runs in seconds,
-keeping the size of each move and the order of events. Each scenario also stages one failure
-mode seen in those incidents."""
+keeping the size of each move and the order of events. Each scenario starts on its incident's
+date (``start``, UTC; the hour is nominal: the move is compressed). Each scenario also stages one
+failure mode seen in those incidents."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 
 from pipelines.errors import UserError
 from pipelines.scenarios.model import UnderlyingPath, Window
@@ -18,6 +20,7 @@ class Scenario:
     incident: str  # what happened, with the magnitudes used
     failure_mode: str  # the failure staged on top of the move
     underlyings: tuple[UnderlyingPath, ...]
+    start: str  # ISO 8601 UTC: event time of the first tick, on the incident's date (the hour is nominal)
     duration_s: int = 1200
     step_s: int = 1
     depth_usd: float = 4_000_000.0  # one-side depth within 1 % of mid per perpetual, in calm markets
@@ -33,6 +36,12 @@ class Scenario:
     option_depth_share: float = 0.05  # option books: this share of the perpetual's depth, in USD
     seed: int = 7
 
+    @property
+    def start_ms(self) -> int:
+        """``start`` as UTC epoch milliseconds."""
+        start = datetime.datetime.fromisoformat(self.start.replace("Z", "+00:00"))
+        return int(start.timestamp() * 1000)
+
 
 BTC, ETH = 60_000.0, 3_000.0
 
@@ -46,6 +55,7 @@ SCENARIOS: tuple[Scenario, ...] = (
                         jump_mean=0.015),
          UnderlyingPath("BTC", BTC, -0.40, start=0.15, length=0.45, recovery=0.15, iv=0.6, iv_peak=1.4, jump_rate=0.3,
                         jump_mean=0.012)),
+        start="2020-03-12T12:00:00Z",
         vacuum=(Window(0.30, 0.55, 0.0),),
     ),
     Scenario(
@@ -56,6 +66,7 @@ SCENARIOS: tuple[Scenario, ...] = (
                         jump_mean=0.012),
          UnderlyingPath("ETH", ETH, -0.40, start=0.2, length=0.35, recovery=0.3, iv=0.8, iv_peak=1.5, jump_rate=0.5,
                         jump_mean=0.015)),
+        start="2021-05-19T12:00:00Z",
         depth_floor=0.08,
     ),
     Scenario(
@@ -65,6 +76,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         (UnderlyingPath("LUNA", 80.0, -0.90, start=0.1, length=0.6, recovery=0.0, sigma=1.5, iv=1.0, iv_peak=3.0,
                         jump_rate=0.6, jump_mean=0.03, options=False),
          UnderlyingPath("BTC", BTC, -0.20, start=0.1, length=0.6, recovery=0.1, iv=0.6, iv_peak=1.0)),
+        start="2022-05-09T12:00:00Z",
         oracle=(Window(0.30, 0.40, 0.0), Window(0.40, 0.55, 1.0)),
         depth_floor=0.05, insurance_fund_usd=2_000.0,
     ),
@@ -75,6 +87,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         (UnderlyingPath("BTC", 21_000.0, -0.26, start=0.15, length=0.5, recovery=0.05, iv=0.6, iv_peak=1.2),
          UnderlyingPath("FTT", 25.77, -0.896, start=0.15, length=0.5, recovery=0.0, sigma=1.5, iv=1.0, iv_peak=3.0,
                         jump_rate=0.5, jump_mean=0.04, options=False)),
+        start="2022-11-08T12:00:00Z",
         vacuum=(Window(0.35, 0.7, 0.02),),
         insurance_fund_usd=5_000.0, lp_capacity_usd=300_000.0, lp_per_minute_usd=100_000.0,
     ),
@@ -85,6 +98,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         (UnderlyingPath("BTC", 58_350.0, -0.152, start=0.25, length=0.4, recovery=0.3, iv=0.5, iv_peak=1.0),
          UnderlyingPath("ETH", 2_695.0, -0.214, start=0.25, length=0.4, recovery=0.3, iv=0.6, iv_peak=1.2,
                         jump_rate=0.4, jump_mean=0.01)),
+        start="2024-08-05T12:00:00Z",
         withdraw=Window(0.2, 0.2, 0.6), insurance_fund_usd=5_000.0,
     ),
     Scenario(
@@ -94,6 +108,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         (UnderlyingPath("JELLY", 0.05, 4.0, start=0.2, length=0.3, recovery=0.5, sigma=2.0, iv=1.2, iv_peak=4.0,
                         jump_rate=0.6, jump_mean=0.05, options=False),
          UnderlyingPath("BTC", BTC, -0.03, start=0.2, length=0.3, recovery=0.5, iv=0.5, iv_peak=0.6)),
+        start="2025-03-26T12:00:00Z",
         depth_usd=1_500_000.0, depth_floor=0.1,
     ),
     Scenario(
@@ -105,6 +120,7 @@ SCENARIOS: tuple[Scenario, ...] = (
                         jump_mean=0.01),
          UnderlyingPath("ETH", ETH, -0.20, start=0.2, length=0.2, recovery=0.4, iv=0.6, iv_peak=1.3, jump_rate=0.6,
                         jump_mean=0.012)),
+        start="2025-10-10T12:00:00Z",
         vacuum=(Window(0.3, 0.6, 0.01),),
         insurance_fund_usd=5_000.0, lp_capacity_usd=500_000.0, lp_per_minute_usd=150_000.0,
     ),
