@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 #: seeds are the whole numbers numpy's generators take, within the unsigned 32-bit range
 MAX_SEED = 2**32 - 1
@@ -66,3 +67,13 @@ def positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
     return value
+
+
+def output_file(text: str) -> str:
+    """A file to write, in a folder that exists (commands create no folders on the way)."""
+    path = Path(text)
+    if not path.resolve().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {path.parent} of {text} does not exist")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    return text

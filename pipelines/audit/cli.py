@@ -15,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
+from pipelines import arguments
 from pipelines.audit import migrations, render
 from pipelines.audit.store import Store, StoreError, open_store
 from pipelines.config import load_settings
@@ -99,8 +100,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plot.add_argument("--account", required=True, help="account id, as in the breaches and actions")
     plot.add_argument("--from", dest="start", help="ISO 8601 UTC time or epoch ms (inclusive)")
     plot.add_argument("--to", dest="end", help="ISO 8601 UTC time or epoch ms (inclusive)")
-    plot.add_argument("--out", required=True, help="PNG file to write (its folder must exist)")
-    plot.add_argument("--html", help="also write an HTML page (PNG embedded, plus the event table)")
+    plot.add_argument("--out", required=True, type=arguments.output_file,
+                      help="PNG file to write (its folder must exist)")
+    plot.add_argument("--html", type=arguments.output_file,
+                      help="also write an HTML page (PNG embedded, plus the event table)")
     plot.set_defaults(func=run_plot)
 
 
@@ -118,16 +121,6 @@ def _open(args: argparse.Namespace, read_only: bool = False) -> Store:
         raise UserError(f"no audit store at {embedded} (give --store PATH of one, such as the folder backstop demo "
                         "printed)")
     return open_store(url=args.clickhouse, store_path=args.store, settings=settings, database=args.database)
-
-
-def _writable(flag: str, path: str) -> Path:
-    """An output file in an existing folder (nothing is created on the way)."""
-    out = Path(path)
-    if not out.resolve().parent.is_dir():
-        raise UserError(f"{flag} {path}: folder {out.parent} does not exist")
-    if out.is_dir():
-        raise UserError(f"{flag} {path}: is a folder; give a file name")
-    return out
 
 
 def _range(args: argparse.Namespace) -> tuple[int | None, int | None]:
@@ -270,14 +263,12 @@ def run_plot(args: argparse.Namespace) -> int:
     from pipelines.audit import plot, timeline
 
     start, end = _range(args)
-    out = _writable("--out", args.out)
-    html = _writable("--html", args.html) if args.html else None
     with _open(args, read_only=True) as store:
         entries = timeline.timeline(store, args.account, start, end)
-    png = plot.plot_png(entries, args.account, out)
+    png = plot.plot_png(entries, args.account, Path(args.out))
     print(f"wrote {png}")
-    if html:
-        print(f"wrote {plot.write_html(entries, args.account, png, html)}")
+    if args.html:
+        print(f"wrote {plot.write_html(entries, args.account, png, Path(args.html))}")
     return 0
 
 

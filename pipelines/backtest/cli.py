@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="also run the backstop at this margin-trigger ratio (MM / equity, above 0), e.g. 1.1")
     bt.add_argument("--sweep", metavar="T1,T2,...", type=arguments.ratios,
                     help="margin-trigger ratios to sweep (each above 0): draws the solvency-efficiency frontier")
-    bt.add_argument("--plot", metavar="PNG", help=f"frontier plot file (only with --sweep; default {DEFAULT_PLOT})")
+    bt.add_argument("--plot", metavar="PNG", type=arguments.output_file, help=f"frontier plot file (only with --sweep; default {DEFAULT_PLOT})")
     bt.add_argument("--json", action="store_true", help="machine-readable JSON")
     bt.add_argument("--jobs", metavar="N",
                     help="worker processes for the runs (default: the usable cores; 1: in this process)")
@@ -64,8 +64,6 @@ def run(args: argparse.Namespace) -> int:
         from pipelines.backtest.plot import frontier_plot
 
         plot = Path(args.plot or DEFAULT_PLOT)
-        if not plot.parent.is_dir():
-            raise UserError(f"--plot {plot}: folder {plot.parent} does not exist")
         curves = sweep(scenarios, args.sweep, args.seed, jobs=jobs, progress=progress)
         frontier_plot(curves, plot)
         if args.json:

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--to", dest="end", help="ISO 8601 UTC time or epoch ms (inclusive)")
     rec.add_argument("--idle", type=arguments.positive_float, default=3.0,
                      help="stop reading Kafka after this many idle seconds (default %(default)s)")
-    rec.add_argument("--out", required=True, metavar="FILE", help="replay file to write (Avro container)")
+    rec.add_argument("--out", required=True, metavar="FILE", type=arguments.output_file, help="replay file to write (Avro container)")
     rec.set_defaults(func=run_record)
 
     rep = subparsers.add_parser("replay", help="replay a recording into Kafka or in-process")
@@ -50,18 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rep.set_defaults(func=run_replay)
 
 
-def _out_path(path: str) -> str:
-    """``--out``: a file in an existing folder (nothing is created on the way)."""
-    if not Path(path).resolve().parent.is_dir():
-        raise UserError(f"--out {path}: folder {Path(path).parent} does not exist")
-    if Path(path).is_dir():
-        raise UserError(f"--out {path}: is a folder; give a file name")
-    return path
-
-
 def run_record(args: argparse.Namespace) -> int:
     start, end = render.parse_time(args.start, what="--from"), render.parse_time(args.end, what="--to")
-    out = _out_path(args.out)
     if args.store:
         from pipelines.audit.store import EmbeddedStore
         from pipelines.replay.record import export_store
@@ -70,7 +60,7 @@ def run_record(args: argparse.Namespace) -> int:
             raise UserError(f"--store {args.store}: no audit store there")
         store = EmbeddedStore(args.store)
         try:
-            count = export_store(store, out, start_ms=start, end_ms=end)
+            count = export_store(store, args.out, start_ms=start, end_ms=end)
         finally:
             store.close()
     else:
@@ -78,8 +68,8 @@ def run_record(args: argparse.Namespace) -> int:
 
         kafka = _kafka(args)
         config = client_config(kafka)
-        count = record_kafka(out, config, prefix=kafka.topic_prefix, start_ms=start, end_ms=end, idle_s=args.idle)
-    print(f"recorded {count:,d} messages to {out}")
+        count = record_kafka(args.out, config, prefix=kafka.topic_prefix, start_ms=start, end_ms=end, idle_s=args.idle)
+    print(f"recorded {count:,d} messages to {args.out}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from pipelines import arguments
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate, write_recording
 
@@ -17,9 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--json", action="store_true", help="machine-readable JSON")
     show.set_defaults(func=run_list)
     record = sub.add_parser("record", help="write a scenario's events as a replay file (Avro container)")
-    record.add_argument("name", choices=library.names())
-    record.add_argument("--seed", type=int, help="random seed (default: the scenario's own)")
-    record.add_argument("--out", required=True, metavar="FILE")
+    record.add_argument("name", choices=library.names(), help="scenario name (backstop scenarios list)")
+    record.add_argument("--seed", type=arguments.seed, help="random seed (default: the scenario's own)")
+    record.add_argument("--out", required=True, metavar="FILE", type=arguments.output_file, help="replay file to write (Avro container)")
     record.set_defaults(func=run_record)
 
 
