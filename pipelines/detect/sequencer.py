@@ -59,7 +59,8 @@ class Sequencer:
         """Queue an event of input ``name``; False if it is late for its input (older than the
         input's newest by more than the allowed lateness): the caller counts or dead-letters it,
         the order stays intact."""
-        self.add_input(name)
+        if name not in self._newest:
+            self.add_input(name)
         if name in self._idle:
             self._idle.discard(name)
             self._bound_valid = False  # a waking input may bound the release again
@@ -101,10 +102,22 @@ class Sequencer:
         the bound is safe too unless an input standing at the limit ranks before it (a future
         event of its own input comes after it by position): so an event does not wait for its
         own input's next one when that input is the slowest."""
-        bound = self.bound()
-        until, first = (None, "") if bound is None else (bound[1], self._ranks[bound[0]])
-        out = []
         heap = self._heap
+        if not heap:
+            return []
+        bound = self.bound()
+        if bound is None:
+            if limit is None or limit >= len(heap):  # everything, in order: one sort, not a pop each
+                heap.sort()
+                out = [entry[3] for entry in heap]
+                heap.clear()
+                return out
+            until, first = None, ""
+        else:
+            until, first = bound[1], self._ranks[bound[0]]
+            if heap[0][0] > until or (heap[0][0] == until and heap[0][1] > first):
+                return []  # the common case while an input lags: nothing is safe yet
+        out = []
         room = len(heap) if limit is None else limit
         while heap and len(out) < room and (until is None or heap[0][0] < until
                                             or (heap[0][0] == until and heap[0][1] <= first)):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -116,19 +116,46 @@ class Engine:
 
     def on_event(self, record: str, value: Mapping[str, Any], ref: str) -> EngineOutput:
         """Apply one decoded, validated record (in sequencer order)."""
-        t = value["event_time_ms"]
-        closes_tick = self._tick_end is not None and t >= self._tick_end
-        out = self._revalue(self._tick_end - 1) if closes_tick else EngineOutput()
-        if self._tick_end is None or t >= self._tick_end:
-            interval = self.params.revaluation_interval_ms
-            self._tick_end = (t // interval + 1) * interval
-        self._last_time_ms = t if self._last_time_ms is None else max(self._last_time_ms, t)
-        self.events += 1
-        if record in ("PositionUpdate", "CollateralUpdate"):
-            self._on_account(record, value, ref, out)
-        else:
-            self._on_market(record, value, ref, out)
+        return self.on_events(((record, value, ref),))
+
+    def on_events(self, batch: Iterable[tuple[str, Mapping[str, Any], str]]) -> EngineOutput:
+        """Apply a run of decoded, validated ``(record, value, ref)`` in sequencer order: the
+        outputs, in order, of ``on_event`` on each in turn. A record at or past the pending
+        tick's end revalues that tick first; a run of mark prices inside one tick is applied in
+        one pass (``_on_marks``)."""
+        out = EngineOutput()
+        interval = self.params.revaluation_interval_ms
+        marks: list[tuple[Mapping[str, Any], str]] = []  # the run of mark prices not applied yet
+        for record, value, ref in batch:
+            t = value["event_time_ms"]
+            tick_end = self._tick_end
+            if tick_end is not None and t < tick_end and record == "MarkPrice":
+                marks.append((value, ref))
+                continue
+            if marks:
+                self._on_marks(marks, out)
+                marks = []
+            if tick_end is None or t >= tick_end:
+                if tick_end is not None:
+                    out.extend(self._revalue(tick_end - 1))
+                self._tick_end = (t // interval + 1) * interval
+            if record == "MarkPrice":
+                marks.append((value, ref))
+            else:
+                self._count(t)
+                if record in ("PositionUpdate", "CollateralUpdate"):
+                    self._on_account(record, value, ref, out)
+                else:
+                    self._on_market(record, value, ref, out)
+        if marks:
+            self._on_marks(marks, out)
         return out
+
+    def _count(self, t: int) -> None:
+        """One more record applied, at event time ``t``."""
+        if self._last_time_ms is None or t > self._last_time_ms:
+            self._last_time_ms = t
+        self.events += 1
 
     def unpriced(self) -> dict[str, int]:
         """Per underlying without an index price yet, how many of the engine's accounts hold it:
@@ -170,8 +197,9 @@ class Engine:
         self._touched.setdefault(account, self._seq(ref))
 
     def _on_market(self, record: str, value: Mapping[str, Any], ref: str, out: EngineOutput) -> None:
-        """Apply a market record; its breaches and circuit actions go to ``out`` (which may hold
-        the outputs of the tick this record closed: only the breaches added here are acted on)."""
+        """Apply a market record other than a mark price (``_on_marks``); its breaches and circuit
+        actions go to ``out`` (which may hold earlier outputs: only the breaches added here are
+        acted on)."""
         t = value["event_time_ms"]
         before = len(out.breaches)
         moved = self.board.apply(record, value)
@@ -189,24 +217,56 @@ class Engine:
         elif record == "OraclePrice":
             out.breaches += d.on_oracle(value["underlying"], value["source"], t, value["publish_time_ms"],
                                         value["price"], ref)
-        elif record == "MarkPrice":
-            reference = value.get("index_price") or self.board.index.get(value["underlying"])
-            if reference and self._reported(value["instrument"]):
-                # Venue-wide open interest, never this shard's own holders: every shard must see
-                # the same market breach whatever accounts it happens to hold.
-                interest = value.get("open_interest")
-                backing = math.inf if interest is None else abs(interest) * value["mark_price"]
-                out.breaches += d.on_mark(value["instrument"], t, value["mark_price"], reference, backing, ref)
-        for breach in out.breaches[before:]:
-            if breach.kind is BreachKind.LIQUIDITY_DROP:
-                (self._thin.discard if breach.cleared else self._thin.add)(breach.subject)
-            for change in self.circuits.on_breach(breach):
-                out.actions.append(self._circuit_action(change))
+        self._act_on(out.breaches[before:], out)
         if moved is not None:
             for change in self.circuits.on_time(moved, t):
                 out.actions.append(self._circuit_action(change))
             if moved not in self._moved:
                 self._moved[moved] = self._seq(ref)
+
+    def _on_marks(self, run: list[tuple[Mapping[str, Any], str]], out: EngineOutput) -> None:
+        """A run of ``MarkPrice`` records inside one tick, as ``_on_market`` would apply them one by
+        one: the board takes the whole run in one pass (nothing in the run reads a mark), then
+        each record goes through its detector and its underlying's circuit."""
+        values = [value for value, _ in run]
+        moved = self.board.apply_marks(values)
+        index, circuits, first_moves = self.board.index, self.circuits, self._moved
+        on_mark, reports = self.detectors.on_mark, self._reports
+        timed: tuple[str, int] | None = None  # circuits.on_time changes nothing when asked again at once
+        for (value, ref), underlying in zip(run, moved):
+            t = value["event_time_ms"]
+            instrument = value["instrument"]
+            reference = value.get("index_price") or index.get(value["underlying"])
+            if reference and (reports is None or reports(instrument)):
+                # Venue-wide open interest, never this shard's own holders: every shard must see
+                # the same market breach whatever accounts it happens to hold.
+                interest = value.get("open_interest")
+                backing = math.inf if interest is None else abs(interest) * value["mark_price"]
+                breaches = on_mark(instrument, t, value["mark_price"], reference, backing, ref)
+                if breaches:
+                    out.breaches += breaches
+                    self._act_on(breaches, out)
+                    timed = None
+            if underlying is not None:
+                if timed != (underlying, t):
+                    timed = (underlying, t)
+                    for change in circuits.on_time(underlying, t):
+                        out.actions.append(self._circuit_action(change))
+                if underlying not in first_moves:
+                    first_moves[underlying] = self._seq(ref)
+        last = max(value["event_time_ms"] for value in values)
+        if self._last_time_ms is None or last > self._last_time_ms:
+            self._last_time_ms = last
+        self.events += len(run)
+
+    def _act_on(self, breaches: list[Breach], out: EngineOutput) -> None:
+        """Market breaches just found: liquidity breaches mark their instrument thin (or clear it),
+        index moves drive the circuits, whose changes become actions."""
+        for breach in breaches:
+            if breach.kind is BreachKind.LIQUIDITY_DROP:
+                (self._thin.discard if breach.cleared else self._thin.add)(breach.subject)
+            for change in self.circuits.on_breach(breach):
+                out.actions.append(self._circuit_action(change))
 
     def _reported(self, subject: str) -> bool:
         return self._reports is None or self._reports(subject)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 from pipelines.risk.adaptive import MarketConditions
@@ -34,6 +34,8 @@ class MarketBoard:
         """Update from one market record; return the underlying it moved (None if none). A
         record older than the one the board holds for the same thing changes nothing: an input
         may deliver an event out of order (the ``Sequencer`` keeps each input's own order)."""
+        if record == "MarkPrice":
+            return self.apply_marks((value,))[0]
         key = (record, value.get("instrument") or value.get("underlying") or "")
         t = value["event_time_ms"]
         if t < self.updated.get(key, t):
@@ -50,11 +52,6 @@ class MarketBoard:
             else:
                 self.vol[value["underlying"]] = value["iv"]
             return value["underlying"]
-        if record == "MarkPrice":
-            self.marks[value["instrument"]] = value["mark_price"]
-            if value.get("mark_iv"):
-                self.instrument_iv[value["instrument"]] = value["mark_iv"]
-            return value["underlying"]
         if record == "OrderBookDepth":
             reference = self.marks.get(value["instrument"]) or self.index.get(value["instrument"].split("-")[0])
             self.depth_usd[value["instrument"]] = depth_within(value, DEPTH_BAND_BPS, reference)
@@ -63,6 +60,26 @@ class MarketBoard:
             self.definitions[value["instrument"]] = value
             return None
         return None
+
+    def apply_marks(self, values: Sequence[Mapping[str, Any]]) -> list[str | None]:
+        """``apply`` of a run of ``MarkPrice`` records, in order, in one pass: per record the
+        underlying it moved, None where an older record changed nothing."""
+        updated, marks, ivs = self.updated, self.marks, self.instrument_iv
+        moved: list[str | None] = []
+        for value in values:
+            key = ("MarkPrice", value.get("instrument") or value.get("underlying") or "")
+            t = value["event_time_ms"]
+            if t < updated.get(key, t):
+                moved.append(None)
+                continue
+            updated[key] = t
+            instrument = value["instrument"]
+            marks[instrument] = value["mark_price"]
+            iv = value.get("mark_iv")
+            if iv:
+                ivs[instrument] = iv
+            moved.append(value["underlying"])
+        return moved
 
     def state(self) -> dict:
         """The board as plain data (``MarketBoardState``): ``updated`` as records in its order,

@@ -91,10 +91,10 @@ class Shard:
 
     def advance(self, limit: int | None = None) -> EngineOutput:
         """Run every message the sequencer can release through the engine (at most ``limit``)."""
-        out = EngineOutput()
-        for message in self.sequencer.pop_ready(limit):
-            out.extend(self.engine.on_event(message.record, message.value, message.ref))
-        return keep_for_shard(self.owner, out)
+        ready = self.sequencer.pop_ready(limit)
+        if not ready:
+            return EngineOutput()
+        return keep_for_shard(self.owner, self.engine.on_events((m.record, m.value, m.ref) for m in ready))
 
     def idle(self, input_name: str) -> None:
         self.sequencer.idle(input_name)
@@ -158,7 +158,7 @@ def run_shards(messages: Iterable[tuple[int | None, Message]], partitions: int, 
             shard.sequencer.add_input(message.input)
     out = EngineOutput()
     for target, message in messages:
-        for shard in (shards if target is None else [shards[target]]):
+        for shard in (shards if target is None else (shards[target],)):
             shard.push(message)
             out.extend(shard.advance())
     for shard in shards:

@@ -41,7 +41,10 @@ def messages(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], partitio
     from pipelines.engine.shards import partition_for
 
     for topic, partition, offset, record, value in rows:
-        target = partition_for(value["account"], partitions) if record in ACCOUNT_RECORDS else None
+        if record not in ACCOUNT_RECORDS:
+            target = None
+        else:  # one shard holds every account: no need to hash it
+            target = partition_for(value["account"], partitions) if partitions > 1 else 0
         yield target, Message(f"{topic}/{partition}", offset, f"{topic}:{partition}:{offset}", record, value)
 
 
