@@ -9,6 +9,9 @@ causes: triggering events for a breach, breach ids for an action, the action id 
 
 Each table is queried on its own (simple, portable SQL: no JOIN, no window function) and the
 entries are merged here, ordered by event time, then cause before effect, then coordinates.
+
+``condense`` is the short text view: market ticks (most of a crash's entries) become one line per
+price series, at its first tick, with its count, range and extremes; everything else is kept.
 """
 
 from __future__ import annotations
@@ -152,7 +155,8 @@ def timeline(store: Store, account: str, start_ms: int | None = None, end_ms: in
         else:
             detail = f"{subject} {r['record'].replace('Price', '').lower()} {r['price']:g}"
         entries.append(Entry(r["event_time_ms"], "input", r["record"], "", r["instrument"] or r["underlying"],
-                             price=r["price"], detail=detail, coordinates=_coords(r), id=_coords(r)))
+                             price=r["price"], detail=detail, coordinates=_coords(r), id=_coords(r),
+                             fields={"iv": r["iv"]} if r["iv"] is not None else {}))
     for r in breaches:
         triggers = [eid or f"{topic}/{part}@{off}" for topic, part, off, eid in
                     zip(r["trigger_topics"], r["trigger_partitions"], r["trigger_offsets"], r["trigger_event_ids"])]
@@ -166,8 +170,9 @@ def timeline(store: Store, account: str, start_ms: int | None = None, end_ms: in
         order = f"{r['side']} {r['quantity']:g}" if r["side"] else ""
         if r["limit_price"] is not None:
             order += f" limit {r['limit_price']:g}"
+        params_of = dict(zip(r["param_keys"], r["param_values"]))
         entries.append(Entry(r["event_time_ms"], "action", r["action_type"], r["account"], r["instrument"],
-                             price=r["limit_price"], quantity=r["quantity"],
+                             price=r["limit_price"], quantity=r["quantity"], margin_ratio=_ratio(params_of),
                              detail=" ".join(x for x in (order, params_text) if x), id=r["action_id"],
                              causes=list(r["breach_ids"]), coordinates=_coords(r)))
     for r in executions:
@@ -185,10 +190,43 @@ def timeline(store: Store, account: str, start_ms: int | None = None, end_ms: in
         entries.append(Entry(r["event_time_ms"], "execution", r["status"], r["account"], r["instrument"],
                              price=r["avg_price"], quantity=r["filled_quantity"], detail=" ".join(parts),
                              id=r["execution_id"], causes=[r["action_id"]], coordinates=_coords(r),
-                             fields={"fee": r["fee"], "fee_currency": r["fee_currency"],
+                             fields={"side": r["side"], "fee": r["fee"], "fee_currency": r["fee_currency"],
                                      "slippage_bps": r["slippage_bps"], "venue": r["venue"]}))
     entries.sort(key=lambda e: (e.time_ms, KIND_ORDER[e.kind], e.coordinates))
     return entries
+
+
+def is_market_tick(entry: Entry) -> bool:
+    return entry.kind == "input" and entry.what in MARKET_RECORDS
+
+
+def condense(entries: list[Entry]) -> list[Entry]:
+    """``entries`` with the market ticks of each series (record type, instrument or underlying) replaced
+    by one entry at the series' first tick: its count, time range, first/low/high/last value (price, or
+    iv for volatility updates). Every other entry is kept, in order."""
+    series: dict[tuple[str, str], list[Entry]] = {}
+    for e in entries:
+        if is_market_tick(e):
+            series.setdefault((e.what, e.instrument), []).append(e)
+    summaries = [_series_summary(ticks) for ticks in series.values()]
+    kept = [e for e in entries if not is_market_tick(e)] + summaries
+    return sorted(kept, key=lambda e: (e.time_ms, KIND_ORDER[e.kind], e.coordinates))
+
+
+def _series_summary(ticks: list[Entry]) -> Entry:
+    first, last = ticks[0], ticks[-1]
+    detail = f"{len(ticks)} ticks to {iso_ms(last.time_ms)}"
+    valued = [(e, v) for e in ticks if (v := _tick_value(e)) is not None]
+    if valued:
+        (low_at, low), (high_at, high) = min(valued, key=lambda p: p[1]), max(valued, key=lambda p: p[1])
+        detail += (f": first {valued[0][1]:g}, low {low:g} at {iso_ms(low_at.time_ms)}, "
+                   f"high {high:g} at {iso_ms(high_at.time_ms)}, last {valued[-1][1]:g}")
+    return Entry(first.time_ms, "input", f"{first.what} x{len(ticks)}", "", first.instrument, price=first.price,
+                 detail=detail, coordinates=first.coordinates)
+
+
+def _tick_value(entry: Entry) -> float | None:
+    return entry.fields.get("iv") if entry.what == "VolatilityUpdate" else entry.price
 
 
 COLUMNS = ("time", "kind", "what", "instrument", "price", "margin", "detail", "id", "causes")
@@ -197,6 +235,14 @@ COLUMNS = ("time", "kind", "what", "instrument", "price", "margin", "detail", "i
 def rows(entries: list[Entry]) -> list[tuple]:
     return [(iso_ms(e.time_ms), e.kind, e.what, e.instrument, e.price, e.margin_ratio, e.detail,
              e.id if e.kind != "input" else "", ",".join(e.causes)) for e in entries]
+
+
+def _ratio(params: dict[str, str]) -> float | None:
+    """The margin ratio an action was decided at (its ``margin_ratio`` parameter), when it carries one."""
+    try:
+        return float(params["margin_ratio"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _num(value: float | None) -> str:
