@@ -1,9 +1,11 @@
-"""``backstop incident plot``: price, margin ratio and actions over time for one account (PNG, HTML).
+"""``backstop incident plot``: price, margin ratio, actions and fills over time for one account (PNG, HTML).
 
-Top panel: index price of the account's underlying(s) and the mark of its instruments (each on
-its own axis scale, normalised to the first value when several are drawn), with vertical lines
-at actions (labelled with the action type) and markers at fills. Bottom panel: margin ratio from
-the breaches, with the breach thresholds. The HTML page embeds the PNG and the timeline table.
+Panels, sharing the time axis (UTC): the index price of each underlying the account trades; one
+panel per instrument with its mark (where the market publishes one), the position's entry prices
+and the fills on that instrument (buy and sell markers), so an option's and a perpetual's prices
+never share a scale; the margin ratio (maintenance / equity) at every breach and action that
+carries it, with the liquidation line at 1 and the breach thresholds; and one lane per action type,
+so action labels never overlap. The HTML page embeds the PNG and the timeline table.
 """
 
 from __future__ import annotations
@@ -17,9 +19,21 @@ from pipelines.audit.render import iso_ms
 from pipelines.audit.timeline import Entry
 from pipelines.errors import UserError
 
+PANEL_HEIGHT_IN = 1.9
+
 
 def _dt(ms: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+
+
+def underlyings_of(entries: list[Entry]) -> list[str]:
+    """Underlyings with an index price in ``entries``, in first-seen order."""
+    return list(dict.fromkeys(e.instrument for e in entries if e.kind == "input" and e.what == "IndexPrice"))
+
+
+def instruments_of(entries: list[Entry]) -> list[str]:
+    """Instruments the account held, was acted on or filled in, in first-seen order."""
+    return list(dict.fromkeys(e.instrument for e in entries if e.instrument and e.account))
 
 
 def plot_png(entries: list[Entry], account: str, path: Path) -> Path:
@@ -28,53 +42,85 @@ def plot_png(entries: list[Entry], account: str, path: Path) -> Path:
     except ImportError:
         raise UserError("incident plot needs matplotlib: pip install matplotlib") from None
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     if not entries:
         raise UserError(f"nothing recorded for account {account} in that time range")
-    fig, (ax_price, ax_margin) = plt.subplots(2, 1, sharex=True, figsize=(11, 7), height_ratios=(2, 1))
-    series: dict[str, list[tuple[datetime.datetime, float]]] = {}
-    for e in entries:
-        if e.kind == "input" and e.what in ("IndexPrice", "MarkPrice", "OraclePrice") and e.price is not None:
-            series.setdefault(f"{e.instrument} {e.what.replace('Price', '').lower()}", []).append((_dt(e.time_ms), e.price))
-    normalise = len(series) > 1
-    for label, points in sorted(series.items()):
-        xs = [p[0] for p in points]
-        ys = [p[1] / points[0][1] if normalise and points[0][1] else p[1] for p in points]
-        ax_price.plot(xs, ys, label=label, linewidth=1.2)
-    ax_price.set_ylabel("price / first price" if normalise else "price")
-    for e in entries:
-        if e.kind == "action":
-            ax_price.axvline(_dt(e.time_ms), color="tab:red", alpha=0.5, linestyle="--")
-            ax_price.annotate(e.what, (_dt(e.time_ms), 1.0), xycoords=("data", "axes fraction"), rotation=90,
-                              va="top", ha="right", fontsize=7, color="tab:red")
-    fills = [e for e in entries if e.kind == "execution" and e.quantity]
-    if fills:
-        ax_fill = ax_price.twinx()
-        ax_fill.scatter([_dt(e.time_ms) for e in fills], [e.price or 0 for e in fills], marker="v", color="black",
-                        label="fills (avg price)", zorder=5)
-        ax_fill.set_ylabel("fill price")
-        ax_fill.legend(loc="lower right", fontsize=8)
-    if series:
-        ax_price.legend(loc="upper left", fontsize=8)
-    margin = [(e.time_ms, e.margin_ratio, e.fields.get("threshold")) for e in entries
-              if e.kind == "breach" and e.margin_ratio is not None]
-    if margin:
-        ax_margin.plot([_dt(m[0]) for m in margin], [m[1] for m in margin], marker="o", label="margin ratio")
-        thresholds = [(m[0], m[2]) for m in margin if m[2] is not None]
-        if thresholds:
-            ax_margin.step([_dt(t[0]) for t in thresholds], [t[1] for t in thresholds], where="post",
-                           linestyle=":", color="tab:orange", label="threshold")
-        ax_margin.legend(loc="upper left", fontsize=8)
-    ax_margin.set_ylabel("margin ratio")
-    ax_margin.set_xlabel("event time (UTC)")
-    ax_price.set_title(f"account {account}: price, margin ratio and actions")
+    underlyings, instruments = underlyings_of(entries), instruments_of(entries)
+    heights = [1.0] * (len(underlyings) + len(instruments)) + [1.0, 0.8]
+    fig, axes = plt.subplots(len(heights), 1, sharex=True, height_ratios=heights,
+                             figsize=(11, 1.0 + PANEL_HEIGHT_IN * sum(heights)), squeeze=False)
+    axes = list(axes[:, 0])
+    for ax, underlying in zip(axes, underlyings):
+        _draw_index(ax, entries, underlying)
+    for ax, name in zip(axes[len(underlyings):], instruments):
+        _draw_instrument(ax, entries, name)
+    _draw_margin(axes[-2], entries)
+    _draw_actions(axes[-1], entries)
+    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=datetime.timezone.utc))
+    axes[-1].set_xlabel(f"event time (UTC) from {iso_ms(entries[0].time_ms)} to {iso_ms(entries[-1].time_ms)}")
+    axes[0].set_title(f"account {account}: price, fills, margin ratio and actions")
     fig.autofmt_xdate()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _draw_index(ax, entries: list[Entry], underlying: str) -> None:  # noqa: ANN001
+    ticks = [e for e in entries if e.what == "IndexPrice" and e.instrument == underlying and e.price is not None]
+    ax.plot([_dt(e.time_ms) for e in ticks], [e.price for e in ticks], color="tab:blue", linewidth=1.2,
+            label=f"{underlying} index")
+    ax.set_ylabel(f"{underlying} index\n(USD)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _draw_instrument(ax, entries: list[Entry], name: str) -> None:  # noqa: ANN001
+    marks = [e for e in entries if e.what == "MarkPrice" and e.instrument == name and e.price is not None]
+    if marks:
+        ax.plot([_dt(e.time_ms) for e in marks], [e.price for e in marks], color="tab:gray", linewidth=1.0, label="mark")
+    opened = [e for e in entries if e.what == "PositionUpdate" and e.instrument == name and e.price]
+    if opened:
+        ax.scatter([_dt(e.time_ms) for e in opened], [e.price for e in opened], marker="o", s=14,
+                   facecolors="none", edgecolors="tab:blue", label="position entry price")
+    for side, marker, color in (("buy", "^", "tab:green"), ("sell", "v", "tab:red")):
+        fills = [e for e in entries if e.kind == "execution" and e.instrument == name and e.quantity
+                 and e.price is not None and e.fields.get("side") == side]
+        if fills:
+            ax.scatter([_dt(e.time_ms) for e in fills], [e.price for e in fills], marker=marker, color=color, s=30,
+                       zorder=5, label=f"{side} fills (avg price)")
+    ax.set_ylabel(f"{name}\n(USD)", fontsize=8)
+    ax.legend(loc="upper right", fontsize=7)
+    ax.grid(alpha=0.3)
+
+
+def _draw_margin(ax, entries: list[Entry]) -> None:  # noqa: ANN001
+    points = [e for e in entries if e.kind in ("breach", "action") and e.margin_ratio is not None]
+    if points:
+        ax.plot([_dt(e.time_ms) for e in points], [e.margin_ratio for e in points], marker=".", color="tab:purple",
+                label="margin ratio (at breaches and actions)")
+    thresholds = [e for e in entries if e.kind == "breach" and e.fields.get("threshold") is not None]
+    if thresholds:
+        ax.scatter([_dt(e.time_ms) for e in thresholds], [e.fields["threshold"] for e in thresholds], marker="_",
+                   color="tab:orange", s=80, label="breach threshold")
+    ax.axhline(1.0, color="tab:red", linestyle=":", linewidth=1, label="liquidatable (1)")
+    ax.set_ylabel("margin ratio\n(maint. / equity)")
+    ax.legend(loc="upper left", fontsize=7)
+    ax.grid(alpha=0.3)
+
+
+def _draw_actions(ax, entries: list[Entry]) -> None:  # noqa: ANN001
+    actions = [e for e in entries if e.kind == "action"]
+    lanes = list(dict.fromkeys(e.what for e in actions))
+    for lane, what in enumerate(lanes):
+        times = [_dt(e.time_ms) for e in actions if e.what == what]
+        ax.scatter(times, [lane] * len(times), marker="|", s=120, linewidths=1.5)
+    ax.set_yticks(range(len(lanes)), lanes, fontsize=8)
+    ax.set_ylim(-0.7, max(len(lanes), 1) - 0.3)
+    ax.set_ylabel("actions")
+    ax.grid(alpha=0.3, axis="x")
 
 
 def write_html(entries: list[Entry], account: str, png: Path, path: Path) -> Path:

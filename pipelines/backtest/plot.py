@@ -1,9 +1,25 @@
-"""The solvency–efficiency frontier: capital efficiency (x) against bad debt (y), one curve per scenario."""
+"""The solvency–efficiency frontier: capital efficiency (x) against bad debt (y), one curve per scenario.
+
+Colour names the scenario (its curve, its sweep points and its no-backstop point alike); marker shape
+names the margin-trigger ratio, with a cross for the run without the backstop. Bad debt is on a
+symmetric-log scale: zero stays on the axis and six-figure losses share it with four-figure ones.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
+
+TRIGGER_MARKERS = ("o", "s", "D", "^", "v", "P", "*", "h")
+NO_BACKSTOP_MARKER = "X"
+LINEAR_BELOW_USD = 1_000.0
+
+
+def trigger_markers(curves: dict[str, list[dict[str, Any]]]) -> dict[float, str]:
+    """A marker shape per swept trigger (in increasing order; shapes repeat past the eighth)."""
+    triggers = sorted({p["trigger"] for points in curves.values() for p in points if p["trigger"] is not None})
+    return {t: TRIGGER_MARKERS[k % len(TRIGGER_MARKERS)] for k, t in enumerate(triggers)}
 
 
 def frontier_plot(curves: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
@@ -11,23 +27,40 @@ def frontier_plot(curves: dict[str, list[dict[str, Any]]], path: str | Path) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, points in curves.items():
-        swept = [p for p in points if p["trigger"] is not None]
-        ax.plot([p["capital_efficiency"] for p in swept], [p["bad_debt_usd"] for p in swept], marker="o", label=name)
+    markers = trigger_markers(curves)
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for k, (name, points) in enumerate(curves.items()):
+        colour = colours(k % 10)
+        swept = sorted((p for p in points if p["trigger"] is not None), key=lambda p: p["trigger"])
+        ax.plot([p["capital_efficiency"] for p in swept], [p["bad_debt_usd"] for p in swept], color=colour,
+                linewidth=1.2, alpha=0.8, label=name)
         for p in swept:
-            ax.annotate(f"{p['trigger']:g}", (p["capital_efficiency"], p["bad_debt_usd"]), fontsize=7,
-                        textcoords="offset points", xytext=(3, 3))
+            ax.scatter([p["capital_efficiency"]], [p["bad_debt_usd"]], marker=markers[p["trigger"]], color=colour,
+                       s=36, zorder=3)
         base = next(p for p in points if p["trigger"] is None)
-        ax.scatter([base["capital_efficiency"]], [base["bad_debt_usd"]], marker="x", color="black")
+        ax.scatter([base["capital_efficiency"]], [base["bad_debt_usd"]], marker=NO_BACKSTOP_MARKER, color=colour,
+                   s=60, zorder=3)
+    ax.set_yscale("symlog", linthresh=LINEAR_BELOW_USD)
+    ax.set_ylim(bottom=-LINEAR_BELOW_USD / 5)
+    worst = max((p["bad_debt_usd"] for points in curves.values() for p in points), default=0.0)
+    decades = range(round(math.log10(LINEAR_BELOW_USD)), math.ceil(math.log10(max(worst, LINEAR_BELOW_USD))) + 1)
+    ticks = [0.0] + [10.0 ** d for d in decades]
+    ax.set_yticks(ticks, [f"${t:,.0f}" for t in ticks])
     ax.set_xlabel("capital efficiency (share of opening notional not force-closed)")
-    ax.set_ylabel("bad debt (USD)")
-    ax.set_title("Solvency–efficiency frontier (x: no backstop; labels: margin-trigger ratio)")
+    ax.set_ylabel(f"bad debt (USD, log above {LINEAR_BELOW_USD:,.0f})")
+    ax.set_title("Solvency–efficiency frontier by scenario")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, title="scenario", fontsize=8, title_fontsize=8, loc="upper left",
+               bbox_to_anchor=(1.01, 1), bbox_transform=ax.transAxes)
+    shapes = [Line2D([], [], linestyle="", marker=m, color="black", label=f"trigger {t:g}") for t, m in markers.items()]
+    shapes.append(Line2D([], [], linestyle="", marker=NO_BACKSTOP_MARKER, color="black", label="no backstop"))
+    ax.legend(handles=shapes, title="run", fontsize=8, title_fontsize=8, loc="lower left", bbox_to_anchor=(1.01, 0))
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
