@@ -20,12 +20,21 @@ waterfall run on an account whose equity after the book and LP fills is negative
 *deficit*; it is covered by the fund (``fund_draw_usd``), ADL counterparties closed at the
 bankruptcy price (``adl_haircut_usd``), and what is left is ``bad_debt_usd``:
 ``deficit = fund_draw + adl_haircut + bad_debt`` for every liquidation (tested). At the end,
-an account still open with negative equity is settled the same way.
+an account still open with negative equity is settled the same way. Cash paid in to cover a
+deficit is kept per account (``Ledger.covered``), so for every account
+``cash = deposits + realised − fees + covered``.
 
-Fills are applied at the action's event time; the book a liquidation consumes stays consumed
-until the next ``OrderBookDepth`` for the instrument (option books, which the stream does not
-carry, are built around the option's mark with ``option_depth_share`` of the perpetual's
-depth). Feedback events reach the engine ``exec_delay_ms`` after the action.
+Fills are applied at the action's event time, against books that follow the mark: every fill
+first places its book at the instrument's mark of that moment (``OrderBook.place_at``), so no
+fill is better than the mark. A perpetual's book is its latest ``OrderBookDepth``; option books,
+which the stream does not carry, are built around the option's mark with ``option_depth_share``
+of the perpetual's depth, and rebuilt on every depth of the perpetual. What a fill consumes
+stays consumed until that rebuild. Feedback events reach the engine ``exec_delay_ms`` after the
+action.
+
+Every action gets an outcome, as the executor reports it: ``accepted`` (margin calls,
+reduce-only, halts), ``filled`` or ``partially_filled`` (one report per fill), or ``rejected``
+with a reason (nothing to close, no counterparty, no liquidity within the limit).
 """
 
 from __future__ import annotations
@@ -69,7 +78,7 @@ class Liquidation:
     instrument: str
     event_time_ms: int
     action_id: str
-    source: str  # "backstop" (an engine action) or "venue" (bankruptcy liquidation)
+    source: str  # "backstop" (an engine action), "venue" (bankruptcy liquidation) or "settlement" (end of run)
     quantity: float
     mark: float
     deficit_usd: float
@@ -112,7 +121,7 @@ class Result:
         return {
             "scenario": self.scenario, "with_backstop": self.with_backstop, "events": self.events,
             "breaches": dict(sorted(self.breaches.items())), "actions": dict(sorted(self.actions.items())),
-            "liquidations": len(self.liquidations), "executions": self.executions,
+            "liquidations": sum(liq.source != "settlement" for liq in self.liquidations), "executions": self.executions,
             "bad_debt_usd": round(self.bad_debt_usd, 2), "insurance_fund_draw_usd": round(self.fund_draw_usd, 2),
             "adl_haircut_usd": round(self.adl_haircut_usd, 2), "slippage_usd": round(self.slippage_usd, 2),
             "fees_usd": round(self.fees_usd, 2), "liquidated_notional_usd": round(self.liquidated_notional_usd, 2),
@@ -143,6 +152,7 @@ class Ledger:
         self.realised: dict[str, float] = defaultdict(float)
         self.fees: dict[str, float] = defaultdict(float)
         self.deposits: dict[str, float] = defaultdict(float)
+        self.covered: dict[str, float] = defaultdict(float)
         self.now_ms = 0
 
     def mark(self, name: str) -> float:
@@ -179,6 +189,11 @@ class Ledger:
         else:
             self.positions[account][name] = [q_new, avg_new]
         self.holders[instrument(name).underlying].add(account)
+
+    def cover(self, account: str, usd: float) -> None:
+        """Pay ``usd`` into an account's cash to cover its deficit (the fund's money, or bad debt)."""
+        self.cash[account] += usd
+        self.covered[account] += usd
 
     def apply(self, record: str, value: Mapping[str, Any]) -> None:
         self.now_ms = max(self.now_ms, value["event_time_ms"])
@@ -254,7 +269,7 @@ class Simulation:
         self.on_output("input", (record, value))
         if record == "OrderBookDepth":
             self.depth[value["instrument"]] = value
-            self.books.pop(value["instrument"], None)
+            self._drop_books(value["instrument"])
         elif record == "PositionUpdate" and value["account"] not in self._opened:
             self._opened.add(value["account"])
         if self.engine is not None:
@@ -270,56 +285,80 @@ class Simulation:
         for action in out.actions:
             self.result.actions[action["action_type"]] += 1
             self.on_output("action", action)
-            self._execute(action)
+            for report in self._execute(action):
+                self.on_output("execution", report)
 
     # ------------------------------------------------------------------ execution
 
+    def _drop_books(self, depth_instrument: str) -> None:
+        """A new depth for ``depth_instrument``: its book, and the option books sized on it, are rebuilt."""
+        depth_of = instrument(depth_instrument)
+        for name in [n for n in self.books if n == depth_instrument or (
+                instrument(n).kind is Kind.OPTION and instrument(n).underlying == depth_of.underlying)]:
+            del self.books[name]
+
     def _book(self, name: str) -> OrderBook:
+        """The book ``name`` fills against now: built if need be, placed at the instrument's mark."""
+        mark = self.ledger.mark(name)
         book = self.books.get(name)
         if book is None:
             inst = instrument(name)
             if inst.kind is Kind.OPTION:
                 perp = self.depth.get(f"{inst.underlying}-PERPETUAL")
-                mark = self.ledger.mark(name)
                 usd = 0.0
                 if perp is not None:
                     usd = sum(l["price"] * l["quantity"] for l in perp["bids"]) * self.venue.option_depth_share
                 qty = usd / max(mark, 1e-9) / 10
                 book = OrderBook([(mark * (1 - 0.005 * i), qty) for i in range(1, 11)],
-                                 [(mark * (1 + 0.005 * i), qty) for i in range(1, 11)])
+                                 [(mark * (1 + 0.005 * i), qty) for i in range(1, 11)], anchor=mark)
             else:
                 depth = self.depth.get(name)
                 book = OrderBook.from_depth(depth) if depth else OrderBook([], [])
             self.books[name] = book
-        return book
+        return book.place_at(mark)
 
-    def _execute(self, action: Mapping[str, Any]) -> None:
+    def _execute(self, action: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Carry ``action`` out; its reports (at least one: every action has an outcome)."""
         kind = action["action_type"]
+        if kind in LIQUIDATIONS:
+            return self._liquidation_action(action)
+        if kind == "delta_hedge":
+            return self._hedge(action)
+        return [_outcome(action, "accepted")]
+
+    def _liquidation_action(self, action: Mapping[str, Any]) -> list[dict[str, Any]]:
+        account, name = action["account"], action.get("instrument")
+        if not name:
+            return [_outcome(action, "rejected", "missing_field: no instrument")]
+        held = self.ledger.positions[account].get(name, (0.0, 0.0))[0]
+        signed = action["quantity"] if action["side"] == SELL else -action["quantity"]
+        if held * signed <= 0:
+            return [_outcome(action, "rejected", f"nothing to close: the account holds {held:g} {name}")]
+        signed = math.copysign(min(abs(signed), abs(held)), held)
+        kind = action["action_type"]
+        return self._liquidate(account, name, signed, action["event_time_ms"], action["action_id"], "backstop",
+                               LIQUIDATIONS[kind], self.venue.waterfall, adl=True,
+                               close_all=kind not in ("partial_liquidation", "transfer_to_lp"))
+
+    def _hedge(self, action: Mapping[str, Any]) -> list[dict[str, Any]]:
         account, name, t = action["account"], action.get("instrument"), action["event_time_ms"]
-        if kind in LIQUIDATIONS and name:
-            held = self.ledger.positions[account].get(name, (0.0, 0.0))[0]
-            signed = action["quantity"] if action["side"] == SELL else -action["quantity"]
-            if held * signed <= 0:
-                return
-            signed = math.copysign(min(abs(signed), abs(held)), held)
-            self._liquidate(account, name, signed, t, action["action_id"], "backstop", LIQUIDATIONS[kind],
-                            self.venue.waterfall, adl=True,
-                            close_all=kind not in ("partial_liquidation", "transfer_to_lp"))
-        elif kind == "delta_hedge" and name and instrument(name).underlying in self.ledger.index:
-            book = self._book(name)
-            side = action["side"]
-            sweep = book.sweep(side, action["quantity"], action.get("limit_price"))
-            if sweep.filled > EPS:
-                fee = sweep.notional * self.venue.waterfall.taker_fee
-                mark = self.ledger.mark(name)
-                qty = sweep.filled if side == BUY else -sweep.filled
-                self.ledger.trade(account, name, qty, sweep.avg_price, fee)
-                self.result.fees_usd += fee
-                self.result.slippage_usd += abs(sweep.avg_price - mark) * sweep.filled
-                self.result.executions += 1
-                self.on_output("execution", _report(action["action_id"], 0, account, name, side, sweep.filled,
-                                                    sweep.avg_price, fee, "simulated", "book", t))
-                self._feedback_for(account, name, t)
+        if not name or instrument(name).underlying not in self.ledger.index:
+            return [_outcome(action, "rejected", f"no market for {name}")]
+        side = action["side"]
+        mark = self.ledger.mark(name)
+        sweep = self._book(name).sweep(side, action["quantity"], action.get("limit_price"))
+        if sweep.filled <= EPS:
+            return [_outcome(action, "rejected", "no liquidity within limit")]
+        fee = sweep.notional * self.venue.waterfall.taker_fee
+        qty = sweep.filled if side == BUY else -sweep.filled
+        self.ledger.trade(account, name, qty, sweep.avg_price, fee)
+        self.result.fees_usd += fee
+        self.result.slippage_usd += _worse_than_mark(side, sweep.avg_price, mark) * sweep.filled
+        self.result.executions += 1
+        self._feedback_for(account, name, t)
+        status = "filled" if sweep.filled >= action["quantity"] - EPS else "partially_filled"
+        return [_report(action["action_id"], 0, account, name, side, sweep.filled, sweep.avg_price, fee, "simulated",
+                        "book", t, _slippage_bps(side, sweep.avg_price, mark), status)]
 
     def _bankruptcy_check(self, underlying: str, t: int) -> None:
         for account in sorted(self.ledger.holders.get(underlying, ())):
@@ -349,15 +388,17 @@ class Simulation:
             fills.append({"step": "book", "counterparty": "book", "quantity": sweep.filled, "price": sweep.avg_price,
                           "fee_usd": fee, "event_time_ms": t})
             self.result.executions += 1
+            status = "filled" if sweep.filled >= abs(position) - EPS else "partially_filled"
             self.on_output("execution", _report(action_id, 0, account, name, side, sweep.filled, sweep.avg_price, fee,
-                                                "simulated", "book", t, sweep.slippage_bps))
+                                                "simulated", "book", t, _slippage_bps(side, sweep.avg_price, mark),
+                                                status))
         if not ledger.positions[account]:
             equity = ledger.equity(account)
             if equity < -EPS:
                 deficit = -equity
                 draw = self.fund.draw(deficit)
                 bad = deficit - draw
-                ledger.cash[account] += deficit
+                ledger.cover(account, deficit)
         if not fills and not deficit:
             return
         r = self.result
@@ -381,7 +422,9 @@ class Simulation:
         return out
 
     def _liquidate(self, account: str, name: str, position: float, t: int, action_id: str, source: str, steps: str,
-                   params: WaterfallParams, *, adl: bool, close_all: bool = True) -> None:
+                   params: WaterfallParams, *, adl: bool, close_all: bool = True) -> list[dict[str, Any]]:
+        """Run the waterfall on ``position`` (signed, the quantity closed); its reports, one per fill
+        (``partially_filled`` when the fills fall short of the position), or one ``rejected``."""
         ledger = self.ledger
         mark = ledger.mark(name)
         equity = ledger.equity(account)
@@ -392,10 +435,13 @@ class Simulation:
         result = liquidate(account, name, position, mark, equity, book, pool, self.fund, candidates, t, params,
                            close_all)
         sign = 1.0 if position > 0 else -1.0
+        side = SELL if sign > 0 else BUY
+        if not result.fills:
+            return [_report(action_id, 0, account, name, side, 0.0, None, 0.0, "simulated", "", t, None, "rejected",
+                            f"no counterparty in {steps}: {abs(position):g} left with the account")]
         slippage = fees = haircut = 0.0
-        fills = []
         deficit = None
-        for i, fill in enumerate(result.fills):
+        for fill in result.fills:
             if fill.step in ("insurance_fund", "adl") and deficit is None:
                 deficit = max(0.0, -ledger.equity(account))
             ledger.trade(account, name, -sign * fill.quantity, fill.price, fill.fee_usd)
@@ -406,20 +452,21 @@ class Simulation:
             if fill.step in ("book", "lp"):
                 slippage += (mark - fill.price) * fill.quantity * sign
             fees += fill.fee_usd
-            fills.append(fill)
-            self.result.executions += 1
-            venue = {"book": "simulated", "lp": "lp", "insurance_fund": "insurance_fund", "adl": "adl"}[fill.step]
-            self.on_output("execution", _report(action_id, i, account, name, SELL if sign > 0 else BUY, fill.quantity,
-                                                fill.price, fill.fee_usd, venue, fill.counterparty, fill.event_time_ms,
-                                                fill.slippage_bps))
+        closed = sum(fill.quantity for fill in result.fills)
+        status = "filled" if closed >= abs(position) - EPS else "partially_filled"
+        venue_of = {"book": "simulated", "lp": "lp", "insurance_fund": "insurance_fund", "adl": "adl"}
+        reports = [_report(action_id, i, account, name, side, fill.quantity, fill.price, fill.fee_usd,
+                           venue_of[fill.step], fill.counterparty, fill.event_time_ms, fill.slippage_bps, status)
+                   for i, fill in enumerate(result.fills)]
+        self.result.executions += len(reports)
         if deficit is None:
             deficit = max(0.0, -ledger.equity(account))
-        # the fund took over at bankruptcy or paid a deficit: the account is made whole to zero
         residual = ledger.equity(account)
         if residual < -EPS:  # fills past bankruptcy: the fund paid (or failed to pay: bad debt) the deficit
-            ledger.cash[account] -= residual
-        liq = Liquidation(account, name, t, action_id, source, abs(position), mark, deficit, result.fund_draw_usd,
-                          max(haircut, 0.0), result.bad_debt_usd, slippage, fees, [dataclasses.asdict(f) for f in fills])
+            ledger.cover(account, -residual)
+        liq = Liquidation(account, name, t, action_id, source, closed, mark, deficit, result.fund_draw_usd,
+                          max(haircut, 0.0), result.bad_debt_usd, slippage, fees,
+                          [dataclasses.asdict(f) for f in result.fills])
         r = self.result
         r.liquidations.append(liq)
         r.bad_debt_usd += result.bad_debt_usd
@@ -427,9 +474,10 @@ class Simulation:
         r.adl_haircut_usd += max(haircut, 0.0)
         r.slippage_usd += slippage
         r.fees_usd += fees
-        r.liquidated_notional_usd += abs(position) * ledger.index[instrument(name).underlying]
+        r.liquidated_notional_usd += closed * ledger.index[instrument(name).underlying]
         r.liquidated_accounts.add(account)
         self._feedback_for(account, name, t)
+        return reports
 
     def _feedback_for(self, account: str, name: str, t: int) -> None:
         """The executed trade as the engine would see it: a PositionUpdate and a CollateralUpdate."""
@@ -457,19 +505,39 @@ class Simulation:
                 paid = self.fund.draw(-equity)
                 self.result.fund_draw_usd += paid
                 self.result.bad_debt_usd += -equity - paid
-                self.ledger.cash[account] -= equity
+                self.result.liquidations.append(Liquidation(account, "", self.ledger.now_ms, f"settlement:{account}",
+                                                            "settlement", 0.0, 0.0, -equity, paid, 0.0, -equity - paid,
+                                                            0.0, 0.0, []))
+                self.ledger.cover(account, -equity)
             self.result.final_equity[account] = self.ledger.equity(account)
 
     def opening_notional(self) -> float:
         return sum(self.ledger.notional(a) for a in self.ledger.positions)
 
 
-def _report(action_id: str, seq: int, account: str, name: str, side: str, qty: float, price: float, fee: float,
-            venue: str, counterparty: str, t: int, slippage_bps: float | None = None) -> dict[str, Any]:
-    return {"execution_id": f"{action_id}/{seq}", "action_id": action_id, "account": account, "status": "filled",
-            "venue": venue, "instrument": name, "side": side, "filled_quantity": float(qty), "avg_price": float(price),
-            "fee": float(fee), "fee_currency": "USD", "slippage_bps": slippage_bps, "counterparty": counterparty,
-            "reason": None, "event_time_ms": int(t)}
+def _report(action_id: str, seq: int, account: str, name: str | None, side: str | None, qty: float,
+            price: float | None, fee: float, venue: str, counterparty: str, t: int, slippage_bps: float | None = None,
+            status: str = "filled", reason: str | None = None) -> dict[str, Any]:
+    return {"execution_id": f"{action_id}/{seq}", "action_id": action_id, "account": account, "status": status,
+            "venue": venue, "instrument": name, "side": side, "filled_quantity": float(qty),
+            "avg_price": None if price is None else float(price), "fee": float(fee), "fee_currency": "USD",
+            "slippage_bps": slippage_bps, "counterparty": counterparty, "reason": reason, "event_time_ms": int(t)}
+
+
+def _outcome(action: Mapping[str, Any], status: str, reason: str | None = None) -> dict[str, Any]:
+    """The one report of an action that trades nothing (``accepted``, or ``rejected`` with its reason)."""
+    return _report(action["action_id"], 0, action["account"], action.get("instrument"), action.get("side"), 0.0, None,
+                   0.0, "simulated", "", action["event_time_ms"], None, status, reason)
+
+
+def _worse_than_mark(side: str, price: float, mark: float) -> float:
+    """How much worse than ``mark`` a fill of ``side`` at ``price`` is, per unit (negative: better)."""
+    return price - mark if side == BUY else mark - price
+
+
+def _slippage_bps(side: str, price: float, mark: float) -> float:
+    """Slippage against the mark in basis points, positive when worse (the ExecutionReport's convention)."""
+    return _worse_than_mark(side, price, mark) / mark * 1e4
 
 
 def sequence_events(events: Iterable[tuple[str, str, Mapping[str, Any]]], partitions: Mapping[str, int] | None = None

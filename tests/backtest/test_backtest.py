@@ -43,11 +43,9 @@ def test_cash_conservation():
     sim.run(sequence_events(g.events))
     L = sim.ledger
     for account in L.cash:
-        # collateral in + realised PnL - fees (+ fund/bad-debt top-ups) = final cash
-        topups = sum(liq.fund_draw_usd + liq.bad_debt_usd for liq in sim.result.liquidations
-                     if liq.account == account and liq.source == "venue")
-        assert math.isclose(L.cash[account], L.deposits[account] + L.realised[account] - L.fees[account] + topups,
-                            rel_tol=1e-9, abs_tol=1e-2) or account in {l.account for l in sim.result.liquidations}
+        # collateral in + realised PnL - fees + deficits covered (by the fund, or as bad debt) = final cash
+        assert math.isclose(L.cash[account], L.deposits[account] + L.realised[account] - L.fees[account]
+                            + L.covered[account], rel_tol=1e-9, abs_tol=1e-2), account
 
 
 def test_deterministic_results():
