@@ -6,12 +6,19 @@ back; every input, breach, action and execution goes into the embedded ClickHous
 through the audit sink's own row builder, at synthetic Kafka coordinates: the catalogue topic,
 Kafka's partition for the record's key, and the record's position in its topic-partition within
 this run as the offset. The same scenario also runs without the backstop for comparison.
+
+The store keeps its rows without TTL: the scenarios are dated on their incidents' (past) dates, which
+the audit tables' retention would otherwise expire. The printed follow-up commands run as printed
+from the current directory, with the ``backstop`` of this installation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +26,7 @@ from typing import Any
 
 from pipelines import arguments
 from pipelines.audit.migrations import migrate
+from pipelines.audit.render import iso_ms
 from pipelines.audit.rows import Batch, Coordinates
 from pipelines.audit.store import EmbeddedStore
 from pipelines.backtest.run import engine_params, simulate
@@ -39,8 +47,12 @@ class AuditCollector:
         self.batch = Batch("demo")
         self.offsets: dict[tuple[str, int], int] = {}
         self.rows = 0
+        self.first_ms: int | None = None  # event-time range of everything collected
+        self.last_ms: int | None = None
 
     def _coords(self, topic: str, key: str, t: int) -> Coordinates:
+        self.first_ms = t if self.first_ms is None else min(self.first_ms, t)
+        self.last_ms = t if self.last_ms is None else max(self.last_ms, t)
         partition = partition_for(key, spec_for(topic).partitions)
         offset = self.offsets.get((topic, partition), 0)
         self.offsets[(topic, partition)] = offset + 1
@@ -103,11 +115,12 @@ def run_demo(scenario_name: str, store_path: str | Path | None = None, seed: int
     path = Path(store_path) if store_path else Path(tempfile.mkdtemp(prefix="backstop-demo-")) / "audit"
     store = EmbeddedStore(path)
     try:
-        migrate(store)
+        migrate(store, inputs_ttl_days=0, audit_ttl_days=0)
         rows = collector.write(store)
     finally:
         store.close()
     liquidated = sorted(with_.liquidated_accounts)
+    start, end = iso_ms(collector.first_ms), iso_ms(collector.last_ms)
     return {
         "scenario": scenario.name,
         "seed": generated.seed,
@@ -124,10 +137,36 @@ def run_demo(scenario_name: str, store_path: str | Path | None = None, seed: int
         "accounts_saved": sorted(without.bankrupt_accounts - with_.bankrupt_accounts),
         "audit_rows": rows,
         "audit_store": str(path.resolve()),
-        "timeline_command": (f"backstop incident timeline --store {path.resolve()} --account {liquidated[0]}"
-                             if liquidated else None),
+        "from": start,
+        "to": end,
+        "commands": follow_up_commands(path.resolve(), start, end, liquidated[0] if liquidated else None),
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def backstop_command() -> str:
+    """This installation's ``backstop`` as it can be typed from the current directory: ``backstop`` when
+    that is the one on PATH, else its path (relative when under the current directory), else the module."""
+    script = Path(sys.executable).with_name("backstop")
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m pipelines.cli"
+    on_path = shutil.which("backstop")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "backstop"
+    if script.is_relative_to(Path.cwd()):
+        return shlex.quote(str(script.relative_to(Path.cwd())))
+    return shlex.quote(str(script))
+
+
+def follow_up_commands(store: Path, start: str, end: str, account: str | None) -> dict[str, str]:
+    """Shell commands, runnable as printed, that query the demo's audit store: the incident summary over
+    the run's event-time range and, when an account was liquidated, its timeline and plot."""
+    exe, where = backstop_command(), f"--store {shlex.quote(str(store))}"
+    commands = {"summary": f"{exe} incident summary {where} --from {start} --to {end}"}
+    if account is not None:
+        commands["timeline"] = f"{exe} incident timeline {where} --account {shlex.quote(account)}"
+        commands["plot"] = f"{exe} incident plot {where} --account {shlex.quote(account)} --out incident.png"
+    return commands
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -157,8 +196,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"liquidated      {len(summary['liquidated_accounts'])} accounts; saved from bankruptcy: "
           f"{len(summary['accounts_saved'])}")
     print(f"audit store     {summary['audit_store']} ({summary['audit_rows']} rows)")
-    if summary["timeline_command"]:
-        print(f"query it        {summary['timeline_command']}")
+    print(f"incident        {summary['from']} .. {summary['to']} (event time, UTC)")
+    for name, command in summary["commands"].items():
+        print(f"{name:<16}{command}")
     return 0
 
 
