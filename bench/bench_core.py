@@ -33,6 +33,7 @@ import inspect
 import json
 import os
 import pkgutil
+import resource
 import subprocess
 import sys
 import tempfile
@@ -205,24 +206,28 @@ def has_jobs_flag() -> bool:
     return "--jobs" in proc.stdout
 
 
-def cli_runs(arguments: list[str], jobs: int) -> dict[str, Any]:
-    """``backstop backtest <arguments>`` serially and on ``jobs`` processes (when ``--jobs`` exists),
-    wall time; run in a scratch folder (a sweep's plot goes there)."""
+def cli_runs(arguments: list[str], jobs: int, serial: bool) -> dict[str, Any]:
+    """``backstop backtest <arguments>`` on ``jobs`` processes and (``serial``) on one, when
+    ``--jobs`` exists (else its one way): wall time, and the CPU time of all its processes.
+    Each runs in a scratch folder (a sweep's plot goes there)."""
     with_jobs = has_jobs_flag()
     out: dict[str, Any] = {"command": "backstop backtest " + " ".join(arguments), "jobs_flag": with_jobs}
-    runs = [("serial", ["--jobs", "1"] if with_jobs else [])]
+    runs = [("serial", ["--jobs", "1"] if with_jobs else [])] if serial or not with_jobs else []
     runs += [("parallel", ["--jobs", str(jobs)])] if with_jobs else []
     for name, extra in runs:
         command = [*backstop_command(), "backtest", *arguments, *extra, "--json", "--no-progress"]
         with tempfile.TemporaryDirectory() as scratch:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             proc = subprocess.run(command, capture_output=True, text=True, cwd=scratch)
             seconds = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             out[name] = {"error": f"exit {proc.returncode}: {last}"}
         else:
-            out[name] = {"seconds": seconds, "jobs": int(extra[1]) if extra else 1}
+            cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            out[name] = {"seconds": seconds, "cpu_seconds": cpu, "jobs": int(extra[1]) if extra else 1}
         print(f"  {out['command']} {' '.join(extra)}: {out[name]}", flush=True)
     return out
 
@@ -231,14 +236,14 @@ def scenario_arguments(sizes: Sizes) -> list[str]:
     return [a for name in sizes.backtest for a in ("--scenario", name)]
 
 
-def backtest(sizes: Sizes, jobs: int) -> dict[str, Any]:
-    return cli_runs(scenario_arguments(sizes), jobs)
+def backtest(sizes: Sizes, jobs: int, serial: bool) -> dict[str, Any]:
+    return cli_runs(scenario_arguments(sizes), jobs, serial)
 
 
-def sweep(sizes: Sizes, jobs: int) -> dict[str, Any]:
+def sweep(sizes: Sizes, jobs: int, serial: bool) -> dict[str, Any]:
     triggers = ",".join(f"{t:g}" for t in sizes.sweep_triggers)
     return {"points": len(sizes.sweep_triggers),
-            **cli_runs(scenario_arguments(sizes) + ["--sweep", triggers, "--plot", "frontier.png"], jobs)}
+            **cli_runs(scenario_arguments(sizes) + ["--sweep", triggers, "--plot", "frontier.png"], jobs, serial)}
 
 
 def margin(sizes: Sizes) -> dict[str, Any]:
@@ -297,6 +302,8 @@ def main() -> int:
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(PARTS)}")
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
                         help="processes of the parallel backtest and sweep (default: the usable cores)")
+    parser.add_argument("--no-serial", action="store_true",
+                        help="skip the --jobs 1 reference of backtest and sweep (the report says it is missing)")
     parser.add_argument("--out", help="results file (default bench/results/core.json; "
                                       "--quick writes none unless given)")
     args = parser.parse_args()
@@ -314,7 +321,8 @@ def main() -> int:
            "repeat": sizes.repeat, "kernels": kernel_modules(), "warm_seconds": warm_kernels()}
     parts: dict[str, Callable[[], dict[str, Any]]] = {
         "per_tick": lambda: per_tick(sizes), "replay": lambda: replay(sizes),
-        "backtest": lambda: backtest(sizes, args.jobs), "sweep": lambda: sweep(sizes, args.jobs),
+        "backtest": lambda: backtest(sizes, args.jobs, not args.no_serial),
+        "sweep": lambda: sweep(sizes, args.jobs, not args.no_serial),
         "margin": lambda: margin(sizes), "venue": lambda: venue(sizes)}
     for part in chosen:
         started = time.perf_counter()
