@@ -194,7 +194,8 @@ class Engine:
             breaches = self.detectors.on_collateral(account, value["event_time_ms"], change_usd,
                                                     self.accounts.collateral_usd(account, self.board.index), ref)
             out.breaches += breaches
-        self._touched.setdefault(account, self._seq(ref))
+        if account not in self._touched:
+            self._touched[account] = self._seq(ref)
 
     def _on_market(self, record: str, value: Mapping[str, Any], ref: str, out: EngineOutput) -> None:
         """Apply a market record other than a mark price (``_on_marks``); its breaches and circuit

@@ -40,12 +40,16 @@ def messages(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], partitio
              ) -> Iterator[tuple[int | None, Message]]:
     from pipelines.engine.shards import partition_for
 
+    names: dict[tuple[str, int], tuple[str, str]] = {}  # per topic-partition: the input, the refs' prefix
     for topic, partition, offset, record, value in rows:
         if record not in ACCOUNT_RECORDS:
             target = None
         else:  # one shard holds every account: no need to hash it
             target = partition_for(value["account"], partitions) if partitions > 1 else 0
-        yield target, Message(f"{topic}/{partition}", offset, f"{topic}:{partition}:{offset}", record, value)
+        name = names.get((topic, partition))
+        if name is None:
+            name = names[(topic, partition)] = (f"{topic}/{partition}", f"{topic}:{partition}:")
+        yield target, Message(name[0], offset, name[1] + str(offset), record, value)
 
 
 def replay(path: str | Path, *, key: SigningKey = DEFAULT_KEY, params: EngineParams | None = None,
