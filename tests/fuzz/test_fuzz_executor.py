@@ -326,8 +326,8 @@ def check_handled(executor: RecordingExecutor, message: FakeMessage, handled: _H
     else:
         assert letters == []
         assert reports, "an executed action must be reported"
-        assert all(r["status"] in ("filled", "partially_filled", "accepted", "cancelled") for r in reports)
-        assert all(r["filled_quantity"] == 0 for r in reports if r["status"] in ("accepted", "cancelled"))
+        assert all(r["status"] in ("filled", "partially_filled", "accepted", "rejected") for r in reports)
+        assert all(r["filled_quantity"] == 0 for r in reports if r["status"] in ("accepted", "rejected"))
         assert all(r["action_id"] == handled.action["action_id"] for r in reports)
         kind = handled.action["action_type"]
         assert venue_calls == (0 if kind in NO_VENUE_TYPES else 1)
