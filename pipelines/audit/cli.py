@@ -48,8 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="print the DDL instead of applying it (no connection needed)")
     migrate.add_argument("--server-version", default="26.1",
                          help="with --print: render for this ClickHouse version (TTL from 19.6; default %(default)s)")
-    migrate.add_argument("--inputs-ttl-days", type=int, default=180, help="TTL of inputs and dead letters (0: none)")
-    migrate.add_argument("--audit-ttl-days", type=int, default=3650,
+    migrate.add_argument("--inputs-ttl-days", type=arguments.non_negative_int, default=180,
+                         help="TTL of inputs and dead letters (0: none)")
+    migrate.add_argument("--audit-ttl-days", type=arguments.non_negative_int, default=3650,
                          help="TTL of breaches, actions and executions (0: none)")
     migrate.set_defaults(func=run_migrate)
 
@@ -68,9 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sink.add_argument("--group", default="backstop-audit-sink", help="consumer group (default %(default)s)")
     sink.add_argument("--topics", help="comma-separated topics (default: the catalogue's input, breach, action, "
                                        "execution and dead-letter topics)")
-    sink.add_argument("--batch-rows", type=int, default=5000, help="rows per insert (default %(default)s)")
-    sink.add_argument("--linger-ms", type=int, default=500, help="longest wait before inserting a partial batch")
-    sink.add_argument("--idle-exit", type=float, metavar="SECONDS",
+    sink.add_argument("--batch-rows", type=arguments.positive_int, default=5000,
+                      help="rows per insert (default %(default)s)")
+    sink.add_argument("--linger-ms", type=arguments.non_negative_int, default=500,
+                      help="longest wait before inserting a partial batch")
+    sink.add_argument("--idle-exit", type=arguments.positive_float, metavar="SECONDS",
                       help="stop after this long without messages (counted once the sink has joined its group)")
     sink.add_argument("--no-migrate", action="store_true", help="do not apply missing migrations at start")
     shell.add_arguments(sink)
@@ -85,8 +88,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     timeline.add_argument("--from", dest="start", help="ISO 8601 UTC time or epoch ms (inclusive)")
     timeline.add_argument("--to", dest="end", help="ISO 8601 UTC time or epoch ms (inclusive)")
     timeline.add_argument("--no-market", action="store_true", help="leave out market inputs")
-    timeline.add_argument("--all-ticks", action="store_true",
-                          help="text output: every market tick, not one summary line per price series (JSON has all)")
     _json_arg(timeline)
     timeline.set_defaults(func=run_timeline)
 
@@ -221,10 +222,7 @@ def run_timeline(args: argparse.Namespace) -> int:
     if not entries:
         print(f"nothing recorded for account {args.account} in that range")
         return 0
-    shown = entries if args.all_ticks else timeline.condense(entries)
-    print(render.table(timeline.COLUMNS, timeline.rows(shown)))
-    if len(shown) < len(entries):
-        print("(market ticks summarised, one line per series: --all-ticks lists every one)")
+    print(render.table(timeline.COLUMNS, timeline.rows(entries)))
     return 0
 
 
