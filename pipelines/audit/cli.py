@@ -88,6 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     timeline.add_argument("--from", dest="start", help="ISO 8601 UTC time or epoch ms (inclusive)")
     timeline.add_argument("--to", dest="end", help="ISO 8601 UTC time or epoch ms (inclusive)")
     timeline.add_argument("--no-market", action="store_true", help="leave out market inputs")
+    timeline.add_argument("--all-ticks", action="store_true",
+                          help="text output: every market tick, not one summary line per price series (JSON has all)")
     _json_arg(timeline)
     timeline.set_defaults(func=run_timeline)
 
@@ -222,7 +224,10 @@ def run_timeline(args: argparse.Namespace) -> int:
     if not entries:
         print(f"nothing recorded for account {args.account} in that range")
         return 0
-    print(render.table(timeline.COLUMNS, timeline.rows(entries)))
+    shown = entries if args.all_ticks else timeline.condense(entries)
+    print(render.table(timeline.COLUMNS, timeline.rows(shown)))
+    if len(shown) < len(entries):
+        print("(market ticks summarised, one line per series: --all-ticks lists every one)")
     return 0
 
 
