@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="also run the backstop at this margin-trigger ratio (MM / equity, above 0), e.g. 1.1")
     bt.add_argument("--sweep", metavar="T1,T2,...", type=arguments.ratios,
                     help="margin-trigger ratios to sweep (each above 0): draws the solvency-efficiency frontier")
-    bt.add_argument("--plot", metavar="PNG", type=arguments.output_file, help=f"frontier plot file (only with --sweep; default {DEFAULT_PLOT})")
+    bt.add_argument("--plot", metavar="PNG", type=arguments.output_file,
+                    help=f"frontier plot file (only with --sweep; default {DEFAULT_PLOT})")
     bt.add_argument("--json", action="store_true", help="machine-readable JSON")
     bt.add_argument("--jobs", metavar="N",
                     help="worker processes for the runs (default: the usable cores; 1: in this process)")
@@ -76,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
                           f"{p['capital_efficiency']:.3f}")
             print(f"frontier plot: {plot}")
         return 0
-    results = compare(scenarios, args.seed, params=None if args.trigger is None else {"margin_trigger_ratio": args.trigger},
-                      jobs=jobs, progress=progress)
+    params = None if args.trigger is None else {"margin_trigger_ratio": args.trigger}
+    results = compare(scenarios, args.seed, params=params, jobs=jobs, progress=progress)
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
         return 0

@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--to", dest="end", help="ISO 8601 UTC time or epoch ms (inclusive)")
     rec.add_argument("--idle", type=arguments.positive_float, default=3.0,
                      help="stop reading Kafka after this many idle seconds (default %(default)s)")
-    rec.add_argument("--out", required=True, metavar="FILE", type=arguments.output_file, help="replay file to write (Avro container)")
+    rec.add_argument("--out", required=True, metavar="FILE", type=arguments.output_file,
+                     help="replay file to write (Avro container)")
     rec.set_defaults(func=run_record)
 
     rep = subparsers.add_parser("replay", help="replay a recording into Kafka or in-process")

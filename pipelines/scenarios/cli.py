@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     record = sub.add_parser("record", help="write a scenario's events as a replay file (Avro container)")
     record.add_argument("name", choices=library.names(), help="scenario name (backstop scenarios list)")
     record.add_argument("--seed", type=arguments.seed, help="random seed (default: the scenario's own)")
-    record.add_argument("--out", required=True, metavar="FILE", type=arguments.output_file, help="replay file to write (Avro container)")
+    record.add_argument("--out", required=True, metavar="FILE", type=arguments.output_file,
+                        help="replay file to write (Avro container)")
     record.set_defaults(func=run_record)
 
 
