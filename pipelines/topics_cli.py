@@ -38,13 +38,13 @@ def _kafka(args: argparse.Namespace) -> KafkaSettings:
     return kafka
 
 
-def broker_topics(kafka: KafkaSettings, timeout_s: float = ADMIN_TIMEOUT_S, **overrides: object
-                  ) -> tuple[AdminClient, dict[str, int]]:
+def broker_topics(kafka: KafkaSettings, timeout_s: float = ADMIN_TIMEOUT_S) -> tuple[AdminClient, dict[str, int]]:
     """An admin client and the broker's topics; a broker that cannot be used within ``timeout_s``
     is a ``UserError`` naming librdkafka's own reason (a refused SASL login, not just "transport
-    failure"). ``overrides``: client settings, such as ``log_level=0`` for a quiet probe."""
+    failure"). The client does not log (``log_level`` 0): its errors reach the user as that one
+    line, or as the exceptions of the calls made with it."""
     reasons: list[str] = []
-    admin = AdminClient(client_config(kafka, error_cb=lambda error: reasons.append(error.str()), **overrides))
+    admin = AdminClient(client_config(kafka, error_cb=lambda error: reasons.append(error.str()), log_level=0))
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:

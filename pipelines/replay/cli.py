@@ -82,7 +82,7 @@ def _kafka(args: argparse.Namespace) -> KafkaSettings:
     kafka = load_settings(args.config).kafka
     if args.bootstrap:
         kafka = dataclasses.replace(kafka, bootstrap=args.bootstrap)
-    broker_topics(kafka, REACH_TIMEOUT_S, log_level=0)
+    broker_topics(kafka, REACH_TIMEOUT_S)
     return kafka
 
 
@@ -99,6 +99,10 @@ def run_replay(args: argparse.Namespace) -> int:
         return 0
     from pipelines.replay.inprocess import replay
 
+    for flag, given in (("--bootstrap", args.bootstrap), ("--speed", args.speed),
+                        ("--keep-timestamps", args.keep_timestamps)):
+        if given:
+            raise UserError(f"{flag} applies to --kafka; an --in-process replay runs as fast as it can, no broker")
     out = replay(args.file)
     if args.json:
         sys.stdout.write(render.to_json(render.json_safe({"breaches": [breach_dict(b) for b in out.breaches],
