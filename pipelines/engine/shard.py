@@ -17,10 +17,12 @@ state it would misread (docs/operations.md, "Upgrading workers").
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import pickle
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pipelines.detect.sequencer import Sequencer
@@ -150,8 +152,28 @@ def run_shards(messages: Iterable[tuple[int | None, Message]], partitions: int, 
     Outputs do not depend on how accounts are grouped into shards (an account's outputs depend
     on the market and that account alone; market-wide outputs are reported by one owner), so
     ``partitions=1`` — one shard holding everything — gives the cluster's outputs at a twelfth
-    of the market work; ``tests/engine/test_shards.py`` holds it to that."""
-    messages = list(messages)
+    of the market work; ``tests/engine/test_shards.py`` holds it to that. Python's cyclic garbage
+    collector is paused for the run, and left as it was found (``_cyclic_gc_paused``)."""
+    with _cyclic_gc_paused():
+        return _run_shards(list(messages), partitions, key, params)
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector (reference counting still frees nearly everything:
+    the engine makes almost no cycles), for a run that holds a whole feed in memory: every full
+    pass of the collector walks all of it, and the passes grow with the feed."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run_shards(messages: list[tuple[int | None, Message]], partitions: int, key: SigningKey,
+                params: EngineParams | None) -> EngineOutput:
     shards = [Shard(p, partitions, key, params) for p in range(partitions)]
     for target, message in messages:
         for shard in (shards if target is None else [shards[target]]):

@@ -5,6 +5,7 @@ batches, gives what a shard fed one message at a time gives."""
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
 from collections.abc import Iterable, Sequence
@@ -161,3 +162,17 @@ def test_the_in_process_cluster_gives_the_one_message_at_a_time_outputs(partitio
     reference = shard_one_by_one(rows, partitions)
     assert reference.breaches and reference.actions
     assert_same(reference, replay_dicts(rows, key=KEY, partitions=partitions))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_in_process_cluster_leaves_the_garbage_collector_as_it_found_it(enabled: bool) -> None:
+    rows = list(venue_feed.rows(venue_feed.feed(venue_feed.FeedSpec(accounts=5, options=4, seconds=0.5))))
+    (gc.enable if enabled else gc.disable)()
+    try:
+        replay_dicts(rows, key=KEY)
+        assert gc.isenabled() is enabled
+        with pytest.raises(KeyError):
+            replay_dicts([(*rows[0][:4], {})], key=KEY)  # a record without its fields fails inside the run
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()
