@@ -25,6 +25,11 @@ BUCKET_MS = 1_000
 
 
 class IndexHistory:
+    # Partials (Shewchuk) whose exact sum is that of ``_squares``: ``math.fsum`` of these few is the
+    # ``math.fsum`` of the seconds, both being the correctly rounded exact sum. A cache, rebuilt
+    # from ``_squares`` when unset (a restored or unpickled history).
+    _exact: list[float] | None = None
+
     def __init__(self) -> None:
         self._starts: list[int] = []  # per second held: where it starts,
         self._firsts: list[tuple[int, float, float]] = []  # its first tick (time, price, squared return into it),
@@ -46,13 +51,18 @@ class IndexHistory:
             squared = 0.0
         self._last = (time_ms, price)
         start = time_ms - time_ms % BUCKET_MS
+        exact = self._exact if self._exact is not None else self._partials()
         if self._starts and self._starts[-1] == start:
+            before = self._squares[-1]
             self._squares[-1] += squared
+            _add_exact(exact, self._squares[-1])
+            _add_exact(exact, 0.0 - before)
             self._counts[-1] += 1
         else:
             self._starts.append(start)
             self._firsts.append((time_ms, price, squared))
             self._squares.append(squared)
+            _add_exact(exact, squared)
             self._counts.append(1)
         self._sum += squared
         self._count += 1
@@ -60,9 +70,11 @@ class IndexHistory:
         horizon -= horizon % BUCKET_MS
         if self._starts[0] < horizon:
             cut = bisect.bisect_left(self._starts, horizon)
+            for squared in self._squares[:cut]:
+                _add_exact(exact, 0.0 - squared)
+            self._count -= sum(self._counts[:cut])
             del self._starts[:cut], self._firsts[:cut], self._squares[:cut], self._counts[:cut]
-            self._sum = math.fsum(self._squares)
-            self._count = sum(self._counts)
+            self._sum = math.fsum(exact)  # = math.fsum(self._squares)
 
     def state(self) -> dict:
         """The history as plain data (``IndexHistoryState``): the running sum as it stands, not
@@ -86,6 +98,14 @@ class IndexHistory:
         last = state["last"]
         history._last = None if last is None else (last["time_ms"], last["price"])
         return history
+
+    def _partials(self) -> list[float]:
+        """Set and return ``_exact`` for the seconds held."""
+        exact: list[float] = []
+        for squared in self._squares:
+            _add_exact(exact, squared)
+        self._exact = exact
+        return exact
 
     def __len__(self) -> int:
         """Ticks in the window."""
@@ -114,3 +134,19 @@ class IndexHistory:
         if span <= 0:
             return None
         return math.sqrt(max(self._sum - into_first, 0.0) / span * YEAR_MS)
+
+
+def _add_exact(partials: list[float], x: float) -> None:
+    """Add ``x`` to ``partials``, non-overlapping floats in increasing magnitude whose sum is kept
+    exact (Shewchuk's algorithm, as in ``math.fsum``; Python's ``msum`` recipe)."""
+    i = 0
+    for y in partials:
+        if abs(x) < abs(y):
+            x, y = y, x
+        high = x + y
+        low = y - (high - x)
+        if low:
+            partials[i] = low
+            i += 1
+        x = high
+    partials[i:] = [x]
