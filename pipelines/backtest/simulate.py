@@ -437,6 +437,7 @@ class Simulation:
         sign = 1.0 if position > 0 else -1.0
         side = SELL if sign > 0 else BUY
         if not result.fills:
+            self._feedback_for(account, name, t)  # the engine learns that nothing of the in-flight quantity landed
             return [_report(action_id, 0, account, name, side, 0.0, None, 0.0, "simulated", "", t, None, "rejected",
                             f"no counterparty in {steps}: {abs(position):g} left with the account")]
         slippage = fees = haircut = 0.0
