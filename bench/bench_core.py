@@ -33,7 +33,6 @@ import inspect
 import json
 import os
 import pkgutil
-import resource
 import subprocess
 import sys
 import tempfile
@@ -88,7 +87,8 @@ QUICK = Sizes(1, ("may-2021", "aug-2024"), ("may-2021", "aug-2024"), SWEEP_TRIGG
 
 def kernel_modules() -> list[str]:
     """The compiled kernels this build of the risk core has (``pipelines.risk.kernels.*``)."""
-    return sorted(m.name for m in pkgutil.iter_modules(importlib.import_module("pipelines.risk.kernels").__path__))
+    package = importlib.import_module("pipelines.risk.kernels")
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
 
 def warm_kernels() -> float:
@@ -208,7 +208,8 @@ def has_jobs_flag() -> bool:
 
 def cli_runs(arguments: list[str], jobs: int, serial: bool) -> dict[str, Any]:
     """``backstop backtest <arguments>`` on ``jobs`` processes and (``serial``) on one, when
-    ``--jobs`` exists (else its one way): wall time, and the CPU time of all its processes.
+    ``--jobs`` exists (else its one way): wall time. (Not CPU time: the pool's workers are the
+    fork server's children, and their usage never reaches this process's RUSAGE_CHILDREN.)
     Each runs in a scratch folder (a sweep's plot goes there)."""
     with_jobs = has_jobs_flag()
     out: dict[str, Any] = {"command": "backstop backtest " + " ".join(arguments), "jobs_flag": with_jobs}
@@ -217,17 +218,14 @@ def cli_runs(arguments: list[str], jobs: int, serial: bool) -> dict[str, Any]:
     for name, extra in runs:
         command = [*backstop_command(), "backtest", *arguments, *extra, "--json", "--no-progress"]
         with tempfile.TemporaryDirectory() as scratch:
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             proc = subprocess.run(command, capture_output=True, text=True, cwd=scratch)
             seconds = time.perf_counter() - started
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             out[name] = {"error": f"exit {proc.returncode}: {last}"}
         else:
-            cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-            out[name] = {"seconds": seconds, "cpu_seconds": cpu, "jobs": int(extra[1]) if extra else 1}
+            out[name] = {"seconds": seconds, "jobs": int(extra[1]) if extra else 1}
         print(f"  {out['command']} {' '.join(extra)}: {out[name]}", flush=True)
     return out
 

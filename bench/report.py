@@ -441,8 +441,6 @@ def _cli_table(t: Results, target_s: float, target: str, quick: bool) -> str:
              f"{serial['seconds']:.1f} s" if serial else missing,
              _ratio(serial["seconds"] / parallel["seconds"]) if serial else "", target,
              _judged(parallel["seconds"] <= target_s, quick)),
-        _row("CPU time of all its processes", f"{parallel['cpu_seconds']:.1f} s",
-             f"{serial['cpu_seconds']:.1f} s" if serial else missing, "", "", ""),
     ]) + "\n"
 
 
