@@ -88,3 +88,10 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {value}")
     return value
+
+
+def store_folder(text: str) -> str:
+    """An embedded store's folder: one that exists, or a path where none exists yet (not a file)."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not an audit store folder")
+    return text

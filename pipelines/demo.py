@@ -174,7 +174,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--scenario", default=library.DEFAULT, choices=library.names(),
                       help="named scenario (default %(default)s; `backstop scenarios list`)")
     demo.add_argument("--seed", type=arguments.seed, help="random seed (default: the scenario's own)")
-    demo.add_argument("--store", metavar="PATH", help="embedded audit store folder (default: a new temporary folder)")
+    demo.add_argument("--store", metavar="PATH", type=arguments.store_folder,
+                      help="embedded audit store folder (default: a new temporary folder)")
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.set_defaults(func=run)
 

@@ -27,7 +27,8 @@ def _store_args(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--clickhouse", metavar="URL",
                        help="ClickHouse server, clickhouse://user:password@host:port/database (default: settings)")
-    where.add_argument("--store", metavar="PATH", help="embedded chdb store folder (default: settings clickhouse.store)")
+    where.add_argument("--store", metavar="PATH", type=arguments.store_folder,
+                       help="embedded chdb store folder (default: settings clickhouse.store)")
     parser.add_argument("--database", help="database name (default: from the URL, else settings clickhouse.database)")
 
 

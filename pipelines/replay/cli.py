@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec = subparsers.add_parser("record", help="capture input topics (or the audit store's inputs) into a replay file")
     src = rec.add_mutually_exclusive_group()
     src.add_argument("--bootstrap", help="broker address (default: settings kafka.bootstrap)")
-    src.add_argument("--store", metavar="PATH", help="export from this embedded audit store instead of Kafka")
+    src.add_argument("--store", metavar="PATH", type=arguments.store_folder,
+                     help="export from this embedded audit store instead of Kafka")
     rec.add_argument("--from", dest="start", help="ISO 8601 UTC time or epoch ms (inclusive)")
     rec.add_argument("--to", dest="end", help="ISO 8601 UTC time or epoch ms (inclusive)")
     rec.add_argument("--idle", type=arguments.positive_float, default=3.0,
