@@ -7,6 +7,7 @@ import dataclasses
 import sys
 import threading
 
+from pipelines import arguments
 from pipelines.config import load_settings
 from pipelines.engine.engine import EngineParams
 from pipelines.ops import shell
@@ -19,9 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("worker", help="run a stream worker (faust) of the cluster")
     parser.add_argument("--bootstrap", help="broker address (default: settings kafka.bootstrap)")
     parser.add_argument("--app-id", default="backstop-worker", help="faust app id: workers with the same id share the work")
-    parser.add_argument("--snapshot-every", type=int, default=500, help="records per partition between snapshots")
-    parser.add_argument("--idle-ms", type=int, default=1_000, help="wall-clock silence after which an input stops holding others back")
-    parser.add_argument("--max-event-age-s", type=float, default=86_400.0,
+    parser.add_argument("--snapshot-every", type=arguments.positive_int, default=500, help="records per partition between snapshots")
+    parser.add_argument("--idle-ms", type=arguments.positive_int, default=1_000, help="wall-clock silence after which an input stops holding others back")
+    parser.add_argument("--max-event-age-s", type=arguments.positive_float, default=86_400.0,
                         help="events older than this (against the wall clock) are dead-lettered; raise it for replays")
     parser.add_argument("--hedged", default="", help="comma-separated accounts to keep delta-hedged")
     parser.add_argument("--loglevel", default="warn", choices=("crit", "error", "warn", "info", "debug"),
