@@ -176,7 +176,7 @@ def _run_shards(messages: list[tuple[int | None, Message]], partitions: int, key
                 params: EngineParams | None) -> EngineOutput:
     shards = [Shard(p, partitions, key, params) for p in range(partitions)]
     for target, message in messages:
-        for shard in (shards if target is None else [shards[target]]):
+        for shard in (shards if target is None else (shards[target],)):
             shard.sequencer.add_input(message.input)
     out = EngineOutput()
     for target, message in messages:
