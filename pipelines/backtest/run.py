@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
 
 from pipelines.backtest.simulate import Result, Simulation, VenueSetup, sequence_events
@@ -157,7 +160,10 @@ def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
             out.append(_call(fn, item))
             on_done(len(out))
         return out
-    pool = ProcessPoolExecutor(min(jobs, len(items)), mp_context=_pool_context(), initializer=_ignore_interrupts)
+    context = _pool_context()
+    parent_alive, parent_writes = context.Pipe(duplex=False)
+    pool = ProcessPoolExecutor(min(jobs, len(items)), mp_context=context, initializer=_start_worker,
+                               initargs=(parent_alive,))
     try:
         futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
         results: dict[int, Out] = {}
@@ -170,6 +176,8 @@ def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        parent_writes.close()
+        parent_alive.close()
     return [results[i] for i in range(len(items))]
 
 
@@ -208,9 +216,21 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def _ignore_interrupts() -> None:
-    """Ctrl-C (sent to the whole process group) is the parent's to handle: it stops the workers."""
+def _start_worker(parent_alive: Connection) -> None:
+    """A worker leaves Ctrl-C (sent to the whole process group) to the parent, which stops the
+    workers, and exits once the parent is gone (killed): ``parent_alive`` reads a pipe only the
+    parent writes to, closed when it dies. Without that, a worker waits for work forever, as it
+    holds the write end of the pool's work queue itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_closed, args=(parent_alive,), daemon=True).start()
+
+
+def _exit_when_closed(pipe: Connection) -> None:
+    try:
+        pipe.recv_bytes()
+    except EOFError:
+        pass
+    os._exit(1)
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:

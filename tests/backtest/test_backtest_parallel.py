@@ -3,7 +3,9 @@
 import dataclasses
 import json
 import os
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -85,3 +87,50 @@ def test_parallel_map_keeps_the_order_of_its_items():
     done = []
     assert parallel_map(double, list(range(7)), jobs=2, on_done=done.append) == [2 * i for i in range(7)]
     assert done == list(range(1, 8))
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def test_workers_exit_when_the_parent_is_killed():
+    parent = subprocess.Popen([sys.executable, "-c", "import time\nfrom pipelines.backtest.run import parallel_map\n"
+                               "parallel_map(time.sleep, [600] * 3, jobs=2)"], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # the fork server and its 2 workers
+            workers = descendants(parent.pid)
+            if len(workers) >= 4:  # with the resource tracker
+                break
+            time.sleep(0.1)
+        assert len(workers) >= 4
+    finally:
+        parent.kill()
+        parent.wait()
+    for _ in range(600):
+        left = {pid for pid in workers if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"}
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
