@@ -32,7 +32,8 @@ Record = tuple[str, dict[str, Any], str]
 
 
 def scenario_records(name: str) -> list[Record]:
-    return [(record, value, f"{topic}:{i}") for i, (topic, record, value) in enumerate(generate(library.get(name)).events)]
+    events = generate(library.get(name)).events
+    return [(record, value, f"{topic}:{i}") for i, (topic, record, value) in enumerate(events)]
 
 
 def venue_records() -> list[Record]:
