@@ -154,14 +154,25 @@ class Ledger:
         self.deposits: dict[str, float] = defaultdict(float)
         self.covered: dict[str, float] = defaultdict(float)
         self.now_ms = 0
+        self._marks: dict[str, tuple[tuple[float, float, int], float]] = {}  # name -> (inputs, option mark)
 
     def mark(self, name: str) -> float:
+        """The index for linear contracts; Black-76 at the underlying's IV for options (kept per
+        instrument while its index, IV and the clock stand still: a bankruptcy check marks the
+        same few instruments for every holder)."""
         inst = instrument(name)
         spot = self.index[inst.underlying]
         if inst.kind is not Kind.OPTION:
             return spot
+        vol = self.iv.get(inst.underlying, 0.6)
+        inputs = (spot, vol, self.now_ms)
+        cached = self._marks.get(name)
+        if cached is not None and cached[0] == inputs:
+            return cached[1]
         t = max((inst.expiry_ms or 0) - self.now_ms, 0) / YEAR_MS
-        return float(black76_price(spot, inst.strike, t, self.iv.get(inst.underlying, 0.6), 0.0, inst.is_call))
+        price = float(black76_price(spot, inst.strike, t, vol, 0.0, inst.is_call))
+        self._marks[name] = (inputs, price)
+        return price
 
     def equity(self, account: str) -> float:
         return self.cash[account] + sum((self.mark(n) - avg) * q for n, (q, avg) in self.positions[account].items())
