@@ -29,7 +29,7 @@ class TopicSpec:
     cleanup_policy: str = "delete"
     retention_ms: int = 7 * DAY_MS
     doc: str = ""
-    audited: bool = True  # the audit sink stores it (derived copies and snapshots are not)
+    audited: bool = True  # the audit sink stores it (derived copies are not)
 
     def config(self, replication_factor: int) -> dict[str, str]:
         """Broker-side topic config; min.insync.replicas 2 once there are 3 replicas (acks=all survives one loss)."""
@@ -57,7 +57,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec("backstop.positions", ACCOUNT_PARTITIONS, "account", "PositionUpdate", doc="position changes per account"),
     TopicSpec("backstop.collateral", ACCOUNT_PARTITIONS, "account", "CollateralUpdate", doc="collateral balances per account"),
     TopicSpec("backstop.exposures", ACCOUNT_PARTITIONS, "account", "ExposureSnapshot", cleanup_policy="compact",
-              doc="latest revaluation per account, for dashboards", audited=False),
+              doc="latest revaluation per account, for dashboards"),
     TopicSpec("backstop.breaches", ACCOUNT_PARTITIONS, "account", "Breach", retention_ms=30 * DAY_MS,
               doc="threshold breaches with their inputs"),
     TopicSpec("backstop.actions", ACCOUNT_PARTITIONS, "account", "Action", retention_ms=30 * DAY_MS,

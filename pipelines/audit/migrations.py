@@ -189,15 +189,34 @@ def m005_dead_letters(t: Target) -> list[str]:
                      shard_key="sipHash64(kafka_topic, kafka_partition)", ttl_days=t.inputs_ttl_days)
 
 
+def m006_exposures(t: Target) -> list[str]:
+    """The engine's throttled revaluations of each account (``backstop.exposures``). Keyed by account
+    and event time, not by Kafka coordinates: a snapshot re-sent at another offset (a stream worker
+    replaying from its checkpoint) is the same row, and of two at one millisecond the last ingested
+    is kept. As voluminous as the inputs and reproducible from them, so kept as long as the inputs."""
+    return table_ddl(t, "exposures", """
+    event_date Date,
+    event_time_ms Int64,
+    account String,
+    equity_usd Float64,
+    maintenance_margin_usd Float64,
+    initial_margin_usd Float64,
+    margin_ratio Float64,
+    state String,""" + KAFKA_COLUMNS,
+                     order_by="account, event_time_ms",
+                     shard_key="sipHash64(account)", ttl_days=t.inputs_ttl_days)
+
+
 MIGRATIONS: tuple[tuple[int, str, Callable[[Target], list[str]]], ...] = (
     (1, "inputs", m001_inputs),
     (2, "breaches", m002_breaches),
     (3, "actions", m003_actions),
     (4, "executions", m004_executions),
     (5, "dead_letters", m005_dead_letters),
+    (6, "exposures", m006_exposures),
 )
 
-AUDIT_TABLES = ("inputs", "breaches", "actions", "executions", "dead_letters")
+AUDIT_TABLES = ("inputs", "breaches", "actions", "executions", "dead_letters", "exposures")
 
 
 def migrations_table_ddl(t: Target) -> str:

@@ -29,6 +29,7 @@ TABLE_OF_RECORD = {
     "Action": "actions",
     "ExecutionReport": "executions",
     "DeadLetter": "dead_letters",
+    "ExposureSnapshot": "exposures",
 }
 INPUT_RECORDS = frozenset({"InstrumentDefinition", "IndexPrice", "MarkPrice", "VolatilityUpdate", "OrderBookDepth",
                            "OraclePrice", "PositionUpdate", "CollateralUpdate"})
@@ -48,6 +49,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "dead_letters": ("event_date", "event_time_ms", "reason", "detail", "source_topic", "source_partition",
                      "source_offset", "message_timestamp_ms", "schema_id", "record", "consumer", "original_key",
                      "original_value_hex"),
+    "exposures": ("event_date", "event_time_ms", "account", "equity_usd", "maintenance_margin_usd",
+                  "initial_margin_usd", "margin_ratio", "state"),
 }
 KAFKA = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp_ms", "ingest_version")
 
@@ -178,6 +181,12 @@ def _dead_letter_row(v: Mapping[str, Any]) -> tuple:
             value.hex() if isinstance(value, (bytes, bytearray)) else "")
 
 
+def _exposure_row(v: Mapping[str, Any]) -> tuple:
+    ms = int(v["event_time_ms"])
+    return (event_date(ms), ms, v["account"], float(v["equity_usd"]), float(v["maintenance_margin_usd"]),
+            float(v["initial_margin_usd"]), float(v["margin_ratio"]), v["state"])
+
+
 def row_for(record: str, value: Mapping[str, Any]) -> tuple[str, tuple]:
     """(table, row without the Kafka columns) for one decoded record."""
     if record == "Breach":
@@ -188,6 +197,8 @@ def row_for(record: str, value: Mapping[str, Any]) -> tuple[str, tuple]:
         return "executions", _execution_row(value)
     if record == "DeadLetter":
         return "dead_letters", _dead_letter_row(value)
+    if record == "ExposureSnapshot":
+        return "exposures", _exposure_row(value)
     if record in INPUT_RECORDS:
         return "inputs", _input_row(record, value)
     raise ValueError(f"the audit sink does not store {record} records")

@@ -48,7 +48,7 @@ DEFAULT_GROUP = "backstop-audit-sink"
 
 
 def audit_topics(prefix: str = "") -> list[str]:
-    """The catalogue topics the sink stores: inputs, breaches, actions, executions, dead letters."""
+    """The catalogue topics the sink stores: inputs, exposures, breaches, actions, executions, dead letters."""
     from pipelines.topics import CATALOGUE, topic_name
 
     return [topic_name(spec, prefix) for spec in CATALOGUE if spec.audited]

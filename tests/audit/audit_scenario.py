@@ -62,4 +62,4 @@ def incident() -> list[tuple[str, str, dict]]:
     return out
 
 
-EXPECTED = {"inputs": 12, "breaches": 2, "actions": 3, "executions": 5, "dead_letters": 1}
+EXPECTED = {"inputs": 12, "breaches": 2, "actions": 3, "executions": 5, "dead_letters": 1, "exposures": 0}

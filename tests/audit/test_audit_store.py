@@ -15,9 +15,10 @@ pytestmark = pytest.mark.clickhouse
 
 def test_migrate_is_idempotent_and_creates_every_table(store) -> None:
     first = migrations.migrate(store)
-    assert [v for v, _ in first] == [1, 2, 3, 4, 5]
+    assert [v for v, _ in first] == [1, 2, 3, 4, 5, 6]
     assert migrations.migrate(store) == []
-    assert migrations.applied(store) == {1: "inputs", 2: "breaches", 3: "actions", 4: "executions", 5: "dead_letters"}
+    assert migrations.applied(store) == {1: "inputs", 2: "breaches", 3: "actions", 4: "executions", 5: "dead_letters",
+                                         6: "exposures"}
     for table in migrations.AUDIT_TABLES:
         described = {r[0]: r[1] for r in store.query(f"DESCRIBE TABLE {store.table(table)}").rows}
         for column in rows.COLUMNS[table] + rows.KAFKA:
@@ -97,14 +98,14 @@ def test_cluster_ddl_text() -> None:
     assert "non_replicated_deduplication_window" not in text  # replicated tables deduplicate inserts already
     assert "schema_migrations ON CLUSTER prod" in text
     assert "ReplicatedReplacingMergeTree('/clickhouse/tables/audit/schema_migrations', '{replica}', applied_at)" in text
-    assert text.count("TTL event_date + toIntervalDay(") == 5
+    assert text.count("TTL event_date + toIntervalDay(") == 6
 
 
 def test_single_node_ddl_for_18_16_has_no_ttl_and_no_dedup_window() -> None:
     text = migrations.render(migrations.Target("backstop", ttl=False, dedup_window=False))
     assert "TTL" not in text and "ON CLUSTER" not in text and "Distributed" not in text
     assert "non_replicated_deduplication_window" not in text
-    assert text.count("ENGINE = ReplacingMergeTree(ingest_version)") == 5
+    assert text.count("ENGINE = ReplacingMergeTree(ingest_version)") == 6
 
 
 def test_migrate_print_cli(capsys) -> None:
