@@ -2,7 +2,7 @@
 
 A named crash scenario is generated (seeded), framed through the real codec, sequenced, and run
 closed-loop through the engine (in-process bus), the simulated venue's liquidation waterfall and
-back; every input, breach, action and execution goes into the embedded ClickHouse store (chdb)
+back; every input, exposure snapshot, breach, action and execution goes into the embedded ClickHouse store (chdb)
 through the audit sink's own row builder, at synthetic Kafka coordinates: the catalogue topic,
 Kafka's partition for the record's key, and the record's position in its topic-partition within
 this run as the offset. The same scenario also runs without the backstop for comparison.
@@ -35,8 +35,9 @@ from pipelines.scenarios import library
 from pipelines.scenarios.generate import KEY_FIELD, TOPIC_OF, generate
 from pipelines.topics import spec_for
 
-OUTPUT_TOPIC = {"breach": "backstop.breaches", "action": "backstop.actions", "execution": "backstop.executions"}
-RECORD_OF = {"breach": "Breach", "action": "Action", "execution": "ExecutionReport"}
+OUTPUT_TOPIC = {"exposure": "backstop.exposures", "breach": "backstop.breaches", "action": "backstop.actions",
+                "execution": "backstop.executions"}
+RECORD_OF = {"exposure": "ExposureSnapshot", "breach": "Breach", "action": "Action", "execution": "ExecutionReport"}
 
 
 class AuditCollector:

@@ -274,7 +274,8 @@ def run_plot(args: argparse.Namespace) -> int:
     start, end = _range(args)
     with _open(args, read_only=True) as store:
         entries = timeline.timeline(store, args.account, start, end)
-    png = plot.plot_png(entries, args.account, Path(args.out))
+        snapshots = plot.exposures(store, args.account, start, end)
+    png = plot.plot_png(entries, args.account, Path(args.out), snapshots)
     print(f"wrote {png}")
     if args.html:
         print(f"wrote {plot.write_html(entries, args.account, png, Path(args.html))}")

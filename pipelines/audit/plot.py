@@ -3,20 +3,26 @@
 Panels, sharing the time axis (UTC): the index price of each underlying the account trades; one
 panel per instrument with its mark (where the market publishes one), the position's entry prices
 and the fills on that instrument (buy and sell markers), so an option's and a perpetual's prices
-never share a scale; the margin ratio (maintenance / equity) at every breach and action that
-carries it, with the liquidation line at 1 and the breach thresholds; and one lane per action type,
-so action labels never overlap. The HTML page embeds the PNG and the timeline table.
+never share a scale; the margin ratio (maintenance / equity) over the whole incident, a line through
+the engine's exposure snapshots (``exposures`` table: while the account is revalued, one at least
+every 5 s and on every 0.02 move of the ratio), with the breaches and actions that carry a
+ratio as points on it, the breach thresholds and the liquidation line at 1 (the line breaks where
+equity is gone and the ratio infinite); and one lane per action type, so action labels never
+overlap. The HTML page embeds the PNG and the timeline table.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import html
+import math
 from pathlib import Path
 
 from pipelines.audit.render import iso_ms
-from pipelines.audit.timeline import Entry
+from pipelines.audit.store import Store
+from pipelines.audit.timeline import Entry, time_filter
 from pipelines.errors import UserError
 
 PANEL_HEIGHT_IN = 1.9
@@ -24,6 +30,30 @@ PANEL_HEIGHT_IN = 1.9
 
 def _dt(ms: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Exposure:
+    """One exposure snapshot of the account: its margin ratio (None when not finite) and ladder state."""
+
+    time_ms: int
+    margin_ratio: float | None
+    state: str
+
+
+def exposures(store: Store, account: str, start_ms: int | None = None, end_ms: int | None = None) -> list[Exposure]:
+    """The account's exposure snapshots between ``start_ms`` and ``end_ms`` (inclusive), in event-time order;
+    none from a store migrated before the ``exposures`` table existed."""
+    if not store.has_table("exposures"):
+        return []
+    where, params = time_filter(start_ms, end_ms)
+    rows = store.query(f"""
+        SELECT event_time_ms, margin_ratio, state
+        FROM {store.table('exposures')} FINAL
+        WHERE account = %(account)s AND {where}
+        ORDER BY event_time_ms""", {**params, "account": account}).rows
+    return [Exposure(ms, ratio if ratio is not None and math.isfinite(ratio) else None, state)
+            for ms, ratio, state in rows]
 
 
 def underlyings_of(entries: list[Entry]) -> list[str]:
@@ -36,7 +66,8 @@ def instruments_of(entries: list[Entry]) -> list[str]:
     return list(dict.fromkeys(e.instrument for e in entries if e.instrument and e.account))
 
 
-def plot_png(entries: list[Entry], account: str, path: Path) -> Path:
+def plot_png(entries: list[Entry], account: str, path: Path, snapshots: list[Exposure] | None = None) -> Path:
+    """Write the PNG of ``entries`` (a timeline) and the account's exposure ``snapshots``; returns ``path``."""
     try:
         import matplotlib
     except ImportError:
@@ -56,7 +87,7 @@ def plot_png(entries: list[Entry], account: str, path: Path) -> Path:
         _draw_index(ax, entries, underlying)
     for ax, name in zip(axes[len(underlyings):], instruments):
         _draw_instrument(ax, entries, name)
-    _draw_margin(axes[-2], entries)
+    _draw_margin(axes[-2], entries, snapshots or [])
     _draw_actions(axes[-1], entries)
     axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=datetime.timezone.utc))
     axes[-1].set_xlabel(f"event time (UTC) from {iso_ms(entries[0].time_ms)} to {iso_ms(entries[-1].time_ms)}")
@@ -96,11 +127,17 @@ def _draw_instrument(ax, entries: list[Entry], name: str) -> None:  # noqa: ANN0
     ax.grid(alpha=0.3)
 
 
-def _draw_margin(ax, entries: list[Entry]) -> None:  # noqa: ANN001
-    points = [e for e in entries if e.kind in ("breach", "action") and e.margin_ratio is not None]
-    if points:
-        ax.plot([_dt(e.time_ms) for e in points], [e.margin_ratio for e in points], marker=".", color="tab:purple",
-                label="margin ratio (at breaches and actions)")
+def _draw_margin(ax, entries: list[Entry], snapshots: list[Exposure]) -> None:  # noqa: ANN001
+    if snapshots:
+        ax.plot([_dt(x.time_ms) for x in snapshots], [math.nan if x.margin_ratio is None else x.margin_ratio
+                                                       for x in snapshots],
+                color="tab:purple", linewidth=1.2, label="margin ratio (exposure snapshots)")
+    for kind, marker, color, label in (("breach", "x", "tab:red", "at breaches"),
+                                       ("action", "o", "tab:purple", "at actions")):
+        points = [e for e in entries if e.kind == kind and e.margin_ratio is not None]
+        if points:
+            ax.scatter([_dt(e.time_ms) for e in points], [e.margin_ratio for e in points], marker=marker, s=24,
+                       color=color, zorder=5, label=label)
     thresholds = [e for e in entries if e.kind == "breach" and e.fields.get("threshold") is not None]
     if thresholds:
         ax.scatter([_dt(e.time_ms) for e in thresholds], [e.fields["threshold"] for e in thresholds], marker="_",

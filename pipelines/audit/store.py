@@ -193,6 +193,10 @@ class Store(abc.ABC):
     def table(self, name: str) -> str:
         return f"{self.database}.{name}"
 
+    def has_table(self, name: str) -> bool:
+        """Whether table ``name`` exists in the database (a store migrated before it was added has not)."""
+        return bool(int(self.query(f"EXISTS TABLE {self.table(name)}").scalar()))
+
     def count(self, table: str, final: bool = True) -> int:
         return int(self.query(f"SELECT count() FROM {self.table(table)}{' FINAL' if final else ''}").scalar())
 

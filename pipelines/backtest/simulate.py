@@ -289,6 +289,8 @@ class Simulation:
             self._bankruptcy_check(value["underlying"], value["event_time_ms"])
 
     def _engine_output(self, out) -> None:
+        for exposure in out.exposures:
+            self.on_output("exposure", exposure)
         for breach in out.breaches:
             if not breach.cleared:
                 self.result.breaches[breach.kind.value] += 1
