@@ -129,9 +129,9 @@ def _draw_instrument(ax, entries: list[Entry], name: str) -> None:  # noqa: ANN0
 
 def _draw_margin(ax, entries: list[Entry], snapshots: list[Exposure]) -> None:  # noqa: ANN001
     if snapshots:
-        ax.plot([_dt(x.time_ms) for x in snapshots], [math.nan if x.margin_ratio is None else x.margin_ratio
-                                                       for x in snapshots],
-                color="tab:purple", linewidth=1.2, label="margin ratio (exposure snapshots)")
+        ratios = [math.nan if x.margin_ratio is None else x.margin_ratio for x in snapshots]  # NaN: a gap
+        ax.plot([_dt(x.time_ms) for x in snapshots], ratios, color="tab:purple", linewidth=1.2,
+                label="margin ratio (exposure snapshots)")
     for kind, marker, color, label in (("breach", "x", "tab:red", "at breaches"),
                                        ("action", "o", "tab:purple", "at actions")):
         points = [e for e in entries if e.kind == kind and e.margin_ratio is not None]
