@@ -22,6 +22,7 @@ import numpy as np
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.detect.detectors import DetectorParams, Detectors
 from pipelines.engine.account_book import AccountBook, BuiltBook, asset_price, underlying_of
+from pipelines.engine.account_book import instrument as instrument_of  # parsed once per name
 from pipelines.engine.index_history import IndexHistory
 from pipelines.engine.market_board import MarketBoard
 from pipelines.policy.actions import ActionType, make_action
@@ -31,6 +32,7 @@ from pipelines.policy.ladder import (AccountState, AccountView, CloseIntent, Dec
 from pipelines.policy.signing import SigningKey
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
 from pipelines.risk.book import Book, BookRisk, revalue_book
+from pipelines.risk.instruments import Kind
 from pipelines.risk import kernels
 from pipelines.risk.kernels import revalue as revalue_kernels
 from pipelines.risk.liquidation_order import LiquidationPlan, plan_liquidation, plan_liquidations
@@ -238,7 +240,10 @@ class Engine:
             t = value["event_time_ms"]
             instrument = value["instrument"]
             reference = value.get("index_price") or index.get(value["underlying"])
-            if reference and (reports is None or reports(instrument)):
+            # A linear contract's mark is compared with its index; an option's mark is a premium,
+            # which no index bounds, so it is not (its model value would be the reference).
+            linear = instrument_of(instrument).kind is not Kind.OPTION
+            if reference and linear and (reports is None or reports(instrument)):
                 # Venue-wide open interest, never this shard's own holders: every shard must see
                 # the same market breach whatever accounts it happens to hold.
                 interest = value.get("open_interest")

@@ -215,3 +215,21 @@ def test_accounts_without_an_index_price_are_reported_until_one_comes() -> None:
     engine.on_event("IndexPrice", {"underlying": "BTC", "index_name": "btc", "price": 60_000.0, "event_time_ms": 1_200},
                     "i1")
     assert engine.unpriced() == {}
+
+
+def test_a_mark_far_from_its_index_is_a_manipulation_breach_for_linear_contracts_only() -> None:
+    """An option's mark is a premium, far below the index by nature: only a perpetual or future
+    whose mark leaves its index is the Mango/JELLY pattern."""
+    engine = Engine(KEY, EngineParams())
+    t = 1_795_000_000_000
+    engine.on_event("IndexPrice", {"underlying": "BTC", "index_name": "btc_usd", "price": 60_000.0,
+                                   "event_time_ms": t}, "backstop.market.index:0:0")
+
+    def mark(instrument: str, price: float, offset: int) -> list:
+        value = {"instrument": instrument, "underlying": "BTC", "mark_price": price, "index_price": 60_000.0,
+                 "underlying_price": None, "mark_iv": None, "best_bid": None, "best_ask": None,
+                 "open_interest": 100.0, "event_time_ms": t + offset}
+        return [b.kind.value for b in engine.on_event("MarkPrice", value, f"backstop.market.mark:0:{offset}").breaches]
+
+    assert mark("BTC-27DEC26-55000-P", 2_000.0, 1) == []
+    assert mark("BTC-PERPETUAL", 80_000.0, 2) == ["mark_manipulation"]
