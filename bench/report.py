@@ -177,9 +177,12 @@ def render(results: Mapping[str, Results], when: datetime.datetime, rerun: str, 
     return "\n".join(parts)
 
 
-def _machine(m: Mapping[str, str] | None) -> str:
+def _machine(m: Mapping[str, str] | str | None) -> str:
+    """A result's machine: ``run.py``'s stamp, or the one-line label a benchmark run alone wrote."""
     if not m:
         return "machine not recorded"
+    if isinstance(m, str):
+        return m
     return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory_gb', '?')} GB, {m.get('os', '?')}, "
             f"Python {m.get('python', '?')}")
 
@@ -230,6 +233,66 @@ Targets (issue 5): ≥ {_n(WORKER_EVENTS_TARGET)} events/s per worker — {_verd
 p99 ≤ {WORKER_P99_TARGET_MS:.0f} ms at {_n(WORKER_P99_RATE)} events/s — {_verdict(bool(at_rate) and all(p['p99_ms'] <= WORKER_P99_TARGET_MS for p in at_rate))}.
 A plain faust agent, one message at a time, moves {_n(r['faust_passthrough_msgs_per_s'])} messages/s here; the
 worker, which applies every market event twelve times, moves {_ratio(r['worker_vs_faust'])} of that.
+"""
+
+
+FRAMEWORK_CONTENDERS = (("raw", "(a) raw `consume(1000)`, no decode"),
+                        ("plain", "(b) plain confluent-kafka consumer-group loop"),
+                        ("faust", "(c) faust-streaming at its best"))
+FRAMEWORK_DECISION = "docs/decisions/0001-worker-framework.md"
+
+
+def _spread(s: Results, digits: int) -> str:
+    return f"{_n(s['median'], digits)} ({_n(s['min'], digits)}–{_n(s['max'], digits)})"
+
+
+def _ratio_row(label: str, q: Results, bold: bool = False) -> str:
+    medians = f"**{_ratio(q['of_medians'])}**" if bold else _ratio(q["of_medians"])
+    return _row(label, medians, f"{_ratio(q['by_round']['min'])}–{_ratio(q['by_round']['max'])}",
+                _ratio(q["of_cpu_per_msg"]))
+
+
+def _load(uptime: str) -> str:
+    """The load averages of an ``uptime`` line (the whole line if it has none)."""
+    return uptime.rpartition("load average:")[2].strip() or uptime
+
+
+def framework(r: Results, _plots: str) -> str:
+    """Issue 20's rule: faust stays in the worker's hot path only at ``rule_min_ratio`` of the
+    plain loop or more, judged (by the benchmark) on the ratio of the msgs/s medians."""
+    w, c, q = r["workload"], r["contenders"], r["ratios"]
+    rows = "\n".join(_row(label, _spread(c[key]["msgs_per_s"], 0), _spread(c[key]["cpu_us_per_msg"], 1))
+                     for key, label in FRAMEWORK_CONTENDERS)
+    loads = [run["load_1min"] for key, _ in FRAMEWORK_CONTENDERS for run in c[key]["runs"]]
+    refused = all(run["problems"] == w["invalid"] for key in ("plain", "faust") for run in c[key]["runs"])
+    checked = (f"both decoding contenders refused exactly the {_n(w['invalid'])} invalid records in every run"
+               if refused else "**a decoding contender's count of invalid records differs from the workload's**")
+    faust = q["faust_vs_plain"]["of_medians"]
+    decision = ("faust-streaming stays in the hot path" if r["faust_stays_in_hot_path"]
+                else "faust-streaming leaves the hot path: the worker runs on confluent-kafka")
+    return f"""\
+Issue 20's choice of framework for the stream worker: the same workload through three contenders
+on the real broker, each in its own process and consumer group. {_n(w['messages'])} Avro market records
+shaped like a venue's 100 ms ticker feed ({_n(w['options'])} options; {_n(w['invalid'])} invalid), batches of
+{_n(w['batch'])}, one output record per {w['output_every']} inputs, offsets committed per batch; {w['rounds']} rounds,
+the contenders interleaved so the machine's load hits all alike; {checked}.
+Measured {r['date']} with `.venv/bin/python {r['command'].strip()}`.
+
+| contender | msgs/s, median (min–max) | CPU µs per message, median (min–max) |
+|---|---:|---:|
+{rows}
+
+| ratio | of the msgs/s medians | round by round | from CPU per message |
+|---|---:|---:|---:|
+{_ratio_row("(b)/(a) plain / raw", q["plain_vs_raw"])}
+{_ratio_row("(c)/(b) faust / plain", q["faust_vs_plain"], bold=True)}
+
+Rule (issue 20): faust stays in the hot path only at ≥ {r['rule_min_ratio']:g}x the plain loop. faust / plain, of
+the msgs/s medians, is {_ratio(faust)}: **{decision}** ([{FRAMEWORK_DECISION}]({FRAMEWORK_DECISION})).
+
+Machine load (`uptime`, load average over 1, 5 and 15 minutes): {_load(r['uptime_before'])} at the start,
+{_load(r['uptime_after'])} at the end; the 1-minute load at each run's start was
+{min(loads):.1f}–{max(loads):.1f}. The msgs/s figures move with it; CPU per message is the steadier reading.
 """
 
 
@@ -592,6 +655,7 @@ worker process's high-water mark (`VmHWM`) when the last halt arrived.
 
 SECTIONS: list[tuple[str, str, Callable[[Results, str], str]]] = [
     ("End-to-end pipeline: stream worker on Kafka", "worker", pipeline),
+    ("Worker framework: faust-streaming against a plain confluent-kafka loop", "framework", framework),
     ("Executor: action to execution report", "executor", executor),
     ("Pricing and margin", "risk", risk),
     ("Codec: Avro encode and decode", "codec", codec),

@@ -41,6 +41,7 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("audit", "bench_audit.py", ("kafka", "clickhouse")),
     ("executor", "bench_executor.py", ("kafka",)),
     ("worker", "bench_worker.py", ("kafka",)),
+    ("framework", "bench_framework.py", ("kafka",)),
     ("scaling", "bench_scaling.py", ("kafka",)),
 ]
 

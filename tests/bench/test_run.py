@@ -176,3 +176,63 @@ def test_parts_measured_in_separate_runs_each_name_their_run() -> None:
     one_run = render_core(core_results())
     assert one_run.count("Measured 2026-12-04T19:30:00Z at commit abc1234; compiled kernels in that build: "
                          "`planner`, `revalue` (compiled in 2.5 s at start).") == 1
+
+
+def framework_results(faust_vs_plain: float, stays: bool, faust_problems: int = 10) -> dict:
+    """A small bench_framework result: three contenders' spreads, the two ratios and the rule's decision."""
+    def contender(rate: float, cpu: float, problems: int) -> dict:
+        return {"msgs_per_s": {"median": rate, "min": rate / 2, "max": rate * 2},
+                "cpu_us_per_msg": {"median": cpu, "min": cpu - 0.5, "max": cpu + 0.5},
+                "runs": [{"messages": 10_000, "problems": problems, "seconds": 1.0, "cpu_seconds": 0.1,
+                          "load_1min": load} for load in (2.3, 3.5)]}
+
+    return {"date": "2026-12-04T19:18:17Z", "machine": "x86_64, 2 cores, Python 3.11.7",
+            "command": "bench/bench_framework.py --quick ",
+            "uptime_before": "19:15:09 up  1:04,  0 user,  load average: 6.03, 5.86, 6.76",
+            "uptime_after": "19:18:17 up  1:07,  0 user,  load average: 4.40, 5.25, 6.36",
+            "workload": {"messages": 10_000, "invalid": 10, "options": 1_000, "batch": 1_000, "output_every": 100,
+                         "rounds": 2},
+            "contenders": {"raw": contender(100_000.0, 1.0, 0), "plain": contender(80_000.0, 8.0, 10),
+                           "faust": contender(80_000.0 * faust_vs_plain, 100.0, faust_problems)},
+            "ratios": {"plain_vs_raw": {"of_medians": 0.8, "by_round": {"median": 0.8, "min": 0.4, "max": 0.9},
+                                        "of_cpu_per_msg": 0.125},
+                       "faust_vs_plain": {"of_medians": faust_vs_plain,
+                                          "by_round": {"median": faust_vs_plain, "min": 0.05, "max": 0.6},
+                                          "of_cpu_per_msg": 0.08}},
+            "rule_min_ratio": 0.5, "faust_stays_in_hot_path": stays}
+
+
+def render_framework(result: dict) -> str:
+    text = render({"framework": result}, datetime.datetime(2026, 12, 4, tzinfo=datetime.timezone.utc),
+                  "bench/run.py", "bench/results")
+    return text.split("## Worker framework: faust-streaming against a plain confluent-kafka loop\n", 1)[1].split(
+        "\n## ", 1)[0]
+
+
+def test_the_report_gives_the_framework_decision_with_each_contender_and_both_ratios() -> None:
+    text = render_framework(framework_results(0.25, stays=False))
+    assert "| (a) raw `consume(1000)`, no decode | 100,000 (50,000–200,000) | 1.0 (0.5–1.5) |" in text
+    assert "| (b) plain confluent-kafka consumer-group loop | 80,000 (40,000–160,000) | 8.0 (7.5–8.5) |" in text
+    assert "| (c) faust-streaming at its best | 20,000 (10,000–40,000) | 100.0 (99.5–100.5) |" in text
+    assert "| (b)/(a) plain / raw | x0.8 | x0.4–x0.9 | x0.125 |" in text
+    assert "| (c)/(b) faust / plain | **x0.25** | x0.05–x0.6 | x0.08 |" in text
+    assert "only at ≥ 0.5x the plain loop" in text
+    assert "is x0.25: **faust-streaming leaves the hot path: the worker runs on confluent-kafka**" in text
+    assert "(docs/decisions/0001-worker-framework.md)" in text
+    assert "6.03, 5.86, 6.76 at the start,\n4.40, 5.25, 6.36 at the end" in text
+    assert "each run's start was\n2.3–3.5." in text
+    assert "refused exactly the 10 invalid records in every run" in text
+    assert "`.venv/bin/python bench/bench_framework.py --quick`" in text
+    kept = render_framework(framework_results(0.75, stays=True, faust_problems=9))
+    assert "is x0.75: **faust-streaming stays in the hot path**" in kept
+    assert "invalid records differs from the workload's" in kept  # a contender that missed one is not hidden
+
+
+def test_the_framework_benchmark_runs_only_beside_kafka_and_a_result_run_alone_names_its_machine(
+        tmp_path: Path) -> None:
+    proc = run("--only", "framework", "--bootstrap", "127.0.0.1:1", "--results", str(tmp_path))
+    assert proc.returncode != 0 and "kafka not reachable at 127.0.0.1:1" in proc.stderr
+    assert not list(tmp_path.iterdir())
+    text = render({"framework": framework_results(0.25, stays=False)},
+                  datetime.datetime(2026, 12, 4, tzinfo=datetime.timezone.utc), "bench/run.py", "bench/results")
+    assert "on this machine:\n\n- x86_64, 2 cores, Python 3.11.7" in text  # bench_framework's own label
