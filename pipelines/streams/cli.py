@@ -13,6 +13,7 @@ from pipelines.engine.engine import EngineParams
 from pipelines.ops import shell
 from pipelines.ops.metrics import Metrics
 from pipelines.policy.signing import SigningKey
+from pipelines.risk import kernels
 from pipelines.streams.app import WorkerConfig, make_app
 
 
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
                           max_event_age_ms=int(args.max_event_age_s * 1000),
                           engine=EngineParams(hedged_accounts=frozenset(a for a in args.hedged.split(",") if a)))
     ops = shell.configure(args, settings.ops)
+    kernels.warm()  # loaded before faust starts: never on the event loop, where heartbeats wait behind it
     metrics, ready = Metrics("worker", lag_interval_s=ops.lag_interval_s), threading.Event()
     app = make_app(settings, SigningKey.from_env(), config, metrics, ready)
     sys.argv = [sys.argv[0]]  # faust's worker parses argv itself
