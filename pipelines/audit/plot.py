@@ -111,7 +111,8 @@ def _draw_index(ax, entries: list[Entry], underlying: str) -> None:  # noqa: ANN
 def _draw_instrument(ax, entries: list[Entry], name: str) -> None:  # noqa: ANN001
     marks = [e for e in entries if e.what == "MarkPrice" and e.instrument == name and e.price is not None]
     if marks:
-        ax.plot([_dt(e.time_ms) for e in marks], [e.price for e in marks], color="tab:gray", linewidth=1.0, label="mark")
+        ax.plot([_dt(e.time_ms) for e in marks], [e.price for e in marks], color="tab:gray", linewidth=1.0,
+                label="mark")
     opened = [e for e in entries if e.what == "PositionUpdate" and e.instrument == name and e.price]
     if opened:
         ax.scatter([_dt(e.time_ms) for e in opened], [e.price for e in opened], marker="o", s=14,

@@ -153,11 +153,11 @@ class Engine:
             self._on_marks(marks, out)
         return out
 
-    def _count(self, t: int) -> None:
-        """One more record applied, at event time ``t``."""
+    def _count(self, t: int, n: int = 1) -> None:
+        """``n`` more records applied, the newest at event time ``t``."""
         if self._last_time_ms is None or t > self._last_time_ms:
             self._last_time_ms = t
-        self.events += 1
+        self.events += n
 
     def unpriced(self) -> dict[str, int]:
         """Per underlying without an index price yet, how many of the engine's accounts hold it:
@@ -234,7 +234,7 @@ class Engine:
         values = [value for value, _ in run]
         moved = self.board.apply_marks(values)
         index, circuits, first_moves = self.board.index, self.circuits, self._moved
-        on_mark, reports = self.detectors.on_mark, self._reports
+        on_mark, reported = self.detectors.on_mark, self._reported
         timed: tuple[str, int] | None = None  # circuits.on_time changes nothing when asked again at once
         for (value, ref), underlying in zip(run, moved):
             t = value["event_time_ms"]
@@ -243,7 +243,7 @@ class Engine:
             # A linear contract's mark is compared with its index; an option's mark is a premium,
             # which no index bounds, so it is not (its model value would be the reference).
             linear = instrument_of(instrument).kind is not Kind.OPTION
-            if reference and linear and (reports is None or reports(instrument)):
+            if reference and linear and reported(instrument):
                 # Venue-wide open interest, never this shard's own holders: every shard must see
                 # the same market breach whatever accounts it happens to hold.
                 interest = value.get("open_interest")
@@ -260,10 +260,7 @@ class Engine:
                         out.actions.append(self._circuit_action(change))
                 if underlying not in first_moves:
                     first_moves[underlying] = self._seq(ref)
-        last = max(value["event_time_ms"] for value in values)
-        if self._last_time_ms is None or last > self._last_time_ms:
-            self._last_time_ms = last
-        self.events += len(run)
+        self._count(max(value["event_time_ms"] for value in values), len(run))
 
     def _act_on(self, breaches: list[Breach], out: EngineOutput) -> None:
         """Market breaches just found: liquidity breaches mark their instrument thin (or clear it),
@@ -301,7 +298,8 @@ class Engine:
         table = book.instruments
         velocity = {u: self._velocity(u, time_ms) for u in risk.underlyings}
         ttb = self._times_to_breach(risk, velocity, rows)
-        slow = self._screen(risk.margin_ratio[rows], ttb, built.mask(self._attention | self.params.hedged_accounts)[rows])
+        watched = built.mask(self._attention | self.params.hedged_accounts)[rows]
+        slow = self._screen(risk.margin_ratio[rows], ttb, watched)
         thin = set(self._thin)
         unreliable = {u for u in table.underlyings if self.detectors.oracle_unreliable(u)}
         marks = dict(zip(table.names, risk.unit.price.tolist()))
@@ -319,8 +317,8 @@ class Engine:
                     return []  # margin that cannot be valued sizes no partial close (_plans)
                 result = plans.get(i)
                 if result is None or result.target_ratio != target:
-                    result = plan_liquidation(book, risk, i, target, adaptive=self.params.adaptive, conditions=conditions,
-                                              compiled=self.params.compiled)
+                    result = plan_liquidation(book, risk, i, target, adaptive=self.params.adaptive,
+                                              conditions=conditions, compiled=self.params.compiled)
                 return [CloseIntent(o.instrument, o.instrument.split("-")[0], o.qty, marks[o.instrument])
                         for o in result.orders]
 

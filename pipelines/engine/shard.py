@@ -139,7 +139,9 @@ class Shard:
 
 def shard_of(record: str, value: Mapping[str, Any], partitions: int) -> int | None:
     """The shard an account record belongs to; None for market records (they go to all)."""
-    return partition_for(value["account"], partitions) if record in ACCOUNT_RECORDS else None
+    if record not in ACCOUNT_RECORDS:
+        return None
+    return partition_for(value["account"], partitions) if partitions > 1 else 0  # one shard: no hash
 
 
 def run_shards(messages: Iterable[tuple[int | None, Message]], partitions: int, key: SigningKey,

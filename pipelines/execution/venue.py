@@ -171,7 +171,8 @@ class SimulatedVenue:
     # ------------------------------------------------------------------ market data
 
     def on_depth(self, depth: Mapping[str, Any]) -> None:
-        """An ``OrderBookDepth`` record: the instrument's book from now on."""
+        """An ``OrderBookDepth`` record: the instrument's book from now on. (``backstop executor``
+        does not feed the market topics to its venue yet: there, books stay as configured.)"""
         self._depth[depth["instrument"]] = depth
 
     def on_mark(self, instrument: str, mark: float) -> None:

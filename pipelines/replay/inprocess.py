@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.engine.engine import EngineOutput, EngineParams
-from pipelines.engine.shard import Message, run_shards
-from pipelines.engine.shards import ACCOUNT_RECORDS
+from pipelines.engine.shard import Message, run_shards, shard_of
 from pipelines.events.codec import Codec, default_codec
 from pipelines.policy.signing import SigningKey
 from pipelines.replay.reading import replay_records
@@ -38,14 +37,9 @@ def load(path: str | Path, codec: Codec | None = None, prefix: str = "") -> Iter
 
 def messages(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], partitions: int = ACCOUNT_PARTITIONS
              ) -> Iterator[tuple[int | None, Message]]:
-    from pipelines.engine.shards import partition_for
-
     names: dict[tuple[str, int], tuple[str, str]] = {}  # per topic-partition: the input, the refs' prefix
     for topic, partition, offset, record, value in rows:
-        if record not in ACCOUNT_RECORDS:
-            target = None
-        else:  # one shard holds every account: no need to hash it
-            target = partition_for(value["account"], partitions) if partitions > 1 else 0
+        target = shard_of(record, value, partitions)
         name = names.get((topic, partition))
         if name is None:
             name = names[(topic, partition)] = (f"{topic}/{partition}", f"{topic}:{partition}:")

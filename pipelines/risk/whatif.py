@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import arguments
 from pipelines.errors import UserError
+from pipelines.events.validation import MAX_PRICE  # a larger price is a typo
 
 if TYPE_CHECKING:
     from pipelines.risk.book import Book, BookRisk, Portfolio
@@ -45,8 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # ---- input ---------------------------------------------------------------------------------
 
-#: the events' validator bound (pipelines.events.validation.MAX_PRICE): a larger price is a typo
-MAX_PRICE = 1e12
 #: contracts of one position; with MAX_PRICE, notionals stay far from float overflow
 MAX_QUANTITY = 1e9
 #: collateral and book depth in USD

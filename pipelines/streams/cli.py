@@ -20,11 +20,15 @@ from pipelines.streams.app import WorkerConfig, make_app
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("worker", help="run a stream worker (faust) of the cluster")
     parser.add_argument("--bootstrap", help="broker address (default: settings kafka.bootstrap)")
-    parser.add_argument("--app-id", default="backstop-worker", help="faust app id: workers with the same id share the work")
-    parser.add_argument("--snapshot-every", type=arguments.positive_int, default=500, help="records per partition between snapshots")
-    parser.add_argument("--idle-ms", type=arguments.positive_int, default=1_000, help="wall-clock silence after which an input stops holding others back")
+    parser.add_argument("--app-id", default="backstop-worker",
+                        help="faust app id: workers with the same id share the work")
+    parser.add_argument("--snapshot-every", type=arguments.positive_int, default=500,
+                        help="records per partition between snapshots")
+    parser.add_argument("--idle-ms", type=arguments.positive_int, default=1_000,
+                        help="wall-clock silence after which an input stops holding others back")
     parser.add_argument("--max-event-age-s", type=arguments.positive_float, default=86_400.0,
-                        help="events older than this (against the wall clock) are dead-lettered; raise it for replays")
+                        help="events older than this (against the wall clock) are dead-lettered; raise it for "
+                             "replays (the bundled scenarios are dated 2020-2025: e.g. 1e9)")
     parser.add_argument("--hedged", default="", help="comma-separated accounts to keep delta-hedged")
     parser.add_argument("--loglevel", default="warn", choices=("crit", "error", "warn", "info", "debug"),
                         help="faust's log level (default %(default)s)")

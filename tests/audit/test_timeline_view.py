@@ -22,7 +22,8 @@ def index_ticks(text: str) -> int:
 
 
 def test_condense_keeps_account_entries_and_summarises_each_series() -> None:
-    index = [tick(t, "IndexPrice", "BTC", p) for t, p in ((10, 60_000.0), (20, 41_000.0), (30, 45_000.0), (40, 44_000.0))]
+    prices = ((10, 60_000.0), (20, 41_000.0), (30, 45_000.0), (40, 44_000.0))
+    index = [tick(t, "IndexPrice", "BTC", p) for t, p in prices]
     marks = [tick(t, "MarkPrice", "BTC-PERPETUAL", p) for t, p in ((11, 60_010.0), (31, 44_990.0))]
     vols = [tick(t, "VolatilityUpdate", "BTC", iv=v) for t, v in ((12, 0.6), (32, 1.4))]
     own = [Entry(15, "breach", "margin_shortfall", "acct", margin_ratio=1.1, id="b"),
@@ -38,7 +39,8 @@ def test_condense_keeps_account_entries_and_summarises_each_series() -> None:
     btc = summaries["IndexPrice x4"]
     assert btc.time_ms == 10 and btc.instrument == "BTC"
     assert "first 60000" in btc.detail and "low 41000 at" in btc.detail and "last 44000" in btc.detail
-    assert "low 0.6" in summaries["VolatilityUpdate x2"].detail and "high 1.4" in summaries["VolatilityUpdate x2"].detail
+    vol = summaries["VolatilityUpdate x2"].detail
+    assert "low 0.6" in vol and "high 1.4" in vol
     assert [e.time_ms for e in short] == sorted(e.time_ms for e in short)
 
 

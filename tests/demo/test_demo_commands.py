@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ def test_follow_up_commands_quote_the_store_and_carry_the_range(tmp_path) -> Non
 
 
 def test_printed_commands_run_as_printed(tmp_path) -> None:
-    env = {"PATH": "/usr/bin:/bin"}  # as after the README's install: the venv's bin is not on PATH
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # as after the README's install: the venv's bin is not on PATH
     done = subprocess.run([str(SCRIPT), "demo", "--scenario", "aug-2024", "--store", str(tmp_path / "audit")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=True)
     lines = {line.split()[0]: line.split(None, 1)[1] for line in done.stdout.splitlines() if line.strip()}
