@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from pipelines.risk.kernels.scalar import maximum, minimum
+
 from pipelines.risk.adaptive import YEAR_DAYS, AdaptiveParams
 from pipelines.risk.book import BookRisk
 from pipelines.risk.instruments import InstrumentTable
@@ -52,18 +54,6 @@ _kernel = njit(cache=True, error_model="numpy")
 
 
 @_kernel
-def _maximum(a: float, b: float) -> float:
-    """``np.maximum`` of two floats: NaN if either is NaN."""
-    return a if a >= b or a != a else b
-
-
-@_kernel
-def _minimum(a: float, b: float) -> float:
-    """``np.minimum`` of two floats: NaN if either is NaN."""
-    return a if a <= b or a != a else b
-
-
-@_kernel
 def _ratio(mm: float, equity: float) -> float:
     """``liquidation_order._ratio``: MM / equity; without equity inf if there is margin, else 0."""
     if equity > 0:
@@ -77,7 +67,7 @@ def _adaptive_addon(gamma: float, vega: float, net_delta: float, gross: float, u
     """``adaptive.adaptive_addon(...).total`` of one row on underlying ``u``, the same operations in the
     same order."""
     realised, depth = underlying[UNDERLYING_REALISED_VOL, u], underlying[UNDERLYING_DEPTH, u]
-    sigma = _maximum(realised if np.isfinite(realised) and realised > 0 else 0.0, underlying[UNDERLYING_IMPLIED_VOL, u])
+    sigma = maximum(realised if np.isfinite(realised) and realised > 0 else 0.0, underlying[UNDERLYING_IMPLIED_VOL, u])
     deep = not np.isfinite(depth) or depth <= 0
     safe_depth = 1.0 if deep else depth
     participation = adaptive[ADAPTIVE_PARTICIPATION]
@@ -88,12 +78,12 @@ def _adaptive_addon(gamma: float, vega: float, net_delta: float, gross: float, u
     vol_move = adaptive[ADAPTIVE_Z] * adaptive[ADAPTIVE_VOL_OF_VOL] * sigma * root
     index = underlying[UNDERLYING_INDEX, u]
     index_move = index * move
-    gamma_addon = 0.5 * _maximum(-gamma, 0.0) * (index_move * index_move)
-    vega_addon = _maximum(-vega, 0.0) * 100.0 * vol_move
+    gamma_addon = 0.5 * maximum(-gamma, 0.0) * (index_move * index_move)
+    vega_addon = maximum(-vega, 0.0) * 100.0 * vol_move
     delta_notional = abs(net_delta) * index
     slippage = 0.0 if deep else adaptive[ADAPTIVE_IMPACT] * delta_notional * np.sqrt(delta_notional / safe_depth)
     raw = gamma_addon + vega_addon + slippage
-    return _minimum(raw, (adaptive[ADAPTIVE_MAX_MULTIPLIER] - 1.0) * base)
+    return minimum(raw, (adaptive[ADAPTIVE_MAX_MULTIPLIER] - 1.0) * base)
 
 
 @_kernel
@@ -106,10 +96,10 @@ def _row_maintenance(pnl: np.ndarray, weight: np.ndarray, delta: float, long_del
     if len(pnl):
         worst = pnl[0] * weight[0]
         for s in range(1, len(pnl)):
-            worst = _minimum(worst, pnl[s] * weight[s])
-        loss = _maximum(-worst, 0.0)
+            worst = minimum(worst, pnl[s] * weight[s])
+        loss = maximum(-worst, 0.0)
     index = underlying[UNDERLYING_INDEX, u]
-    hedged = _minimum(long_delta, short_delta)
+    hedged = minimum(long_delta, short_delta)
     delta_charge = (underlying[UNDERLYING_DELTA_CHARGE_NET, u] * abs(delta)
                     + underlying[UNDERLYING_DELTA_CHARGE_HEDGED, u] * hedged) * index
     short_charge = underlying[UNDERLYING_SHORT_OPTION_CHARGE, u] * short_option * index
@@ -135,10 +125,10 @@ def _sum_row(u: int, first: int, last: int, qty: np.ndarray, legs: Legs, market:
             pnl[u, s] += q * scenario_pnl[k, s]
         position_delta = q * instrument[INSTRUMENT_DELTA, k]
         sums[u, ROW_DELTA] += position_delta
-        sums[u, ROW_LONG] += _maximum(position_delta, 0.0)
-        sums[u, ROW_SHORT] += _maximum(-position_delta, 0.0)
+        sums[u, ROW_LONG] += maximum(position_delta, 0.0)
+        sums[u, ROW_SHORT] += maximum(-position_delta, 0.0)
         is_option = instrument[INSTRUMENT_IS_OPTION, k] != 0.0
-        sums[u, ROW_SHORT_OPTION] += _maximum(-q, 0.0) * instrument[INSTRUMENT_CONTRACT_SIZE, k] if is_option else 0.0
+        sums[u, ROW_SHORT_OPTION] += maximum(-q, 0.0) * instrument[INSTRUMENT_CONTRACT_SIZE, k] if is_option else 0.0
         sums[u, ROW_GAMMA] += q * instrument[INSTRUMENT_GAMMA, k]
         sums[u, ROW_VEGA] += q * instrument[INSTRUMENT_VEGA, k]
         sums[u, ROW_GROSS] += abs(q) * instrument[INSTRUMENT_NOTIONAL, k]
@@ -171,26 +161,26 @@ def _chunk(leg: int, qty: np.ndarray, legs: Legs, market: Market, rows: Rows) ->
     scenario_pnl, weight, instrument, underlying, adaptive, use_adaptive = market
     pnl, sums, rows_mm, scratch = rows
     k, u, q = leg_instrument[leg], leg_underlying[leg], qty[leg]
-    size = _minimum(chunk[leg], abs(q))
+    size = minimum(chunk[leg], abs(q))
     dq = -np.sign(q) * size
     after = q + dq
     d = instrument[INSTRUMENT_DELTA, k]
     for s in range(len(scratch)):
         scratch[s] = pnl[u, s] + dq * scenario_pnl[k, s]
-    long_delta = sums[u, ROW_LONG] + _maximum(after * d, 0.0) - _maximum(q * d, 0.0)
-    short_delta = sums[u, ROW_SHORT] + _maximum(-after * d, 0.0) - _maximum(-q * d, 0.0)
+    long_delta = sums[u, ROW_LONG] + maximum(after * d, 0.0) - maximum(q * d, 0.0)
+    short_delta = sums[u, ROW_SHORT] + maximum(-after * d, 0.0) - maximum(-q * d, 0.0)
     is_option = instrument[INSTRUMENT_IS_OPTION, k] != 0.0
-    short_option_change = ((_maximum(-after, 0.0) - _maximum(-q, 0.0)) * instrument[INSTRUMENT_CONTRACT_SIZE, k]
+    short_option_change = ((maximum(-after, 0.0) - maximum(-q, 0.0)) * instrument[INSTRUMENT_CONTRACT_SIZE, k]
                            if is_option else 0.0)
     gross = sums[u, ROW_GROSS] + (abs(after) - abs(q)) * instrument[INSTRUMENT_NOTIONAL, k]
-    mm_after = _row_maintenance(scratch, weight[u], sums[u, ROW_DELTA] + dq * d, _maximum(long_delta, 0.0),
-                                _maximum(short_delta, 0.0),
-                                _maximum(sums[u, ROW_SHORT_OPTION] + short_option_change, 0.0),
+    mm_after = _row_maintenance(scratch, weight[u], sums[u, ROW_DELTA] + dq * d, maximum(long_delta, 0.0),
+                                maximum(short_delta, 0.0),
+                                maximum(sums[u, ROW_SHORT_OPTION] + short_option_change, 0.0),
                                 sums[u, ROW_GAMMA] + dq * instrument[INSTRUMENT_GAMMA, k],
-                                sums[u, ROW_VEGA] + dq * instrument[INSTRUMENT_VEGA, k], _maximum(gross, 0.0),
+                                sums[u, ROW_VEGA] + dq * instrument[INSTRUMENT_VEGA, k], maximum(gross, 0.0),
                                 underlying, u, adaptive, use_adaptive)
     cost = size * instrument[INSTRUMENT_SLIPPAGE, k]
-    return (rows_mm[u] - mm_after) / _maximum(cost, MIN_COST), dq, after, cost
+    return (rows_mm[u] - mm_after) / maximum(cost, MIN_COST), dq, after, cost
 
 
 @_kernel

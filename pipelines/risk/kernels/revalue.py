@@ -24,6 +24,8 @@ import math
 import numpy as np
 from numba import njit
 
+from pipelines.risk.kernels.scalar import maximum, minimum
+
 # numpy's float semantics: x / 0 is inf or NaN, never a ZeroDivisionError
 _kernel = njit(cache=True, error_model="numpy")
 _PAIRWISE_BLOCK = 128  # numpy's PW_BLOCKSIZE
@@ -38,22 +40,6 @@ N_ROW_FIELDS = 11
 ADAPTIVE_FIELDS = ("z", "base_horizon_days", "step_seconds", "participation", "vol_of_vol", "impact",
                    "max_multiplier")
 YEAR_DAYS = 365.0
-
-
-@_kernel
-def _maximum(a: float, b: float) -> float:
-    """``np.maximum``: NaN if either is NaN, the second operand on a tie (so max(0.0, -0.0) is -0.0)."""
-    if math.isnan(a) or math.isnan(b):
-        return math.nan
-    return a if a > b else b
-
-
-@_kernel
-def _minimum(a: float, b: float) -> float:
-    """``np.minimum``: NaN if either is NaN, the second operand on a tie."""
-    if math.isnan(a) or math.isnan(b):
-        return math.nan
-    return a if a < b else b
 
 
 @_kernel
@@ -138,7 +124,7 @@ def _adaptive_addon(gamma: float, vega: float, net_delta: float, gross: float, i
     z, base_horizon, step_seconds, participation, vol_of_vol, impact, max_multiplier = (p[0], p[1], p[2], p[3],
                                                                                         p[4], p[5], p[6])
     rv = realised_vol if math.isfinite(realised_vol) and realised_vol > 0 else 0.0
-    sigma = _maximum(rv, implied_vol)
+    sigma = maximum(rv, implied_vol)
     deep = not math.isfinite(depth) or depth <= 0
     safe_depth = 1.0 if deep else depth
     ratio = 0.0
@@ -149,12 +135,12 @@ def _adaptive_addon(gamma: float, vega: float, net_delta: float, gross: float, i
     move = z * sigma * root
     vol_move = z * vol_of_vol * sigma * root
     shock = index * move
-    gamma_addon = 0.5 * _maximum(-gamma, 0.0) * (shock * shock)
-    vega_addon = _maximum(-vega, 0.0) * 100.0 * vol_move
+    gamma_addon = 0.5 * maximum(-gamma, 0.0) * (shock * shock)
+    vega_addon = maximum(-vega, 0.0) * 100.0 * vol_move
     delta_notional = abs(net_delta) * index
     slippage = 0.0 if deep else impact * delta_notional * math.sqrt(delta_notional / safe_depth)
     raw = gamma_addon + vega_addon + slippage
-    return _minimum(raw, (max_multiplier - 1.0) * base_mm)
+    return minimum(raw, (max_multiplier - 1.0) * base_mm)
 
 
 @_kernel
@@ -214,9 +200,9 @@ def revalue_accounts(
             acc[3, u] += q * theta[i]
             acc[4, u] += q * notional
             position_delta = q * delta[i]
-            acc[5, u] += _maximum(position_delta, 0.0)
-            acc[6, u] += _maximum(-position_delta, 0.0)
-            acc[7, u] += (_maximum(-q, 0.0) if is_option[i] else 0.0) * contract_size[i]
+            acc[5, u] += maximum(position_delta, 0.0)
+            acc[6, u] += maximum(-position_delta, 0.0)
+            acc[7, u] += (maximum(-q, 0.0) if is_option[i] else 0.0) * contract_size[i]
             acc[8, u] += abs(q) * notional
             for s in range(n_scen):
                 row_pnl[u, s] += q * scenario_pnl[i, s]
@@ -230,9 +216,9 @@ def revalue_accounts(
                     break
                 if value < lowest or math.isnan(value):
                     worst, lowest = s, value
-            loss = _maximum(-lowest, 0.0)
+            loss = maximum(-lowest, 0.0)
             s_index = underlying_index[u]
-            hedged = _minimum(acc[5, u], acc[6, u])
+            hedged = minimum(acc[5, u], acc[6, u])
             charge = (delta_charge_net[u] * abs(acc[0, u]) + delta_charge_hedged[u] * hedged) * s_index
             short_charge = short_option_charge[u] * acc[7, u] * s_index
             mm = loss + charge + short_charge
