@@ -33,27 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bt.add_argument("--plot", metavar="PNG", type=arguments.output_file,
                     help=f"frontier plot file (only with --sweep; default {DEFAULT_PLOT})")
     bt.add_argument("--json", action="store_true", help="machine-readable JSON")
-    bt.add_argument("--jobs", metavar="N",
+    bt.add_argument("--jobs", metavar="N", type=arguments.positive_int,
                     help="worker processes for the runs (default: the usable cores; 1: in this process)")
     bt.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     bt.set_defaults(func=run)
 
 
-def jobs_from(flag: str | None) -> int:
-    """``--jobs``: a whole number of worker processes, at least 1; by default the cores this process may use."""
-    if flag is None:
-        return len(os.sched_getaffinity(0))
-    try:
-        jobs = int(flag)
-    except ValueError:
-        raise UserError(f"--jobs takes a whole number of worker processes, e.g. 2 (got {flag!r})") from None
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1 (got {jobs})")
-    return jobs
-
-
 def run(args: argparse.Namespace) -> int:
-    jobs = jobs_from(args.jobs)
+    jobs = args.jobs or len(os.sched_getaffinity(0))  # by default the cores this process may use
     names = args.scenario or [library.DEFAULT]
     if "all" in names:
         names = library.names()
