@@ -1,8 +1,10 @@
 """Backtests over worker processes: the same results as in-process, one progress bar, one-line errors."""
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -122,12 +124,17 @@ def test_workers_exit_when_the_parent_is_killed():
     finally:
         parent.kill()
         parent.wait()
-    for _ in range(600):
-        left = {pid for pid in workers if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"}
-        if not left:
-            break
-        time.sleep(0.1)
-    assert not left
+    try:
+        for _ in range(600):
+            left = {pid for pid in workers if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"}
+            if not left:
+                break
+            time.sleep(0.1)
+        assert not left
+    finally:  # a failure must not leave the workers it found sleeping for ten minutes behind it
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _state(pid: int) -> str:
