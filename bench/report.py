@@ -393,7 +393,7 @@ def core(r: Results, _plots: str) -> str:
     names the run that measured it (``bench_core.py --only`` reruns some); one run is said once."""
     runs = [r[key]["run"] for key in CORE_PARTS if key in r]
     one_run = all(run == runs[0] for run in runs)
-    parts = [f"""\
+    parts = ["""\
 The in-process figures run the same records through `EngineParams(compiled=True)` and through
 its numpy reference (`compiled=False`) in one process, and check both give the same breach and
 action ids; the kernels are compiled before anything is timed. Wall times on this shared 2-core
