@@ -17,15 +17,21 @@ MAX_SEED = 2**32 - 1
 MAX_RATIO = 100.0
 
 
-def seed(text: str) -> int:
-    """A random seed: a whole number from 0 to ``MAX_SEED``."""
+def _whole_number(text: str, low: int, high: int | None, expected: str) -> int:
+    """``text`` as an int in ``[low, high]`` (no upper bound when ``high`` is None), else the
+    error ``expected <expected>, got <what was given>``."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_SEED}, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_SEED}, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
+
+
+def seed(text: str) -> int:
+    """A random seed: a whole number from 0 to ``MAX_SEED``."""
+    return _whole_number(text, 0, MAX_SEED, f"a whole number from 0 to {MAX_SEED}")
 
 
 def ratio(text: str) -> float:
@@ -49,13 +55,7 @@ def ratios(text: str) -> list[float]:
 
 def positive_int(text: str) -> int:
     """A whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value}")
-    return value
+    return _whole_number(text, 1, None, "a whole number of at least 1")
 
 
 def positive_float(text: str) -> float:
@@ -81,13 +81,7 @@ def output_file(text: str) -> str:
 
 def non_negative_int(text: str) -> int:
     """A whole number of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {value}")
-    return value
+    return _whole_number(text, 0, None, "a whole number of at least 0")
 
 
 def store_folder(text: str) -> str:
