@@ -24,7 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "pipelines.events.cli",
     "pipelines.audit.cli",
     "pipelines.execution.cli",
-    "pipelines.streams.cli",
+    "pipelines.worker.cli",
     "pipelines.risk.whatif",
     "pipelines.scenarios.cli",
     "pipelines.replay.cli",

@@ -31,6 +31,7 @@ from pipelines.audit.rows import Batch, Coordinates
 from pipelines.audit.store import EmbeddedStore
 from pipelines.backtest.run import engine_params, simulate
 from pipelines.engine.shards import partition_for
+from pipelines.engine.wire import breach_record
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import KEY_FIELD, TOPIC_OF, generate
 from pipelines.topics import spec_for
@@ -75,33 +76,6 @@ class AuditCollector:
         for table, columns, token in self.batch.blocks():
             total += store.insert(table, columns, dedup_token=token)
         return total
-
-
-def breach_record(breach: Any) -> dict[str, Any]:
-    """The ``Breach`` datum of a core breach (as the stream workers write it; refs of fed-back
-    events, ``feedback:account:sequence``, are kept as event ids at offset −1)."""
-    from pipelines.engine.shards import ACCOUNT_BREACHES, market_subject
-
-    market = breach.kind not in ACCOUNT_BREACHES
-    triggers = []
-    for ref in breach.triggers:
-        parts = ref.rsplit(":", 2)
-        try:
-            triggers.append({"topic": parts[0], "partition": int(parts[1]), "offset": int(parts[2]), "event_id": ref})
-        except (IndexError, ValueError):
-            triggers.append({"topic": parts[0], "partition": -1, "offset": -1, "event_id": ref})
-    return {
-        "breach_id": breach.breach_id, "kind": breach.kind.value,
-        "account": market_subject(breach.subject) if market else breach.subject,
-        "underlying": market_subject(breach.subject) if market else None,
-        "instrument": breach.subject if market and "-" in breach.subject else None,
-        "observed": float(breach.value), "threshold": float(breach.threshold),
-        "severity": "critical" if breach.kind.value in ("equity_below_liquidation", "margin_shortfall") else "warning",
-        "window_start_ms": breach.window_start_ms, "window_end_ms": breach.window_end_ms, "triggers": triggers,
-        "details": {"level": str(breach.level), "cleared": "true" if breach.cleared else "false",
-                    "subject": breach.subject},
-        "event_time_ms": breach.event_time_ms,
-    }
 
 
 def run_demo(scenario_name: str, store_path: str | Path | None = None, seed: int | None = None,

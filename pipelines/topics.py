@@ -16,6 +16,7 @@ import dataclasses
 ACCOUNT_PARTITIONS = 12
 MARKET_PARTITIONS = 3
 DAY_MS = 24 * 3600 * 1000
+CHECKPOINT_MAX_BYTES = 16 * 1024 * 1024  # a checkpoint holds the market and a partition's accounts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,7 @@ class TopicSpec:
     retention_ms: int = 7 * DAY_MS
     doc: str = ""
     audited: bool = True  # the audit sink stores it (derived copies are not)
+    max_message_bytes: int | None = None  # the broker's default (1 MB) unless set
 
     def config(self, replication_factor: int) -> dict[str, str]:
         """Broker-side topic config; min.insync.replicas 2 once there are 3 replicas (acks=all survives one loss)."""
@@ -38,6 +40,8 @@ class TopicSpec:
             "retention.ms": str(self.retention_ms) if self.cleanup_policy == "delete" else "-1",
             "min.insync.replicas": str(min(2, max(1, replication_factor - 1))),
         }
+        if self.max_message_bytes is not None:
+            conf["max.message.bytes"] = str(self.max_message_bytes)
         return conf
 
 
@@ -51,9 +55,6 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec("backstop.market.depth", MARKET_PARTITIONS, "instrument", "OrderBookDepth",
               doc="order-book depth within price bands"),
     TopicSpec("backstop.market.oracle", MARKET_PARTITIONS, "underlying", "OraclePrice", doc="oracle prices per source"),
-    TopicSpec("backstop.market.fanout", ACCOUNT_PARTITIONS, "source", "market records", retention_ms=DAY_MS,
-              doc="every market record copied to every account partition, tagged with its source coordinates",
-              audited=False),
     TopicSpec("backstop.positions", ACCOUNT_PARTITIONS, "account", "PositionUpdate", doc="position changes per account"),
     TopicSpec("backstop.collateral", ACCOUNT_PARTITIONS, "account", "CollateralUpdate", doc="collateral balances per account"),
     TopicSpec("backstop.exposures", ACCOUNT_PARTITIONS, "account", "ExposureSnapshot", cleanup_policy="compact",
@@ -64,6 +65,9 @@ CATALOGUE: tuple[TopicSpec, ...] = (
               doc="signed actions for the executors"),
     TopicSpec("backstop.executions", ACCOUNT_PARTITIONS, "account", "ExecutionReport", retention_ms=30 * DAY_MS,
               doc="execution reports from the executors"),
+    TopicSpec("backstop.worker.checkpoints", ACCOUNT_PARTITIONS, "group/partition", "Checkpoint",
+              cleanup_policy="compact", max_message_bytes=CHECKPOINT_MAX_BYTES, audited=False,
+              doc="the workers' latest checkpoint per account partition (engine/snapshot.py), in its partition"),
     TopicSpec("backstop.deadletters", MARKET_PARTITIONS, "topic", "DeadLetter", retention_ms=30 * DAY_MS,
               doc="messages that could not be decoded or failed validation, with their original bytes"),
 )

@@ -46,11 +46,12 @@ class Sequencer:
         self._ranks: dict[Hashable, str] = {}
         self.late_events = 0
 
-    def add_input(self, name: Hashable) -> None:
-        """Declare an input (e.g. a topic-partition) before or while events flow."""
+    def add_input(self, name: Hashable, newest_ms: int = -(2**63)) -> None:
+        """Declare an input (e.g. a topic-partition) before or while events flow; ``newest_ms``:
+        the newest event time it had shown, where it resumes from a snapshot (``released``)."""
         if name not in self._newest:
             self._bound_valid = False
-            self._newest[name] = -(2**63)
+            self._newest[name] = newest_ms
             self._open.add(name)
             self._positions[name] = 0
             self._ranks[name] = _rank(name)
@@ -81,6 +82,15 @@ class Sequencer:
         self._idle.add(name)
         self._bound_valid = False
 
+    def wake(self, name: Hashable) -> None:
+        """Wait for an idle input again (it has something to say that is not read yet)."""
+        if name in self._idle:
+            self._idle.discard(name)
+            self._bound_valid = False
+
+    def idle_inputs(self) -> set[Hashable]:
+        return set(self._idle)
+
     def idle_all(self) -> None:
         """Stop waiting for every input known so far (the stream has gone quiet)."""
         self._idle.update(self._open)
@@ -92,10 +102,11 @@ class Sequencer:
         self._idle.discard(name)
         self._bound_valid = False
 
-    def pop_ready(self, limit: int | None = None) -> list[Any]:
+    def pop_ready(self, limit: int | None = None, before_ms: int | None = None) -> list[Any]:
         """Every queued event that nothing still to come can sort before, in the deterministic
         order; everything once no input is open and speaking. At most ``limit`` of them, if
-        given: the rest stay queued, first in line.
+        given, and only those of sequence time before ``before_ms``, if given: the rest stay
+        queued, first in line.
 
         Every open, non-idle input will only send sequence times at or after its newest; the
         oldest of those newest times is the bound. An event before the bound is safe. One at
@@ -103,8 +114,10 @@ class Sequencer:
         event of its own input comes after it by position): so an event does not wait for its
         own input's next one when that input is the slowest."""
         heap = self._heap
-        if not heap:
+        if not heap or (before_ms is not None and heap[0][0] >= before_ms):
             return []
+        if before_ms is not None:
+            return self._pop_before(limit, before_ms)
         bound = self.bound()
         if bound is None:
             if limit is None or limit >= len(heap):  # everything, in order: one sort, not a pop each
@@ -123,6 +136,46 @@ class Sequencer:
                                             or (heap[0][0] == until and heap[0][1] <= first)):
             out.append(heapq.heappop(heap)[3])
         return out
+
+    def _pop_before(self, limit: int | None, before_ms: int) -> list[Any]:
+        """``pop_ready`` restricted to sequence times before ``before_ms``."""
+        bound = self.bound()
+        heap, out = self._heap, []
+        room = len(heap) if limit is None else limit
+        if bound is None:
+            while heap and len(out) < room and heap[0][0] < before_ms:
+                out.append(heapq.heappop(heap)[3])
+            return out
+        until, first = bound[1], self._ranks[bound[0]]
+        while heap and len(out) < room and heap[0][0] < before_ms and (
+                heap[0][0] < until or (heap[0][0] == until and heap[0][1] <= first)):
+            out.append(heapq.heappop(heap)[3])
+        return out
+
+    def released_before(self, before_ms: int) -> bool:
+        """Whether every event of sequence time before ``before_ms`` has been released and
+        nothing still to come can have one: every open, speaking input has reached it, or,
+        all of them idle, the next in line is at or after it."""
+        if self._heap and self._heap[0][0] < before_ms:
+            return False
+        bound = self.bound()
+        return bool(self._heap) if bound is None else bound[1] >= before_ms
+
+    def drop(self, names: set[Hashable]) -> int:
+        """Forget the inputs ``names`` and every event of theirs still queued (a partition moved
+        away); how many events were dropped."""
+        for name in names:
+            self.close(name)
+            self._newest.pop(name, None)
+            self._positions.pop(name, None)
+        ranks = {self._ranks.pop(name) for name in names if name in self._ranks}
+        kept = [entry for entry in self._heap if entry[1] not in ranks]
+        dropped = len(self._heap) - len(kept)
+        if dropped:
+            heapq.heapify(kept)
+            self._heap = kept
+        self._bound_valid = False
+        return dropped
 
     def bound(self) -> tuple[Hashable, int] | None:
         """The input every release waits for, and its newest event time: of the open, non-idle

@@ -31,9 +31,8 @@ from pipelines.engine.shards import ACCOUNT_RECORDS, MarketOwner, keep_for_shard
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import CATALOGUE
 
-FANOUT_TOPIC = "backstop.market.fanout"
 MARKET_TOPICS = tuple(spec for spec in CATALOGUE if spec.name == "backstop.instruments" or
-                      (spec.name.startswith("backstop.market.") and spec.name != FANOUT_TOPIC))
+                      spec.name.startswith("backstop.market."))
 ACCOUNT_TOPICS = ("backstop.positions", "backstop.collateral")  # read by each shard directly, partition p
 #: raised whenever what a snapshot holds changes meaning; 2: sequence times, market board timestamps;
 #: 3: bucketed rolling windows

@@ -1,10 +1,12 @@
 """Snapshots of an engine's state as explicit, versioned data: Avro with a schema, never pickle.
 
 A worker snapshots each account partition it holds alone (``PartitionSnapshot``: the partition's
-accounts, ``Engine.export_accounts``) and the market side once (``MarketSnapshot``:
-``Engine.market_state``), both at the same tick boundary. Either restores an engine that goes
-on exactly as the one it was taken from (``Engine.restore``); ``inputs`` records how far the
-shell had read each input when it was taken, so that it knows where to read on.
+accounts, ``Engine.export_accounts``) with the market side (``MarketSnapshot``:
+``Engine.market_state``) at the same tick boundary, as one ``Checkpoint``: together they restore
+an engine that goes on exactly as the one they were taken from (``Engine.restore``). ``inputs``
+records, per input, the last record the state holds and the newest event time the input had
+shown there (its place in the merge: ``Sequencer.add_input``), so that reading on from the next
+offset puts every later record where the uninterrupted run put it.
 
 Stored form: ``MAGIC``, one byte of ``FORMAT``, then the zlib-compressed Avro body (schemaless,
 ``PARTITION_SCHEMA`` / ``MARKET_SCHEMA``). ``FORMAT`` is raised whenever the schema or the
@@ -26,7 +28,7 @@ from pipelines.engine.state_schema import SCHEMAS
 from pipelines.events.schemas import default_schemas
 
 MAGIC = b"BKS"
-FORMAT = 1
+FORMAT = 2  # 2: inputs carry the newest event time; partition and market travel as one checkpoint
 NAMESPACE = "backstop.state"
 
 
@@ -35,19 +37,41 @@ class SnapshotFormatError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Released:
+    """How far an input was read into a state: the offset of the last record it holds (-1: none)
+    and the newest event time the input had shown up to there."""
+
+    offset: int
+    newest_ms: int
+
+
+@dataclasses.dataclass(frozen=True)
 class PartitionSnapshot:
     partition: int
     partitions: int  # how many account partitions the accounts were split into
     boundary_ms: int  # the tick boundary it was taken at
     accounts: list[dict[str, Any]]  # Engine.export_accounts
-    inputs: dict[str, int]  # input name -> offset of the last record the state holds
+    inputs: dict[str, Released]  # the partition's own inputs, e.g. backstop.positions/3
 
 
 @dataclasses.dataclass(frozen=True)
 class MarketSnapshot:
     boundary_ms: int
     market: dict[str, Any]  # Engine.market_state
-    inputs: dict[str, int]
+    inputs: dict[str, Released]  # every market input, e.g. backstop.market.index/0
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """What a worker stores for one account partition: it and the market, at one tick boundary."""
+
+    partition: PartitionSnapshot
+    market: MarketSnapshot
+
+    def __post_init__(self) -> None:
+        if self.partition.boundary_ms != self.market.boundary_ms:
+            raise ValueError(f"checkpoint of partition {self.partition.partition}: partition at "
+                             f"{self.partition.boundary_ms}, market at {self.market.boundary_ms}")
 
 
 def _record(name: str, doc: str, *fields: tuple[str, Any, str]) -> dict[str, Any]:
@@ -82,7 +106,8 @@ ACCOUNT = _record(
      "For an account touched while an underlying it holds had no index price: the event that touched it."))
 
 INPUT = _record("InputOffset", "How far an input was read.", ("input", "string", "Input, e.g. backstop.positions/3."),
-                ("offset", "long", "Offset of the last record the state holds."))
+                ("offset", "long", "Offset of the last record the state holds; -1 for none."),
+                ("newest_ms", "long", "The newest event time the input had shown up to there."))
 
 PARTITION_SCHEMA = _record(
     "PartitionSnapshot", "One account partition's accounts at a tick boundary.",
@@ -108,18 +133,29 @@ MARKET_SCHEMA = _record(
     ("inputs", {"type": "array", "items": INPUT}, "How far each market input was read."))
 
 
+CHECKPOINT_SCHEMA = _record(
+    "Checkpoint", "One account partition and the market at the same tick boundary.",
+    ("partition", "backstop.state.PartitionSnapshot", "The partition."),
+    ("market", "backstop.state.MarketSnapshot", "The market."))
+
+
 @functools.cache
-def _parsed() -> tuple[Any, Any]:
+def _parsed() -> tuple[Any, Any, Any]:
     named: dict[str, Any] = {}
     fastavro.parse_schema(default_schemas()["InstrumentDefinition"].json, named_schemas=named)
     for schema in SCHEMAS.values():
         fastavro.parse_schema(schema, named_schemas=named)
     return (fastavro.parse_schema(PARTITION_SCHEMA, named_schemas=named),
-            fastavro.parse_schema(MARKET_SCHEMA, named_schemas=named))
+            fastavro.parse_schema(MARKET_SCHEMA, named_schemas=named),
+            fastavro.parse_schema(CHECKPOINT_SCHEMA, named_schemas=named))
 
 
-def _inputs(inputs: dict[str, int]) -> list[dict[str, Any]]:
-    return [{"input": name, "offset": offset} for name, offset in sorted(inputs.items())]
+def _inputs(inputs: dict[str, Released]) -> list[dict[str, Any]]:
+    return [{"input": name, "offset": r.offset, "newest_ms": r.newest_ms} for name, r in sorted(inputs.items())]
+
+
+def _released(inputs: list[dict[str, Any]]) -> dict[str, Released]:
+    return {i["input"]: Released(i["offset"], i["newest_ms"]) for i in inputs}
 
 
 def _encode(schema: Any, record: dict[str, Any]) -> bytes:
@@ -139,23 +175,28 @@ def _decode(schema: Any, data: bytes, what: str) -> dict[str, Any]:
     return fastavro.schemaless_reader(io.BytesIO(zlib.decompress(data[len(MAGIC) + 1:])), schema, None)
 
 
-def encode_partition(snapshot: PartitionSnapshot) -> bytes:
-    return _encode(_parsed()[0], {"partition": snapshot.partition, "partitions": snapshot.partitions,
-                                  "boundary_ms": snapshot.boundary_ms, "accounts": snapshot.accounts,
-                                  "inputs": _inputs(snapshot.inputs)})
+def _partition_record(snapshot: PartitionSnapshot) -> dict[str, Any]:
+    return {"partition": snapshot.partition, "partitions": snapshot.partitions, "boundary_ms": snapshot.boundary_ms,
+            "accounts": snapshot.accounts, "inputs": _inputs(snapshot.inputs)}
 
 
-def decode_partition(data: bytes) -> PartitionSnapshot:
-    r = _decode(_parsed()[0], data, "partition")
-    return PartitionSnapshot(r["partition"], r["partitions"], r["boundary_ms"], r["accounts"],
-                             {i["input"]: i["offset"] for i in r["inputs"]})
+def _market_record(snapshot: MarketSnapshot) -> dict[str, Any]:
+    return {"boundary_ms": snapshot.boundary_ms, "market": snapshot.market, "inputs": _inputs(snapshot.inputs)}
 
 
-def encode_market(snapshot: MarketSnapshot) -> bytes:
-    return _encode(_parsed()[1], {"boundary_ms": snapshot.boundary_ms, "market": snapshot.market,
-                                  "inputs": _inputs(snapshot.inputs)})
+def _partition(r: dict[str, Any]) -> PartitionSnapshot:
+    return PartitionSnapshot(r["partition"], r["partitions"], r["boundary_ms"], r["accounts"], _released(r["inputs"]))
 
 
-def decode_market(data: bytes) -> MarketSnapshot:
-    r = _decode(_parsed()[1], data, "market")
-    return MarketSnapshot(r["boundary_ms"], r["market"], {i["input"]: i["offset"] for i in r["inputs"]})
+def _market(r: dict[str, Any]) -> MarketSnapshot:
+    return MarketSnapshot(r["boundary_ms"], r["market"], _released(r["inputs"]))
+
+
+def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
+    return _encode(_parsed()[2], {"partition": _partition_record(checkpoint.partition),
+                                  "market": _market_record(checkpoint.market)})
+
+
+def decode_checkpoint(data: bytes) -> Checkpoint:
+    r = _decode(_parsed()[2], data, "checkpoint")
+    return Checkpoint(_partition(r["partition"]), _market(r["market"]))

@@ -58,11 +58,14 @@ class Metrics:
             "backstop_action_to_execution_latency_seconds",
             "Executor: wall clock when the batch committed minus the action message's Kafka timestamp",
             buckets=LATENCY_BUCKETS_S, registry=r)
-        self._loop_lag = Histogram(
-            "backstop_event_loop_lag_seconds",
-            "Worker: how late its event loop woke a 1 s probe. Engine work, snapshots and the consumer's "
-            "heartbeats share the loop; a hold past the session timeout (10 s) gets the worker dropped from "
-            "its group", buckets=LATENCY_BUCKETS_S, registry=r)
+        self._step = Histogram(
+            "backstop_worker_step_seconds",
+            "Worker: how long one step (poll the group, read, apply, send) took. The group's rebalance "
+            "callbacks run between steps, so a long step delays a takeover", buckets=LATENCY_BUCKETS_S, registry=r)
+        self._stalled = Gauge("backstop_partition_stalled_seconds",
+                              "Worker: how long an account partition held here has applied nothing while records "
+                              "for it wait (held back, or on the broker); 0 while it keeps up", ("partition",),
+                              registry=r)
         self._dead_letters = Counter("backstop_dead_letters", "Messages this stage dead-lettered, by reason",
                                      ("stage", "reason"), registry=r)
         self._insert_errors = Counter("backstop_clickhouse_insert_errors",
@@ -120,9 +123,19 @@ class Metrics:
             self._actions.labels(self.stage, action["action_type"], "emitted").inc()
             self._event_to_action.observe(_seconds(now_ms - action["event_time_ms"]))
 
-    def loop_lag(self, seconds: float) -> None:
-        """One reading of how late the worker's event loop ran a probe (``watch_loop``)."""
-        self._loop_lag.observe(max(0.0, seconds))
+    def partition_stalled(self, partition: int, seconds: float | None) -> None:
+        """The stall reading of an account partition held here; None: no longer held here."""
+        if seconds is None:
+            try:
+                self._stalled.remove(str(partition))
+            except KeyError:
+                pass
+        else:
+            self._stalled.labels(str(partition)).set(seconds)
+
+    def step(self, seconds: float) -> None:
+        """How long one worker step took."""
+        self._step.observe(max(0.0, seconds))
 
     # ------------------------------------------------------------------ executor
 

@@ -13,7 +13,7 @@ from pipelines.events.codec import Codec, default_codec
 from pipelines.events.files import replay_record, write_replay
 from pipelines.topics import CATALOGUE
 
-INPUT_TOPICS = tuple(s.name for s in CATALOGUE if s.name.startswith("backstop.market.") and s.name != "backstop.market.fanout"
+INPUT_TOPICS = tuple(s.name for s in CATALOGUE if s.name.startswith("backstop.market.")
                      ) + ("backstop.positions", "backstop.collateral")
 
 

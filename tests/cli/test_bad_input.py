@@ -97,7 +97,7 @@ CASES: list[tuple[str, list[str], Callable[[Path], None], str]] = [
     ("record-idle-negative", ["record", "--out", "x.avro", "--idle", "-1"], _nothing, "--idle"),
     ("executor-batch-size-zero", ["executor", "--venue-config", "v.json", "--batch-size", "0"], _nothing,
      "--batch-size"),
-    ("worker-snapshot-every-zero", ["worker", "--snapshot-every", "0"], _nothing, "--snapshot-every"),
+    ("worker-checkpoint-ms-zero", ["worker", "--checkpoint-ms", "0"], _nothing, "--checkpoint-ms"),
     ("worker-idle-negative", ["worker", "--idle-ms", "-3"], _nothing, "--idle-ms"),
     ("worker-event-age-nan", ["worker", "--max-event-age-s", "nan"], _nothing, "--max-event-age-s"),
     ("audit-sink-batch-rows-zero", ["audit-sink", "--store", "s", "--batch-rows", "0"], _nothing, "--batch-rows"),

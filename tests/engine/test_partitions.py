@@ -15,8 +15,8 @@ from pipelines.engine.engine import Engine, EngineOutput, EngineParams
 from pipelines.engine.partitions import (HeldPartitions, drop_partition, export_partition, import_partition,
                                          partition_accounts)
 from pipelines.engine.shards import ACCOUNT_RECORDS
-from pipelines.engine.snapshot import (MarketSnapshot, PartitionSnapshot, SnapshotFormatError, decode_market,
-                                       decode_partition, encode_market, encode_partition)
+from pipelines.engine.snapshot import (Checkpoint, MarketSnapshot, PartitionSnapshot, Released, SnapshotFormatError,
+                                       decode_checkpoint, encode_checkpoint)
 from pipelines.policy.signing import SigningKey
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate
@@ -95,19 +95,15 @@ def oracle(scenario: str) -> Collected:
     return member.collected
 
 
-def stored_partition(partition: int, accounts: list[dict], boundary: int) -> list[dict]:
-    """A partition's state as a snapshot store gives it back: encoded, decoded."""
-    decoded = decode_partition(encode_partition(PartitionSnapshot(partition, PARTITIONS, boundary, accounts,
-                                                                  {f"backstop.positions/{partition}": 7})))
-    assert (decoded.partition, decoded.boundary_ms, decoded.inputs) == (partition, boundary,
-                                                                       {f"backstop.positions/{partition}": 7})
-    return decoded.accounts
-
-
-def stored_market(market: dict, boundary: int) -> dict:
-    decoded = decode_market(encode_market(MarketSnapshot(boundary, market, {"backstop.market.index/0": 3})))
-    assert decoded.boundary_ms == boundary
-    return decoded.market
+def stored(partition: int, accounts: list[dict], market: dict, boundary: int) -> Checkpoint:
+    """A partition's state and the market as a snapshot store gives them back: encoded, decoded."""
+    own, index = {f"backstop.positions/{partition}": Released(7, boundary - 3)}, {"backstop.market.index/0": Released(3, 9)}
+    decoded = decode_checkpoint(encode_checkpoint(Checkpoint(
+        PartitionSnapshot(partition, PARTITIONS, boundary, accounts, own), MarketSnapshot(boundary, market, index))))
+    assert (decoded.partition.partition, decoded.partition.boundary_ms, decoded.partition.inputs) == (
+        partition, boundary, own)
+    assert (decoded.market.boundary_ms, decoded.market.inputs) == (boundary, index)
+    return decoded
 
 
 def assert_same(got: Collected, want: Collected) -> None:
@@ -141,7 +137,8 @@ def test_partitions_moved_between_engines_give_the_one_engine_outputs(scenario: 
         if not giver.held.held:
             continue
         partition = rng.choice(sorted(giver.held.held))
-        state = stored_partition(partition, export_partition(giver.engine, giver.held, partition), boundary)
+        state = stored(partition, export_partition(giver.engine, giver.held, partition), giver.engine.market_state(),
+                       boundary).partition.accounts
         drop_partition(giver.engine, giver.held, partition)
         assert partition_accounts(giver.engine, giver.held, partition) == []
         import_partition(taker.engine, taker.held, partition, state)
@@ -185,8 +182,8 @@ def test_a_partition_recovered_from_an_older_snapshot_catches_up_exactly(seed: i
     a.close_tick(c)
     b.feed(events[:c_i + 1])
     b.close_tick(c)
-    market = stored_market(a.engine.market_state(), c)
-    snapshot = stored_partition(partition, export_partition(a.engine, a.held, partition), c)
+    checkpoint = stored(partition, export_partition(a.engine, a.held, partition), a.engine.market_state(), c)
+    market, snapshot = checkpoint.market.market, checkpoint.partition.accounts
     a.feed(events[c_i + 1:crash_i])  # A emits for p until it dies at X ...
     a.held.remove(partition)  # ... and after X nothing of p's reaches the broker
     a.feed(events[crash_i:k_i + 1])
@@ -247,10 +244,13 @@ def test_market_outputs_are_reported_by_the_holder_of_the_underlyings_partition(
 
 
 def test_snapshots_of_another_format_or_no_snapshot_at_all_are_refused() -> None:
-    data = encode_partition(PartitionSnapshot(3, PARTITIONS, 1_000, [], {}))
-    assert decode_partition(data).partition == 3
+    market = Engine(KEY).market_state()
+    data = encode_checkpoint(Checkpoint(PartitionSnapshot(3, PARTITIONS, 1_000, [], {}), MarketSnapshot(1_000, market, {})))
+    assert decode_checkpoint(data).partition.partition == 3
     older = data[:3] + bytes([data[3] - 1]) + data[4:]
-    with pytest.raises(SnapshotFormatError, match="format 0; this version reads format 1: read its inputs again"):
-        decode_partition(older)
+    with pytest.raises(SnapshotFormatError, match="format 1; this version reads format 2: read its inputs again"):
+        decode_checkpoint(older)
     with pytest.raises(SnapshotFormatError, match="not in this format"):
-        decode_market(b"\x80\x04pickle")
+        decode_checkpoint(b"\x80\x04pickle")
+    with pytest.raises(ValueError, match="partition at 1000, market at 750"):
+        Checkpoint(PartitionSnapshot(3, PARTITIONS, 1_000, [], {}), MarketSnapshot(750, market, {}))

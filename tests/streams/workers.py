@@ -110,7 +110,7 @@ def start_worker(bootstrap: str, prefix: str, tmp_path: Path, name: str, hedged:
     env = {**os.environ, "BACKSTOP_ACTIONS_SIGNING_KEY": SECRET, "BACKSTOP_KAFKA_TOPIC_PREFIX": prefix, **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "worker", "--bootstrap", bootstrap, "--app-id", "workers",
-         "--max-event-age-s", "1e9", "--idle-ms", str(idle_ms), "--snapshot-every", "50", "--hedged", hedged,
+         "--max-event-age-s", "1e9", "--idle-ms", str(idle_ms), "--checkpoint-ms", "500", "--hedged", hedged,
          "--metrics-port", str(metrics_port), "--loglevel", "info"],
         env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "ab"), start_new_session=True,
         cwd=tmp_path)

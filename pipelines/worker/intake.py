@@ -1,18 +1,17 @@
-"""What a worker lets into a shard: one message's bytes in, a ``Message`` or a ``Refused`` out.
+"""What a worker lets into a lane: one record's bytes in, a ``Message`` or a ``Refused`` out.
 
-Pure, so the worker, the fuzz tests and anything else that feeds a shard from the wire apply
+Pure, so the worker, the fuzz tests and anything else that feeds the core from the wire apply
 the same rules. A message is refused (and the caller dead-letters it) when
 
-- its source reference is not ``topic:partition:offset`` of a topic the shards read
-  (``unknown_source``: a forged or garbled fan-out header);
+- its topic is not one a worker reads (``unknown_source``);
 - its value does not decode (the codec's reason: ``not_framed``, ``unknown_schema``, ...);
 - it decodes to a record that does not belong on its source topic (``wrong_record_type``: an
   ``Action`` written to the positions topic would otherwise reach the engine as market data);
 - a field fails its schema check (``Validator``: NaN prices, negative sizes, event times out
   of range, ...).
 
-A refused message never reaches the engine; where its source names a shard input, the shard
-notes that input was read past it (``Shard.read_past``).
+A refused message never reaches the engine; the lane notes its input was read past it
+(``Lane.skip``), and the worker dead-letters it once (``worker.py``).
 """
 
 from __future__ import annotations
@@ -41,20 +40,18 @@ class Refused:
     offset: int = -1
 
 
-def admit(codec: Codec, validator: Validator, value: bytes | None, ref: str, now_ms: int) -> Message | Refused:
-    """The shard message for ``value``, read from the event at ``ref`` (``topic:partition:offset``)."""
+def admit(codec: Codec, validator: Validator, value: bytes | None, topic: str, partition: int, offset: int,
+          now_ms: int) -> Message | Refused:
+    """The message for ``value``, read at ``offset`` of ``topic`` partition ``partition``."""
+    name, ref = f"{topic}/{partition}", f"{topic}:{partition}:{offset}"
+    record = SHARD_SOURCES.get(topic)
+    if record is None:
+        return Refused(UNKNOWN_SOURCE, f"topic {topic[:200]!r} is not an input of the worker")
     try:
-        topic, partition, offset = ref.rsplit(":", 2)
-        if topic not in SHARD_SOURCES or int(partition) < 0 or int(offset) < 0:
-            raise ValueError
-    except ValueError:
-        return Refused(UNKNOWN_SOURCE, f"source {ref[:200]!r} is not topic:partition:offset of a shard input")
-    name, position = f"{topic}/{int(partition)}", int(offset)
-    try:
-        decoded = codec.decode(value, SHARD_SOURCES[topic])
+        decoded = codec.decode(value, record)
     except DecodeError as exc:
-        return Refused(exc.reason, str(exc), name, position)
+        return Refused(exc.reason, str(exc), name, offset)
     problem = validator.validate(decoded.record, decoded.value, now_ms)
     if problem is not None:
-        return Refused(problem.reason, str(problem), name, position)
-    return Message(name, position, ref, decoded.record, decoded.value)
+        return Refused(problem.reason, str(problem), name, offset)
+    return Message(name, offset, ref, decoded.record, decoded.value)

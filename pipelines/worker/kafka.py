@@ -1,0 +1,252 @@
+"""The worker's ports on Kafka (confluent-kafka).
+
+- ``KafkaMembership``: the worker's seat in its consumer group. It subscribes to the positions
+  topic with cooperative rebalancing (KIP-429, ``cooperative-sticky``) and reads nothing: the
+  partitions it is given are paused at once, and say which account partitions the worker holds.
+  It commits the offsets a stored checkpoint covers (positions and collateral alike), so the
+  group's lag shows how far the checkpoints are.
+- ``KafkaSource``: a reader of explicitly assigned topic-partitions, one per lane, batched
+  (``consume``); where it stands against each partition's end comes from the watermarks the
+  fetches return.
+- ``KafkaCheckpoints``: the compacted ``backstop.worker.checkpoints`` topic, the checkpoint of
+  account partition *p* in its partition *p*, keyed ``group/p``.
+- ``KafkaSink``: one idempotent producer for every output; ``flush`` fails loudly if the broker
+  refused anything, and the worker stops (its partitions are re-read from their checkpoints).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from pipelines.config import KafkaSettings
+from pipelines.kafka import client_config
+from pipelines.topics import CHECKPOINT_MAX_BYTES
+from pipelines.worker.ports import TP, Record
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "backstop.worker.checkpoints"
+POSITIONS = "backstop.positions"
+WATERMARK_RETRY_S = 1.0
+
+
+class KafkaSource:
+    def __init__(self, kafka: KafkaSettings, group_id: str) -> None:
+        self.prefix = kafka.topic_prefix
+        self.consumer = Consumer(client_config(kafka, **{
+            "group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10, "queued.max.messages.kbytes": 65536}))
+        self.next: dict[TP, int] = {}
+        self.read: set[TP] = set()  # topic-partitions a record was read from
+        self._asked: dict[TP, float] = {}  # when the broker was last asked for a watermark not yet known
+
+    def _tp(self, tp: TP, offset: int = OFFSET_BEGINNING) -> TopicPartition:
+        return TopicPartition(self.prefix + tp[0], tp[1], offset)
+
+    def assign(self, starts: dict[TP, int]) -> None:
+        fresh = {tp: start for tp, start in starts.items() if tp not in self.next}
+        moved = {tp: start for tp, start in starts.items() if tp in self.next}
+        if moved:
+            self.unassign(moved)
+        self.consumer.incremental_assign([self._tp(tp, start if start > 0 else OFFSET_BEGINNING)
+                                          for tp, start in {**fresh, **moved}.items()])
+        self.next.update(starts)
+
+    def unassign(self, tps: Iterable[TP]) -> None:
+        held = [tp for tp in tps if tp in self.next]
+        if held:
+            self.consumer.incremental_unassign([self._tp(tp) for tp in held])
+        for tp in held:
+            del self.next[tp]
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        out = []
+        cut = len(self.prefix)
+        for m in self.consumer.consume(max_records, timeout_s):
+            error = m.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("reading %s: %s", m.topic(), error)
+                continue
+            tp = (m.topic()[cut:], m.partition())
+            if tp not in self.next:
+                continue  # unassigned while in flight
+            self.next[tp] = m.offset() + 1
+            self.read.add(tp)
+            out.append(Record(tp[0], tp[1], m.offset(), m.key(), m.value()))
+        return out
+
+    def _high(self, tp: TP) -> int | None:
+        low, high = self.consumer.get_watermark_offsets(self._tp(tp), cached=True)
+        if high >= 0:
+            start = self.next.get(tp, 0)
+            if low > start > 0 or (low > start == 0 and tp in self.read):
+                # Retention counts from message timestamps: an input stamped with old event times can
+                # lose records before they are read. The consumer resets to the log start; say so.
+                log.error("%s/%d: offsets %d..%d were deleted by the broker before this worker read them "
+                          "(retention counts from message timestamps; docs/operations.md); going on without them",
+                          tp[0], tp[1], start, low - 1)
+            if low > start:
+                self.next[tp] = low
+            return high
+        now = time.monotonic()
+        if now - self._asked.get(tp, 0.0) < WATERMARK_RETRY_S:
+            return None
+        self._asked[tp] = now
+        try:
+            low, high = self.consumer.get_watermark_offsets(self._tp(tp), timeout=1.0, cached=False)
+        except KafkaException:
+            return None
+        return high
+
+    def settled(self, tp: TP) -> bool:
+        high = self._high(tp)
+        return high is not None and self.next.get(tp, 0) >= high
+
+    def lag(self, tp: TP) -> int:
+        high = self._high(tp)
+        return 0 if high is None else max(0, high - self.next.get(tp, 0))
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class KafkaMembership:
+    def __init__(self, kafka: KafkaSettings, group_id: str, session_timeout_ms: int = 10_000) -> None:
+        self.prefix = kafka.topic_prefix
+        self.consumer = Consumer(client_config(kafka, **{
+            "group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky", "session.timeout.ms": session_timeout_ms,
+            "heartbeat.interval.ms": max(500, session_timeout_ms // 4)}))
+        self.held: set[int] = set()
+        self.reported: set[int] = set()
+        self.consumer.subscribe([self.prefix + POSITIONS], on_assign=self._assigned, on_revoke=self._revoked,
+                                on_lost=self._revoked)
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.incremental_assign(partitions)
+        consumer.pause(partitions)  # the seat only: the worker's sources read the data
+        self.held |= {tp.partition for tp in partitions}
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:  # noqa: ARG002
+        self.held -= {tp.partition for tp in partitions}
+
+    def poll(self) -> tuple[set[int], set[int]]:
+        """Changes since the last call, as a difference of what is held: a partition revoked and
+        given back between two calls stays, with its state (a valid prefix of its inputs)."""
+        self.consumer.poll(0)
+        assigned, revoked = self.held - self.reported, self.reported - self.held
+        self.reported = set(self.held)
+        return assigned, revoked
+
+    def commit(self, offsets: dict[TP, int]) -> None:
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=[TopicPartition(self.prefix + t, p, o) for (t, p), o in offsets.items()],
+                                 asynchronous=False)
+        except KafkaException as exc:  # the checkpoint is stored: the commit only reports progress
+            log.warning("offsets not committed (%s); the checkpoints hold them", exc.args[0])
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class KafkaCheckpoints:
+    def __init__(self, kafka: KafkaSettings, group_id: str) -> None:
+        self.topic = kafka.topic_prefix + CHECKPOINTS
+        self.group = group_id
+        self.kafka = kafka
+        self.producer = Producer(client_config(kafka, **{"enable.idempotence": True, "linger.ms": 5,
+                                                         "message.max.bytes": CHECKPOINT_MAX_BYTES}))
+        self.error: str | None = None
+
+    def load(self, partition: int) -> bytes | None:
+        """The newest checkpoint of ``partition`` the topic holds for this group."""
+        reader = Consumer(client_config(self.kafka, **{"group.id": f"{self.group}-checkpoints",
+                                                      "enable.auto.commit": False,
+                                                      "fetch.message.max.bytes": CHECKPOINT_MAX_BYTES}))
+        try:
+            low, high = reader.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10.0)
+            if high <= low:
+                return None
+            key, found, offset = f"{self.group}/{partition}".encode(), None, low
+            reader.assign([TopicPartition(self.topic, partition, low)])
+            deadline = time.monotonic() + 30.0
+            while offset < high:
+                if time.monotonic() > deadline:
+                    raise KafkaException(f"reading the checkpoints of partition {partition}: timed out at "
+                                         f"offset {offset} of {high}")
+                for m in reader.consume(500, 1.0):
+                    if m.error() is not None:
+                        continue
+                    offset = m.offset() + 1
+                    if m.key() == key:
+                        found = m.value()
+            return found
+        finally:
+            reader.close()
+
+    def save(self, partition: int, data: bytes) -> None:
+        self.producer.produce(self.topic, data, f"{self.group}/{partition}".encode(), partition=partition,
+                              on_delivery=self._delivered)
+        self.producer.poll(0)
+
+    def _delivered(self, error: Any, _message: Any) -> None:
+        if error is not None and self.error is None:
+            self.error = str(error)
+
+    def flush(self) -> None:
+        left = self.producer.flush(60.0)
+        if left or self.error:
+            raise KafkaException(f"checkpoint not stored ({left} queued): {self.error or 'flush timed out'}")
+
+
+class KafkaSink:
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.prefix = kafka.topic_prefix
+        self.producer = Producer(client_config(kafka, **{"enable.idempotence": True, "linger.ms": 5}))
+        self.error: str | None = None
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(self.prefix + topic, value, key, on_delivery=self._delivered)
+                self.producer.poll(0)  # serve delivery reports as they come
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self.producer.poll(0.05)
+
+    def _delivered(self, error: Any, _message: Any) -> None:
+        if error is not None and self.error is None:
+            self.error = str(error)
+
+    def flush(self) -> None:
+        left = self.producer.flush(60.0)
+        if left or self.error:
+            raise KafkaException(f"output not delivered ({left} queued): {self.error or 'flush timed out'}")
+
+
+class KafkaPorts:
+    def __init__(self, kafka: KafkaSettings, group_id: str, session_timeout_ms: int = 10_000) -> None:
+        self.kafka, self.group_id = kafka, group_id
+        self.sink = KafkaSink(kafka)
+        self.store = KafkaCheckpoints(kafka, group_id)
+        self.membership = KafkaMembership(kafka, group_id, session_timeout_ms)
+
+    def open_source(self) -> KafkaSource:
+        return KafkaSource(self.kafka, f"{self.group_id}-reader")
+
+    def close(self) -> None:
+        self.membership.close()
+        self.sink.flush()
+        self.store.flush()
+
