@@ -42,7 +42,6 @@ class KafkaSource:
             "group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 10, "queued.max.messages.kbytes": 65536}))
         self.next: dict[TP, int] = {}
-        self.read: set[TP] = set()  # topic-partitions a record was read from
         self._asked: dict[TP, float] = {}  # when the broker was last asked for a watermark not yet known
 
     def _tp(self, tp: TP, offset: int = OFFSET_BEGINNING) -> TopicPartition:
@@ -80,7 +79,6 @@ class KafkaSource:
             if tp not in self.next:
                 continue  # unassigned while in flight
             self.next[tp] = m.offset() + 1
-            self.read.add(tp)
             out.append(Record(tp[0], tp[1], m.offset(), m.key(), m.value()))
         return out
 
@@ -88,7 +86,7 @@ class KafkaSource:
         low, high = self.consumer.get_watermark_offsets(self._tp(tp), cached=True)
         if high >= 0:
             start = self.next.get(tp, 0)
-            if low > start > 0 or (low > start == 0 and tp in self.read):
+            if low > start > 0:
                 # Retention counts from message timestamps: an input stamped with old event times can
                 # lose records before they are read. The consumer resets to the log start; say so.
                 log.error("%s/%d: offsets %d..%d were deleted by the broker before this worker read them "
