@@ -30,7 +30,7 @@ class KafkaSettings:
     """Where the broker is and how to talk to it.
 
     ``security_protocol`` and the ``sasl_*`` / ``ssl_*`` fields are passed through unchanged to
-    every client the project makes (confluent-kafka and aiokafka alike).
+    every client the project makes (all confluent-kafka).
     """
 
     bootstrap: str = "127.0.0.1:9092"

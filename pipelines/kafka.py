@@ -1,6 +1,6 @@
-"""Kafka client configuration shared by every shell: confluent-kafka (CLI, executors, audit
-sink, the workers' producers) and faust's aiokafka clients (the workers' consumers and tables),
-both from the one ``KafkaSettings``, so a secured cluster needs its settings given once.
+"""Kafka client configuration shared by every shell (CLI, workers, executors, audit sink), all
+confluent-kafka clients, from the one ``KafkaSettings``, so a secured cluster needs its settings
+given once.
 
 librdkafka logs a connection failure every few tens of milliseconds while a broker is down;
 routed as is, that buries the one line that matters. Its log goes through a Python logger that
@@ -45,28 +45,16 @@ LIBRDKAFKA_LOG = logging.getLogger("backstop.librdkafka")
 LIBRDKAFKA_LOG.addFilter(_RepeatFilter(REPEAT_WINDOW_S))
 
 
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
 def client_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     """Config for a confluent-kafka Producer, Consumer or AdminClient: settings, then overrides."""
+    if kafka.security_protocol.upper() not in PROTOCOLS:
+        raise UserError(f"kafka.security_protocol {kafka.security_protocol!r}: expected PLAINTEXT, SSL, "
+                        "SASL_PLAINTEXT or SASL_SSL")
     conf: dict[str, Any] = {**kafka.confluent_config(), "logger": LIBRDKAFKA_LOG}
     conf.update(overrides)
     return conf
 
 
-def faust_credentials(kafka: KafkaSettings) -> Any:
-    """``broker_credentials`` for a faust app: the same protocol, mechanism, user and CA file the
-    confluent-kafka clients get; None for PLAINTEXT."""
-    import ssl
-
-    import faust
-
-    protocol = kafka.security_protocol.upper()
-    if protocol == "PLAINTEXT":
-        return None
-    if protocol not in ("SSL", "SASL_PLAINTEXT", "SASL_SSL"):
-        raise UserError(f"kafka.security_protocol {kafka.security_protocol!r}: expected PLAINTEXT, SSL, "
-                        "SASL_PLAINTEXT or SASL_SSL")
-    context = ssl.create_default_context(cafile=kafka.ssl_cafile or None) if protocol.endswith("SSL") else None
-    if protocol == "SSL":
-        return faust.SSLCredentials(context)
-    return faust.SASLCredentials(username=kafka.sasl_username, password=kafka.sasl_password,
-                                 mechanism=kafka.sasl_mechanism or "PLAIN", ssl_context=context)

@@ -9,7 +9,7 @@ import pytest
 from pipelines.audit.store import ServerStore
 from pipelines.config import load_settings, redact
 from pipelines.errors import UserError
-from pipelines.kafka import faust_credentials
+from pipelines.kafka import client_config
 
 
 def test_defaults_point_at_local_infra() -> None:
@@ -42,21 +42,19 @@ def test_secret_from_file_and_sasl_passthrough(tmp_path: Path) -> None:
                                "BACKSTOP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}).kafka
     conf = kafka.confluent_config()
     assert conf["sasl.password"] == "s3cret" and conf["security.protocol"] == "SASL_PLAINTEXT"
-    credentials = faust_credentials(kafka)  # the workers' aiokafka clients get the same
-    assert (credentials.protocol.value, credentials.mechanism.value, credentials.username, credentials.password) == (
+    client = client_config(kafka)  # what every client (worker, executor, sink, CLI) gets
+    assert (client["security.protocol"], client["sasl.mechanism"], client["sasl.username"], client["sasl.password"]) == (
         "SASL_PLAINTEXT", "PLAIN", "u", "s3cret")
     assert "s3cret" not in repr(kafka)
 
 
-def test_faust_credentials_follow_the_protocol() -> None:
-    assert faust_credentials(load_settings(env={}).kafka) is None
-    ssl = faust_credentials(load_settings(env={"BACKSTOP_KAFKA_SECURITY_PROTOCOL": "SSL"}).kafka)
-    assert ssl.protocol.value == "SSL"
-    sasl_ssl = faust_credentials(load_settings(env={"BACKSTOP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-                                                    "BACKSTOP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"}).kafka)
-    assert (sasl_ssl.protocol.value, sasl_ssl.mechanism.value) == ("SASL_SSL", "SCRAM-SHA-512")
+def test_clients_refuse_a_protocol_they_cannot_speak() -> None:
+    assert client_config(load_settings(env={}).kafka)["security.protocol"] == "PLAINTEXT"
+    sasl_ssl = client_config(load_settings(env={"BACKSTOP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                                                "BACKSTOP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"}).kafka)
+    assert (sasl_ssl["security.protocol"], sasl_ssl["sasl.mechanism"]) == ("SASL_SSL", "SCRAM-SHA-512")
     with pytest.raises(UserError, match="security_protocol"):
-        faust_credentials(load_settings(env={"BACKSTOP_KAFKA_SECURITY_PROTOCOL": "KERBEROS"}).kafka)
+        client_config(load_settings(env={"BACKSTOP_KAFKA_SECURITY_PROTOCOL": "KERBEROS"}).kafka)
 
 
 def test_passwords_stay_out_of_reprs_and_messages() -> None:

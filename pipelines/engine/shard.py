@@ -1,18 +1,12 @@
-"""One partition's worth of the cluster: a ``Sequencer`` in front of an ``Engine``.
+"""One partition's worth of the cluster in-process: a ``Sequencer`` in front of an ``Engine``.
 
-A faust worker keeps one ``Shard`` per account partition it owns; an in-process run keeps one
-per partition too (``run_shards``). Both push the same messages — named by the same inputs,
-referenced by the same source coordinates — so both produce the same breaches and actions.
+``run_shards`` — the in-process oracle the stream workers are held to — keeps one ``Shard`` per
+account partition and pushes the messages a worker reads — named by the same inputs, referenced
+by the same source coordinates — so both produce the same breaches and actions.
 
 Inputs of shard *p*: the account topics' partition *p* (``positions/p``, ``collateral/p``) and
 every market source topic-partition (market records reach every shard). A redelivered message
-(offset at or below the last one taken from its input) is dropped, so a worker that resumes
-from a snapshot older than its committed offsets, or a fan-out that re-sends, changes nothing.
-
-``snapshot`` / ``restore`` serialise the whole shard (engine, detectors, ladder, pending events,
-input positions) without the signing key, which never leaves the process. A snapshot records
-``SNAPSHOT_FORMAT``; a worker refuses one of another format with the reason rather than run on
-state it would misread (docs/operations.md, "Upgrading workers").
+(offset at or below the last one taken from its input) is dropped.
 """
 
 from __future__ import annotations
@@ -20,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import pickle
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -34,13 +26,6 @@ from pipelines.topics import CATALOGUE
 MARKET_TOPICS = tuple(spec for spec in CATALOGUE if spec.name == "backstop.instruments" or
                       spec.name.startswith("backstop.market."))
 ACCOUNT_TOPICS = ("backstop.positions", "backstop.collateral")  # read by each shard directly, partition p
-#: raised whenever what a snapshot holds changes meaning; 2: sequence times, market board timestamps;
-#: 3: bucketed rolling windows
-SNAPSHOT_FORMAT = 3
-
-
-class SnapshotFormatError(RuntimeError):
-    """A stored shard snapshot written by a worker of another format."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +58,6 @@ class Shard:
         self.inputs = shard_inputs(partition)
         self.offsets: dict[str, int] = {}
         self.redelivered = 0
-        self.format = SNAPSHOT_FORMAT
 
     def push(self, message: Message) -> bool:
         """Queue a message; False if it was already taken (a redelivery) or is late."""
@@ -111,29 +95,6 @@ class Shard:
         """``idle_all``, then everything queued through the engine (a replay's end)."""
         self.idle_all()
         return self.advance()
-
-    def snapshot(self) -> bytes:
-        """The shard, compressed: the events it holds back (an input silent until its idle
-        timeout holds back everything after it) repeat the same field names thousands of times."""
-        key, self.engine.key = self.engine.key, None
-        try:
-            return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
-        finally:
-            self.engine.key = key
-
-    @staticmethod
-    def restore(data: bytes, key: SigningKey) -> "Shard":
-        shard: Shard = pickle.loads(zlib.decompress(data))
-        written = getattr(shard, "format", 1)
-        if written != SNAPSHOT_FORMAT:
-            raise SnapshotFormatError(
-                f"the stored snapshot of partition {shard.partition} is format {written}; this worker reads format "
-                f"{SNAPSHOT_FORMAT}. Upgrade as docs/operations.md says (\"Upgrading workers\"): a new --app-id "
-                f"rebuilds the state from the input topics")
-        shard.engine.key = key
-        if not hasattr(shard, "owner"):  # written before shards kept it (the same format otherwise)
-            shard.owner = MarketOwner(shard.partition, shard.partitions)
-        return shard
 
 
 def shard_of(record: str, value: Mapping[str, Any], partitions: int) -> int | None:

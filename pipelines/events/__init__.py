@@ -2,5 +2,5 @@
 
 See docs/schemas.md. Entry points: ``codec.Codec`` / ``codec.default_codec()``,
 ``registry.open_registry()``, ``validation.Validator``, ``deadletter.ValidatingConsumer``,
-``files.write_replay`` / ``read_replay``, ``faust_codec.register()``.
+``files.write_replay`` / ``read_replay``.
 """

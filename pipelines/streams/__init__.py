@@ -1,1 +1,0 @@
-"""Stream workers: the faust-streaming shell around the engine."""
