@@ -66,27 +66,14 @@ def test_sharded_cluster_gives_the_one_shard_actions_once_each() -> None:
     assert sum(a["action_type"] == "halt" for a in sharded) == 3  # once each, not once per shard
 
 
-def test_market_sources_are_the_market_topics_without_the_fanout() -> None:
-    from pipelines.engine.shard import FANOUT_TOPIC, MARKET_TOPICS
+def test_market_sources_are_the_market_topics() -> None:
+    from pipelines.engine.shard import MARKET_TOPICS
 
     names = {spec.name for spec in MARKET_TOPICS}
-    assert FANOUT_TOPIC not in names  # the fan-out reading its own output would loop forever
     assert {"backstop.market.index", "backstop.market.mark", "backstop.instruments"} <= names
 
 
-def test_a_snapshot_of_another_format_is_refused_with_the_way_out() -> None:
-    from pipelines.engine.shard import SNAPSHOT_FORMAT, Shard, SnapshotFormatError
-
-    key = SigningKey("t", b"shard-test-signing-key-000")
-    shard = Shard(3, 12, key)
-    assert Shard.restore(shard.snapshot(), key).partition == 3
-    del shard.format  # what a worker from before snapshot formats wrote
-    refusal = f"partition 3 is format 1; this worker reads format {SNAPSHOT_FORMAT}.*--app-id"
-    with pytest.raises(SnapshotFormatError, match=refusal):
-        Shard.restore(shard.snapshot(), key)
-
-
-def test_a_refused_record_counts_as_read_and_survives_a_snapshot() -> None:
+def test_a_refused_record_counts_as_read_and_its_redelivery_is_dropped() -> None:
     """The worker's idle rule asks how far each input was read; a dead-lettered record was read."""
     from pipelines.engine.shard import Shard
 
@@ -96,10 +83,10 @@ def test_a_refused_record_counts_as_read_and_survives_a_snapshot() -> None:
     assert shard.push(Message("backstop.market.index/1", 7, "backstop.market.index:1:7", "IndexPrice", value))
     shard.read_past("backstop.market.index/1", 9)
     shard.read_past("backstop.market.index/1", 8)  # never backwards
-    restored = Shard.restore(shard.snapshot(), key)
-    assert restored.offsets["backstop.market.index/1"] == 9
+    assert shard.offsets["backstop.market.index/1"] == 9
     # and a redelivery of what was read is dropped, not taken twice
-    assert not restored.push(Message("backstop.market.index/1", 8, "backstop.market.index:1:8", "IndexPrice", value))
+    assert not shard.push(Message("backstop.market.index/1", 8, "backstop.market.index:1:8", "IndexPrice", value))
+    assert shard.redelivered == 1
 
 
 def test_only_the_owner_of_an_underlying_watches_its_moves_yet_every_shard_sees_its_oracle_go_stale() -> None:
@@ -129,18 +116,3 @@ def test_only_the_owner_of_an_underlying_watches_its_moves_yet_every_shard_sees_
     moves = {BreachKind.INDEX_MOVE, BreachKind.IV_JUMP, BreachKind.MARK_MANIPULATION}
     assert seen[0] >= moves | {BreachKind.ORACLE_STALE}
     assert seen[1] & moves == set() and BreachKind.ORACLE_STALE in seen[1]
-
-
-def test_a_snapshot_from_before_shards_kept_their_market_owner_restores_with_one() -> None:
-    """Same snapshot format, written by a worker whose shards ran every detector: restored, the
-    shard reports exactly its own underlyings' market outputs again (its engine keeps running
-    every detector, which changes no output)."""
-    from pipelines.engine.shard import Shard
-
-    shard = Shard(3, 12, KEY)
-    del shard.owner
-    shard.engine._reports = None
-    restored = Shard.restore(shard.snapshot(), KEY)
-    underlyings = ("BTC", "ETH", "SOL")
-    assert [restored.owner(u) for u in underlyings] == [partition_for(u, 12) == 3 for u in underlyings]
-    assert restored.engine._reports is None
