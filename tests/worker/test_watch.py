@@ -1,0 +1,82 @@
+"""Nothing silent: a partition whose records stop arriving while the broker holds them (a fetch
+that never returns, the shape the faust worker's lost partitions had) is reported — an ERROR
+naming it and the input it waits for, its stall gauge, ``ready()`` false — and recovers; every
+bad record is dead-lettered once, under its own coordinates, however many partitions and
+workers read it."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+
+from pipelines.engine.shards import partition_for
+from pipelines.events.codec import default_codec
+from pipelines.worker.memory import MemorySource
+from pipelines.worker.worker import DEAD_LETTERS
+
+from kit import CONFIG, Cluster, publish  # noqa: I001
+from crash_script import crash_events  # noqa: I001
+
+
+def stick(source: MemorySource, tp: tuple[str, int]) -> None:
+    """``source`` reads nothing more of ``tp`` while the broker holds more of it."""
+    poll = source.poll
+
+    def stuck_poll(max_records: int, timeout_s: float):
+        start = source.next.get(tp)
+        records = poll(max_records, timeout_s)
+        if start is not None and tp in source.next:
+            source.next[tp] = start
+        return [r for r in records if (r.topic, r.partition) != tp]
+    source.poll = stuck_poll
+
+
+def test_a_partition_whose_input_stops_arriving_is_reported_and_recovers(caplog: pytest.LogCaptureFixture) -> None:
+    config = dataclasses.replace(CONFIG, stall_ms=2_000, checkpoint_ms=10**9)
+    cluster = Cluster(config)
+    events = crash_events()
+    cluster.feed(events[:40], per_step=40)
+    worker = cluster.start("a")
+    cluster.group.move([3, 4], "a")
+    cluster.settle()
+    assert worker.ready()
+    (track,) = worker.tracks
+    index = ("backstop.market.index", partition_for("BTC", 3))
+    poll = track.source.poll
+    stick(track.source, index)
+    cluster.feed(events[40:400], per_step=5)
+    with caplog.at_level(logging.WARNING):
+        cluster.step(100)  # 5 s on the fake clock
+        assert not worker.ready()
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and errors[0].startswith("partition(s) [3, 4] have applied nothing for "), errors
+        assert f"waiting for backstop.market.index/{index[1]}" in errors[0]
+        gauge = worker.metrics.registry.get_sample_value("backstop_partition_stalled_seconds", {"partition": "3"})
+        assert gauge > 2.0
+        track.source.poll = poll  # the fetch returns
+        cluster.settle()
+    assert worker.ready()
+    assert worker.metrics.registry.get_sample_value("backstop_partition_stalled_seconds", {"partition": "3"}) == 0
+    assert "partition(s) [3, 4] move again" in caplog.text
+
+
+def test_every_bad_record_is_dead_lettered_once_under_its_own_coordinates() -> None:
+    cluster = Cluster(CONFIG)
+    publish(cluster.broker, crash_events()[:200])
+    bad = []
+    for topic, partitions in (("backstop.market.index", 3), ("backstop.market.volatility", 3), ("backstop.positions", 12),
+                              ("backstop.collateral", 12)):
+        for partition in range(partitions):
+            offset = cluster.broker.append(topic, partition, b"k", b"\x00not avro")
+            bad.append((topic, partition, offset))
+    cluster.start("a")
+    cluster.start("b")
+    cluster.group.move(range(0, 5), "a")
+    cluster.group.move(range(5, 12), "b")
+    cluster.settle()
+    codec = default_codec()
+    letters = [codec.decode(r.value, expected="DeadLetter").value for r in cluster.broker.records(DEAD_LETTERS)]
+    assert sorted((d["topic"], d["partition"], d["offset"]) for d in letters) == sorted(bad)
+    assert {d["reason"] for d in letters} == {"unknown_schema_id"}
