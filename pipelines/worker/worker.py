@@ -104,6 +104,7 @@ class Worker:
         self._idled_at = 0.0
         self._watched_at = 0.0
         self._stalled: dict[int, float] = {}  # partition -> seconds stalled, as last reported
+        self._ready = False
 
     # ------------------------------------------------------------------ the loop
 
@@ -111,8 +112,9 @@ class Worker:
         return {p for track in self.tracks for p in track.lane.held.held}
 
     def ready(self) -> bool:
-        """Holding partitions, none of them stalled."""
-        return bool(self.held()) and not any(s * 1000 > self.config.stall_ms for s in self._stalled.values())
+        """Holding partitions, none of them stalled (as of the last look, ``_watch``). Safe to
+        call from another thread (the HTTP endpoint's): it reads one flag."""
+        return self._ready
 
     def step(self) -> None:
         began = self.clock()
@@ -285,6 +287,7 @@ class Worker:
                 self.metrics.partition_stalled(p, None)
             if lost and not track.lane.held.held:
                 self._drop(track)
+        self._ready = self._ready and bool(self.tracks)
 
     def _drop(self, track: Track) -> None:
         track.source.close()
@@ -377,5 +380,6 @@ class Worker:
             elif track.stall_reported:
                 track.stall_reported = False
                 log.warning("partition(s) %s move again", sorted(lane.held.held))
-        self.metrics.set_lags({(topic, p): lag for (topic, p), lag in lags.items()})
+        self.metrics.set_lags(lags)
+        self._ready = bool(self.tracks) and not any(s * 1000 > self.config.stall_ms for s in self._stalled.values())
 
