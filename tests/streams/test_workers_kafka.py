@@ -18,6 +18,7 @@ from pipelines.topics import ACCOUNT_PARTITIONS
 from local_ports import free_ports  # noqa: I001
 from ops_helpers import get, scrape, series, stop, total, wait_for  # noqa: I001
 from workers import SECRET, collect, missing_by_partition, publish, start_worker, worker_logs
+from crash_script import crash_events  # noqa: I001
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -27,22 +28,29 @@ KEY = SigningKey("default", SECRET.encode())
 @pytest.mark.parametrize("kill_one", [False, pytest.param(True, marks=pytest.mark.chaos)], ids=["steady", "sigkill"])
 def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, prefix: str, tmp_path: Path, kill_one: bool,
                                               recovery_report) -> None:
-    messages = publish(kafka_bootstrap, prefix)
-    expected = run_shards(messages, ACCOUNT_PARTITIONS, KEY, EngineParams(hedged_accounts=frozenset({"hedged-desk"})))
-    expected_actions = {a["action_id"]: a for a in expected.actions}
-    expected_breaches = {b.breach_id for b in expected.breaches}
-    assert len(expected_actions) > 10 and len(expected_breaches) > 5
+    events = crash_events()
+    # SIGKILL: a quarter of the crash is on the broker when the workers start, the rest is produced
+    # after the kill, so the survivor takes the partitions over mid-stream
+    split = len(events) // 4 if kill_one else len(events)
+    messages = publish(kafka_bootstrap, prefix, events=events[:split])
+    params = EngineParams(hedged_accounts=frozenset({"hedged-desk"}))
 
     ports = [free_ports(), free_ports()]
     workers = [start_worker(kafka_bootstrap, prefix, tmp_path, f"w{n + 1}", metrics_port=port) for n, port in enumerate(ports)]
     try:
         if kill_one:
-            first = collect(kafka_bootstrap, f"{prefix}backstop.actions", "Action", "action_id",
-                            set(list(expected_actions)[:3]), timeout_s=120)
+            first = collect(kafka_bootstrap, f"{prefix}backstop.exposures", "ExposureSnapshot", "account",
+                            {"levered-long", "short-puts", "hedged-desk", "whale-safe"}, timeout_s=120)
             assert first, (tmp_path / "w1.log").read_text()[-3000:]
+            time.sleep(1.0)  # a checkpoint or two (every 500 ms)
             stop(workers[0], signal.SIGKILL)
             killed = time.monotonic()
+            messages += publish(kafka_bootstrap, prefix, events=events[split:])
             workers[0] = start_worker(kafka_bootstrap, prefix, tmp_path, "w1-restarted")
+        expected = run_shards(messages, ACCOUNT_PARTITIONS, KEY, params)
+        expected_actions = {a["action_id"]: a for a in expected.actions}
+        expected_breaches = {b.breach_id for b in expected.breaches}
+        assert len(expected_actions) > 10 and len(expected_breaches) > 5
         actions = collect(kafka_bootstrap, f"{prefix}backstop.actions", "Action", "action_id",
                           set(expected_actions), timeout_s=240)
         if kill_one:
