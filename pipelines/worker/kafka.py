@@ -105,13 +105,20 @@ class KafkaSource:
             return None
         return high
 
+    def _position(self, tp: TP) -> int:
+        """The next offset to read: past the last record read, and past control records (the
+        markers transactional producers write), which the consumer skips but never returns."""
+        known = self.next.get(tp, 0)
+        (position,) = self.consumer.position([self._tp(tp)])
+        return max(known, position.offset)
+
     def settled(self, tp: TP) -> bool:
         high = self._high(tp)
-        return high is not None and self.next.get(tp, 0) >= high
+        return high is not None and self._position(tp) >= high
 
     def lag(self, tp: TP) -> int:
         high = self._high(tp)
-        return 0 if high is None else max(0, high - self.next.get(tp, 0))
+        return 0 if high is None else max(0, high - self._position(tp))
 
     def close(self) -> None:
         self.consumer.close()
