@@ -31,11 +31,6 @@ from typing import Any
 
 
 class Sequencer:
-    # ``bound()`` as last computed, while no change can have moved it (a class default: snapshots
-    # written before it existed restore with it unset)
-    _bound_valid = False
-    _bound_value: tuple[Hashable, int] | None = None
-
     def __init__(self, allowed_lateness_ms: int = 0) -> None:
         self.allowed_lateness_ms = allowed_lateness_ms
         self._heap: list[tuple[int, Any, int, Any]] = []
@@ -45,6 +40,9 @@ class Sequencer:
         self._positions: dict[Hashable, int] = {}
         self._ranks: dict[Hashable, str] = {}
         self.late_events = 0
+        # ``bound()`` as last computed, while no change can have moved it
+        self._bound_valid = False
+        self._bound_value: tuple[Hashable, int] | None = None
 
     def add_input(self, name: Hashable, newest_ms: int = -(2**63)) -> None:
         """Declare an input (e.g. a topic-partition) before or while events flow; ``newest_ms``:

@@ -92,14 +92,6 @@ class AccountBook:
         self._built: BuiltBook | None = None
         self._built_key: tuple[int, frozenset[str]] | None = None
 
-    def __getstate__(self) -> dict:
-        # The built arrays are a cache: snapshots carry the dicts only.
-        return {"positions": self.positions, "collateral": self.collateral}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()
-        self.positions, self.collateral = state["positions"], state["collateral"]
-
     def held(self) -> set[str]:
         """Every account with positions or collateral."""
         return set(self.positions) | set(self.collateral)

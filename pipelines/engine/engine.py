@@ -104,16 +104,6 @@ class Engine:
         self._last_time_ms: int | None = None
         self.events = 0
 
-    def __getstate__(self) -> dict[str, Any]:
-        # A snapshot carries state, not caches (the built book's arrays are rebuilt on restore).
-        return {**self.__dict__, "_emitted_cache": None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        # format-3 snapshots written before these existed: no cache, and every subject reported
-        self.__dict__.setdefault("_emitted_cache", None)
-        self.__dict__.setdefault("_reports", None)
-
     # ------------------------------------------------------------------ input
 
     def on_event(self, record: str, value: Mapping[str, Any], ref: str) -> EngineOutput:

@@ -3,7 +3,7 @@
 The ladder's predictive margin call needs the index velocity (over ``VELOCITY_WINDOW_MS``) and
 the adaptive add-on the realised vol (over ``REALISED_WINDOW_MS``) on every revaluation tick.
 A busy feed sends tens of thousands of index ticks in five minutes, and the history is part of
-every snapshot of every shard, so it keeps one entry per second of ticks (``BUCKET_MS``): the
+every checkpoint a worker writes, so it keeps one entry per second of ticks (``BUCKET_MS``): the
 second's first price and the sum of the squared log returns into its prices. Both windows
 therefore start on a whole second (the second of ``now - window``, never later), and both
 figures come from a bisect and a running sum instead of a pass over the ticks. The running sum
@@ -25,11 +25,6 @@ BUCKET_MS = 1_000
 
 
 class IndexHistory:
-    # Partials (Shewchuk) whose exact sum is that of ``_squares``: ``math.fsum`` of these few is the
-    # ``math.fsum`` of the seconds, both being the correctly rounded exact sum. A cache, rebuilt
-    # from ``_squares`` when unset (a restored or unpickled history).
-    _exact: list[float] | None = None
-
     def __init__(self) -> None:
         self._starts: list[int] = []  # per second held: where it starts,
         self._firsts: list[tuple[int, float, float]] = []  # its first tick (time, price, squared return into it),
@@ -38,6 +33,10 @@ class IndexHistory:
         self._sum = 0.0  # of _squares
         self._count = 0  # of _counts
         self._last: tuple[int, float] | None = None  # the newest tick
+        # Partials (Shewchuk) whose exact sum is that of ``_squares``: ``math.fsum`` of these few is the
+        # ``math.fsum`` of the seconds, both being the correctly rounded exact sum. A cache, built
+        # from ``_squares`` when unset (``from_state`` leaves it unset).
+        self._exact: list[float] | None = None
 
     def append(self, time_ms: int, price: float) -> None:
         """Add the newest index price and drop the seconds that left the window; a price older

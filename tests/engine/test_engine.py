@@ -4,7 +4,9 @@ import random
 
 import numpy as np
 
-from pipelines.engine.engine import Engine, EngineParams
+from pipelines.engine.engine import Engine, EngineOutput, EngineParams
+from pipelines.engine.snapshot import (Checkpoint, MarketSnapshot, PartitionSnapshot, decode_checkpoint,
+                                       encode_checkpoint)
 from pipelines.detect.sequencer import Sequencer
 from pipelines.policy.signing import SigningKey
 
@@ -168,33 +170,41 @@ def test_an_overflowing_index_liquidates_the_bankrupt_account_instead_of_hiding_
 
 
 def test_an_engine_restored_mid_stream_goes_on_as_if_it_never_stopped() -> None:
-    """A snapshot carries the engine's state, not its caches (the exposure rows, rebuilt from
-    the state), and one written before those caches existed (the same snapshot format) restores
-    with them unset: either way the rest of the stream gives what an uninterrupted engine gives."""
-    import pickle
-
-    events = crash_events()
-    half = len(events) // 2
+    """An engine stored at a tick boundary mid-crash (its market and accounts in one Avro
+    checkpoint) carries state, not caches (the exposure rows are rebuilt from the state): the
+    engine restored from the stored bytes gives, for the rest of the stream, what an
+    uninterrupted engine gives — the halted market and the liquidations under way included."""
+    events = list(enumerate(crash_events()))
     params = EngineParams(hedged_accounts=frozenset({"hedged-desk"}))
+    interval = params.revaluation_interval_ms
 
-    def feed(engine: Engine, part) -> list:
-        outs = [engine.on_event(record, value, f"e{n}") for n, (record, value) in part]
-        outs.append(engine.flush())
-        return [([b.breach_id for b in o.breaches], o.actions, o.exposures) for o in outs]
+    def feed(engine: Engine, part: list) -> EngineOutput:
+        out = EngineOutput()
+        for n, (record, value) in part:
+            out.extend(engine.on_event(record, value, f"e{n}"))
+        return out
 
     whole = Engine(KEY, params)
-    feed(whole, list(enumerate(events))[:half])
-    expected = feed(whole, list(enumerate(events))[half:])
+    halted = next(i for i in range(len(events)) if "halt" in types_for(feed(whole, events[i:i + 1]).actions, "BTC"))
+    tick = [value["event_time_ms"] // interval for _, (_, value) in events]
+    cut = next(i for i in range(halted + 1, len(events)) if tick[i] > tick[i - 1])  # the first event of a tick
+    boundary = tick[cut] * interval
+    feed(whole, events[halted + 1:cut])
+    expected = feed(whole, events[cut:])
+    expected.extend(whole.flush())
+    assert "partial_liquidation" in [a["action_type"] for a in expected.actions]
 
     first = Engine(KEY, params)
-    head = feed(first, list(enumerate(events))[:half])
-    assert any(exposures for _, _, exposures in head)  # the cache was filled before the snapshot
-    restored = pickle.loads(pickle.dumps(first))
-    assert restored._emitted_cache is None
-    older = Engine.__new__(Engine)
-    older.__setstate__({k: v for k, v in first.__getstate__().items() if k not in ("_emitted_cache", "_reports")})
-    for engine in (restored, older):
-        assert feed(engine, list(enumerate(events))[half:]) == expected
+    assert feed(first, events[:cut]).exposures  # the exposure rows were cached before the cut
+    got = first.close_tick(boundary)
+    market = MarketSnapshot(boundary, first.market_state(), {})
+    partition = PartitionSnapshot(0, 1, boundary, first.export_accounts(first.held_accounts()), {})
+    stored = decode_checkpoint(encode_checkpoint(Checkpoint(partition, market)))
+    restored = Engine.restore(KEY, params, stored.market.market, stored.partition.accounts)
+    got.extend(feed(restored, events[cut:]))
+    got.extend(restored.flush())
+    assert [b.breach_id for b in got.breaches] == [b.breach_id for b in expected.breaches]
+    assert (got.actions, got.exposures) == (expected.actions, expected.exposures)
 
 
 def test_accounts_without_an_index_price_are_reported_until_one_comes() -> None:
