@@ -581,22 +581,25 @@ target ratio ({_n(r['orders'])} orders); the same plans, checked equal, made bot
 
 def snapshot(r: Results, _plots: str) -> str:
     rows = "\n".join(
-        f"| {row['minute']} | {_n(row['snapshot_bytes'] / 1e3, 1)} | {_n(row['snapshot_ms'], 1)} | "
-        f"{_n(row['kept_bytes'] / 1e3, 1)} | {_n(row['kept_ms'], 1)} | {_ratio(row['kept_bytes'] / row['snapshot_bytes'])} |"
+        f"| {row['minute']} | {_n(row['checkpoint_bytes'] / 1e3, 1)} | {_n(row['checkpoint_ms'], 1)} | "
+        f"{_n(row['kept_bytes'] / 1e3, 1)} | {_n(row['kept_ms'], 1)} | "
+        f"{_ratio(row['kept_bytes'] / row['checkpoint_bytes'])} |"
         for row in r["rows"])
     return f"""\
-One shard (100 accounts) under {_n(r['rate_per_s'])} index ticks/s over {r['underlyings']} underlyings in a steady fall
-(every tick a new low: the worst case for a window of highs), for {r['minutes']} minutes: its snapshot
-(snapshot format {r['snapshot_format']}, compressed, as written to the changelog every `--snapshot-every` records, on
-the worker's event loop). Baseline, same run: the same ticks kept one by one, as the windows
-kept them before they were bucketed, compressed the same way. The changelog refuses a snapshot
-above 16 MB.
+A worker's lane holding one account partition ({_n(r['accounts'])} accounts) under {_n(r['rate_per_s'])} index
+ticks/s over {r['underlyings']} underlyings in a steady fall (every tick a new low: the worst case for a window of
+highs), for {r['minutes']} minutes: at each minute shown the lane is cut and parked at a tick boundary, and the
+checkpoint a worker writes for the partition (the partition's accounts and the market side, checkpoint format
+{r['checkpoint_format']}: Avro, compressed) is taken and encoded, on the worker's loop while the lane waits.
+Baseline, same run: the same ticks kept one by one, as the windows kept them before they were
+bucketed, encoded the same way (Avro, zlib level 1). The checkpoint topic refuses a message above
+{_n(r['checkpoint_max_bytes'] / 2**20)} MB.
 
-| minute | snapshot kB | write ms | ticks kept one by one, kB | write ms | kept / snapshot |
+| minute | checkpoint kB | write ms | ticks kept one by one, kB | write ms | kept / checkpoint |
 |---|---:|---:|---:|---:|---:|
 {rows}
 
-The bucketed snapshot stops growing once its windows are full: the index history at five
+The bucketed checkpoint stops growing once its windows are full: the index history at five
 minutes, the hour's queues (at most 360 entries per underlying) at the hour.
 """
 

@@ -39,10 +39,12 @@ def test_a_quick_run_measures_and_reports_each_figure_beside_its_baseline(tmp_pa
     engine = re.search(r"\| one engine, all accounts \| ([\d,]+) \| x([\d.e-]+) \|", text)
     assert engine and float(engine[2]) == pytest.approx(
         replay["engine_single_events_per_s"] / replay["decode_events_per_s"], rel=5e-3)
-    first = json.loads((tmp_path / "snapshot.json").read_text())["rows"][0]
+    snapshot = json.loads((tmp_path / "snapshot.json").read_text())
+    first = snapshot["rows"][0]
     row = re.search(r"\| 1 \| ([\d,.]+) \| [\d,.]+ \| ([\d,.]+) \| [\d,.]+ \| x([\d.]+) \|", text)
-    assert row and float(row[1].replace(",", "")) == pytest.approx(first["snapshot_bytes"] / 1e3, abs=0.05)
-    assert float(row[3]) == pytest.approx(first["kept_bytes"] / first["snapshot_bytes"], rel=5e-3)
+    assert row and float(row[1].replace(",", "")) == pytest.approx(first["checkpoint_bytes"] / 1e3, abs=0.05)
+    assert float(row[3]) == pytest.approx(first["kept_bytes"] / first["checkpoint_bytes"], rel=5e-3)
+    assert 0 < first["checkpoint_bytes"] < snapshot["checkpoint_max_bytes"]
     assert "Not run (`bench/run.py --only worker`)" in text  # what was not asked for is said, not invented
 
 
