@@ -1,5 +1,5 @@
 """Shared pieces of the fuzz tests: the worker's clock, key, codec and validator; a warmed-up
-shard built from the engine tests' crash script; and hypothesis strategies for wire bytes,
+lane (the worker's engine and sequencer) built from the engine tests' crash script; and hypothesis strategies for wire bytes,
 source references and schema-valid records carrying extreme or contradictory values.
 
 Records are generated from the Avro schemas themselves (``from_schema``), so every record type
@@ -20,13 +20,15 @@ from hypothesis import HealthCheck
 from hypothesis import strategies as st
 
 from crash_script import CALL, PERP, PUT, T0, crash_events
-from pipelines.engine.shard import Message, Shard
+from pipelines.engine.engine import EngineOutput, EngineParams
+from pipelines.engine.shard import Message
 from pipelines.events.codec import DecodeError, default_codec
 from pipelines.events.validation import Validator
 from pipelines.policy.signing import SigningKey
 from pipelines.risk.instruments import InstrumentError, parse_instrument
-from pipelines.streams.intake import SHARD_SOURCES, Refused, admit
 from pipelines.topics import CATALOGUE
+from pipelines.worker.intake import SHARD_SOURCES, Refused, admit
+from pipelines.worker.lane import Lane
 
 KEY = SigningKey("k", b"0123456789abcdef0123")
 CODEC = default_codec()
@@ -204,32 +206,32 @@ def wire_values() -> st.SearchStrategy[bytes | None]:
     return st.one_of(st.none(), st.binary(max_size=200), framed(), mutated(encoded_samples()))
 
 
-# ---------------------------------------------------------------------- source references
+# ---------------------------------------------------------------------- source coordinates
 
 SOURCE_TOPICS = tuple(sorted(SHARD_SOURCES))
 OTHER_TOPICS = tuple(sorted({spec.name for spec in CATALOGUE} - set(SHARD_SOURCES))) + ("", "positions", "x:y")
 
 
-def refs() -> st.SearchStrategy[str]:
-    """Source references: valid ones, near misses, and arbitrary text."""
-    number = st.one_of(st.integers(-3, 20).map(str), st.integers(*INT64).map(str),
-                       st.sampled_from(["", "-0", "1.5", "0x10", " 3", "٣", "1e3", "9" * 5000]), short_text)
-    topic = st.one_of(st.sampled_from(SOURCE_TOPICS), st.sampled_from(OTHER_TOPICS), short_text)
-    return st.one_of(st.builds(lambda t, p, o: f"{t}:{p}:{o}", topic, number, number),
-                     st.builds(lambda t, p: f"{t}:{p}", topic, number), st.text(max_size=40))
+def topics() -> st.SearchStrategy[str]:
+    """Topics a record may come from: the worker's inputs, other catalogue topics, arbitrary text."""
+    return st.one_of(st.sampled_from(SOURCE_TOPICS), st.sampled_from(OTHER_TOPICS), short_text)
 
 
-# ---------------------------------------------------------------------- shards
+# ---------------------------------------------------------------------- lanes
 
 def topic_for(record: str) -> str:
     return TOPIC_OF[record]
 
 
-def take(shard: Shard, value: bytes | None, ref: str, now_ms: int = NOW_MS) -> Message | Refused:
-    """What the worker's ``take`` does with one message: admit it, and queue it if admitted."""
-    admitted = admit(CODEC, VALIDATOR, value, ref, now_ms)
-    if not isinstance(admitted, Refused):
-        shard.push(admitted)
+def take(lane: Lane, value: bytes | None, topic: str, partition: int, offset: int,
+         now_ms: int = NOW_MS) -> Message | Refused:
+    """What the worker's ``_read`` does with one record of an input of ``lane``: admit it, push
+    it if admitted, note it as read past if refused (the worker dead-letters it)."""
+    admitted = admit(CODEC, VALIDATOR, value, topic, partition, offset, now_ms)
+    if isinstance(admitted, Refused):
+        lane.skip(f"{topic}/{partition}", offset)
+    else:
+        lane.push(admitted)
     return admitted
 
 
@@ -243,28 +245,26 @@ def message(record: str, value: dict[str, Any], offset: int, partition: int = 0,
 WARMUP = crash_events()[:40]
 
 
-def next_offset(shard: Shard, record: str, partition: int = 0) -> int:
-    return shard.offsets.get(f"{topic_for(record)}/{partition}", -1) + 1
+def next_offset(lane: Lane, record: str, partition: int = 0) -> int:
+    return lane.next_offset(f"{topic_for(record)}/{partition}")
 
 
-def feed(shard: Shard, events: list[tuple[str, dict[str, Any]]], partition: int = 0) -> None:
-    for record, value in events:
-        shard.push(message(record, value, next_offset(shard, record, partition), partition))
-        shard.advance()
+def drain(lane: Lane) -> EngineOutput:
+    """Every input idle, then everything queued through the engine (the end of a stream)."""
+    lane.sequencer.idle_all()
+    return lane.release()
 
 
-@functools.cache
-def warm_snapshot(drained: bool = True) -> bytes:
-    """A shard of partition 0 that has read ``WARMUP`` (drained: the engine holds the accounts)."""
-    shard = Shard(0, 12, KEY)
-    feed(shard, WARMUP)
+def warm_lane(drained: bool = True) -> Lane:
+    """A lane holding every account (one account partition of one) that has read ``WARMUP``
+    (drained: the engine holds the accounts)."""
+    lane = Lane.fresh(KEY, EngineParams(), 1, [0])
+    for record, value in WARMUP:
+        lane.push(message(record, value, next_offset(lane, record)))
+        lane.release()
     if drained:
-        shard.drain()
-    return shard.snapshot()
-
-
-def warm_shard(drained: bool = True) -> Shard:
-    return Shard.restore(warm_snapshot(drained), KEY)
+        drain(lane)
+    return lane
 
 
 def last_warmup_time() -> int:
