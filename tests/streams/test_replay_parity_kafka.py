@@ -1,6 +1,7 @@
 """Replay parity on the real broker: one scenario recording, replayed into Kafka and through two
-faust workers, gives exactly the breaches and actions of the same file replayed in-process — also
-when one worker is SIGKILLed mid-stream and restarted."""
+``backstop worker`` processes (checkpoints every 500 ms), gives exactly the breaches and actions of
+the same file replayed in-process — also when one worker is SIGKILLed mid-stream and restarted
+(its partitions restored from their checkpoints), and when a second worker joins mid-stream."""
 
 from __future__ import annotations
 
