@@ -23,6 +23,12 @@ the initial requirement with a buffer (Drift: 2 % over MM) — the caller's ``pl
 does the Greek-aware sizing. Liquidations on an underlying whose oracle is unreliable are
 suspended (Drift blocks them at 50 % off TWAP); where the book is too thin they go to the
 backstop liquidity providers instead.
+
+A LIQUIDATED account is closed in full, and escalated round by round until it is: the first
+round sends each leg to the book (``full_liquidation``) or, on a thin book, to the LPs
+(``transfer_to_lp``); every later round (``round_ms`` on) sends what is still open and not in
+flight to ``insurance_fund``, the waterfall from its third step: the fund takes it over at the
+bankruptcy price, and what the fund cannot pay is auto-deleveraged.
 """
 
 from __future__ import annotations
@@ -214,20 +220,13 @@ class Ladder:
 
         if BreachKind.EQUITY_BELOW_LIQUIDATION in fired and ladder.state is not AccountState.LIQUIDATED:
             ladder.state = AccountState.LIQUIDATED
-            for leg in positions:
-                suspended = leg.underlying in unreliable
-                if suspended:
-                    continue
-                kind = ActionType.TRANSFER_TO_LP if leg.instrument in thin else ActionType.FULL_LIQUIDATION
-                remaining = leg.qty - ladder.in_flight.get(leg.instrument, 0.0)
-                if remaining * leg.qty > 0:
-                    out.append(self._close(kind, view, leg, remaining, ladder))
-                    ladder.in_flight[leg.instrument] = leg.qty
-            return out
+            return self._liquidated_round(view, ladder, positions, thin, unreliable, first=True)
 
         if ladder.state is AccountState.LIQUIDATED:
             if ratio < p.release_ratio and positions == []:
                 self._accounts[view.account] = _Ladder()
+            elif ladder.last_round_ms is None or t - ladder.last_round_ms >= p.round_ms:
+                out += self._liquidated_round(view, ladder, positions, thin, unreliable, first=False)
             return out
 
         if BreachKind.MARGIN_SHORTFALL in fired and ladder.state is not AccountState.LIQUIDATING:
@@ -294,6 +293,33 @@ class Ladder:
                 break
         # a round that sends nothing (earlier rounds' orders cover the plan, the rest is under the
         # minimum notional) is still the round: the next one is round_ms on, not the next tick
+        ladder.last_round_ms = view.event_time_ms
+        return out
+
+    def _liquidated_round(self, view: AccountView, ladder: _Ladder, positions: list[CloseIntent], thin: set[str],
+                          unreliable: set[str], *, first: bool) -> list[Decision]:
+        """One round of a liquidated account's full close: every leg's quantity that is neither
+        closed nor in flight (sent, and not yet in a position update). The first round sends it
+        to the book (``full_liquidation``: the whole waterfall) or, where the book is thin, to the
+        backstop LPs (``transfer_to_lp``). A later round, ``round_ms`` on, finds there only what
+        that round left unfilled, and escalates it to ``insurance_fund``: the waterfall from step
+        3, where the fund takes it over at the bankruptcy price and what the fund cannot pay is
+        auto-deleveraged. Legs on an underlying whose oracle is unreliable wait."""
+        out = []
+        for leg in positions:
+            if leg.underlying in unreliable:
+                continue
+            remaining = leg.qty - ladder.in_flight.get(leg.instrument, 0.0)
+            if remaining * leg.qty <= 0:
+                continue
+            if not first:
+                kind = ActionType.INSURANCE_FUND
+            elif leg.instrument in thin:
+                kind = ActionType.TRANSFER_TO_LP
+            else:
+                kind = ActionType.FULL_LIQUIDATION
+            out.append(self._close(kind, view, leg, remaining, ladder))
+            ladder.in_flight[leg.instrument] = leg.qty
         ladder.last_round_ms = view.event_time_ms
         return out
 

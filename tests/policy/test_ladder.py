@@ -137,3 +137,24 @@ def test_vectorised_time_to_breach_is_the_smallest_positive_root(slack: float, a
         assert got == math.inf
     else:
         assert got == pytest.approx(min(positive), rel=1e-6)
+
+
+def test_a_liquidated_accounts_unfilled_residual_escalates_to_the_insurance_fund() -> None:
+    ladder = Ladder()
+    breach = Breach(BreachKind.EQUITY_BELOW_LIQUIDATION, "a", 0, 1.6, 1.5, 0, 0, ("e",))
+    out = ladder.on_revaluation(view(0, 1.6), [breach], LEGS, plan, {"BTC-PERPETUAL"}, set())
+    assert types(out) == ["transfer_to_lp"] and out[0].quantity == 10.0
+    ladder.on_position_update("a", "BTC-PERPETUAL")  # the LPs took 4 of the 10
+    residual = [CloseIntent("BTC-PERPETUAL", "BTC", -6.0, 60_000.0)]
+    assert ladder.on_revaluation(view(500, 1.7), [], residual, plan, {"BTC-PERPETUAL"}, set()) == []  # same round
+    out = ladder.on_revaluation(view(1_000, 1.7), [], residual, plan, {"BTC-PERPETUAL"}, set())
+    assert types(out) == ["insurance_fund"] and (out[0].side, out[0].quantity) == ("sell", 6.0)
+    assert out[0].breach_ids == (breach.breach_id,)  # the breach the first round answered
+    assert ladder.on_revaluation(view(2_000, 1.8), [], residual, plan, set(), set()) == []  # still in flight
+    ladder.on_position_update("a", "BTC-PERPETUAL")  # nothing taken yet: sent again
+    assert types(ladder.on_revaluation(view(3_000, 1.8), [], residual, plan, set(), set())) == ["insurance_fund"]
+    ladder.on_position_update("a", "BTC-PERPETUAL")
+    assert ladder.on_revaluation(view(4_000, 1.9), [], residual, plan, set(), {"BTC"}) == []  # oracle: waits
+    ladder.on_position_update("a", "BTC-PERPETUAL")  # closed
+    assert ladder.on_revaluation(view(5_000, 0.0), [], [], plan, set(), set()) == []
+    assert ladder.state("a") is AccountState.NORMAL
