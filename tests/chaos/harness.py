@@ -72,7 +72,8 @@ class Feed(threading.Thread):
     """Produces ``count`` signed actions at ``per_second``, through whatever happens to the broker
     (librdkafka queues and retries; idempotence keeps a retry from writing twice). An action the
     broker acknowledged is in ``delivered``; one it never did is in ``failed`` with the error the
-    producer was told (the worker's outbox crashes on such an error, so its input is redone)."""
+    producer was told (the worker's sink fails its flush on such an error and the worker stops, so
+    its partitions are read again from their checkpoints)."""
 
     def __init__(self, bootstrap: str, topic: str, count: int, per_second: float) -> None:
         super().__init__(daemon=True)

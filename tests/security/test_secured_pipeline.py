@@ -1,5 +1,5 @@
-"""The whole pipeline on secured services: the worker (faust's aiokafka consumers and the
-confluent-kafka outbox), the executor and the audit sink reach the broker only through its
+"""The whole pipeline on secured services: the worker (its group seat, readers, checkpoint store
+and sink, all confluent-kafka), the executor and the audit sink reach the broker only through its
 SASL/PLAIN listener, configured by environment and a password file alone; an analyst reads the
 audit trail with ClickHouse's read-only user and cannot write; no password reaches a log."""
 
