@@ -91,6 +91,9 @@ class AccountBook:
         self._version = 0
         self._built: BuiltBook | None = None
         self._built_key: tuple[int, frozenset[str]] | None = None
+        # per instrument of the built table: the definition it was built from (None: its name); held
+        # here, so ``is`` cannot be fooled by a reused id
+        self._defined: tuple[tuple[str, Instrument | None], ...] = ()
 
     def held(self) -> set[str]:
         """Every account with positions or collateral."""
@@ -140,18 +143,23 @@ class AccountBook:
         """Whether every underlying the account holds has an index price (others wait for one)."""
         return all(underlying_of(name) in priced for name in self.positions.get(account, ()))
 
-    def built(self, priced: Collection[str]) -> BuiltBook:
-        """The arrays of every account that can be priced with ``priced`` underlyings."""
+    def built(self, priced: Collection[str], defined: Mapping[str, Instrument] | None = None) -> BuiltBook:
+        """The arrays of every account that can be priced with ``priced`` underlyings. Instruments
+        are ``defined``'s (the market board's, from ``InstrumentDefinition`` records) where it has
+        them, else read from their names. Rebuilt when positions, the priced underlyings or the
+        definition of an instrument in the table change."""
+        defined = {} if defined is None else defined
         key = (self._version, frozenset(priced))
-        if self._built is None or self._built_key != key:
-            self._built = self._build(key[1])
+        if self._built is None or self._built_key != key or any(defined.get(n) is not d for n, d in self._defined):
+            self._built = self._build(key[1], defined)
             self._built_key = key
         return self._built
 
-    def _build(self, priced: frozenset[str]) -> BuiltBook:
+    def _build(self, priced: frozenset[str], defined: Mapping[str, Instrument]) -> BuiltBook:
         accounts = sorted(a for a in set(self.positions) | set(self.collateral) if self.priceable(a, priced))
         names = sorted({name for a in accounts for name in self.positions.get(a, ())})
-        table = InstrumentTable.of(instrument(n) for n in names)
+        self._defined = tuple((n, defined.get(n)) for n in names)
+        table = InstrumentTable.of(defined.get(n) or instrument(n) for n in names)
         where_instrument = table.index()
         acc_idx, ins_idx, qty, avg = [], [], [], []
         col_acc, col_asset, col_amount = [], [], []

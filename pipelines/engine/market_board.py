@@ -1,9 +1,15 @@
 """The latest market state one shard has seen, and what the risk core needs from it.
 
 Fed by decoded market records (``IndexPrice``, ``MarkPrice``, ``VolatilityUpdate``,
-``OrderBookDepth``, ``OraclePrice``, ``InstrumentDefinition``). Prices are USD (linear
-contracts); an underlying's vol comes from an underlying-level ``VolatilityUpdate`` (no
-instrument), an instrument's from an instrument-level one or the mark's IV.
+``OrderBookDepth``, ``OraclePrice``, ``InstrumentDefinition``). Index prices are USD; an
+underlying's vol comes from an underlying-level ``VolatilityUpdate`` (no instrument), an
+instrument's from an instrument-level one or the mark's IV.
+
+An instrument's ``InstrumentDefinition`` is the source of truth for what it is (kind, strike,
+expiry, inverse, settlement currency, contract size): ``instruments`` holds the instrument each
+definition describes, and the account book builds its table from them, falling back to the
+name for an instrument never defined (or whose definition contradicts itself: valued by its name,
+linear with contract size 1, as before definitions were read).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 from pipelines.risk.adaptive import MarketConditions
+from pipelines.risk.instruments import Instrument, InstrumentError, instrument_from_definition
 from pipelines.risk.market import MarketState, UnderlyingMarket
 
 DEPTH_BAND_BPS = 100  # depth is read within 1 % of mid, the adaptive engine's band
@@ -29,6 +36,21 @@ class MarketBoard:
     depth_usd: dict[str, float] = dataclasses.field(default_factory=dict)
     definitions: dict[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     updated: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # (record, key) -> event time
+    # derived from ``definitions`` (not state): the instrument each valid definition describes
+    instruments: dict[str, Instrument] = dataclasses.field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.instruments = {}
+        for value in self.definitions.values():
+            self._define(value)
+
+    def _define(self, value: Mapping[str, Any]) -> None:
+        """Hold the instrument a definition describes; one that contradicts itself leaves the
+        instrument to its name (the events' validation dead-letters such records first)."""
+        try:
+            self.instruments[value["instrument"]] = instrument_from_definition(value)
+        except InstrumentError:
+            self.instruments.pop(value["instrument"], None)
 
     def apply(self, record: str, value: Mapping[str, Any]) -> str | None:
         """Update from one market record; return the underlying it moved (None if none). A
@@ -58,6 +80,7 @@ class MarketBoard:
             return None
         if record == "InstrumentDefinition":
             self.definitions[value["instrument"]] = value
+            self._define(value)
             return None
         return None
 

@@ -36,7 +36,7 @@ from pipelines.risk.kernels import revalue as kernel
 from pipelines.risk.margin import (MarginConfig, RowMargin, ScenarioGrid, UnderlyingParams, grid_and_params, row_margin,
                                    scenario_matrix)
 from pipelines.risk.market import InstrumentInputs, MarketState
-from pipelines.risk.valuation import unit_greeks
+from pipelines.risk.valuation import quote_value, settlement_fx, unit_greeks, units_per_contract, usd_marks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +59,9 @@ class Book:
 
     ``cost_qty`` / ``cost`` carry the average prices: unrealised PnL of a netted position is
     ``cost_qty * mark - cost`` (positions given without an average price are at mark and add
-    nothing to either). Positions are sorted by (account, instrument). ``rows`` is
+    nothing to either). ``cost`` is in each instrument's settlement currency (coin for inverse
+    ones: ``valuation.quote_value`` of the average price); ``revalue_book`` converts it at the
+    index. Positions are sorted by (account, instrument). ``rows`` is
     ``account * n_underlyings + underlying``; ``matrix`` the sparse (rows x instruments) net
     quantity matrix (the numpy reference's layout; the compiled kernel walks each account's
     positions from ``position_start`` instead).
@@ -120,7 +122,8 @@ class Book:
         gross_qty = _sums(inverse, np.abs(qty), m)
         net_qty[np.abs(net_qty) <= 1e-12 * gross_qty] = 0.0
         cost_qty = _sums(inverse, np.where(has_cost, qty, 0.0), m)
-        cost = _sums(inverse, np.where(has_cost, qty * np.nan_to_num(avg), 0.0), m)
+        cost = _sums(inverse, np.where(has_cost, qty * quote_value(instruments, instrument_idx,
+                                                                   np.where(has_cost, avg, 1.0)), 0.0), m)
         acc = uniq // max(n_instr, 1)
         ins = uniq % max(n_instr, 1)
         n_und = len(instruments.underlyings)
@@ -184,6 +187,8 @@ class BookRisk:
     adaptive_addon: np.ndarray
     # Per-instrument results, reused by liquidation ordering and position reports.
     unit: Greeks
+    units: np.ndarray  # underlying units per contract (valuation.units_per_contract)
+    marks: np.ndarray  # USD per contract as an order's notional (valuation.usd_marks)
     inputs: InstrumentInputs
     scenario_pnl: np.ndarray  # (n_instr, S) per-contract PnL
     grid: ScenarioGrid
@@ -227,14 +232,24 @@ def revalue_book(
     table = book.instruments
     inp = market.inputs(table)
     unit = unit_greeks(table, inp)
+    units = units_per_contract(table, inp)
     pnl_matrix, grid = scenario_matrix(table, inp, config, unit.price)
     params = grid_and_params(table.underlyings, config)[1]
-    pricing = _Pricing(inp, unit, pnl_matrix, grid, params, adaptive, *(conditions or MarketConditions()).arrays(
-        table.underlyings))
+    pricing = _Pricing(inp, unit, units, _cost_usd(book, inp), pnl_matrix, grid, params, adaptive,
+                       *(conditions or MarketConditions()).arrays(table.underlyings))
     rows = _account_rows_compiled(book, pricing, accounts) if compiled else _account_rows_numpy(book, pricing, accounts)
     return BookRisk(accounts=book.accounts, underlyings=table.underlyings,
                     **{f.name: getattr(rows, f.name) for f in dataclasses.fields(rows)},
-                    unit=unit, inputs=inp, scenario_pnl=pnl_matrix, grid=grid, params=params)
+                    unit=unit, units=units, marks=usd_marks(table, inp, unit, units), inputs=inp,
+                    scenario_pnl=pnl_matrix, grid=grid, params=params)
+
+
+def _cost_usd(book: Book, inp: InstrumentInputs) -> np.ndarray:
+    """Each netted position's cost in USD: an inverse instrument's coin cost at the index (so its
+    unrealised PnL is its coin PnL converted at the index), a linear one's as it is."""
+    if not book.instruments.inverse.any():
+        return book.cost
+    return book.cost * settlement_fx(book.instruments, inp)[book.instrument_idx]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -244,6 +259,8 @@ class _Pricing:
 
     inputs: InstrumentInputs
     unit: Greeks
+    units: np.ndarray  # underlying units per contract
+    cost: np.ndarray  # per netted position, USD
     scenario_pnl: np.ndarray
     grid: ScenarioGrid
     params: UnderlyingParams
@@ -282,8 +299,8 @@ def _account_rows_numpy(book: Book, pricing: _Pricing, accounts: np.ndarray | No
     table, inp, unit, params = book.instruments, pricing.inputs, pricing.unit, pricing.params
     n_acc, n_und = len(book.accounts), book.n_underlyings
     exp = compute_exposure(book.matrix, book.rows, book.account_idx, book.instrument_idx, book.qty,
-                           book.cost_qty, book.cost, book.collateral, unit, inp, table.is_option,
-                           table.contract_size)
+                           book.cost_qty, pricing.cost, book.collateral, unit, inp, table.is_option,
+                           pricing.units)
     row_pnl = book.matrix @ pricing.scenario_pnl  # (n_acc * n_und, S)
     und = np.tile(np.arange(n_und), n_acc)
     index_rows = inp.underlying_index[und]
@@ -334,9 +351,9 @@ def _account_rows_compiled(book: Book, pricing: _Pricing, accounts: np.ndarray |
     worst = np.full((n_acc, n_und), -1, dtype=np.int64)
     kernel.revalue_accounts(
         np.arange(n_acc) if accounts is None else np.asarray(accounts, dtype=np.int64), book.position_start,
-        book.instrument_idx, book.qty, book.cost_qty, book.cost, np.asarray(book.collateral, dtype=np.float64),
+        book.instrument_idx, book.qty, book.cost_qty, pricing.cost, np.asarray(book.collateral, dtype=np.float64),
         table.underlying_idx,
-        table.is_option, table.contract_size, inp.index, unit.price, unit.delta, unit.gamma, unit.vega, unit.theta,
+        table.is_option, pricing.units, inp.index, unit.price, unit.delta, unit.gamma, unit.vega, unit.theta,
         pricing.scenario_pnl, pricing.grid.weight, inp.underlying_index, inp.underlying_vol, params.delta_charge_net,
         params.delta_charge_hedged, params.short_option_charge, params.mm_to_im, _adaptive_array(pricing.adaptive),
         pricing.realised_vol, pricing.depth, accounts_out, rows_out, worst)

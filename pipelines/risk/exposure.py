@@ -3,7 +3,8 @@
 Position Greeks are quantity x unit Greeks; an account's Greeks per underlying are sums of its
 positions' Greeks, computed as one sparse product of the book's (row, instrument) quantity
 matrix with the instruments' unit Greeks. Notional counts underlying units at the index price
-(``qty * contract_size * index``), not delta-adjusted: net notional is signed, gross absolute.
+(``qty * units * index``, units per contract from ``valuation.units_per_contract``), not
+delta-adjusted: net notional is signed, gross absolute.
 """
 
 from __future__ import annotations
@@ -46,20 +47,20 @@ def compute_exposure(
     unit: Greeks,
     inp: InstrumentInputs,
     is_option: np.ndarray,
-    contract_size: np.ndarray,
+    units: np.ndarray,  # underlying units per contract
 ) -> Exposure:
     n_rows = matrix.shape[0]
     n_acc = len(collateral)
     upnl = np.bincount(account_idx, weights=cost_qty * unit.price[instrument_idx] - cost, minlength=n_acc)
-    per_instr = np.column_stack([unit.delta, unit.gamma, unit.vega, unit.theta, inp.index * contract_size])
+    per_instr = np.column_stack([unit.delta, unit.gamma, unit.vega, unit.theta, inp.index * units])
     agg = matrix @ per_instr
     pos_delta = qty * unit.delta[instrument_idx]
     long_delta = np.bincount(rows, weights=np.maximum(pos_delta, 0.0), minlength=n_rows)
     short_delta = np.bincount(rows, weights=np.maximum(-pos_delta, 0.0), minlength=n_rows)
     opt = is_option[instrument_idx]
-    short_units = np.bincount(rows, weights=np.where(opt, np.maximum(-qty, 0.0), 0.0) * contract_size[instrument_idx],
+    short_units = np.bincount(rows, weights=np.where(opt, np.maximum(-qty, 0.0), 0.0) * units[instrument_idx],
                               minlength=n_rows)
-    gross = np.bincount(rows, weights=np.abs(qty) * (inp.index * contract_size)[instrument_idx], minlength=n_rows)
+    gross = np.bincount(rows, weights=np.abs(qty) * (inp.index * units)[instrument_idx], minlength=n_rows)
     return Exposure(
         unrealised_pnl=upnl, equity=collateral + upnl,
         delta=agg[:, 0], gamma=agg[:, 1], vega=agg[:, 2], theta=agg[:, 3],

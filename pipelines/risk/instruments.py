@@ -4,18 +4,27 @@ Names: ``BTC-PERPETUAL`` (perpetual), ``BTC-27DEC26`` (future), ``BTC-27DEC26-60
 (option; ``P`` for a put). A decimal strike is written with ``d`` (``XRP_USDC-27DEC26-0d625-C``),
 as Deribit does. Expiries are at 08:00 UTC of the expiry date, Deribit's expiry time.
 
-Every instrument is linear (USD-settled, one contract = ``contract_size`` units of the
-underlying, default 1): the venue designs Backstop targets margin in USD, and a USD contract
-makes a position's value simply ``qty * contract_size * unit price``.
+An instrument is linear (USD-settled: one contract is ``contract_size`` units of the underlying,
+its value ``contract_size * unit price`` in USD) or inverse (coin-settled in its underlying, as
+Deribit's BTC and ETH options and futures are): an inverse option's contract is ``contract_size``
+coins, its premium quoted in coin; an inverse future's or perpetual's contract is
+``contract_size`` USD of face value (Deribit: 10 USD for BTC), its price quoted in USD and its
+PnL paid in coin. ``valuation`` prices both.
+
+On the stream, an ``InstrumentDefinition`` is the source of truth for an instrument
+(:func:`instrument_from_definition`); the name alone (:func:`parse_instrument`) is the fallback
+for an instrument the stream has not defined, and always reads as linear with contract size 1.
 """
 
 from __future__ import annotations
 
 import calendar
 import dataclasses
+import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +65,7 @@ class Instrument:
     is_call: bool | None = None
     contract_size: float = 1.0
     settlement: str = "USD"
+    inverse: bool = False  # coin-settled in ``underlying`` (then ``settlement`` is the underlying)
 
 
 def expiry_ms_of(date_code: str) -> int:
@@ -107,13 +117,44 @@ def parse_instrument(name: str, contract_size: float = 1.0) -> Instrument:
     )
 
 
+def instrument_from_definition(definition: Mapping[str, Any]) -> Instrument:
+    """The instrument an ``InstrumentDefinition`` record describes (a decoded Avro dict): kind,
+    strike, expiry, call/put, inverse flag, settlement currency and contract size come from the
+    record, not from the name. Raise InstrumentError when the record contradicts itself: an option
+    without strike, expiry or type, a future without expiry, a non-positive contract size, or an
+    inverse contract settled in anything but its underlying (the only coin-settled kind valued), an
+    underlying other than the name's first part (the engine finds an instrument's index by it)."""
+    name = definition["instrument"]
+    kind = Kind(definition["kind"])
+    underlying = definition["underlying"]
+    size = definition["contract_size"]
+    inverse = bool(definition.get("inverse", False))
+    settlement = definition["settlement_currency"]
+    if underlying != name.split("-")[0]:
+        raise InstrumentError(f"instrument {name!r}: underlying {underlying!r} is not the name's")
+    if not (isinstance(size, (int, float)) and math.isfinite(size) and size > 0):
+        raise InstrumentError(f"instrument {name!r}: contract_size must be positive, not {size!r}")
+    if inverse and settlement != underlying:
+        raise InstrumentError(f"instrument {name!r}: an inverse contract settles in its underlying {underlying!r}, "
+                              f"not {settlement!r}")
+    expiry, strike, option_type = definition.get("expiry_ms"), definition.get("strike"), definition.get("option_type")
+    if kind is not Kind.PERPETUAL and expiry is None:
+        raise InstrumentError(f"instrument {name!r}: a {kind} needs expiry_ms")
+    if kind is Kind.OPTION and (strike is None or not strike > 0 or option_type not in ("call", "put")):
+        raise InstrumentError(f"instrument {name!r}: an option needs a positive strike and option_type call or put")
+    option = kind is Kind.OPTION
+    return Instrument(name, kind, underlying, None if kind is Kind.PERPETUAL else int(expiry),
+                      float(strike) if option else None, option_type == "call" if option else None,
+                      float(size), settlement, inverse)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class InstrumentTable:
     """Instruments as parallel numpy arrays, the shape the vectorised pricer and margin want.
 
     ``underlying_idx`` indexes ``underlyings`` (sorted, so the same set of instruments always
     gives the same layout). Non-options carry strike NaN and is_call False; perpetuals carry
-    expiry_ms -1.
+    expiry_ms -1. ``inverse`` marks the coin-settled instruments.
     """
 
     instruments: tuple[Instrument, ...]
@@ -124,6 +165,7 @@ class InstrumentTable:
     expiry_ms: np.ndarray  # int64
     is_call: np.ndarray  # bool
     contract_size: np.ndarray  # float64
+    inverse: np.ndarray  # bool
 
     @classmethod
     def of(cls, instruments: Iterable[Instrument]) -> InstrumentTable:
@@ -142,6 +184,7 @@ class InstrumentTable:
             expiry_ms=np.array([i.expiry_ms if i.expiry_ms is not None else -1 for i in items], dtype=np.int64),
             is_call=np.array([bool(i.is_call) for i in items], dtype=bool),
             contract_size=np.array([i.contract_size for i in items], dtype=np.float64),
+            inverse=np.array([i.inverse for i in items], dtype=bool),
         )
 
     @classmethod

@@ -79,7 +79,7 @@ class LiquidationPlan:
 def expected_slippage_per_unit(book: Book, risk: BookRisk, params: LiquidationParams) -> np.ndarray:
     """USD cost of closing one contract of each instrument (see the module docstring)."""
     table = book.instruments
-    index = risk.inputs.index * table.contract_size
+    index = risk.inputs.index * risk.units
     option = np.maximum(params.option_half_spread_vol_points * risk.unit.vega, params.option_min_slippage_frac * index)
     return np.where(table.is_option, option, params.linear_half_spread * index)
 
@@ -188,8 +188,8 @@ class _Pricing:
     gamma: np.ndarray
     vega: np.ndarray
     is_option: np.ndarray
-    contract_size: np.ndarray
-    notional: np.ndarray  # index x contract size
+    contract_size: np.ndarray  # underlying units per contract (BookRisk.units)
+    notional: np.ndarray  # index x units
     slippage: np.ndarray  # USD per contract closed
     weight: np.ndarray  # (n_und, S) scenario weights
     index: np.ndarray  # (n_und,)
@@ -204,7 +204,7 @@ class _Pricing:
            depth: np.ndarray, adaptive: AdaptiveParams | None) -> _Pricing:
         ins, unit, table = legs.instrument, risk.unit, book.instruments
         return cls(risk.scenario_pnl[ins], unit.delta[ins], unit.gamma[ins], unit.vega[ins], table.is_option[ins],
-                   table.contract_size[ins], risk.inputs.index[ins] * table.contract_size[ins], slip_unit[ins],
+                   risk.units[ins], risk.inputs.index[ins] * risk.units[ins], slip_unit[ins],
                    risk.grid.weight, risk.inputs.underlying_index, risk.inputs.underlying_vol, realised_vol, depth,
                    risk.params, adaptive)
 

@@ -56,19 +56,22 @@ def instrument_names(underlying: str, draw: st.DrawFn) -> list[str]:
 
 @st.composite
 def books(draw: st.DrawFn) -> tuple[Book, MarketState, MarketConditions]:
-    """A random book (options, futures and perpetuals on 1-3 underlyings, netted duplicates,
-    flat legs, positions at mark or at a price, zero and negative collateral) and its market
-    (an expiry in the past or the next hour among them)."""
+    """A random book (options, futures and perpetuals on 1-3 underlyings, linear or inverse
+    (coin-settled), of contract size 1 or not, netted duplicates, flat legs, positions at mark or
+    at a price, zero and negative collateral) and its market (an expiry in the past or the next
+    hour among them)."""
     unds = UNDERLYINGS[: draw(st.integers(1, 3))]
     names = sorted({n for u in unds for n in instrument_names(u, draw)})
-    table = InstrumentTable.of(parse_instrument(n) for n in names)
+    table = InstrumentTable.of(dataclasses.replace(parse_instrument(n), inverse=draw(st.booleans()),
+                                                   contract_size=draw(st.sampled_from([1.0, 0.1, 10.0])))
+                               for n in names)
     n_acc = draw(st.integers(1, 6))
     n_pos = draw(st.integers(0, 4 * n_acc))
     qty_values = st.one_of(st.sampled_from([0.0, 1.0, -1.0, 1e-9]), st.floats(-500, 500, allow_nan=False))
     account_idx = draw(st.lists(st.integers(0, n_acc - 1), min_size=n_pos, max_size=n_pos))
     instrument_idx = draw(st.lists(st.integers(0, len(table) - 1), min_size=n_pos, max_size=n_pos))
     qty = draw(st.lists(qty_values, min_size=n_pos, max_size=n_pos))
-    avg = draw(st.lists(st.one_of(st.just(math.nan), st.floats(0, 300, allow_nan=False)), min_size=n_pos,
+    avg = draw(st.lists(st.one_of(st.just(math.nan), st.floats(0.01, 300, allow_nan=False)), min_size=n_pos,
                         max_size=n_pos))
     collateral = draw(st.lists(st.one_of(st.sampled_from([0.0, -1e3]), st.floats(-1e5, 1e6)), min_size=n_acc,
                                max_size=n_acc))

@@ -292,8 +292,8 @@ def _ints(a: np.ndarray) -> np.ndarray:
 def instrument_table(risk: BookRisk, table: InstrumentTable, slippage_per_unit: np.ndarray) -> np.ndarray:
     """The per-instrument table: ``INSTRUMENT_*`` rows by instrument columns."""
     unit = risk.unit
-    return np.array((unit.delta, unit.gamma, unit.vega, table.is_option, table.contract_size,
-                     risk.inputs.index * table.contract_size, slippage_per_unit), dtype=np.float64)
+    return np.array((unit.delta, unit.gamma, unit.vega, table.is_option, risk.units,
+                     risk.inputs.index * risk.units, slippage_per_unit), dtype=np.float64)
 
 
 def underlying_table(risk: BookRisk, realised_vol: np.ndarray, depth: np.ndarray) -> np.ndarray:

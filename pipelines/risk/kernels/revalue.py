@@ -150,11 +150,11 @@ def revalue_accounts(
     instrument_idx: np.ndarray,  # per position
     qty: np.ndarray,
     cost_qty: np.ndarray,
-    cost: np.ndarray,
+    cost: np.ndarray,  # per position, USD
     collateral: np.ndarray,  # (n_acc,)
     underlying_idx: np.ndarray,  # per instrument
     is_option: np.ndarray,
-    contract_size: np.ndarray,
+    units: np.ndarray,  # per instrument: underlying units per contract (valuation.units_per_contract)
     index: np.ndarray,  # per instrument: its underlying's index
     price: np.ndarray,  # per instrument: unit Greeks (valuation.unit_greeks)
     delta: np.ndarray,
@@ -193,7 +193,7 @@ def revalue_accounts(
             u = underlying_idx[i]
             q = qty[p]
             upnl += cost_qty[p] * price[i] - cost[p]
-            notional = index[i] * contract_size[i]
+            notional = index[i] * units[i]
             acc[0, u] += q * delta[i]
             acc[1, u] += q * gamma[i]
             acc[2, u] += q * vega[i]
@@ -202,7 +202,7 @@ def revalue_accounts(
             position_delta = q * delta[i]
             acc[5, u] += maximum(position_delta, 0.0)
             acc[6, u] += maximum(-position_delta, 0.0)
-            acc[7, u] += (maximum(-q, 0.0) if is_option[i] else 0.0) * contract_size[i]
+            acc[7, u] += (maximum(-q, 0.0) if is_option[i] else 0.0) * units[i]
             acc[8, u] += abs(q) * notional
             for s in range(n_scen):
                 row_pnl[u, s] += q * scenario_pnl[i, s]
