@@ -157,7 +157,8 @@ class Engine:
         The worker asks every few seconds, on its event loop: when the built book (the one the
         next tick revalues) holds every account, that is the answer without a pass over them."""
         book = self.accounts
-        if len(book.built(self.board.index.keys()).where) == len(book.positions.keys() | book.collateral.keys()):
+        built = book.built(self.board.index.keys(), self.board.instruments)
+        if len(built.where) == len(book.positions.keys() | book.collateral.keys()):
             return {}
         out: dict[str, int] = {}
         for positions in book.positions.values():
@@ -272,7 +273,7 @@ class Engine:
         out = EngineOutput()
         if not self._touched and not self._moved:
             return out
-        built = self.accounts.built(self.board.index.keys())
+        built = self.accounts.built(self.board.index.keys(), self.board.instruments)
         seq = built.first_touch(self._touched, self._moved)
         refs = self._refs
         # accounts that cannot be priced yet stay touched until their underlyings have an index
@@ -292,7 +293,7 @@ class Engine:
         slow = self._screen(risk.margin_ratio[rows], ttb, watched)
         thin = set(self._thin)
         unreliable = {u for u in table.underlyings if self.detectors.oracle_unreliable(u)}
-        marks = dict(zip(table.names, risk.unit.price.tolist()))
+        marks = dict(zip(table.names, risk.marks.tolist()))
         plans = self._plans(book, risk, rows[slow], time_ms, conditions)
         views = self._views(book.accounts, rows[slow], risk, velocity, ttb[slow], time_ms)
         for i, view in views:
@@ -326,7 +327,7 @@ class Engine:
         the current market, as a tick would, changing nothing: for what-ifs and benchmarks."""
         if time_ms is None and self._last_time_ms is None:
             raise ValueError("no event yet: nothing to revalue")
-        built = self.accounts.built(self.board.index.keys())
+        built = self.accounts.built(self.board.index.keys(), self.board.instruments)
         return self._revaluation(built, self._last_time_ms if time_ms is None else time_ms)
 
     def _revaluation(self, built, time_ms: int, rows: np.ndarray | None = None) -> Revaluation:
