@@ -11,6 +11,11 @@ delta-hedged option books (short calls + long perpetual, in ``EngineParams.hedge
 LP market-making book (short strangle, hedged) and, when the scenario stages it, a whale that
 withdraws collateral before the fall. Collateral is calibrated through the risk core: each
 account starts at a margin ratio (maintenance / equity) drawn from ``ratio_range``.
+
+A coin-margined scenario (``Scenario.coin_margined``) lists its options with
+``InstrumentDefinition`` records (inverse, settled in the underlying, one coin per contract, as
+Deribit's), prices their premiums in coin (the Black-76 USD price over the index) and gives the
+accounts holding them their underlying as collateral (perpetuals stay linear and USDC-margined).
 """
 
 from __future__ import annotations
@@ -37,11 +42,11 @@ TOPIC_OF = {
     "IndexPrice": "backstop.market.index", "MarkPrice": "backstop.market.mark",
     "VolatilityUpdate": "backstop.market.volatility", "OrderBookDepth": "backstop.market.depth",
     "OraclePrice": "backstop.market.oracle", "PositionUpdate": "backstop.positions",
-    "CollateralUpdate": "backstop.collateral",
+    "CollateralUpdate": "backstop.collateral", "InstrumentDefinition": "backstop.instruments",
 }
 KEY_FIELD = {"IndexPrice": "underlying", "MarkPrice": "instrument", "VolatilityUpdate": "underlying",
              "OrderBookDepth": "instrument", "OraclePrice": "underlying", "PositionUpdate": "account",
-             "CollateralUpdate": "account"}
+             "CollateralUpdate": "account", "InstrumentDefinition": "instrument"}
 LEVELS = 10
 LEVEL_STEP = 0.0008  # 8 bp between levels: the ten levels sit inside the 1 % band
 
@@ -97,6 +102,15 @@ def option_name(underlying: str, expiry_ms: int, strike: float, call: bool) -> s
 def option_price(index: float, strike: float, expiry_ms: int, now_ms: int, iv: float, call: bool) -> float:
     t = max(expiry_ms - now_ms, 0) / (365.0 * 86_400_000.0)
     return float(black76_price(index, strike, t, iv, 0.0, call))
+
+
+def option_definition(name: str, underlying: str, strike: float, expiry_ms: int, call: bool, t: int) -> dict[str, Any]:
+    """A Deribit-style coin-settled option's ``InstrumentDefinition``: inverse, settled in its
+    underlying, one coin per contract, premiums in coin."""
+    return {"instrument": name, "kind": "option", "underlying": underlying, "quote_currency": "USD",
+            "settlement_currency": underlying, "inverse": True, "strike": strike, "expiry_ms": expiry_ms,
+            "option_type": "call" if call else "put", "contract_size": 1.0, "tick_size": 0.0005,
+            "min_trade_amount": 0.1, "is_active": True, "event_time_ms": t}
 
 
 def depth_record(instrument: str, t: int, mid: float, one_side_usd: float, sequence: int) -> dict[str, Any]:
@@ -165,6 +179,25 @@ def population(rng: np.random.Generator, scenario: Scenario, t0: int, ratio_rang
     return out
 
 
+def coin_margined(accounts, spots: dict[str, float], t0: int) -> tuple[list, list[dict[str, Any]]]:
+    """The population with its options coin-settled: each option leg's average price in coin (its
+    USD premium over the index, as Deribit quotes), and the options' ``InstrumentDefinition``s."""
+    from pipelines.risk.instruments import Kind, parse_instrument
+
+    out, defined = [], {}
+    for account, kind, legs, ratio, hedged in accounts:
+        coin_legs = []
+        for name, qty, avg in legs:
+            inst = parse_instrument(name)
+            if inst.kind is Kind.OPTION:
+                spot = spots[inst.underlying]
+                defined[name] = option_definition(name, inst.underlying, inst.strike, inst.expiry_ms, inst.is_call, t0)
+                avg = round(avg / spot, 8)
+            coin_legs.append((name, qty, avg))
+        out.append((account, kind, coin_legs, ratio, hedged))
+    return out, [defined[name] for name in sorted(defined)]
+
+
 def calibrate(accounts, market_events: list[tuple[str, str, dict]], t0: int) -> dict[str, float]:
     """Maintenance margin of each account at t0 through the engine's own risk core."""
     from pipelines.engine.engine import Engine
@@ -201,8 +234,12 @@ def generate(scenario: Scenario, seed: int | None = None, *, ratio_range: tuple[
                                   depth_path(n, scenario.depth_usd * (1.0 if spec.options else 0.25), scenario.vacuum,
                                              prices, spec, scenario.depth_floor))
     accounts = population(rng, scenario, t0, ratio_range, expiry_ms)
+    definitions: list[dict[str, Any]] = []
+    if scenario.coin_margined:
+        accounts, definitions = coin_margined(accounts, {u.underlying: u.price for u in scenario.underlyings}, t0)
 
-    market: list[tuple[int, int, str, str, dict]] = []  # (t, order, topic, record, value)
+    market: list[tuple[int, int, str, str, dict]] = [  # (t, order, topic, record, value)
+        (t0, -1, TOPIC_OF["InstrumentDefinition"], "InstrumentDefinition", d) for d in definitions]
     seq = 0
     for k in range(n):
         t = t0 + k * step_ms
@@ -235,12 +272,15 @@ def generate(scenario: Scenario, seed: int | None = None, *, ratio_range: tuple[
 
     events: list[tuple[int, int, str, str, dict]] = list(market)
     specs = []
+    coin = {d["instrument"]: d["underlying"] for d in definitions}
     for n_acc, (account, kind, legs, ratio, hedged) in enumerate(accounts):
         collateral = round(max(margins.get(account, 0.0) / ratio, 1_000.0), 2)
         specs.append(AccountSpec(account, kind, tuple(legs), collateral, hedged))
         t = t0 + 1 + n_acc % 50
+        asset = next((coin[name] for name, _, _ in legs if name in coin), "USDC")
+        amount = collateral if asset == "USDC" else round(collateral / paths[asset][1][0], 8)
         events.append((t, 10, TOPIC_OF["CollateralUpdate"], "CollateralUpdate",
-                       {"account": account, "asset": "USDC", "amount": collateral, "change": collateral,
+                       {"account": account, "asset": asset, "amount": amount, "change": amount,
                         "reason": "deposit", "sequence": 1, "event_time_ms": t}))
         for j, (instrument, qty, avg) in enumerate(legs):
             events.append((t, 11, TOPIC_OF["PositionUpdate"], "PositionUpdate",

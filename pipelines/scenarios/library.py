@@ -35,6 +35,9 @@ class Scenario:
     lp_count: int = 2
     option_depth_share: float = 0.05  # option books: this share of the perpetual's depth, in USD
     seed: int = 7
+    # Deribit-style coin margining: option accounts hold their underlying as collateral and its
+    # coin-settled (inverse) options, defined on the stream by InstrumentDefinition records
+    coin_margined: bool = False
 
     @property
     def start_ms(self) -> int:
@@ -123,6 +126,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         start="2025-10-10T12:00:00Z",
         vacuum=(Window(0.3, 0.6, 0.01),),
         insurance_fund_usd=5_000.0, lp_capacity_usd=500_000.0, lp_per_minute_usd=150_000.0,
+    ),
+    Scenario(
+        "deribit-coin-2021", "19 May 2021 on a coin-margined book: BTC collateral, BTC-settled options",
+        "BTC fell about 30 % intraday (see may-2021), here against a Deribit-style book: option accounts post "
+        "BTC as collateral and hold BTC-settled (inverse) options, premiums in BTC.",
+        "wrong-way collateral: a short put's loss grows as the BTC backing it loses value",
+        (UnderlyingPath("BTC", BTC, -0.30, start=0.2, length=0.35, recovery=0.3, iv=0.7, iv_peak=1.3, jump_rate=0.5,
+                        jump_mean=0.012),),
+        start="2021-05-19T12:00:00Z",
+        depth_floor=0.08, coin_margined=True,
     ),
 )
 

@@ -48,3 +48,27 @@ def test_scenarios_list(capsys):
     out = capsys.readouterr().out
     for name in library.names():
         assert name in out
+
+
+def test_the_coin_margined_book_posts_btc_and_holds_btc_settled_options():
+    from pipelines.engine.engine import Engine
+    from pipelines.policy.signing import SigningKey
+
+    g = generate(library.get("deribit-coin-2021"))
+    definitions = {v["instrument"]: v for _, r, v in g.events if r == "InstrumentDefinition"}
+    assert definitions and all(d["inverse"] and d["settlement_currency"] == "BTC" for d in definitions.values())
+    collateral = {v["account"]: v["asset"] for _, r, v in g.events if r == "CollateralUpdate"}
+    positions = [v for _, r, v in g.events if r == "PositionUpdate"]
+    option_accounts = {p["account"] for p in positions if p["instrument"] in definitions}
+    assert option_accounts and all(collateral[a] == "BTC" for a in option_accounts)
+    assert all(0 < p["average_price"] < 1 for p in positions if p["instrument"] in definitions)  # premiums in BTC
+    engine = Engine(SigningKey("test", b"test-key-000000000000"))
+    for _, record, value in g.events:
+        if value["event_time_ms"] <= g.t0 + 100:
+            engine.on_event(record, value, "test")
+    book = engine.revaluation().book
+    table = book.instruments
+    assert all(table.instruments[i].inverse for i, name in enumerate(table.names) if name in definitions)
+    exposures = {e["account"]: e for e in engine.flush().exposures}
+    equity = {a: exposures[a]["equity_usd"] for a in option_accounts if a in exposures}
+    assert equity and all(e > 0 for e in equity.values())  # calibrated in coin: solvent at the start
