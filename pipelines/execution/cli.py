@@ -16,6 +16,7 @@ from pipelines.config import load_settings
 from pipelines.errors import UserError
 from pipelines.events.codec import default_codec
 from pipelines.execution.executor import Executor, ExecutorConfig
+from pipelines.execution.market import MARKET_RECORDS, MarketFeed
 from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
 from pipelines.execution.waterfall import AdlCandidate, LiquidityProvider, WaterfallParams
 from pipelines.kafka import client_config
@@ -42,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-actions", type=arguments.positive_int, help="exit after handling this many actions")
     parser.add_argument("--idle-exit", type=arguments.positive_float, metavar="SECONDS",
                         help="exit after this long without actions (counted once the executor has joined its group)")
+    parser.add_argument("--static-books", action="store_true",
+                        help="fill against the venue config's books only; by default the venue follows the market "
+                             "topics' depth and marks")
     shell.add_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -108,8 +112,14 @@ def run(args: argparse.Namespace) -> int:
         dead_letter_topic=topic_name(spec_for("backstop.deadletters"), kafka.topic_prefix),
         batch_size=args.batch_size)
     venue = SimulatedVenue(venue_config, args.ledger)
+    market = None
+    if not args.static_books:
+        market = MarketFeed(Consumer(client_config(kafka, **bootstrap, **{
+            "group.id": f"backstop-executor-market-{args.instance_id}", "enable.auto.commit": False,
+            "isolation.level": "read_committed"})), default_codec(), venue,
+            {topic_name(spec_for(topic), kafka.topic_prefix): record for topic, record in MARKET_RECORDS.items()})
     executor = Executor(consumer, producer, default_codec(), venue,
-                        SigningKey.from_env(), config, metrics=metrics)
+                        SigningKey.from_env(), config, metrics=metrics, market=market)
     try:
         with shell.endpoint(ops, metrics, executor.ready):
             stats = executor.run(max_actions=args.max_actions, idle_exit_s=args.idle_exit)

@@ -48,6 +48,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from pipelines.events.codec import Codec, DecodeError
 from pipelines.events.deadletter import dead_letter, message_timestamp_ms
 from pipelines.events.validation import Validator
+from pipelines.execution.market import MarketFeed
 from pipelines.execution.venue import Order, Venue, VenueError
 from pipelines.execution.waterfall import WaterfallResult
 from pipelines.ops.metrics import Metrics
@@ -115,8 +116,12 @@ class _Handled:
 class Executor:
     def __init__(self, consumer: Consumer, producer: Producer, codec: Codec, venue: Venue, key: SigningKey,
                  config: ExecutorConfig, clock: Callable[[], float] = time.time,
-                 metrics: Metrics | None = None, on_stuck: Callable[[str], None] | None = None) -> None:
+                 metrics: Metrics | None = None, on_stuck: Callable[[str], None] | None = None,
+                 market: MarketFeed | None = None) -> None:
+        """``market``: the feed of the venue's depth and marks, read before the first action and
+        brought up to date before every batch; None: the venue keeps the books it has."""
         self.consumer, self.producer, self.codec, self.venue = consumer, producer, codec, venue
+        self.market = market
         self.key, self.config, self.clock = key, config, clock
         self.on_stuck = on_stuck or exit_stuck
         self.metrics = metrics or Metrics("executor")
@@ -149,6 +154,8 @@ class Executor:
         if threading.current_thread() is threading.main_thread():
             previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         self.producer.init_transactions(30)
+        if self.market is not None:
+            self.market.start()
         self.consumer.subscribe([self.config.actions_topic], on_assign=self._joined, on_lost=self._lost)
         idle_since = time.monotonic()
         try:
@@ -167,12 +174,16 @@ class Executor:
                     if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                         break
                     continue
+                if self.market is not None:
+                    self.market.poll()  # the books and marks as they stand now, before any action of the batch
                 self._process_batch(messages)
                 if max_actions is not None and self.stats.actions >= max_actions:
                     break
         finally:
             self._member = False
             self.consumer.close()
+            if self.market is not None:
+                self.market.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return self.stats

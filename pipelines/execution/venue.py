@@ -171,12 +171,13 @@ class SimulatedVenue:
     # ------------------------------------------------------------------ market data
 
     def on_depth(self, depth: Mapping[str, Any]) -> None:
-        """An ``OrderBookDepth`` record: the instrument's book from now on. (``backstop executor``
-        does not feed the market topics to its venue yet: there, books stay as configured.)"""
+        """An ``OrderBookDepth`` record: the instrument's book from now on (``backstop executor``
+        feeds it the depth topic through ``market.MarketFeed``)."""
         self._depth[depth["instrument"]] = depth
 
     def on_mark(self, instrument: str, mark: float) -> None:
-        """The instrument's latest mark: where its book is placed for orders that carry none."""
+        """The instrument's latest mark (``backstop executor`` feeds it the mark topic): where its
+        book is placed for orders that carry none."""
         self._marks[instrument] = mark
 
     # ------------------------------------------------------------------ commands

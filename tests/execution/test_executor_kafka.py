@@ -1,5 +1,6 @@
 """Executors on the real broker: exactly once across a SIGKILL, forged actions rejected, the
-waterfall's fills adding up, transient venue outages retried."""
+waterfall's fills adding up, transient venue outages retried, fills at the market topics' depth
+and mark."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from confluent_kafka import Consumer, Producer
 
 from pipelines.events.codec import default_codec
 from pipelines.execution.executor import Executor, ExecutorConfig
+from pipelines.execution.market import MARKET_RECORDS, MarketFeed
 from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
 from pipelines.execution.waterfall import WaterfallParams
 from pipelines.policy.actions import ActionType, make_action
@@ -226,3 +228,73 @@ def test_every_action_gets_an_outcome(kafka_bootstrap: str, prefix: str, tmp_pat
         for action in group:
             assert statuses[action["action_id"]] == {status}, action["action_type"]
     assert all(r["reason"] for r in reports if r["status"] == "rejected")
+
+
+
+
+T0 = 1_795_000_000_000
+
+
+def depth(mid: float, t: int) -> dict:
+    """Ten levels a side, 10 bp apart, 5 contracts each, around ``mid``."""
+    return {"instrument": "BTC-PERPETUAL", "bids": [{"price": mid * (1 - 0.001 * i), "quantity": 5.0} for i in range(1, 11)],
+            "asks": [{"price": mid * (1 + 0.001 * i), "quantity": 5.0} for i in range(1, 11)], "bands": [],
+            "sequence": t, "event_time_ms": t}
+
+
+def mark(price: float, t: int) -> dict:
+    return {"instrument": "BTC-PERPETUAL", "underlying": "BTC", "mark_price": price, "index_price": None,
+            "underlying_price": None, "mark_iv": None, "best_bid": None, "best_ask": None, "open_interest": None,
+            "event_time_ms": t}
+
+
+def produce_market(bootstrap: str, prefix: str, records: list[tuple[str, dict]]) -> None:
+    codec, producer = default_codec(), Producer({"bootstrap.servers": bootstrap})
+    topics = {record: topic for topic, record in MARKET_RECORDS.items()}
+    for record, value in records:
+        producer.produce(f"{prefix}{topics[record]}", key=value["instrument"].encode(), value=codec.encode(record, value))
+    assert producer.flush(30) == 0
+
+
+def feed(bootstrap: str, prefix: str, venue: SimulatedVenue) -> MarketFeed:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"market-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    return MarketFeed(consumer, default_codec(), venue, {f"{prefix}{t}": r for t, r in MARKET_RECORDS.items()})
+
+
+def test_the_executor_fills_at_the_market_topics_depth_and_mark(kafka_bootstrap: str, prefix: str,
+                                                                 tmp_path: Path) -> None:
+    # configured around 60,000; the market has since fallen: depth quoted around 30,000, then marked at 29,000
+    venue = SimulatedVenue(SimulatedVenueConfig(books={"BTC-PERPETUAL": DEEP}), tmp_path / "l.sqlite")
+    produce_market(kafka_bootstrap, prefix, [("OrderBookDepth", depth(31_000.0, T0 - 2)),
+                                             ("OrderBookDepth", depth(30_000.0, T0 - 1)),
+                                             ("MarkPrice", mark(29_500.0, T0 - 1)), ("MarkPrice", mark(29_000.0, T0))])
+    sell = make_action(KEY, ActionType.DELTA_HEDGE, "a", T0, instrument="BTC-PERPETUAL", side="sell", quantity=7.0)
+    produce_actions(kafka_bootstrap, prefix, [sell])
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{prefix}executors",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed"})
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": f"{prefix}exec-test"})
+    Executor(consumer, producer, default_codec(), venue, KEY, executor_config(prefix),
+             market=feed(kafka_bootstrap, prefix, venue)).run(idle_exit_s=3)
+    (report,) = read_topic(kafka_bootstrap, f"{prefix}backstop.executions", "ExecutionReport", until=1)
+    # 5 at the first bid and 2 at the second of the latest depth, both placed at the latest mark
+    expected = (5 * 29_000.0 * 0.999 + 2 * 29_000.0 * 0.998) / 7
+    assert report["status"] == "filled" and report["avg_price"] == pytest.approx(expected, rel=1e-9)
+    assert report["slippage_bps"] == pytest.approx((1 - expected / 29_000.0) * 1e4, rel=1e-6)
+
+
+def test_poll_applies_what_arrived_after_the_start(kafka_bootstrap: str, prefix: str, tmp_path: Path) -> None:
+    venue = SimulatedVenue(SimulatedVenueConfig(books={}), tmp_path / "l.sqlite")
+    market = feed(kafka_bootstrap, prefix, venue)
+    try:
+        market.start()  # empty topics: nothing to read
+        assert market.applied == 0
+        produce_market(kafka_bootstrap, prefix, [("OrderBookDepth", depth(30_000.0, T0)), ("MarkPrice", mark(29_000.0, T0))])
+        deadline = time.monotonic() + 30
+        while market.applied < 2 and time.monotonic() < deadline:
+            market.poll()
+        assert market.applied == 2
+        assert venue.book("BTC-PERPETUAL").bid_prices[0] == pytest.approx(29_000.0 * 0.999, rel=1e-12)
+    finally:
+        market.close()
