@@ -9,7 +9,7 @@
   (``consume``); where it stands against each partition's end comes from the watermarks the
   fetches return.
 - ``KafkaCheckpoints``: the compacted ``backstop.worker.checkpoints`` topic, the checkpoint of
-  account partition *p* in its partition *p*, keyed ``group/p``.
+  account partition *p* in its partition *p*, keyed ``group/p``; written by a forked child.
 - ``KafkaSink``: one idempotent producer for every output; ``flush`` fails loudly if the broker
   refused anything, and the worker stops (its partitions are re-read from their checkpoints).
 """
@@ -17,8 +17,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -26,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from pipelines.config import KafkaSettings
 from pipelines.kafka import client_config
 from pipelines.topics import CHECKPOINT_MAX_BYTES
-from pipelines.worker.ports import TP, Record
+from pipelines.worker.ports import TP, Encoded, Record
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +167,16 @@ class KafkaMembership:
 
 
 class KafkaCheckpoints:
+    """Checkpoints written by a forked child: the fork holds the state as it was at ``begin`` (copy
+    on write), encodes and produces it with a producer of its own and exits 0 once the broker has
+    every record; the worker goes on at once. Encoding ten thousand accounts takes seconds, and a
+    worker that paused for it would hold every event behind it."""
+
     def __init__(self, kafka: KafkaSettings, group_id: str) -> None:
         self.topic = kafka.topic_prefix + CHECKPOINTS
         self.group = group_id
         self.kafka = kafka
-        self.producer = Producer(client_config(kafka, **{"enable.idempotence": True, "linger.ms": 5,
-                                                         "message.max.bytes": CHECKPOINT_MAX_BYTES}))
-        self.error: str | None = None
+        self.child: int | None = None
 
     def load(self, partition: int) -> bytes | None:
         """The newest checkpoint of ``partition`` the topic holds for this group."""
@@ -200,19 +204,39 @@ class KafkaCheckpoints:
         finally:
             reader.close()
 
-    def save(self, partition: int, data: bytes) -> None:
-        self.producer.produce(self.topic, data, f"{self.group}/{partition}".encode(), partition=partition,
-                              on_delivery=self._delivered)
-        self.producer.poll(0)
+    def begin(self, encode: Callable[[], Encoded]) -> None:
+        if self.child is not None:
+            raise RuntimeError("a checkpoint is in flight")
+        pid = os.fork()
+        if pid == 0:  # the child: nothing of the parent's clients or threads is used here
+            os._exit(self._write(encode))
+        self.child = pid
 
-    def _delivered(self, error: Any, _message: Any) -> None:
-        if error is not None and self.error is None:
-            self.error = str(error)
+    def _write(self, encode: Callable[[], Encoded]) -> int:
+        try:
+            errors: list[str] = []
+            producer = Producer(client_config(self.kafka, **{"enable.idempotence": True, "linger.ms": 5,
+                                                             "message.max.bytes": CHECKPOINT_MAX_BYTES}))
+            for partition, data in encode():
+                producer.produce(self.topic, data, f"{self.group}/{partition}".encode(), partition=partition,
+                                 on_delivery=lambda error, _m: errors.append(str(error)) if error else None)
+            left = producer.flush(60.0)
+            if left or errors:
+                log.error("checkpoint not stored (%d queued): %s", left, errors[0] if errors else "flush timed out")
+                return 1
+            return 0
+        except BaseException as exc:  # noqa: BLE001 - the child reports and exits, never returns to the loop
+            log.error("checkpoint not stored: %r", exc)
+            return 1
 
-    def flush(self) -> None:
-        left = self.producer.flush(60.0)
-        if left or self.error:
-            raise KafkaException(f"checkpoint not stored ({left} queued): {self.error or 'flush timed out'}")
+    def finished(self) -> bool | None:
+        if self.child is None:
+            return True
+        pid, status = os.waitpid(self.child, os.WNOHANG)
+        if pid == 0:
+            return None
+        self.child = None
+        return os.waitstatus_to_exitcode(status) == 0
 
 
 class KafkaSink:
@@ -253,5 +277,4 @@ class KafkaPorts:
     def close(self) -> None:
         self.membership.close()
         self.sink.flush()
-        self.store.flush()
 

@@ -9,9 +9,9 @@ partitions), so a test that passes holds for any interleaving the seed picks.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from pipelines.worker.ports import TP, Record
+from pipelines.worker.ports import TP, Encoded, Record
 
 
 class MemoryBroker:
@@ -120,21 +120,26 @@ class MemoryStore:
 
 
 class MemoryCheckpoints:
-    """One worker's writer of checkpoints: saved ones are stored at ``flush`` (lost in a crash before)."""
+    """One worker's writer of checkpoints: encoded at ``begin``, stored when ``finished`` is asked
+    (a crash in between loses them)."""
 
     def __init__(self, store: MemoryStore) -> None:
         self.shared = store
-        self.pending: dict[int, bytes] = {}
+        self.pending: Encoded | None = None
 
     def load(self, partition: int) -> bytes | None:
         return self.shared.stored.get(partition)
 
-    def save(self, partition: int, data: bytes) -> None:
-        self.pending[partition] = data
+    def begin(self, encode: Callable[[], Encoded]) -> None:
+        if self.pending is not None:
+            raise RuntimeError("a checkpoint is in flight")
+        self.pending = encode()
 
-    def flush(self) -> None:
-        self.shared.stored.update(self.pending)
-        self.pending.clear()
+    def finished(self) -> bool | None:
+        if self.pending is not None:
+            self.shared.stored.update(self.pending)
+            self.pending = None
+        return True
 
 
 class MemorySink:

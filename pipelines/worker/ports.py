@@ -56,15 +56,21 @@ class Membership(Protocol):
     def close(self) -> None: ...
 
 
+Encoded = list[tuple[int, bytes]]  # (account partition, its encoded checkpoint)
+
+
 class CheckpointStore(Protocol):
     """The latest checkpoint of each account partition."""
 
     def load(self, partition: int) -> bytes | None: ...
 
-    def save(self, partition: int, data: bytes) -> None: ...
+    def begin(self, encode: Callable[[], Encoded]) -> None:
+        """Store the checkpoints ``encode`` gives, taken of the state as it is at this call (the
+        caller may change it right after: a store that works on after returning runs ``encode``
+        on a copy, e.g. a forked process). One at a time."""
 
-    def flush(self) -> None:
-        """Return once everything saved is stored; raise if anything was not."""
+    def finished(self) -> bool | None:
+        """None while the last ``begin`` is in flight; then True if it was stored, False if not."""
 
 
 class Sink(Protocol):

@@ -15,8 +15,9 @@ boundary and the leader absorbs it (``Lane.absorb``): from then on the market is
 No checkpoint, or one this version cannot read: the partition is read from its first record.
 
 Checkpoints. Every ``checkpoint_ms`` a lane parks at a tick boundary; everything it sent is
-flushed to the broker, each partition's checkpoint is stored (``CheckpointStore``), and only then
-are the partition's offsets committed to the group. A crash anywhere re-reads from the last
+flushed to the broker, each partition's checkpoint is handed to the store (``CheckpointStore``:
+on Kafka a forked child encodes and writes it while the lane goes on), and only once they are
+stored are the partitions' offsets committed to the group. A crash anywhere re-reads from the last
 stored checkpoint and re-sends outputs with the same deterministic ids.
 
 Nothing silent. A lane that holds records (read, or on the broker) and has applied nothing for
@@ -105,6 +106,7 @@ class Worker:
         self._watched_at = 0.0
         self._stalled: dict[int, float] = {}  # partition -> seconds stalled, as last reported
         self._ready = False
+        self._committing: dict[TP, int] | None = None  # offsets the checkpoint in flight covers
 
     # ------------------------------------------------------------------ the loop
 
@@ -142,12 +144,18 @@ class Worker:
             for track in self.tracks:
                 self._idle(track, now)
         self._merge(now)
+        self._stored()
         if now - self._watched_at >= 1.0:
             self._watched_at = now
             self._watch(now)
         self.metrics.step(self.clock() - began)
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 30.0) -> None:
+        """Stop: the checkpoint in flight, if any, is waited for (``wait_s``) and committed."""
+        deadline = self.clock() + wait_s
+        while self._committing is not None and self.clock() < deadline:
+            self._stored()
+            time.sleep(0.01)
         for track in self.tracks:
             track.source.close()
         self.tracks.clear()
@@ -197,7 +205,8 @@ class Worker:
     def _advance(self, track: Track, now: float) -> None:
         lane = track.lane
         self._emit(lane.release())
-        if track.purpose is None and lane.held.held and now - track.checkpointed >= self.config.checkpoint_ms / 1000:
+        if (track.purpose is None and self._committing is None and lane.held.held
+                and now - track.checkpointed >= self.config.checkpoint_ms / 1000):
             if lane.frontier > -(2**63):
                 lane.cut_at(lane.next_boundary())
                 track.purpose = CHECKPOINT
@@ -205,8 +214,8 @@ class Worker:
             closed = lane.park()
             if closed is not None:
                 self._emit(closed)
-        if track.purpose == CHECKPOINT and lane.parked:
-            self._checkpoint(track, now)
+        if track.purpose == CHECKPOINT and lane.parked and self._committing is None:
+            self._checkpoint(track, now)  # (another lane's in flight: this one waits, parked, for the next step)
 
     def _emit(self, output: EngineOutput) -> None:
         if not (output.breaches or output.actions or output.exposures):
@@ -222,17 +231,28 @@ class Worker:
                       encode("ExposureSnapshot", exposure))
 
     def _checkpoint(self, track: Track, now: float) -> None:
-        """Outputs on the broker, then the checkpoints stored, then the offsets committed."""
+        """Outputs on the broker, then the checkpoints stored (``CheckpointStore.begin`` takes the
+        state as it is now; the lane goes on at once), then — once stored — the offsets committed."""
         lane = track.lane
         self.ports.sink.flush()
-        checkpoints = lane.checkpoints()
-        for checkpoint in checkpoints:
-            self.ports.store.save(checkpoint.partition.partition, encode_checkpoint(checkpoint))
-        self.ports.store.flush()
-        self.ports.membership.commit({tp_of(name): mark.offset + 1 for c in checkpoints
-                                      for name, mark in c.partition.inputs.items() if mark.offset >= 0})
+        self._committing = {tp_of(name): lane.released[name].offset + 1 for p in lane.held.held
+                            for name in account_inputs(p) if lane.released[name].offset >= 0}
+        self.ports.store.begin(lambda: [(c.partition.partition, encode_checkpoint(c)) for c in lane.checkpoints()])
         lane.resume()
         track.purpose, track.checkpointed = None, now
+
+    def _stored(self) -> None:
+        """Commit what the checkpoint in flight covers, once it is stored."""
+        if self._committing is None:
+            return
+        stored = self.ports.store.finished()
+        if stored is None:
+            return
+        if stored:
+            self.ports.membership.commit(self._committing)
+        else:
+            log.error("a checkpoint was not stored: its partitions' offsets stay where they were; the next one retries")
+        self._committing = None
 
     # ------------------------------------------------------------------ partitions moving
 

@@ -47,7 +47,7 @@ def arm(cluster: Cluster, name: str, tripwire: Tripwire) -> None:
     """Every port of worker ``name`` counts towards the tripwire; sources opened later too."""
     ports = cluster.ports[name]
     tripwire.wrap(ports.membership, "poll", "commit")
-    tripwire.wrap(ports.store, "load", "save", "flush")
+    tripwire.wrap(ports.store, "load", "begin", "finished")
     tripwire.wrap(ports.sink, "send", "flush")
     opened = ports.open_source
 
