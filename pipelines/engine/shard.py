@@ -67,22 +67,12 @@ class Shard:
         self.offsets[message.input] = message.offset
         return self.sequencer.push(message.input, message.value["event_time_ms"], message)
 
-    def read_past(self, input_name: str, offset: int) -> None:
-        """``input_name`` was read past ``offset`` by a message the engine does not see: a record
-        taken and refused (dead-lettered), which tells the worker's idle rule that nothing before
-        it is still to come; or a fan-out message, whose records are pushed under their own
-        sources, so that a snapshot says how far the shard read its fan-out partition."""
-        self.offsets[input_name] = max(offset, self.offsets.get(input_name, -1))
-
     def advance(self, limit: int | None = None) -> EngineOutput:
         """Run every message the sequencer can release through the engine (at most ``limit``)."""
         ready = self.sequencer.pop_ready(limit)
         if not ready:
             return EngineOutput()
         return keep_for_shard(self.owner, self.engine.on_events((m.record, m.value, m.ref) for m in ready))
-
-    def idle(self, input_name: str) -> None:
-        self.sequencer.idle(input_name)
 
     def idle_all(self) -> None:
         """Every input has gone quiet: stop waiting for any of them, so ``advance`` releases
