@@ -161,8 +161,38 @@ class Validator:
     def _checks(self, record: str) -> list:
         checks = self._compiled.get(record)
         if checks is None:
-            checks = self._compiled[record] = _compile_record(self.schemas[record].json["fields"], {})
+            checks = self._compiled[record] = self._bind(_compile_record(self.schemas[record].json["fields"], {}))
         return checks
+
+    def _bind(self, compiled: list[tuple[str, str, Any]]) -> list[tuple[str, Any, Any]]:
+        """(field, check function of (value, now_ms), None) or (field, None, nested checks)."""
+        return [(name, None, self._bind(nested)) if kind == "nested" else (name, self._check_of(kind), None)
+                for name, kind, nested in compiled]
+
+    def _check_of(self, kind: str) -> Callable[[Any, int], str | None]:
+        if kind == "price":
+            return lambda v, _now: price_problem(v)
+        if kind == "positive_price":
+            return lambda v, _now: price_problem(v) or (NOT_POSITIVE if v == 0 else None)
+        if kind == "quantity":
+            return lambda v, _now: quantity_problem(v)
+        if kind == "nonnegative":
+            return lambda v, _now: quantity_problem(v) or (NEGATIVE_VALUE if v < 0 else None)
+        if kind == "positive":
+            return lambda v, _now: quantity_problem(v) or (NOT_POSITIVE if v <= 0 else None)
+        if kind == "instrument":
+            return self._instrument_problem
+        if kind == "instrument_name":
+            return lambda v, _now: instrument_name_problem(v)
+        if kind == "event_time":
+            return lambda v, now: event_time_problem(v, now, self.max_past_ms, self.max_future_ms)
+        raise ValueError(f"unknown {CHECK_ATTR} kind {kind!r}")
+
+    def _instrument_problem(self, v: str, _now: int) -> str | None:
+        known = self.known_instruments  # read at each call: the caller may swap or grow it
+        if known is not None:
+            return UNKNOWN_INSTRUMENT if v not in known else None
+        return unpriceable_instrument_problem(v)
 
     def validate(self, record: str, value: Mapping[str, Any], now_ms: int) -> Problem | None:
         """The first problem of ``value`` (a decoded ``record``), or None when it is valid."""
@@ -173,44 +203,21 @@ class Validator:
         return problem.reason if problem else None
 
     def _run(self, checks: list, value: Mapping[str, Any], now_ms: int, path: str) -> Problem | None:
-        for name, kind, nested in checks:
+        for name, check, nested in checks:
             v = value.get(name)
             if v is None:
                 continue
-            where = f"{path}{name}"
-            if kind == "nested":
+            if nested is not None:
                 items = v if isinstance(v, list) else [v]
                 for i, item in enumerate(items):
-                    problem = self._run(nested, item, now_ms, f"{where}[{i}].")
+                    problem = self._run(nested, item, now_ms, f"{path}{name}[{i}].")
                     if problem:
                         return problem
                 continue
-            reason = self._check(kind, v, now_ms)
+            reason = check(v, now_ms)
             if reason:
-                return Problem(reason, f"{where}={v!r}")
+                return Problem(reason, f"{path}{name}={v!r}")
         return None
-
-    def _check(self, kind: str, v: Any, now_ms: int) -> str | None:
-        if kind == "price":
-            return price_problem(v)
-        if kind == "positive_price":
-            return price_problem(v) or (NOT_POSITIVE if v == 0 else None)
-        if kind == "quantity":
-            return quantity_problem(v)
-        if kind == "nonnegative":
-            return quantity_problem(v) or (NEGATIVE_VALUE if v < 0 else None)
-        if kind == "positive":
-            return quantity_problem(v) or (NOT_POSITIVE if v <= 0 else None)
-        if kind == "instrument":
-            known = self.known_instruments
-            if known is not None:
-                return UNKNOWN_INSTRUMENT if v not in known else None
-            return unpriceable_instrument_problem(v)
-        if kind == "instrument_name":
-            return instrument_name_problem(v)
-        if kind == "event_time":
-            return event_time_problem(v, now_ms, self.max_past_ms, self.max_future_ms)
-        raise ValueError(f"unknown {CHECK_ATTR} kind {kind!r}")
 
 
 def validate(record: str, value: Mapping[str, Any], *, now_ms: int, known_instruments: Collection[str] | None = None,
