@@ -107,7 +107,6 @@ class Problem:
         return f"{self.reason}: {self.detail}"
 
 
-Check = Callable[[Mapping[str, Any], "Validator", str], Problem | None]
 
 
 def _compile_record(fields: list[Mapping[str, Any]], named: dict[str, list]) -> list[tuple[str, str, Any]]:
