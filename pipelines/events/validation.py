@@ -107,8 +107,6 @@ class Problem:
         return f"{self.reason}: {self.detail}"
 
 
-
-
 def _compile_record(fields: list[Mapping[str, Any]], named: dict[str, list]) -> list[tuple[str, str, Any]]:
     """(field name, check kind, nested checks for arrays of records) for one record's fields."""
     compiled: list[tuple[str, str, Any]] = []
