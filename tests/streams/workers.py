@@ -90,12 +90,12 @@ def missing_by_partition(expected: dict[str, dict], got: dict) -> str:
                      for (p, account), times in sorted(missing.items())) or "none missing"
 
 
-NOTABLE = re.compile(r"WARNING|ERROR|CRITICAL|dropped|reading from|[Aa]ssigned|[Rr]evok|Traceback")
+NOTABLE = re.compile(r"WARNING|ERROR|CRITICAL|took over|caught up|no checkpoint|Traceback")
 
 
 def worker_logs(tmp_path: Path, tail: int = 1500) -> str:
     """What a failing test shows of its workers' logs: per worker, the lines that tell a story
-    (warnings, errors, rebalances, dropped messages), then the tail."""
+    (warnings, errors, partitions taken over and caught up), then the tail."""
     parts = []
     for path in sorted(tmp_path.glob("*.log")):
         text = path.read_text()
