@@ -127,12 +127,19 @@ class Lane:
         ready: list[Message] = self.sequencer.pop_ready(limit, self.cut)
         if not ready:
             return EngineOutput()
-        released = self.released
+        last: dict[str, Message] = {}
+        newest: dict[str, int] = {}
         for m in ready:
-            newest = max(released[m.input].newest_ms, m.value["event_time_ms"])
-            released[m.input] = Released(m.offset, newest)
-            if newest > self.frontier:
-                self.frontier = newest
+            t = m.value["event_time_ms"]
+            if t > newest.get(m.input, t - 1):
+                newest[m.input] = t
+            last[m.input] = m
+        released = self.released
+        for name, m in last.items():
+            mark = max(released[name].newest_ms, newest[name])
+            released[name] = Released(m.offset, mark)
+            if mark > self.frontier:
+                self.frontier = mark
         return self.held.keep(self.engine.on_events((m.record, m.value, m.ref) for m in ready))
 
     def held_back(self) -> int:
