@@ -62,6 +62,8 @@ class Metrics:
             "backstop_worker_step_seconds",
             "Worker: how long one step (poll the group, read, apply, send) took. The group's rebalance "
             "callbacks run between steps, so a long step delays a takeover", buckets=LATENCY_BUCKETS_S, registry=r)
+        self._applied = Counter("backstop_events_applied", "Worker: input records its engines applied (a record "
+                                "applied again by a lane catching up counts again)", registry=r)
         self._stalled = Gauge("backstop_partition_stalled_seconds",
                               "Worker: how long an account partition held here has applied nothing while records "
                               "for it wait (held back, or on the broker); 0 while it keeps up", ("partition",),
@@ -122,6 +124,10 @@ class Metrics:
         for action in actions:
             self._actions.labels(self.stage, action["action_type"], "emitted").inc()
             self._event_to_action.observe(_seconds(now_ms - action["event_time_ms"]))
+
+    def applied(self, count: int) -> None:
+        """``count`` more records applied by the worker's engines."""
+        self._applied.inc(count)
 
     def partition_stalled(self, partition: int, seconds: float | None) -> None:
         """The stall reading of an account partition held here; None: no longer held here."""

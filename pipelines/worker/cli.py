@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bootstrap", help="broker address (default: settings kafka.bootstrap)")
     parser.add_argument("--app-id", default="backstop-worker",
                         help="consumer group: workers with the same id share the account partitions")
-    parser.add_argument("--checkpoint-ms", type=arguments.positive_int, default=5_000,
+    parser.add_argument("--checkpoint-ms", type=arguments.positive_int, default=10_000,
                         help="wall-clock time between checkpoints of the partitions held (default %(default)s)")
     parser.add_argument("--idle-ms", type=arguments.positive_int, default=1_000,
                         help="wall-clock silence after which an input read to its end stops holding others back")

@@ -50,6 +50,7 @@ class Lane:
         self.released: dict[str, Released] = {}
         self.taken: dict[str, int] = {}  # per input: the offset of the last record pushed
         self.frontier = -(2**63)  # the newest sequence time applied
+        self.applied = 0  # records applied
         self.cut: int | None = None
         self.parked = False
         self._add_inputs(MARKET_INPUTS, released or {})
@@ -125,6 +126,7 @@ class Lane:
         if self.parked:
             return EngineOutput()
         ready: list[Message] = self.sequencer.pop_ready(limit, self.cut)
+        self.applied += len(ready)
         if not ready:
             return EngineOutput()
         last: dict[str, Message] = {}
@@ -178,7 +180,10 @@ class Lane:
             raise ValueError("checkpoints are taken at a cut, parked")
         market = MarketSnapshot(self.cut, self.engine.market_state(),
                                 {name: self.released[name] for name in MARKET_INPUTS})
-        return [Checkpoint(PartitionSnapshot(p, self.held.count, self.cut, export_partition(self.engine, self.held, p),
+        accounts: dict[int, list[dict]] = {p: [] for p in self.held.held}
+        for state in self.engine.export_accounts(self.engine.held_accounts()):  # account order, as each partition's
+            accounts[self.held.partition_of_account(state["account"])].append(state)
+        return [Checkpoint(PartitionSnapshot(p, self.held.count, self.cut, accounts[p],
                                              {name: self.released[name] for name in account_inputs(p)}), market)
                 for p in sorted(self.held.held)]
 

@@ -62,7 +62,7 @@ class WorkerConfig:
     batch_max: int = 5_000  # records read per lane per step
     poll_timeout_s: float = 0.05  # the longest a step waits for records
     idle_ms: int = 1_000
-    checkpoint_ms: int = 5_000
+    checkpoint_ms: int = 10_000
     stall_ms: int = 10_000
     max_event_age_ms: int = 24 * 3600 * 1000
     engine: EngineParams = EngineParams()
@@ -204,7 +204,10 @@ class Worker:
 
     def _advance(self, track: Track, now: float) -> None:
         lane = track.lane
+        before = lane.applied
         self._emit(lane.release())
+        if lane.applied > before:
+            self.metrics.applied(lane.applied - before)
         if (track.purpose is None and self._committing is None and lane.held.held
                 and now - track.checkpointed >= self.config.checkpoint_ms / 1000):
             if lane.frontier > -(2**63):
