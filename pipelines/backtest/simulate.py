@@ -13,15 +13,22 @@ Two modes, the same accounting:
   sweep, no slippage cap, no LPs, no ADL); losses beyond bankruptcy draw the fund, then are bad
   debt.
 
-Ledger (USD, every instrument linear): per account ``cash`` (USDC collateral, realised PnL and
-fees settle into it) and positions ``(qty, avg)``; equity = cash + Σ (mark − avg) × qty, marks
-from the index (perpetuals) and Black-76 on the index and the underlying's IV (options). A
-waterfall run on an account whose equity after the book and LP fills is negative has a
-*deficit*; it is covered by the fund (``fund_draw_usd``), ADL counterparties closed at the
-bankruptcy price (``adl_haircut_usd``), and what is left is ``bad_debt_usd``:
-``deficit = fund_draw + adl_haircut + bad_debt`` for every liquidation (tested). At the end,
-an account still open with negative equity is settled the same way. Cash paid in to cover a
-deficit is kept per account (``Ledger.covered``), so for every account
+Ledger (``Ledger``): per account ``cash`` per asset (collateral as deposited; a trade's realised
+PnL and fee settle in the instrument's settlement asset: USDC for linear contracts, the coin for
+inverse options) and positions ``(qty, avg)``, ``avg`` as the venue quotes it (coin per unit for
+an inverse option). Instruments are their ``InstrumentDefinition``'s, else their names'. Values
+come from the risk core (``valuation.unit_greeks`` per contract, ``settlement_fx`` and
+``quote_value`` to convert quotes, ``units_per_contract`` for notionals): equity in USD =
+Σ cash × the asset's index (stablecoins at 1) + Σ (mark − avg in USD) × qty, so 2 BTC of
+collateral are worth 2 × the BTC index and an inverse option's PnL is its coin PnL at the index.
+Books, the waterfall and deficits work in USD per contract. Inverse futures and perpetuals are
+refused (their PnL is not linear in their price). A waterfall run on an account whose equity
+after the book and LP fills is negative has a *deficit*; it is covered by the fund
+(``fund_draw_usd``), ADL counterparties closed at the bankruptcy price (``adl_haircut_usd``), and
+what is left is ``bad_debt_usd``: ``deficit = fund_draw + adl_haircut + bad_debt`` for every
+liquidation (tested). At the end, an account with negative equity is settled the same way. Cash
+paid in to cover a deficit is kept per account and asset (``Ledger.covered``; a flat account's
+balances are all closed out), so for every account and asset
 ``cash = deposits + realised − fees + covered``.
 
 Fills are applied at the action's event time, against books that follow the mark: every fill
@@ -46,16 +53,20 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from pipelines.detect.sequencer import Sequencer
+from pipelines.engine.account_book import asset_price
 from pipelines.engine.engine import Engine, EngineParams
 from pipelines.execution.book import BUY, SELL, OrderBook
 from pipelines.execution.waterfall import (AdlCandidate, InsuranceFund, LiquidityPool, LiquidityProvider,
                                            WaterfallParams, liquidate)
 from pipelines.policy.signing import SigningKey
-from pipelines.risk.black76 import black76_price
-from pipelines.risk.instruments import Instrument, Kind, parse_instrument
+from pipelines.risk.instruments import (Instrument, InstrumentError, InstrumentTable, Kind, instrument_from_definition,
+                                        parse_instrument)
+from pipelines.risk.market import MarketState, UnderlyingMarket
+from pipelines.risk.valuation import quote_value, settlement_fx, unit_greeks, units_per_contract
 
-YEAR_MS = 365.0 * 86_400_000.0
 EPS = 1e-9
 LIQUIDATIONS = {"partial_liquidation": "all", "full_liquidation": "all", "transfer_to_lp": "lp",
                 "insurance_fund": "fund", "auto_deleverage": "fund"}
@@ -140,71 +151,162 @@ def instrument(name: str) -> Instrument:
     return found
 
 
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One contract of an instrument at the current market, from the risk core."""
+
+    mark: float  # USD value of one contract (valuation.unit_greeks)
+    usd_per_quote: float  # USD per contract per unit of the quoted price (settlement_fx x quote_value of 1)
+    units: float  # underlying units per contract (valuation.units_per_contract)
+
+
+def _per_asset() -> defaultdict[str, defaultdict[str, float]]:
+    """account -> asset -> amount, zero where not set."""
+    return defaultdict(lambda: defaultdict(float))
+
+
 class Ledger:
-    """Cash, positions and marks; every trade settles realised PnL and fees into cash."""
+    """Cash per asset, positions and marks; every trade settles realised PnL and fees into cash.
+
+    Instruments are their ``InstrumentDefinition``'s where the stream defines them, else read from
+    their names. Prices inside the simulation (books, the waterfall, ``mark``) are **USD per
+    contract**; positions keep the venue's quote (``avg``: USD per unit for linear contracts, coin
+    per unit for inverse options), and cash is held per asset (``USDC`` for linear settlement, the
+    coin for inverse), so a BTC-margined account's equity moves with the index as a venue's does."""
 
     def __init__(self) -> None:
-        self.cash: dict[str, float] = defaultdict(float)
+        self.cash: dict[str, dict[str, float]] = _per_asset()
         self.positions: dict[str, dict[str, list[float]]] = defaultdict(dict)
         self.index: dict[str, float] = {}
         self.iv: dict[str, float] = {}
         self.holders: dict[str, set[str]] = defaultdict(set)
-        self.realised: dict[str, float] = defaultdict(float)
-        self.fees: dict[str, float] = defaultdict(float)
-        self.deposits: dict[str, float] = defaultdict(float)
-        self.covered: dict[str, float] = defaultdict(float)
+        self.realised: dict[str, dict[str, float]] = _per_asset()
+        self.fees: dict[str, dict[str, float]] = _per_asset()
+        self.deposits: dict[str, dict[str, float]] = _per_asset()
+        self.covered: dict[str, dict[str, float]] = _per_asset()
+        self.covered_usd: dict[str, float] = defaultdict(float)
+        self.home: dict[str, str] = {}  # account -> the asset of its first collateral (deficits are covered in it)
         self.now_ms = 0
-        self._marks: dict[str, tuple[tuple[float, float, int], float]] = {}  # name -> (inputs, option mark)
+        self._defined: dict[str, Instrument] = {}
+        self._tables: dict[str, InstrumentTable] = {}
+        self._units: dict[str, tuple[tuple[float, float, int], Unit]] = {}  # name -> (inputs, unit)
 
-    def mark(self, name: str) -> float:
-        """The index for linear contracts; Black-76 at the underlying's IV for options (kept per
-        instrument while its index, IV and the clock stand still: a bankruptcy check marks the
-        same few instruments for every holder)."""
-        inst = instrument(name)
-        spot = self.index[inst.underlying]
-        if inst.kind is not Kind.OPTION:
-            return spot
-        vol = self.iv.get(inst.underlying, 0.6)
+    def instrument(self, name: str) -> Instrument:
+        """``name``'s instrument: its definition's, else its name's (linear, contract size 1)."""
+        return self._defined.get(name) or instrument(name)
+
+    def define(self, value: Mapping[str, Any]) -> None:
+        """Take an ``InstrumentDefinition``. One that contradicts itself leaves the name in charge,
+        as in the engine. Inverse futures and perpetuals are refused: their PnL is not linear in
+        their price, which the waterfall's per-contract prices assume."""
+        try:
+            inst = instrument_from_definition(value)
+        except InstrumentError:
+            self._defined.pop(value["instrument"], None)
+        else:
+            if inst.inverse and inst.kind is not Kind.OPTION:
+                raise InstrumentError(f"backtest: inverse {inst.kind} {inst.name!r} is not simulated "
+                                      "(only linear contracts and inverse options are)")
+            self._defined[inst.name] = inst
+        self._tables.pop(value["instrument"], None)
+        self._units.pop(value["instrument"], None)
+
+    def settlement(self, name: str) -> str:
+        """The asset ``name``'s PnL and fees settle in: its coin if inverse, else USDC."""
+        inst = self.instrument(name)
+        return inst.underlying if inst.inverse else "USDC"
+
+    def unit(self, name: str) -> Unit:
+        """``name``'s per-contract figures at the current index, IV and clock, from the risk core
+        (kept while those stand still: a bankruptcy check marks the same few instruments for
+        every holder)."""
+        table = self._tables.get(name)
+        if table is None:
+            table = self._tables[name] = InstrumentTable.of([self.instrument(name)])
+        underlying = table.underlyings[0]
+        spot, vol = self.index[underlying], self.iv.get(underlying, 0.6)
         inputs = (spot, vol, self.now_ms)
-        cached = self._marks.get(name)
+        cached = self._units.get(name)
         if cached is not None and cached[0] == inputs:
             return cached[1]
-        t = max((inst.expiry_ms or 0) - self.now_ms, 0) / YEAR_MS
-        price = float(black76_price(spot, inst.strike, t, vol, 0.0, inst.is_call))
-        self._marks[name] = (inputs, price)
-        return price
+        inp = MarketState(self.now_ms, {underlying: UnderlyingMarket(spot, vol)}).inputs(table)
+        first = np.zeros(1, dtype=np.int64)
+        unit = Unit(mark=float(unit_greeks(table, inp).price[0]),
+                    usd_per_quote=float(settlement_fx(table, inp)[0] * quote_value(table, first, np.ones(1))[0]),
+                    units=float(units_per_contract(table, inp)[0]))
+        self._units[name] = (inputs, unit)
+        return unit
+
+    def mark(self, name: str) -> float:
+        """USD value of one contract now (Black-76 at the underlying's IV for options, the coin
+        premium at the index for inverse ones)."""
+        return self.unit(name).mark
+
+    def quote(self, name: str, usd: float) -> float:
+        """A USD-per-contract price as the venue quotes ``name`` (USD or coin per unit)."""
+        return usd / self.unit(name).usd_per_quote
+
+    def usd(self, name: str, quote: float) -> float:
+        """A quoted price of ``name`` in USD per contract, at the current index."""
+        return quote * self.unit(name).usd_per_quote
+
+    def asset_usd(self, asset: str) -> float:
+        """USD per unit of ``asset`` now (stablecoins at 1, coins at their index)."""
+        return asset_price(asset, self.index)
 
     def equity(self, account: str) -> float:
-        return self.cash[account] + sum((self.mark(n) - avg) * q for n, (q, avg) in self.positions[account].items())
+        """USD: every asset's cash at its index plus every position's PnL against its average price."""
+        cash = sum(amount * self.asset_usd(asset) for asset, amount in self.cash[account].items())
+        return cash + sum((self.mark(n) - self.usd(n, avg)) * q for n, (q, avg) in self.positions[account].items())
+
+    def notional_of(self, name: str, qty: float) -> float:
+        """USD notional of ``qty`` contracts: underlying units at the index."""
+        return abs(qty) * self.unit(name).units * self.index[self.instrument(name).underlying]
 
     def notional(self, account: str) -> float:
-        return sum(abs(q) * self.index[instrument(n).underlying] for n, (q, _) in self.positions[account].items())
+        return sum(self.notional_of(n, q) for n, (q, _) in self.positions[account].items())
 
     def trade(self, account: str, name: str, qty: float, price: float, fee: float = 0.0) -> None:
-        """Buy (qty > 0) or sell ``qty`` at ``price``."""
+        """Buy (qty > 0) or sell ``qty`` contracts at ``price`` USD per contract, paying ``fee``
+        USD; PnL and fee settle in ``name``'s settlement asset at the current index."""
+        price = self.quote(name, price)
+        per_quote = self.unit(name).usd_per_quote / self.asset_usd(self.settlement(name))  # asset per quote unit
+        asset = self.settlement(name)
         q, avg = self.positions[account].get(name, (0.0, 0.0))
         if q * qty < 0:  # reduces (and maybe flips)
             closed = min(abs(qty), abs(q)) * (1.0 if q > 0 else -1.0)
-            pnl = (price - avg) * closed
-            self.cash[account] += pnl
-            self.realised[account] += pnl
+            pnl = (price - avg) * closed * per_quote
+            self.cash[account][asset] += pnl
+            self.realised[account][asset] += pnl
             q_new = q + qty
             avg_new = avg if q_new * q > 0 else price
         else:
             q_new = q + qty
             avg_new = (q * avg + qty * price) / q_new if abs(q_new) > EPS else 0.0
-        self.cash[account] -= fee
-        self.fees[account] += fee
+        fee_asset = fee / self.asset_usd(asset)
+        self.cash[account][asset] -= fee_asset
+        self.fees[account][asset] += fee_asset
         if abs(q_new) <= EPS:
             self.positions[account].pop(name, None)
         else:
             self.positions[account][name] = [q_new, avg_new]
-        self.holders[instrument(name).underlying].add(account)
+        self.holders[self.instrument(name).underlying].add(account)
 
     def cover(self, account: str, usd: float) -> None:
-        """Pay ``usd`` into an account's cash to cover its deficit (the fund's money, or bad debt)."""
-        self.cash[account] += usd
-        self.covered[account] += usd
+        """Cover an account's deficit of ``usd`` (the fund's money, ADL's, or bad debt). A flat
+        account is closed out: every asset's balance goes to zero (the venue takes what is left
+        of its collateral against its debts, so nothing stays exposed to the index). An account
+        with positions left is paid in its home asset (its first collateral's, USDC if none) at
+        the index."""
+        if self.positions[account]:
+            asset = self.home.get(account, "USDC")
+            paid = {asset: usd / self.asset_usd(asset)}
+        else:
+            paid = {asset: -amount for asset, amount in self.cash[account].items()}
+        for asset, amount in paid.items():
+            self.cash[account][asset] += amount
+            self.covered[account][asset] += amount
+        self.covered_usd[account] += usd
 
     def apply(self, record: str, value: Mapping[str, Any]) -> None:
         self.now_ms = max(self.now_ms, value["event_time_ms"])
@@ -212,16 +314,19 @@ class Ledger:
             self.index[value["underlying"]] = value["price"]
         elif record == "VolatilityUpdate" and value.get("iv") and not value.get("instrument"):
             self.iv[value["underlying"]] = value["iv"]
+        elif record == "InstrumentDefinition":
+            self.define(value)
         elif record == "PositionUpdate":
             if value["quantity"] == 0:
                 self.positions[value["account"]].pop(value["instrument"], None)
             else:
                 self.positions[value["account"]][value["instrument"]] = [value["quantity"], value["average_price"]]
-            self.holders[instrument(value["instrument"]).underlying].add(value["account"])
+            self.holders[self.instrument(value["instrument"]).underlying].add(value["account"])
         elif record == "CollateralUpdate":
-            account = value["account"]
-            self.deposits[account] += value["amount"] - self.cash[account]
-            self.cash[account] = value["amount"]
+            account, asset = value["account"], value["asset"]
+            self.home.setdefault(account, asset)
+            self.deposits[account][asset] += value["amount"] - self.cash[account][asset]
+            self.cash[account][asset] = value["amount"]
 
 
 class Simulation:
@@ -305,9 +410,10 @@ class Simulation:
 
     def _drop_books(self, depth_instrument: str) -> None:
         """A new depth for ``depth_instrument``: its book, and the option books sized on it, are rebuilt."""
-        depth_of = instrument(depth_instrument)
+        depth_of = self.ledger.instrument(depth_instrument)
         for name in [n for n in self.books if n == depth_instrument or (
-                instrument(n).kind is Kind.OPTION and instrument(n).underlying == depth_of.underlying)]:
+                self.ledger.instrument(n).kind is Kind.OPTION
+                and self.ledger.instrument(n).underlying == depth_of.underlying)]:
             del self.books[name]
 
     def _book(self, name: str) -> OrderBook:
@@ -315,7 +421,7 @@ class Simulation:
         mark = self.ledger.mark(name)
         book = self.books.get(name)
         if book is None:
-            inst = instrument(name)
+            inst = self.ledger.instrument(name)
             if inst.kind is Kind.OPTION:
                 perp = self.depth.get(f"{inst.underlying}-PERPETUAL")
                 usd = 0.0
@@ -355,7 +461,7 @@ class Simulation:
 
     def _hedge(self, action: Mapping[str, Any]) -> list[dict[str, Any]]:
         account, name, t = action["account"], action.get("instrument"), action["event_time_ms"]
-        if not name or instrument(name).underlying not in self.ledger.index:
+        if not name or self.ledger.instrument(name).underlying not in self.ledger.index:
             return [_outcome(action, "rejected", f"no market for {name}")]
         side = action["side"]
         mark = self.ledger.mark(name)
@@ -370,8 +476,8 @@ class Simulation:
         self.result.executions += 1
         self._feedback_for(account, name, t)
         status = "filled" if sweep.filled >= action["quantity"] - EPS else "partially_filled"
-        return [_report(action["action_id"], 0, account, name, side, sweep.filled, sweep.avg_price, fee, "simulated",
-                        "book", t, _slippage_bps(side, sweep.avg_price, mark), status)]
+        return [_report(action["action_id"], 0, account, name, side, sweep.filled,
+                        self.ledger.quote(name, sweep.avg_price), fee, "simulated", "book", t, _slippage_bps(side, sweep.avg_price, mark), status)]
 
     def _bankruptcy_check(self, underlying: str, t: int) -> None:
         for account in sorted(self.ledger.holders.get(underlying, ())):
@@ -402,7 +508,8 @@ class Simulation:
                           "fee_usd": fee, "event_time_ms": t})
             self.result.executions += 1
             status = "filled" if sweep.filled >= abs(position) - EPS else "partially_filled"
-            self.on_output("execution", _report(action_id, 0, account, name, side, sweep.filled, sweep.avg_price, fee,
+            self.on_output("execution", _report(action_id, 0, account, name, side, sweep.filled,
+                                                ledger.quote(name, sweep.avg_price), fee,
                                                 "simulated", "book", t, _slippage_bps(side, sweep.avg_price, mark),
                                                 status))
         if not ledger.positions[account]:
@@ -421,17 +528,18 @@ class Simulation:
         r.fund_draw_usd += draw
         r.slippage_usd += slippage
         r.fees_usd += fee
-        r.liquidated_notional_usd += sweep.filled * ledger.index[instrument(name).underlying]
+        r.liquidated_notional_usd += ledger.notional_of(name, sweep.filled)
         r.liquidated_accounts.add(account)
         self._feedback_for(account, name, t)
 
     def _adl_candidates(self, account: str, name: str) -> list[AdlCandidate]:
         out = []
-        for other in sorted(self.ledger.holders.get(instrument(name).underlying, ())):
-            if other == account or name not in self.ledger.positions[other]:
+        ledger = self.ledger
+        for other in sorted(ledger.holders.get(ledger.instrument(name).underlying, ())):
+            if other == account or name not in ledger.positions[other]:
                 continue
-            q, avg = self.ledger.positions[other][name]
-            out.append(AdlCandidate(other, q, avg, self.ledger.equity(other)))
+            q, avg = ledger.positions[other][name]
+            out.append(AdlCandidate(other, q, ledger.usd(name, avg), ledger.equity(other)))
         return out
 
     def _liquidate(self, account: str, name: str, position: float, t: int, action_id: str, source: str, steps: str,
@@ -469,7 +577,7 @@ class Simulation:
         closed = sum(fill.quantity for fill in result.fills)
         status = "filled" if closed >= abs(position) - EPS else "partially_filled"
         venue_of = {"book": "simulated", "lp": "lp", "insurance_fund": "insurance_fund", "adl": "adl"}
-        reports = [_report(action_id, i, account, name, side, fill.quantity, fill.price, fill.fee_usd,
+        reports = [_report(action_id, i, account, name, side, fill.quantity, ledger.quote(name, fill.price), fill.fee_usd,
                            venue_of[fill.step], fill.counterparty, fill.event_time_ms, fill.slippage_bps, status)
                    for i, fill in enumerate(result.fills)]
         self.result.executions += len(reports)
@@ -488,21 +596,23 @@ class Simulation:
         r.adl_haircut_usd += max(haircut, 0.0)
         r.slippage_usd += slippage
         r.fees_usd += fees
-        r.liquidated_notional_usd += closed * ledger.index[instrument(name).underlying]
+        r.liquidated_notional_usd += ledger.notional_of(name, closed)
         r.liquidated_accounts.add(account)
         self._feedback_for(account, name, t)
         return reports
 
     def _feedback_for(self, account: str, name: str, t: int) -> None:
-        """The executed trade as the engine would see it: a PositionUpdate and a CollateralUpdate."""
+        """The executed trade as the engine would see it: a PositionUpdate (average price as the
+        venue quotes it) and a CollateralUpdate per asset the account holds, in that asset."""
         if self.engine is None:
             return
         q, avg = self.ledger.positions[account].get(name, (0.0, 0.0))
         at = t + self.exec_delay_ms
-        for record, value in (
-                ("PositionUpdate", {"account": account, "instrument": name, "quantity": q, "average_price": avg}),
-                ("CollateralUpdate", {"account": account, "asset": "USDC", "amount": self.ledger.cash[account],
-                                      "change": 0.0, "reason": "liquidation"})):
+        updates = [("PositionUpdate", {"account": account, "instrument": name, "quantity": q, "average_price": avg})]
+        updates += [("CollateralUpdate", {"account": account, "asset": asset, "amount": amount, "change": 0.0,
+                                          "reason": "liquidation"})
+                    for asset, amount in sorted(self.ledger.cash[account].items())]
+        for record, value in updates:
             self._sequence[account] += 1
             value.update(sequence=self._sequence[account], event_time_ms=at)
             self._fb_seq += 1
@@ -511,10 +621,11 @@ class Simulation:
     # ------------------------------------------------------------------ end of run
 
     def _settle(self) -> None:
-        """Accounts still open with negative equity: the deficit is drawn from the fund, the rest is bad debt."""
-        for account in sorted(self.ledger.positions):
+        """Accounts with negative equity at the end (still open, or flat but left short of an asset
+        whose index moved since): the deficit is drawn from the fund, the rest is bad debt."""
+        for account in sorted(self.ledger.positions.keys() | self.ledger.cash.keys()):
             equity = self.ledger.equity(account)
-            if self.ledger.positions[account] and equity < -EPS:
+            if equity < -EPS:
                 self.result.bankrupt_accounts.add(account)
                 paid = self.fund.draw(-equity)
                 self.result.fund_draw_usd += paid
@@ -565,7 +676,7 @@ def sequence_events(events: Iterable[tuple[str, str, Mapping[str, Any]]], partit
     offsets: dict[str, int] = {}
     keys = {"IndexPrice": "underlying", "MarkPrice": "instrument", "VolatilityUpdate": "underlying",
             "OrderBookDepth": "instrument", "OraclePrice": "underlying", "PositionUpdate": "account",
-            "CollateralUpdate": "account"}
+            "CollateralUpdate": "account", "InstrumentDefinition": "instrument"}
     for topic, record, value in events:
         part = partition_for(value[keys[record]], spec_for(topic).partitions)
         name = f"{topic}/{part}"

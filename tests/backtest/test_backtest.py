@@ -43,9 +43,10 @@ def test_cash_conservation():
     sim.run(sequence_events(g.events))
     L = sim.ledger
     for account in L.cash:
-        # collateral in + realised PnL - fees + deficits covered (by the fund, or as bad debt) = final cash
-        assert math.isclose(L.cash[account], L.deposits[account] + L.realised[account] - L.fees[account]
-                            + L.covered[account], rel_tol=1e-9, abs_tol=1e-2), account
+        for asset, cash in L.cash[account].items():
+            # collateral in + realised PnL - fees + deficits covered (by the fund, or as bad debt) = final cash
+            assert math.isclose(cash, L.deposits[account][asset] + L.realised[account][asset]
+                                - L.fees[account][asset] + L.covered[account][asset], rel_tol=1e-9, abs_tol=1e-2), account
 
 
 def test_deterministic_results():

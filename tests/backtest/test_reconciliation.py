@@ -88,8 +88,10 @@ def test_deficits_draws_and_bad_debt_reconcile_per_account(simulated) -> None:
         deficit[liq.account] += liq.deficit_usd
     assert math.isclose(r.bad_debt_usd, sum(liq.bad_debt_usd for liq in r.liquidations), rel_tol=1e-9, abs_tol=1e-6)
     for account in ledger.cash:
-        # cash in, realised PnL, fees and deficits covered: nothing appears or vanishes
-        assert math.isclose(ledger.cash[account], ledger.deposits[account] + ledger.realised[account]
-                            - ledger.fees[account] + ledger.covered[account], rel_tol=1e-9, abs_tol=1e-2), account
-        assert ledger.covered[account] <= deficit[account] + 1e-3, account  # covered only what was a deficit
+        for asset, cash in ledger.cash[account].items():
+            # per asset, in its own units: cash in, realised PnL, fees and deficits covered; nothing appears or vanishes
+            assert math.isclose(cash, ledger.deposits[account][asset] + ledger.realised[account][asset]
+                                - ledger.fees[account][asset] + ledger.covered[account][asset],
+                                rel_tol=1e-9, abs_tol=1e-6), (account, asset)
+        assert ledger.covered_usd[account] <= deficit[account] + 1e-3, account  # covered only what was a deficit
         assert r.final_equity[account] > -1e-3, account
