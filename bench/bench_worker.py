@@ -7,9 +7,9 @@ Issue 20's targets, on ``bench/venue_feed.py`` (BTC+ETH options with a mark and 
 
 - **Throughput.** Worker processes join a fresh group on fresh topics and hold their partitions
   (``/readyz``); then the book and ``--seconds`` of market are produced at full speed. A worker's
-  input rate is what it consumed (``backstop_events_consumed_total``, scraped ten times a second)
-  over the time from its first consumed record to its last; its CPU (``/proc/<pid>/stat``) over
-  the same span, and its peak RSS (``VmHWM``). One worker on the accounts; then two workers on
+  input rate is what it applied (``backstop_events_applied_total``, scraped ten times a second)
+  over the time from its first applied record to its last, once it has applied at least what it
+  consumed (``backstop_events_consumed_total``); its CPU (``/proc/<pid>/stat``) over the same span, and its peak RSS (``VmHWM``). One worker on the accounts; then two workers on
   twice the accounts and the same market (scale-out: each keeps its rate?).
 - **Raw baseline, same run, same messages:** a confluent-kafka consumer reads the one-worker
   round's topics with ``consume(1000)`` and decodes every message (``default_codec().decode``).
@@ -66,6 +66,7 @@ SECRET = "bench-worker-signing-key-0123456789"
 INPUT_TOPICS = (*(spec.name for spec in MARKET_TOPICS), *ACCOUNT_TOPICS)
 MARKET_NAMES = frozenset(spec.name for spec in MARKET_TOPICS)
 CONSUMED = "backstop_events_consumed_total"
+APPLIED = "backstop_events_applied_total"
 LATENCY = "backstop_event_to_action_latency_seconds"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -147,6 +148,14 @@ def series(text: str, name: str) -> list[tuple[dict[str, str], float]]:
     return out
 
 
+def applied(text: str) -> int:
+    """Records a worker's metrics say its engines applied."""
+    for line in text.splitlines():
+        if line.startswith(APPLIED + " "):
+            return int(float(line.split()[1]))
+    return 0
+
+
 def consumed(text: str) -> tuple[int, int]:
     """(market records, account records) a worker's metrics say it consumed."""
     market = account = 0
@@ -211,9 +220,10 @@ def producer(bootstrap: str, linger_ms: int) -> Producer:
 class Watch:
     """What the scrapes showed of one worker."""
 
-    first: float | None = None  # when it had first consumed anything
-    last: float = 0.0  # when its count last grew
+    first: float | None = None  # when it had first applied anything
+    last: float = 0.0  # when its applied count last grew
     count: tuple[int, int] = (0, 0)  # (market, account) consumed
+    applied: int = 0
     cpu_first: float = 0.0
     cpu_last: float = 0.0
 
@@ -233,7 +243,8 @@ def bench_workers(bootstrap: str, messages: list[Wire], workers: int, tmp: Path,
         out.flush(60)
         watches = [Watch() for _ in procs]
         deadline = time.monotonic() + timeout_s
-        while not (all(w.count[0] >= market for w in watches) and sum(w.count[1] for w in watches) >= account):
+        while not (all(w.count[0] >= market for w in watches) and sum(w.count[1] for w in watches) >= account
+                   and all(w.applied >= sum(w.count) for w in watches)):
             if time.monotonic() > deadline:
                 raise SystemExit(f"bench_worker: {workers} worker(s) consumed {[w.count for w in watches]} of "
                                  f"({market}, {account}) in {timeout_s:.0f} s")
@@ -246,8 +257,9 @@ def bench_workers(bootstrap: str, messages: list[Wire], workers: int, tmp: Path,
             stop(proc)
     per_worker = []
     for w, peak in zip(watches, rss):
-        records, seconds = sum(w.count), w.last - w.first
-        per_worker.append({"market_records": w.count[0], "account_records": w.count[1], "seconds": seconds,
+        records, seconds = w.applied, w.last - w.first
+        per_worker.append({"market_records": w.count[0], "account_records": w.count[1], "applied": records,
+                           "seconds": seconds,
                            "events_per_s": records / seconds, "cpu_s": w.cpu_last - w.cpu_first,
                            "cpu_us_per_event": (w.cpu_last - w.cpu_first) / records * 1e6, "peak_rss_mb": peak})
     return {"workers": workers, "market_records": market, "account_records": account, "load": load,
@@ -258,13 +270,14 @@ def _observe(proc: Proc, w: Watch) -> None:
     status, text = get(proc.port, "/metrics")
     if status != 200:
         return
-    now, count = time.monotonic(), consumed(text)
-    if count == w.count:
+    now, done = time.monotonic(), applied(text)
+    w.count = consumed(text)
+    if done == w.applied:
         return
     cpu = cpu_seconds(proc.popen.pid)
     if w.first is None:
         w.first, w.cpu_first = now, cpu
-    w.last, w.cpu_last, w.count = now, cpu, count
+    w.last, w.cpu_last, w.applied = now, cpu, done
 
 
 def bench_raw(bootstrap: str, messages: list[Wire], prefix: str) -> dict:
@@ -340,7 +353,7 @@ def bench_latency(bootstrap: str, rate: float, accounts: int, seconds: float, tm
         out = producer(bootstrap, 1)
         produce(out, prefix, book)
         out.flush(60)
-        while consumed(get(proc.port, "/metrics")[1])[1] < len(book):
+        while applied(get(proc.port, "/metrics")[1]) < len(book):
             if time.time() * 1000 > start_ms - 1000:
                 raise SystemExit(f"bench_worker: the book ({len(book)} records) was not read {lead_s:.0f} s after start")
             time.sleep(0.2)
@@ -355,7 +368,7 @@ def bench_latency(bootstrap: str, rate: float, accounts: int, seconds: float, tm
         out.flush(30)
         market = sum(len(s) for s in steps)
         deadline = time.monotonic() + 120
-        while consumed(get(proc.port, "/metrics")[1])[0] < market and time.monotonic() < deadline:
+        while applied(get(proc.port, "/metrics")[1]) < len(book) + market and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(1.0)  # the last tick's actions
         histogram = latency_histogram(get(proc.port, "/metrics")[1])
