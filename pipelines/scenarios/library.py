@@ -85,11 +85,14 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         "ftx-2022", "6–11 November 2022: FTX, liquidity vacuum forcing ADL",
-        "BTC ~$21k → $15.6k (−26 %); FTT $25.77 → $2.68 (−90 %).",
-        "a liquidity vacuum that forces ADL: books vanish, backstop LPs and the insurance fund are small",
+        "BTC ~$21k → $15.6k (−26 %); FTT $25.77 → $2.68 (−90 %), most of it in one gap: on 8 November FTT lost "
+        "about three quarters of its value within hours (here −74 % in one tick, then the slide to −90 %).",
+        "a liquidity vacuum that forces ADL: FTT gaps through its longs' bankruptcy, books vanish, backstop LPs "
+        "and the insurance fund are small",
         (UnderlyingPath("BTC", 21_000.0, -0.26, start=0.15, length=0.5, recovery=0.05, iv=0.6, iv_peak=1.2),
-         UnderlyingPath("FTT", 25.77, -0.896, start=0.15, length=0.5, recovery=0.0, sigma=1.5, iv=1.0, iv_peak=3.0,
-                        jump_rate=0.5, jump_mean=0.04, options=False)),
+         # trend −60 % and a gap of log −1.35 (−74 %) at 0.2: together $25.77 → $2.67
+         UnderlyingPath("FTT", 25.77, -0.6, start=0.15, length=0.5, recovery=0.0, sigma=1.5, jumps=((0.2, -1.35),),
+                        iv=1.0, iv_peak=3.0, jump_rate=0.5, jump_mean=0.04, options=False)),
         start="2022-11-08T12:00:00Z",
         vacuum=(Window(0.35, 0.7, 0.02),),
         insurance_fund_usd=5_000.0, lp_capacity_usd=300_000.0, lp_per_minute_usd=100_000.0,

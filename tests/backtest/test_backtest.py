@@ -62,3 +62,13 @@ def test_backtest_cli_and_sweep_plot(tmp_path, capsys):
     png = tmp_path / "frontier.png"
     assert main(["backtest", "--scenario", "aug-2024", "--sweep", "0.9,1.2", "--plot", str(png), "--no-progress"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ftx_2022_draws_on_the_fund_and_deleverages_with_the_backstop():
+    from pipelines.backtest.run import simulate
+
+    g = generate(library.get("ftx-2022"))
+    r = simulate(g, with_backstop=True, progress=False)
+    assert r.bankrupt_accounts  # FTT's gap takes its longs through bankruptcy before the ladder can act
+    assert r.fund_draw_usd > 0 and r.adl_haircut_usd > 0
+    assert any(fill["step"] == "adl" for liq in r.liquidations for fill in liq.fills)
