@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rep.add_argument("--keep-timestamps", action="store_true",
                      help="with --kafka: write the recorded Kafka timestamps (default: the replay's own time, the "
                           "recorded one in a header; a broker deletes messages older than a topic's retention)")
+    rep.add_argument("--venue", action="store_true",
+                     help="with --in-process, on a scenario recording: closed loop through the scenario's simulated "
+                          "venue with its hedged accounts, as backstop demo runs it (the demo's breaches and actions)")
     rep.add_argument("--json", action="store_true",
                      help="with --in-process: every breach and action as JSON instead of the summary tables")
     rep.set_defaults(func=run_replay)
@@ -91,20 +94,21 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.kafka:
         from pipelines.replay.kafka_replay import replay_to_kafka
 
-        if args.json:
-            raise UserError("--json describes an --in-process replay's outputs; --kafka only produces")
+        for flag, given in (("--json", args.json), ("--venue", args.venue)):
+            if given:
+                raise UserError(f"{flag} applies to an --in-process replay; --kafka only produces")
         kafka = _kafka(args)
         count = replay_to_kafka(args.file, client_config(kafka), prefix=kafka.topic_prefix, speed=args.speed,
                                 keep_timestamps=args.keep_timestamps)
         print(f"produced {count:,d} messages")
         return 0
-    from pipelines.replay.inprocess import replay
+    from pipelines.replay.inprocess import replay, replay_with_venue
 
     for flag, given in (("--bootstrap", args.bootstrap), ("--speed", args.speed),
                         ("--keep-timestamps", args.keep_timestamps)):
         if given:
             raise UserError(f"{flag} applies to --kafka; an --in-process replay runs as fast as it can, no broker")
-    out = replay(args.file)
+    out = replay_with_venue(args.file) if args.venue else replay(args.file)
     if args.json:
         sys.stdout.write(render.to_json(render.json_safe({"breaches": [breach_dict(b) for b in out.breaches],
                                                           "actions": out.actions})))

@@ -7,19 +7,26 @@ the stream workers name them), so its breaches and actions are the ones the Kafk
 from the same file. One shard by default: outputs do not depend on the grouping, and the
 market work is done once instead of once per partition. ``replay_dicts`` skips decoding (already-decoded events) for
 benchmarks and backtests; the closed loop lives in ``pipelines.backtest.simulate``.
+
+``replay_with_venue(path)`` runs a scenario recording as ``backstop demo`` runs the scenario: the
+closed loop through the scenario's simulated venue (fills fed back as position and collateral
+updates), with the engine parameters of the demo and the delta-hedged accounts the recording's
+header names. Its breaches and actions are the demo's, id for id.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pipelines.engine.engine import EngineOutput, EngineParams
 from pipelines.engine.shard import Message, run_shards, shard_of
+from pipelines.errors import UserError
 from pipelines.events.codec import Codec, default_codec
 from pipelines.policy.signing import SigningKey
-from pipelines.replay.reading import replay_records
+from pipelines.replay.reading import recorded_scenario, replay_records
 from pipelines.topics import ACCOUNT_PARTITIONS
 
 DEFAULT_KEY = SigningKey("replay", b"backstop-replay-signing-key")
@@ -51,6 +58,28 @@ def replay(path: str | Path, *, key: SigningKey = DEFAULT_KEY, params: EnginePar
     """Breaches, actions and exposures of a recording, through the in-process cluster — by
     default one shard holding every account, which gives the outputs of any partitioning."""
     return run_shards(messages(load(path, codec, prefix), partitions), partitions, key, params)
+
+
+def replay_with_venue(path: str | Path, codec: Codec | None = None) -> EngineOutput:
+    """Breaches, actions and exposures of the demo's closed loop over a scenario recording's events
+    (see the module docstring); a recording without a scenario header is a ``UserError``."""
+    from pipelines.backtest.run import engine_params, simulate
+    from pipelines.scenarios import library
+    from pipelines.scenarios.generate import Generated
+
+    header = recorded_scenario(path)
+    if header is None:
+        raise UserError(f"replay file {path}: not a scenario recording (backstop scenarios record), so there is no "
+                        "venue to replay it against; replay it without --venue")
+    events = [(topic, record, value) for topic, _, _, record, value in load(path, codec)]
+    generated = Generated(library.get(header["scenario"]), header["seed"], events[0][2]["event_time_ms"] if events else 0,
+                          events, accounts=[])
+    params = dataclasses.replace(engine_params(generated), hedged_accounts=frozenset(header["hedged_accounts"]))
+    out = EngineOutput()
+    collect = {"breach": out.breaches.append, "action": out.actions.append, "exposure": out.exposures.append}
+    simulate(generated, with_backstop=True, params=params, progress=False,
+             on_output=lambda kind, value: collect[kind](value) if kind in collect else None)
+    return out
 
 
 def replay_dicts(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], *, key: SigningKey = DEFAULT_KEY,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -47,6 +48,8 @@ TOPIC_OF = {
 KEY_FIELD = {"IndexPrice": "underlying", "MarkPrice": "instrument", "VolatilityUpdate": "underlying",
              "OrderBookDepth": "instrument", "OraclePrice": "underlying", "PositionUpdate": "account",
              "CollateralUpdate": "account", "InstrumentDefinition": "instrument"}
+#: replay-file header key of a scenario recording's ``scenario_header`` (JSON)
+SCENARIO_META = "backstop.scenario"
 LEVELS = 10
 LEVEL_STEP = 0.0008  # 8 bp between levels: the ten levels sit inside the 1 % band
 
@@ -314,7 +317,8 @@ def to_replay_records(events: Iterable[tuple[str, str, dict[str, Any]]], codec: 
 
 
 def write_recording(generated: Generated, path: str | Path, codec: Codec | None = None) -> int:
-    """The scenario as a replay file (the format of ``pipelines.events.files``). Avro container
+    """The scenario as a replay file (the format of ``pipelines.events.files``), its header carrying
+    ``scenario_header`` under ``SCENARIO_META``. Avro container
     files carry a random 16-byte sync marker by default; here it is derived from the scenario
     and seed, so the same scenario and seed give byte-identical files."""
     import hashlib
@@ -327,7 +331,14 @@ def write_recording(generated: Generated, path: str | Path, codec: Codec | None 
     schema = codec.schemas[REPLAY_RECORD].parsed
     marker = hashlib.sha256(f"{generated.scenario.name}|{generated.seed}".encode()).digest()[:16]
     records = list(to_replay_records(generated.events, codec))
+    metadata = {**_metadata(codec), SCENARIO_META: json.dumps(scenario_header(generated), separators=(",", ":"))}
     with open(path, "wb") as fo:
-        fastavro.writer(fo, schema, records, codec="deflate", metadata=_metadata(codec), sync_interval=64_000,
+        fastavro.writer(fo, schema, records, codec="deflate", metadata=metadata, sync_interval=64_000,
                         sync_marker=marker)
     return len(records)
+
+
+def scenario_header(generated: Generated) -> dict[str, Any]:
+    """What a scenario recording says about itself beyond its events (header ``SCENARIO_META``): the
+    scenario's name and seed, and its delta-hedged accounts, which are engine parameters, not events."""
+    return {"scenario": generated.scenario.name, "seed": generated.seed, "hedged_accounts": sorted(generated.hedged)}
