@@ -2,7 +2,8 @@
 
 Sections (each a list of dict rows; the text form prints them as tables):
 
-* ``breaches`` -- per kind and severity: count, accounts;
+* ``breaches`` -- per kind and severity: reports of a condition starting (``fired``, what
+  ``backstop demo`` counts as breaches) and ending (``cleared``), accounts, first and last;
 * ``actions`` -- per action type: count, accounts, quantity;
 * ``executions`` -- per venue and status: reports, filled quantity, notional, fees, mean slippage;
 * ``latency_ms`` -- percentiles of trigger -> action (decision), action -> first fill and
@@ -28,6 +29,8 @@ from pipelines.audit.store import Store
 from pipelines.audit.timeline import time_filter
 
 PERCENTILES = (50, 90, 99)
+#: a breach row that reports the end of its condition (the core's ``Breach.cleared``, detail ``cleared``)
+CLEARED = "detail_values[indexOf(detail_keys, 'cleared')] = 'true'"
 LIQUIDITY_VENUES = {"lp": "lp_transfer", "insurance_fund": "insurance_fund", "adl": "adl"}
 
 
@@ -54,10 +57,10 @@ def summary(store: Store, start_ms: int | None, end_ms: int | None) -> dict[str,
     q = lambda sql, extra=None: store.query(sql, {**params, **(extra or {})}).dicts()  # noqa: E731
 
     breaches = q(f"""
-        SELECT kind, severity, count() AS count, uniqExact(account) AS accounts,
-               min(event_time_ms) AS first_ms, max(event_time_ms) AS last_ms
+        SELECT kind, severity, countIf(NOT ({CLEARED})) AS fired, countIf({CLEARED}) AS cleared,
+               uniqExact(account) AS accounts, min(event_time_ms) AS first_ms, max(event_time_ms) AS last_ms
         FROM {t('breaches')} FINAL WHERE {where}
-        GROUP BY kind, severity ORDER BY count DESC, kind, severity""")
+        GROUP BY kind, severity ORDER BY fired DESC, kind, severity""")
     actions = q(f"""
         SELECT action_type, count() AS count, uniqExact(account) AS accounts, sum(quantity) AS total_quantity
         FROM {t('actions')} FINAL WHERE {where}

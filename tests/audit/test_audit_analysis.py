@@ -62,8 +62,8 @@ def test_timeline_tells_the_story_in_order(migrated) -> None:
 def test_summary(migrated) -> None:
     load(migrated, repeat=2)
     result = summary.summary(migrated, T0 - 3_600_000, T0 + 3_600_000)
-    assert {(r["kind"], r["severity"]): r["count"] for r in result["breaches"]} == {
-        ("margin_shortfall", "warning"): 1, ("margin_shortfall", "critical"): 1}
+    assert {(r["kind"], r["severity"]): (r["fired"], r["cleared"]) for r in result["breaches"]} == {
+        ("margin_shortfall", "warning"): (1, 0), ("margin_shortfall", "critical"): (1, 0)}
     assert {r["action_type"]: r["count"] for r in result["actions"]} == {
         "partial_liquidation": 1, "transfer_to_lp": 1, "auto_deleverage": 1}
     lat = result["latency_ms"]
