@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import arguments
-from pipelines.audit.migrations import migrate
+from pipelines.audit.migrations import AUDIT_TABLES, migrate
 from pipelines.audit.render import iso_ms
 from pipelines.audit.rows import Batch, Coordinates
 from pipelines.audit.store import EmbeddedStore
 from pipelines.backtest.run import engine_params, simulate
 from pipelines.engine.shards import partition_for
 from pipelines.engine.wire import breach_record
+from pipelines.errors import UserError
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import KEY_FIELD, TOPIC_OF, generate
 from pipelines.topics import spec_for
@@ -80,17 +81,20 @@ class AuditCollector:
 
 def run_demo(scenario_name: str, store_path: str | Path | None = None, seed: int | None = None,
              progress: bool | None = None) -> dict[str, Any]:
+    """The demo's figures (``run`` prints them); a ``store_path`` that already holds audit rows is a
+    ``UserError`` raised before anything runs: one store holds one run, so its reads never mix two."""
     started = time.perf_counter()
     scenario = library.get(scenario_name)
-    generated = generate(scenario, seed)
-    collector = AuditCollector()
-    with_ = simulate(generated, with_backstop=True, params=engine_params(generated), on_output=collector,
-                     progress=progress)
-    without = simulate(generated, with_backstop=False, progress=progress)
     path = Path(store_path) if store_path else Path(tempfile.mkdtemp(prefix="backstop-demo-")) / "audit"
     store = EmbeddedStore(path)
     try:
         migrate(store, inputs_ttl_days=0, audit_ttl_days=0)
+        refuse_used(store, path)
+        generated = generate(scenario, seed)
+        collector = AuditCollector()
+        with_ = simulate(generated, with_backstop=True, params=engine_params(generated), on_output=collector,
+                         progress=progress)
+        without = simulate(generated, with_backstop=False, progress=progress)
         rows = collector.write(store)
     finally:
         store.close()
@@ -117,6 +121,14 @@ def run_demo(scenario_name: str, store_path: str | Path | None = None, seed: int
         "commands": follow_up_commands(path.resolve(), start, end, liquidated[0] if liquidated else None),
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def refuse_used(store: EmbeddedStore, path: Path) -> None:
+    """A ``UserError`` when ``store`` already holds audit rows (an earlier demo run, a sink's rows)."""
+    held = sum(store.count(table, final=False) for table in AUDIT_TABLES)
+    if held:
+        raise UserError(f"--store {path}: already holds {held:,d} audit rows of an earlier run; a demo writes into "
+                        "a new or empty folder, so that its incident reads never mix two runs")
 
 
 def backstop_command() -> str:
@@ -150,7 +162,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="named scenario (default %(default)s; `backstop scenarios list`)")
     demo.add_argument("--seed", type=arguments.seed, help="random seed (default: the scenario's own)")
     demo.add_argument("--store", metavar="PATH", type=arguments.store_folder,
-                      help="embedded audit store folder (default: a new temporary folder)")
+                      help="embedded audit store folder, new or without audit rows (default: a new temporary folder)")
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.set_defaults(func=run)
 
@@ -162,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"scenario        {summary['scenario']} (seed {summary['seed']}, {summary['accounts']} accounts)")
     print(f"events          {summary['events']}")
-    print(f"breaches        {_counts(summary['breaches'])}")
+    print(f"breaches fired  {_counts(summary['breaches'])}")
     print(f"actions         {_counts(summary['actions'])}")
     print(f"executions      {summary['executions']}")
     print(f"bad debt        ${summary['bad_debt_usd']:,.2f} with the backstop, "
