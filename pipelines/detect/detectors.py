@@ -16,8 +16,12 @@ accounts gives detectors that behave on those accounts as the ones the parts cam
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
+from collections.abc import Iterable
 from statistics import median
+
+import numpy as np
 
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.detect.windows import HeldCondition, RollingExtremes, RollingTwap, Sample, Watermark
@@ -350,6 +354,37 @@ class Detectors:
         return state is None or all(c.pending_since_ms is None and not c.firing
                                     for c in (state.margin, state.liquidation))
 
+    def margin_codes(self, accounts: list[str]) -> tuple[np.ndarray, ...]:
+        """Per account, its margin and its liquidation condition for ``margin_unmoved``: each as a
+        code (0 idle, 1 pending, 2 firing; -1 when the detectors hold nothing for the account)
+        and the time a pending condition fires at if it holds (NaN when not pending)."""
+        states = [self._accounts.get(a) for a in accounts]
+        out = []
+        for field in ("margin", "liquidation"):
+            conditions = [None if s is None else getattr(s, field) for s in states]
+            out.append(np.array([-1 if c is None else _code(c) for c in conditions], dtype=np.int8))
+            out.append(np.array([math.nan if c is None or c.pending_since_ms is None else c.pending_since_ms + c.hold_ms
+                                 for c in conditions], dtype=np.float64))
+        return tuple(out)
+
+    def margin_unmoved(self, margin: np.ndarray, margin_due: np.ndarray, liquidation: np.ndarray,
+                       liquidation_due: np.ndarray, ratio: np.ndarray, event_time_ms: int) -> np.ndarray:
+        """Per account (``margin_codes``), whether ``on_margin`` at ``ratio`` and ``event_time_ms``
+        would return no breach and change no condition: each is idle and not triggered, pending
+        and neither cleared nor held long enough, or firing and not cleared. Such a revaluation
+        changes only the account's margin watermark (``advance_margin``)."""
+        p = self.params
+        with np.errstate(invalid="ignore"):
+            return (_quiet(margin, margin_due, event_time_ms, ratio >= p.margin_trigger_ratio,
+                           ratio < p.margin_clear_ratio)
+                    & _quiet(liquidation, liquidation_due, event_time_ms, ratio >= p.liquidation_ratio,
+                             ratio < p.margin_trigger_ratio))
+
+    def advance_margin(self, accounts: Iterable[str], event_time_ms: int) -> None:
+        """What ``on_margin`` does for accounts ``margin_unmoved`` holds unmoved: admit the time."""
+        for account in accounts:
+            self._admit("margin", account, event_time_ms)
+
     def circuit_level(self, underlying: str) -> int:
         """The highest index-move level currently reached for ``underlying`` (0: none)."""
         return self._index_levels[underlying].level if underlying in self._index_levels else 0
@@ -436,6 +471,17 @@ class Detectors:
         self._oracle_deviating = set(state["oracle_deviating"])
         self._oracle_off_twap = set(state["oracle_off_twap"])
         self._mark_firing = set(state["mark_firing"])
+
+
+def _code(condition: HeldCondition) -> int:
+    return 2 if condition.firing else 0 if condition.pending_since_ms is None else 1
+
+
+def _quiet(code: np.ndarray, due: np.ndarray, event_time_ms: int, triggered: np.ndarray,
+           cleared: np.ndarray) -> np.ndarray:
+    """Where ``HeldCondition.update`` changes nothing and reports nothing (``margin_codes``)."""
+    return (((code == 0) & ~triggered) | ((code == 1) & ~cleared & (event_time_ms < due))
+            | ((code == 2) & ~cleared))
 
 
 def _account_watermark(key: str) -> bool:

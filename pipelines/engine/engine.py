@@ -291,11 +291,12 @@ class Engine:
         ttb = self._times_to_breach(risk, velocity, rows)
         watched = built.mask(self._attention | self.params.hedged_accounts)[rows]
         slow = self._screen(risk.margin_ratio[rows], ttb, watched)
+        visit = self._unmoved(built, rows[slow], risk, ttb[slow], time_ms)
         thin = set(self._thin)
         unreliable = {u for u in table.underlyings if self.detectors.oracle_unreliable(u)}
         marks = dict(zip(table.names, risk.marks.tolist()))
-        plans = self._plans(book, risk, rows[slow], time_ms, conditions)
-        views = self._views(book.accounts, rows[slow], risk, velocity, ttb[slow], time_ms)
+        plans = self._plans(book, risk, rows[slow][visit], time_ms, conditions)
+        views = self._views(book.accounts, rows[slow][visit], risk, velocity, ttb[slow][visit], time_ms)
         for i, view in views:
             account = view.account
             breaches = self.detectors.on_margin(account, time_ms, view.margin_ratio, refs[seq[i]])
@@ -377,6 +378,23 @@ class Engine:
             return revalue_kernels.screen_rows(ratio, ttb, watched, quiet_below, float(p.horizon_ms))
         slow = ~((ratio < quiet_below) & (ttb >= p.horizon_ms))
         return slow | watched
+
+    def _unmoved(self, built: BuiltBook, rows: np.ndarray, risk, ttb: np.ndarray, time_ms: int) -> np.ndarray:
+        """Which of ``rows`` (past ``_screen``) still need the per-account path, as a mask: not
+        the accounts in distress that this revaluation leaves exactly as they are — not hedged,
+        their margin detectors unmoved (``Detectors.margin_unmoved``) and their ladder too
+        (``Ladder.unmoved``): in a crash most of the accounts in distress wait, tick after
+        tick, for their next round. For those, only the margin watermark moves, as on_margin
+        would move it."""
+        accounts = built.book.accounts
+        names = [accounts[i] for i in rows.tolist()]
+        ratio = risk.margin_ratio[rows]
+        unmoved = self.detectors.margin_unmoved(*self.detectors.margin_codes(names), ratio, time_ms)
+        unmoved &= self.ladder.unmoved(*self.ladder.codes(names), ratio, ttb, risk.maintenance[rows],
+                                       risk.initial[rows], time_ms)
+        unmoved &= ~built.mask(self.params.hedged_accounts)[rows]
+        self.detectors.advance_margin((names[k] for k in np.flatnonzero(unmoved).tolist()), time_ms)
+        return ~unmoved
 
     def _views(self, accounts: tuple[str, ...], rows: np.ndarray, risk, velocity: Mapping[str, float],
                ttb: np.ndarray, time_ms: int) -> list[tuple[int, AccountView]]:

@@ -51,6 +51,10 @@ class AccountState(StrEnum):
     LIQUIDATED = "liquidated"
 
 
+STATES = tuple(AccountState)  # a state's code (``Ladder.codes``) is its index here
+STATE_CODE = {state: code for code, state in enumerate(STATES)}
+
+
 @dataclasses.dataclass(frozen=True)
 class LadderParams:
     call_ratio: float = 0.80
@@ -182,6 +186,34 @@ class Ladder:
         ladder = self._accounts.get(account)
         if ladder is not None:
             ladder.in_flight.pop(instrument, None)
+
+    def codes(self, accounts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per account, its state as an index into ``STATES`` and its last round's time (NaN:
+        none, or no ladder held): what ``unmoved`` reads."""
+        ladders = [self._accounts.get(a) for a in accounts]
+        state = np.array([0 if x is None else STATE_CODE[x.state] for x in ladders], dtype=np.int8)
+        last_round = np.array([math.nan if x is None or x.last_round_ms is None else x.last_round_ms
+                               for x in ladders], dtype=np.float64)
+        return state, last_round
+
+    def unmoved(self, state: np.ndarray, last_round_ms: np.ndarray, ratio: np.ndarray, ttb: np.ndarray,
+                maintenance: np.ndarray, initial: np.ndarray, time_ms: int) -> np.ndarray:
+        """Per account (``codes``, and its revaluation at ``time_ms``), whether ``on_revaluation``
+        with no breach, for an account that is not hedged, would return nothing and change
+        nothing: in MARGIN_CALL below ``reduce_ratio`` or in REDUCE_ONLY, and not released; in
+        LIQUIDATING or LIQUIDATED, no round due and not released. False where it might act
+        (NORMAL included: ``on_revaluation`` makes its ladder). Vectorised, so that a crash's
+        many accounts in distress skip the per-account Python while nothing changes for them."""
+        p = self.params
+        with np.errstate(invalid="ignore", divide="ignore"):
+            target = np.where(initial <= 0, 1.0, (maintenance / initial) / (1.0 + p.buffer))
+            below_release = ratio < p.release_ratio
+            due = np.isnan(last_round_ms) | (time_ms - last_round_ms >= p.round_ms)
+            called = ~(below_release & (ttb >= p.horizon_ms))  # not released out of a call or reduce-only
+            return (((state == STATE_CODE[AccountState.MARGIN_CALL]) & (ratio < p.reduce_ratio) & called)
+                    | ((state == STATE_CODE[AccountState.REDUCE_ONLY]) & called)
+                    | ((state == STATE_CODE[AccountState.LIQUIDATING]) & ~due & ~below_release & ~(ratio < target))
+                    | ((state == STATE_CODE[AccountState.LIQUIDATED]) & ~due & ~below_release))
 
     def target_ratio(self, view: AccountView) -> float:
         """MM / equity at which equity covers the initial requirement plus the buffer."""

@@ -1,0 +1,62 @@
+"""``Ladder.unmoved``: where it says a revaluation leaves an account alone, ``on_revaluation`` returns
+nothing and changes nothing (the engine skips those accounts' per-account path)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines.policy.ladder import AccountState, AccountView, CloseIntent, Ladder
+
+RATIOS = st.one_of(st.sampled_from([0.0, 0.69, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.6, math.nan, math.inf]),
+                   st.floats(0.0, 2.5))
+LEGS = [CloseIntent("BTC-PERPETUAL", "BTC", -10.0, 60_000.0)]
+
+
+def unmoved(ladder: Ladder, view: AccountView) -> bool:
+    state, last_round = ladder.codes([view.account])
+    return bool(ladder.unmoved(state, last_round, np.array([view.margin_ratio]), np.array([view.time_to_breach_ms]),
+                               np.array([view.maintenance]), np.array([view.initial]), view.event_time_ms)[0])
+
+
+def revalue(ladder: Ladder, view: AccountView, positions: list[CloseIntent]) -> list:
+    planned = []
+    out = ladder.on_revaluation(view, [], positions, lambda target: planned.append(target) or LEGS, set(), set())
+    return out + planned
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(state=st.sampled_from(list(AccountState)), last_round=st.sampled_from([None, 0, 2_499, 2_500, 3_000]),
+       ratio=RATIOS, ttb=st.sampled_from([0.0, 1_000.0, 299_999.0, 300_000.0, math.inf]),
+       maintenance=st.sampled_from([0.0, 50_000.0, math.nan]), initial=st.sampled_from([0.0, 60_000.0, 100_000.0]),
+       in_flight=st.booleans(), held=st.booleans())
+def test_an_unmoved_account_is_left_alone(state, last_round, ratio, ttb, maintenance, initial, in_flight,
+                                           held) -> None:
+    ladder = Ladder()
+    if held:
+        ladder.restore_account("a", {"state": state.value, "distress_since_ms": 0, "last_round_ms": last_round,
+                                     "breach_ids": ["b1", "b2"], "last_hedge_ms": None,
+                                     "in_flight": {"BTC-PERPETUAL": -10.0} if in_flight else {}})
+    view = AccountView("a", 3_500, 100_000.0, maintenance, initial, ratio, {"BTC": 1.0}, {"BTC": 0.0}, {"BTC": 0.0},
+                       {"BTC": 60_000.0}, {"BTC": -1.0}, time_to_breach_ms=ttb)
+    if unmoved(ladder, view):
+        before = ladder.account_state("a")
+        assert revalue(ladder, view, LEGS) == []
+        assert ladder.account_state("a") == before
+
+
+def test_unmoved_waits_for_the_next_round_and_for_a_release() -> None:
+    ladder = Ladder()
+    ladder.restore_account("a", {"state": "liquidated", "distress_since_ms": 0, "last_round_ms": 1_000,
+                                 "breach_ids": ["b"], "last_hedge_ms": None, "in_flight": {"BTC-PERPETUAL": -10.0}})
+
+    def at(t: int, ratio: float) -> AccountView:
+        return AccountView("a", t, 100_000.0, 50_000.0, 60_000.0, ratio, {}, {}, {}, {}, {}, time_to_breach_ms=0.0)
+
+    assert unmoved(ladder, at(1_750, 1.6))
+    assert not unmoved(ladder, at(2_000, 1.6))  # a round is due
+    assert not unmoved(ladder, at(1_750, 0.5))  # may be released
+    assert not unmoved(Ladder(), at(1_750, 0.5))  # a NORMAL account gets its ladder made
