@@ -132,6 +132,7 @@ CASES: list[tuple[str, list[str], Callable[[Path], None], str]] = [
     ("replay-truncated-file", ["replay", "cut.avro", "--in-process"], _truncated_recording, "cut short"),
     ("replay-kafka-json-flag", ["replay", "rec.avro", "--kafka", "--json"], _recording, "--json"),
     ("replay-in-process-speed", ["replay", "rec.avro", "--in-process", "--speed", "2"], _recording, "--speed"),
+    ("replay-kafka-venue", ["replay", "rec.avro", "--kafka", "--venue"], _recording, "--venue"),
     ("bad-config-file", ["--config", "missing.toml", "audit", "query", "SELECT 1", "--store", "s"], _nothing,
      "missing.toml"),
     # an unreachable broker: one line within seconds
