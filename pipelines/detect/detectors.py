@@ -382,8 +382,11 @@ class Detectors:
 
     def advance_margin(self, accounts: Iterable[str], event_time_ms: int) -> None:
         """What ``on_margin`` does for accounts ``margin_unmoved`` holds unmoved: admit the time."""
+        get = self._watermarks.get
         for account in accounts:
-            self._admit("margin", account, event_time_ms)
+            watermark = get("margin/" + account)
+            if watermark is None or not watermark.admit(event_time_ms):
+                self._admit("margin", account, event_time_ms)  # its first, or late: counted there
 
     def circuit_level(self, underlying: str) -> int:
         """The highest index-move level currently reached for ``underlying`` (0: none)."""

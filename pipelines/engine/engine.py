@@ -12,6 +12,7 @@ them (both through a ``Sequencer``).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -27,7 +28,7 @@ from pipelines.engine.index_history import IndexHistory
 from pipelines.engine.market_board import MarketBoard
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.circuit import CircuitBreakers, CircuitParams, TradingState
-from pipelines.policy.ladder import (AccountState, AccountView, CloseIntent, Decision, Ladder, LadderParams,
+from pipelines.policy.ladder import (STATES, AccountState, AccountView, CloseIntent, Decision, Ladder, LadderParams,
                                      times_to_breach_ms)
 from pipelines.policy.signing import SigningKey
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
@@ -76,6 +77,39 @@ class EngineOutput:
         self.exposures += other.exposures
 
 
+STATE_VALUES = tuple(state.value for state in STATES)  # by ``Ladder.codes`` code
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Codes:
+    """Per row of one ``BuiltBook``: the ladder's codes (``Ladder.codes``) and the margin
+    detectors' (``Detectors.margin_codes``), resident between ticks and refreshed for the rows a
+    tick visits (only a visit changes them). Rows of accounts out of attention hold NORMAL:
+    their ladder is NORMAL, which ``Ladder.unmoved`` never leaves alone."""
+
+    built: BuiltBook
+    state: np.ndarray
+    last_round: np.ndarray
+    margin: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+    @classmethod
+    def empty(cls, built: BuiltBook) -> "_Codes":
+        n = len(built.book.accounts)
+        return cls(built, np.zeros(n, dtype=np.int8), np.full(n, math.nan),
+                   (np.full(n, -1, dtype=np.int8), np.full(n, math.nan), np.full(n, -1, dtype=np.int8),
+                    np.full(n, math.nan)))
+
+    def refresh(self, rows: np.ndarray, ladder: Ladder, detectors: Detectors) -> None:
+        """Read ``rows`` again from the ladder and the detectors."""
+        if not rows.size:
+            return
+        accounts = self.built.book.accounts
+        names = [accounts[i] for i in rows.tolist()]
+        self.state[rows], self.last_round[rows] = ladder.codes(names)
+        for column, value in zip(self.margin, detectors.margin_codes(names)):
+            column[rows] = value
+
+
 class Engine:
     def __init__(self, key: SigningKey, params: EngineParams | None = None,
                  reports: Callable[[str], bool] | None = None) -> None:
@@ -98,6 +132,7 @@ class Engine:
         self._attention: set[str] = set()  # accounts the ladder or the margin detectors are watching
         self._emitted: dict[str, tuple[int, float]] = {}  # account -> (time, ratio) of its last exposure
         self._emitted_cache: tuple[BuiltBook, np.ndarray, np.ndarray] | None = None  # _emitted_rows
+        self._codes_cache: _Codes | None = None  # _codes
         self._thin: set[str] = set()  # instruments in an active liquidity breach
         self._index_history: dict[str, IndexHistory] = defaultdict(IndexHistory)
         self._tick_end: int | None = None
@@ -320,6 +355,7 @@ class Engine:
                 self._attention.add(account)
             else:
                 self._attention.discard(account)
+        self._codes(built).refresh(np.array([i for i, _ in views], dtype=np.int64), self.ladder, self.detectors)
         out.exposures += self._exposures(built, rows, slow, risk, time_ms)
         return out
 
@@ -386,15 +422,26 @@ class Engine:
         (``Ladder.unmoved``): in a crash most of the accounts in distress wait, tick after
         tick, for their next round. For those, only the margin watermark moves, as on_margin
         would move it."""
-        accounts = built.book.accounts
-        names = [accounts[i] for i in rows.tolist()]
+        codes = self._codes(built)
         ratio = risk.margin_ratio[rows]
-        unmoved = self.detectors.margin_unmoved(*self.detectors.margin_codes(names), ratio, time_ms)
-        unmoved &= self.ladder.unmoved(*self.ladder.codes(names), ratio, ttb, risk.maintenance[rows],
+        unmoved = self.detectors.margin_unmoved(*(column[rows] for column in codes.margin), ratio, time_ms)
+        unmoved &= self.ladder.unmoved(codes.state[rows], codes.last_round[rows], ratio, ttb, risk.maintenance[rows],
                                        risk.initial[rows], time_ms)
         unmoved &= ~built.mask(self.params.hedged_accounts)[rows]
-        self.detectors.advance_margin((names[k] for k in np.flatnonzero(unmoved).tolist()), time_ms)
+        accounts = built.book.accounts
+        self.detectors.advance_margin([accounts[i] for i in rows[unmoved].tolist()], time_ms)
         return ~unmoved
+
+    def _codes(self, built: BuiltBook) -> _Codes:
+        """The ladder's and detectors' codes over the rows of ``built`` (``_Codes``), made again
+        from the accounts in attention when the book is rebuilt."""
+        codes = self._codes_cache
+        if codes is None or codes.built is not built:
+            codes = self._codes_cache = _Codes.empty(built)
+            where = built.where
+            codes.refresh(np.array(sorted(where[a] for a in self._attention if a in where), dtype=np.int64),
+                          self.ladder, self.detectors)
+        return codes
 
     def _views(self, accounts: tuple[str, ...], rows: np.ndarray, risk, velocity: Mapping[str, float],
                ttb: np.ndarray, time_ms: int) -> list[tuple[int, AccountView]]:
@@ -432,17 +479,18 @@ class Engine:
                        | ~(np.abs(ratio - last_ratio[rows]) < p.exposure_ratio_step))
         picked = rows[due]
         last_t[picked], last_ratio[picked] = time_ms, risk.margin_ratio[picked]
-        out = []
-        columns = (risk.equity[picked].tolist(), risk.maintenance[picked].tolist(), risk.initial[picked].tolist(),
-                   risk.margin_ratio[picked].tolist())
         accounts = built.book.accounts
-        for i, equity, maintenance, initial, r in zip(picked.tolist(), *columns):
-            account = accounts[i]
-            self._emitted[account] = (time_ms, r)
-            out.append({"account": account, "event_time_ms": time_ms, "equity_usd": equity,
-                        "maintenance_margin_usd": maintenance, "initial_margin_usd": initial, "margin_ratio": r,
-                        "state": self.ladder.state(account).value})
-        return out
+        names = [accounts[i] for i in picked.tolist()]
+        ratios = risk.margin_ratio[picked].tolist()
+        self._emitted.update(zip(names, zip(itertools.repeat(time_ms), ratios)))
+        # the ladder's state of each, from the codes the tick's visits refreshed (``_codes``)
+        states = [STATE_VALUES[code] for code in self._codes(built).state[picked].tolist()]
+        return [{"account": account, "event_time_ms": time_ms, "equity_usd": equity,
+                 "maintenance_margin_usd": maintenance, "initial_margin_usd": initial, "margin_ratio": r,
+                 "state": state}
+                for account, equity, maintenance, initial, r, state in zip(
+                    names, risk.equity[picked].tolist(), risk.maintenance[picked].tolist(),
+                    risk.initial[picked].tolist(), ratios, states)]
 
     def _emitted_rows(self, built: BuiltBook) -> tuple[np.ndarray, np.ndarray]:
         """``_emitted`` as two arrays over the rows of ``built`` (time -inf and ratio NaN where
@@ -521,7 +569,7 @@ class Engine:
             self._attention.discard(account)
             self._emitted.pop(account, None)
             self._touched.pop(account, None)
-        self._emitted_cache = None
+        self._emitted_cache = self._codes_cache = None
 
     def import_accounts(self, states: list[dict[str, Any]]) -> None:
         """Take over accounts exported by an engine at the same point of the same market
@@ -543,7 +591,7 @@ class Engine:
                 self._emitted[account] = (s["emitted"]["time_ms"], s["emitted"]["ratio"])
             if s["waiting_ref"] is not None:
                 self._touched[account] = self._seq(s["waiting_ref"])
-        self._emitted_cache = None
+        self._emitted_cache = self._codes_cache = None
 
     def market_state(self) -> dict[str, Any]:
         """Everything but the accounts, as plain data; only at a tick boundary."""
