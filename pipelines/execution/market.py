@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
+from pipelines.errors import UserError
 from pipelines.events.codec import Codec, DecodeError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class MarketFeed:
         for topic in self.records:
             found = metadata.topics.get(topic)
             if found is None or found.error is not None:
-                raise KafkaException(f"market topic {topic} not found: create the topics first")
+                raise UserError(f"market topic {topic} not found: create the topics first (backstop topics create), "
+                                "or run with --static-books")
             self._partitions += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(found.partitions)]
         self.consumer.assign(self._partitions)
         deadline = time.monotonic() + timeout_s

@@ -42,9 +42,9 @@ PARTITIONS = 3
 
 @pytest.fixture
 def prefix(kafka_bootstrap: str) -> Iterator[str]:
-    """The executor's three topics under a fresh prefix; deleted afterwards."""
+    """The executor's topics under a fresh prefix (the market ones its venue follows too); deleted afterwards."""
     prefix = f"ops{uuid.uuid4().hex[:8]}."
-    names = [f"{prefix}backstop.{t}" for t in ("actions", "executions", "deadletters")]
+    names = [f"{prefix}backstop.{t}" for t in ("actions", "executions", "deadletters", "market.depth", "market.mark")]
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     for future in admin.create_topics([NewTopic(n, num_partitions=PARTITIONS, replication_factor=1)
                                        for n in names]).values():
