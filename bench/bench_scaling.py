@@ -10,7 +10,7 @@ Per point: load events/s (positions and collateral), market events/s, account re
 (accounts x revaluations / market seconds), actions and peak RSS.
 
 Workers (1 -> 2 -> 4 ``backstop worker`` processes in one group, on the real broker): the worker
-benchmark's throughput load (``bench_worker.bench_throughput``) over fresh topics per point.
+benchmark's venue feed (``bench_worker.bench_workers``) over fresh topics per point.
 
 Writes bench/results/scaling.json and a plot per curve beside it (scaling_*.png).
 """
@@ -24,7 +24,6 @@ import resource
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,23 +74,25 @@ def run_point(accounts: int, options: int, seconds: int) -> dict:
     return result
 
 
-def workers_curve(bootstrap: str, counts: list[int], accounts: int, ticks: int) -> list[dict]:
+def workers_curve(bootstrap: str, counts: list[int], accounts: int, seconds: float) -> list[dict]:
+    """The venue feed (``accounts`` accounts, ``seconds`` of market) through 1, 2, 4 worker
+    processes (``bench_worker.bench_workers``): every worker reads every market record and its
+    share of the accounts; the cluster's input rate is the sum of the workers' applied rates."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_worker import bench_throughput
-
-    from pipelines.config import KafkaSettings
-    from pipelines.topics_cli import create_topics
+    import venue_feed
+    from bench_worker import bench_workers, wire
 
     tmp = REPO / ".backstop" / "bench-scaling"
     tmp.mkdir(parents=True, exist_ok=True)
+    messages = wire(venue_feed.feed(venue_feed.FeedSpec(accounts=accounts, seconds=seconds)))
     out = []
     for n in counts:
-        prefix = f"bs{uuid.uuid4().hex[:6]}."
-        create_topics(KafkaSettings(bootstrap=bootstrap, topic_prefix=prefix))
-        result = bench_throughput(bootstrap, prefix, accounts, ticks, tmp, workers=n)
-        out.append({"workers": n, **result})
-        print(f"  {n} worker(s): {result['events_per_s']:8,.0f} input events/s, peak RSS "
-              f"{sum(result['peak_rss_mb']):,.0f} MB in all", flush=True)
+        result = bench_workers(bootstrap, messages, n, tmp)
+        workers = result["per_worker"]
+        out.append({"workers": n, "events_per_s": sum(w["events_per_s"] for w in workers),
+                    "peak_rss_mb": [w["peak_rss_mb"] for w in workers], "load": result["load"]})
+        print(f"  {n} worker(s): {out[-1]['events_per_s']:8,.0f} input events/s in all, peak RSS "
+              f"{sum(out[-1]['peak_rss_mb']):,.0f} MB in all", flush=True)
     return out
 
 
@@ -165,7 +166,7 @@ def main() -> None:
                "cpus": os.cpu_count(), "market_seconds": seconds, "accounts": by_accounts, "instruments": by_options}
     if not args.no_workers:
         print("worker processes grow", flush=True)
-        results["workers"] = workers_curve(args.bootstrap, [1, 2, 4], *((200, 2_000) if args.quick else (2_000, 20_000)))
+        results["workers"] = workers_curve(args.bootstrap, [1, 2, 4], *((1_000, 2.0) if args.quick else (10_000, 5.0)))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results["plots"] = plot(results, out.parent)
