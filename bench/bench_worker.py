@@ -8,8 +8,8 @@ Issue 20's targets, on ``bench/venue_feed.py`` (BTC+ETH options with a mark and 
 - **Throughput.** Worker processes join a fresh group on fresh topics and hold their partitions
   (``/readyz``); then the book and ``--seconds`` of market are produced at full speed. A worker's
   input rate is what it applied (``backstop_events_applied_total``, scraped ten times a second)
-  over the time from its first applied record to its last, once it has applied at least what it
-  consumed (``backstop_events_consumed_total``); its CPU (``/proc/<pid>/stat``) over the same span, and its peak RSS (``VmHWM``). One worker on the accounts; then two workers on
+  over the time from its first record read (``backstop_events_consumed_total``) to its last
+  applied, once it has applied at least what it read; its CPU (``/proc/<pid>/stat``) over the same span, and its peak RSS (``VmHWM``). One worker on the accounts; then two workers on
   twice the accounts and the same market (scale-out: each keeps its rate?).
 - **Raw baseline, same run, same messages:** a confluent-kafka consumer reads the one-worker
   round's topics with ``consume(1000)`` and decodes every message (``default_codec().decode``).
@@ -220,7 +220,7 @@ def producer(bootstrap: str, linger_ms: int) -> Producer:
 class Watch:
     """What the scrapes showed of one worker."""
 
-    first: float | None = None  # when it had first applied anything
+    first: float | None = None  # when it had first read anything
     last: float = 0.0  # when its applied count last grew
     count: tuple[int, int] = (0, 0)  # (market, account) consumed
     applied: int = 0
@@ -270,14 +270,12 @@ def _observe(proc: Proc, w: Watch) -> None:
     status, text = get(proc.port, "/metrics")
     if status != 200:
         return
-    now, done = time.monotonic(), applied(text)
-    w.count = consumed(text)
-    if done == w.applied:
-        return
-    cpu = cpu_seconds(proc.popen.pid)
-    if w.first is None:
-        w.first, w.cpu_first = now, cpu
-    w.last, w.cpu_last, w.applied = now, cpu, done
+    now, done, count = time.monotonic(), applied(text), consumed(text)
+    if w.first is None and sum(count) > 0:  # the span starts at the first record read
+        w.first, w.cpu_first = now, cpu_seconds(proc.popen.pid)
+    w.count = count
+    if done != w.applied:
+        w.last, w.cpu_last, w.applied = now, cpu_seconds(proc.popen.pid), done
 
 
 def bench_raw(bootstrap: str, messages: list[Wire], prefix: str) -> dict:

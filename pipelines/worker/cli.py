@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="consumer group: workers with the same id share the account partitions")
     parser.add_argument("--checkpoint-ms", type=arguments.positive_int, default=10_000,
                         help="wall-clock time between checkpoints of the partitions held (default %(default)s)")
-    parser.add_argument("--idle-ms", type=arguments.positive_int, default=1_000,
+    parser.add_argument("--idle-ms", type=arguments.positive_int, default=200,
                         help="wall-clock silence after which an input read to its end stops holding others back")
     parser.add_argument("--stall-ms", type=arguments.positive_int, default=10_000,
                         help="a partition that applies nothing this long while records wait is reported "

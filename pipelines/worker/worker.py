@@ -61,7 +61,7 @@ class WorkerConfig:
     partitions: int = ACCOUNT_PARTITIONS
     batch_max: int = 5_000  # records read per lane per step
     poll_timeout_s: float = 0.05  # the longest a step waits for records
-    idle_ms: int = 1_000
+    idle_ms: int = 200
     checkpoint_ms: int = 10_000
     stall_ms: int = 10_000
     max_event_age_ms: int = 24 * 3600 * 1000
