@@ -60,6 +60,7 @@ from pipelines.events.codec import default_codec  # noqa: E402
 from pipelines.policy.signing import SigningKey  # noqa: E402
 from pipelines.topics import spec_for  # noqa: E402
 from pipelines.topics_cli import create_topics  # noqa: E402
+from pipelines.worker.worker import WorkerConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "bench-worker-signing-key-0123456789"
@@ -376,7 +377,7 @@ def bench_latency(bootstrap: str, rate: float, accounts: int, seconds: float, tm
     lat = sorted(action_latencies_ms(bootstrap, prefix))
     if not lat:
         raise SystemExit(f"bench_worker: no actions at {rate:.0f}/s; see {tmp}/latency-{rate:.0f}.log")
-    return {"rate_per_s": market / seconds, "idle_ms": idle_ms, "crash": crash, "options": len(steps[0]) - 8, "accounts": accounts, "seconds": seconds,
+    return {"rate_per_s": market / seconds, "idle_ms": idle_ms or WorkerConfig().idle_ms, "crash": crash, "options": len(steps[0]) - 8, "accounts": accounts, "seconds": seconds,
             "actions": len(lat), "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99), "max_ms": lat[-1],
             "within_100ms": sum(x <= 100 for x in lat) / len(lat), "within_250ms": sum(x <= 250 for x in lat) / len(lat),
             "histogram": histogram, "producer_late_p99_ms": _pct(sorted(late_ms), 99), "peak_rss_mb": rss, "load": load}
@@ -421,7 +422,7 @@ def run_in_process(messages: list[Wire], profiler: cProfile.Profile | None = Non
     one is given. Everything is on the broker before it starts, so an input read to its end is
     idle at once (``idle_ms=1``) instead of after a second of spinning."""
     from pipelines.worker.memory import MemoryBroker, MemoryGroup, MemoryPorts, MemoryStore
-    from pipelines.worker.worker import Worker, WorkerConfig
+    from pipelines.worker.worker import Worker
 
     broker, group = MemoryBroker(), MemoryGroup()
     for topic, partition, key, value in messages:

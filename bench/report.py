@@ -274,7 +274,7 @@ def worker(r: Results, _plots: str) -> str:
                           " / ".join(_n(p["peak_rss_mb"]) for p in q["one"]["per_worker"]),
                           " / ".join(_n(p["peak_rss_mb"]) for p in q["two"]["per_worker"]))
                      for k, q in enumerate(rounds))
-    latency = "\n".join(_row(_n(p["rate_per_s"]), _n(p["options"]), f"{p['crash']:.0%}", p["idle_ms"] or "default",
+    latency = "\n".join(_row(_n(p["rate_per_s"]), _n(p["options"]), f"{p['crash']:.0%}", p["idle_ms"],
                               _n(p["actions"]), _n(p["p50_ms"]), _n(p["p99_ms"]), _n(p["max_ms"]),
                               f"{p['within_100ms']:.0%}", f"{p['within_250ms']:.0%}", _n(p["peak_rss_mb"]),
                               _load(p["load"]).split(",")[0])
@@ -329,8 +329,10 @@ Targets (issue 20; every run at the worker's default `--idle-ms`, each fall): {"
 
 
 def _latency_at(points: list[Results], rate: float) -> list[Results]:
-    """The runs at the worker's default ``--idle-ms`` within 10 % of ``rate``."""
-    return [p for p in points if p["idle_ms"] is None and abs(p["rate_per_s"] - rate) <= 0.1 * rate]
+    """The runs at the worker's default ``--idle-ms`` (today's) within 10 % of ``rate``."""
+    from pipelines.worker.worker import WorkerConfig
+
+    return [p for p in points if p["idle_ms"] in (None, WorkerConfig().idle_ms) and abs(p["rate_per_s"] - rate) <= 0.1 * rate]
 
 
 def _worker_profile(profile: Results | None, top: int = 12) -> str:
