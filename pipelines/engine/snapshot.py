@@ -172,7 +172,11 @@ def _decode(schema: Any, data: bytes, what: str) -> dict[str, Any]:
     if written != FORMAT:
         raise SnapshotFormatError(f"the stored {what} snapshot is format {written}; this version reads format "
                                   f"{FORMAT}: read its inputs again")
-    return fastavro.schemaless_reader(io.BytesIO(zlib.decompress(data[len(MAGIC) + 1:])), schema, None)
+    try:
+        return fastavro.schemaless_reader(io.BytesIO(zlib.decompress(data[len(MAGIC) + 1:])), schema, None)
+    except Exception as exc:  # noqa: BLE001 - zlib and fastavro raise many types on damaged bytes
+        raise SnapshotFormatError(f"the stored {what} snapshot is damaged ({exc.__class__.__name__}): "
+                                  f"read its inputs again") from None
 
 
 def _partition_record(snapshot: PartitionSnapshot) -> dict[str, Any]:

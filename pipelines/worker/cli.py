@@ -38,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--session-timeout-ms", type=arguments.positive_int, default=10_000,
                         help="a worker silent this long leaves the group and its partitions move")
     parser.add_argument("--max-event-age-s", type=arguments.positive_float, default=86_400.0,
-                        help="events older than this (against the wall clock) are dead-lettered; raise it for "
-                             "replays (the bundled scenarios are dated 2020-2025: e.g. 1e9)")
+                        help="events older than this against their message's timestamp are dead-lettered (never "
+                             "the wall clock: a record read again after a takeover is judged as it was the first "
+                             "time); raise it for replays that stamp messages now (e.g. 1e9)")
     parser.add_argument("--hedged", default="", help="comma-separated accounts to keep delta-hedged")
     parser.add_argument("--loglevel", default="warn", choices=tuple(LEVELS), help="log level (default %(default)s)")
     shell.add_arguments(parser)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -80,7 +81,9 @@ class KafkaSource:
             if tp not in self.next:
                 continue  # unassigned while in flight
             self.next[tp] = m.offset() + 1
-            out.append(Record(tp[0], tp[1], m.offset(), m.key(), m.value()))
+            stamp = m.timestamp()[1]
+            out.append(Record(tp[0], tp[1], m.offset(), m.key(), m.value(),
+                              stamp if stamp >= 0 else int(time.time() * 1000)))  # (brokers before 0.10: none)
         return out
 
     def _high(self, tp: TP) -> int | None:
@@ -172,11 +175,13 @@ class KafkaCheckpoints:
     every record; the worker goes on at once. Encoding ten thousand accounts takes seconds, and a
     worker that paused for it would hold every event behind it."""
 
-    def __init__(self, kafka: KafkaSettings, group_id: str) -> None:
+    def __init__(self, kafka: KafkaSettings, group_id: str, deadline_s: float = 120.0) -> None:
         self.topic = kafka.topic_prefix + CHECKPOINTS
         self.group = group_id
         self.kafka = kafka
+        self.deadline_s = deadline_s  # a child still writing after this is killed: its checkpoint failed
         self.child: int | None = None
+        self.started = 0.0
 
     def load(self, partition: int) -> bytes | None:
         """The newest checkpoint of ``partition`` the topic holds for this group."""
@@ -210,7 +215,7 @@ class KafkaCheckpoints:
         pid = os.fork()
         if pid == 0:  # the child: nothing of the parent's clients or threads is used here
             os._exit(self._write(encode))
-        self.child = pid
+        self.child, self.started = pid, time.monotonic()
 
     def _write(self, encode: Callable[[], Encoded]) -> int:
         try:
@@ -234,7 +239,13 @@ class KafkaCheckpoints:
             return True
         pid, status = os.waitpid(self.child, os.WNOHANG)
         if pid == 0:
-            return None
+            if time.monotonic() - self.started < self.deadline_s:
+                return None
+            log.error("the checkpoint writer (pid %d) has run %.0f s: killed", self.child, self.deadline_s)
+            os.kill(self.child, signal.SIGKILL)
+            os.waitpid(self.child, 0)
+            self.child = None
+            return False
         self.child = None
         return os.waitstatus_to_exitcode(status) == 0
 

@@ -66,8 +66,8 @@ class Lane:
     @classmethod
     def restore(cls, key: SigningKey, params: EngineParams, partitions: int,
                 checkpoints: Sequence[Checkpoint]) -> "Lane":
-        """A lane holding the checkpoints' partitions, parked at their common boundary; the
-        checkpoints hold the same market (taken together by one lane)."""
+        """A lane holding the checkpoints' partitions, at their common boundary (no tick pending);
+        the checkpoints hold the same market (taken together by one lane)."""
         market = checkpoints[0].market
         if any(c.market.boundary_ms != market.boundary_ms or c.market.inputs != market.inputs for c in checkpoints):
             raise ValueError("checkpoints of different market states cannot share a lane")

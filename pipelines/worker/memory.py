@@ -9,6 +9,7 @@ partitions), so a test that passes holds for any interleaving the seed picks.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterable
 
 from pipelines.worker.ports import TP, Encoded, Record
@@ -16,17 +17,19 @@ from pipelines.worker.ports import TP, Encoded, Record
 
 class MemoryBroker:
     def __init__(self) -> None:
-        self.logs: dict[TP, list[tuple[bytes | None, bytes | None]]] = {}
+        self.logs: dict[TP, list[tuple[bytes | None, bytes | None, int]]] = {}
 
-    def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> int:
+    def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+               timestamp_ms: int | None = None) -> int:
+        """Append a record stamped ``timestamp_ms`` (default: the wall clock now, as a producer would)."""
         log = self.logs.setdefault((topic, partition), [])
-        log.append((key, value))
+        log.append((key, value, int(time.time() * 1000) if timestamp_ms is None else timestamp_ms))
         return len(log) - 1
 
     def records(self, topic: str) -> list[Record]:
         """Every record of ``topic``, partition by partition."""
-        return [Record(t, p, offset, key, value) for (t, p), log in sorted(self.logs.items()) if t == topic
-                for offset, (key, value) in enumerate(log)]
+        return [Record(t, p, offset, *entry) for (t, p), log in sorted(self.logs.items()) if t == topic
+                for offset, entry in enumerate(log)]
 
 
 class MemorySource:

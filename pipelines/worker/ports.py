@@ -22,6 +22,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int  # the message's timestamp (producer's create time or the broker's append time)
 
 
 class Source(Protocol):

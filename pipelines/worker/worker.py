@@ -89,6 +89,8 @@ class Track:
 
 
 CHECKPOINT, MERGE = "checkpoint", "merge"
+MERGE_WAIT_S = 1.0  # the longest two lanes wait, parked, for each other
+MERGE_RETRY_S = 2.0
 
 
 class Worker:
@@ -101,7 +103,8 @@ class Worker:
         self.codec = default_codec()
         self.validator = Validator(max_past_ms=self.config.max_event_age_ms)
         self.tracks: list[Track] = []
-        self._merging: tuple[Track, Track, int] | None = None  # (leader, follower, boundary)
+        self._merging: tuple[Track, Track, int, float] | None = None  # (leader, follower, boundary, since)
+        self._merge_after = 0.0  # no merge is tried before this (after one that did not complete)
         self._idled_at = 0.0
         self._watched_at = 0.0
         self._stalled: dict[int, float] = {}  # partition -> seconds stalled, as last reported
@@ -129,6 +132,8 @@ class Worker:
         now_ms = int(time.time() * 1000)
         timeout = self.config.poll_timeout_s / max(1, len(self.tracks))
         for track in list(self.tracks):
+            if track.lane.parked:
+                continue  # nothing it reads can be applied before it goes on: its queue would only grow
             records = track.source.poll(self.config.batch_max, timeout)
             if records:
                 timeout = 0.0
@@ -170,7 +175,9 @@ class Worker:
             if not lane.reads(name):
                 continue  # an input given up while its records were in flight
             counts[r.topic] += 1
-            admitted = admit(self.codec, self.validator, r.value, r.topic, r.partition, r.offset, now_ms)
+            # event times are judged against the record's own timestamp, never the wall clock: a record
+            # read again after a takeover, days later, must be admitted or refused as it was the first time
+            admitted = admit(self.codec, self.validator, r.value, r.topic, r.partition, r.offset, r.timestamp_ms)
             if isinstance(admitted, Refused):
                 lane.skip(name, r.offset)
                 self._dead_letter(lane, r, admitted.reason, admitted.detail, now_ms)
@@ -252,7 +259,8 @@ class Worker:
         if stored is None:
             return
         if stored:
-            self.ports.membership.commit(self._committing)
+            held = self.held()  # a partition revoked meanwhile is its new owner's to commit
+            self.ports.membership.commit({tp: o for tp, o in self._committing.items() if tp[1] in held})
         else:
             log.error("a checkpoint was not stored: its partitions' offsets stay where they were; the next one retries")
         self._committing = None
@@ -284,7 +292,12 @@ class Worker:
                      f"their checkpoint at {lane.frontier + 1}" if lane.frontier > -(2**63) else "their first records")
 
     def _load(self, partition: int) -> Checkpoint | None:
-        data = self.ports.store.load(partition)
+        try:
+            data = self.ports.store.load(partition)
+        except Exception as exc:  # noqa: BLE001 - a store that cannot be read costs the checkpoint, not the worker
+            log.error("partition %d: its checkpoint could not be read (%s): reading it from its first records",
+                      partition, exc)
+            return None
         if data is None:
             log.info("partition %d has no checkpoint: reading it from its first records", partition)
             return None
@@ -316,59 +329,60 @@ class Worker:
         track.source.close()
         self.tracks.remove(track)
         if self._merging is not None and track in self._merging[:2]:
-            self._abort_merge()
+            self._abort_merge(self.clock())
 
     def _merge(self, now: float) -> None:
-        """One lane catching up at a time: once it is within a tick of the leader, it parks at
-        the next boundary, then the leader parks there too and absorbs it. A leader already past
-        that boundary when the follower parks lets it go on and the two try again."""
+        """One lane catching up at a time: once it is within a tick of the leader (the lane
+        furthest on), both are cut at the next tick boundary after both; when both have parked
+        there the leader absorbs it. If they have not both parked within ``MERGE_WAIT_S`` (one
+        waits on an input that has not spoken), or their market records differ, both go on and
+        the pair tries again ``MERGE_RETRY_S`` later: a parked leader holds every event behind it."""
         if self._merging is None:
-            if len(self.tracks) < 2:
+            if len(self.tracks) < 2 or now < self._merge_after:
                 return
             leader = max(self.tracks, key=lambda t: (t.lane.frontier, len(t.lane.held.held)))
             slack = self.config.engine.revaluation_interval_ms
             for track in self.tracks:
-                if track is not leader and track.purpose is None and track.lane.frontier >= leader.lane.frontier - slack:
-                    boundary = track.lane.next_boundary(leader.lane.frontier)
-                    track.lane.cut_at(boundary)
-                    track.purpose = MERGE
-                    self._merging = (leader, track, boundary)
+                if (track is not leader and track.purpose is None and leader.purpose is None
+                        and track.lane.frontier >= leader.lane.frontier - slack):
+                    boundary = track.lane.next_boundary(max(leader.lane.frontier, track.lane.frontier))
+                    for lane_track in (leader, track):
+                        lane_track.lane.cut_at(boundary)
+                        lane_track.purpose = MERGE
+                    self._merging = (leader, track, boundary, now)
                     return
             return
-        leader, follower, boundary = self._merging
-        if not follower.lane.parked:
+        leader, follower, boundary, began = self._merging
+        if not (leader.lane.parked and follower.lane.parked):
+            if now - began > MERGE_WAIT_S:
+                self._abort_merge(now)
             return
-        if not leader.lane.parked and leader.lane.held_back() == 0 and leader.lane.sequencer.bound() is None:
-            self._abort_merge()  # the leader has nothing to go on with (every input idle): it cannot reach the cut
+        if leader.lane.market_released() != follower.lane.market_released():
+            log.warning("partition(s) %s not merged at %d: the lanes applied different market records (an input "
+                        "idled in one of them spoke late); trying again later", sorted(follower.lane.held.held),
+                        boundary)
+            self._abort_merge(now)
             return
-        if leader.purpose is None:
-            if leader.lane.frontier >= boundary:
-                self._abort_merge()
-                return
-            leader.lane.cut_at(boundary)
-            leader.purpose = MERGE
-        if leader.purpose == MERGE and leader.lane.parked:
-            moved = sorted(follower.lane.held.held)
-            leader.lane.absorb(follower.lane)
-            leader.source.assign({tp_of(name): leader.lane.next_offset(name)
-                                  for p in moved for name in account_inputs(p)})
-            for p in moved:
-                for name in account_inputs(p):
-                    leader.heard[name] = follower.heard.get(name, now)
-            self._merging = None
-            leader.lane.resume()
-            leader.purpose = None
-            self._drop(follower)
-            log.info("partition(s) %s caught up at %d: one engine for %s", moved, boundary,
-                     sorted(leader.lane.held.held))
+        moved = sorted(follower.lane.held.held)
+        leader.lane.absorb(follower.lane)
+        leader.source.assign({tp_of(name): leader.lane.next_offset(name) for p in moved for name in account_inputs(p)})
+        for p in moved:
+            for name in account_inputs(p):
+                leader.heard[name] = follower.heard.get(name, now)
+        self._merging = None
+        leader.lane.resume()
+        leader.purpose = None
+        self._drop(follower)
+        log.info("partition(s) %s caught up at %d: one engine for %s", moved, boundary, sorted(leader.lane.held.held))
 
-    def _abort_merge(self) -> None:
+    def _abort_merge(self, now: float) -> None:
         assert self._merging is not None
         for track in self._merging[:2]:
             if track.purpose == MERGE:
                 track.lane.resume()
                 track.purpose = None
         self._merging = None
+        self._merge_after = now + MERGE_RETRY_S
 
     # ------------------------------------------------------------------ watching
 

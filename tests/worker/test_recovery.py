@@ -98,6 +98,7 @@ def test_a_checkpoint_this_version_cannot_read_is_refused_and_its_partition_read
     cluster.settle()
     assert set(cluster.store.stored) == set(range(12))
     cluster.store.stored[5] = b"BKS\x01" + cluster.store.stored[5][4:]  # a format-1 checkpoint
+    cluster.store.stored[8] = cluster.store.stored[8][:40]  # a damaged one
     cluster.crash("a")
     cluster.start("b")
     with caplog.at_level(logging.INFO):
@@ -105,9 +106,10 @@ def test_a_checkpoint_this_version_cannot_read_is_refused_and_its_partition_read
         cluster.settle()
     refused = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert [r.getMessage() for r in refused] == [
-        "partition 5: the stored checkpoint snapshot is format 1; this version reads format 2: read its inputs again"]
+        "partition 5: the stored checkpoint snapshot is format 1; this version reads format 2: read its inputs again",
+        "partition 8: the stored checkpoint snapshot is damaged (error): read its inputs again"]
     took = [r.getMessage() for r in caplog.records if r.getMessage().startswith("took over")]
-    assert len(took) == 2 and "took over partition(s) [5] from their first records" in took, took
-    assert any(t.startswith("took over partition(s) [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11] from their checkpoint at ")
+    assert len(took) == 2 and "took over partition(s) [5, 8] from their first records" in took, took
+    assert any(t.startswith("took over partition(s) [0, 1, 2, 3, 4, 6, 7, 9, 10, 11] from their checkpoint at ")
                for t in took), took
     assert_same(outputs(cluster.broker), want)

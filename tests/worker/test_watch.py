@@ -13,6 +13,8 @@ import pytest
 
 from pipelines.engine.shards import partition_for
 from pipelines.events.codec import default_codec
+from pipelines.scenarios.generate import KEY_FIELD, TOPIC_OF
+from pipelines.topics import spec_for
 from pipelines.worker.memory import MemorySource
 from pipelines.worker.worker import DEAD_LETTERS
 
@@ -80,3 +82,25 @@ def test_every_bad_record_is_dead_lettered_once_under_its_own_coordinates() -> N
     letters = [codec.decode(r.value, expected="DeadLetter").value for r in cluster.broker.records(DEAD_LETTERS)]
     assert sorted((d["topic"], d["partition"], d["offset"]) for d in letters) == sorted(bad)
     assert {d["reason"] for d in letters} == {"unknown_schema_id"}
+
+
+def test_event_times_are_judged_against_their_message_not_the_wall_clock() -> None:
+    """A takeover reads days-old records again: they are admitted or refused as they were the first
+    time. The crash script is dated 2026-11-18; stamped with their own event times, its records pass
+    a one-day age limit whatever today's date, and one stamped ten days after its event time does not."""
+    config = dataclasses.replace(CONFIG, max_event_age_ms=24 * 3600 * 1000)
+    cluster = Cluster(config)
+    codec = default_codec()
+    events = crash_events()[:200]
+    for record, value in events:
+        topic, key = TOPIC_OF[record], str(value[KEY_FIELD[record]])
+        cluster.broker.append(topic, partition_for(key, spec_for(topic).partitions), key.encode(),
+                              codec.encode(record, value), timestamp_ms=value["event_time_ms"])
+    record, value = events[-1]
+    stale = cluster.broker.append(TOPIC_OF[record], partition_for(value[KEY_FIELD[record]], 3), b"k",
+                                  codec.encode(record, value), timestamp_ms=value["event_time_ms"] + 10 * 86_400_000)
+    cluster.start("a")
+    cluster.group.move(range(12), "a")
+    cluster.settle()
+    letters = [codec.decode(r.value, expected="DeadLetter").value for r in cluster.broker.records(DEAD_LETTERS)]
+    assert [(d["reason"], d["offset"]) for d in letters] == [("event_time_out_of_range", stale)]
