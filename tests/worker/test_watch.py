@@ -49,6 +49,7 @@ def test_a_partition_whose_input_stops_arriving_is_reported_and_recovers(caplog:
     poll = track.source.poll
     stick(track.source, index)
     cluster.feed(events[40:400], per_step=5)
+    caplog.clear()
     with caplog.at_level(logging.WARNING):
         cluster.step(100)  # 5 s on the fake clock
         assert not worker.ready()
