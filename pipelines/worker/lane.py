@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 
 from pipelines.detect.sequencer import Sequencer
 from pipelines.engine.engine import Engine, EngineOutput, EngineParams
-from pipelines.engine.partitions import HeldPartitions, export_partition, import_partition, partition_accounts
+from pipelines.engine.partitions import HeldPartitions, drop_partition, export_partition, import_partition
 from pipelines.engine.shard import ACCOUNT_TOPICS, MARKET_TOPICS, Message
 from pipelines.engine.snapshot import Checkpoint, MarketSnapshot, PartitionSnapshot, Released
 from pipelines.policy.signing import SigningKey
@@ -209,8 +209,7 @@ class Lane:
     def give_up(self, partition: int) -> None:
         """Forget ``partition``: its accounts, its inputs and their records still queued."""
         names = account_inputs(partition)
-        self.engine.drop_accounts(partition_accounts(self.engine, self.held, partition))
-        self.held.remove(partition)
+        drop_partition(self.engine, self.held, partition)
         self.sequencer.drop(set(names))
         for name in names:
             self.released.pop(name, None)
