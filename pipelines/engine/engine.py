@@ -5,7 +5,7 @@ detectors on every market and collateral event; revaluation of the accounts a ch
 batched per ``revaluation_interval_ms`` of *event time* and vectorised through the risk core;
 the margin detectors on each revaluation; the circuit breakers and the account ladder; signed
 actions. Nothing here reads a clock or does I/O, so the same events in the same order give the
-same breaches and actions, byte for byte — whether a faust worker or the in-process replay feeds
+same breaches and actions, byte for byte — whether a stream worker's lane or the in-process replay feeds
 them (both through a ``Sequencer``).
 """
 
