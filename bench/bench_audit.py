@@ -25,9 +25,9 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "events"))
+sys.path.insert(0, str(REPO))  # run as a script: the repository root, for the tests' sample records
 
-from event_samples import sample  # noqa: E402
+from tests.kit.records import sample  # noqa: E402
 
 from pipelines.audit import migrations  # noqa: E402
 from pipelines.audit.rows import Batch, Coordinates  # noqa: E402

@@ -44,13 +44,12 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(REPO))  # run as a script: the repository root, for `bench.*`
 
 import numpy as np  # noqa: E402
 
-import venue_feed  # noqa: E402
-from run import machine  # noqa: E402
+from bench import venue_feed  # noqa: E402
+from bench.run import machine  # noqa: E402
 from pipelines.detect.sequencer import Sequencer  # noqa: E402
 from pipelines.engine.engine import Engine, EngineOutput, EngineParams  # noqa: E402
 from pipelines.policy.signing import SigningKey  # noqa: E402

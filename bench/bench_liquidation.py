@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import book_events, market_events  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
+from bench.synthetic import book_events, market_events  # noqa: E402
 
 import pipelines.engine.engine as engine_module  # noqa: E402
 from pipelines.engine.engine import Engine  # noqa: E402

@@ -32,8 +32,8 @@ MARKET_SECONDS = 10
 
 def point(accounts: int, options: int, seconds: int) -> dict:
     """One point of the book curves, in this process (run it in a child: peak RSS is per process)."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from synthetic import book_events, market_events
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
+    from bench.synthetic import book_events, market_events
 
     from pipelines.engine.engine import Engine
     from pipelines.policy.signing import SigningKey
@@ -78,9 +78,9 @@ def workers_curve(bootstrap: str, counts: list[int], accounts: int, seconds: flo
     """The venue feed (``accounts`` accounts, ``seconds`` of market) through 1, 2, 4 worker
     processes (``bench_worker.bench_workers``): every worker reads every market record and its
     share of the accounts; the cluster's input rate is the sum of the workers' applied rates."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    import venue_feed
-    from bench_worker import bench_workers, wire
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import venue_feed
+    from bench.bench_worker import bench_workers, wire
 
     tmp = REPO / ".backstop" / "bench-scaling"
     tmp.mkdir(parents=True, exist_ok=True)

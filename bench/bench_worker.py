@@ -51,9 +51,9 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
 
-import venue_feed  # noqa: E402
+from bench import venue_feed  # noqa: E402
 from pipelines.config import KafkaSettings  # noqa: E402
 from pipelines.engine.shard import ACCOUNT_TOPICS, MARKET_TOPICS  # noqa: E402
 from pipelines.events.codec import default_codec  # noqa: E402

@@ -26,9 +26,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(REPO))  # run as a script: the repository root, for `bench.*`
 
-from report import render  # noqa: E402
+from bench.report import render  # noqa: E402
 
 # name, script, services it needs; in the order they run (cheap and self-contained first)
 BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [

@@ -41,9 +41,3 @@ def migrated(store: Store) -> Store:
     migrations.migrate(store)
     return store
 
-
-def store_cli_args(store: Store) -> list[str]:
-    """Command-line arguments that open the same store as ``store``."""
-    if isinstance(store, ServerStore):
-        return ["--clickhouse", f"clickhouse://{store.host}:{store.port}/{store.database}"]
-    return ["--store", store.path, "--database", store.database]

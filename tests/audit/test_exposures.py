@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from audit_scenario import ACCOUNT, T0
+from tests.kit.incident import ACCOUNT, T0
 from pipelines.audit import migrations, plot, rows
 from pipelines.audit.store import EmbeddedStore, Store
 from pipelines.audit.timeline import Entry

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from audit_scenario import ACCOUNT
-from conftest import store_cli_args
+from tests.kit.incident import ACCOUNT
+from tests.audit.stores import load_incident, store_cli_args
 from pipelines.audit.timeline import Entry, condense, is_market_tick
 from pipelines.cli import main
-from test_audit_analysis import load
 
 
 def tick(t: int, what: str, subject: str, price: float | None = None, iv: float | None = None) -> Entry:
@@ -51,7 +50,7 @@ def test_condense_without_market_ticks_changes_nothing() -> None:
 
 @pytest.mark.clickhouse
 def test_timeline_text_is_short_by_default_and_complete_with_all_ticks(migrated, capsys) -> None:
-    load(migrated)
+    load_incident(migrated)
     where = store_cli_args(migrated)
     assert main(["incident", "timeline", "--account", ACCOUNT, *where]) == 0
     short = capsys.readouterr().out

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
+from bench import venue_feed
+from pipelines.engine.shards import partition_for
+from pipelines.errors import UserError
+from pipelines.events.validation import INSTRUMENT_NAME, Validator
+from pipelines.replay.inprocess import load
+from pipelines.risk.instruments import Kind, parse_instrument
+from pipelines.topics import ACCOUNT_PARTITIONS
 
-import venue_feed  # noqa: E402
-from pipelines.engine.shards import partition_for  # noqa: E402
-from pipelines.errors import UserError  # noqa: E402
-from pipelines.events.validation import INSTRUMENT_NAME, Validator  # noqa: E402
-from pipelines.replay.inprocess import load  # noqa: E402
-from pipelines.risk.instruments import Kind, parse_instrument  # noqa: E402
-from pipelines.topics import ACCOUNT_PARTITIONS  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 SMALL = venue_feed.FeedSpec(accounts=60, positions_per_account=5, options=40, seconds=2.0, crash=0.3)
 

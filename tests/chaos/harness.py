@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from local_ports import free_ports
-from ops_helpers import stop
+from tests.kit.ports import free_ports
+from tests.kit.probes import stop
 
 from pipelines.events.codec import default_codec
 from pipelines.policy.actions import ActionType, make_action

@@ -21,9 +21,9 @@ from pipelines.audit.store import ServerStore, StoreError
 from pipelines.config import KafkaSettings
 from pipelines.topics_cli import create_topics
 
-from harness import (Feed, PrivateKafka, Supervised, cli, committed_reports, kafka_state,
+from tests.chaos.harness import (Feed, PrivateKafka, Supervised, cli, committed_reports, kafka_state,
                      ledger_orders, start_executor)
-from ops_helpers import wait_for
+from tests.kit.probes import wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow, pytest.mark.timeout(600)]
 

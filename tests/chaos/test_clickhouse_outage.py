@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from audit_scenario import T0
-from event_samples import sample
-from local_ports import free_ports
-from ops_helpers import wait_for
+from tests.kit.incident import T0
+from tests.kit.records import sample
+from tests.kit.ports import free_ports
+from tests.kit.probes import wait_for
 from pipelines.audit import migrations
 from pipelines.audit.sink import make_sink
 from pipelines.audit.store import ServerStore, StoreError

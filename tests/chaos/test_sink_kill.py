@@ -13,8 +13,8 @@ import pytest
 
 from pipelines.audit.store import ServerStore, StoreError
 
-from harness import Feed, cli
-from ops_helpers import stop, wait_for
+from tests.chaos.harness import Feed, cli
+from tests.kit.probes import stop, wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow, pytest.mark.timeout(400)]
 

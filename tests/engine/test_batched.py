@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import gc
 import random
-import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench import venue_feed
 from pipelines.engine.engine import Engine, EngineOutput, EngineParams
 from pipelines.engine.shard import Message, Shard
 from pipelines.engine.shards import keep_for_shard
@@ -22,8 +21,6 @@ from pipelines.replay.inprocess import messages, replay_dicts
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import venue_feed  # noqa: E402
 
 KEY = SigningKey("test", b"engine-test-signing-key-0123")
 VENUE = venue_feed.FeedSpec(accounts=150, positions_per_account=4, options=40, seconds=4.0, crash=0.4)

@@ -10,7 +10,7 @@ from pipelines.engine.snapshot import (Checkpoint, MarketSnapshot, PartitionSnap
 from pipelines.detect.sequencer import Sequencer
 from pipelines.policy.signing import SigningKey
 
-from crash_script import crash_events  # noqa: I001 - test helper beside this file
+from tests.kit.crash import crash_events
 
 KEY = SigningKey("test", b"engine-test-signing-key-0123")
 

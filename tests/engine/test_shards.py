@@ -11,7 +11,7 @@ from pipelines.engine.shard import Message, run_shards, shard_of
 from pipelines.engine.shards import murmur2, partition_for
 from pipelines.policy.signing import SigningKey
 
-from crash_script import crash_events  # noqa: I001
+from tests.kit.crash import crash_events
 
 KEY = SigningKey("test", b"engine-test-signing-key-0123")
 

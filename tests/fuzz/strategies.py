@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
 
-from crash_script import CALL, PERP, PUT, T0, crash_events
+from tests.kit.crash import CALL, PERP, PUT, T0, crash_events
 from pipelines.engine.engine import EngineOutput, EngineParams
 from pipelines.engine.shard import Message
 from pipelines.events.codec import DecodeError, default_codec
@@ -51,7 +51,7 @@ VALIDATION_REASONS = frozenset({"nan_price", "negative_price", "implausible_pric
 
 def record_names() -> tuple[str, ...]:
     """Every record the codec knows (ExposureSnapshot, DeadLetter, ... included)."""
-    from event_samples import RECORDS as SAMPLED
+    from tests.kit.records import RECORDS as SAMPLED
 
     return tuple(SAMPLED)
 
@@ -168,8 +168,8 @@ def from_schema(record: str, **overrides: st.SearchStrategy[Any]) -> st.SearchSt
 # ---------------------------------------------------------------------- wire values
 
 def encoded_samples() -> list[bytes]:
-    from event_samples import RECORDS as SAMPLED
-    from event_samples import sample
+    from tests.kit.records import RECORDS as SAMPLED
+    from tests.kit.records import sample
 
     return [CODEC.encode(record, sample(record)) for record in SAMPLED]
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from local_ports import free_ports
+from tests.kit.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = REPO / "infra" / "local"

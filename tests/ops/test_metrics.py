@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from ops_helpers import samples as registry_samples
-from ops_helpers import total
+from tests.kit.probes import samples as registry_samples
+from tests.kit.probes import total
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.ops.metrics import Metrics, lags_from_statistics
 from pipelines.policy.actions import ActionType, make_action

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ops_helpers import get, scrape
+from tests.kit.probes import get, scrape
 from pipelines.ops.metrics import Metrics
 from pipelines.ops.server import serve
 

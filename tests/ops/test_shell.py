@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from local_ports import free_ports
-from ops_helpers import get
+from tests.kit.ports import free_ports
+from tests.kit.probes import get
 from pipelines.config import OpsSettings, load_settings
 from pipelines.errors import UserError
 from pipelines.ops import shell

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from risk_samples import NOW_MS
+from tests.kit.markets import NOW_MS
 
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
 from pipelines.risk.book import Book, BookRisk, revalue_book

@@ -22,8 +22,8 @@ from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS
 from pipelines.topics_cli import create_topics
 
-from ops_helpers import stop, wait_for
-from workers import SECRET, collect, publish, start_worker  # noqa: I001
+from tests.kit.probes import stop, wait_for
+from tests.kit.worker_processes import SECRET, collect, publish, start_worker
 
 pytestmark = [pytest.mark.security, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow,
               pytest.mark.timeout(600)]

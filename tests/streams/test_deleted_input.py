@@ -19,9 +19,9 @@ from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate, write_recording
 from pipelines.topics import spec_for
 
-from local_ports import free_ports  # noqa: I001
-from ops_helpers import get, parse, series, stop, total, wait_for  # noqa: I001
-from workers import start_worker
+from tests.kit.ports import free_ports
+from tests.kit.probes import get, parse, series, stop, total, wait_for
+from tests.kit.worker_processes import start_worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
 

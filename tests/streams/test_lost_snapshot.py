@@ -29,9 +29,9 @@ from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS
 from pipelines.worker.kafka import CHECKPOINTS
 
-from crash_script import T0  # noqa: I001
-from ops_helpers import stop, wait_for  # noqa: I001
-from workers import SECRET, collect, publish, start_worker, worker_logs
+from tests.kit.crash import T0
+from tests.kit.probes import stop, wait_for
+from tests.kit.worker_processes import SECRET, collect, publish, start_worker, worker_logs
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -17,8 +17,8 @@ from pipelines.replay.kafka_replay import replay_to_kafka
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate, write_recording
 
-from ops_helpers import stop
-from workers import SECRET, collect, missing_by_partition, start_worker, worker_logs  # noqa: I001
+from tests.kit.probes import stop
+from tests.kit.worker_processes import SECRET, collect, missing_by_partition, start_worker, worker_logs
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -15,10 +15,10 @@ from pipelines.engine.shard import run_shards
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS
 
-from local_ports import free_ports  # noqa: I001
-from ops_helpers import get, scrape, series, stop, total, wait_for  # noqa: I001
-from workers import SECRET, collect, missing_by_partition, publish, start_worker, worker_logs
-from crash_script import crash_events  # noqa: I001
+from tests.kit.ports import free_ports
+from tests.kit.probes import get, scrape, series, stop, total, wait_for
+from tests.kit.worker_processes import SECRET, collect, missing_by_partition, publish, start_worker, worker_logs
+from tests.kit.crash import crash_events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -12,9 +12,8 @@ import pytest
 
 from pipelines.engine.engine import EngineParams
 
-from kit import CONFIG, Cluster, oracle, outputs, publish  # noqa: I001
-from crash_script import crash_events  # noqa: I001
-from test_worker import assert_same  # noqa: I001
+from tests.worker.cluster import CONFIG, Cluster, assert_same, oracle, outputs, publish
+from tests.kit.crash import crash_events
 
 PARAMS = EngineParams(hedged_accounts=frozenset({"hedged-desk"}))
 CONFIG_HERE = dataclasses.replace(CONFIG, engine=PARAMS)

@@ -18,8 +18,8 @@ from pipelines.topics import spec_for
 from pipelines.worker.memory import MemorySource
 from pipelines.worker.worker import DEAD_LETTERS
 
-from kit import CONFIG, Cluster, publish  # noqa: I001
-from crash_script import crash_events  # noqa: I001
+from tests.worker.cluster import CONFIG, Cluster, publish
+from tests.kit.crash import crash_events
 
 
 def stick(source: MemorySource, tp: tuple[str, int]) -> None:

@@ -6,18 +6,10 @@ import pytest
 
 from pipelines.engine.engine import EngineParams
 
-from kit import CONFIG, Cluster, oracle, outputs, publish  # noqa: I001
-from crash_script import crash_events  # noqa: I001
+from tests.worker.cluster import CONFIG, Cluster, assert_same, oracle, outputs, publish
+from tests.kit.crash import crash_events
 
 PARAMS = EngineParams(hedged_accounts=frozenset({"hedged-desk"}))
-
-
-def assert_same(got: dict, want: dict) -> None:
-    for record in want:
-        missing = set(want[record]) - set(got[record])
-        extra = set(got[record]) - set(want[record])
-        assert not missing and not extra, (record, sorted(missing)[:5], sorted(extra)[:5])
-        assert got[record] == want[record], record
 
 
 @pytest.mark.parametrize("seed", range(3))
