@@ -18,9 +18,10 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("audit-store")
 
 
-@pytest.fixture(params=["server", "embedded"])
+@pytest.fixture(params=[pytest.param("server", marks=pytest.mark.clickhouse), "embedded"])
 def store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
-    """An empty audit database on the real ClickHouse server, or in the embedded chdb store."""
+    """An empty audit database on the real ClickHouse server, or in the embedded chdb store. Only
+    the server variant is marked ``clickhouse``: the embedded one needs no service."""
     if request.param == "server":
         client = request.getfixturevalue("clickhouse")  # fresh database, dropped afterwards
         host, port = request.getfixturevalue("clickhouse_address")

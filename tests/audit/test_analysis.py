@@ -11,9 +11,6 @@ from tests.audit.stores import load_incident, store_cli_args
 from pipelines.audit import summary, timeline
 from pipelines.cli import main
 
-pytestmark = pytest.mark.clickhouse
-
-
 def test_redelivered_batch_adds_no_rows(migrated) -> None:
     load_incident(migrated, repeat=3)
     for table, count in EXPECTED.items():

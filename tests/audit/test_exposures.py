@@ -36,7 +36,6 @@ def insert(store: Store, snapshots: list[dict], first_offset: int = 0) -> None:
         store.insert(table, columns, dedup_token=token)
 
 
-@pytest.mark.clickhouse
 def test_migration_adds_exposures_to_a_store_migrated_before_it(store, monkeypatch) -> None:
     with monkeypatch.context() as before:
         before.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:5])
@@ -49,7 +48,6 @@ def test_migration_adds_exposures_to_a_store_migrated_before_it(store, monkeypat
     assert set(rows.COLUMNS["exposures"] + rows.KAFKA) <= described
 
 
-@pytest.mark.clickhouse
 def test_a_resent_snapshot_is_stored_once(migrated) -> None:
     insert(migrated, SERIES)
     insert(migrated, SERIES[1:3], first_offset=40)  # re-sent later, at other offsets (a worker replaying)
@@ -57,7 +55,6 @@ def test_a_resent_snapshot_is_stored_once(migrated) -> None:
     assert migrated.count("exposures", final=False) == len(SERIES) + 2
 
 
-@pytest.mark.clickhouse
 def test_exposures_read_back_in_time_order_for_the_account(migrated) -> None:
     insert(migrated, list(reversed(SERIES)))
     got = plot.exposures(migrated, ACCOUNT)
@@ -91,7 +88,6 @@ def test_the_margin_panel_draws_the_snapshots_as_a_line_with_breaches_and_action
         plt.close(fig)
 
 
-@pytest.mark.clickhouse
 def test_the_demo_store_holds_every_account_ratio_series_the_engine_produced(chdb_path) -> None:
     from pipelines.backtest.run import engine_params, simulate
     from pipelines.demo import AuditCollector
@@ -123,7 +119,6 @@ def test_the_demo_store_holds_every_account_ratio_series_the_engine_produced(chd
 
 
 @pytest.mark.kafka
-@pytest.mark.clickhouse
 def test_the_sink_stores_exposures_from_their_topic_once_when_re_sent(migrated, kafka_bootstrap, topic_factory) -> None:
     from confluent_kafka import Producer
 

@@ -13,7 +13,7 @@ from pipelines.audit.sink import make_sink
 from pipelines.config import KafkaSettings
 from pipelines.events.codec import Codec
 
-pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
+pytestmark = pytest.mark.kafka  # and ClickHouse on the store fixture's server variant
 
 
 def make_topics(topic_factory) -> dict[str, str]:

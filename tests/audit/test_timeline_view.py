@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from tests.kit.incident import ACCOUNT
 from tests.audit.stores import load_incident, store_cli_args
@@ -48,7 +47,6 @@ def test_condense_without_market_ticks_changes_nothing() -> None:
     assert condense(own) == own
 
 
-@pytest.mark.clickhouse
 def test_timeline_text_is_short_by_default_and_complete_with_all_ticks(migrated, capsys) -> None:
     load_incident(migrated)
     where = store_cli_args(migrated)
