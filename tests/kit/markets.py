@@ -1,4 +1,5 @@
-"""Shared builders for the risk tests: a fixed market (imported as a module, like event_samples)."""
+"""A fixed market for risk tests: BTC and ETH index, volatility and rate at ``NOW_MS``, with
+optional per-instrument volatility overrides."""
 
 from __future__ import annotations
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.kit.books import portfolio, random_portfolios
 from tests.kit.markets import NOW_MS, market
 
 from pipelines.errors import UserError
 from pipelines.risk.black76 import black76_greeks
-from pipelines.risk.book import Book, Portfolio, Position, account_risk, margin_ratio, revalue_book
+from pipelines.risk.book import Book, account_risk, margin_ratio, revalue_book
 from pipelines.risk.instruments import InstrumentTable
 from pipelines.risk.market import YEAR_MS, MarketError, MarketState, UnderlyingMarket
 
@@ -17,8 +18,7 @@ T_DEC = (InstrumentTable.parse(["BTC-27DEC26"]).expiry_ms[0] - NOW_MS) / YEAR_MS
 
 
 def test_marks_perp_is_index_future_is_forward_option_is_black76_with_override_vol() -> None:
-    pf = Portfolio("a", 0.0, (Position("BTC-PERPETUAL", 1), Position("BTC-27DEC26", 1),
-                              Position("BTC-27DEC26-60000-C", 1), Position("BTC-27DEC26-60000-P", 1)))
+    pf = portfolio(0.0, ("BTC-PERPETUAL", 1), ("BTC-27DEC26", 1), ("BTC-27DEC26-60000-C", 1), ("BTC-27DEC26-60000-P", 1))
     book, r = account_risk(pf, MKT)
     marks = dict(zip(book.instruments.names, r.unit.price, strict=True))
     assert marks["BTC-PERPETUAL"] == 60_000.0
@@ -30,9 +30,8 @@ def test_marks_perp_is_index_future_is_forward_option_is_black76_with_override_v
 
 
 def test_equity_is_collateral_plus_unrealised_pnl_at_mark_and_position_greeks_are_qty_times_unit() -> None:
-    pf = Portfolio("a", 250_000.0, (Position("BTC-27DEC26-60000-C", -10, 4200.0),
-                                    Position("BTC-PERPETUAL", 3, 59_000.0),
-                                    Position("BTC-27DEC26", 2)))  # no avg_price: at mark
+    pf = portfolio(250_000.0, ("BTC-27DEC26-60000-C", -10, 4200.0), ("BTC-PERPETUAL", 3, 59_000.0),
+                   ("BTC-27DEC26", 2))  # no avg_price: at mark
     book, r = account_risk(pf, MKT)
     call = black76_greeks(60_000.0, 60_000.0, T_DEC, 0.6, 0.05, True)
     assert np.isclose(r.equity[0], 250_000 - 10 * (call.price - 4200) + 3 * 1000)
@@ -46,9 +45,8 @@ def test_equity_is_collateral_plus_unrealised_pnl_at_mark_and_position_greeks_ar
 
 
 def test_duplicate_positions_net_and_keep_their_average_prices() -> None:
-    split = Portfolio("a", 0.0, (Position("BTC-PERPETUAL", 1, 50_000.0), Position("BTC-PERPETUAL", 1, 70_000.0),
-                                 Position("BTC-PERPETUAL", 1)))
-    one = Portfolio("a", 0.0, (Position("BTC-PERPETUAL", 3, 60_000.0),))
+    split = portfolio(0.0, ("BTC-PERPETUAL", 1, 50_000.0), ("BTC-PERPETUAL", 1, 70_000.0), ("BTC-PERPETUAL", 1))
+    one = portfolio(0.0, ("BTC-PERPETUAL", 3, 60_000.0))
     (b1, r1), (_, r2) = account_risk(split, MKT), account_risk(one, MKT)
     assert len(b1.qty) == 1 and b1.qty[0] == 3
     assert np.isclose(r1.equity[0], 0.0) and np.isclose(r1.maintenance[0], r2.maintenance[0])
@@ -58,10 +56,7 @@ def test_batch_equals_one_account_at_a_time() -> None:
     rng = np.random.default_rng(3)
     names = ["BTC-PERPETUAL", "BTC-27DEC26", "BTC-27DEC26-60000-C", "BTC-27NOV26-58000-P", "BTC-26MAR27-80000-C",
              "ETH-PERPETUAL", "ETH-27DEC26-2400-C", "ETH-27DEC26-2000-P"]
-    portfolios = [Portfolio(f"acct-{a}", float(rng.uniform(1e4, 1e6)),
-                            tuple(Position(str(rng.choice(names)), float(rng.normal(0, 10)), float(rng.uniform(1, 5e4)))
-                                  for _ in range(rng.integers(0, 7))))
-                  for a in range(40)]
+    portfolios = random_portfolios(rng, names, 40)
     table = InstrumentTable.parse(names)
     batch = revalue_book(Book.from_portfolios(portfolios, table), MKT)
     for a, pf in enumerate(portfolios):
@@ -73,17 +68,17 @@ def test_batch_equals_one_account_at_a_time() -> None:
 
 
 def test_margin_sums_over_underlyings_without_cross_offsets() -> None:
-    both = Portfolio("a", 1e6, (Position("BTC-PERPETUAL", 1), Position("ETH-PERPETUAL", -25)))
-    btc = Portfolio("a", 1e6, (Position("BTC-PERPETUAL", 1),))
-    eth = Portfolio("a", 1e6, (Position("ETH-PERPETUAL", -25),))
+    both = portfolio(1e6, ("BTC-PERPETUAL", 1), ("ETH-PERPETUAL", -25))
+    btc = portfolio(1e6, ("BTC-PERPETUAL", 1))
+    eth = portfolio(1e6, ("ETH-PERPETUAL", -25))
     mm = [account_risk(p, MKT)[1].maintenance[0] for p in (both, btc, eth)]
     assert np.isclose(mm[0], mm[1] + mm[2])
 
 
 def test_negative_equity_is_infinitely_over_and_liquidatable() -> None:
-    _, r = account_risk(Portfolio("a", -1.0, (Position("BTC-PERPETUAL", 1),)), MKT)
+    _, r = account_risk(portfolio(-1.0, ("BTC-PERPETUAL", 1)), MKT)
     assert r.margin_ratio[0] == np.inf and r.liquidatable[0]
-    _, empty = account_risk(Portfolio("a", 100.0, ()), MKT)
+    _, empty = account_risk(portfolio(100.0), MKT)
     assert empty.maintenance[0] == 0 and empty.margin_ratio[0] == 0 and not empty.liquidatable[0]
 
 
@@ -100,7 +95,7 @@ def test_bad_inputs_are_user_errors() -> None:
     with pytest.raises(UserError, match="out of range"):
         Book.from_arrays(["a"], np.array([1.0]), table, np.array([1]), np.array([0]), np.array([1.0]))
     with pytest.raises(MarketError, match="underlyings.SOL"):
-        revalue_book(Book.from_portfolios([Portfolio("a", 1.0, (Position("SOL-PERPETUAL", 1),))]), MKT)
+        revalue_book(Book.from_portfolios([portfolio(1.0, ("SOL-PERPETUAL", 1))]), MKT)
     with pytest.raises(MarketError, match="underlyings.BTC.vol"):
         MarketState(NOW_MS, {"BTC": UnderlyingMarket(60_000.0, float("nan"))})
 

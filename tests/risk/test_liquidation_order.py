@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.kit.books import portfolio, random_portfolios
 from tests.kit.markets import market
 
 from pipelines.errors import UserError
@@ -61,7 +62,7 @@ def test_greek_aware_plan_costs_less_slippage_than_pro_rata() -> None:
 def test_healthy_account_needs_no_orders_and_a_bankrupt_one_is_closed_out() -> None:
     book, risk = account_risk(hedged_short_gamma_book(5e6), MKT)
     assert plan_liquidation(book, risk, 0, target_ratio=0.8).orders == ()
-    book, risk = account_risk(Portfolio("a", -1.0, (Position("BTC-PERPETUAL", 1),)), MKT)
+    book, risk = account_risk(portfolio(-1.0, ("BTC-PERPETUAL", 1)), MKT)
     plan = plan_liquidation(book, risk, 0, target_ratio=0.5)
     # Closed out: no requirement left (ratio 0), the negative equity is the backstop's to cover.
     assert plan.reached and plan.maintenance_after == 0.0 and plan.equity_after < 0
@@ -71,7 +72,7 @@ def test_healthy_account_needs_no_orders_and_a_bankrupt_one_is_closed_out() -> N
 
 
 def test_plans_one_account_of_a_batch() -> None:
-    pfs = [Portfolio("rich", 1e7, (Position("BTC-PERPETUAL", 1),)), hedged_short_gamma_book(200_000.0)]
+    pfs = [portfolio(1e7, ("BTC-PERPETUAL", 1), account="rich"), hedged_short_gamma_book(200_000.0)]
     book = Book.from_portfolios(pfs)
     risk = revalue_book(book, MKT)
     plan = plan_liquidation(book, risk, 1, target_ratio=0.8)
@@ -98,11 +99,10 @@ def test_planning_accounts_together_gives_each_the_plan_it_gets_alone(compiled: 
     rng = np.random.default_rng(5)
     names = ["BTC-27NOV26-60000-C", "BTC-27NOV26-60000-P", "BTC-26MAR27-90000-C", "BTC-27DEC26-40000-P",
              "BTC-PERPETUAL", "ETH-PERPETUAL", "ETH-27DEC26-3000-C"]
-    pfs = [Portfolio(f"r{i}", float(rng.uniform(5e4, 4e5)),
-                     tuple(Position(n, float(rng.normal(0, 20))) for n in rng.choice(names, 4, replace=False)))
-           for i in range(40)]
-    pfs += [Portfolio("bankrupt", -1.0, (Position("BTC-PERPETUAL", 1),)), hedged_short_gamma_book(5e6),
-            Portfolio("flat", 1e5, ())]
+    pfs = random_portfolios(rng, names, 40, legs=(4, 4), collateral_usd=(5e4, 4e5), qty_sd=20.0, priced=False,
+                            prefix="r")
+    pfs += [portfolio(-1.0, ("BTC-PERPETUAL", 1), account="bankrupt"), hedged_short_gamma_book(5e6),
+            portfolio(1e5, account="flat")]
     cond = MarketConditions({"BTC": 1.0}, {"BTC": 2e6})
     for adaptive in (None, AdaptiveParams()):
         book = Book.from_portfolios(pfs)

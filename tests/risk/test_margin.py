@@ -7,8 +7,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from tests.kit.books import portfolio
 from pipelines.errors import UserError
-from pipelines.risk.book import Portfolio, Position, account_risk
+from pipelines.risk.book import account_risk
 from pipelines.risk.margin import VOL_DOWN, VOL_NONE, VOL_UP, MarginConfig, MarginParams, grid_and_params, shocked_vols
 
 from tests.kit.markets import market
@@ -25,7 +26,7 @@ legs = st.lists(st.tuples(st.sampled_from(UNIVERSE), qty), min_size=1, max_size=
 
 
 def mm(positions: list[tuple[str, float]], config: MarginConfig | None = None, collateral: float = 1e6) -> float:
-    pf = Portfolio("a", collateral, tuple(Position(n, q) for n, q in positions))
+    pf = portfolio(collateral, *positions)
     return float(account_risk(pf, MKT, config)[1].maintenance[0])
 
 
@@ -78,7 +79,7 @@ def test_bad_parameters_are_user_errors() -> None:
 
 
 def test_initial_margin_is_maintenance_over_the_configured_factor() -> None:
-    pf = Portfolio("a", 1e6, (Position("BTC-27DEC26-60000-C", -10),))
+    pf = portfolio(1e6, ("BTC-27DEC26-60000-C", -10))
     _, r = account_risk(pf, MKT)
     assert np.isclose(r.initial[0], r.maintenance[0] / 0.8)
     cfg = MarginConfig(per_underlying={"BTC": MarginParams(mm_to_im=0.5)})
@@ -87,7 +88,7 @@ def test_initial_margin_is_maintenance_over_the_configured_factor() -> None:
 
 
 def test_long_perp_margin_is_the_16pct_move_plus_the_delta_charge() -> None:
-    _, r = account_risk(Portfolio("a", 1e6, (Position("BTC-PERPETUAL", 2.0),)), MKT)
+    _, r = account_risk(portfolio(1e6, ("BTC-PERPETUAL", 2.0)), MKT)
     # Long 2 BTC: worst grid loss is -16 % (the -66 % extended move weighs 24 % -> 15.84 %).
     assert np.isclose(r.scenario_loss[0, 0], 2 * 60_000 * 0.16)
     assert np.isclose(r.delta_charge[0, 0], 0.02 * 2 * 60_000)
@@ -95,7 +96,7 @@ def test_long_perp_margin_is_the_16pct_move_plus_the_delta_charge() -> None:
 
 
 def test_short_option_charge_and_hedged_delta_charge() -> None:
-    _, r = account_risk(Portfolio("a", 1e6, (Position("BTC-27DEC26-60000-C", -4), Position("BTC-PERPETUAL", 1))), MKT)
+    _, r = account_risk(portfolio(1e6, ("BTC-27DEC26-60000-C", -4), ("BTC-PERPETUAL", 1)), MKT)
     assert np.isclose(r.short_option_charge[0, 0], 0.01 * 4 * 60_000)
     call_delta = float(r.unit.delta[0])
     hedged = min(1.0, 4 * call_delta)
@@ -106,7 +107,7 @@ def test_short_option_charge_and_hedged_delta_charge() -> None:
 @settings(max_examples=60, deadline=None)
 @given(legs)
 def test_margin_is_never_negative_and_im_covers_mm(positions: list[tuple[str, float]]) -> None:
-    pf = Portfolio("a", 1e5, tuple(Position(n, q) for n, q in positions))
+    pf = portfolio(1e5, *positions)
     _, r = account_risk(pf, MKT)
     assert r.maintenance[0] >= 0 and r.initial[0] >= r.maintenance[0]
 
@@ -147,7 +148,7 @@ SMALL_MOVES = MarginConfig(MarginParams(moves=(-0.03, -0.02, -0.01, 0.0, 0.01, 0
 def test_delta_hedged_short_straddle_needs_less_margin_than_naked_in_small_moves(expiry: str, strike: int,
                                                                                   size: float) -> None:
     straddle = [(f"BTC-{expiry}-{strike}-C", -size), (f"BTC-{expiry}-{strike}-P", -size)]
-    _, r = account_risk(Portfolio("a", 1e6, tuple(Position(n, q) for n, q in straddle)), MKT, SMALL_MOVES)
+    _, r = account_risk(portfolio(1e6, *straddle), MKT, SMALL_MOVES)
     delta = float(r.delta[0, 0])
     assume(abs(delta) > 0.01 * size)  # an at-the-money straddle has nothing to hedge
     hedged = straddle + [("BTC-PERPETUAL", -delta)]
