@@ -27,14 +27,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: the repository root, for the tests' sample records
 
-from tests.kit.records import sample  # noqa: E402
-
 from pipelines.audit import migrations  # noqa: E402
 from pipelines.audit.rows import Batch, Coordinates  # noqa: E402
 from pipelines.audit.sink import make_sink  # noqa: E402
 from pipelines.audit.store import ServerStore  # noqa: E402
 from pipelines.config import KafkaSettings  # noqa: E402
 from pipelines.events.codec import Codec  # noqa: E402
+from tests.kit.records import sample  # noqa: E402
 
 T0 = 1_798_761_600_000
 KINDS = ("IndexPrice", "MarkPrice", "PositionUpdate", "MarkPrice", "IndexPrice", "Breach", "Action", "ExecutionReport")

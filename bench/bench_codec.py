@@ -17,6 +17,7 @@ import json
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import avro
@@ -38,10 +39,11 @@ def records(n: int) -> dict[str, list[dict]]:
     opt = "BTC-27DEC26-60000-C"
     return {
         "PositionUpdate": [{"account": f"acct-{i % 5000}", "instrument": opt, "quantity": -25.0 + i % 50,
-                            "average_price": 0.05 + i * 1e-6, "sequence": i, "event_time_ms": NOW + i} for i in range(n)],
+                            "average_price": 0.05 + i * 1e-6, "sequence": i, "event_time_ms": NOW + i}
+                           for i in range(n)],
         "MarkPrice": [{"instrument": opt, "underlying": "BTC", "mark_price": 0.0523 + i * 1e-7, "index_price": 61234.5,
-                       "underlying_price": 61300.0, "mark_iv": 0.55, "best_bid": 0.052, "best_ask": 0.0525, "open_interest": 1250.0,
-                       "event_time_ms": NOW + i} for i in range(n)],
+                       "underlying_price": 61300.0, "mark_iv": 0.55, "best_bid": 0.052, "best_ask": 0.0525,
+                       "open_interest": 1250.0, "event_time_ms": NOW + i} for i in range(n)],
         "Breach": [{"breach_id": f"b-{i:08x}", "kind": "margin_shortfall", "account": f"acct-{i % 5000}",
                     "underlying": "BTC", "instrument": None, "observed": 1.12, "threshold": 1.0, "severity": "critical",
                     "window_start_ms": NOW + i - 60_000, "window_end_ms": NOW + i,
@@ -52,7 +54,8 @@ def records(n: int) -> dict[str, list[dict]]:
         "OrderBookDepth": [{"instrument": "BTC-PERPETUAL",
                             "bids": [{"price": 61200.0 - k * 5, "quantity": 10.0 + k} for k in range(10)],
                             "asks": [{"price": 61210.0 + k * 5, "quantity": 8.0 + k} for k in range(10)],
-                            "bands": [{"band_bps": b, "bid_quantity": 100.0 * b, "ask_quantity": 90.0 * b} for b in (10, 50, 100)],
+                            "bands": [{"band_bps": b, "bid_quantity": 100.0 * b, "ask_quantity": 90.0 * b}
+                                      for b in (10, 50, 100)],
                             "sequence": i, "event_time_ms": NOW + i} for i in range(n)],
     }
 
@@ -105,17 +108,18 @@ def main() -> int:
         assert bench_fastavro(schema.parsed, data[:10]) == data[:10] == bench_avro(schema.avro, data[:10])
         assert bench_codec(codec, record, data[:10]) == data[:10]
         rates = {
-            "avro": best_rate(lambda: bench_avro(schema.avro, data[:n_avro]), n_avro, args.repeat),
-            "fastavro": best_rate(lambda: bench_fastavro(schema.parsed, data), n_fast, args.repeat),
-            "codec": best_rate(lambda: bench_codec(codec, record, data), n_fast, args.repeat),
+            "avro": best_rate(partial(bench_avro, schema.avro, data[:n_avro]), n_avro, args.repeat),
+            "fastavro": best_rate(partial(bench_fastavro, schema.parsed, data), n_fast, args.repeat),
+            "codec": best_rate(partial(bench_codec, codec, record, data), n_fast, args.repeat),
         }
         rates = {k: round(v) for k, v in rates.items()}
         results[record] = {"records_per_s": rates, "fastavro_over_avro": round(rates["fastavro"] / rates["avro"], 1),
                            "codec_over_avro": round(rates["codec"] / rates["avro"], 1),
                            "bytes": len(codec.encode(record, data[0]))}
-        print(f"{record:16} avro {rates['avro']:>9,}/s  fastavro {rates['fastavro']:>9,}/s  codec {rates['codec']:>9,}/s"
-              f"  fastavro/avro {results[record]['fastavro_over_avro']:>5}x  codec/avro {results[record]['codec_over_avro']:>5}x"
-              f"  ({results[record]['bytes']} B framed)")
+        result = results[record]
+        print(f"{record:16} avro {rates['avro']:>9,}/s  fastavro {rates['fastavro']:>9,}/s  "
+              f"codec {rates['codec']:>9,}/s  fastavro/avro {result['fastavro_over_avro']:>5}x  "
+              f"codec/avro {result['codec_over_avro']:>5}x  ({result['bytes']} B framed)")
     report = {
         "what": "encode+decode round trips per second, best of repeats",
         "quick": args.quick, "n_fastavro": n_fast, "n_avro": n_avro, "repeat": args.repeat,

@@ -39,6 +39,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,7 @@ def replay(sizes: Sizes) -> dict[str, Any]:
         point: dict[str, Any] = {"scenario": name, "events": len(rows), "span_s": span_s(rows)}
         outputs = []
         for variant, compiled in VARIANTS:
-            wall, cpu, result = timed(lambda: replay_dicts(rows, params=EngineParams(compiled=compiled)), sizes.repeat)
+            wall, cpu, result = timed(partial(replay_dicts, rows, params=EngineParams(compiled=compiled)), sizes.repeat)
             outputs.append(result)
             point[variant] = {"seconds": wall, "cpu_seconds": cpu, "x_real_time": point["span_s"] / wall}
         point["same_outputs"] = same(outputs)
@@ -257,7 +258,7 @@ def margin(sizes: Sizes) -> dict[str, Any]:
     for variant, compiled in VARIANTS if switch else VARIANTS[:1]:
         options = {"compiled": compiled} if switch else {}
         revalue_book(book, market, grid, **options)  # the kernels' first call, untimed
-        wall, cpu, risk = timed(lambda: revalue_book(book, market, grid, **options), sizes.repeat)
+        wall, cpu, risk = timed(partial(revalue_book, book, market, grid, **options), sizes.repeat)
         out[variant] = {"ms": wall * 1e3, "cpu_ms": cpu * 1e3}
         out["scenarios"] = int(risk.grid.count.max())
         results.append(risk)
@@ -275,7 +276,7 @@ def venue(sizes: Sizes) -> dict[str, Any]:
                            "market_events_per_s_of_feed": market / spec.seconds}
     outputs = []
     for variant, compiled in VARIANTS:
-        wall, cpu, result = timed(lambda: replay_dicts(rows, params=EngineParams(compiled=compiled)), 1)
+        wall, cpu, result = timed(partial(replay_dicts, rows, params=EngineParams(compiled=compiled)), 1)
         outputs.append(result)
         out[variant] = {"seconds": wall, "events_per_s": len(rows) / wall, "cpu_events_per_s": len(rows) / cpu}
         print(f"  venue {variant}: {len(rows) / wall:,.0f} events/s", flush=True)

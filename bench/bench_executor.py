@@ -152,7 +152,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"executor       p50 {executor['p50_ms']:7.1f} ms   p99 {executor['p99_ms']:7.1f} ms   ({executor['count']} actions)")
+    print(f"executor       p50 {executor['p50_ms']:7.1f} ms   p99 {executor['p99_ms']:7.1f} ms   "
+          f"({executor['count']} actions)")
     print(f"raw passthrough p50 {passthrough['p50_ms']:6.1f} ms   p99 {passthrough['p99_ms']:7.1f} ms")
     print(f"ratio          p50 x{result['p50_ratio']:.1f}   p99 x{result['p99_ratio']:.1f}   -> {out}")
 

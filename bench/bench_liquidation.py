@@ -26,25 +26,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
-from bench.synthetic import book_events, market_events  # noqa: E402
 
-import pipelines.engine.engine as engine_module  # noqa: E402
-from pipelines.engine.engine import Engine  # noqa: E402
-from pipelines.policy.signing import SigningKey  # noqa: E402
-from pipelines.replay.inprocess import load, replay_dicts  # noqa: E402
-from pipelines.risk import liquidation_order  # noqa: E402
-from pipelines.risk.book import Book, BookRisk  # noqa: E402
-from pipelines.risk.kernels import planner  # noqa: E402
-from pipelines.risk.liquidation_order import (LiquidationParams, LiquidationPlan, plan_liquidation,  # noqa: E402
-                                             plan_liquidations)
-from pipelines.scenarios import library  # noqa: E402
-from pipelines.scenarios.generate import generate, write_recording  # noqa: E402
+import pipelines.engine.engine as engine_module
+from bench.synthetic import book_events, market_events
+from pipelines.engine.engine import Engine
+from pipelines.policy.signing import SigningKey
+from pipelines.replay.inprocess import load, replay_dicts
+from pipelines.risk import liquidation_order
+from pipelines.risk.book import Book, BookRisk
+from pipelines.risk.kernels import planner
+from pipelines.risk.liquidation_order import LiquidationParams, LiquidationPlan, plan_liquidation, plan_liquidations
+from pipelines.scenarios import library
+from pipelines.scenarios.generate import generate, write_recording
 
 
-def crash_book(accounts: int):  # noqa: ANN201
+def crash_book(accounts: int):
     """The engine's book and market after the synthetic fall, revalued."""
     engine = Engine(SigningKey("bench", b"bench-signing-key-000"))
     for i, (record, value) in enumerate(book_events(accounts, 1_000) + list(market_events(10))):
@@ -117,8 +117,8 @@ def replay_figures(scenario: str, repeats: int) -> dict[str, float]:
         reference = plan_liquidations(book, risk, accounts, targets, compiled=False, **kw)
         if plan_liquidations(book, risk, accounts, targets, compiled=True, **kw) != reference:
             raise SystemExit(f"{scenario}: compiled and numpy plans differ")
-        numpy_s += best_of(repeats, lambda: plan_liquidations(book, risk, accounts, targets, compiled=False, **kw))
-        compiled_s += best_of(repeats, lambda: plan_liquidations(book, risk, accounts, targets, compiled=True, **kw))
+        numpy_s += best_of(repeats, partial(plan_liquidations, book, risk, accounts, targets, compiled=False, **kw))
+        compiled_s += best_of(repeats, partial(plan_liquidations, book, risk, accounts, targets, compiled=True, **kw))
         numpy_search, compiled_search = searches(book, risk, accounts, targets, kw)
         numpy_search_s += best_of(repeats, numpy_search)
         compiled_search_s += best_of(repeats, compiled_search)

@@ -40,7 +40,7 @@ def main() -> None:
     decode = n / (time.perf_counter() - t)
     t = time.perf_counter()
     seq = Sequencer(0)
-    for topic, part, off, record, value in rows:
+    for topic, part, _off, record, value in rows:
         seq.push(f"{topic}/{part}", value["event_time_ms"], (record, value))
     for name in {f"{r[0]}/{r[1]}" for r in rows}:
         seq.close(name)
@@ -56,7 +56,8 @@ def main() -> None:
         t = time.perf_counter()
         replay_dicts(rows, partitions=partitions)
         clusters[partitions] = n / (time.perf_counter() - t)
-    out = {"scenario": args.scenario, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "events": n, "decode_events_per_s": round(decode),
+    out = {"scenario": args.scenario, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "events": n,
+           "decode_events_per_s": round(decode),
            "sequencer_events_per_s": round(sequence), "engine_single_events_per_s": round(single),
            "run_shards_1_partition_events_per_s": round(clusters[1]),
            "run_shards_12_partitions_events_per_s": round(clusters[12])}

@@ -254,7 +254,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--out", help="results file (default bench/results/risk.json; --quick writes none unless given)")
+    parser.add_argument("--out",
+                        help="results file (default bench/results/risk.json; --quick writes none unless given)")
     args = parser.parse_args()
     cpu = pin_one_core()
     n, n_ql, accounts = (100_000, 5_000, 1_000) if args.quick else (1_000_000, 50_000, 10_000)

@@ -34,7 +34,6 @@ def point(accounts: int, options: int, seconds: int) -> dict:
     """One point of the book curves, in this process (run it in a child: peak RSS is per process)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
     from bench.synthetic import book_events, market_events
-
     from pipelines.engine.engine import Engine
     from pipelines.policy.signing import SigningKey
 
@@ -149,7 +148,8 @@ def main() -> None:
     parser.add_argument("--no-workers", action="store_true", help="only the in-process curves (no broker)")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "scaling.json"))
-    parser.add_argument("--point", nargs=3, type=int, metavar=("ACCOUNTS", "OPTIONS", "SECONDS"), help=argparse.SUPPRESS)
+    parser.add_argument("--point", nargs=3, type=int, metavar=("ACCOUNTS", "OPTIONS", "SECONDS"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.point:
         print(json.dumps(point(*args.point)))

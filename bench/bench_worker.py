@@ -9,7 +9,8 @@ Issue 20's targets, on ``bench/venue_feed.py`` (BTC+ETH options with a mark and 
   (``/readyz``); then the book and ``--seconds`` of market are produced at full speed. A worker's
   input rate is what it applied (``backstop_events_applied_total``, scraped ten times a second)
   over the time from its first record read (``backstop_events_consumed_total``) to its last
-  applied, once it has applied at least what it read; its CPU (``/proc/<pid>/stat``) over the same span, and its peak RSS (``VmHWM``). One worker on the accounts; then two workers on
+  applied, once it has applied at least what it read; its CPU (``/proc/<pid>/stat``) over the
+  same span, and its peak RSS (``VmHWM``). One worker on the accounts; then two workers on
   twice the accounts and the same market (scale-out: each keeps its rate?).
 - **Raw baseline, same run, same messages:** a confluent-kafka consumer reads the one-worker
   round's topics with ``consume(1000)`` and decodes every message (``default_codec().decode``).
@@ -53,14 +54,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
 
-from bench import venue_feed  # noqa: E402
-from pipelines.config import KafkaSettings  # noqa: E402
-from pipelines.engine.shard import ACCOUNT_TOPICS, MARKET_TOPICS  # noqa: E402
-from pipelines.events.codec import default_codec  # noqa: E402
-from pipelines.policy.signing import SigningKey  # noqa: E402
-from pipelines.topics import spec_for  # noqa: E402
-from pipelines.topics_cli import create_topics  # noqa: E402
-from pipelines.worker.worker import WorkerConfig  # noqa: E402
+from bench import venue_feed
+from pipelines.config import KafkaSettings
+from pipelines.engine.shard import ACCOUNT_TOPICS, MARKET_TOPICS
+from pipelines.events.codec import default_codec
+from pipelines.policy.signing import SigningKey
+from pipelines.topics import spec_for
+from pipelines.topics_cli import create_topics
+from pipelines.worker.worker import WorkerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "bench-worker-signing-key-0123456789"
@@ -354,7 +355,8 @@ def bench_latency(bootstrap: str, rate: float, accounts: int, seconds: float, tm
         out.flush(60)
         while applied(get(proc.port, "/metrics")[1]) < len(book):
             if time.time() * 1000 > start_ms - 1000:
-                raise SystemExit(f"bench_worker: the book ({len(book)} records) was not read {lead_s:.0f} s after start")
+                raise SystemExit(f"bench_worker: the book ({len(book)} records) was not read "
+                                 f"{lead_s:.0f} s after start")
             time.sleep(0.2)
         load = uptime()
         late_ms = []
@@ -377,9 +379,11 @@ def bench_latency(bootstrap: str, rate: float, accounts: int, seconds: float, tm
     lat = sorted(action_latencies_ms(bootstrap, prefix))
     if not lat:
         raise SystemExit(f"bench_worker: no actions at {rate:.0f}/s; see {tmp}/latency-{rate:.0f}.log")
-    return {"rate_per_s": market / seconds, "idle_ms": idle_ms or WorkerConfig().idle_ms, "crash": crash, "options": len(steps[0]) - 8, "accounts": accounts, "seconds": seconds,
+    return {"rate_per_s": market / seconds, "idle_ms": idle_ms or WorkerConfig().idle_ms, "crash": crash,
+            "options": len(steps[0]) - 8, "accounts": accounts, "seconds": seconds,
             "actions": len(lat), "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99), "max_ms": lat[-1],
-            "within_100ms": sum(x <= 100 for x in lat) / len(lat), "within_250ms": sum(x <= 250 for x in lat) / len(lat),
+            "within_100ms": sum(x <= 100 for x in lat) / len(lat),
+            "within_250ms": sum(x <= 250 for x in lat) / len(lat),
             "histogram": histogram, "producer_late_p99_ms": _pct(sorted(late_ms), 99), "peak_rss_mb": rss, "load": load}
 
 
@@ -506,7 +510,8 @@ def main() -> None:
             point = bench_latency(args.bootstrap, rate, accounts, latency_s, tmp, idle_ms, crash)
             latency.append(point)
             print(f"latency at {point['rate_per_s']:,.0f}/s, fall {crash:.0%}, --idle-ms {idle_ms or 'default'}: "
-                  f"p50 {point['p50_ms']:.0f} ms, p99 {point['p99_ms']:.0f} ms ({point['actions']} actions)", flush=True)
+                  f"p50 {point['p50_ms']:.0f} ms, p99 {point['p99_ms']:.0f} ms ({point['actions']} actions)",
+                  flush=True)
     result = {
         "benchmark": "stream worker", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -522,8 +527,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"one worker {result['one_worker_events_per_s']:,.0f}/s = x{result['one_worker_events_per_s'] / result['raw_events_per_s']:.3f} "
-          f"raw; two workers x{result['two_workers_events_per_s'] / result['one_worker_events_per_s']:.2f} one -> {out}")
+    one, raw, two = (result[f"{k}_events_per_s"] for k in ("one_worker", "raw", "two_workers"))
+    print(f"one worker {one:,.0f}/s = x{one / raw:.3f} raw; two workers x{two / one:.2f} one -> {out}")
 
 
 if __name__ == "__main__":

@@ -332,7 +332,8 @@ def _latency_at(points: list[Results], rate: float) -> list[Results]:
     """The runs at the worker's default ``--idle-ms`` (today's) within 10 % of ``rate``."""
     from pipelines.worker.worker import WorkerConfig
 
-    return [p for p in points if p["idle_ms"] in (None, WorkerConfig().idle_ms) and abs(p["rate_per_s"] - rate) <= 0.1 * rate]
+    return [p for p in points
+            if p["idle_ms"] in (None, WorkerConfig().idle_ms) and abs(p["rate_per_s"] - rate) <= 0.1 * rate]
 
 
 def _worker_profile(profile: Results | None, top: int = 12) -> str:
@@ -732,7 +733,8 @@ def scaling(r: Results, plots: str) -> str:
             f"{_ratio(p['account_revaluations_per_s'] / first['account_revaluations_per_s'])} | {_n(p['actions'])} | "
             f"{_n(p['peak_rss_mb'])} | {_ratio(p['peak_rss_mb'] / first['peak_rss_mb'])} |" for p in points)
         return ("| accounts | options | positions | load events/s | market events/s | account revaluations/s "
-                "| / first | actions | peak RSS MB | / first |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + rows)
+                "| / first | actions | peak RSS MB | / first |\n"
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + rows)
     text = f"""\
 The synthetic book of `bench/synthetic.py` (a perpetual and three options per account) in one
 engine, in-process, one process per point; then {r['market_seconds']} s of event time of a 6 % fall

@@ -72,7 +72,8 @@ def main() -> None:
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(n for n, _, _ in BENCHMARKS)}")
     parser.add_argument("--results", help="folder for the JSON results and plots (default bench/results; "
                                           "with --quick .backstop/bench-quick)")
-    parser.add_argument("--report", help="markdown report (default BENCHMARKS.md; with --quick <results>/BENCHMARKS.md)")
+    parser.add_argument("--report",
+                        help="markdown report (default BENCHMARKS.md; with --quick <results>/BENCHMARKS.md)")
     parser.add_argument("--render-only", action="store_true",
                         help="measure nothing: render the report from the results already in the folder")
     parser.add_argument("--bootstrap", default=os.environ.get("BACKSTOP_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -114,7 +115,7 @@ def main() -> None:
     rerun = "bench/run.py" + (" --quick" if args.quick else "")
     # the time of the newest measurement, so that re-rendering does not restamp old figures
     newest = max((results / f"{n}.json").stat().st_mtime for n in loaded) if loaded else time.time()
-    text = render(loaded, datetime.datetime.fromtimestamp(newest, datetime.timezone.utc), rerun,
+    text = render(loaded, datetime.datetime.fromtimestamp(newest, datetime.UTC), rerun,
                   os.path.relpath(results, report.parent))
     report.write_text(text)
     print(f"{len(chosen)} benchmark(s) in {time.monotonic() - started:.0f} s -> {report}")

@@ -50,8 +50,8 @@ def book_events(accounts: int, options: int, seed: int = 11) -> list[Event]:
         perp_qty = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 5.0) * 60_000 / spot)
         legs = [(f"{underlying}-PERPETUAL", perp_qty, spot)]
         for name in rng.choice(chain, size=3, replace=False):
-            legs.append((str(name), float(rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 10.0) * 60_000 / SPOT[name.split("-")[0]]),
-                         0.0))
+            qty = float(rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 10.0) * 60_000 / SPOT[name.split("-")[0]])
+            legs.append((str(name), qty, 0.0))
         gross = sum(abs(q) * SPOT[n.split("-")[0]] for n, q, _ in legs)
         for seq, (name, qty, price) in enumerate(legs, 1):
             events.append(("PositionUpdate", {"account": account, "instrument": name, "quantity": round(qty, 4),

@@ -23,8 +23,12 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import clickhouse_driver
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -119,7 +123,7 @@ def clickhouse_address(request: pytest.FixtureRequest) -> tuple[str, int]:
 
 
 @pytest.fixture
-def clickhouse(clickhouse_address: tuple[str, int]) -> Iterator["clickhouse_driver.Client"]:  # noqa: F821
+def clickhouse(clickhouse_address: tuple[str, int]) -> Iterator[clickhouse_driver.Client]:
     """A clickhouse-driver client on a fresh database of its own, dropped afterwards."""
     from clickhouse_driver import Client
 
@@ -195,7 +199,8 @@ def kafka_sasl() -> dict[str, str]:
 
     bootstrap = os.environ.get("BACKSTOP_TEST_KAFKA_SASL_BOOTSTRAP",
                                f"127.0.0.1:{os.environ.get('BACKSTOP_KAFKA_SASL_PORT', '9192')}")
-    password_file = Path(os.environ.get("BACKSTOP_TEST_KAFKA_SASL_PASSWORD_FILE", _infra_secret("kafka-backstop.password")))
+    password_file = Path(os.environ.get("BACKSTOP_TEST_KAFKA_SASL_PASSWORD_FILE",
+                                        _infra_secret("kafka-backstop.password")))
     if not password_file.exists():
         service_missing(f"no SASL password file {password_file}; `infra/local up` makes one")
     sasl = {"bootstrap": bootstrap, "username": os.environ.get("BACKSTOP_TEST_KAFKA_SASL_USERNAME", "backstop"),

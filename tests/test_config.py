@@ -23,7 +23,8 @@ def test_file_then_environment_override(tmp_path: Path) -> None:
     path.write_text('[kafka]\nbootstrap = "k1:9092"\nreplication_factor = 3\n[clickhouse]\nurl = "clickhouse://c:9000"\n')
     from_file = load_settings(path, env={})
     assert (from_file.kafka.bootstrap, from_file.kafka.replication_factor) == ("k1:9092", 3)
-    overridden = load_settings(path, env={"BACKSTOP_KAFKA_BOOTSTRAP": "k2:9092", "BACKSTOP_KAFKA_REPLICATION_FACTOR": "1"})
+    overridden = load_settings(path, env={"BACKSTOP_KAFKA_BOOTSTRAP": "k2:9092",
+                                          "BACKSTOP_KAFKA_REPLICATION_FACTOR": "1"})
     assert (overridden.kafka.bootstrap, overridden.kafka.replication_factor) == ("k2:9092", 1)
     assert overridden.clickhouse.url == "clickhouse://c:9000"
 
@@ -43,8 +44,8 @@ def test_secret_from_file_and_sasl_passthrough(tmp_path: Path) -> None:
     conf = kafka.confluent_config()
     assert conf["sasl.password"] == "s3cret" and conf["security.protocol"] == "SASL_PLAINTEXT"
     client = client_config(kafka)  # what every client (worker, executor, sink, CLI) gets
-    assert (client["security.protocol"], client["sasl.mechanism"], client["sasl.username"], client["sasl.password"]) == (
-        "SASL_PLAINTEXT", "PLAIN", "u", "s3cret")
+    fields = ("security.protocol", "sasl.mechanism", "sasl.username", "sasl.password")
+    assert tuple(client[f] for f in fields) == ("SASL_PLAINTEXT", "PLAIN", "u", "s3cret")
     assert "s3cret" not in repr(kafka)
 
 

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from tests.kit.incident import ACCOUNT, EXPECTED, T0
-from tests.audit.stores import load_incident, store_cli_args
 from pipelines.audit import summary, timeline
 from pipelines.cli import main
+from tests.audit.stores import load_incident, store_cli_args
+from tests.kit.incident import ACCOUNT, EXPECTED, T0
+
 
 def test_redelivered_batch_adds_no_rows(migrated) -> None:
     load_incident(migrated, repeat=3)

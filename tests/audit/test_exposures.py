@@ -8,10 +8,10 @@ from collections import defaultdict
 
 import pytest
 
-from tests.kit.incident import ACCOUNT, T0
 from pipelines.audit import migrations, plot, rows
 from pipelines.audit.store import EmbeddedStore, Store
 from pipelines.audit.timeline import Entry
+from tests.kit.incident import ACCOUNT, T0
 
 OTHER = "acct-2"
 
@@ -98,7 +98,7 @@ def test_the_demo_store_holds_every_account_ratio_series_the_engine_produced(chd
     produced: dict[str, dict[int, float | None]] = defaultdict(dict)
     collector = AuditCollector()
 
-    def tee(kind: str, value) -> None:  # noqa: ANN001
+    def tee(kind: str, value) -> None:
         if kind == "exposure":
             ratio = value["margin_ratio"]
             produced[value["account"]][value["event_time_ms"]] = ratio if math.isfinite(ratio) else None

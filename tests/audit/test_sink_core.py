@@ -7,12 +7,12 @@ import time
 
 from confluent_kafka import TopicPartition
 
-from tests.kit.incident import incident
 from pipelines.audit.rows import Batch, Coordinates
 from pipelines.audit.sink import AuditSink
 from pipelines.audit.store import StoreUnavailable
 from pipelines.events.codec import Codec
 from tests.kit.fakes import FakeConsumer, FakeMessage
+from tests.kit.incident import incident
 
 
 class FlakyStore:
@@ -36,7 +36,7 @@ class FlakyStore:
 def messages(codec: Codec, copies: int = 1) -> list[FakeMessage]:
     out = []
     for _ in range(copies):
-        for topic, record, value in incident():
+        for _topic, record, value in incident():
             out.append(FakeMessage("t", 0, len(out), codec.encode(record, value)))
     out.append(FakeMessage("t", 0, len(out), b"\x07garbage"))
     return out
@@ -91,7 +91,7 @@ def test_no_commit_while_the_store_is_down() -> None:
     assert consumer.commits and consumer.commits[0][("t", 0)] == 5
 
 
-def test_lost_partitions_are_read_again_and_the_log_says_so(caplog) -> None:  # noqa: ANN001
+def test_lost_partitions_are_read_again_and_the_log_says_so(caplog) -> None:
     """A session timeout (a broker restart) loses the assignment: the uncommitted rows are dropped,
     read again from the committed offsets once assigned, and stored once; the log tells the story."""
     codec = Codec()
@@ -104,7 +104,8 @@ def test_lost_partitions_are_read_again_and_the_log_says_so(caplog) -> None:  # 
     sink.poll_once()
     buffered = len(sink._batch)
     assert buffered > 0 and not consumer.commits
-    sink._on_lost(consumer, [TopicPartition("t", 0)])  # what librdkafka calls on the next poll after the session timed out
+    # what librdkafka calls on the next poll after the session timed out
+    sink._on_lost(consumer, [TopicPartition("t", 0)])
     consumer.queue = list(msgs)  # assigned again: the fetch restarts at the committed offset (none: the start)
     sink._on_assign(consumer, [TopicPartition("t", 0)])
     sink.linger_s = 0.0

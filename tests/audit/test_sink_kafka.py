@@ -7,11 +7,11 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 
-from tests.kit.incident import ACCOUNT, EXPECTED, incident
 from pipelines.audit import migrations, timeline
 from pipelines.audit.sink import make_sink
 from pipelines.config import KafkaSettings
 from pipelines.events.codec import Codec
+from tests.kit.incident import ACCOUNT, EXPECTED, incident
 
 pytestmark = pytest.mark.kafka  # and ClickHouse on the store fixture's server variant
 

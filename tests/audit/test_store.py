@@ -10,6 +10,7 @@ from pipelines.audit import migrations, rows
 from pipelines.audit.store import StoreError, check_read_only, substitute
 from pipelines.errors import UserError
 
+
 def test_migrate_is_idempotent_and_creates_every_table(store) -> None:
     first = migrations.migrate(store)
     assert [v for v, _ in first] == [1, 2, 3, 4, 5, 6]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
-from tests.kit.incident import ACCOUNT
-from tests.audit.stores import load_incident, store_cli_args
 from pipelines.audit.timeline import Entry, condense, is_market_tick
 from pipelines.cli import main
+from tests.audit.stores import load_incident, store_cli_args
+from tests.kit.incident import ACCOUNT
 
 
 def tick(t: int, what: str, subject: str, price: float | None = None, iv: float | None = None) -> Entry:

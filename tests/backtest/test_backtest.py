@@ -36,8 +36,8 @@ def test_deficits_are_fully_accounted():
 
 def test_cash_conservation():
     g = generate(library.get("may-2021"))
+    from pipelines.backtest.run import engine_params, venue_for
     from pipelines.backtest.simulate import Simulation, sequence_events
-    from pipelines.backtest.run import venue_for, engine_params
 
     sim = Simulation("may-2021", venue_for(g.scenario), with_backstop=True, params=engine_params(g))
     sim.run(sequence_events(g.events))

@@ -12,9 +12,9 @@ from pipelines.backtest.simulate import Ledger, Simulation, sequence_events
 from pipelines.engine.engine import Engine
 from pipelines.policy.signing import SigningKey
 from pipelines.risk.black76 import black76_price
+from pipelines.risk.instruments import parse_instrument
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate, option_definition
-from pipelines.risk.instruments import parse_instrument
 
 PUT = "BTC-25JUN21-40000-P"
 

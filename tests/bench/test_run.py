@@ -64,9 +64,9 @@ def worker_results() -> dict:
                                for k in range(n)], "events_per_s": rate}
 
     def latency(rate: float, idle_ms: int | None, p99: float) -> dict:
-        return {"rate_per_s": rate, "idle_ms": idle_ms, "crash": 0.25, "options": int(rate / 10 - 6), "accounts": 10_000,
-                "actions": 1_500, "p50_ms": p99 / 2, "p99_ms": p99, "max_ms": p99 + 1, "within_100ms": 0.5,
-                "within_250ms": 0.75, "peak_rss_mb": 400.0,
+        return {"rate_per_s": rate, "idle_ms": idle_ms, "crash": 0.25, "options": int(rate / 10 - 6),
+                "accounts": 10_000, "actions": 1_500, "p50_ms": p99 / 2, "p99_ms": p99, "max_ms": p99 + 1,
+                "within_100ms": 0.5, "within_250ms": 0.75, "peak_rss_mb": 400.0,
                 "load": "21:40:00 up  3:30,  0 user,  load average: 4.2, 3.0, 2.0"}
 
     return {"date": "2026-12-04T21:40:00Z", "workload": {"accounts": 10_000, "options": 1_200, "market_seconds": 5.0,
@@ -78,7 +78,7 @@ def worker_results() -> dict:
 
 
 def test_the_worker_section_judges_issue_20s_targets_each_beside_its_baseline() -> None:
-    text = render({"worker": worker_results()}, datetime.datetime(2026, 12, 4, tzinfo=datetime.timezone.utc),
+    text = render({"worker": worker_results()}, datetime.datetime(2026, 12, 4, tzinfo=datetime.UTC),
                   "bench/run.py", "bench/results")
     assert "| 1 | 2.5 | 100,000 | 25,000 | x0.25 | 15,000 | x0.6 |" in text  # a round: the load, rates and ratios
     assert "| 1 | 6.0 | 40.0 | 40.0 / 41.0 | 300 | 300 / 301 |" in text  # CPU and peak RSS of every worker
@@ -92,7 +92,7 @@ def test_the_worker_section_judges_issue_20s_targets_each_beside_its_baseline() 
     alone = worker_results()
     alone["latency"] = alone["latency"][1:2]  # 5,000/s only with another --idle-ms: not judged as the default
     assert "p99 ≤ 100 ms at 5,000 events/s — not run" in render(
-        {"worker": alone}, datetime.datetime(2026, 12, 4, tzinfo=datetime.timezone.utc), "bench/run.py", "r")
+        {"worker": alone}, datetime.datetime(2026, 12, 4, tzinfo=datetime.UTC), "bench/run.py", "r")
 
 
 def test_the_report_pairs_figures_with_baselines_and_judges_the_targets() -> None:
@@ -107,7 +107,7 @@ def test_the_report_pairs_figures_with_baselines_and_judges_the_targets() -> Non
     here = {"cpu": "test cpu", "cores": "2"}
     worker = worker_results()
     text = render({"worker": {**worker, "machine": here}, "scaling": {**scaling, "machine": here}},
-                  datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc), "bench/run.py", "bench/results")
+                  datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC), "bench/run.py", "bench/results")
     assert "| 10,000 | 100 | 4,000 | 200,000 | 300.0 | 3,000,000 | x3 | 10 | 500 | x2.5 |" in text
     assert "| 2 | 150 | x1.5 | 130 | 240 | x2 |" in text  # memory: the largest worker, all of them, ratio
     assert "![workers](bench/results/scaling_workers.png)" in text
@@ -115,7 +115,7 @@ def test_the_report_pairs_figures_with_baselines_and_judges_the_targets() -> Non
     assert "## Codec: Avro encode and decode\n\nNot run" in text
     # a partial run beside older results: each machine is named with what was measured on it
     mixed = render({"worker": {**worker, "machine": here}, "scaling": {**scaling, "machine": {"cpu": "other cpu"}}},
-                   datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc), "bench/run.py", "bench/results")
+                   datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC), "bench/run.py", "bench/results")
     assert "more than one machine" in mixed and "on this machine:\n" not in mixed
     assert "- test cpu, 2 cores, ? GB, ?, Python ?: worker\n- other cpu, ? cores" in mixed
     assert mixed.split("\n- other cpu", 1)[1].split("\n", 1)[0].endswith(": scaling")
@@ -155,7 +155,7 @@ def core_results(run: dict = RUN, **overrides: object) -> dict:
 
 
 def render_core(result: dict) -> str:
-    text = render({"core": result}, datetime.datetime(2026, 12, 4, tzinfo=datetime.timezone.utc), "bench/run.py",
+    text = render({"core": result}, datetime.datetime(2026, 12, 4, tzinfo=datetime.UTC), "bench/run.py",
                   "bench/results")
     return text.split("## Engine core\n", 1)[1].split("\n## ", 1)[0]
 
@@ -186,8 +186,8 @@ def test_the_core_section_says_what_a_run_lacks_and_judges_no_quick_run() -> Non
     result = {k: v for k, v in core_results(margin=margin, backtest=failed, sweep=parallel_only).items()
               if k != "venue"}
     text = render_core(result)
-    assert ("| `backstop backtest --scenario all --sweep 0.6`, wall | 50.0 s | not measured |  | 20 points ≤ 60 s | met |"
-            in text)
+    assert ("| `backstop backtest --scenario all --sweep 0.6`, wall | 50.0 s | not measured |  "
+            "| 20 points ≤ 60 s | met |") in text
     assert "has no `compiled` switch: its one path" in text
     assert "| `revalue_book`, wall | 40.0 ms | ≤ 50 ms | met |" in text
     assert "failed (parallel: exit 2: backtest: unknown --jobs)" in text
@@ -233,7 +233,7 @@ def framework_results(faust_vs_plain: float, stays: bool, faust_problems: int = 
 
 
 def render_framework(result: dict) -> str:
-    text = render({"framework": result}, datetime.datetime(2026, 12, 4, tzinfo=datetime.timezone.utc),
+    text = render({"framework": result}, datetime.datetime(2026, 12, 4, tzinfo=datetime.UTC),
                   "bench/run.py", "bench/results")
     return text.split("## Worker framework: faust-streaming against a plain confluent-kafka loop\n", 1)[1].split(
         "\n## ", 1)[0]
@@ -268,5 +268,5 @@ def test_the_framework_result_is_reported_as_recorded_and_never_rerun_and_names_
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "(`git show 584cb2e:bench/bench_framework.py`), and these are its recorded figures" in report.read_text()
     text = render({"framework": framework_results(0.25, stays=False)},
-                  datetime.datetime(2026, 12, 4, tzinfo=datetime.timezone.utc), "bench/run.py", "bench/results")
+                  datetime.datetime(2026, 12, 4, tzinfo=datetime.UTC), "bench/run.py", "bench/results")
     assert "on this machine:\n\n- x86_64, 2 cores, Python 3.11.7" in text  # bench_framework's own label

@@ -81,7 +81,7 @@ def test_rows_are_what_the_replay_file_holds(events: list[venue_feed.Event], tmp
     path = tmp_path / "venue.avro"
     assert venue_feed.write_feed(path, events) == len(events)
     assert list(load(path)) == rows
-    for topic, partition, _, record, value in rows:
+    for _topic, partition, _, record, value in rows:
         if record in ("PositionUpdate", "CollateralUpdate"):
             assert partition == partition_for(value["account"], ACCOUNT_PARTITIONS)
     offsets: dict[tuple[str, int], list[int]] = {}

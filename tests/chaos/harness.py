@@ -18,12 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from tests.kit.ports import free_ports
-from tests.kit.probes import stop
 
 from pipelines.events.codec import default_codec
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.signing import SigningKey
+from tests.kit.ports import free_ports
+from tests.kit.probes import stop
 
 LOCAL = Path(__file__).resolve().parents[2] / "infra" / "local"
 SECRET = "chaos-test-signing-key-0123456789abcdef"
@@ -96,7 +96,7 @@ class Feed(threading.Thread):
             time.sleep(1 / self.per_second)
         self.producer.flush(120)
 
-    def _delivered(self, action_id: str, error) -> None:  # noqa: ANN001
+    def _delivered(self, action_id: str, error) -> None:
         if error is None:
             self.delivered.add(action_id)
         else:

@@ -14,15 +14,21 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from pipelines.audit.store import ServerStore, StoreError
 from pipelines.config import KafkaSettings
 from pipelines.topics_cli import create_topics
-
-from tests.chaos.harness import (Feed, PrivateKafka, Supervised, cli, committed_reports, kafka_state,
-                     ledger_orders, start_executor)
+from tests.chaos.harness import (
+    Feed,
+    PrivateKafka,
+    Supervised,
+    cli,
+    committed_reports,
+    kafka_state,
+    ledger_orders,
+    start_executor,
+)
 from tests.kit.probes import wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -30,7 +36,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.clickhouse, pyte
 ACTIONS, PER_SECOND = 1200, 120
 
 
-def run_through_fault(kafka: PrivateKafka, tmp_path: Path, fault, replication: int,  # noqa: ANN001
+def run_through_fault(kafka: PrivateKafka, tmp_path: Path, fault, replication: int,
                       audit: ServerStore) -> tuple[float, Feed, Supervised, Supervised]:
     """Executor, audit sink and feed on ``kafka``; ``fault()`` once a quarter of the actions are
     executed. Returns the seconds from the fault's end to the next execution, the feed, and the
@@ -110,7 +116,7 @@ def log_tails(tmp_path: Path, prefix: str = "") -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(tmp_path.glob(f"{prefix}*.log")))
 
 
-def audit_store(clickhouse, address: tuple[str, int]) -> ServerStore:  # noqa: ANN001
+def audit_store(clickhouse, address: tuple[str, int]) -> ServerStore:
     return ServerStore(*address, database=clickhouse.connection.database)
 
 

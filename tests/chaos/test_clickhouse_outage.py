@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.kit.incident import T0
-from tests.kit.records import sample
-from tests.kit.ports import free_ports
-from tests.kit.probes import wait_for
 from pipelines.audit import migrations
 from pipelines.audit.sink import make_sink
 from pipelines.audit.store import ServerStore, StoreError
 from pipelines.config import KafkaSettings
 from pipelines.events.codec import Codec
+from tests.kit.incident import T0
+from tests.kit.ports import free_ports
+from tests.kit.probes import wait_for
+from tests.kit.records import sample
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -51,8 +51,8 @@ def private_clickhouse(tmp_path: Path, clickhouse_address) -> tuple[dict[str, st
         local("down", env=env)
 
 
-def test_clickhouse_outage_mid_stream_loses_nothing_and_adds_nothing(private_clickhouse, kafka_bootstrap, recovery_report,
-                                                                     topic_factory) -> None:
+def test_clickhouse_outage_mid_stream_loses_nothing_and_adds_nothing(private_clickhouse, kafka_bootstrap,
+                                                                     recovery_report, topic_factory) -> None:
     env, port = private_clickhouse
     store = ServerStore("127.0.0.1", port, database="audit_outage")
     migrations.migrate(store)
@@ -103,8 +103,8 @@ def test_clickhouse_outage_mid_stream_loses_nothing_and_adds_nothing(private_cli
         sink.consumer.close()
     stats = result["stats"]
     assert checker.count("inputs") == MESSAGES  # FINAL: one row per message, none lost, none doubled
-    assert checker.query("SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset) FROM audit_outage.inputs").scalar() \
-        == MESSAGES
+    distinct = "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset) FROM audit_outage.inputs"
+    assert checker.query(distinct).scalar() == MESSAGES
     assert stats.rows_inserted >= MESSAGES and stats.max_buffered <= 200 + 1000
     assert _committed(kafka_bootstrap, group, [index_topic, positions_topic]) == MESSAGES
     recovery_report(f"ClickHouse stopped {OUTAGE_S} s", recovery,

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from pipelines.audit.store import ServerStore, StoreError
-
 from tests.chaos.harness import Feed, cli
 from tests.kit.probes import stop, wait_for
 
@@ -21,7 +20,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.clickhouse, pyte
 ACTIONS = 3000
 
 
-def start_sink(bootstrap: str, url: str, group: str, topic: str, tmp_path: Path, name: str):  # noqa: ANN201
+def start_sink(bootstrap: str, url: str, group: str, topic: str, tmp_path: Path, name: str):
     # batches of 500 rows lingering 1 s: a kill always finds rows held in memory, not yet stored
     return cli(["audit-sink", "--clickhouse", url, "--bootstrap", bootstrap, "--group", group, "--topics", topic,
                 "--batch-rows", "500", "--linger-ms", "1000"], tmp_path, name)

@@ -19,8 +19,8 @@ def test_demo_json_in_a_subprocess_and_timeline(tmp_path):
     assert summary["liquidated_accounts"] and summary["audit_rows"] > summary["events"]
     assert summary["bad_debt_usd"] < summary["bad_debt_without_backstop_usd"]
     account = summary["liquidated_accounts"][0]
-    timeline = subprocess.run([str(exe), "incident", "timeline", "--store", summary["audit_store"], "--account", account,
-                               "--json"], capture_output=True, text=True, timeout=300, check=True)
+    timeline = subprocess.run([str(exe), "incident", "timeline", "--store", summary["audit_store"],
+                               "--account", account, "--json"], capture_output=True, text=True, timeout=300, check=True)
     text = timeline.stdout
     assert account in text and "execution" in text and "action" in text
 

@@ -24,7 +24,8 @@ def backstop(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def ids(store: Path, table: str, column: str) -> list[str]:
     sql = f"SELECT {column} FROM {table} FINAL ORDER BY {column}"
-    return [row[0] for row in json.loads(backstop("audit", "query", "--store", str(store), sql, "--json").stdout)["rows"]]
+    answer = json.loads(backstop("audit", "query", "--store", str(store), sql, "--json").stdout)
+    return [row[0] for row in answer["rows"]]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from pipelines.replay.inprocess import messages, replay_dicts
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate
 
-
 KEY = SigningKey("test", b"engine-test-signing-key-0123")
 VENUE = venue_feed.FeedSpec(accounts=150, positions_per_account=4, options=40, seconds=4.0, crash=0.4)
 

@@ -4,12 +4,16 @@ import random
 
 import numpy as np
 
-from pipelines.engine.engine import Engine, EngineOutput, EngineParams
-from pipelines.engine.snapshot import (Checkpoint, MarketSnapshot, PartitionSnapshot, decode_checkpoint,
-                                       encode_checkpoint)
 from pipelines.detect.sequencer import Sequencer
+from pipelines.engine.engine import Engine, EngineOutput, EngineParams
+from pipelines.engine.snapshot import (
+    Checkpoint,
+    MarketSnapshot,
+    PartitionSnapshot,
+    decode_checkpoint,
+    encode_checkpoint,
+)
 from pipelines.policy.signing import SigningKey
-
 from tests.kit.crash import crash_events
 
 KEY = SigningKey("test", b"engine-test-signing-key-0123")

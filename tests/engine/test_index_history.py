@@ -7,8 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.engine.index_history import (BUCKET_MS, REALISED_WINDOW_MS, VELOCITY_MIN_SPAN_MS, VELOCITY_WINDOW_MS,
-                                            YEAR_MS, IndexHistory)
+from pipelines.engine.index_history import (
+    BUCKET_MS,
+    REALISED_WINDOW_MS,
+    VELOCITY_MIN_SPAN_MS,
+    VELOCITY_WINDOW_MS,
+    YEAR_MS,
+    IndexHistory,
+)
 
 
 def brute(ticks: list[tuple[int, float]], now: int) -> tuple[float, float | None]:

@@ -12,11 +12,23 @@ import pytest
 
 from pipelines.backtest.simulate import sequence_events
 from pipelines.engine.engine import Engine, EngineOutput, EngineParams
-from pipelines.engine.partitions import (HeldPartitions, drop_partition, export_partition, import_partition,
-                                         partition_accounts)
+from pipelines.engine.partitions import (
+    HeldPartitions,
+    drop_partition,
+    export_partition,
+    import_partition,
+    partition_accounts,
+)
 from pipelines.engine.shards import ACCOUNT_RECORDS
-from pipelines.engine.snapshot import (Checkpoint, MarketSnapshot, PartitionSnapshot, Released, SnapshotFormatError,
-                                       decode_checkpoint, encode_checkpoint)
+from pipelines.engine.snapshot import (
+    Checkpoint,
+    MarketSnapshot,
+    PartitionSnapshot,
+    Released,
+    SnapshotFormatError,
+    decode_checkpoint,
+    encode_checkpoint,
+)
 from pipelines.policy.signing import SigningKey
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate
@@ -97,7 +109,8 @@ def oracle(scenario: str) -> Collected:
 
 def stored(partition: int, accounts: list[dict], market: dict, boundary: int) -> Checkpoint:
     """A partition's state and the market as a snapshot store gives them back: encoded, decoded."""
-    own, index = {f"backstop.positions/{partition}": Released(7, boundary - 3)}, {"backstop.market.index/0": Released(3, 9)}
+    own = {f"backstop.positions/{partition}": Released(7, boundary - 3)}
+    index = {"backstop.market.index/0": Released(3, 9)}
     decoded = decode_checkpoint(encode_checkpoint(Checkpoint(
         PartitionSnapshot(partition, PARTITIONS, boundary, accounts, own), MarketSnapshot(boundary, market, index))))
     assert (decoded.partition.partition, decoded.partition.boundary_ms, decoded.partition.inputs) == (
@@ -245,7 +258,8 @@ def test_market_outputs_are_reported_by_the_holder_of_the_underlyings_partition(
 
 def test_snapshots_of_another_format_or_no_snapshot_at_all_are_refused() -> None:
     market = Engine(KEY).market_state()
-    data = encode_checkpoint(Checkpoint(PartitionSnapshot(3, PARTITIONS, 1_000, [], {}), MarketSnapshot(1_000, market, {})))
+    data = encode_checkpoint(Checkpoint(PartitionSnapshot(3, PARTITIONS, 1_000, [], {}),
+                                        MarketSnapshot(1_000, market, {})))
     assert decode_checkpoint(data).partition.partition == 3
     older = data[:3] + bytes([data[3] - 1]) + data[4:]
     with pytest.raises(SnapshotFormatError, match="format 1; this version reads format 2: read its inputs again"):

@@ -10,7 +10,6 @@ from pipelines.engine.engine import EngineParams
 from pipelines.engine.shard import Message, run_shards, shard_of
 from pipelines.engine.shards import murmur2, partition_for
 from pipelines.policy.signing import SigningKey
-
 from tests.kit.crash import crash_events
 
 KEY = SigningKey("test", b"engine-test-signing-key-0123")
@@ -33,7 +32,8 @@ def test_partition_for_matches_the_broker_placement(kafka_bootstrap: str, topic_
     for key in keys:
         producer.produce(topic, key=key.encode(), value=b"x")
     assert producer.flush(30) == 0
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{topic}", "auto.offset.reset": "earliest"})
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{topic}",
+                         "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     placed: dict[str, int] = {}
     deadline = time.monotonic() + 60

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.detect.breach import Breach, BreachKind
-from pipelines.detect.detectors import Detectors, DetectorParams
+from pipelines.detect.detectors import DetectorParams, Detectors
 from pipelines.detect.windows import HeldCondition, RollingExtremes, RollingTwap, Sample, Watermark
 from pipelines.engine.index_history import IndexHistory
 from pipelines.engine.market_board import MarketBoard

@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from tests.kit.records import sample
 from pipelines.events.codec import Codec, DecodeError, frame
 from pipelines.events.registry import EmbeddedRegistry
+from tests.kit.records import sample
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from tests.kit.records import INSTRUMENTS, OPTION, sample
 from pipelines.events.codec import Codec, frame
 from pipelines.events.deadletter import ValidatingConsumer, now_ms
 from pipelines.events.registry import EmbeddedRegistry
 from pipelines.events.validation import Validator
+from tests.kit.records import INSTRUMENTS, OPTION, sample
 
 pytestmark = [pytest.mark.kafka]
 

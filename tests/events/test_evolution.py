@@ -93,7 +93,8 @@ def test_changed_schema_without_lock_and_missing_doc_fail(repo, capsys):
 def test_new_schema_with_no_previous_version_passes(repo):
     (repo / "Extra.avsc").write_text(json.dumps({
         "type": "record", "name": "Extra", "namespace": "backstop.events", "doc": "x", "backstop.key": "k",
-        "fields": [{"name": "k", "type": "string", "doc": "key"}, {"name": "event_time_ms", "type": "long", "doc": "t"}]}))
+        "fields": [{"name": "k", "type": "string", "doc": "key"},
+                   {"name": "event_time_ms", "type": "long", "doc": "t"}]}))
     main(["schemas", "lock", "--dir", str(repo)])
     report = check_tree(repo)
     assert report.ok and report.new == ["Extra"]

@@ -14,9 +14,9 @@ import pytest
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from tests.kit.records import sample
 from pipelines.events.codec import Codec, DecodeError, frame
 from pipelines.events.registry import RemoteRegistry, open_registry
+from tests.kit.records import sample
 
 
 @pytest.fixture
@@ -45,8 +45,8 @@ def test_interoperates_with_confluent_serdes(registry: RemoteRegistry):
     ctx = SerializationContext("backstop.market.index", MessageField.VALUE)
     from confluent_kafka.schema_registry import record_subject_name_strategy
 
-    serializer = AvroSerializer(registry.client, schema.text, conf={"subject.name.strategy": record_subject_name_strategy,
-                                                                   "auto.register.schemas": True})
+    conf = {"subject.name.strategy": record_subject_name_strategy, "auto.register.schemas": True}
+    serializer = AvroSerializer(registry.client, schema.text, conf=conf)
     theirs = serializer(sample("IndexPrice"), ctx)
     assert codec.decode(theirs, "IndexPrice").value == sample("IndexPrice")
     ours = codec.encode("IndexPrice", sample("IndexPrice"))

@@ -11,10 +11,10 @@ import avro.schema
 import fastavro
 import pytest
 
-from tests.kit.records import NOW_MS, RECORDS, sample
 from pipelines.events.codec import HEADER_SIZE, Codec, parse_header
 from pipelines.events.registry import EmbeddedRegistry, read_manifest
 from pipelines.events.schemas import NAMESPACE, SCHEMAS_DIR, default_schemas
+from tests.kit.records import NOW_MS, RECORDS, sample
 
 ISSUE_RECORDS = {"InstrumentDefinition", "IndexPrice", "MarkPrice", "VolatilityUpdate", "OrderBookDepth",
                  "OraclePrice", "PositionUpdate", "CollateralUpdate", "Breach", "Action", "ExecutionReport",

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from tests.kit.records import INSTRUMENTS, NOW_MS, sample
 from pipelines.events.validation import Validator, instrument_name_problem, validate
+from tests.kit.records import INSTRUMENTS, NOW_MS, sample
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,8 @@ def test_without_a_set_any_priceable_instrument_passes_and_an_unpriceable_one_do
 def test_window_is_configurable():
     v = Validator(max_past_ms=1000, max_future_ms=0)
     assert v.reason("IndexPrice", sample("IndexPrice", event_time_ms=NOW_MS - 1000), NOW_MS) is None
-    assert v.reason("IndexPrice", sample("IndexPrice", event_time_ms=NOW_MS - 1001), NOW_MS) == "event_time_out_of_range"
+    too_old = sample("IndexPrice", event_time_ms=NOW_MS - 1001)
+    assert v.reason("IndexPrice", too_old, NOW_MS) == "event_time_out_of_range"
     assert v.reason("IndexPrice", sample("IndexPrice", event_time_ms=NOW_MS + 1), NOW_MS) == "event_time_out_of_range"
 
 

@@ -237,7 +237,8 @@ T0 = 1_795_000_000_000
 
 def depth(mid: float, t: int) -> dict:
     """Ten levels a side, 10 bp apart, 5 contracts each, around ``mid``."""
-    return {"instrument": "BTC-PERPETUAL", "bids": [{"price": mid * (1 - 0.001 * i), "quantity": 5.0} for i in range(1, 11)],
+    return {"instrument": "BTC-PERPETUAL",
+            "bids": [{"price": mid * (1 - 0.001 * i), "quantity": 5.0} for i in range(1, 11)],
             "asks": [{"price": mid * (1 + 0.001 * i), "quantity": 5.0} for i in range(1, 11)], "bands": [],
             "sequence": t, "event_time_ms": t}
 
@@ -252,7 +253,8 @@ def produce_market(bootstrap: str, prefix: str, records: list[tuple[str, dict]])
     codec, producer = default_codec(), Producer({"bootstrap.servers": bootstrap})
     topics = {record: topic for topic, record in MARKET_RECORDS.items()}
     for record, value in records:
-        producer.produce(f"{prefix}{topics[record]}", key=value["instrument"].encode(), value=codec.encode(record, value))
+        producer.produce(f"{prefix}{topics[record]}", key=value["instrument"].encode(),
+                         value=codec.encode(record, value))
     assert producer.flush(30) == 0
 
 
@@ -290,7 +292,8 @@ def test_poll_applies_what_arrived_after_the_start(kafka_bootstrap: str, prefix:
     try:
         market.start()  # empty topics: nothing to read
         assert market.applied == 0
-        produce_market(kafka_bootstrap, prefix, [("OrderBookDepth", depth(30_000.0, T0)), ("MarkPrice", mark(29_000.0, T0))])
+        produce_market(kafka_bootstrap, prefix,
+                       [("OrderBookDepth", depth(30_000.0, T0)), ("MarkPrice", mark(29_000.0, T0))])
         deadline = time.monotonic() + 30
         while market.applied < 2 and time.monotonic() < deadline:
             market.poll()

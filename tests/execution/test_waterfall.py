@@ -5,14 +5,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.execution.book import OrderBook
-from pipelines.execution.waterfall import (AdlCandidate, InsuranceFund, LiquidityPool, LiquidityProvider,
-                                           WaterfallParams, liquidate)
+from pipelines.execution.waterfall import (
+    AdlCandidate,
+    InsuranceFund,
+    LiquidityPool,
+    LiquidityProvider,
+    WaterfallParams,
+    liquidate,
+)
 
 MARK = 100.0
 
 
 def thin_book(size: float = 2.0) -> OrderBook:
-    return OrderBook(bids=[(MARK - i * 0.5, size) for i in range(1, 6)], asks=[(MARK + i * 0.5, size) for i in range(1, 6)])
+    return OrderBook(bids=[(MARK - i * 0.5, size) for i in range(1, 6)],
+                     asks=[(MARK + i * 0.5, size) for i in range(1, 6)])
 
 
 def test_deep_book_absorbs_everything_in_clips_within_the_cap() -> None:

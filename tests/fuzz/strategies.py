@@ -1,6 +1,6 @@
 """Shared pieces of the fuzz tests: the worker's clock, key, codec and validator; a warmed-up
-lane (the worker's engine and sequencer) built from the engine tests' crash script; and hypothesis strategies for wire bytes,
-source references and schema-valid records carrying extreme or contradictory values.
+lane (the worker's engine and sequencer) built from the kit's crash script; and hypothesis
+strategies for wire bytes, source references and schema-valid records carrying extreme or contradictory values.
 
 Records are generated from the Avro schemas themselves (``from_schema``), so every record type
 is covered and every generated datum encodes; named fields (times, accounts, instruments,
@@ -19,7 +19,6 @@ from typing import Any
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
 
-from tests.kit.crash import CALL, PERP, PUT, T0, crash_events
 from pipelines.engine.engine import EngineOutput, EngineParams
 from pipelines.engine.shard import Message
 from pipelines.events.codec import DecodeError, default_codec
@@ -29,6 +28,7 @@ from pipelines.risk.instruments import InstrumentError, parse_instrument
 from pipelines.topics import CATALOGUE
 from pipelines.worker.intake import SHARD_SOURCES, Refused, admit
 from pipelines.worker.lane import Lane
+from tests.kit.crash import CALL, PERP, PUT, T0, crash_events
 
 KEY = SigningKey("k", b"0123456789abcdef0123")
 CODEC = default_codec()
@@ -46,7 +46,8 @@ ACCOUNTS = ("hedged-desk", "levered-long", "short-puts", "whale-safe")
 DECODE_REASONS = frozenset({"missing_value", "bad_magic", "truncated", "unknown_schema_id", "wrong_record_type",
                             "malformed"})
 VALIDATION_REASONS = frozenset({"nan_price", "negative_price", "implausible_price", "non_finite", "not_positive",
-                                "negative_value", "unknown_instrument", "bad_instrument_name", "event_time_out_of_range"})
+                                "negative_value", "unknown_instrument", "bad_instrument_name",
+                                "event_time_out_of_range"})
 
 
 def record_names() -> tuple[str, ...]:

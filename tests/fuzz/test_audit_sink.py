@@ -31,10 +31,8 @@ from hypothesis import strategies as st
 
 from pipelines.audit.rows import INPUT_RECORDS, TABLE_OF_RECORD
 from pipelines.audit.sink import AuditSink, audit_topics
+from tests.fuzz.strategies import CODEC, DECODE_REASONS, HEALTH, NOW_MS, decodes, from_schema, record_names, wire_values
 from tests.kit.fakes import FakeConsumer, FakeMessage
-
-from tests.fuzz.strategies import (
-    CODEC, DECODE_REASONS, HEALTH, NOW_MS, decodes, from_schema, record_names, wire_values)
 
 pytestmark = pytest.mark.fuzz
 
@@ -301,7 +299,6 @@ def test_far_future_and_negative_times_are_stored_by_the_real_clickhouse_server(
     an action of event time -2**63 are stored and read back with their exact times."""
     from pipelines.audit import migrations
     from pipelines.audit.store import ServerStore
-
     from tests.kit.records import sample
 
     host, port = clickhouse_address

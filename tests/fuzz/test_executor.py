@@ -39,11 +39,22 @@ from pipelines.execution.waterfall import LiquidityProvider
 from pipelines.ops.metrics import Metrics
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.signing import SigningKey, canonical
-from tests.kit.fakes import GROUP_METADATA, FakeConsumer, FakeMessage
-
 from tests.fuzz.strategies import (
-    CODEC, DECODE_REASONS, HEALTH, KEY, NOW_MS, PERP, dead_letter_schema_id, extreme_floats, framed, mutated,
-    over_int32_schema_ids, parses, short_text)
+    CODEC,
+    DECODE_REASONS,
+    HEALTH,
+    KEY,
+    NOW_MS,
+    PERP,
+    dead_letter_schema_id,
+    extreme_floats,
+    framed,
+    mutated,
+    over_int32_schema_ids,
+    parses,
+    short_text,
+)
+from tests.kit.fakes import GROUP_METADATA, FakeConsumer, FakeMessage
 
 pytestmark = pytest.mark.fuzz
 
@@ -112,19 +123,19 @@ class CountingVenue(SimulatedVenue):
     def calls_for(self, message: FakeMessage) -> int:
         return sum(1 for *_, m in self.calls if m is message)
 
-    def place_order(self, order):  # noqa: ANN001, ANN201
+    def place_order(self, order):
         self.calls.append(("place_order", order.client_order_id, self.current))
         return super().place_order(order)
 
-    def liquidate(self, client_order_id, *args, **kwargs):  # noqa: ANN001, ANN201
+    def liquidate(self, client_order_id, *args, **kwargs):
         self.calls.append(("liquidate", client_order_id, self.current))
         return super().liquidate(client_order_id, *args, **kwargs)
 
-    def set_halted(self, name, halted):  # noqa: ANN001, ANN201
+    def set_halted(self, name, halted):
         self.calls.append(("set_halted", name, self.current))
         return super().set_halted(name, halted)
 
-    def cancel_order(self, client_order_id):  # noqa: ANN001, ANN201
+    def cancel_order(self, client_order_id):
         self.calls.append(("cancel_order", client_order_id, self.current))
         return super().cancel_order(client_order_id)
 
@@ -147,7 +158,7 @@ class RecordingExecutor(Executor):
         self.handled: list[_Handled] = []
         self.recorded: list[_Handled] = []
 
-    def _handle(self, message):  # noqa: ANN001, ANN202
+    def _handle(self, message):
         self.producer.current = self.venue.current = message
         try:
             handled = super()._handle(message)
@@ -156,7 +167,7 @@ class RecordingExecutor(Executor):
         self.handled.append(handled)
         return handled
 
-    def _record(self, handled):  # noqa: ANN001, ANN202
+    def _record(self, handled):
         self.recorded = list(handled)
         super()._record(handled)
 

@@ -31,20 +31,52 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipelines.engine.engine import EngineOutput, EngineParams
-from pipelines.engine.shard import Message
 from pipelines.engine.partitions import export_partition
-from pipelines.engine.snapshot import Checkpoint, MarketSnapshot, PartitionSnapshot, decode_checkpoint, \
-    encode_checkpoint
+from pipelines.engine.shard import Message
+from pipelines.engine.snapshot import (
+    Checkpoint,
+    MarketSnapshot,
+    PartitionSnapshot,
+    decode_checkpoint,
+    encode_checkpoint,
+)
 from pipelines.engine.wire import breach_record
 from pipelines.events.deadletter import dead_letter
 from pipelines.worker.intake import SHARD_SOURCES, UNKNOWN_SOURCE, Refused, admit
 from pipelines.worker.lane import AGAIN, LATE, TAKEN, Lane, account_inputs
-
 from tests.fuzz.strategies import (
-    CODEC, DECODE_REASONS, HEALTH, KEY, MALFORMED_INSTRUMENTS, MAX_FUTURE_MS, MAX_PAST_MS, NOW_MS, OTHER_TOPICS,
-    PERP, PUT, SOURCE_TOPICS, T0, TOPIC_OF, VALIDATION_REASONS, VALIDATOR, WARMUP, dead_letter_schema_id, drain,
-    from_schema, last_warmup_time, message, next_offset, over_int32_schema_ids, parses, record_names, short_text,
-    take, topics, warm_lane, wire_values)
+    CODEC,
+    DECODE_REASONS,
+    HEALTH,
+    KEY,
+    MALFORMED_INSTRUMENTS,
+    MAX_FUTURE_MS,
+    MAX_PAST_MS,
+    NOW_MS,
+    OTHER_TOPICS,
+    PERP,
+    PUT,
+    SOURCE_TOPICS,
+    T0,
+    TOPIC_OF,
+    VALIDATION_REASONS,
+    VALIDATOR,
+    WARMUP,
+    dead_letter_schema_id,
+    drain,
+    from_schema,
+    last_warmup_time,
+    message,
+    next_offset,
+    over_int32_schema_ids,
+    parses,
+    record_names,
+    short_text,
+    take,
+    topics,
+    warm_lane,
+    wire_values,
+)
 
 pytestmark = pytest.mark.fuzz
 
@@ -307,7 +339,8 @@ def bad_messages(draw: st.DrawFn) -> tuple[str, bytes | None, str, int]:
                                st.floats(max_value=-1e-300)))
         return kind, CODEC.encode(*index_tick(price, NOW_MS - 1_000)), *index
     if kind == "bad_time":
-        t = draw(st.one_of(st.integers(-(2**63), NOW_MS - MAX_PAST_MS - 1), st.integers(NOW_MS + MAX_FUTURE_MS + 1, 2**63 - 1)))
+        t = draw(st.one_of(st.integers(-(2**63), NOW_MS - MAX_PAST_MS - 1),
+                           st.integers(NOW_MS + MAX_FUTURE_MS + 1, 2**63 - 1)))
         return kind, CODEC.encode(*index_tick(60_000.0, t)), *index
     quantity = draw(st.sampled_from([math.nan, math.inf, -math.inf]))
     from tests.kit.records import sample

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tests.kit.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,8 +98,8 @@ def test_up_is_idempotent_foreign_clients_see_services_and_down_leaves_nothing(i
         assert {oct(p.stat().st_mode & 0o777) for p in secrets.iterdir()} == {"0o600"}
         assert kafka_password not in first.stdout + first.stderr and analyst_password not in first.stdout
         from confluent_kafka.admin import AdminClient
-        sasl = {"bootstrap.servers": f"127.0.0.1:{env['BACKSTOP_KAFKA_SASL_PORT']}", "security.protocol": "SASL_PLAINTEXT",
-                "sasl.mechanism": "PLAIN", "sasl.username": "backstop"}
+        sasl = {"bootstrap.servers": f"127.0.0.1:{env['BACKSTOP_KAFKA_SASL_PORT']}",
+                "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": "backstop"}
         assert AdminClient({**sasl, "sasl.password": kafka_password}).list_topics(timeout=30).brokers
         with pytest.raises(Exception, match="(?i)transport|authentication"):
             AdminClient({**sasl, "sasl.password": "not-it"}).list_topics(timeout=5)

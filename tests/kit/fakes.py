@@ -44,7 +44,8 @@ class FakeConsumer:
     It is assigned the partitions its queue came from. ``subscribe`` joins at once (calls
     ``on_assign``) unless ``joins_on_subscribe`` is False: then the test joins it by calling
     ``consumer.on_assign``. ``consume`` hands the queue out in order and nothing while paused.
-    Commits must be synchronous and are kept as ``{(topic, partition): offset}``, seeks as the ``TopicPartition`` given."""
+    Commits must be synchronous and are kept as ``{(topic, partition): offset}``, seeks as the
+    ``TopicPartition`` given."""
 
     def __init__(self, messages: Iterable[FakeMessage] = (), *, joins_on_subscribe: bool = True) -> None:
         self.queue = list(messages)

@@ -19,7 +19,8 @@ def incident() -> list[tuple[str, str, dict]]:
     # another underlying's index and another account: must not appear in acct-1's timeline
     out.append(("backstop.market.index", "IndexPrice", sample("IndexPrice", underlying="ETH", index_name="eth_usd",
                                                                price=3000.0, event_time_ms=T0 + 5)))
-    out.append(("backstop.positions", "PositionUpdate", sample("PositionUpdate", account="acct-2", event_time_ms=T0 + 7)))
+    out.append(("backstop.positions", "PositionUpdate",
+                sample("PositionUpdate", account="acct-2", event_time_ms=T0 + 7)))
     out.append(("backstop.positions", "PositionUpdate", sample("PositionUpdate", event_time_ms=T0 - 60_000)))
     out.append(("backstop.collateral", "CollateralUpdate", sample("CollateralUpdate", event_time_ms=T0 - 30_000)))
     out.append(("backstop.breaches", "Breach", sample(

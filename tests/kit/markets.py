@@ -7,7 +7,7 @@ import datetime as dt
 
 from pipelines.risk.market import MarketState, UnderlyingMarket
 
-NOW_MS = int(dt.datetime(2026, 11, 23, 12, tzinfo=dt.timezone.utc).timestamp() * 1000)
+NOW_MS = int(dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC).timestamp() * 1000)
 
 
 def market(btc: float = 60_000.0, vol: float = 0.55, rate: float = 0.0, **instrument_vols: float) -> MarketState:

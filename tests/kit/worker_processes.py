@@ -17,7 +17,6 @@ from pipelines.engine.shard import Message, shard_of
 from pipelines.engine.shards import partition_for
 from pipelines.events.codec import default_codec
 from pipelines.topics import ACCOUNT_PARTITIONS
-
 from tests.kit.crash import crash_events
 
 SECRET = "worker-test-signing-key-0123456789"

@@ -21,8 +21,6 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.kit.ports import free_ports
-from tests.kit.probes import get, json_lines, scrape, series, total, wait_for
 from pipelines.events.codec import default_codec
 from pipelines.execution.executor import Executor, ExecutorConfig
 from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
@@ -30,6 +28,8 @@ from pipelines.ops.metrics import Metrics
 from pipelines.ops.server import serve
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.signing import SigningKey
+from tests.kit.ports import free_ports
+from tests.kit.probes import get, json_lines, scrape, series, total, wait_for
 
 pytestmark = [pytest.mark.ops, pytest.mark.kafka, pytest.mark.timeout(300)]
 
@@ -72,7 +72,7 @@ class Actions:
         self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
         self.partitions: set[int] = set()
 
-    def _delivered(self, error, message) -> None:  # noqa: ANN001
+    def _delivered(self, error, message) -> None:
         assert error is None, error
         self.partitions.add(message.partition())
 

@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from tests.kit.probes import samples as registry_samples
-from tests.kit.probes import total
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.ops.metrics import Metrics, lags_from_statistics
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.signing import SigningKey
+from tests.kit.probes import samples as registry_samples
+from tests.kit.probes import total
 
 pytestmark = pytest.mark.ops
 

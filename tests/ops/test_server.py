@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from tests.kit.probes import get, scrape
 from pipelines.ops.metrics import Metrics
 from pipelines.ops.server import serve
+from tests.kit.probes import get, scrape
 
 pytestmark = pytest.mark.ops
 

@@ -7,12 +7,12 @@ import socket
 
 import pytest
 
-from tests.kit.ports import free_ports
-from tests.kit.probes import get
 from pipelines.config import OpsSettings, load_settings
 from pipelines.errors import UserError
 from pipelines.ops import shell
 from pipelines.ops.metrics import Metrics
+from tests.kit.ports import free_ports
+from tests.kit.probes import get
 
 pytestmark = [pytest.mark.ops, pytest.mark.usefixtures("root_logging")]
 

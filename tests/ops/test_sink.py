@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.kit.ports import free_ports
-from tests.kit.probes import get, json_lines, scrape, series, total, wait_for
 from pipelines.events.codec import default_codec
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.signing import SigningKey
+from tests.kit.ports import free_ports
+from tests.kit.probes import get, json_lines, scrape, series, total, wait_for
 
 pytestmark = [pytest.mark.ops, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.timeout(300)]
 

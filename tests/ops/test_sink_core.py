@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from tests.kit.probes import samples
 from pipelines.audit.sink import AuditSink
 from pipelines.audit.store import StoreUnavailable
 from pipelines.events.codec import Codec
@@ -15,6 +14,7 @@ from pipelines.ops.metrics import Metrics
 from pipelines.policy.actions import ActionType, make_action
 from pipelines.policy.signing import SigningKey
 from tests.kit.fakes import FakeConsumer, FakeMessage
+from tests.kit.probes import samples
 
 pytestmark = pytest.mark.ops
 

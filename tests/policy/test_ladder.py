@@ -8,8 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.detect.breach import Breach, BreachKind
-from pipelines.policy.ladder import (AccountState, AccountView, CloseIntent, Ladder, LadderParams, time_to_breach_ms,
-                                     times_to_breach_ms)
+from pipelines.policy.ladder import (
+    AccountState,
+    AccountView,
+    CloseIntent,
+    Ladder,
+    LadderParams,
+    time_to_breach_ms,
+    times_to_breach_ms,
+)
 
 
 def view(t: int, ratio: float, equity: float = 100_000.0, delta: float = 0.0, velocity: float = 0.0,

@@ -49,7 +49,8 @@ def test_kafka_replay_preserves_keys_partitions_order_and_times(recording, kafka
     before_ms = int(time.time() * 1000)
     assert replay_to_kafka(sub, {"bootstrap.servers": kafka_bootstrap}, keep_timestamps=keep_timestamps) == len(records)
     after_ms = int(time.time() * 1000)
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "replay-test", "auto.offset.reset": "earliest"})
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "replay-test",
+                         "auto.offset.reset": "earliest"})
     consumer.subscribe(list(names.values()))
     got = []
     deadline = time.monotonic() + 60

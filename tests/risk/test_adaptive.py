@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from tests.kit.markets import market
 
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions, adaptive_addon
 from pipelines.risk.book import Portfolio, Position, account_risk
+from tests.kit.markets import market
 
 MKT = market()
 SHORT_GAMMA = Portfolio("a", 1e6, (Position("BTC-27NOV26-60000-C", -20), Position("BTC-27NOV26-60000-P", -20)))
@@ -64,9 +64,8 @@ def test_formula_term_by_term() -> None:
 
 def test_worked_example_in_the_docs() -> None:
     """docs/risk-model.md: 50 short 7-day ATM straddles with a small perp, before and during a fast, thin market."""
-    from tests.kit.markets import NOW_MS
-
     from pipelines.risk.market import MarketState, UnderlyingMarket
+    from tests.kit.markets import NOW_MS
 
     mkt = MarketState(NOW_MS, {"BTC": UnderlyingMarket(60_000.0, 0.55)})
     pf = Portfolio("w", 565_000.0, (Position("BTC-30NOV26-60000-C", -50), Position("BTC-30NOV26-60000-P", -50),

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.kit.books import portfolio, random_portfolios
-from tests.kit.markets import NOW_MS, market
 
 from pipelines.errors import UserError
 from pipelines.risk.black76 import black76_greeks
 from pipelines.risk.book import Book, account_risk, margin_ratio, revalue_book
 from pipelines.risk.instruments import InstrumentTable
 from pipelines.risk.market import YEAR_MS, MarketError, MarketState, UnderlyingMarket
+from tests.kit.books import portfolio, random_portfolios
+from tests.kit.markets import NOW_MS, market
 
 MKT = market(rate=0.05, **{"BTC-27DEC26-60000-C": 0.6})
 T_DEC = (InstrumentTable.parse(["BTC-27DEC26"]).expiry_ms[0] - NOW_MS) / YEAR_MS
 
 
 def test_marks_perp_is_index_future_is_forward_option_is_black76_with_override_vol() -> None:
-    pf = portfolio(0.0, ("BTC-PERPETUAL", 1), ("BTC-27DEC26", 1), ("BTC-27DEC26-60000-C", 1), ("BTC-27DEC26-60000-P", 1))
+    pf = portfolio(0.0, ("BTC-PERPETUAL", 1), ("BTC-27DEC26", 1), ("BTC-27DEC26-60000-C", 1),
+                   ("BTC-27DEC26-60000-P", 1))
     book, r = account_risk(pf, MKT)
     marks = dict(zip(book.instruments.names, r.unit.price, strict=True))
     assert marks["BTC-PERPETUAL"] == 60_000.0
@@ -84,7 +85,8 @@ def test_negative_equity_is_infinitely_over_and_liquidatable() -> None:
 
 def test_an_account_that_cannot_be_valued_is_infinitely_over_not_overlooked() -> None:
     nan, inf = np.nan, np.inf
-    ratio = margin_ratio(np.array([nan, nan, 1.0, nan, inf, 0.0, 5.0]), np.array([-1e200, 10.0, nan, nan, inf, 0.0, 10.0]))
+    ratio = margin_ratio(np.array([nan, nan, 1.0, nan, inf, 0.0, 5.0]),
+                         np.array([-1e200, 10.0, nan, nan, inf, 0.0, 10.0]))
     assert ratio.tolist() == [inf, inf, inf, inf, inf, 0.0, 0.5]
 
 

@@ -9,7 +9,7 @@ from pipelines.risk.instruments import InstrumentTable, Kind, parse_instrument
 
 
 def ms(*args: int) -> int:
-    return int(dt.datetime(*args, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    return int(dt.datetime(*args, tzinfo=dt.UTC).timestamp() * 1000)
 
 
 def test_option_name_gives_strike_type_and_expiry_at_0800_utc() -> None:

@@ -10,15 +10,20 @@ import math
 import numpy as np
 import pytest
 
-from tests.kit import markets
 from pipelines.engine.account_book import AccountBook
 from pipelines.engine.market_board import MarketBoard
 from pipelines.risk.black76 import black76_greeks, black76_price
 from pipelines.risk.book import Book, revalue_book
-from pipelines.risk.instruments import InstrumentError, InstrumentTable, Kind, instrument_from_definition, \
-    parse_instrument
+from pipelines.risk.instruments import (
+    InstrumentError,
+    InstrumentTable,
+    Kind,
+    instrument_from_definition,
+    parse_instrument,
+)
 from pipelines.risk.market import YEAR_MS, MarketState, UnderlyingMarket
 from pipelines.risk.valuation import inverse_option_greeks, scenario_values, unit_greeks
+from tests.kit import markets
 
 ql = pytest.importorskip("QuantLib")
 

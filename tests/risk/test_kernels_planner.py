@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.kit.markets import NOW_MS
 
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
 from pipelines.risk.book import Book, BookRisk, revalue_book
@@ -14,6 +13,7 @@ from pipelines.risk.instruments import InstrumentTable, parse_instrument
 from pipelines.risk.kernels import planner
 from pipelines.risk.liquidation_order import LiquidationParams, LiquidationPlan, plan_liquidations
 from pipelines.risk.market import MarketState, UnderlyingMarket
+from tests.kit.markets import NOW_MS
 
 INDEX = {"BTC": 60_000.0, "ETH": 2_400.0, "SOL": 150.0}
 EXPIRIES = ("27NOV26", "25DEC26", "26MAR27")

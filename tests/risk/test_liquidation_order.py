@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.kit.books import portfolio, random_portfolios
-from tests.kit.markets import market
 
 from pipelines.errors import UserError
 from pipelines.risk.book import Book, Portfolio, Position, account_risk, revalue_book
-from pipelines.risk.liquidation_order import (LiquidationParams, expected_slippage_per_unit, plan_liquidation,
-                                             plan_liquidations)
+from pipelines.risk.liquidation_order import (
+    LiquidationParams,
+    expected_slippage_per_unit,
+    plan_liquidation,
+    plan_liquidations,
+)
+from tests.kit.books import portfolio, random_portfolios
+from tests.kit.markets import market
 
 MKT = market()
 

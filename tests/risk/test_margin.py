@@ -7,11 +7,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tests.kit.books import portfolio
 from pipelines.errors import UserError
 from pipelines.risk.book import account_risk
 from pipelines.risk.margin import VOL_DOWN, VOL_NONE, VOL_UP, MarginConfig, MarginParams, grid_and_params, shocked_vols
-
+from tests.kit.books import portfolio
 from tests.kit.markets import market
 
 UNIVERSE = [

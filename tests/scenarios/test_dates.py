@@ -9,7 +9,7 @@ from pipelines.scenarios.generate import generate
 
 
 def day(ms: int) -> datetime.date:
-    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).date()
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).date()
 
 
 def test_every_scenario_starts_in_the_year_its_name_gives() -> None:

@@ -1,10 +1,10 @@
 import hashlib
 
 from pipelines.cli import main
+from pipelines.events.codec import default_codec
+from pipelines.events.files import read_replay
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate, write_recording
-from pipelines.events.files import read_replay
-from pipelines.events.codec import default_codec
 
 
 def test_every_scenario_has_a_population_and_a_crash():
@@ -13,7 +13,8 @@ def test_every_scenario_has_a_population_and_a_crash():
         kinds = {a.kind for a in g.accounts}
         assert {"long-perp", "short-perp"} <= kinds
         assert any(a.hedged for a in g.accounts)
-        index = [v["price"] for _, r, v in g.events if r == "IndexPrice" and v["underlying"] == scenario.underlyings[0].underlying]
+        first = scenario.underlyings[0].underlying
+        index = [v["price"] for _, r, v in g.events if r == "IndexPrice" and v["underlying"] == first]
         move = scenario.underlyings[0].move
         extreme = min(index) / index[0] - 1 if move < 0 else max(index) / index[0] - 1
         assert abs(extreme) >= abs(move) * 0.6, (scenario.name, extreme)

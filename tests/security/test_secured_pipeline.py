@@ -21,7 +21,6 @@ from pipelines.engine.shard import run_shards
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS
 from pipelines.topics_cli import create_topics
-
 from tests.kit.probes import stop, wait_for
 from tests.kit.worker_processes import SECRET, collect, publish, start_worker
 

@@ -18,7 +18,6 @@ from pipelines.replay.kafka_replay import replay_to_kafka
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate, write_recording
 from pipelines.topics import spec_for
-
 from tests.kit.ports import free_ports
 from tests.kit.probes import get, parse, series, stop, total, wait_for
 from tests.kit.worker_processes import start_worker

@@ -28,7 +28,6 @@ from pipelines.events.codec import default_codec
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS
 from pipelines.worker.kafka import CHECKPOINTS
-
 from tests.kit.crash import T0
 from tests.kit.probes import stop, wait_for
 from tests.kit.worker_processes import SECRET, collect, publish, start_worker, worker_logs

@@ -16,7 +16,6 @@ from pipelines.replay.inprocess import replay
 from pipelines.replay.kafka_replay import replay_to_kafka
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate, write_recording
-
 from tests.kit.probes import stop
 from tests.kit.worker_processes import SECRET, collect, missing_by_partition, start_worker, worker_logs
 

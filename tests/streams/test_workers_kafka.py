@@ -14,11 +14,10 @@ from pipelines.engine.engine import EngineParams
 from pipelines.engine.shard import run_shards
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS
-
+from tests.kit.crash import crash_events
 from tests.kit.ports import free_ports
 from tests.kit.probes import get, scrape, series, stop, total, wait_for
 from tests.kit.worker_processes import SECRET, collect, missing_by_partition, publish, start_worker, worker_logs
-from tests.kit.crash import crash_events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -36,7 +35,8 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, prefix: str,
     params = EngineParams(hedged_accounts=frozenset({"hedged-desk"}))
 
     ports = [free_ports(), free_ports()]
-    workers = [start_worker(kafka_bootstrap, prefix, tmp_path, f"w{n + 1}", metrics_port=port) for n, port in enumerate(ports)]
+    workers = [start_worker(kafka_bootstrap, prefix, tmp_path, f"w{n + 1}", metrics_port=port)
+               for n, port in enumerate(ports)]
     try:
         if kill_one:
             first = collect(kafka_bootstrap, f"{prefix}backstop.exposures", "ExposureSnapshot", "account",
@@ -76,7 +76,8 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, prefix: str,
                 for port in ports:
                     for labels, value in series(scrape(port), "backstop_consumer_lag").items():
                         lag[dict(labels)["topic"], dict(labels)["partition"]] = value
-                accounts = [v for (topic, _), v in lag.items() if topic in ("backstop.positions", "backstop.collateral")]
+                accounts = [v for (topic, _), v in lag.items()
+                            if topic in ("backstop.positions", "backstop.collateral")]
                 return len(lag) == 2 * ACCOUNT_PARTITIONS + 6 * 3 and not any(accounts)
             try:
                 wait_for(caught_up, 30, "lag 0 on every account partition")
@@ -89,8 +90,8 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, prefix: str,
     assert set(actions) == set(expected_actions), (missing_by_partition(expected_actions, actions), logs)
     for action_id, copies in actions.items():
         for copy in copies:  # re-sent copies are identical to the in-process action
-            assert copy == expected_actions[action_id], {k: (v, expected_actions[action_id].get(k))
-                                                          for k, v in copy.items() if v != expected_actions[action_id].get(k)}
+            want = expected_actions[action_id]
+            assert copy == want, {k: (v, want.get(k)) for k, v in copy.items() if v != want.get(k)}
     assert set(breaches) == expected_breaches
     if kill_one:  # from the kill to the last action: failure detection, takeover, catching up
         recovery_report("stream worker SIGKILLed (1 of 2)", finished,

@@ -83,7 +83,8 @@ class Cluster:
         self.feeding, self.per_step = list(reversed(events)), per_step
 
     def start(self, name: str) -> Worker:
-        self.ports[name] = MemoryPorts(self.broker, self.group, self.store, name, seed=hash((self.seed, name, len(self.ports))))
+        seed = hash((self.seed, name, len(self.ports)))
+        self.ports[name] = MemoryPorts(self.broker, self.group, self.store, name, seed=seed)
         worker = self.workers[name] = Worker(self.ports[name], KEY, self.config, self.clock)
         return worker
 

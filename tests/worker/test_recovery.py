@@ -11,9 +11,8 @@ import random
 import pytest
 
 from pipelines.engine.engine import EngineParams
-
-from tests.worker.cluster import CONFIG, Cluster, assert_same, oracle, outputs, publish
 from tests.kit.crash import crash_events
+from tests.worker.cluster import CONFIG, Cluster, assert_same, oracle, outputs, publish
 
 PARAMS = EngineParams(hedged_accounts=frozenset({"hedged-desk"}))
 CONFIG_HERE = dataclasses.replace(CONFIG, engine=PARAMS)
@@ -33,7 +32,9 @@ class Tripwire:
         for name in methods:
             inner = getattr(target, name)
 
-            def tripped(*args, _inner=inner, _name=f"{type(target).__name__}.{name}", **kwargs):
+            label = f"{type(target).__name__}.{name}"
+
+            def tripped(*args, _inner=inner, _name=label, **kwargs):
                 self.calls += 1
                 if self.calls == self.at:
                     self.where = _name

@@ -17,9 +17,8 @@ from pipelines.scenarios.generate import KEY_FIELD, TOPIC_OF
 from pipelines.topics import spec_for
 from pipelines.worker.memory import MemorySource
 from pipelines.worker.worker import DEAD_LETTERS
-
-from tests.worker.cluster import CONFIG, Cluster, publish
 from tests.kit.crash import crash_events
+from tests.worker.cluster import CONFIG, Cluster, publish
 
 
 def stick(source: MemorySource, tp: tuple[str, int]) -> None:
@@ -69,8 +68,8 @@ def test_every_bad_record_is_dead_lettered_once_under_its_own_coordinates() -> N
     cluster = Cluster(CONFIG)
     publish(cluster.broker, crash_events()[:200])
     bad = []
-    for topic, partitions in (("backstop.market.index", 3), ("backstop.market.volatility", 3), ("backstop.positions", 12),
-                              ("backstop.collateral", 12)):
+    for topic, partitions in (("backstop.market.index", 3), ("backstop.market.volatility", 3),
+                              ("backstop.positions", 12), ("backstop.collateral", 12)):
         for partition in range(partitions):
             offset = cluster.broker.append(topic, partition, b"k", b"\x00not avro")
             bad.append((topic, partition, offset))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pipelines.engine.engine import EngineParams
-
-from tests.worker.cluster import CONFIG, Cluster, assert_same, oracle, outputs, publish
 from tests.kit.crash import crash_events
+from tests.worker.cluster import CONFIG, Cluster, assert_same, oracle, outputs, publish
 
 PARAMS = EngineParams(hedged_accounts=frozenset({"hedged-desk"}))
 
