@@ -26,8 +26,8 @@ from pipelines.engine.account_book import AccountBook, BuiltBook, asset_price, u
 from pipelines.engine.account_book import instrument as instrument_of  # parsed once per name
 from pipelines.engine.index_history import IndexHistory
 from pipelines.engine.market_board import MarketBoard
-from pipelines.policy.actions import ActionType, make_action
-from pipelines.policy.circuit import CircuitBreakers, CircuitParams, TradingState
+from pipelines.policy.actions import make_action
+from pipelines.policy.circuit import CIRCUIT_ACTIONS, CircuitBreakers, CircuitChange, CircuitParams
 from pipelines.policy.ladder import (STATES, AccountState, AccountView, CloseIntent, Decision, Ladder, LadderParams,
                                      times_to_breach_ms)
 from pipelines.policy.signing import SigningKey
@@ -513,9 +513,10 @@ class Engine:
 
     # ------------------------------------------------------------------ helpers
 
-    def _circuit_action(self, change) -> dict[str, Any]:
-        kind = ActionType.HALT if change.state is TradingState.HALTED else ActionType.RESUME
-        return make_action(self.key, kind, change.underlying, change.event_time_ms, breach_ids=change.breach_ids,
+    def _circuit_action(self, change: CircuitChange) -> dict[str, Any]:
+        """The market-wide action of the circuit's new state: halt, market_reduce_only or resume."""
+        return make_action(self.key, CIRCUIT_ACTIONS[change.state], change.underlying, change.event_time_ms,
+                           breach_ids=change.breach_ids,
                            params={"underlying": change.underlying, "level": str(change.level),
                                    "state": change.state.value})
 

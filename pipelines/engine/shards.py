@@ -7,9 +7,9 @@ as the cluster does.
 
 Market records go to every shard (each worker keeps the whole market view), account records to
 the shard of their account; ``keep_for_shard`` keeps market-wide outputs (index-move, IV,
-liquidity and oracle breaches, halts and resumes) only from the shard that owns the
-underlying's partition, so the cluster reports each once. ``shard.run_shards`` is the cluster
-in-process.
+liquidity and oracle breaches; the circuits' halt, market_reduce_only and resume actions) only
+from the shard that owns the underlying's partition, so the cluster reports each once.
+``shard.run_shards`` is the cluster in-process.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from collections.abc import Callable
 
 from pipelines.detect.breach import BreachKind
 from pipelines.engine.engine import EngineOutput
+from pipelines.policy.circuit import CIRCUIT_ACTIONS
 from pipelines.topics import ACCOUNT_PARTITIONS
 
 ACCOUNT_RECORDS = {"PositionUpdate", "CollateralUpdate"}
 ACCOUNT_BREACHES = {BreachKind.MARGIN_SHORTFALL, BreachKind.EQUITY_BELOW_LIQUIDATION, BreachKind.WITHDRAW_THEN_BREACH}
-MARKET_ACTIONS = {"halt", "resume"}
+MARKET_ACTIONS = set(CIRCUIT_ACTIONS.values())
 
 
 def murmur2(data: bytes) -> int:

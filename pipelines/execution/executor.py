@@ -53,6 +53,7 @@ from pipelines.execution.venue import Order, Venue, VenueError
 from pipelines.execution.waterfall import WaterfallResult
 from pipelines.ops.metrics import Metrics
 from pipelines.policy.actions import ActionType
+from pipelines.policy.circuit import STATE_OF_ACTION
 from pipelines.policy.signing import SigningKey
 
 log = logging.getLogger(__name__)
@@ -288,9 +289,9 @@ class Executor:
         kind = ActionType(action["action_type"])
         if kind in RISK_FREE_TYPES:
             return [self._report(action, 0, status="accepted")]
-        if kind in (ActionType.HALT, ActionType.RESUME):
+        if kind in STATE_OF_ACTION:
             target = action["instrument"] or action["params"].get("underlying") or action["account"]
-            self._with_retry(lambda: self.venue.set_halted(target, kind is ActionType.HALT))
+            self._with_retry(lambda: self.venue.set_trading_state(target, STATE_OF_ACTION[kind]))
             return [self._report(action, 0, status="accepted")]
         if kind is ActionType.DELTA_HEDGE:
             return [self._order_report(action)]

@@ -2,13 +2,14 @@
 
 The interface is what an executor needs from any venue: place an order (idempotent on the
 client order id, as every serious exchange API allows), look an order up by that id, cancel,
-read the book and positions, halt and resume instruments, and run the liquidation waterfall for
-an account (on a real venue, its liquidation engine; here, ``waterfall.liquidate``). A CCXT
+read the book and positions, set the trading state of an instrument or underlying (active,
+halted, reduce-only after a halt: ``policy.circuit.TradingState``, enforced by
+``policy.circuit.order_refusal``), and run the liquidation waterfall for an account (on a real venue, its liquidation engine; here, ``waterfall.liquidate``). A CCXT
 adapter would map ``place_order`` to ``create_order(..., params={"clientOrderId": ...})`` and
 ``order`` to ``fetch_order``.
 
 ``SimulatedVenue`` keeps what must survive an executor's death in SQLite — the order ledger
-keyed by client order id, positions, halts, the insurance fund, LP usage — so several executor
+keyed by client order id, positions, trading states, the insurance fund, LP usage — so several executor
 processes share one venue and a redelivered action finds the order it already placed. Every fill
 is against a book rebuilt at that moment from the latest depth (configured, or fed with
 ``on_depth``) and placed at the mark: a liquidation's own ``mark``, else the latest ``on_mark``
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 from pipelines.execution.book import BUY, OrderBook
 from pipelines.execution.waterfall import (AdlCandidate, Fill, InsuranceFund, LiquidityPool, LiquidityProvider,
                                            WaterfallParams, WaterfallResult, liquidate)
+from pipelines.policy.circuit import TradingState, order_refusal
 
 
 class VenueError(Exception):
@@ -69,7 +71,7 @@ class Venue(Protocol):
     def cancel_order(self, client_order_id: str) -> bool: ...
     def book(self, instrument: str, mark: float | None = None) -> OrderBook: ...
     def positions(self, account: str) -> dict[str, float]: ...
-    def set_halted(self, instrument_or_underlying: str, halted: bool) -> None: ...
+    def set_trading_state(self, instrument_or_underlying: str, state: TradingState) -> None: ...
     def liquidate(self, client_order_id: str, account: str, instrument: str, quantity: float, mark: float,
                   equity_usd: float, now_ms: int, steps: str = "all", close_all: bool = True) -> WaterfallResult: ...
 
@@ -106,7 +108,7 @@ class SimulatedVenueConfig:
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (client_order_id TEXT PRIMARY KEY, result TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS positions (account TEXT, instrument TEXT, quantity REAL, PRIMARY KEY (account, instrument));
-CREATE TABLE IF NOT EXISTS halts (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS trading_states (name TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS fund (id INTEGER PRIMARY KEY CHECK (id = 1), balance REAL, drawn REAL);
 CREATE TABLE IF NOT EXISTS lp_usage (lp_id TEXT, at_ms INTEGER, usd REAL);
 CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER);
@@ -160,9 +162,12 @@ class SimulatedVenue:
         rows = self._db.execute("SELECT instrument, quantity FROM positions WHERE account = ?", (account,))
         return {instrument: qty for instrument, qty in rows if qty}
 
-    def halted(self, instrument: str) -> bool:
+    def trading_state(self, instrument: str) -> TradingState:
+        """The stricter of the states set for ``instrument`` and for its underlying (ACTIVE when none is)."""
         names = (instrument, instrument.split("-")[0])
-        return self._db.execute("SELECT 1 FROM halts WHERE name IN (?, ?)", names).fetchone() is not None
+        states = {TradingState(state) for state, in
+                  self._db.execute("SELECT state FROM trading_states WHERE name IN (?, ?)", names)}
+        return next((s for s in (TradingState.HALTED, TradingState.REDUCING) if s in states), TradingState.ACTIVE)
 
     @property
     def insurance_fund_usd(self) -> float:
@@ -182,12 +187,14 @@ class SimulatedVenue:
 
     # ------------------------------------------------------------------ commands
 
-    def set_halted(self, instrument_or_underlying: str, halted: bool) -> None:
+    def set_trading_state(self, instrument_or_underlying: str, state: TradingState) -> None:
+        """From now on orders on ``instrument_or_underlying`` (an underlying: every instrument on it)
+        are judged by ``order_refusal`` in ``state``; idempotent."""
         self._call()
-        if halted:
-            self._db.execute("INSERT OR IGNORE INTO halts VALUES (?)", (instrument_or_underlying,))
+        if state is TradingState.ACTIVE:
+            self._db.execute("DELETE FROM trading_states WHERE name = ?", (instrument_or_underlying,))
         else:
-            self._db.execute("DELETE FROM halts WHERE name = ?", (instrument_or_underlying,))
+            self._db.execute("INSERT OR REPLACE INTO trading_states VALUES (?, ?)", (instrument_or_underlying, state.value))
 
     def cancel_order(self, client_order_id: str) -> bool:
         self._call()
@@ -217,8 +224,9 @@ class SimulatedVenue:
         held = self.positions(order.account).get(order.instrument, 0.0)
         signed = order.quantity if order.side == BUY else -order.quantity
         reduces = held * signed < 0 and abs(signed) <= abs(held) + 1e-12
-        if self.halted(order.instrument) and not reduces:
-            return OrderResult(order.client_order_id, "rejected", 0.0, None, 0.0, None, "instrument halted: reduce-only")
+        refusal = order_refusal(self.trading_state(order.instrument), order.instrument, reduces)
+        if refusal is not None:
+            return OrderResult(order.client_order_id, "rejected", 0.0, None, 0.0, None, refusal)
         if order.reduce_only and not reduces:
             return OrderResult(order.client_order_id, "rejected", 0.0, None, 0.0, None, "reduce-only order would increase")
         book = self.book(order.instrument)

@@ -26,6 +26,7 @@ class ActionType(StrEnum):
     INSURANCE_FUND = "insurance_fund"
     AUTO_DELEVERAGE = "auto_deleverage"
     HALT = "halt"
+    MARKET_REDUCE_ONLY = "market_reduce_only"  # an underlying's whole market, not one account (``REDUCE_ONLY``)
     RESUME = "resume"
 
 

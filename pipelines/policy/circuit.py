@@ -7,6 +7,13 @@ below the clear level: still reduce-only, but no longer halted. Levels follow CM
 limit levels (detector side); each level has its own pause, in event time. A resume needs both
 the pause to have elapsed and the index-move detector to have cleared: nothing flaps on a
 price hovering at a threshold.
+
+Each state is carried to the venue by its own market-wide action (``CIRCUIT_ACTIONS``): ``halt``,
+``market_reduce_only``, ``resume``, keyed by the underlying. The venue enforces them with
+``order_refusal``: in HALTED and REDUCING an order is accepted only if it reduces a position
+without flipping it; in ACTIVE every order is accepted. The two restricted states refuse the same
+orders; they differ in what ends them (a halt: its pause; the reduce-only period: the move
+clearing) and in the reason a refusal gives.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from enum import StrEnum
 from typing import Self
 
 from pipelines.detect.breach import Breach, BreachKind
+from pipelines.policy.actions import ActionType
 
 MINUTE_MS = 60_000
 
@@ -24,6 +32,30 @@ class TradingState(StrEnum):
     ACTIVE = "active"
     REDUCING = "reducing"
     HALTED = "halted"
+
+    @property
+    def allows_risk_increase(self) -> bool:
+        return self is TradingState.ACTIVE
+
+
+CIRCUIT_ACTIONS: dict[TradingState, ActionType] = {
+    TradingState.HALTED: ActionType.HALT,
+    TradingState.REDUCING: ActionType.MARKET_REDUCE_ONLY,
+    TradingState.ACTIVE: ActionType.RESUME,
+}
+"""The market-wide action that puts an underlying's venue in each state."""
+STATE_OF_ACTION: dict[ActionType, TradingState] = {action: state for state, action in CIRCUIT_ACTIONS.items()}
+
+
+def order_refusal(state: TradingState, market: str, reduces: bool) -> str | None:
+    """Why the venue refuses an order on ``market`` (an instrument or underlying) in ``state``, or
+    None when it accepts it. ``reduces``: the order only shrinks the account's position in the
+    instrument (it never flips it). ACTIVE accepts every order; HALTED and REDUCING only reducing ones."""
+    if state.allows_risk_increase or reduces:
+        return None
+    if state is TradingState.HALTED:
+        return f"{market} halted: only orders that reduce a position are accepted"
+    return f"{market} reduce-only after a halt: the order would increase the position"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +68,7 @@ class CircuitParams:
 
 @dataclasses.dataclass(frozen=True)
 class CircuitChange:
-    """A transition to report as a halt or resume action."""
+    """A transition to report as the market-wide action of its ``state`` (``CIRCUIT_ACTIONS``)."""
 
     underlying: str
     event_time_ms: int
@@ -78,7 +110,7 @@ class CircuitBreakers:
         return breakers
 
     def allows_risk_increase(self, underlying: str) -> bool:
-        return self.trading_state(underlying) is TradingState.ACTIVE
+        return self.trading_state(underlying).allows_risk_increase
 
     def on_breach(self, breach: Breach) -> list[CircuitChange]:
         """Index-move breaches (fire: a level reached; clear: the move eased) drive the state."""

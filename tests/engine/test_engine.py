@@ -55,6 +55,32 @@ def test_crash_escalates_in_order_and_leaves_the_safe_account_alone() -> None:
             assert action["breach_ids"]
 
 
+def crash_then_recovery() -> list[tuple[str, dict]]:
+    """BTC's index every 10 s for 95 minutes: 60,000, an 8 % gap at minute 1 (level 1: a 2-minute
+    pause), then a partial recovery to 57,000 at minute 20; the crash leaves the one-hour window at
+    minute 61, and the move left (57,000 against 55,200) is under the clear level."""
+    start = crash_events()[0][1]["event_time_ms"]
+    events = []
+    for s in range(0, 95 * 60, 10):
+        price = 60_000.0 if s < 60 else 55_200.0 if s < 20 * 60 else 57_000.0
+        events.append(("IndexPrice", {"underlying": "BTC", "index_name": "btc_usd", "price": price,
+                                      "event_time_ms": start + s * 1000}))
+    return events
+
+
+def test_a_crash_then_recovery_halts_then_reduces_only_then_resumes() -> None:
+    """The circuit's three states reach the venue as three market-wide actions, in order: halt at the
+    gap, market_reduce_only once the pause is over while the move holds, resume once it clears."""
+    events = crash_then_recovery()
+    start = events[0][1]["event_time_ms"]
+    _, _, actions = run(events)
+    steps = [(a["action_type"], a["account"], a["params"]["state"], (a["event_time_ms"] - start) // 60_000)
+             for a in actions]
+    assert steps == [("halt", "BTC", "halted", 1), ("market_reduce_only", "BTC", "reducing", 3),
+                     ("resume", "BTC", "active", 61)]
+    assert all(a["breach_ids"] == actions[0]["breach_ids"] for a in actions)
+
+
 def test_liquidation_is_paced_and_capped() -> None:
     _, _, actions = run(crash_events())
     partials = [a for a in actions if a["account"] == "levered-long" and a["action_type"] == "partial_liquidation"]

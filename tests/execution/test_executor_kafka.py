@@ -24,6 +24,7 @@ from pipelines.execution.market import MARKET_RECORDS, MarketFeed
 from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
 from pipelines.execution.waterfall import WaterfallParams
 from pipelines.policy.actions import ActionType, make_action
+from pipelines.policy.circuit import TradingState
 from pipelines.policy.signing import SigningKey
 
 pytestmark = pytest.mark.kafka
@@ -228,6 +229,40 @@ def test_every_action_gets_an_outcome(kafka_bootstrap: str, prefix: str, tmp_pat
         for action in group:
             assert statuses[action["action_id"]] == {status}, action["action_type"]
     assert all(r["reason"] for r in reports if r["status"] == "rejected")
+
+
+
+def test_halt_reduce_only_and_resume_actions_set_the_venue_state_and_refuse_new_risk(
+        kafka_bootstrap: str, prefix: str, tmp_path: Path) -> None:
+    """The circuit's actions through the executor on the real broker: a halt then a market_reduce_only
+    (one underlying, one partition, in order) leave the venue reduce-only; there a hedge adding to a
+    position is refused with a reason and one reducing it fills; a resume lifts the restriction."""
+    venue = SimulatedVenue(SimulatedVenueConfig(books={"BTC-PERPETUAL": DEEP}), tmp_path / "l.sqlite")
+    venue.seed_position("long", "BTC-PERPETUAL", 2.0)
+    t = 1_795_000_000_000
+
+    def circuit(kind: ActionType, state: str, minute: int) -> dict:
+        return make_action(KEY, kind, "BTC", t + minute * 60_000, breach_ids=["move"],
+                           params={"underlying": "BTC", "level": "1", "state": state})
+
+    def execute(actions: list[dict]) -> None:
+        produce_actions(kafka_bootstrap, prefix, actions)
+        in_process_executor(kafka_bootstrap, prefix, venue).run(idle_exit_s=3)
+
+    execute([circuit(ActionType.HALT, "halted", 1), circuit(ActionType.MARKET_REDUCE_ONLY, "reducing", 3)])
+    assert venue.trading_state("BTC-PERPETUAL") is TradingState.REDUCING
+    adds, exits = [make_action(KEY, ActionType.DELTA_HEDGE, "long", t + 240_000, instrument="BTC-PERPETUAL",
+                               side=side, quantity=1.0, breach_ids=[side]) for side in ("buy", "sell")]
+    execute([adds, exits])
+    assert venue.positions("long") == {"BTC-PERPETUAL": 1.0}
+    execute([circuit(ActionType.RESUME, "active", 61)])
+    assert venue.trading_state("BTC-PERPETUAL") is TradingState.ACTIVE
+    reports = {r["action_id"]: r for r in read_topic(kafka_bootstrap, f"{prefix}backstop.executions",
+                                                    "ExecutionReport", until=5)}
+    assert reports[adds["action_id"]]["status"] == "rejected"
+    assert "reduce-only" in reports[adds["action_id"]]["reason"]
+    assert reports[exits["action_id"]]["status"] == "filled"
+    assert len(reports) == 5 and sum(r["status"] == "accepted" for r in reports.values()) == 3
 
 
 

@@ -38,6 +38,7 @@ from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
 from pipelines.execution.waterfall import LiquidityProvider
 from pipelines.ops.metrics import Metrics
 from pipelines.policy.actions import ActionType, make_action
+from pipelines.policy.circuit import STATE_OF_ACTION
 from pipelines.policy.signing import SigningKey, canonical
 from tests.fuzz.strategies import (
     CODEC,
@@ -131,22 +132,22 @@ class CountingVenue(SimulatedVenue):
         self.calls.append(("liquidate", client_order_id, self.current))
         return super().liquidate(client_order_id, *args, **kwargs)
 
-    def set_halted(self, name, halted):
-        self.calls.append(("set_halted", name, self.current))
-        return super().set_halted(name, halted)
+    def set_trading_state(self, name, state):
+        self.calls.append(("set_trading_state", name, self.current))
+        return super().set_trading_state(name, state)
 
     def cancel_order(self, client_order_id):
         self.calls.append(("cancel_order", client_order_id, self.current))
         return super().cancel_order(client_order_id)
 
     def state(self) -> tuple:
-        """Everything an execution moves: orders of record, positions, fund, LP usage, halts."""
+        """Everything an execution moves: orders of record, positions, fund, LP usage, trading states."""
         db = self._db
         return (db.execute("SELECT client_order_id, result FROM orders ORDER BY 1").fetchall(),
                 db.execute("SELECT * FROM positions ORDER BY 1, 2").fetchall(),
                 db.execute("SELECT balance, drawn FROM fund").fetchall(),
                 db.execute("SELECT * FROM lp_usage ORDER BY 1, 2, 3").fetchall(),
-                db.execute("SELECT * FROM halts ORDER BY 1").fetchall())
+                db.execute("SELECT * FROM trading_states ORDER BY 1").fetchall())
 
 
 class RecordingExecutor(Executor):
@@ -184,10 +185,9 @@ def signed_actions(draw: st.DrawFn, key: SigningKey = KEY, types: tuple = (*VENU
     breaches = draw(st.lists(short_text, max_size=3))
     expires = draw(expiries if expiries is not None else st.one_of(st.none(), st.integers(NOW_MS, NOW_MS + 120_000)))
     account = draw(st.one_of(st.sampled_from(["levered-long", "short-puts"]), short_text))
-    if kind in (ActionType.HALT, ActionType.RESUME):
+    if kind in STATE_OF_ACTION:
         return make_action(key, kind, "BTC", event_time, breach_ids=breaches, expires_at_ms=expires,
-                           params={"underlying": "BTC", "level": "1",
-                                   "state": "halted" if kind is ActionType.HALT else "trading"})
+                           params={"underlying": "BTC", "level": "1", "state": STATE_OF_ACTION[kind].value})
     if kind in NO_VENUE_TYPES:
         return make_action(key, kind, account, event_time, breach_ids=breaches, expires_at_ms=expires,
                            params={"margin_ratio": "1.2"})
@@ -486,7 +486,7 @@ def test_a_correctly_signed_action_with_odd_fields_never_crashes_the_executor(ac
 # ---------------------------------------------------------------------- duplicates
 
 @settings(max_examples=100, deadline=None, database=None, suppress_health_check=HEALTH)
-@given(action=signed_actions(types=(*VENUE_TYPES, ActionType.HALT, ActionType.RESUME, *NO_VENUE_TYPES)),
+@given(action=signed_actions(types=(*VENUE_TYPES, *STATE_OF_ACTION, *NO_VENUE_TYPES)),
        copies=st.integers(2, 4), gap=st.integers(1, 1_000))
 def test_a_duplicate_action_is_executed_once(action: dict[str, Any], copies: int, gap: int) -> None:
     """The same action id delivered again (a redelivery after a crash, or a worker re-sending):

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from pipelines.detect.detectors import Detectors
-from pipelines.policy.circuit import CircuitBreakers, CircuitParams, TradingState
+from pipelines.policy.actions import ActionType
+from pipelines.policy.circuit import (CIRCUIT_ACTIONS, STATE_OF_ACTION, CircuitBreakers, CircuitParams, TradingState,
+                                      order_refusal)
 
 M = 60_000
 
@@ -36,3 +38,20 @@ def test_no_flapping_while_price_hovers_at_the_level() -> None:
     prices = [(0, 100.0)] + [(i * 10_000, 92.9 if i % 2 else 93.1) for i in range(1, 60)]
     _, changes = drive(prices)
     assert sum(c.state is TradingState.HALTED for c in changes) == 1
+
+
+def test_each_state_has_its_own_market_wide_action() -> None:
+    assert {state: str(action) for state, action in CIRCUIT_ACTIONS.items()} == {
+        TradingState.HALTED: "halt", TradingState.REDUCING: "market_reduce_only", TradingState.ACTIVE: "resume"}
+    assert ActionType.MARKET_REDUCE_ONLY != ActionType.REDUCE_ONLY  # the per-account one is another action
+    assert {STATE_OF_ACTION[action] for action in CIRCUIT_ACTIONS.values()} == set(TradingState)
+
+
+def test_halted_and_reducing_refuse_risk_increasing_orders_and_accept_reducing_ones() -> None:
+    for state in (TradingState.HALTED, TradingState.REDUCING):
+        assert not state.allows_risk_increase
+        assert order_refusal(state, "BTC-PERPETUAL", reduces=True) is None
+    assert "halted" in order_refusal(TradingState.HALTED, "BTC-PERPETUAL", reduces=False)
+    assert "reduce-only" in order_refusal(TradingState.REDUCING, "BTC-PERPETUAL", reduces=False)
+    assert TradingState.ACTIVE.allows_risk_increase
+    assert order_refusal(TradingState.ACTIVE, "BTC-PERPETUAL", reduces=False) is None
