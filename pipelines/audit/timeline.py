@@ -4,7 +4,8 @@ The story is assembled from the audit tables (every read with ``FINAL``, so rede
 never show twice): the account's own inputs (positions, collateral), the market inputs of what it
 trades (index and oracle prices of its underlyings, marks and vols of its instruments), its
 breaches (with the margin ratio), the actions answering them and the execution reports (fills
-with prices, fees and slippage). Each entry carries its Kafka coordinates and the ids of its
+with prices, fees and slippage), and the venue states of its underlyings: the circuit's halt,
+market_reduce_only and resume actions, each with its state, and their reports. Each entry carries its Kafka coordinates and the ids of its
 causes: triggering events for a breach, breach ids for an action, the action id for a fill.
 
 Each table is queried on its own (simple, portable SQL: no JOIN, no window function) and the
@@ -22,6 +23,7 @@ from typing import Any
 
 from pipelines.audit.render import iso_ms
 from pipelines.audit.store import Store
+from pipelines.policy.circuit import CIRCUIT_ACTIONS
 
 KIND_ORDER = {"input": 0, "breach": 1, "action": 2, "execution": 3}
 MARKET_RECORDS = ("IndexPrice", "OraclePrice", "MarkPrice", "VolatilityUpdate")
@@ -78,122 +80,174 @@ def fetch(store: Store, sql: str, params: dict[str, Any]) -> list[dict[str, Any]
     return store.query(sql, params).dicts()
 
 
+OWN_INPUT_COLUMNS = ("event_time_ms, record, account, underlying, instrument, price, quantity, sequence, "
+                     "kafka_topic, kafka_partition, kafka_offset")
+BREACH_COLUMNS = ("event_time_ms, account, breach_id, kind, severity, underlying, instrument, observed, threshold, "
+                  "margin_ratio, trigger_topics, trigger_partitions, trigger_offsets, trigger_event_ids, "
+                  "kafka_topic, kafka_partition, kafka_offset")
+ACTION_COLUMNS = ("event_time_ms, account, action_id, action_type, instrument, side, quantity, limit_price, breach_ids, "
+                  "param_keys, param_values, kafka_topic, kafka_partition, kafka_offset")
+EXECUTION_COLUMNS = ("event_time_ms, account, execution_id, action_id, status, venue, instrument, side, "
+                     "filled_quantity, avg_price, fee, fee_currency, slippage_bps, counterparty, reason, "
+                     "kafka_topic, kafka_partition, kafka_offset")
+VENUE_STATE_ACTIONS = tuple(str(action) for action in CIRCUIT_ACTIONS.values())
+ORDER = "ORDER BY event_time_ms, kafka_topic, kafka_partition, kafka_offset"
+
+
 def timeline(store: Store, account: str, start_ms: int | None = None, end_ms: int | None = None, *,
              include_market: bool = True) -> list[Entry]:
-    """The ordered story of ``account`` between ``start_ms`` and ``end_ms`` (inclusive, UTC epoch ms)."""
+    """The ordered story of ``account`` between ``start_ms`` and ``end_ms`` (inclusive, UTC epoch ms):
+    its own inputs, breaches, actions and executions; the market ticks of what it trades (unless
+    ``include_market`` is false); and the venue states of its underlyings (halt, reduce-only, resume)
+    with their execution reports. Market-wide entries carry an empty ``account``."""
     where, params = time_filter(start_ms, end_ms)
     params["account"] = account
-    t = store.table
-    own_inputs = fetch(store, f"""
-        SELECT event_time_ms, record, account, underlying, instrument, price, quantity, sequence,
-               kafka_topic, kafka_partition, kafka_offset
-        FROM {t('inputs')} FINAL
-        WHERE account = %(account)s AND {where}
-        ORDER BY event_time_ms, kafka_topic, kafka_partition, kafka_offset""", params)
-    instruments = {r["instrument"] for r in own_inputs if r["instrument"]}
-    underlyings = {r["underlying"] for r in own_inputs if r["underlying"] and r["record"] == "PositionUpdate"}
+    own = _account_rows(store, where, params)
+    underlyings, instruments = _subjects(own)
+    market = _market_rows(store, where, params, underlyings, instruments) if include_market else []
+    states, state_reports = _venue_state_rows(store, where, params, underlyings)
+    entries = ([_input_entry(r) for r in own["inputs"]] + [_market_entry(r) for r in market]
+               + [_breach_entry(r) for r in own["breaches"]]
+               + [_action_entry(r) for r in own["actions"]] + [_venue_state_entry(r) for r in states]
+               + [_execution_entry(r) for r in own["executions"] + state_reports])
+    entries.sort(key=lambda e: (e.time_ms, KIND_ORDER[e.kind], e.coordinates))
+    return entries
 
-    breaches = fetch(store, f"""
-        SELECT event_time_ms, account, breach_id, kind, severity, underlying, instrument, observed, threshold,
-               margin_ratio, trigger_topics, trigger_partitions, trigger_offsets, trigger_event_ids,
-               kafka_topic, kafka_partition, kafka_offset
-        FROM {t('breaches')} FINAL
-        WHERE account = %(account)s AND {where}
-        ORDER BY event_time_ms, kafka_topic, kafka_partition, kafka_offset""", params)
-    actions = fetch(store, f"""
-        SELECT event_time_ms, account, action_id, action_type, instrument, side, quantity, limit_price, breach_ids,
-               param_keys, param_values, kafka_topic, kafka_partition, kafka_offset
-        FROM {t('actions')} FINAL
-        WHERE account = %(account)s AND {where}
-        ORDER BY event_time_ms, kafka_topic, kafka_partition, kafka_offset""", params)
-    executions = fetch(store, f"""
-        SELECT event_time_ms, account, execution_id, action_id, status, venue, instrument, side, filled_quantity,
-               avg_price, fee, fee_currency, slippage_bps, counterparty, reason,
-               kafka_topic, kafka_partition, kafka_offset
-        FROM {t('executions')} FINAL
-        WHERE account = %(account)s AND {where}
-        ORDER BY event_time_ms, kafka_topic, kafka_partition, kafka_offset""", params)
-    for row in breaches:
+
+def _account_rows(store: Store, where: str, params: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The account's own rows of every table, by kind (``inputs``, ``breaches``, ``actions``, ``executions``)."""
+    tables = {"inputs": ("inputs", OWN_INPUT_COLUMNS), "breaches": ("breaches", BREACH_COLUMNS),
+              "actions": ("actions", ACTION_COLUMNS), "executions": ("executions", EXECUTION_COLUMNS)}
+    return {kind: fetch(store, f"""
+        SELECT {columns} FROM {store.table(table)} FINAL
+        WHERE account = %(account)s AND {where} {ORDER}""", params) for kind, (table, columns) in tables.items()}
+
+
+def _subjects(own: dict[str, list[dict[str, Any]]]) -> tuple[set[str], set[str]]:
+    """The underlyings and instruments the account's story involves: what it holds, what its
+    breaches name, what its actions and fills traded."""
+    instruments = {r["instrument"] for r in own["inputs"] if r["instrument"]}
+    underlyings = {r["underlying"] for r in own["inputs"] if r["underlying"] and r["record"] == "PositionUpdate"}
+    for row in own["breaches"]:
         if row["underlying"]:
             underlyings.add(row["underlying"])
         if row["instrument"]:
             instruments.add(row["instrument"])
-    for row in actions + executions:
+    for row in own["actions"] + own["executions"]:
         if row["instrument"]:
             instruments.add(row["instrument"])
             underlyings.add(row["instrument"].split("-", 1)[0])
+    return underlyings, instruments
 
-    market: list[dict[str, Any]] = []
-    if include_market and (instruments or underlyings):
-        market = fetch(store, f"""
-            SELECT event_time_ms, record, account, underlying, instrument, price, index_price, iv,
-                   kafka_topic, kafka_partition, kafka_offset
-            FROM {t('inputs')} FINAL
-            WHERE account = '' AND {where}
-              AND ((record IN ('IndexPrice', 'OraclePrice') AND underlying IN %(underlyings)s)
-                   OR (record IN ('MarkPrice', 'VolatilityUpdate') AND instrument IN %(instruments)s))
-            ORDER BY event_time_ms, kafka_topic, kafka_partition, kafka_offset
-            LIMIT {MAX_INPUTS}""", {**params, "underlyings": _in(underlyings), "instruments": _in(instruments)})
 
-    entries: list[Entry] = []
-    for r in own_inputs:
-        if r["record"] == "PositionUpdate":
-            detail = f"position {r['quantity']:g} @ {r['price']:g} (seq {r['sequence']})"
-        elif r["record"] == "CollateralUpdate":
-            detail = f"collateral {r['underlying']} {r['quantity']:g} (seq {r['sequence']})"
-        else:
-            detail = r["record"]
-        entries.append(Entry(r["event_time_ms"], "input", r["record"], r["account"], r["instrument"],
-                             price=r["price"], quantity=r["quantity"], detail=detail, coordinates=_coords(r),
-                             id=_coords(r)))
-    for r in market:
-        subject = r["instrument"] or r["underlying"]
-        if r["record"] == "VolatilityUpdate":
-            detail = f"{subject} iv {r['iv']}"
-        elif r["record"] == "MarkPrice":
-            detail = f"{subject} mark {r['price']:g}" + (f" iv {r['iv']:g}" if r["iv"] is not None else "")
-        else:
-            detail = f"{subject} {r['record'].replace('Price', '').lower()} {r['price']:g}"
-        entries.append(Entry(r["event_time_ms"], "input", r["record"], "", r["instrument"] or r["underlying"],
-                             price=r["price"], detail=detail, coordinates=_coords(r), id=_coords(r),
-                             fields={"iv": r["iv"]} if r["iv"] is not None else {}))
-    for r in breaches:
-        triggers = [eid or f"{topic}/{part}@{off}" for topic, part, off, eid in
-                    zip(r["trigger_topics"], r["trigger_partitions"], r["trigger_offsets"], r["trigger_event_ids"])]
-        entries.append(Entry(r["event_time_ms"], "breach", r["kind"], r["account"], r["instrument"],
-                             margin_ratio=r["margin_ratio"],
-                             detail=f"{r['severity']}: observed {_num(r['observed'])} vs threshold {_num(r['threshold'])}",
-                             id=r["breach_id"], causes=triggers, coordinates=_coords(r),
-                             fields={"observed": r["observed"], "threshold": r["threshold"], "severity": r["severity"]}))
-    for r in actions:
-        params_text = ", ".join(f"{k}={v}" for k, v in zip(r["param_keys"], r["param_values"]))
-        order = f"{r['side']} {r['quantity']:g}" if r["side"] else ""
-        if r["limit_price"] is not None:
-            order += f" limit {r['limit_price']:g}"
-        params_of = dict(zip(r["param_keys"], r["param_values"]))
-        entries.append(Entry(r["event_time_ms"], "action", r["action_type"], r["account"], r["instrument"],
-                             price=r["limit_price"], quantity=r["quantity"], margin_ratio=_ratio(params_of),
-                             detail=" ".join(x for x in (order, params_text) if x), id=r["action_id"],
-                             causes=list(r["breach_ids"]), coordinates=_coords(r)))
-    for r in executions:
-        parts = [f"{r['venue']}"]
-        if r["filled_quantity"]:
-            parts.append(f"{r['side']} {r['filled_quantity']:g}" + (f" @ {r['avg_price']:g}" if r["avg_price"] is not None else ""))
-        if r["fee"]:
-            parts.append(f"fee {r['fee']:g} {r['fee_currency']}".rstrip())
-        if r["slippage_bps"] is not None:
-            parts.append(f"slippage {r['slippage_bps']:g}bps")
-        if r["counterparty"]:
-            parts.append(f"cpty {r['counterparty']}")
-        if r["reason"]:
-            parts.append(f"reason: {r['reason']}")
-        entries.append(Entry(r["event_time_ms"], "execution", r["status"], r["account"], r["instrument"],
-                             price=r["avg_price"], quantity=r["filled_quantity"], detail=" ".join(parts),
-                             id=r["execution_id"], causes=[r["action_id"]], coordinates=_coords(r),
-                             fields={"side": r["side"], "fee": r["fee"], "fee_currency": r["fee_currency"],
-                                     "slippage_bps": r["slippage_bps"], "venue": r["venue"]}))
-    entries.sort(key=lambda e: (e.time_ms, KIND_ORDER[e.kind], e.coordinates))
-    return entries
+def _market_rows(store: Store, where: str, params: dict[str, Any], underlyings: set[str],
+                 instruments: set[str]) -> list[dict[str, Any]]:
+    """Index and oracle prices of ``underlyings``, marks and vols of ``instruments`` (at most ``MAX_INPUTS``)."""
+    if not (underlyings or instruments):
+        return []
+    return fetch(store, f"""
+        SELECT event_time_ms, record, account, underlying, instrument, price, index_price, iv,
+               kafka_topic, kafka_partition, kafka_offset
+        FROM {store.table('inputs')} FINAL
+        WHERE account = '' AND {where}
+          AND ((record IN ('IndexPrice', 'OraclePrice') AND underlying IN %(underlyings)s)
+               OR (record IN ('MarkPrice', 'VolatilityUpdate') AND instrument IN %(instruments)s))
+        {ORDER}
+        LIMIT {MAX_INPUTS}""", {**params, "underlyings": _in(underlyings), "instruments": _in(instruments)})
+
+
+def _venue_state_rows(store: Store, where: str, params: dict[str, Any],
+                      underlyings: set[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The circuit actions of ``underlyings`` (a halt, reduce-only or resume action names its
+    underlying in ``account``) and their execution reports, whose ``instrument`` becomes that underlying."""
+    if not underlyings:
+        return [], []
+    states = fetch(store, f"""
+        SELECT {ACTION_COLUMNS} FROM {store.table('actions')} FINAL
+        WHERE account IN %(underlyings)s AND action_type IN %(types)s AND {where} {ORDER}""",
+                   {**params, "underlyings": _in(underlyings), "types": VENUE_STATE_ACTIONS})
+    if not states:
+        return [], []
+    reports = fetch(store, f"""
+        SELECT {EXECUTION_COLUMNS} FROM {store.table('executions')} FINAL
+        WHERE account IN %(underlyings)s AND action_id IN %(ids)s AND {where} {ORDER}""",
+                    {**params, "underlyings": _in(underlyings), "ids": _in({r["action_id"] for r in states})})
+    return states, [{**r, "account": "", "instrument": r["account"]} for r in reports]
+
+
+def _input_entry(r: dict[str, Any]) -> Entry:
+    if r["record"] == "PositionUpdate":
+        detail = f"position {r['quantity']:g} @ {r['price']:g} (seq {r['sequence']})"
+    elif r["record"] == "CollateralUpdate":
+        detail = f"collateral {r['underlying']} {r['quantity']:g} (seq {r['sequence']})"
+    else:
+        detail = r["record"]
+    return Entry(r["event_time_ms"], "input", r["record"], r["account"], r["instrument"], price=r["price"],
+                 quantity=r["quantity"], detail=detail, coordinates=_coords(r), id=_coords(r))
+
+
+def _market_entry(r: dict[str, Any]) -> Entry:
+    subject = r["instrument"] or r["underlying"]
+    if r["record"] == "VolatilityUpdate":
+        detail = f"{subject} iv {r['iv']}"
+    elif r["record"] == "MarkPrice":
+        detail = f"{subject} mark {r['price']:g}" + (f" iv {r['iv']:g}" if r["iv"] is not None else "")
+    else:
+        detail = f"{subject} {r['record'].replace('Price', '').lower()} {r['price']:g}"
+    return Entry(r["event_time_ms"], "input", r["record"], "", subject, price=r["price"], detail=detail,
+                 coordinates=_coords(r), id=_coords(r), fields={"iv": r["iv"]} if r["iv"] is not None else {})
+
+
+def _breach_entry(r: dict[str, Any]) -> Entry:
+    triggers = [eid or f"{topic}/{part}@{off}" for topic, part, off, eid in
+                zip(r["trigger_topics"], r["trigger_partitions"], r["trigger_offsets"], r["trigger_event_ids"])]
+    return Entry(r["event_time_ms"], "breach", r["kind"], r["account"], r["instrument"],
+                 margin_ratio=r["margin_ratio"],
+                 detail=f"{r['severity']}: observed {_num(r['observed'])} vs threshold {_num(r['threshold'])}",
+                 id=r["breach_id"], causes=triggers, coordinates=_coords(r),
+                 fields={"observed": r["observed"], "threshold": r["threshold"], "severity": r["severity"]})
+
+
+def _action_entry(r: dict[str, Any]) -> Entry:
+    params_of = dict(zip(r["param_keys"], r["param_values"]))
+    params_text = ", ".join(f"{k}={v}" for k, v in params_of.items())
+    order = f"{r['side']} {r['quantity']:g}" if r["side"] else ""
+    if r["limit_price"] is not None:
+        order += f" limit {r['limit_price']:g}"
+    return Entry(r["event_time_ms"], "action", r["action_type"], r["account"], r["instrument"],
+                 price=r["limit_price"], quantity=r["quantity"], margin_ratio=_ratio(params_of),
+                 detail=" ".join(x for x in (order, params_text) if x), id=r["action_id"],
+                 causes=list(r["breach_ids"]), coordinates=_coords(r))
+
+
+def _venue_state_entry(r: dict[str, Any]) -> Entry:
+    """A circuit action: the venue state of its underlying from then on, as ``fields["venue_state"]``."""
+    params_of = dict(zip(r["param_keys"], r["param_values"]))
+    state = params_of.get("state", "")
+    level = params_of.get("level", "")
+    return Entry(r["event_time_ms"], "action", r["action_type"], "", r["account"],
+                 detail=f"venue state {r['account']}: {state}" + (f" (level {level})" if level else ""),
+                 id=r["action_id"], causes=list(r["breach_ids"]), coordinates=_coords(r),
+                 fields={"venue_state": state})
+
+
+def _execution_entry(r: dict[str, Any]) -> Entry:
+    parts = [f"{r['venue']}"]
+    if r["filled_quantity"]:
+        parts.append(f"{r['side']} {r['filled_quantity']:g}" + (f" @ {r['avg_price']:g}" if r["avg_price"] is not None else ""))
+    if r["fee"]:
+        parts.append(f"fee {r['fee']:g} {r['fee_currency']}".rstrip())
+    if r["slippage_bps"] is not None:
+        parts.append(f"slippage {r['slippage_bps']:g}bps")
+    if r["counterparty"]:
+        parts.append(f"cpty {r['counterparty']}")
+    if r["reason"]:
+        parts.append(f"reason: {r['reason']}")
+    return Entry(r["event_time_ms"], "execution", r["status"], r["account"], r["instrument"],
+                 price=r["avg_price"], quantity=r["filled_quantity"], detail=" ".join(parts),
+                 id=r["execution_id"], causes=[r["action_id"]], coordinates=_coords(r),
+                 fields={"side": r["side"], "fee": r["fee"], "fee_currency": r["fee_currency"],
+                         "slippage_bps": r["slippage_bps"], "venue": r["venue"]})
 
 
 def is_market_tick(entry: Entry) -> bool:

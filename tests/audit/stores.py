@@ -8,12 +8,13 @@ from pipelines.audit.store import ServerStore, Store
 from tests.kit.incident import incident
 
 
-def load_incident(store: Store, repeat: int = 1) -> None:
-    """Insert the incident as the sink would, ``repeat`` times (a redelivery re-inserts the same coordinates)."""
+def load_incident(store: Store, repeat: int = 1, records: list[tuple[str, str, dict]] | None = None) -> None:
+    """Insert ``records`` (default: the incident) as the sink would, ``repeat`` times (a redelivery
+    re-inserts the same coordinates)."""
     for _ in range(repeat):
         batch = rows.Batch()
         offsets: dict[str, int] = {}
-        for topic, record, value in incident():
+        for topic, record, value in records or incident():
             offsets[topic] = offsets.get(topic, -1) + 1
             batch.add(record, value, rows.Coordinates(topic, 0, offsets[topic], value["event_time_ms"]))
         for table, columns, token in batch.blocks():

@@ -9,7 +9,8 @@ import pytest
 from pipelines.audit import summary, timeline
 from pipelines.cli import main
 from tests.audit.stores import load_incident, store_cli_args
-from tests.kit.incident import ACCOUNT, EXPECTED, T0
+from tests.kit.incident import ACCOUNT, EXPECTED, T0, incident
+from tests.kit.records import sample
 
 
 def test_redelivered_batch_adds_no_rows(migrated) -> None:
@@ -43,6 +44,38 @@ def test_timeline_tells_the_story_in_order(migrated) -> None:
     # a window
     window = timeline.timeline(migrated, ACCOUNT, T0 + 20_000, T0 + 20_500)
     assert {e.id for e in window if e.kind != "input"} == {"b-2", "a-1", "a-1:1", "a-1:2"}
+
+
+def venue_states() -> list[tuple[str, str, dict]]:
+    """The circuit of BTC (the incident account's underlying) halting, reduce-only, resuming, each
+    accepted by the venue; and an ETH halt, which is not the account's."""
+    out = []
+    for action_id, kind, underlying, state, t in (
+            ("h-1", "halt", "BTC", "halted", T0 + 15_000), ("r-1", "market_reduce_only", "BTC", "reducing", T0 + 25_000),
+            ("u-1", "resume", "BTC", "active", T0 + 36_000), ("h-eth", "halt", "ETH", "halted", T0 + 15_000)):
+        out.append(("backstop.actions", "Action", sample(
+            "Action", action_id=action_id, action_type=kind, account=underlying, instrument=None, side=None,
+            quantity=0.0, limit_price=None, breach_ids=[f"move-{underlying}"], event_time_ms=t,
+            params={"underlying": underlying, "level": "1", "state": state})))
+        out.append(("backstop.executions", "ExecutionReport", sample(
+            "ExecutionReport", execution_id=f"{action_id}/0", action_id=action_id, account=underlying,
+            status="accepted", venue="simulated", instrument=None, side=None, filled_quantity=0.0, avg_price=None,
+            fee=0.0, slippage_bps=None, counterparty="", event_time_ms=t + 40)))
+    return out
+
+
+def test_timeline_shows_the_venue_states_of_the_accounts_underlyings(migrated) -> None:
+    load_incident(migrated, records=incident() + venue_states())
+    story = timeline.timeline(migrated, ACCOUNT, include_market=False)
+    states = [(e.what, e.instrument, e.fields["venue_state"]) for e in story if "venue_state" in e.fields]
+    assert states == [("halt", "BTC", "halted"), ("market_reduce_only", "BTC", "reducing"), ("resume", "BTC", "active")]
+    reports = [(e.what, e.instrument, e.causes) for e in story if e.kind == "execution" and e.account == ""]
+    assert reports == [("accepted", "BTC", ["h-1"]), ("accepted", "BTC", ["r-1"]), ("accepted", "BTC", ["u-1"])]
+    shown = timeline.rows(timeline.condense(story))
+    assert [row[6] for row in shown if row[2] == "market_reduce_only"] == ["venue state BTC: reducing (level 1)"]
+    # in time order among the account's own entries: the halt between its first and second breach
+    order = [e.id for e in story if e.kind in ("breach", "action")]
+    assert order.index("b-1") < order.index("h-1") < order.index("b-2") < order.index("r-1") < order.index("u-1")
 
 
 def test_summary(migrated) -> None:
