@@ -60,20 +60,32 @@ def test_outage_pauses_keeps_place_and_loses_nothing() -> None:
 
 
 def test_idleness_counts_only_once_the_sink_has_joined_its_group() -> None:
-    """A consumer not yet assigned anything is waiting for its group, not idle: the sink must not give up."""
+    """A consumer not yet assigned anything is waiting for its group, not idle: the sink runs on until
+    stopped, however long nothing comes. Once subscribed, the same silence ends the run by itself.
+    Each empty poll takes 5 ms, so N polls mean at least 5·N ms of silence, whatever the machine's load."""
     codec = Codec()
     consumer, store = FakeConsumer(messages(codec)), FlakyStore()
-    consumer.consume = lambda num_messages=1, timeout=0: []  # a coordinator still loading: nothing yet
-    sink = AuditSink(store, consumer, codec, batch_rows=5, linger_s=0.0)
     stop = threading.Event()
-    threading.Timer(0.3, stop.set).start()
-    started = time.monotonic()
+    polls = 0
+
+    def silent(num_messages: int = 1, timeout: float = 0) -> list:  # a coordinator still loading: nothing yet
+        nonlocal polls
+        polls += 1
+        time.sleep(0.005)
+        if polls == stop_after:
+            stop.set()
+        return []
+
+    consumer.consume = silent
+    sink = AuditSink(store, consumer, codec, batch_rows=5, linger_s=0.0)
+    stop_after = 20  # 100 ms or more of silence: five idle limits
     sink.run(stop, idle_exit_s=0.02)
-    assert time.monotonic() - started >= 0.3  # ran until stopped, not until "idle"
+    assert polls == stop_after  # ran until stopped, not until "idle"
     sink.subscribe(["t"])  # joined: now an empty topic is idleness
-    started = time.monotonic()
-    sink.run(idle_exit_s=0.02)
-    assert time.monotonic() - started < 0.3
+    stop.clear()
+    polls, stop_after = 0, 1000
+    sink.run(stop, idle_exit_s=0.02)
+    assert 0 < polls < stop_after and not stop.is_set()  # ended by itself, long before the stop
 
 
 def test_no_commit_while_the_store_is_down() -> None:
