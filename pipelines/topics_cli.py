@@ -89,7 +89,8 @@ def create_topics(kafka: KafkaSettings, leaders_timeout_s: float = LEADERS_TIMEO
                 error = exc.args[0]
                 if error.name() == "TOPIC_ALREADY_EXISTS":  # another process, or an earlier attempt, made it
                     outcomes.setdefault(name, "exists" if attempt == 1 else "created")
-                elif error.code() < 0 and attempt < CREATE_ATTEMPTS:  # librdkafka's own failure, not the broker's answer
+                # a negative code is librdkafka's own failure, not the broker's answer
+                elif error.code() < 0 and attempt < CREATE_ATTEMPTS:
                     retry.append(by_name[name])
                 else:
                     raise UserError(f"cannot create topic {name}: {error.str()}") from None
@@ -148,5 +149,6 @@ def run_list(args: argparse.Namespace) -> int:
     for spec in CATALOGUE:
         name = topic_name(spec, kafka.topic_prefix)
         on_broker = f"{existing[name]} partitions" if name in existing else "missing"
-        print(f"{name:<32} {spec.partitions:>10} {spec.cleanup_policy:<8} {spec.key:<11} {spec.value_record:<21} {on_broker}")
+        print(f"{name:<32} {spec.partitions:>10} {spec.cleanup_policy:<8} {spec.key:<11} {spec.value_record:<21} "
+              f"{on_broker}")
     return 0

@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     query = sub.add_parser("query", help="run one read-only SQL statement (parameters: %%(name)s with --param)")
     _store_args(query)
-    query.add_argument("sql", help="SELECT/WITH/SHOW/DESCRIBE/EXISTS/EXPLAIN statement; tables are in the audit database")
+    query.add_argument("sql",
+                       help="SELECT/WITH/SHOW/DESCRIBE/EXISTS/EXPLAIN statement; tables are in the audit database")
     query.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                        help="a parameter for %%(NAME)s; integers and decimals are passed as numbers")
     query.add_argument("--string-params", action="store_true", help="pass every --param as a string")
@@ -137,7 +138,7 @@ def _range(args: argparse.Namespace) -> tuple[int | None, int | None]:
     return start, end
 
 
-def _guard(fn):  # noqa: ANN001, ANN202
+def _guard(fn):
     """Store errors are the user's to fix (server down, no migration, bad SQL): one line, no traceback."""
     def wrapper(args: argparse.Namespace) -> int:
         try:

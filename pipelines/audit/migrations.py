@@ -261,7 +261,7 @@ def migrate(store: Store, cluster: str | None = None, **retention: int) -> list[
     store.create_database(cluster)
     store.execute(migrations_table_ddl(target))
     done = applied(store)
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
     server_version = ".".join(map(str, store.version()))
     newly: list[tuple[int, str]] = []
     for version, name, statements in plan(target):

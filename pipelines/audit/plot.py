@@ -29,7 +29,7 @@ PANEL_HEIGHT_IN = 1.9
 
 
 def _dt(ms: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +89,7 @@ def plot_png(entries: list[Entry], account: str, path: Path, snapshots: list[Exp
         _draw_instrument(ax, entries, name)
     _draw_margin(axes[-2], entries, snapshots or [])
     _draw_actions(axes[-1], entries)
-    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=datetime.timezone.utc))
+    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=datetime.UTC))
     axes[-1].set_xlabel(f"event time (UTC) from {iso_ms(entries[0].time_ms)} to {iso_ms(entries[-1].time_ms)}")
     axes[0].set_title(f"account {account}: price, fills, margin ratio and actions")
     fig.autofmt_xdate()
@@ -99,7 +99,7 @@ def plot_png(entries: list[Entry], account: str, path: Path, snapshots: list[Exp
     return path
 
 
-def _draw_index(ax, entries: list[Entry], underlying: str) -> None:  # noqa: ANN001
+def _draw_index(ax, entries: list[Entry], underlying: str) -> None:
     ticks = [e for e in entries if e.what == "IndexPrice" and e.instrument == underlying and e.price is not None]
     ax.plot([_dt(e.time_ms) for e in ticks], [e.price for e in ticks], color="tab:blue", linewidth=1.2,
             label=f"{underlying} index")
@@ -108,7 +108,7 @@ def _draw_index(ax, entries: list[Entry], underlying: str) -> None:  # noqa: ANN
     ax.grid(alpha=0.3)
 
 
-def _draw_instrument(ax, entries: list[Entry], name: str) -> None:  # noqa: ANN001
+def _draw_instrument(ax, entries: list[Entry], name: str) -> None:
     marks = [e for e in entries if e.what == "MarkPrice" and e.instrument == name and e.price is not None]
     if marks:
         ax.plot([_dt(e.time_ms) for e in marks], [e.price for e in marks], color="tab:gray", linewidth=1.0,
@@ -128,7 +128,7 @@ def _draw_instrument(ax, entries: list[Entry], name: str) -> None:  # noqa: ANN0
     ax.grid(alpha=0.3)
 
 
-def _draw_margin(ax, entries: list[Entry], snapshots: list[Exposure]) -> None:  # noqa: ANN001
+def _draw_margin(ax, entries: list[Entry], snapshots: list[Exposure]) -> None:
     if snapshots:
         ratios = [math.nan if x.margin_ratio is None else x.margin_ratio for x in snapshots]  # NaN: a gap
         ax.plot([_dt(x.time_ms) for x in snapshots], ratios, color="tab:purple", linewidth=1.2,
@@ -149,7 +149,7 @@ def _draw_margin(ax, entries: list[Entry], snapshots: list[Exposure]) -> None:  
     ax.grid(alpha=0.3)
 
 
-def _draw_actions(ax, entries: list[Entry]) -> None:  # noqa: ANN001
+def _draw_actions(ax, entries: list[Entry]) -> None:
     actions = [e for e in entries if e.kind == "action"]
     lanes = list(dict.fromkeys(e.what for e in actions))
     for lane, what in enumerate(lanes):

@@ -12,7 +12,7 @@ from typing import Any
 def iso_ms(ms: int | None) -> str:
     if ms is None:
         return ""
-    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def parse_time(text: str | None, *, what: str = "time") -> int | None:
@@ -29,7 +29,7 @@ def parse_time(text: str | None, *, what: str = "time") -> int | None:
     except ValueError:
         raise UserError(f"{what} {text!r}: expected ISO 8601 (2027-01-01T00:00:00Z) or epoch milliseconds") from None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=datetime.timezone.utc)
+        value = value.replace(tzinfo=datetime.UTC)
     return int(value.timestamp() * 1000)
 
 
@@ -57,7 +57,8 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, max_width: i
     for row in texts:
         for i, t in enumerate(row):
             widths[i] = max(widths[i], len(t))
-    numeric = [all(_is_number(row[i]) for row in rows if row[i] is not None) and bool(rows) for i in range(len(columns))]
+    numeric = [all(_is_number(row[i]) for row in rows if row[i] is not None) and bool(rows)
+               for i in range(len(columns))]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()

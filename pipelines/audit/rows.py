@@ -147,8 +147,9 @@ def _breach_row(v: Mapping[str, Any]) -> tuple:
     return (event_date(ms), ms, v["account"], v["breach_id"], v["kind"], _s(v.get("severity")), _s(v.get("underlying")),
             _s(v.get("instrument")), float(v["observed"]), float(v["threshold"]), _margin_ratio(v),
             int(v["window_start_ms"]), int(v["window_end_ms"]),
-            [t["topic"] for t in triggers], [int(t["partition"]) for t in triggers], [int(t["offset"]) for t in triggers],
-            [_s(t.get("event_id")) for t in triggers], keys, [str(details[k]) for k in keys])
+            [t["topic"] for t in triggers], [int(t["partition"]) for t in triggers],
+            [int(t["offset"]) for t in triggers], [_s(t.get("event_id")) for t in triggers],
+            keys, [str(details[k]) for k in keys])
 
 
 def _action_row(v: Mapping[str, Any]) -> tuple:
@@ -157,8 +158,9 @@ def _action_row(v: Mapping[str, Any]) -> tuple:
     keys = sorted(params)
     signature = v.get("signature") or b""
     return (event_date(ms), ms, v["account"], v["action_id"], v["action_type"], _s(v.get("instrument")),
-            _s(v.get("side")), float(v.get("quantity") or 0.0), _f(v.get("limit_price")), list(v.get("breach_ids") or []),
-            keys, [str(params[k]) for k in keys], int(v.get("expires_at_ms") or 0), _s(v.get("signing_key_id")),
+            _s(v.get("side")), float(v.get("quantity") or 0.0), _f(v.get("limit_price")),
+            list(v.get("breach_ids") or []), keys, [str(params[k]) for k in keys], int(v.get("expires_at_ms") or 0),
+            _s(v.get("signing_key_id")),
             signature.hex() if isinstance(signature, (bytes, bytearray)) else _s(signature))
 
 

@@ -140,7 +140,7 @@ class AuditSink:
         value = msg.value()
         try:
             decoded = self.codec.decode(value)
-        except Exception as exc:  # noqa: BLE001 - every undecodable message becomes a dead_letters row
+        except Exception as exc:  # every undecodable message becomes a dead_letters row
             reason = getattr(exc, "reason", None)
             if reason is None:
                 if exc.__class__.__name__ == "RegistryUnavailable":
@@ -220,7 +220,8 @@ class AuditSink:
             self.stats.insert_failures += 1
             self.metrics.insert_error()
             self._store_ok = False
-            log.warning("audit insert failed, will retry in %.1fs (%d rows buffered): %s", self._backoff, len(batch), exc)
+            log.warning("audit insert failed, will retry in %.1fs (%d rows buffered): %s",
+                        self._backoff, len(batch), exc)
             return False
         self._store_ok = True
         self._commit(batch.offsets())

@@ -276,7 +276,8 @@ class ServerStore(Store):
         except (errors.NetworkError, errors.SocketTimeoutError, errors.UnexpectedPacketFromServerError,
                 OSError, EOFError) as exc:
             client.disconnect()
-            raise StoreUnavailable(f"ClickHouse {self.address} unavailable: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}") from None
+            reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            raise StoreUnavailable(f"ClickHouse {self.address} unavailable: {reason}") from None
         except errors.Error as exc:
             client.disconnect()
             raise StoreError(f"ClickHouse {self.address}: {str(exc).splitlines()[0]}") from None

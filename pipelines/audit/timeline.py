@@ -5,8 +5,9 @@ never show twice): the account's own inputs (positions, collateral), the market 
 trades (index and oracle prices of its underlyings, marks and vols of its instruments), its
 breaches (with the margin ratio), the actions answering them and the execution reports (fills
 with prices, fees and slippage), and the venue states of its underlyings: the circuit's halt,
-market_reduce_only and resume actions, each with its state, and their reports. Each entry carries its Kafka coordinates and the ids of its
-causes: triggering events for a breach, breach ids for an action, the action id for a fill.
+market_reduce_only and resume actions, each with its state, and their reports. Each entry carries
+its Kafka coordinates and the ids of its causes: triggering events for a breach, breach ids for an
+action, the action id for a fill.
 
 Each table is queried on its own (simple, portable SQL: no JOIN, no window function) and the
 entries are merged here, ordered by event time, then cause before effect, then coordinates.
@@ -65,7 +66,7 @@ def time_filter(start_ms: int | None, end_ms: int | None) -> tuple[str, dict[str
 
 
 def _date(ms: int) -> datetime.date:
-    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).date()
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).date()
 
 
 def _coords(row: dict[str, Any]) -> str:
@@ -85,8 +86,8 @@ OWN_INPUT_COLUMNS = ("event_time_ms, record, account, underlying, instrument, pr
 BREACH_COLUMNS = ("event_time_ms, account, breach_id, kind, severity, underlying, instrument, observed, threshold, "
                   "margin_ratio, trigger_topics, trigger_partitions, trigger_offsets, trigger_event_ids, "
                   "kafka_topic, kafka_partition, kafka_offset")
-ACTION_COLUMNS = ("event_time_ms, account, action_id, action_type, instrument, side, quantity, limit_price, breach_ids, "
-                  "param_keys, param_values, kafka_topic, kafka_partition, kafka_offset")
+ACTION_COLUMNS = ("event_time_ms, account, action_id, action_type, instrument, side, quantity, limit_price, "
+                  "breach_ids, param_keys, param_values, kafka_topic, kafka_partition, kafka_offset")
 EXECUTION_COLUMNS = ("event_time_ms, account, execution_id, action_id, status, venue, instrument, side, "
                      "filled_quantity, avg_price, fee, fee_currency, slippage_bps, counterparty, reason, "
                      "kafka_topic, kafka_partition, kafka_offset")
@@ -234,7 +235,8 @@ def _venue_state_entry(r: dict[str, Any]) -> Entry:
 def _execution_entry(r: dict[str, Any]) -> Entry:
     parts = [f"{r['venue']}"]
     if r["filled_quantity"]:
-        parts.append(f"{r['side']} {r['filled_quantity']:g}" + (f" @ {r['avg_price']:g}" if r["avg_price"] is not None else ""))
+        price = f" @ {r['avg_price']:g}" if r["avg_price"] is not None else ""
+        parts.append(f"{r['side']} {r['filled_quantity']:g}{price}")
     if r["fee"]:
         parts.append(f"fee {r['fee']:g} {r['fee_currency']}".rstrip())
     if r["slippage_bps"] is not None:

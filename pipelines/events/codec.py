@@ -154,8 +154,9 @@ class Codec:
         schema_id = parse_header(data)  # type: ignore[arg-type]
         record, writer, reader = self._decoder(schema_id)
         if expected is not None and record != expected and (isinstance(expected, str) or record not in expected):
-            raise DecodeError("wrong_record_type", f"expected {expected if isinstance(expected, str) else sorted(expected)}, "
-                              f"got {record} (schema id {schema_id})", schema_id, record)
+            wanted = expected if isinstance(expected, str) else sorted(expected)
+            raise DecodeError("wrong_record_type", f"expected {wanted}, got {record} (schema id {schema_id})",
+                              schema_id, record)
         buf = io.BytesIO(data)
         buf.seek(HEADER_SIZE)
         try:
@@ -167,7 +168,8 @@ class Codec:
         except Exception as exc:  # noqa: BLE001 - fastavro raises many types on garbage bodies
             raise DecodeError("malformed", f"{exc.__class__.__name__}: {exc}", schema_id, record) from None
         if buf.tell() != len(data):
-            raise DecodeError("malformed", f"{len(data) - buf.tell()} trailing bytes after the record", schema_id, record)
+            raise DecodeError("malformed", f"{len(data) - buf.tell()} trailing bytes after the record",
+                              schema_id, record)
         return Decoded(record, schema_id, value)
 
     def decode_many(self, values: Iterable[bytes], expected: str | None = None) -> list[Decoded]:

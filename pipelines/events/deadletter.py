@@ -102,7 +102,8 @@ class ValidatingConsumer:
     """
 
     def __init__(self, consumer: Any, producer: Any, *, codec: Codec, dead_letter_topic: str,
-                 validator: Validator | None = None, expected: Mapping[str, str | frozenset[str] | set[str]] | None = None,
+                 validator: Validator | None = None,
+                 expected: Mapping[str, str | frozenset[str] | set[str]] | None = None,
                  consumer_name: str = "", clock: Callable[[], int] = now_ms, allow_tombstones: bool = False,
                  dead_letter_handler_errors: bool = True, commit: bool = True) -> None:
         self.consumer = consumer
@@ -140,7 +141,7 @@ class ValidatingConsumer:
     def _call(self, msg: Message, decoded: Decoded | None, handler: Handler) -> bool:
         try:
             handler(msg, decoded)
-        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the worker
+        except Exception as exc:  # one bad record must not stop the worker
             if not self.dead_letter_handler_errors:
                 raise
             log.exception("handler failed on %s[%d]@%d; dead-lettering it", msg.topic(), msg.partition(), msg.offset())

@@ -88,7 +88,8 @@ class Report:
         return not self.problems
 
 
-def check_tree(schemas_dir: str | Path, mode: str = "BACKWARD", rev: str = "HEAD", require_locked: bool = True) -> Report:
+def check_tree(schemas_dir: str | Path, mode: str = "BACKWARD", rev: str = "HEAD",
+               require_locked: bool = True) -> Report:
     """Check every schema of ``schemas_dir`` against its version at ``rev`` (and the manifest)."""
     mode = mode.upper()
     if mode not in MODES:
@@ -116,10 +117,11 @@ def check_tree(schemas_dir: str | Path, mode: str = "BACKWARD", rev: str = "HEAD
             for entry in read_manifest(schemas_dir / MANIFEST_NAME):
                 if entry.record == schema.fullname and entry.fingerprint != schema.fingerprint:
                     old = avro.schema.parse(json.dumps(entry.schema))
-                    report.problems += [f"{filename} ({mode} vs registry id {entry.schema_id}, version {entry.version}): {p}"
-                                        for p in check_pair(schema.avro, old, mode)]
+                    against = f"{mode} vs registry id {entry.schema_id}, version {entry.version}"
+                    report.problems += [f"{filename} ({against}): {p}" for p in check_pair(schema.avro, old, mode)]
     if require_locked:
         registry = EmbeddedRegistry(tree, schemas_dir / MANIFEST_NAME)
         for name in registry.unlocked():
-            report.problems.append(f"{name}.avsc: no id in {MANIFEST_NAME} for this version; run `backstop schemas lock`")
+            report.problems.append(f"{name}.avsc: no id in {MANIFEST_NAME} for this version; "
+                                   "run `backstop schemas lock`")
     return report

@@ -53,9 +53,11 @@ def write_replay(path: str | Path | IO[bytes], records: Iterable[Mapping[str, An
 
     if isinstance(path, (str, Path)):
         with open(path, "wb") as fo:
-            fastavro.writer(fo, schema, counted(), codec=compression, metadata=_metadata(codec), sync_interval=sync_interval)
+            fastavro.writer(fo, schema, counted(), codec=compression, metadata=_metadata(codec),
+                            sync_interval=sync_interval)
     else:
-        fastavro.writer(path, schema, counted(), codec=compression, metadata=_metadata(codec), sync_interval=sync_interval)
+        fastavro.writer(path, schema, counted(), codec=compression, metadata=_metadata(codec),
+                        sync_interval=sync_interval)
     return count
 
 

@@ -59,7 +59,8 @@ class WriterSchema:
 
 
 def _writer(schema_id: int, schema_json: Any) -> WriterSchema:
-    fullname = schema_json["name"] if "." in schema_json["name"] else f"{schema_json.get('namespace', '')}.{schema_json['name']}".lstrip(".")
+    name = schema_json["name"]
+    fullname = name if "." in name else f"{schema_json.get('namespace', '')}.{name}".lstrip(".")
     return WriterSchema(schema_id, fullname, fullname.rsplit(".", 1)[-1],
                         fastavro.parse_schema(schema_json, named_schemas={}), schema_json)
 
@@ -109,7 +110,8 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
 
 def write_manifest(path: str | Path, entries: Iterable[ManifestEntry]) -> None:
     body = {
-        "doc": "Schema ids of the embedded registry. Append-only: written by `backstop schemas lock`, never edited by hand.",
+        "doc": ("Schema ids of the embedded registry. Append-only: written by `backstop schemas lock`, "
+                "never edited by hand."),
         "schemas": [e.to_json() for e in sorted(entries, key=lambda e: e.schema_id)],
     }
     Path(path).write_text(json.dumps(body, indent=1, sort_keys=False) + "\n")
@@ -216,7 +218,7 @@ class RemoteRegistry(Registry):
                 raise UserError(f"registry {self._shown} refused {schema.fullname}: incompatible with the registered "
                                 f"version ({exc.error_message})") from None
             raise RegistryUnavailable(f"registry {self._shown}: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - network errors come in many types
+        except Exception as exc:  # network errors come in many types
             raise RegistryUnavailable(f"registry {self._shown}: {exc}") from exc
         with self._lock:
             self._current[schema.name] = self._current[schema.fullname] = schema_id
@@ -234,7 +236,7 @@ class RemoteRegistry(Registry):
             if exc.http_status_code == 404:
                 raise UnknownSchemaId(schema_id) from None
             raise RegistryUnavailable(f"registry {self._shown}: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise RegistryUnavailable(f"registry {self._shown}: {exc}") from exc
         if registered.schema_type not in (None, "AVRO"):
             raise UnknownSchemaId(schema_id)

@@ -149,7 +149,7 @@ class SchemaSet:
             self._by_name[schema.fullname] = schema
 
     @classmethod
-    def load(cls, directory: str | Path | None = None) -> "SchemaSet":
+    def load(cls, directory: str | Path | None = None) -> SchemaSet:
         directory = Path(directory) if directory else SCHEMAS_DIR
         files = sorted(directory.glob("*.avsc"))
         if not files:
@@ -186,7 +186,7 @@ class SchemaSet:
         return [p for s in self for p in lint(s, self.sources.get(s.name, s.name))]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def default_schemas() -> SchemaSet:
     """The project's own ``schemas/`` folder, loaded once per process."""
     return SchemaSet.load(SCHEMAS_DIR)

@@ -36,7 +36,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     timeout = 5.0
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:  # the stdlib's name
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             self._reply(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
@@ -62,7 +62,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args: object) -> None:  # the stdlib's signature
         log.debug("%s " + format, self.address_string(), *args)  # scrapes every few seconds: not INFO
 
 

@@ -46,7 +46,8 @@ def configure(args: argparse.Namespace, ops: OpsSettings) -> OpsSettings:
     return ops
 
 
-def endpoint(ops: OpsSettings, metrics: Metrics, ready: Callable[[], bool]) -> contextlib.AbstractContextManager[object]:
+def endpoint(ops: OpsSettings, metrics: Metrics,
+             ready: Callable[[], bool]) -> contextlib.AbstractContextManager[object]:
     """The HTTP endpoint for the block's duration, or nothing when ``metrics_port`` is 0."""
     if not ops.metrics_port:
         return contextlib.nullcontext()

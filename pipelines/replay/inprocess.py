@@ -32,7 +32,8 @@ from pipelines.topics import ACCOUNT_PARTITIONS
 DEFAULT_KEY = SigningKey("replay", b"backstop-replay-signing-key")
 
 
-def load(path: str | Path, codec: Codec | None = None, prefix: str = "") -> Iterator[tuple[str, int, int, str, dict[str, Any]]]:
+def load(path: str | Path, codec: Codec | None = None,
+         prefix: str = "") -> Iterator[tuple[str, int, int, str, dict[str, Any]]]:
     """(topic without prefix, partition, offset, record, value) of every message, in file order; a
     file that is missing or not a replay file is a ``UserError``."""
     codec = codec or default_codec()
@@ -72,8 +73,8 @@ def replay_with_venue(path: str | Path, codec: Codec | None = None) -> EngineOut
         raise UserError(f"replay file {path}: not a scenario recording (backstop scenarios record), so there is no "
                         "venue to replay it against; replay it without --venue")
     events = [(topic, record, value) for topic, _, _, record, value in load(path, codec)]
-    generated = Generated(library.get(header["scenario"]), header["seed"], events[0][2]["event_time_ms"] if events else 0,
-                          events, accounts=[])
+    start_ms = events[0][2]["event_time_ms"] if events else 0
+    generated = Generated(library.get(header["scenario"]), header["seed"], start_ms, events, accounts=[])
     params = dataclasses.replace(engine_params(generated), hedged_accounts=frozenset(header["hedged_accounts"]))
     out = EngineOutput()
     collect = {"breach": out.breaches.append, "action": out.actions.append, "exposure": out.exposures.append}

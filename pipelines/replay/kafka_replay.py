@@ -21,7 +21,6 @@ from pathlib import Path
 from pipelines.errors import UserError
 from pipelines.replay.reading import replay_records
 
-
 RECORDED_TIMESTAMP_HEADER = "backstop-recorded-timestamp-ms"
 
 

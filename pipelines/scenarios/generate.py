@@ -85,7 +85,7 @@ def perpetual(underlying: str) -> str:
 
 
 def expiry_code(ms: int) -> str:
-    day = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    day = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
     return day.strftime("%d%b%y").upper()
 
 
@@ -221,14 +221,15 @@ def calibrate(accounts, market_events: list[tuple[str, str, dict]], t0: int) -> 
 
 # ---------------------------------------------------------------------------- generation
 
-def generate(scenario: Scenario, seed: int | None = None, *, ratio_range: tuple[float, float] = (0.3, 0.95)) -> Generated:
+def generate(scenario: Scenario, seed: int | None = None, *,
+             ratio_range: tuple[float, float] = (0.3, 0.95)) -> Generated:
     seed = scenario.seed if seed is None else seed
     rng = np.random.default_rng(seed)
     step_ms = scenario.step_s * 1000
     n = scenario.duration_s // scenario.step_s + 1
     t0 = scenario.start_ms
     expiry_ms = t0 + 30 * 86_400_000
-    expiry_ms = int(datetime.datetime.fromtimestamp(expiry_ms / 1000, tz=datetime.timezone.utc)
+    expiry_ms = int(datetime.datetime.fromtimestamp(expiry_ms / 1000, tz=datetime.UTC)
                     .replace(hour=8, minute=0, second=0, microsecond=0).timestamp() * 1000)
     paths = {}
     for spec in scenario.underlyings:
@@ -247,7 +248,7 @@ def generate(scenario: Scenario, seed: int | None = None, *, ratio_range: tuple[
     for k in range(n):
         t = t0 + k * step_ms
         frac = k / max(n - 1, 1)
-        for order, (u, (spec, prices, ivs, depth)) in enumerate(paths.items()):
+        for order, (u, (_spec, prices, ivs, depth)) in enumerate(paths.items()):
             price = round(float(prices[k]), 8)
             seq += 1
             market.append((t, order, TOPIC_OF["IndexPrice"], "IndexPrice",
@@ -268,8 +269,9 @@ def generate(scenario: Scenario, seed: int | None = None, *, ratio_range: tuple[
                 if window is None or window.level > 0:
                     stuck_at = int(window.start * (n - 1)) if window is not None else k
                     market.append((t, order, TOPIC_OF["OraclePrice"], "OraclePrice",
-                                   {"underlying": u, "source": "oracle", "price": round(float(prices[stuck_at]), 8),
-                                    "confidence": None, "publish_time_ms": t0 + stuck_at * step_ms, "event_time_ms": t}))
+                                   {"underlying": u, "source": "oracle",
+                                    "price": round(float(prices[stuck_at]), 8), "confidence": None,
+                                    "publish_time_ms": t0 + stuck_at * step_ms, "event_time_ms": t}))
     first = [(topic, record, value) for t, _, topic, record, value in market if t == t0]
     margins = calibrate(accounts, first, t0)
 

@@ -145,7 +145,7 @@ class KafkaMembership:
         consumer.pause(partitions)  # the seat only: the worker's sources read the data
         self.held |= {tp.partition for tp in partitions}
 
-    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:  # noqa: ARG002
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.held -= {tp.partition for tp in partitions}
 
     def poll(self) -> tuple[set[int], set[int]]:

@@ -59,13 +59,13 @@ class Lane:
             self._add_inputs(account_inputs(partition), released or {})
 
     @classmethod
-    def fresh(cls, key: SigningKey, params: EngineParams, partitions: int, held: Iterable[int]) -> "Lane":
+    def fresh(cls, key: SigningKey, params: EngineParams, partitions: int, held: Iterable[int]) -> Lane:
         """A lane that starts from the first record of every input."""
         return cls(Engine(key, params), partitions, held)
 
     @classmethod
     def restore(cls, key: SigningKey, params: EngineParams, partitions: int,
-                checkpoints: Sequence[Checkpoint]) -> "Lane":
+                checkpoints: Sequence[Checkpoint]) -> Lane:
         """A lane holding the checkpoints' partitions, at their common boundary (no tick pending);
         the checkpoints hold the same market (taken together by one lane)."""
         market = checkpoints[0].market
@@ -190,7 +190,7 @@ class Lane:
     def market_released(self) -> dict[str, Released]:
         return {name: self.released[name] for name in MARKET_INPUTS}
 
-    def absorb(self, other: "Lane") -> None:
+    def absorb(self, other: Lane) -> None:
         """Take over every partition of ``other``, both parked at the same cut having applied the
         same market records; ``other`` is then empty. Records ``other`` read past the cut and had
         not applied are for this lane to read again (``next_offset``)."""

@@ -44,7 +44,7 @@ class MemorySource:
         for tp in tps:
             self.next.pop(tp, None)
 
-    def poll(self, max_records: int, timeout_s: float) -> list[Record]:  # noqa: ARG002 - never waits
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:  # never waits
         out: list[Record] = []
         tps = [tp for tp in self.next if self.next[tp] < len(self.broker.logs.get(tp, ()))]
         self.rng.shuffle(tps)
@@ -71,10 +71,10 @@ class MemoryGroup:
     """Account partitions and who holds them; offsets the workers committed."""
 
     def __init__(self) -> None:
-        self.members: dict[str, "MemoryMembership"] = {}
+        self.members: dict[str, MemoryMembership] = {}
         self.committed: dict[TP, int] = {}
 
-    def join(self, name: str) -> "MemoryMembership":
+    def join(self, name: str) -> MemoryMembership:
         member = self.members[name] = MemoryMembership(self)
         return member
 
