@@ -12,15 +12,21 @@ takes the password out of a URL before it goes into an error message.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
+import types
 import typing
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pipelines.arguments import MAX_RATIO
 from pipelines.errors import UserError
+
+if TYPE_CHECKING:
+    from pipelines.engine.engine import EngineParams
 
 ENV_PREFIX = "BACKSTOP_"
 
@@ -95,11 +101,68 @@ class OpsSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class EngineSettings:
+    """The risk thresholds a stream worker's engine runs at (``backstop backtest --calibrate``
+    writes this section). A key left out keeps the engine's default (``DetectorParams``,
+    ``LadderParams``). Ratios are maintenance margin / equity: the margin breach fires at
+    ``margin_trigger_ratio`` and clears below ``margin_clear_ratio``; ``liquidation_ratio`` is
+    immediate full liquidation; the ladder calls at ``call_ratio``, reduces at ``reduce_ratio`` and
+    releases below ``release_ratio``. A value outside (0, ``MAX_RATIO``] is refused when the
+    settings are built, levels out of order (clear < trigger <= liquidation, release < call <= reduce,
+    unset keys at their defaults) by ``engine_params``: a ``UserError`` naming the keys.
+    """
+
+    margin_trigger_ratio: float | None = None
+    margin_clear_ratio: float | None = None
+    liquidation_ratio: float | None = None
+    call_ratio: float | None = None
+    reduce_ratio: float | None = None
+    release_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None and not (math.isfinite(value) and 0 < value <= MAX_RATIO):
+                raise UserError(f"[engine] {field.name}: expected a ratio above 0 and at most {MAX_RATIO:g}, "
+                                f"got {value!r}")
+
+    def engine_params(self, hedged_accounts: frozenset[str] = frozenset()) -> EngineParams:
+        """The engine's parameters: its defaults, with the keys set here replaced."""
+        from pipelines.detect.detectors import DetectorParams
+        from pipelines.engine.engine import EngineParams
+        from pipelines.policy.ladder import LadderParams
+
+        detectors = _replace_set(DetectorParams(), self, ("margin_trigger_ratio", "margin_clear_ratio",
+                                                          "liquidation_ratio"))
+        ladder = _replace_set(LadderParams(), self, ("call_ratio", "reduce_ratio", "release_ratio"))
+        _check_order("margin_clear_ratio", detectors.margin_clear_ratio, "margin_trigger_ratio",
+                     detectors.margin_trigger_ratio, strict=True)
+        _check_order("margin_trigger_ratio", detectors.margin_trigger_ratio, "liquidation_ratio",
+                     detectors.liquidation_ratio, strict=False)
+        _check_order("release_ratio", ladder.release_ratio, "call_ratio", ladder.call_ratio, strict=True)
+        _check_order("call_ratio", ladder.call_ratio, "reduce_ratio", ladder.reduce_ratio, strict=False)
+        return EngineParams(detectors=detectors, ladder=ladder, hedged_accounts=hedged_accounts)
+
+
+def _replace_set(params: Any, settings: EngineSettings, names: tuple[str, ...]) -> Any:
+    """``params`` with the fields ``names`` that ``settings`` sets."""
+    values = {name: getattr(settings, name) for name in names if getattr(settings, name) is not None}
+    return dataclasses.replace(params, **values)
+
+
+def _check_order(low_name: str, low: float, high_name: str, high: float, *, strict: bool) -> None:
+    if low > high or (strict and low == high):
+        relation = "below" if strict else "at most"
+        raise UserError(f"[engine] {low_name} ({low:g}) must be {relation} {high_name} ({high:g})")
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = dataclasses.field(default_factory=KafkaSettings)
     schema_registry: SchemaRegistrySettings = dataclasses.field(default_factory=SchemaRegistrySettings)
     clickhouse: ClickHouseSettings = dataclasses.field(default_factory=ClickHouseSettings)
     ops: OpsSettings = dataclasses.field(default_factory=OpsSettings)
+    engine: EngineSettings = dataclasses.field(default_factory=EngineSettings)
 
 
 def redact(url: str) -> str:
@@ -159,6 +222,9 @@ def _read_secret_file(var: str, path: str) -> str:
 
 
 def _convert(where: str, raw: Any, target: Any) -> Any:
+    """``raw`` as ``target`` (bool, int, float, str, or one of them ``| None``: a value given is never None)."""
+    if typing.get_origin(target) in (typing.Union, types.UnionType):
+        target = next(t for t in typing.get_args(target) if t is not type(None))
     try:
         if target is bool:
             if isinstance(raw, bool):

@@ -68,8 +68,38 @@ def test_passwords_stay_out_of_reprs_and_messages() -> None:
     assert "hunter2" not in str(caught.value) and "reader:***@db" in str(caught.value)
 
 
+def test_engine_section_sets_the_engine_and_leaves_the_rest_at_its_defaults(tmp_path: Path) -> None:
+    from pipelines.engine.engine import EngineParams
+
+    assert load_settings(env={}).engine.engine_params() == EngineParams()
+    path = tmp_path / "engine.toml"
+    path.write_text("[engine]\nmargin_trigger_ratio = 1.2\nliquidation_ratio = 1.8\n")
+    params = load_settings(path, env={"BACKSTOP_ENGINE_CALL_RATIO": "0.85"}).engine.engine_params(frozenset({"a"}))
+    default = EngineParams()
+    assert (params.detectors.margin_trigger_ratio, params.detectors.liquidation_ratio) == (1.2, 1.8)
+    assert params.ladder.call_ratio == 0.85 and params.hedged_accounts == frozenset({"a"})
+    assert params.detectors.margin_clear_ratio == default.detectors.margin_clear_ratio
+    assert params.ladder.reduce_ratio == default.ladder.reduce_ratio
+
+
+@pytest.mark.parametrize(("file_text", "fragment"), [
+    ("[engine]\nmargin_trigger_ratio = 0.9\n", "margin_clear_ratio (0.95) must be below margin_trigger_ratio (0.9)"),
+    ("[engine]\ncall_ratio = 0.95\n", "call_ratio (0.95) must be at most reduce_ratio (0.9)"),
+    ("[engine]\nrelease_ratio = 0.8\n", "release_ratio (0.8) must be below call_ratio (0.8)"),
+    ("[engine]\nliquidation_ratio = 0.5\n", "margin_trigger_ratio (1) must be at most liquidation_ratio (0.5)"),
+])
+def test_engine_levels_out_of_order_are_refused(tmp_path: Path, file_text: str, fragment: str) -> None:
+    path = tmp_path / "engine.toml"
+    path.write_text(file_text)
+    with pytest.raises(UserError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(path, env={}).engine.engine_params()
+
+
 @pytest.mark.parametrize(("env", "file_text", "fragment"), [
     ({"BACKSTOP_KAFKA_REPLICATION_FACTOR": "three"}, None, "BACKSTOP_KAFKA_REPLICATION_FACTOR"),
+    ({}, "[engine]\nmargin_trigger_ratio = -1.0\n", "margin_trigger_ratio: expected a ratio above 0"),
+    ({}, "[engine]\nreduce_ratio = nan\n", "reduce_ratio: expected a ratio above 0"),
+    ({"BACKSTOP_ENGINE_CALL_RATIO": "high"}, None, "BACKSTOP_ENGINE_CALL_RATIO"),
     ({}, "[kafka]\nbootstrapp = 'x'\n", "bootstrapp"),
     ({}, "[kafak]\n", "kafak"),
     ({}, "[kafka\n", "not valid TOML"),

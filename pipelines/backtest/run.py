@@ -39,14 +39,19 @@ def venue_for(scenario: Scenario) -> VenueSetup:
     return VenueSetup(scenario.insurance_fund_usd, lps, scenario.option_depth_share)
 
 
-def engine_params(generated: Generated, *, margin_trigger_ratio: float = 1.0, liquidation_ratio: float = 1.5,
-                  reduce_ratio: float = 0.9, call_ratio: float = 0.8) -> EngineParams:
+def engine_params(generated: Generated, **thresholds: float) -> EngineParams:
+    """``threshold_params(**thresholds)`` with ``generated``'s hedged accounts."""
+    return dataclasses.replace(threshold_params(**thresholds), hedged_accounts=generated.hedged)
+
+
+def threshold_params(*, margin_trigger_ratio: float = 1.0, liquidation_ratio: float = 1.5, reduce_ratio: float = 0.9,
+                     call_ratio: float = 0.8) -> EngineParams:
+    """The engine at these thresholds, with clear and release levels derived from them."""
     return EngineParams(detectors=DetectorParams(margin_trigger_ratio=margin_trigger_ratio,
                                                  margin_clear_ratio=min(0.95, margin_trigger_ratio * 0.95),
                                                  liquidation_ratio=liquidation_ratio),
                         ladder=LadderParams(call_ratio=min(call_ratio, reduce_ratio), reduce_ratio=reduce_ratio,
-                                            release_ratio=min(0.7, call_ratio * 0.875)),
-                        hedged_accounts=generated.hedged)
+                                            release_ratio=min(0.7, call_ratio * 0.875)))
 
 
 class Progress:
@@ -288,6 +293,7 @@ def sweep(scenarios: Sequence[Scenario], triggers: Sequence[float], seed: int | 
             r = outcome.result
             points.append({"label": "no backstop" if trigger is None else f"trigger {trigger:g}", "trigger": trigger,
                            "bad_debt_usd": r.bad_debt_usd, "capital_efficiency": r.capital_efficiency,
-                           "liquidated_notional_usd": r.liquidated_notional_usd})
+                           "liquidated_notional_usd": r.liquidated_notional_usd,
+                           "initial_notional_usd": r.initial_notional_usd})
         curves[scenario.name] = points
     return curves

@@ -108,7 +108,8 @@ def run_replay(args: argparse.Namespace) -> int:
                         ("--keep-timestamps", args.keep_timestamps)):
         if given:
             raise UserError(f"{flag} applies to --kafka; an --in-process replay runs as fast as it can, no broker")
-    out = replay_with_venue(args.file) if args.venue else replay(args.file)
+    out = replay_with_venue(args.file) if args.venue else replay(
+        args.file, params=load_settings(args.config).engine.engine_params())
     if args.json:
         sys.stdout.write(render.to_json(render.json_safe({"breaches": [breach_dict(b) for b in out.breaches],
                                                           "actions": out.actions})))

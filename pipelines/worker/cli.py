@@ -10,8 +10,7 @@ import threading
 import time
 
 from pipelines import arguments
-from pipelines.config import load_settings
-from pipelines.engine.engine import EngineParams
+from pipelines.config import Settings, load_settings
 from pipelines.ops import shell
 from pipelines.ops.metrics import Metrics
 from pipelines.policy.signing import SigningKey
@@ -47,13 +46,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def worker_config(args: argparse.Namespace, settings: Settings) -> WorkerConfig:
+    """The worker's configuration: its flags, and the engine of the settings' ``[engine]`` section
+    with the ``--hedged`` accounts."""
+    hedged = frozenset(a for a in args.hedged.split(",") if a)
+    return WorkerConfig(checkpoint_ms=args.checkpoint_ms, idle_ms=args.idle_ms, stall_ms=args.stall_ms,
+                        max_event_age_ms=int(args.max_event_age_s * 1000),
+                        engine=settings.engine.engine_params(hedged))
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if args.bootstrap:
         settings = dataclasses.replace(settings, kafka=dataclasses.replace(settings.kafka, bootstrap=args.bootstrap))
-    config = WorkerConfig(checkpoint_ms=args.checkpoint_ms, idle_ms=args.idle_ms, stall_ms=args.stall_ms,
-                          max_event_age_ms=int(args.max_event_age_s * 1000),
-                          engine=EngineParams(hedged_accounts=frozenset(a for a in args.hedged.split(",") if a)))
+    config = worker_config(args, settings)
     ops = shell.configure(args, settings.ops)
     logging.getLogger().setLevel(LEVELS[args.loglevel])
     kernels.warm()
