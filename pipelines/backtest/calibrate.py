@@ -4,8 +4,10 @@ Definitions (docs/replay.md, Calibration):
 
 - A *point* is one margin-trigger ratio of the sweep (``run.sweep_thresholds``: the liquidation,
   reduce and call levels scale with it).
-- *Open interest* of a scenario: its opening notional (``Result.initial_notional_usd``, the USD
-  notional of every account's positions once all are open).
+- *Open interest* of a scenario: the opening notional of its run without the backstop
+  (``Result.initial_notional_usd``, the USD notional of every account's positions once all are
+  open). Not the swept runs': at a low trigger the backstop starts closing positions within the
+  first second, before the opening notional is taken.
 - The *budget* is a USD amount (``0`` included) or a share of open interest (``0.5%oi``), judged
   per scenario: a point is *within budget* when its bad debt is at most the budget on every
   calibration scenario.
@@ -32,7 +34,7 @@ from pipelines.errors import UserError
 from pipelines.scenarios.library import Scenario
 
 #: the default trigger grid: from acting well before maintenance margin is reached to after it
-DEFAULT_TRIGGERS = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)
+DEFAULT_TRIGGERS = (0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0)
 #: USD amounts above this are a typo (decision 0003)
 MAX_USD = 1e15
 OI_SUFFIX = "%oi"
@@ -102,9 +104,14 @@ class Choice:
     total_bad_debt_usd: float
 
 
-def swept_point(points: Sequence[dict[str, Any]], trigger: float) -> dict[str, Any]:
-    """The point of a sweep curve at ``trigger``."""
+def swept_point(points: Sequence[dict[str, Any]], trigger: float | None) -> dict[str, Any]:
+    """The point of a sweep curve at ``trigger`` (None: the run without the backstop)."""
     return next(p for p in points if p["trigger"] == trigger)
+
+
+def open_interest(points: Sequence[dict[str, Any]]) -> float:
+    """A scenario's open interest: the opening notional of its run without the backstop."""
+    return swept_point(points, None)["initial_notional_usd"]
 
 
 def choose(curves: dict[str, list[dict[str, Any]]], limit: Budget) -> Choice:
@@ -115,7 +122,8 @@ def choose(curves: dict[str, list[dict[str, Any]]], limit: Budget) -> Choice:
     within = []
     for trigger in triggers:
         at = [swept_point(points, trigger) for points in curves.values()]
-        if all(p["bad_debt_usd"] <= limit.limit_usd(p["initial_notional_usd"]) for p in at):
+        limits = [limit.limit_usd(open_interest(points)) for points in curves.values()]
+        if all(p["bad_debt_usd"] <= usd for p, usd in zip(at, limits)):
             within.append(Choice(trigger, sum(p["capital_efficiency"] for p in at) / len(at),
                                  sum(p["bad_debt_usd"] for p in at)))
     if not within:
@@ -126,9 +134,8 @@ def choose(curves: dict[str, list[dict[str, Any]]], limit: Budget) -> Choice:
 def _none_within(curves: dict[str, list[dict[str, Any]]], triggers: Sequence[float], limit: Budget) -> str:
     """The error when no trigger is within budget: the point whose worst overshoot is smallest."""
     def overshoot(trigger: float) -> tuple[float, str, float]:
-        worst = max(((swept_point(points, trigger)["bad_debt_usd"]
-                      - limit.limit_usd(swept_point(points, trigger)["initial_notional_usd"]), name)
-                     for name, points in curves.items()))
+        worst = max((swept_point(points, trigger)["bad_debt_usd"] - limit.limit_usd(open_interest(points)), name)
+                    for name, points in curves.items())
         return worst[0], worst[1], trigger
 
     _, name, trigger = min(overshoot(t) for t in triggers)
@@ -169,11 +176,11 @@ class Calibration:
         """Per scenario of ``curves``, its figures at the chosen trigger and its budget."""
         out = []
         for name, points in curves.items():
-            p = swept_point(points, self.choice.trigger)
-            limit = self.budget.limit_usd(p["initial_notional_usd"])
+            p, oi = swept_point(points, self.choice.trigger), open_interest(points)
+            limit = self.budget.limit_usd(oi)
             out.append({"scenario": name, "bad_debt_usd": p["bad_debt_usd"], "budget_usd": limit,
                         "within_budget": p["bad_debt_usd"] <= limit, "capital_efficiency": p["capital_efficiency"],
-                        "open_interest_usd": p["initial_notional_usd"]})
+                        "open_interest_usd": oi})
         return out
 
     def summary(self) -> dict[str, Any]:

@@ -156,6 +156,8 @@ def run_calibrate(args: argparse.Namespace, scenarios: list[Scenario], jobs: int
     print(f"calibrated: trigger {result.choice.trigger:g}, mean capital efficiency "
           f"{result.choice.mean_capital_efficiency:.3f} over {len(result.calibration)} calibration scenario(s), "
           f"bad-debt budget {result.budget}")
+    if len(set(triggers)) > 1 and result.choice.trigger == max(triggers):
+        print("  (the highest trigger swept: a --sweep reaching higher may find a more efficient point)")
     _print_rows("calibration scenarios", summary["calibration"])
     if summary["held_out"]:
         _print_rows(f"held out (at trigger {result.choice.trigger:g}; not used to choose)", summary["held_out"])

@@ -13,14 +13,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-TRIGGER_MARKERS = ("o", "s", "D", "^", "v", "P", "*", "h")
+TRIGGER_MARKERS = ("o", "s", "D", "^", "v", "P", "*", "h", "p", "<", ">", "d")
 NO_BACKSTOP_MARKER = "X"
 LINEAR_BELOW_USD = 1_000.0
 CHOSEN_GID = "calibrated"
 
 
 def trigger_markers(curves: dict[str, list[dict[str, Any]]]) -> dict[float, str]:
-    """A marker shape per swept trigger (in increasing order; shapes repeat past the eighth)."""
+    """A marker shape per swept trigger (in increasing order; shapes repeat past the twelfth)."""
     triggers = sorted({p["trigger"] for points in curves.values() for p in points if p["trigger"] is not None})
     return {t: TRIGGER_MARKERS[k % len(TRIGGER_MARKERS)] for k, t in enumerate(triggers)}
 

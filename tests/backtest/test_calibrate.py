@@ -64,6 +64,15 @@ def test_the_choice_moves_with_the_budget(limit: Budget, trigger: float) -> None
     assert choice.mean_capital_efficiency == pytest.approx(sum(p["capital_efficiency"] for p in at) / 2)
 
 
+def test_open_interest_is_the_no_backstop_runs_opening_notional() -> None:
+    """A swept run may have closed positions before its opening notional was taken: the budget's
+    open interest is the run's without the backstop, the same for every trigger."""
+    curves = {name: [p if p["trigger"] is None else {**p, "initial_notional_usd": OPEN_INTEREST / 2} for p in points]
+              for name, points in CURVES.items()}
+    assert calibrate.open_interest(curves["crash-a"]) == OPEN_INTEREST
+    assert calibrate.choose(curves, Budget(percent_of_oi=0.3)).trigger == 1.2
+
+
 def test_the_budget_must_hold_on_every_scenario() -> None:
     curves = {**CURVES, "crash-c": curve([(0.8, 500.0, 0.9), (1.0, 0.0, 0.9), (1.2, 0.0, 0.9)])}
     assert calibrate.choose(curves, Budget(usd=150.0)).trigger == 1.0
