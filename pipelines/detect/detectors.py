@@ -50,7 +50,11 @@ class DetectorParams:
     - withdraw-then-liquidate: a withdrawal of 10 %+ of equity within 15 minutes before a margin
       breach (the March 2025 Hyperliquid ETH pattern).
     - mark manipulation: a mark 25 %+ off its index while it backs open positions (Mango,
-      October 2022: MNGO x14 in 10 minutes; JELLY, March 2025: +400 %).
+      October 2022: MNGO x14 in 10 minutes; JELLY, March 2025: +400 %); or a thin-book pump: the
+      mark 30 %+ off its own extreme of the last 10 minutes (Mango's pump took under 10) while
+      the venue's open interest is 5x or more the instrument's book depth within 1 % of mid (a
+      book that cannot absorb its open interest; JELLY: a $4M position on a book of a few
+      hundred thousand dollars). The pump rule needs a published open interest and a depth.
     - rolling windows (index move, IV jump, oracle TWAP) start on whole buckets of
       ``window_buckets`` per window length: the index-move hour advances in 10 s steps, the
       5-minute windows in steps of 833 ms. That bounds a window's memory — and so a worker's
@@ -77,6 +81,9 @@ class DetectorParams:
     withdrawal_min_fraction: float = 0.10
     withdrawal_lookback_ms: int = 15 * MINUTE_MS
     mark_max_deviation: float = 0.25
+    pump_window_ms: int = 10 * MINUTE_MS
+    pump_min_move: float = 0.30
+    pump_interest_depth_multiple: float = 5.0
     window_buckets: int = 360
 
 
@@ -110,7 +117,8 @@ class Detectors:
         self._oracle_stale: set[tuple[str, str]] = set()
         self._oracle_deviating: set[str] = set()
         self._oracle_off_twap: set[str] = set()
-        self._mark_firing: set[str] = set()
+        self._mark_windows: dict[str, RollingExtremes] = {}
+        self._mark_firing: dict[str, float] = {}  # instrument -> its price before the manipulation
 
     # ------------------------------------------------------------------ helpers
 
@@ -323,21 +331,49 @@ class Detectors:
         return out
 
     def on_mark(self, instrument: str, event_time_ms: int, mark: float, reference_price: float,
-                backing_notional_usd: float, ref: str) -> list[Breach]:
-        """A mark far from its index/oracle while it backs open positions: the Mango/JELLY pattern."""
+                backing_notional_usd: float, depth_usd: float | None, ref: str) -> list[Breach]:
+        """A linear contract's mark, with its index (``reference_price``), the USD notional of the
+        venue's open interest it backs (inf: not published) and its book depth within 1 % of mid
+        (None: none seen). One ``MARK_MANIPULATION`` breach per episode: level 0 when the mark
+        left its index (Mango), level 1 for a thin-book pump (JELLY, ``_pump``). While it fires,
+        ``manipulated`` gives the price before the manipulation: the window's extreme the pump
+        started from, or, for a mark that left its index, the index. The episode clears once the
+        mark is back within half of each threshold of its index and of that price."""
         if not self._admit("mark", instrument, event_time_ms):
             return []
         p = self.params
+        window = self._mark_windows.get(instrument)
+        if window is None:
+            window = self._mark_windows[instrument] = RollingExtremes(p.pump_window_ms, p.allowed_lateness_ms,
+                                                                      p.window_buckets)
+        window.add(Sample(event_time_ms, mark, ref))
+        high, low = window.extremes(event_time_ms)
+        up, down = mark / low.value - 1.0, 1.0 - mark / high.value
+        move, anchor = (up, low) if up >= down else (down, high)
         off = abs(mark / reference_price - 1.0)
-        if instrument not in self._mark_firing and off >= p.mark_max_deviation and backing_notional_usd > 0:
-            self._mark_firing.add(instrument)
-            return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, off, p.mark_max_deviation,
-                           event_time_ms, event_time_ms, (ref,))]
-        if instrument in self._mark_firing and off < p.mark_max_deviation / 2:
-            self._mark_firing.discard(instrument)
+        if instrument not in self._mark_firing:
+            if off >= p.mark_max_deviation and backing_notional_usd > 0:
+                self._mark_firing[instrument] = reference_price
+                return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, off, p.mark_max_deviation,
+                               event_time_ms, event_time_ms, (ref,))]
+            if self._pump(move, backing_notional_usd, depth_usd):
+                self._mark_firing[instrument] = anchor.value
+                return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, move, p.pump_min_move,
+                               anchor.event_time_ms, event_time_ms, (anchor.ref, ref), level=1)]
+            return []
+        back = abs(mark / self._mark_firing[instrument] - 1.0)
+        if off < p.mark_max_deviation / 2 and back < p.pump_min_move / 2:
+            del self._mark_firing[instrument]
             return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, off, p.mark_max_deviation,
                            event_time_ms, event_time_ms, (ref,), cleared=True)]
         return []
+
+    def _pump(self, move: float, interest_usd: float, depth_usd: float | None) -> bool:
+        """A thin-book pump: the mark moved ``pump_min_move`` within the window while a published
+        open interest is ``pump_interest_depth_multiple`` times the book's depth or more."""
+        p = self.params
+        return (move >= p.pump_min_move and depth_usd is not None and math.isfinite(interest_usd)
+                and interest_usd >= p.pump_interest_depth_multiple * depth_usd)
 
     # ------------------------------------------------------------------ queries for the policy
 
@@ -346,6 +382,11 @@ class Detectors:
         TWAP: liquidations on that underlying are suspended (Drift does the same)."""
         return (underlying in self._oracle_deviating or underlying in self._oracle_off_twap
                 or any(u == underlying for u, _ in self._oracle_stale))
+
+    def manipulated(self) -> dict[str, float]:
+        """Every instrument whose mark-manipulation breach fires, with its price before the
+        manipulation (``on_mark``)."""
+        return dict(self._mark_firing)
 
     def margin_idle(self, account: str) -> bool:
         """True when no margin condition of ``account`` is pending or firing: a revaluation
@@ -434,7 +475,7 @@ class Detectors:
 
     def market_state(self) -> dict:
         """Everything not per account as plain data (``DetectorMarketState``): the index, IV,
-        depth, oracle and mark state, the watermarks of those keys and ``late_events``."""
+        depth, oracle and mark state (windows, and the manipulated instruments' prices before), the watermarks of those keys and ``late_events``."""
         return {
             "late_events": self.late_events,
             "watermarks": {key: watermark.state() for key, watermark in self._watermarks.items()
@@ -451,7 +492,8 @@ class Detectors:
             "oracle_stale": [{"underlying": u, "source": source} for u, source in sorted(self._oracle_stale)],
             "oracle_deviating": sorted(self._oracle_deviating),
             "oracle_off_twap": sorted(self._oracle_off_twap),
-            "mark_firing": sorted(self._mark_firing),
+            "mark_windows": {instrument: window.state() for instrument, window in self._mark_windows.items()},
+            "mark_firing": dict(self._mark_firing),
         }
 
     def restore_market(self, state: dict) -> None:
@@ -473,7 +515,8 @@ class Detectors:
         self._oracle_stale = {(stale["underlying"], stale["source"]) for stale in state["oracle_stale"]}
         self._oracle_deviating = set(state["oracle_deviating"])
         self._oracle_off_twap = set(state["oracle_off_twap"])
-        self._mark_firing = set(state["mark_firing"])
+        self._mark_windows = {instrument: RollingExtremes.from_state(w) for instrument, w in state["mark_windows"].items()}
+        self._mark_firing = dict(state["mark_firing"])
 
 
 def _code(condition: HeldCondition) -> int:

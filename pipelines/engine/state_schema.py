@@ -130,7 +130,9 @@ DETECTOR_MARKET = _record(
         "Sources reported stale and not fresh since, sorted."),
     _field("oracle_deviating", _array("string"), "Underlyings whose sources disagree, sorted."),
     _field("oracle_off_twap", _array("string"), "Underlyings whose oracle is off its TWAP, sorted."),
-    _field("mark_firing", _array("string"), "Instruments whose mark manipulation is firing, sorted."))
+    _field("mark_windows", _map(_ref("RollingExtremesState")), "Mark windows of the pump rule, by instrument."),
+    _field("mark_firing", _map("double"),
+           "Instruments whose mark manipulation is firing, with their price before the manipulation."))
 
 LADDER_ACCOUNT = _record(
     "LadderAccountState", "One account's escalation ladder (pipelines.policy.ladder.Ladder).",
@@ -141,6 +143,12 @@ LADDER_ACCOUNT = _record(
     _field("breach_ids", _array("string"), "Breaches behind the ladder's actions, in order."),
     _optional("last_hedge_ms", "long", "When the last delta hedge went out; null before the first."),
     _field("in_flight", _map("double"), "Signed quantity sent per instrument and not yet in a position."))
+
+PENALTY = _record(
+    "PenaltyState", "A withdraw-then-liquidate account's penalty (pipelines.policy.gaming.Penalties).",
+    _field("since_ms", "long", "Event time of the breach that imposed it."),
+    _field("add_on", "double", "Margin add-on: maintenance and initial margin x (1 + add_on)."),
+    _field("breach_ids", _array("string"), "The breach behind it."))
 
 CIRCUIT_BREAKERS = _record(
     "CircuitBreakersState", "Every underlying's circuit breaker (pipelines.policy.circuit.CircuitBreakers).",
@@ -192,7 +200,7 @@ INDEX_HISTORY = _record(
 #: every state schema by record name, each after the named types it refers to
 SCHEMAS: dict[str, dict[str, Any]] = {schema["name"]: schema for schema in (
     SAMPLE, WATERMARK, HELD_CONDITION, ROLLING_EXTREMES, ROLLING_TWAP, DETECTOR_ACCOUNT, DETECTOR_MARKET,
-    LADDER_ACCOUNT, CIRCUIT_BREAKERS, MARKET_BOARD, INDEX_HISTORY)}
+    LADDER_ACCOUNT, PENALTY, CIRCUIT_BREAKERS, MARKET_BOARD, INDEX_HISTORY)}
 
 
 @functools.cache

@@ -123,10 +123,45 @@ def test_a_source_far_behind_the_others_is_late_for_the_twap_only() -> None:
 
 def test_mark_manipulation_only_when_it_backs_positions() -> None:
     d = Detectors()
-    assert d.on_mark("MNGO-PERPETUAL", 0, 0.55, 0.038, backing_notional_usd=0.0, ref="m0") == []
-    out = d.on_mark("MNGO-PERPETUAL", S, 0.55, 0.038, backing_notional_usd=1e8, ref="m1")
+    assert d.on_mark("MNGO-PERPETUAL", 0, 0.55, 0.038, backing_notional_usd=0.0, depth_usd=None, ref="m0") == []
+    out = d.on_mark("MNGO-PERPETUAL", S, 0.55, 0.038, backing_notional_usd=1e8, depth_usd=None, ref="m1")
+    assert kinds(out) == [("mark_manipulation", False)] and out[0].level == 0
+    assert d.manipulated() == {"MNGO-PERPETUAL": 0.038}  # the mark clamped to its index
+    assert kinds(d.on_mark("MNGO-PERPETUAL", 2 * S, 0.039, 0.038, 1e8, None, "m2")) == [("mark_manipulation", True)]
+    assert d.manipulated() == {}
+
+
+def pump(d: Detectors, interest_usd: float, depth_usd: float | None, prices=(0.0095, 0.011, 0.0135, 0.016)) -> list:
+    """A JELLY-like pump: mark and index rise together (the mark never leaves its index), 20 s apart."""
+    out = []
+    for i, price in enumerate(prices):
+        out += d.on_mark("JELLY-PERPETUAL", i * 20 * S, price, price, interest_usd, depth_usd, f"k{i}")
+    return out
+
+
+def test_a_thin_book_pump_is_a_mark_manipulation_with_the_price_before_it() -> None:
+    """The mark +68 % in a minute with the open interest 20x the book's depth: a pump, though the
+    index went along (no mark-vs-index breach could see it). The breach starts at the window's
+    low and names it; the price before the pump is what positions settle at."""
+    d = Detectors()
+    out = pump(d, interest_usd=4e6, depth_usd=2e5)
     assert kinds(out) == [("mark_manipulation", False)]
-    assert kinds(d.on_mark("MNGO-PERPETUAL", 2 * S, 0.039, 0.038, 1e8, "m2")) == [("mark_manipulation", True)]
+    breach = out[0]
+    assert (breach.level, breach.window_start_ms, breach.triggers) == (1, 0, ("k0", "k2"))
+    assert breach.value == 0.0135 / 0.0095 - 1.0 and breach.threshold == 0.30
+    assert d.manipulated() == {"JELLY-PERPETUAL": 0.0095}
+    # back near the price before it and its index: cleared
+    cleared = d.on_mark("JELLY-PERPETUAL", 100 * S, 0.0100, 0.0100, 4e6, 2e5, "k9")
+    assert kinds(cleared) == [("mark_manipulation", True)] and d.manipulated() == {}
+
+
+def test_a_move_on_a_deep_book_or_without_open_interest_is_no_pump() -> None:
+    assert pump(Detectors(), interest_usd=4e6, depth_usd=1e6) == []  # OI only 4x depth
+    assert pump(Detectors(), interest_usd=float("inf"), depth_usd=2e5) == []  # OI not published
+    assert pump(Detectors(), interest_usd=4e6, depth_usd=None) == []  # no depth seen
+    assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, prices=(0.0095, 0.0105, 0.012)) == []  # +26 %
+    slow = Detectors(DetectorParams(pump_window_ms=30 * S))  # the same rise, spread past the window
+    assert pump(slow, interest_usd=4e6, depth_usd=2e5, prices=(0.0095, 0.0105, 0.0118, 0.0131)) == []
 
 
 def test_late_events_are_counted_and_change_nothing() -> None:

@@ -169,7 +169,8 @@ UNDERLYINGS = ["BTC", "ETH"]
 INSTRUMENTS = ["BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-27DEC26-60000-C"]
 FAST = DetectorParams(allowed_lateness_ms=2_000, margin_grace_ms=1_000, index_move_window_ms=20_000,
                       iv_jump_window_ms=10_000, depth_hold_ms=2_000, oracle_stale_ms=5_000,
-                      oracle_twap_window_ms=10_000, withdrawal_lookback_ms=10_000, window_buckets=7)
+                      oracle_twap_window_ms=10_000, withdrawal_lookback_ms=10_000, pump_window_ms=10_000,
+                      window_buckets=7)
 
 steps = st.integers(-2_500, 1_500)  # a negative step: an event that late, beyond the allowance at times
 DETECTOR_EVENTS = st.lists(st.one_of(
@@ -182,8 +183,8 @@ DETECTOR_EVENTS = st.lists(st.one_of(
     st.tuples(st.just("depth"), st.sampled_from(INSTRUMENTS), steps, st.sampled_from([1e5, 3e5, 4e5])),
     st.tuples(st.just("oracle"), st.sampled_from(UNDERLYINGS), steps, st.sampled_from(["pyth", "chainlink"]),
               st.sampled_from([0, 7_000]), st.integers(-5, 5)),
-    st.tuples(st.just("mark"), st.sampled_from(INSTRUMENTS), steps, st.sampled_from([1.0, 1.1, 1.4]),
-              st.sampled_from([0.0, 1e6])),
+    st.tuples(st.just("mark"), st.sampled_from(INSTRUMENTS), steps, st.sampled_from([1.0, 1.1, 1.4, 2.0]),
+              st.sampled_from([0.0, 1e6, math.inf]), st.sampled_from([None, 1e5, 1e7]), st.booleans()),
 ), max_size=50)
 
 
@@ -213,10 +214,10 @@ def detect(d: Detectors, event: tuple) -> tuple:
             breaches = d.on_depth(instrument, t, depth, f"d{t}")
         case ("oracle", underlying, t, source, lag, move):
             breaches = d.on_oracle(underlying, source, t, t - lag, 100.0 * (1 + move * 0.03), f"o{t}")
-        case ("mark", instrument, t, mark, backing):
-            breaches = d.on_mark(instrument, t, mark, 1.0, backing, f"k{t}")
+        case ("mark", instrument, t, mark, backing, depth, follows):  # follows: the index moved with the mark
+            breaches = d.on_mark(instrument, t, mark, mark if follows else 1.0, backing, depth, f"k{t}")
     queries = (d.margin_idle(event[1]) if event[0] in ("collateral", "margin") else
-               [(d.oracle_unreliable(u), d.circuit_level(u)) for u in UNDERLYINGS])
+               [(d.oracle_unreliable(u), d.circuit_level(u)) for u in UNDERLYINGS] + [d.manipulated()])
     return [b.breach_id for b in breaches], d.late_events - late, queries
 
 
