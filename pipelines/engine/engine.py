@@ -28,11 +28,12 @@ from pipelines.engine.index_history import IndexHistory
 from pipelines.engine.market_board import MarketBoard
 from pipelines.policy.actions import make_action
 from pipelines.policy.circuit import CIRCUIT_ACTIONS, CircuitBreakers, CircuitChange, CircuitParams
+from pipelines.policy.gaming import GamingParams, Penalties, delist
 from pipelines.policy.ladder import (STATES, AccountState, AccountView, CloseIntent, Decision, Ladder, LadderParams,
                                      times_to_breach_ms)
 from pipelines.policy.signing import SigningKey
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
-from pipelines.risk.book import Book, BookRisk, revalue_book
+from pipelines.risk.book import Book, BookRisk, margin_ratio, revalue_book
 from pipelines.risk.instruments import Kind
 from pipelines.risk import kernels
 from pipelines.risk.kernels import revalue as revalue_kernels
@@ -47,6 +48,7 @@ class EngineParams:
     detectors: DetectorParams = DetectorParams()
     circuit: CircuitParams = CircuitParams()
     ladder: LadderParams = LadderParams()
+    gaming: GamingParams = GamingParams()
     margin: MarginConfig = MarginConfig()
     adaptive: AdaptiveParams | None = AdaptiveParams()
     hedged_accounts: frozenset[str] = frozenset()
@@ -125,6 +127,7 @@ class Engine:
         self.detectors = Detectors(self.params.detectors)
         self.circuits = CircuitBreakers(self.params.circuit)
         self.ladder = Ladder(self.params.ladder)
+        self.penalties = Penalties(self.params.gaming)
         self.accounts = AccountBook()
         self._touched: dict[str, int] = {}  # account -> sequence number of its first update this tick
         self._moved: dict[str, int] = {}  # underlying -> sequence number of its first move this tick
@@ -269,13 +272,16 @@ class Engine:
             # A linear contract's mark is compared with its index; an option's mark is a premium,
             # which no index bounds, so it is not (its model value would be the reference).
             linear = instrument_of(instrument).kind is not Kind.OPTION
-            if reference and linear and reported(instrument):
+            if reference and linear:
                 # Venue-wide open interest, never this shard's own holders: every shard must see
-                # the same market breach whatever accounts it happens to hold.
+                # the same market breach whatever accounts it happens to hold. Every shard runs
+                # the detector (its accounts' ladders wait while the mark is manipulated); only
+                # the shard that reports the instrument emits its breaches and actions.
                 interest = value.get("open_interest")
                 backing = math.inf if interest is None else abs(interest) * value["mark_price"]
-                breaches = on_mark(instrument, t, value["mark_price"], reference, backing, ref)
-                if breaches:
+                breaches = on_mark(instrument, t, value["mark_price"], reference, backing,
+                                   self.board.depth_usd.get(instrument), ref)
+                if breaches and reported(instrument):
                     out.breaches += breaches
                     self._act_on(breaches, out)
                     timed = None
@@ -290,10 +296,14 @@ class Engine:
 
     def _act_on(self, breaches: list[Breach], out: EngineOutput) -> None:
         """Market breaches just found: liquidity breaches mark their instrument thin (or clear it),
-        index moves drive the circuits, whose changes become actions."""
+        index moves drive the circuits, whose changes become actions, and a mark manipulation
+        delists its instrument (``policy.gaming``)."""
         for breach in breaches:
             if breach.kind is BreachKind.LIQUIDITY_DROP:
                 (self._thin.discard if breach.cleared else self._thin.add)(breach.subject)
+            elif breach.kind is BreachKind.MARK_MANIPULATION and not breach.cleared:
+                settle = self.detectors.manipulated()[breach.subject]
+                out.actions.append(self._sign(delist(breach, underlying_of(breach.subject), settle)))
             for change in self.circuits.on_breach(breach):
                 out.actions.append(self._circuit_action(change))
 
@@ -329,6 +339,7 @@ class Engine:
         visit = self._unmoved(built, rows[slow], risk, ttb[slow], time_ms)
         thin = set(self._thin)
         unreliable = {u for u in table.underlyings if self.detectors.oracle_unreliable(u)}
+        unreliable |= {underlying_of(instrument) for instrument in self.detectors.manipulated()}
         marks = dict(zip(table.names, risk.marks.tolist()))
         plans = self._plans(book, risk, rows[slow][visit], time_ms, conditions)
         views = self._views(book.accounts, rows[slow][visit], risk, velocity, ttb[slow][visit], time_ms)
@@ -349,7 +360,8 @@ class Engine:
                 return [CloseIntent(o.instrument, o.instrument.split("-")[0], o.qty, marks[o.instrument])
                         for o in result.orders]
 
-            decisions = self.ladder.on_revaluation(view, breaches, legs, plan, thin, unreliable)
+            decisions = self.penalties.on_breaches(account, breaches)
+            decisions += self.ladder.on_revaluation(view, breaches, legs, plan, thin, unreliable)
             out.actions += [self._sign(d) for d in decisions]
             if self.ladder.state(account) is not AccountState.NORMAL or not self.detectors.margin_idle(account):
                 self._attention.add(account)
@@ -374,7 +386,26 @@ class Engine:
         conditions = self.board.conditions(self._realised_vols())
         risk = revalue_book(book, market, self.params.margin, self.params.adaptive, conditions,
                             compiled=self.params.compiled, accounts=rows)
+        self._raise_add_ons(built, risk, rows)
         return Revaluation(book, risk, conditions)
+
+    def _raise_add_ons(self, built: BuiltBook, risk: BookRisk, rows: np.ndarray | None) -> None:
+        """Penalised accounts' margin × (1 + add-on) (``policy.gaming``), in place, on the rows
+        revalued (None: all): maintenance, initial and the margin ratio from them."""
+        add_ons = self.penalties.add_ons()
+        if not add_ons:
+            return
+        picked = [(built.where[a], add_on) for a, add_on in sorted(add_ons.items()) if a in built.where]
+        if rows is not None:
+            revalued = set(rows.tolist())
+            picked = [(i, add_on) for i, add_on in picked if i in revalued]
+        if not picked:
+            return
+        where = np.array([i for i, _ in picked], dtype=np.int64)
+        factor = 1.0 + np.array([add_on for _, add_on in picked])
+        risk.maintenance[where] *= factor
+        risk.initial[where] *= factor
+        risk.margin_ratio[where] = margin_ratio(risk.maintenance[where], risk.equity[where])
 
     def _plans(self, book, risk, rows: np.ndarray, time_ms: int, conditions) -> dict[int, LiquidationPlan]:
         """The liquidation plans this revaluation's ladder will probably ask for, made together
@@ -549,7 +580,8 @@ class Engine:
 
     def held_accounts(self) -> set[str]:
         """Every account the engine holds any state for."""
-        return (self.accounts.held() | self.detectors.accounts() | self.ladder.accounts() | self._attention
+        return (self.accounts.held() | self.detectors.accounts() | self.ladder.accounts() | self.penalties.accounts()
+                | self._attention
                 | self._emitted.keys() | self._touched.keys())
 
     def export_accounts(self, accounts: Collection[str]) -> list[dict[str, Any]]:
@@ -567,6 +599,7 @@ class Engine:
             self.accounts.drop_account(account)
             self.detectors.drop_account(account)
             self.ladder.drop_account(account)
+            self.penalties.drop_account(account)
             self._attention.discard(account)
             self._emitted.pop(account, None)
             self._touched.pop(account, None)
@@ -586,6 +619,8 @@ class Engine:
                 self.detectors.restore_account(account, s["detectors"])
             if s["ladder"] is not None:
                 self.ladder.restore_account(account, s["ladder"])
+            if s["penalty"] is not None:
+                self.penalties.restore_account(account, s["penalty"])
             if s["attention"]:
                 self._attention.add(account)
             if s["emitted"] is not None:
@@ -621,6 +656,7 @@ class Engine:
         emitted, touched = self._emitted.get(account), self._touched.get(account)
         return {"account": account, "book": self.accounts.account_state(account),
                 "detectors": self.detectors.account_state(account), "ladder": self.ladder.account_state(account),
+                "penalty": self.penalties.account_state(account),
                 "attention": account in self._attention,
                 "emitted": None if emitted is None else {"time_ms": emitted[0], "ratio": emitted[1]},
                 "waiting_ref": None if touched is None else self._refs[touched]}

@@ -28,7 +28,9 @@ from pipelines.engine.state_schema import SCHEMAS
 from pipelines.events.schemas import default_schemas
 
 MAGIC = b"BKS"
-FORMAT = 2  # 2: inputs carry the newest event time; partition and market travel as one checkpoint
+FORMAT = 3  # 2: inputs carry the newest event time; partition and market travel as one checkpoint
+# 3: an account's penalty (frozen withdrawals, margin add-on); the detectors' mark windows and
+#    manipulated instruments' prices before the manipulation
 NAMESPACE = "backstop.state"
 
 
@@ -98,6 +100,7 @@ ACCOUNT = _record(
      "Positions and collateral."),
     ("detectors", _optional("backstop.state.DetectorAccountState"), "The detectors' state of the account."),
     ("ladder", _optional("backstop.state.LadderAccountState"), "The account's escalation ladder."),
+    ("penalty", _optional("backstop.state.PenaltyState"), "Its withdraw-then-liquidate penalty, if any."),
     ("attention", "boolean", "Whether the ladder or the margin detectors are watching it."),
     ("emitted", _optional(_record("EmittedState", "The last exposure snapshot sent.",
                                   ("time_ms", "long", "Its event time."), ("ratio", "double", "Its margin ratio."))),

@@ -28,6 +28,8 @@ class ActionType(StrEnum):
     HALT = "halt"
     MARKET_REDUCE_ONLY = "market_reduce_only"  # an underlying's whole market, not one account (``REDUCE_ONLY``)
     RESUME = "resume"
+    FREEZE_WITHDRAWALS = "freeze_withdrawals"
+    DELIST_SETTLE = "delist_settle"
 
 
 def action_id(action_type: str, account: str, instrument: str | None, side: str | None, quantity: float,

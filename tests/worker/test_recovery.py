@@ -107,7 +107,7 @@ def test_a_checkpoint_this_version_cannot_read_is_refused_and_its_partition_read
         cluster.settle()
     refused = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert [r.getMessage() for r in refused] == [
-        "partition 5: the stored checkpoint snapshot is format 1; this version reads format 2: read its inputs again",
+        "partition 5: the stored checkpoint snapshot is format 1; this version reads format 3: read its inputs again",
         "partition 8: the stored checkpoint snapshot is damaged (error): read its inputs again"]
     took = [r.getMessage() for r in caplog.records if r.getMessage().startswith("took over")]
     assert len(took) == 2 and "took over partition(s) [5, 8] from their first records" in took, took
