@@ -53,7 +53,7 @@ from pipelines.execution.venue import Order, Venue, VenueError
 from pipelines.execution.waterfall import WaterfallResult
 from pipelines.ops.metrics import Metrics
 from pipelines.policy.actions import ActionType
-from pipelines.policy.circuit import STATE_OF_ACTION
+from pipelines.policy.circuit import STATE_OF_ACTION, TradingState
 from pipelines.policy.signing import SigningKey
 
 log = logging.getLogger(__name__)
@@ -295,6 +295,13 @@ class Executor:
             return [self._report(action, 0, status="accepted")]
         if kind is ActionType.DELTA_HEDGE:
             return [self._order_report(action)]
+        if kind is ActionType.FREEZE_WITHDRAWALS:
+            reason = action["params"].get("reason", "freeze_withdrawals")
+            self._with_retry(lambda: self.venue.freeze_withdrawals(action["account"], reason))
+            return [self._report(action, 0, status="accepted")]
+        if kind is ActionType.DELIST_SETTLE:  # halted here; settling its positions is the venue operator's act
+            self._with_retry(lambda: self.venue.set_trading_state(_required(action, "instrument"), TradingState.HALTED))
+            return [self._report(action, 0, status="accepted")]
         return self._liquidation_reports(action, WATERFALL_STEPS[kind])
 
     def _order_report(self, action: dict[str, Any]) -> dict[str, Any]:

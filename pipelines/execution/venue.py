@@ -4,12 +4,13 @@ The interface is what an executor needs from any venue: place an order (idempote
 client order id, as every serious exchange API allows), look an order up by that id, cancel,
 read the book and positions, set the trading state of an instrument or underlying (active,
 halted, reduce-only after a halt: ``policy.circuit.TradingState``, enforced by
-``policy.circuit.order_refusal``), and run the liquidation waterfall for an account (on a real venue, its liquidation engine; here, ``waterfall.liquidate``). A CCXT
+``policy.circuit.order_refusal``), freeze an account's withdrawals (and refuse its withdrawal
+requests from then on), and run the liquidation waterfall for an account (on a real venue, its liquidation engine; here, ``waterfall.liquidate``). A CCXT
 adapter would map ``place_order`` to ``create_order(..., params={"clientOrderId": ...})`` and
 ``order`` to ``fetch_order``.
 
 ``SimulatedVenue`` keeps what must survive an executor's death in SQLite — the order ledger
-keyed by client order id, positions, trading states, the insurance fund, LP usage — so several executor
+keyed by client order id, positions, trading states, withdrawal freezes, the insurance fund, LP usage — so several executor
 processes share one venue and a redelivered action finds the order it already placed. Every fill
 is against a book rebuilt at that moment from the latest depth (configured, or fed with
 ``on_depth``) and placed at the mark: a liquidation's own ``mark``, else the latest ``on_mark``
@@ -63,6 +64,15 @@ class OrderResult:
     reason: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class WithdrawalResult:
+    account: str
+    asset: str
+    amount: float
+    status: str  # accepted | rejected
+    reason: str = ""
+
+
 class Venue(Protocol):
     name: str
 
@@ -72,6 +82,8 @@ class Venue(Protocol):
     def book(self, instrument: str, mark: float | None = None) -> OrderBook: ...
     def positions(self, account: str) -> dict[str, float]: ...
     def set_trading_state(self, instrument_or_underlying: str, state: TradingState) -> None: ...
+    def freeze_withdrawals(self, account: str, reason: str) -> None: ...
+    def request_withdrawal(self, account: str, asset: str, amount: float) -> WithdrawalResult: ...
     def liquidate(self, client_order_id: str, account: str, instrument: str, quantity: float, mark: float,
                   equity_usd: float, now_ms: int, steps: str = "all", close_all: bool = True) -> WaterfallResult: ...
 
@@ -109,6 +121,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (client_order_id TEXT PRIMARY KEY, result TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS positions (account TEXT, instrument TEXT, quantity REAL, PRIMARY KEY (account, instrument));
 CREATE TABLE IF NOT EXISTS trading_states (name TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS withdrawal_freezes (account TEXT PRIMARY KEY, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS fund (id INTEGER PRIMARY KEY CHECK (id = 1), balance REAL, drawn REAL);
 CREATE TABLE IF NOT EXISTS lp_usage (lp_id TEXT, at_ms INTEGER, usd REAL);
 CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER);
@@ -169,6 +182,11 @@ class SimulatedVenue:
                   self._db.execute("SELECT state FROM trading_states WHERE name IN (?, ?)", names)}
         return next((s for s in (TradingState.HALTED, TradingState.REDUCING) if s in states), TradingState.ACTIVE)
 
+    def withdrawals_frozen(self, account: str) -> str | None:
+        """Why ``account``'s withdrawals are frozen; None when they are not."""
+        row = self._db.execute("SELECT reason FROM withdrawal_freezes WHERE account = ?", (account,)).fetchone()
+        return None if row is None else row[0]
+
     @property
     def insurance_fund_usd(self) -> float:
         return self._db.execute("SELECT balance FROM fund WHERE id = 1").fetchone()[0]
@@ -195,6 +213,20 @@ class SimulatedVenue:
             self._db.execute("DELETE FROM trading_states WHERE name = ?", (instrument_or_underlying,))
         else:
             self._db.execute("INSERT OR REPLACE INTO trading_states VALUES (?, ?)", (instrument_or_underlying, state.value))
+
+    def freeze_withdrawals(self, account: str, reason: str) -> None:
+        """Refuse ``account``'s withdrawals from now on (the first reason is kept; idempotent)."""
+        self._call()
+        self._db.execute("INSERT OR IGNORE INTO withdrawal_freezes VALUES (?, ?)", (account, reason))
+
+    def request_withdrawal(self, account: str, asset: str, amount: float) -> WithdrawalResult:
+        """A withdrawal request: refused, with the freeze's reason, while the account's withdrawals
+        are frozen; accepted otherwise (the simulated venue keeps no balances to check)."""
+        self._call()
+        frozen = self.withdrawals_frozen(account)
+        if frozen is not None:
+            return WithdrawalResult(account, asset, amount, "rejected", f"withdrawals frozen: {frozen}")
+        return WithdrawalResult(account, asset, amount, "accepted")
 
     def cancel_order(self, client_order_id: str) -> bool:
         self._call()
