@@ -39,8 +39,12 @@ of the perpetual's depth, and rebuilt on every depth of the perpetual. What a fi
 stays consumed until that rebuild. Feedback events reach the engine ``exec_delay_ms`` after the
 action.
 
+A ``freeze_withdrawals`` action makes the venue refuse the account's later withdrawals (a
+withdrawal on the stream is then not applied, ``Result.refused_withdrawals``); a
+``delist_settle`` settles every position in its instrument at its ``settle_price``, no fee.
+
 Every action gets an outcome, as the executor reports it: ``accepted`` (margin calls,
-reduce-only, halts), ``filled`` or ``partially_filled`` (one report per fill), or ``rejected``
+reduce-only, halts, freezes), ``filled`` or ``partially_filled`` (one report per fill), or ``rejected``
 with a reason (nothing to close, no counterparty, no liquidity within the limit).
 """
 
@@ -120,6 +124,7 @@ class Result:
     liquidated_accounts: set[str] = dataclasses.field(default_factory=set)
     final_equity: dict[str, float] = dataclasses.field(default_factory=dict)
     executions: int = 0
+    refused_withdrawals: int = 0  # withdrawals of accounts whose withdrawals were frozen
 
     @property
     def capital_efficiency(self) -> float:
@@ -348,6 +353,7 @@ class Simulation:
         self._fb_seq = 0
         self._sequence: dict[str, int] = defaultdict(lambda: 1000)
         self._opened: set[str] = set()
+        self._frozen: set[str] = set()  # accounts whose withdrawals the venue refuses
 
     # ------------------------------------------------------------------ driving
 
@@ -381,6 +387,9 @@ class Simulation:
             self._engine_output(self.engine.on_event(record, value, ref))
 
     def _step(self, record: str, value: Mapping[str, Any], ref: str) -> None:
+        if record == "CollateralUpdate" and value["reason"] == "withdrawal" and value["account"] in self._frozen:
+            self.result.refused_withdrawals += 1  # the venue refuses it: the balance stays
+            return
         self.ledger.apply(record, value)
         self.on_output("input", (record, value))
         if record == "OrderBookDepth":
@@ -443,7 +452,32 @@ class Simulation:
             return self._liquidation_action(action)
         if kind == "delta_hedge":
             return self._hedge(action)
+        if kind == "delist_settle":
+            return self._delist(action)
+        if kind == "freeze_withdrawals":
+            self._frozen.add(action["account"])
         return [_outcome(action, "accepted")]
+
+    def _delist(self, action: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Halt the instrument and settle every position in it at the action's ``settle_price``
+        (quoted as the venue quotes it), no fee: what Hyperliquid did with JELLY. Each settled
+        position is one ``filled`` report, its notional counted as force-closed."""
+        name, t = action["instrument"], action["event_time_ms"]
+        price = float(action["params"]["settle_price"])
+        ledger = self.ledger
+        reports = []
+        for account in sorted(ledger.holders.get(ledger.instrument(name).underlying, ())):
+            q = ledger.positions[account].get(name, (0.0, 0.0))[0]
+            if abs(q) <= EPS:
+                continue
+            side = SELL if q > 0 else BUY
+            ledger.trade(account, name, -q, ledger.usd(name, price))
+            self.result.liquidated_notional_usd += ledger.notional_of(name, q)
+            self.result.executions += 1
+            self._feedback_for(account, name, t)
+            reports.append(_report(action["action_id"], len(reports), account, name, side, abs(q), price, 0.0,
+                                   "simulated", "settlement", t, None, "filled"))
+        return reports or [_outcome(action, "accepted", "no open position to settle")]
 
     def _liquidation_action(self, action: Mapping[str, Any]) -> list[dict[str, Any]]:
         account, name = action["account"], action.get("instrument")

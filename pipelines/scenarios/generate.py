@@ -8,8 +8,9 @@ recording (real codec, Kafka-compatible keys and partitions, per-partition offse
 
 Population (per scenario, seeded): leveraged long and short perpetuals, short puts, long calls,
 delta-hedged option books (short calls + long perpetual, in ``EngineParams.hedged_accounts``), an
-LP market-making book (short strangle, hedged) and, when the scenario stages it, a whale that
-withdraws collateral before the fall. Collateral is calibrated through the risk core: each
+LP market-making book (short strangle, hedged) and, when the scenario stages them, a whale that
+withdraws collateral before the fall, and a pump's actor (``Scenario.pump``: a large short and
+the same long, whose buys lift the perpetual's mark above its index, ``pump_marks``). Collateral is calibrated through the risk core: each
 account starts at a margin ratio (maintenance / equity) drawn from ``ratio_range``.
 
 A coin-margined scenario (``Scenario.coin_margined``) lists its options with
@@ -34,8 +35,8 @@ from pipelines.engine.shards import partition_for
 from pipelines.events.codec import Codec, default_codec
 from pipelines.events.files import replay_record
 from pipelines.risk.black76 import black76_price
-from pipelines.scenarios.library import Scenario
-from pipelines.scenarios.model import depth_path, iv_path, price_path
+from pipelines.scenarios.library import Pump, Scenario
+from pipelines.scenarios.model import depth_path, iv_path, price_path, move_progress
 from pipelines.topics import spec_for
 
 T0 = 1_795_000_000_000  # 2026-11-18T08:53:20Z: the event time bench inputs start at (scenarios: their date)
@@ -179,7 +180,33 @@ def population(rng: np.random.Generator, scenario: Scenario, t0: int, ratio_rang
         u = scenario.underlyings[-1].underlying
         spot = spots[u]
         out.append(("whale-01", "whale", [(perpetual(u), 6_000_000.0 / spot, spot)], 0.2, False))
+    if scenario.pump is not None:
+        u = scenario.pump.underlying
+        spot = spots[u]
+        qty = scenario.pump.position_usd / spot
+        out.append(("pump-short-01", "pump-short", [(perpetual(u), -qty, spot)], scenario.pump.short_ratio, False))
+        out.append(("pump-long-01", "pump-long", [(perpetual(u), qty, spot)], ratio_range[0], False))
     return out
+
+
+def open_interest(accounts, instrument: str) -> float:
+    """The venue's open interest in ``instrument`` at t0, in contracts: the larger of its long and
+    its short side among the accounts (on a venue both are equal; the population is not balanced)."""
+    quantities = [qty for _, _, legs, _, _ in accounts for name, qty, _ in legs if name == instrument]
+    return max(sum(q for q in quantities if q > 0), -sum(q for q in quantities if q < 0))
+
+
+def pump_marks(pump: Pump, spec, prices: np.ndarray, depth: np.ndarray, step_s: int) -> np.ndarray:
+    """The perpetual's mark during a pump: the index lifted by the price impact of the actor's buys
+    against the thin book. The actor buys ``buy_usd`` along the move (``move_progress``); what it
+    bought over the last minute (the book's refill time, assumed), against the one-side depth within
+    1 % of mid, lifts the mark by that many per cent: ``mark = index x (1 + 1 % x bought / depth)``,
+    at most ``max_premium`` above the index."""
+    bought = pump.buy_usd * np.diff(move_progress(spec, len(prices)), prepend=0.0)
+    window = max(1, 60 // step_s)
+    last_minute = np.convolve(bought, np.ones(window))[:len(prices)]
+    premium = np.minimum(0.01 * last_minute / np.maximum(depth, 1.0), pump.max_premium)
+    return prices * (1.0 + premium)
 
 
 def coin_margined(accounts, spots: dict[str, float], t0: int) -> tuple[list, list[dict[str, Any]]]:
@@ -238,6 +265,13 @@ def generate(scenario: Scenario, seed: int | None = None, *,
                                   depth_path(n, scenario.depth_usd * (1.0 if spec.options else 0.25), scenario.vacuum,
                                              prices, spec, scenario.depth_floor))
     accounts = population(rng, scenario, t0, ratio_range, expiry_ms)
+    marks = {u: prices for u, (_, prices, _, _) in paths.items()}
+    interest: dict[str, float | None] = {}
+    if scenario.pump is not None:
+        u = scenario.pump.underlying
+        spec, prices, _, depth = paths[u]
+        marks[u] = pump_marks(scenario.pump, spec, prices, depth, scenario.step_s)
+        interest[u] = round(open_interest(accounts, perpetual(u)), 8)
     definitions: list[dict[str, Any]] = []
     if scenario.coin_margined:
         accounts, definitions = coin_margined(accounts, {u.underlying: u.price for u in scenario.underlyings}, t0)
@@ -259,9 +293,9 @@ def generate(scenario: Scenario, seed: int | None = None, *,
                                 "source": "scenario", "event_time_ms": t}))
             if k % 5 == 0:
                 market.append((t, order, TOPIC_OF["MarkPrice"], "MarkPrice",
-                               {"instrument": perpetual(u), "underlying": u, "mark_price": price, "index_price": price,
-                                "underlying_price": price, "mark_iv": None, "best_bid": None, "best_ask": None,
-                                "event_time_ms": t}))
+                               {"instrument": perpetual(u), "underlying": u, "mark_price": round(float(marks[u][k]), 8),
+                                "index_price": price, "underlying_price": price, "mark_iv": None, "best_bid": None,
+                                "best_ask": None, "open_interest": interest.get(u), "event_time_ms": t}))
                 market.append((t, order, TOPIC_OF["OrderBookDepth"], "OrderBookDepth",
                                depth_record(perpetual(u), t, price, float(depth[k]), seq)))
             if scenario.oracle and k % 5 == 0:

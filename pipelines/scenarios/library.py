@@ -14,6 +14,22 @@ from pipelines.scenarios.model import UnderlyingPath, Window
 
 
 @dataclasses.dataclass(frozen=True)
+class Pump:
+    """A thin-book pump of ``underlying``'s perpetual (JELLY, March 2025: a short of $4–6M in public
+    reports, then the token +400–500 %; docs/scenarios.md). One actor holds
+    ``position_usd`` short in one account, thinly collateralised (margin ratio ``short_ratio``), and
+    the same long in another; it buys ``buy_usd`` of the perpetual along the underlying's move, and
+    those buys against the thin book lift the mark above the index (``generate.pump_marks``). The
+    venue's open interest is published on every mark, so most of it is that actor's."""
+
+    underlying: str
+    position_usd: float = 4_000_000.0
+    short_ratio: float = 0.9
+    buy_usd: float = 4_000_000.0
+    max_premium: float = 1.0  # the mark at most this far above the index
+
+
+@dataclasses.dataclass(frozen=True)
 class Scenario:
     name: str
     title: str
@@ -28,6 +44,7 @@ class Scenario:
     vacuum: tuple[Window, ...] = ()  # depth windows: level x calm depth (0 = no bidders)
     oracle: tuple[Window, ...] = ()  # oracle windows: level 0 = stale (no publishes), 1 = stuck price
     withdraw: Window | None = None  # whale withdraws ``level`` of its collateral at ``start``
+    pump: Pump | None = None  # a thin-book pump of one underlying's perpetual
     accounts: int = 36
     insurance_fund_usd: float = 10_000.0
     lp_capacity_usd: float = 2_000_000.0
@@ -110,12 +127,13 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "jelly-2025", "March 2025: JELLY thin-book pump (Mango, October 2022)",
         "JELLY +400 % on a thin book against the backstop vault; Mango: MNGO $0.038 → $0.54–0.91 in under 10 minutes.",
-        "a thin-book pump: the token's perpetual squeezes its shorts on a book of a few hundred thousand dollars",
+        "a thin-book pump: one actor's $4M short and long make most of the open interest; its buys lift the "
+        "perpetual's mark above the index on a book of a few hundred thousand dollars and squeeze the shorts",
         (UnderlyingPath("JELLY", 0.05, 4.0, start=0.2, length=0.3, recovery=0.5, sigma=2.0, iv=1.2, iv_peak=4.0,
                         jump_rate=0.6, jump_mean=0.05, options=False),
          UnderlyingPath("BTC", BTC, -0.03, start=0.2, length=0.3, recovery=0.5, iv=0.5, iv_peak=0.6)),
         start="2025-03-26T12:00:00Z",
-        depth_usd=1_500_000.0, depth_floor=0.1,
+        depth_usd=1_500_000.0, depth_floor=0.1, pump=Pump("JELLY"),
     ),
     Scenario(
         "october-2025", "10–11 October 2025: $19B liquidated, cross-margin ADL",

@@ -52,12 +52,19 @@ class Window:
         return self.start <= fraction < self.end
 
 
+def move_progress(spec: UnderlyingPath, n: int) -> np.ndarray:
+    """Per step, how far the move is along its smooth S-curve, from 0 before ``start`` to 1 at
+    ``start + length``."""
+    frac = np.arange(n) / max(n - 1, 1)
+    progress = np.clip((frac - spec.start) / max(spec.length, 1e-9), 0.0, 1.0)
+    return 0.5 - 0.5 * np.cos(np.pi * progress)
+
+
 def price_path(rng: np.random.Generator, spec: UnderlyingPath, n: int, step_s: float) -> np.ndarray:
     """``n`` prices, one per step: trend to the move and back by ``recovery``, plus noise and jumps."""
     frac = np.arange(n) / max(n - 1, 1)
     target = math.log1p(spec.move)
-    progress = np.clip((frac - spec.start) / max(spec.length, 1e-9), 0.0, 1.0)
-    shape = 0.5 - 0.5 * np.cos(np.pi * progress)  # smooth S-curve into the trough
+    shape = move_progress(spec, n)  # smooth S-curve into the trough
     after = np.clip((frac - spec.start - spec.length) / max(1.0 - spec.start - spec.length, 1e-9), 0.0, 1.0)
     trend = target * shape - target * spec.recovery * after
     dt = step_s / YEAR_S
