@@ -342,21 +342,14 @@ class Detectors:
         if not self._admit("mark", instrument, event_time_ms):
             return []
         p = self.params
-        window = self._mark_windows.get(instrument)
-        if window is None:
-            window = self._mark_windows[instrument] = RollingExtremes(p.pump_window_ms, p.allowed_lateness_ms,
-                                                                      p.window_buckets)
-        window.add(Sample(event_time_ms, mark, ref))
-        high, low = window.extremes(event_time_ms)
-        up, down = mark / low.value - 1.0, 1.0 - mark / high.value
-        move, anchor = (up, low) if up >= down else (down, high)
         off = abs(mark / reference_price - 1.0)
+        move, anchor = self._mark_move(instrument, event_time_ms, mark, backing_notional_usd, depth_usd, ref)
         if instrument not in self._mark_firing:
             if off >= p.mark_max_deviation and backing_notional_usd > 0:
                 self._mark_firing[instrument] = reference_price
                 return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, off, p.mark_max_deviation,
                                event_time_ms, event_time_ms, (ref,))]
-            if self._pump(move, backing_notional_usd, depth_usd):
+            if anchor is not None and self._pump(move, backing_notional_usd, depth_usd):
                 self._mark_firing[instrument] = anchor.value
                 return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, move, p.pump_min_move,
                                anchor.event_time_ms, event_time_ms, (anchor.ref, ref), level=1)]
@@ -368,12 +361,28 @@ class Detectors:
                            event_time_ms, event_time_ms, (ref,), cleared=True)]
         return []
 
-    def _pump(self, move: float, interest_usd: float, depth_usd: float | None) -> bool:
+    def _mark_move(self, instrument: str, event_time_ms: int, mark: float, interest_usd: float,
+                   depth_usd: float | None, ref: str) -> tuple[float, Sample | None]:
+        """The mark's move from its window's extreme (the larger of up and down) and that
+        extreme. Only marks the pump rule can judge (a published open interest, a depth) enter
+        the window; for the others: (0, None), and no window is kept."""
+        if depth_usd is None or not math.isfinite(interest_usd):
+            return 0.0, None
+        window = self._mark_windows.get(instrument)
+        if window is None:
+            p = self.params
+            window = self._mark_windows[instrument] = RollingExtremes(p.pump_window_ms, p.allowed_lateness_ms,
+                                                                      p.window_buckets)
+        window.add(Sample(event_time_ms, mark, ref))
+        high, low = window.extremes(event_time_ms)
+        up, down = mark / low.value - 1.0, 1.0 - mark / high.value
+        return (up, low) if up >= down else (down, high)
+
+    def _pump(self, move: float, interest_usd: float, depth_usd: float) -> bool:
         """A thin-book pump: the mark moved ``pump_min_move`` within the window while a published
         open interest is ``pump_interest_depth_multiple`` times the book's depth or more."""
         p = self.params
-        return (move >= p.pump_min_move and depth_usd is not None and math.isfinite(interest_usd)
-                and interest_usd >= p.pump_interest_depth_multiple * depth_usd)
+        return move >= p.pump_min_move and interest_usd >= p.pump_interest_depth_multiple * depth_usd
 
     # ------------------------------------------------------------------ queries for the policy
 
