@@ -53,8 +53,8 @@ class DetectorParams:
       October 2022: MNGO x14 in 10 minutes; JELLY, March 2025: +400 %); or a thin-book pump: the
       mark 30 %+ off its own extreme of the last 10 minutes (Mango's pump took under 10) while
       the venue's open interest is 5x or more the instrument's book depth within 1 % of mid (a
-      book that cannot absorb its open interest; JELLY: a $4M position on a book of a few
-      hundred thousand dollars). The pump rule needs a published open interest and a depth.
+      book that cannot absorb its open interest; JELLY: a $4-6M short, then the token +400 %).
+      The pump rule needs a published open interest and a depth.
     - rolling windows (index move, IV jump, oracle TWAP) start on whole buckets of
       ``window_buckets`` per window length: the index-move hour advances in 10 s steps, the
       5-minute windows in steps of 833 ms. That bounds a window's memory — and so a worker's
@@ -484,7 +484,8 @@ class Detectors:
 
     def market_state(self) -> dict:
         """Everything not per account as plain data (``DetectorMarketState``): the index, IV,
-        depth, oracle and mark state (windows, and the manipulated instruments' prices before), the watermarks of those keys and ``late_events``."""
+        depth, oracle and mark state (the pump windows, the manipulated instruments with their
+        prices before), the watermarks of those keys and ``late_events``."""
         return {
             "late_events": self.late_events,
             "watermarks": {key: watermark.state() for key, watermark in self._watermarks.items()
