@@ -6,6 +6,7 @@ from __future__ import annotations
 from pipelines.execution.executor import Executor, ExecutorConfig
 from pipelines.execution.venue import Order, SimulatedVenue, SimulatedVenueConfig
 from pipelines.policy.actions import ActionType, make_action
+from pipelines.policy.circuit import TradingState
 from pipelines.policy.signing import SigningKey
 
 KEY = SigningKey("test", b"executor-test-signing-key-01")
@@ -41,6 +42,6 @@ def test_the_executor_freezes_at_the_venue_and_halts_a_delisted_instrument(tmp_p
     delist = make_action(KEY, ActionType.DELIST_SETTLE, "JELLY", 2_000, instrument="JELLY-PERPETUAL",
                          breach_ids=["b2"], params={"instrument": "JELLY-PERPETUAL", "settle_price": "0.05"})
     assert [r["status"] for r in executor._execute(delist)] == ["accepted"]
-    assert v.halted("JELLY-PERPETUAL")
+    assert v.trading_state("JELLY-PERPETUAL") is TradingState.HALTED
     order = v.place_order(Order("o1", "pumper", "JELLY-PERPETUAL", "buy", 1_000.0))
-    assert (order.status, order.reason) == ("rejected", "instrument halted: reduce-only")
+    assert (order.status, order.reason) == ("rejected", "JELLY-PERPETUAL halted: only orders that reduce a position are accepted")
