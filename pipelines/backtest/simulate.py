@@ -165,6 +165,18 @@ class Unit:
     units: float  # underlying units per contract (valuation.units_per_contract)
 
 
+def _units(table: InstrumentTable, underlying: str, inputs: tuple[float, float, int]) -> list[Unit]:
+    """Per-contract figures of ``table``'s instruments (all on ``underlying``) at ``inputs``
+    (index, IV, clock), in table order."""
+    spot, vol, now_ms = inputs
+    inp = MarketState(now_ms, {underlying: UnderlyingMarket(spot, vol)}).inputs(table)
+    every = np.arange(len(table))
+    marks = unit_greeks(table, inp).price
+    per_quote = settlement_fx(table, inp) * quote_value(table, every, np.ones(len(table)))
+    units = units_per_contract(table, inp)
+    return [Unit(mark=float(m), usd_per_quote=float(p), units=float(u)) for m, p, u in zip(marks, per_quote, units)]
+
+
 def _per_asset() -> defaultdict[str, defaultdict[str, float]]:
     """account -> asset -> amount, zero where not set."""
     return defaultdict(lambda: defaultdict(float))
@@ -193,8 +205,9 @@ class Ledger:
         self.home: dict[str, str] = {}  # account -> the asset of its first collateral (deficits are covered in it)
         self.now_ms = 0
         self._defined: dict[str, Instrument] = {}
-        self._tables: dict[str, InstrumentTable] = {}
-        self._units: dict[str, tuple[tuple[float, float, int], Unit]] = {}  # name -> (inputs, unit)
+        self._names: dict[str, list[str]] = defaultdict(list)  # underlying -> instruments valued on it
+        self._tables: dict[str, InstrumentTable] = {}  # underlying -> the table of its _names
+        self._units: dict[str, tuple[tuple[float, float, int], dict[str, Unit]]] = {}  # underlying -> (inputs, units)
 
     def instrument(self, name: str) -> Instrument:
         """``name``'s instrument: its definition's, else its name's (linear, contract size 1)."""
@@ -213,8 +226,9 @@ class Ledger:
                 raise InstrumentError(f"backtest: inverse {inst.kind} {inst.name!r} is not simulated "
                                       "(only linear contracts and inverse options are)")
             self._defined[inst.name] = inst
-        self._tables.pop(value["instrument"], None)
-        self._units.pop(value["instrument"], None)
+        self._names.clear()
+        self._tables.clear()
+        self._units.clear()
 
     def settlement(self, name: str) -> str:
         """The asset ``name``'s PnL and fees settle in: its coin if inverse, else USDC."""
@@ -222,25 +236,34 @@ class Ledger:
         return inst.underlying if inst.inverse else "USDC"
 
     def unit(self, name: str) -> Unit:
-        """``name``'s per-contract figures at the current index, IV and clock, from the risk core
-        (kept while those stand still: a bankruptcy check marks the same few instruments for
-        every holder)."""
-        table = self._tables.get(name)
-        if table is None:
-            table = self._tables[name] = InstrumentTable.of([self.instrument(name)])
-        underlying = table.underlyings[0]
-        spot, vol = self.index[underlying], self.iv.get(underlying, 0.6)
-        inputs = (spot, vol, self.now_ms)
-        cached = self._units.get(name)
+        """``name``'s per-contract figures at the current index, IV and clock, from the risk core.
+        Every instrument valued so far on ``name``'s underlying is valued in one call when that
+        underlying's index, IV or the clock moved, and kept while they stand still (a bankruptcy
+        check marks the same few instruments for every holder). The risk core's arithmetic is
+        element-wise, so a contract's figures do not depend on the others in the call
+        (``unit_of``, one instrument at a time, is the reference)."""
+        underlying = self.instrument(name).underlying
+        inputs = (self.index[underlying], self.iv.get(underlying, 0.6), self.now_ms)
+        cached = self._units.get(underlying)
         if cached is not None and cached[0] == inputs:
-            return cached[1]
-        inp = MarketState(self.now_ms, {underlying: UnderlyingMarket(spot, vol)}).inputs(table)
-        first = np.zeros(1, dtype=np.int64)
-        unit = Unit(mark=float(unit_greeks(table, inp).price[0]),
-                    usd_per_quote=float(settlement_fx(table, inp)[0] * quote_value(table, first, np.ones(1))[0]),
-                    units=float(units_per_contract(table, inp)[0]))
-        self._units[name] = (inputs, unit)
-        return unit
+            unit = cached[1].get(name)
+            if unit is not None:
+                return unit
+        if name not in self._names[underlying]:
+            self._names[underlying].append(name)
+            self._tables.pop(underlying, None)
+        table = self._tables.get(underlying)
+        if table is None:
+            table = self._tables[underlying] = InstrumentTable.of([self.instrument(n) for n in self._names[underlying]])
+        units = dict(zip(table.names, _units(table, underlying, inputs)))
+        self._units[underlying] = (inputs, units)
+        return units[name]
+
+    def unit_of(self, name: str) -> Unit:
+        """``unit(name)`` computed for ``name`` alone, uncached: the reference ``unit`` must equal."""
+        underlying = self.instrument(name).underlying
+        inputs = (self.index[underlying], self.iv.get(underlying, 0.6), self.now_ms)
+        return _units(InstrumentTable.of([self.instrument(name)]), underlying, inputs)[0]
 
     def mark(self, name: str) -> float:
         """USD value of one contract now (Black-76 at the underlying's IV for options, the coin
@@ -261,8 +284,14 @@ class Ledger:
 
     def equity(self, account: str) -> float:
         """USD: every asset's cash at its index plus every position's PnL against its average price."""
-        cash = sum(amount * self.asset_usd(asset) for asset, amount in self.cash[account].items())
-        return cash + sum((self.mark(n) - self.usd(n, avg)) * q for n, (q, avg) in self.positions[account].items())
+        cash = 0.0
+        for asset, amount in self.cash[account].items():
+            cash += amount * self.asset_usd(asset)
+        pnl = 0.0
+        for name, (qty, avg) in self.positions[account].items():
+            unit = self.unit(name)
+            pnl += (unit.mark - avg * unit.usd_per_quote) * qty
+        return cash + pnl
 
     def notional_of(self, name: str, qty: float) -> float:
         """USD notional of ``qty`` contracts: underlying units at the index."""
