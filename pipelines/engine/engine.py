@@ -92,22 +92,26 @@ class _Codes:
     built: BuiltBook
     state: np.ndarray
     last_round: np.ndarray
+    in_flight: np.ndarray  # Ladder.closes_in_flight: changes only on a visit or with the positions (a new book)
     margin: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
     @classmethod
     def empty(cls, built: BuiltBook) -> "_Codes":
         n = len(built.book.accounts)
-        return cls(built, np.zeros(n, dtype=np.int8), np.full(n, math.nan),
+        return cls(built, np.zeros(n, dtype=np.int8), np.full(n, math.nan), np.zeros(n, dtype=bool),
                    (np.full(n, -1, dtype=np.int8), np.full(n, math.nan), np.full(n, -1, dtype=np.int8),
                     np.full(n, math.nan)))
 
-    def refresh(self, rows: np.ndarray, ladder: Ladder, detectors: Detectors) -> None:
-        """Read ``rows`` again from the ladder and the detectors."""
+    def refresh(self, rows: np.ndarray, ladder: Ladder, detectors: Detectors,
+                positions: Mapping[str, Mapping[str, tuple[float, float]]]) -> None:
+        """Read ``rows`` again from the ladder, the detectors and the accounts' ``positions``."""
         if not rows.size:
             return
         accounts = self.built.book.accounts
         names = [accounts[i] for i in rows.tolist()]
         self.state[rows], self.last_round[rows] = ladder.codes(names)
+        closes = [{name: -q for name, (q, _) in positions.get(a, {}).items()} for a in names]
+        self.in_flight[rows] = ladder.closes_in_flight(names, closes)
         for column, value in zip(self.margin, detectors.margin_codes(names)):
             column[rows] = value
 
@@ -367,7 +371,8 @@ class Engine:
                 self._attention.add(account)
             else:
                 self._attention.discard(account)
-        self._codes(built).refresh(np.array([i for i, _ in views], dtype=np.int64), self.ladder, self.detectors)
+        self._codes(built).refresh(np.array([i for i, _ in views], dtype=np.int64), self.ladder, self.detectors,
+                                   self.accounts.positions)
         out.exposures += self._exposures(built, rows, slow, risk, time_ms)
         return out
 
@@ -452,16 +457,21 @@ class Engine:
         their margin detectors unmoved (``Detectors.margin_unmoved``) and their ladder too
         (``Ladder.unmoved``): in a crash most of the accounts in distress wait, tick after
         tick, for their next round. For those, only the margin watermark moves, as on_margin
-        would move it."""
+        would move it. Nor the liquidated accounts whose due round would send nothing, every
+        close being in flight (``Ladder.round_only``): for them the ladder marks the round too."""
         codes = self._codes(built)
         ratio = risk.margin_ratio[rows]
-        unmoved = self.detectors.margin_unmoved(*(column[rows] for column in codes.margin), ratio, time_ms)
-        unmoved &= self.ladder.unmoved(codes.state[rows], codes.last_round[rows], ratio, ttb, risk.maintenance[rows],
-                                       risk.initial[rows], time_ms)
-        unmoved &= ~built.mask(self.params.hedged_accounts)[rows]
+        quiet = self.detectors.margin_unmoved(*(column[rows] for column in codes.margin), ratio, time_ms)
+        quiet &= ~built.mask(self.params.hedged_accounts)[rows]
+        state, last_round = codes.state[rows], codes.last_round[rows]
+        unmoved = quiet & self.ladder.unmoved(state, last_round, ratio, ttb, risk.maintenance[rows],
+                                              risk.initial[rows], time_ms)
+        rounds = quiet & self.ladder.round_only(state, last_round, ratio, codes.in_flight[rows], time_ms)
         accounts = built.book.accounts
-        self.detectors.advance_margin([accounts[i] for i in rows[unmoved].tolist()], time_ms)
-        return ~unmoved
+        self.detectors.advance_margin([accounts[i] for i in rows[unmoved | rounds].tolist()], time_ms)
+        self.ladder.mark_rounds([accounts[i] for i in rows[rounds].tolist()], time_ms)
+        codes.last_round[rows[rounds]] = time_ms
+        return ~(unmoved | rounds)
 
     def _codes(self, built: BuiltBook) -> _Codes:
         """The ladder's and detectors' codes over the rows of ``built`` (``_Codes``), made again
@@ -471,7 +481,7 @@ class Engine:
             codes = self._codes_cache = _Codes.empty(built)
             where = built.where
             codes.refresh(np.array(sorted(where[a] for a in self._attention if a in where), dtype=np.int64),
-                          self.ladder, self.detectors)
+                          self.ladder, self.detectors, self.accounts.positions)
         return codes
 
     def _views(self, accounts: tuple[str, ...], rows: np.ndarray, risk, velocity: Mapping[str, float],

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
 import numpy as np
@@ -215,6 +216,34 @@ class Ladder:
                     | ((state == STATE_CODE[AccountState.LIQUIDATING]) & ~due & ~below_release & ~(ratio < target))
                     | ((state == STATE_CODE[AccountState.LIQUIDATED]) & ~due & ~below_release))
 
+    def closes_in_flight(self, accounts: list[str], closes: list[Mapping[str, float]]) -> np.ndarray:
+        """Per account, whether the close of every leg (``closes``: instrument -> the quantity
+        that closes it, the position negated) is in flight in full, so that a liquidated round
+        would send nothing (``_liquidated_round``); False where no ladder is held."""
+        out = np.zeros(len(accounts), dtype=bool)
+        for k, (account, legs) in enumerate(zip(accounts, closes)):
+            ladder = self._accounts.get(account)
+            out[k] = ladder is not None and all(_unsent(ladder, name, qty) is None
+                                                    for name, qty in legs.items())
+        return out
+
+    def round_only(self, state: np.ndarray, last_round_ms: np.ndarray, ratio: np.ndarray, in_flight: np.ndarray,
+                   time_ms: int) -> np.ndarray:
+        """Per account (``codes``, ``closes_in_flight`` and its ratio at ``time_ms``), whether
+        ``on_revaluation`` with no breach, for an account that is not hedged, would only mark a
+        round at ``time_ms`` (``mark_rounds``): LIQUIDATED, a round due, not released, and every
+        close in flight. In a crash replayed without fills, these are most of the accounts in
+        distress, once every ``round_ms``."""
+        p = self.params
+        with np.errstate(invalid="ignore"):
+            due = np.isnan(last_round_ms) | (time_ms - last_round_ms >= p.round_ms)
+            return (state == STATE_CODE[AccountState.LIQUIDATED]) & due & ~(ratio < p.release_ratio) & in_flight
+
+    def mark_rounds(self, accounts: Iterable[str], time_ms: int) -> None:
+        """What ``on_revaluation`` does for the accounts ``round_only`` holds: a round at ``time_ms``."""
+        for account in accounts:
+            self._accounts[account].last_round_ms = time_ms
+
     def target_ratio(self, view: AccountView) -> float:
         """MM / equity at which equity covers the initial requirement plus the buffer."""
         return self.target_ratio_of(view.maintenance, view.initial)
@@ -341,8 +370,8 @@ class Ladder:
         for leg in positions:
             if leg.underlying in unreliable:
                 continue
-            remaining = leg.qty - ladder.in_flight.get(leg.instrument, 0.0)
-            if remaining * leg.qty <= 0:
+            remaining = _unsent(ladder, leg.instrument, leg.qty)
+            if remaining is None:
                 continue
             if not first:
                 kind = ActionType.INSURANCE_FUND
@@ -379,3 +408,10 @@ class Ladder:
         if out:
             ladder.last_hedge_ms = view.event_time_ms
         return out
+
+
+def _unsent(ladder: _Ladder, instrument: str, qty: float) -> float | None:
+    """What of closing a leg by ``qty`` is not in flight yet; None when the quantity in flight
+    covers it (or has gone past it)."""
+    remaining = qty - ladder.in_flight.get(instrument, 0.0)
+    return None if remaining * qty <= 0 else remaining

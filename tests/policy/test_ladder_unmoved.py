@@ -60,3 +60,44 @@ def test_unmoved_waits_for_the_next_round_and_for_a_release() -> None:
     assert not unmoved(ladder, at(2_000, 1.6))  # a round is due
     assert not unmoved(ladder, at(1_750, 0.5))  # may be released
     assert not unmoved(Ladder(), at(1_750, 0.5))  # a NORMAL account gets its ladder made
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(state=st.sampled_from(list(AccountState)), last_round=st.sampled_from([None, 0, 2_499, 2_500, 3_000]),
+       ratio=RATIOS, in_flight=st.sampled_from([{}, {"BTC-PERPETUAL": -10.0}, {"BTC-PERPETUAL": -4.0},
+                                                {"BTC-PERPETUAL": -12.0}, {"ETH-PERPETUAL": -1.0}]),
+       legs=st.sampled_from([[], LEGS]), held=st.booleans())
+def test_a_round_only_account_only_marks_its_round(state, last_round, ratio, in_flight, legs, held) -> None:
+    """Where ``round_only`` holds, ``on_revaluation`` returns nothing and changes what
+    ``mark_rounds`` changes on a twin ladder: the last round's time alone."""
+    ladder, twin = Ladder(), Ladder()
+    if held:
+        for one in (ladder, twin):
+            one.restore_account("a", {"state": state.value, "distress_since_ms": 0, "last_round_ms": last_round,
+                                      "breach_ids": ["b1"], "last_hedge_ms": None, "in_flight": dict(in_flight)})
+    view = AccountView("a", 3_500, 100_000.0, 50_000.0, 60_000.0, ratio, {"BTC": 1.0}, {"BTC": 0.0}, {"BTC": 0.0},
+                       {"BTC": 60_000.0}, {"BTC": -1.0}, time_to_breach_ms=0.0)
+    codes = ladder.codes(["a"])
+    closes = ladder.closes_in_flight(["a"], [{leg.instrument: leg.qty for leg in legs}])
+    if ladder.round_only(*codes, np.array([ratio]), closes, view.event_time_ms)[0]:
+        assert revalue(ladder, view, legs) == []
+        twin.mark_rounds(["a"], view.event_time_ms)
+        assert ladder.account_state("a") == twin.account_state("a")
+        assert ladder.account_state("a")["last_round_ms"] == view.event_time_ms
+
+
+def test_round_only_needs_every_close_in_flight_and_a_due_round() -> None:
+    ladder = Ladder()
+    ladder.restore_account("a", {"state": "liquidated", "distress_since_ms": 0, "last_round_ms": 1_000,
+                                 "breach_ids": ["b"], "last_hedge_ms": None, "in_flight": {"BTC-PERPETUAL": -10.0}})
+
+    def round_only(t: int, ratio: float, closes: dict[str, float]) -> bool:
+        in_flight = ladder.closes_in_flight(["a"], [closes])
+        return bool(ladder.round_only(*ladder.codes(["a"]), np.array([ratio]), in_flight, t)[0])
+
+    assert round_only(2_000, 1.6, {"BTC-PERPETUAL": -10.0})
+    assert not round_only(1_999, 1.6, {"BTC-PERPETUAL": -10.0})  # no round due
+    assert not round_only(2_000, 0.5, {"BTC-PERPETUAL": -10.0})  # may be released
+    assert not round_only(2_000, 1.6, {"BTC-PERPETUAL": -12.0})  # 2 more to send
+    assert not round_only(2_000, 1.6, {"BTC-PERPETUAL": -10.0, "ETH-PERPETUAL": 3.0})  # a leg never sent
+    assert not Ladder().closes_in_flight(["a"], [{}])[0]  # no ladder held
