@@ -33,6 +33,7 @@ import inspect
 import json
 import os
 import pkgutil
+import resource
 import subprocess
 import sys
 import tempfile
@@ -208,9 +209,10 @@ def has_jobs_flag() -> bool:
 
 def cli_runs(arguments: list[str], jobs: int, serial: bool) -> dict[str, Any]:
     """``backstop backtest <arguments>`` on ``jobs`` processes and (``serial``) on one, when
-    ``--jobs`` exists (else its one way): wall time. (Not CPU time: the pool's workers are the
-    fork server's children, and their usage never reaches this process's RUSAGE_CHILDREN.)
-    Each runs in a scratch folder (a sweep's plot goes there)."""
+    ``--jobs`` exists (else its one way): wall time, and the serial run's CPU time (the
+    subprocess's, from RUSAGE_CHILDREN; a pool's workers are the fork server's children, whose
+    usage never reaches this process, so a parallel run has none). Each runs in a scratch
+    folder (a sweep's plot goes there)."""
     with_jobs = has_jobs_flag()
     out: dict[str, Any] = {"command": "backstop backtest " + " ".join(arguments), "jobs_flag": with_jobs}
     runs = [("serial", ["--jobs", "1"] if with_jobs else [])] if serial or not with_jobs else []
@@ -218,14 +220,18 @@ def cli_runs(arguments: list[str], jobs: int, serial: bool) -> dict[str, Any]:
     for name, extra in runs:
         command = [*backstop_command(), "backtest", *arguments, *extra, "--json", "--no-progress"]
         with tempfile.TemporaryDirectory() as scratch:
-            started = time.perf_counter()
+            started, children = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
             proc = subprocess.run(command, capture_output=True, text=True, cwd=scratch)
             seconds = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             out[name] = {"error": f"exit {proc.returncode}: {last}"}
         else:
-            out[name] = {"seconds": seconds, "jobs": int(extra[1]) if extra else 1}
+            jobs_used = int(extra[1]) if extra else 1
+            out[name] = {"seconds": seconds, "jobs": jobs_used}
+            if jobs_used == 1:
+                out[name]["cpu_seconds"] = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
         print(f"  {out['command']} {' '.join(extra)}: {out[name]}", flush=True)
     return out
 
@@ -325,7 +331,8 @@ def main() -> int:
     for part in chosen:
         started = time.perf_counter()
         print(f"{part} ...", flush=True)
-        result[part] = {"run": run, **parts[part]()}
+        load = os.getloadavg()[0]
+        result[part] = {"run": run, **parts[part](), "load": [load, os.getloadavg()[0]]}
         print(f"{part} done in {time.perf_counter() - started:.0f} s", flush=True)
     result = {part: result[part] for part in PARTS if part in result}
     print(json.dumps(result, indent=2))

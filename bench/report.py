@@ -528,7 +528,7 @@ machine carry the other processes' load; CPU times (this process) are beside the
         if key not in r:
             parts.append(f"Not measured (`bench/bench_core.py --only {key}`).\n")
             continue
-        text = sections[key](r[key], bool(r[key]["run"]["quick"]), r[key]["run"]["repeat"])
+        text = sections[key](r[key], bool(r[key]["run"]["quick"]), r[key]["run"]["repeat"]) + _core_load(r[key])
         parts.append(text if one_run else text.replace("\n\n", "\n\n" + _core_run(r[key]["run"]) + "\n", 1))
     return "\n".join(parts)
 
@@ -538,6 +538,15 @@ def _core_run(run: Results) -> str:
     quick = " **A `--quick` run**: loads below the targets' own, so no target is judged." if run["quick"] else ""
     return (f"Measured {run['date']} at commit {run['commit'] or '?'}; compiled kernels in that build: {kernels} "
             f"(compiled in {run['warm_seconds']:.1f} s at start).{quick}\n")
+
+
+def _core_load(part: Results) -> str:
+    """The machine's load while a part ran (results older than the field have none)."""
+    load = part.get("load")
+    if not load:
+        return ""
+    return (f"\nMachine load (1-minute average) {load[0]:.1f} when this part started, {load[1]:.1f} when it "
+            "ended, on 2 cores shared with other work: judge by the CPU figures.\n")
 
 
 _CORE_HEAD = "| figure | compiled | numpy reference | speed-up | target | verdict |\n|---|---:|---:|---:|---|---|"
@@ -617,14 +626,18 @@ def _cli_table(t: Results, target_s: float, target: str, quick: bool) -> str:
             _row(f"`{t['command']}`, wall", f"{serial['seconds']:.1f} s", target,
                  _judged(serial["seconds"] <= target_s, quick))]) + "\n"
     missing = "not measured"
-    return "\n".join([
+    rows = [
         f"| figure | `--jobs {parallel['jobs']}` | `--jobs 1` | speed-up | target | verdict |",
         "|---|---:|---:|---:|---|---|",
         _row(f"`{t['command']}`, wall", f"{parallel['seconds']:.1f} s",
              f"{serial['seconds']:.1f} s" if serial else missing,
              _ratio(serial["seconds"] / parallel["seconds"]) if serial else "", target,
              _judged(parallel["seconds"] <= target_s, quick)),
-    ]) + "\n"
+    ]
+    if serial and "cpu_seconds" in serial:
+        rows.append(_row("the same, CPU (all processes of the serial run)", "not measurable (pool workers)",
+                         f"{serial['cpu_seconds']:.1f} s", "", "", ""))
+    return "\n".join(rows) + "\n"
 
 
 def _core_backtest(t: Results, quick: bool, _repeat: int) -> str:

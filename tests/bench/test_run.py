@@ -196,6 +196,17 @@ def test_the_core_section_says_what_a_run_lacks_and_judges_no_quick_run() -> Non
     assert "A `--quick` run" in quick and "met |" not in quick and quick.count("not judged (quick)") >= 6
 
 
+def test_the_core_section_gives_the_serial_backtest_cpu_and_each_part_load() -> None:
+    backtest = {**core_results()["backtest"], "serial": {"seconds": 8.0, "jobs": 1, "cpu_seconds": 7.25},
+                "load": [3.04, 5.5]}
+    text = render_core(core_results(backtest=backtest))
+    assert ("| the same, CPU (all processes of the serial run) | not measurable (pool workers) | 7.2 s |"
+            in text)
+    section = text.split("### Backtest\n", 1)[1].split("### Sweep", 1)[0]
+    assert "Machine load (1-minute average) 3.0 when this part started, 5.5 when it ended" in section
+    assert "Machine load" not in text.split("### Backtest\n", 1)[0]  # parts without the field say nothing
+
+
 def test_parts_measured_in_separate_runs_each_name_their_run() -> None:
     later = {**RUN, "date": "2026-12-04T19:40:00Z", "commit": "def5678", "kernels": []}
     result = {**core_results(), "sweep": core_results(later)["sweep"]}
