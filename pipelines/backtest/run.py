@@ -8,12 +8,13 @@ order whatever ``jobs`` is: each run is deterministic and independent of the oth
 from __future__ import annotations
 
 import dataclasses
+import functools
 import multiprocessing
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
@@ -26,6 +27,7 @@ from pipelines.errors import UserError
 from pipelines.execution.waterfall import LiquidityProvider
 from pipelines.policy.ladder import LadderParams
 from pipelines.scenarios.generate import Generated, generate
+from pipelines.scenarios import library
 from pipelines.scenarios.library import Scenario
 
 Item = TypeVar("Item")
@@ -78,7 +80,15 @@ class Progress:
 
 def simulate(generated: Generated, *, with_backstop: bool, params: EngineParams | None = None,
              on_output: Callable[[str, Any], None] | None = None, progress: bool | None = None) -> Result:
-    events = sequence_events(generated.events)
+    return simulate_events(generated, sequence_events(generated.events), with_backstop=with_backstop, params=params,
+                           on_output=on_output, progress=progress)
+
+
+def simulate_events(generated: Generated, events: Sequence[tuple[str, str, Mapping[str, Any], str]], *,
+                    with_backstop: bool, params: EngineParams | None = None,
+                    on_output: Callable[[str, Any], None] | None = None, progress: bool | None = None) -> Result:
+    """``generated`` run on ``events``, its events in sequencer order (``sequence_events``), which
+    the run only reads."""
     sim = Simulation(generated.scenario.name, venue_for(generated.scenario), with_backstop=with_backstop,
                      params=params or engine_params(generated), on_output=on_output)
     label = f"{generated.scenario.name} {'with' if with_backstop else 'without'}"
@@ -128,10 +138,18 @@ class Outcome(NamedTuple):
 
 
 def run_one(run: Run) -> Outcome:
-    generated = generate(run.scenario, run.seed)
+    generated, events = prepared(run.scenario, run.seed)
     params = engine_params(generated, **dict(run.thresholds))
-    result = simulate(generated, with_backstop=run.with_backstop, params=params, progress=False)
+    result = simulate_events(generated, events, with_backstop=run.with_backstop, params=params, progress=False)
     return Outcome(generated.seed, len(generated.accounts), result)
+
+
+@functools.lru_cache(maxsize=len(library.SCENARIOS))
+def prepared(scenario: Scenario, seed: int | None) -> tuple[Generated, list[tuple[str, str, Mapping[str, Any], str]]]:
+    """``scenario`` generated at ``seed`` and its events in sequencer order, once per process for
+    all of its runs there (the with and without runs, every sweep point): a run only reads them."""
+    generated = generate(scenario, seed)
+    return generated, sequence_events(generated.events)
 
 
 def run_all(runs: Sequence[Run], jobs: int, progress: bool | None = None) -> list[Outcome]:

@@ -1,6 +1,7 @@
 """Backtests over worker processes: the same results as in-process, one progress bar, one-line errors."""
 
 import contextlib
+import copy
 import dataclasses
 import json
 import os
@@ -11,10 +12,11 @@ import time
 
 import pytest
 
-from pipelines.backtest.run import compare, parallel_map, sweep
+from pipelines.backtest.run import Run, compare, parallel_map, prepared, run_one, simulate, sweep
 from pipelines.cli import main
 from pipelines.errors import UserError
 from pipelines.scenarios import library
+from pipelines.scenarios.generate import generate
 
 
 def backtest_json(capsys, *flags: str) -> tuple[object, str]:
@@ -143,3 +145,14 @@ def _state(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+def test_the_runs_of_a_scenario_share_its_prepared_events_and_only_read_them():
+    scenario = library.get("october-2025")
+    generated, events = prepared(scenario, None)
+    unchanged = copy.deepcopy(events)
+    first = run_one(Run(scenario, None, True)).result.summary()
+    assert prepared(scenario, None)[1] is events
+    assert events == unchanged
+    assert run_one(Run(scenario, None, True)).result.summary() == first
+    assert first == simulate(generate(scenario), with_backstop=True, progress=False).summary()
