@@ -206,6 +206,32 @@ p99 428 ms at 500/s. So at 500 ticks/s the worker is at the edge of the fan-out'
 rate, and the run decides whether the queue builds. At 5,000 ticks/s it always does. The crash
 replay did not move beyond this machine's spread: its time is the per-tick revaluation and
 liquidation planning, not market events.
+
+### Backtest ledger (issue 21, 2026-12-05)
+
+cProfile of `backstop backtest --scenario all --jobs 1 --no-progress` at 586b5e8: half of the
+run was the backtest's own ledger, not the engine: the venue's bankruptcy check on every index
+tick (20.1 s of 40.2 s under the profiler; `Ledger.equity` 662,643 calls, 118,190 single-
+instrument `unit_greeks` calls), and each of the 16 runs generated and sequenced its scenario
+again (1.9 s). Now the ledger values every instrument of an underlying in one risk-core call
+per tick (each contract's figures equal those computed for it alone, to the bit: a property
+test), equity looks each contract up once, and a process generates and sequences a scenario
+once for all its runs. Every figure of `--scenario all --json` and `--sweep 0.8,1.0,1.2 --json`
+is byte for byte what it was.
+
+CPU of the whole serial run (user + sys, `/usr/bin/time`), before (5ad08ce) and after (5ad08ce
+with this change) run side by side, load 5 on 2 cores (read the ratio):
+
+| command (`--jobs 1 --no-progress --json`) | before | after | change |
+|---|---:|---:|---:|
+| `backstop backtest --scenario all` | 18.3 s | 13.8 s | x0.75 |
+| `backstop backtest --scenario all --sweep 0.8,1.0,1.2` | 49.1 s | 39.0 s | x0.79 |
+
+What is left of the ledger is one risk-core call per underlying and index tick (a contract's
+mark moves with the index and the clock) and the equity of every holder. Reproduce:
+`git archive 5ad08ce | tar -x -C /tmp/before`, `PYTHONPATH=/tmp/before .venv/bin/python -m
+pipelines.risk.kernels` (its kernel cache), then the command with `PYTHONPATH=/tmp/before` and
+with `PYTHONPATH=$PWD` at the same time.
 """
 
 
