@@ -14,7 +14,6 @@ from pipelines.errors import UserError
 from pipelines.scenarios import library
 from pipelines.scenarios.library import Scenario
 
-
 DEFAULT_PLOT = "frontier.png"
 DEFAULT_CONFIG = "calibrated.toml"
 #: rows of the with/without table: label, result key, format

@@ -63,11 +63,23 @@ from pipelines.detect.sequencer import Sequencer
 from pipelines.engine.account_book import asset_price
 from pipelines.engine.engine import Engine, EngineParams
 from pipelines.execution.book import BUY, SELL, OrderBook
-from pipelines.execution.waterfall import (AdlCandidate, InsuranceFund, LiquidityPool, LiquidityProvider,
-                                           WaterfallParams, liquidate)
+from pipelines.execution.waterfall import (
+    AdlCandidate,
+    InsuranceFund,
+    LiquidityPool,
+    LiquidityProvider,
+    WaterfallParams,
+    liquidate,
+)
 from pipelines.policy.signing import SigningKey
-from pipelines.risk.instruments import (Instrument, InstrumentError, InstrumentTable, Kind, instrument_from_definition,
-                                        parse_instrument)
+from pipelines.risk.instruments import (
+    Instrument,
+    InstrumentError,
+    InstrumentTable,
+    Kind,
+    instrument_from_definition,
+    parse_instrument,
+)
 from pipelines.risk.market import MarketState, UnderlyingMarket
 from pipelines.risk.valuation import quote_value, settlement_fx, unit_greeks, units_per_contract
 
@@ -142,7 +154,8 @@ class Result:
             "adl_haircut_usd": round(self.adl_haircut_usd, 2), "slippage_usd": round(self.slippage_usd, 2),
             "fees_usd": round(self.fees_usd, 2), "liquidated_notional_usd": round(self.liquidated_notional_usd, 2),
             "capital_efficiency": round(self.capital_efficiency, 6),
-            "bankrupt_accounts": sorted(self.bankrupt_accounts), "liquidated_accounts": sorted(self.liquidated_accounts),
+            "bankrupt_accounts": sorted(self.bankrupt_accounts),
+            "liquidated_accounts": sorted(self.liquidated_accounts),
         }
 
 
@@ -364,8 +377,8 @@ class Ledger:
 
 
 class Simulation:
-    def __init__(self, scenario_name: str, venue: VenueSetup, *, with_backstop: bool, params: EngineParams | None = None,
-                 key: SigningKey | None = None, exec_delay_ms: int = 50,
+    def __init__(self, scenario_name: str, venue: VenueSetup, *, with_backstop: bool,
+                 params: EngineParams | None = None, key: SigningKey | None = None, exec_delay_ms: int = 50,
                  on_output: Callable[[str, Any], None] | None = None) -> None:
         self.venue = venue
         self.with_backstop = with_backstop
@@ -386,11 +399,11 @@ class Simulation:
 
     # ------------------------------------------------------------------ driving
 
-    def run(self, events: Iterable[tuple[str, str, Mapping[str, Any], str]], progress: Callable[[int], None] | None = None
-            ) -> Result:
+    def run(self, events: Iterable[tuple[str, str, Mapping[str, Any], str]],
+            progress: Callable[[int], None] | None = None) -> Result:
         """``events``: (topic, record, value, ref) in sequencer order."""
         n = 0
-        for topic, record, value, ref in events:
+        for _topic, record, value, ref in events:
             t = value["event_time_ms"]
             while self._feedback and self._feedback[0][0] < t:
                 self._feed(*self._pop_feedback())
@@ -464,7 +477,8 @@ class Simulation:
                 perp = self.depth.get(f"{inst.underlying}-PERPETUAL")
                 usd = 0.0
                 if perp is not None:
-                    usd = sum(l["price"] * l["quantity"] for l in perp["bids"]) * self.venue.option_depth_share
+                    bids_usd = sum(level["price"] * level["quantity"] for level in perp["bids"])
+                    usd = bids_usd * self.venue.option_depth_share
                 qty = usd / max(mark, 1e-9) / 10
                 book = OrderBook([(mark * (1 - 0.005 * i), qty) for i in range(1, 11)],
                                  [(mark * (1 + 0.005 * i), qty) for i in range(1, 11)], anchor=mark)
@@ -540,7 +554,8 @@ class Simulation:
         self._feedback_for(account, name, t)
         status = "filled" if sweep.filled >= action["quantity"] - EPS else "partially_filled"
         return [_report(action["action_id"], 0, account, name, side, sweep.filled,
-                        self.ledger.quote(name, sweep.avg_price), fee, "simulated", "book", t, _slippage_bps(side, sweep.avg_price, mark), status)]
+                        self.ledger.quote(name, sweep.avg_price), fee, "simulated", "book", t,
+                        _slippage_bps(side, sweep.avg_price, mark), status)]
 
     def _bankruptcy_check(self, underlying: str, t: int) -> None:
         for account in sorted(self.ledger.holders.get(underlying, ())):
@@ -640,8 +655,9 @@ class Simulation:
         closed = sum(fill.quantity for fill in result.fills)
         status = "filled" if closed >= abs(position) - EPS else "partially_filled"
         venue_of = {"book": "simulated", "lp": "lp", "insurance_fund": "insurance_fund", "adl": "adl"}
-        reports = [_report(action_id, i, account, name, side, fill.quantity, ledger.quote(name, fill.price), fill.fee_usd,
-                           venue_of[fill.step], fill.counterparty, fill.event_time_ms, fill.slippage_bps, status)
+        reports = [_report(action_id, i, account, name, side, fill.quantity, ledger.quote(name, fill.price),
+                           fill.fee_usd, venue_of[fill.step], fill.counterparty, fill.event_time_ms, fill.slippage_bps,
+                           status)
                    for i, fill in enumerate(result.fills)]
         self.result.executions += len(reports)
         if deficit is None:

@@ -29,17 +29,24 @@ from pipelines.engine.market_board import MarketBoard
 from pipelines.policy.actions import make_action
 from pipelines.policy.circuit import CIRCUIT_ACTIONS, CircuitBreakers, CircuitChange, CircuitParams
 from pipelines.policy.gaming import GamingParams, Penalties, delist
-from pipelines.policy.ladder import (STATES, AccountState, AccountView, CloseIntent, Decision, Ladder, LadderParams,
-                                     times_to_breach_ms)
+from pipelines.policy.ladder import (
+    STATES,
+    AccountState,
+    AccountView,
+    CloseIntent,
+    Decision,
+    Ladder,
+    LadderParams,
+    times_to_breach_ms,
+)
 from pipelines.policy.signing import SigningKey
+from pipelines.risk import kernels
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
 from pipelines.risk.book import Book, BookRisk, margin_ratio, revalue_book
 from pipelines.risk.instruments import Kind
-from pipelines.risk import kernels
 from pipelines.risk.kernels import revalue as revalue_kernels
 from pipelines.risk.liquidation_order import LiquidationPlan, plan_liquidation, plan_liquidations
 from pipelines.risk.margin import MarginConfig
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +80,7 @@ class EngineOutput:
     actions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     exposures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
-    def extend(self, other: "EngineOutput") -> None:
+    def extend(self, other: EngineOutput) -> None:
         self.breaches += other.breaches
         self.actions += other.actions
         self.exposures += other.exposures
@@ -96,7 +103,7 @@ class _Codes:
     margin: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
     @classmethod
-    def empty(cls, built: BuiltBook) -> "_Codes":
+    def empty(cls, built: BuiltBook) -> _Codes:
         n = len(built.book.accounts)
         return cls(built, np.zeros(n, dtype=np.int8), np.full(n, math.nan), np.zeros(n, dtype=bool),
                    (np.full(n, -1, dtype=np.int8), np.full(n, math.nan), np.full(n, -1, dtype=np.int8),
@@ -649,7 +656,7 @@ class Engine:
 
     @classmethod
     def restore(cls, key: SigningKey, params: EngineParams | None, market: dict[str, Any],
-                accounts: list[dict[str, Any]] = (), reports: Callable[[str], bool] | None = None) -> "Engine":
+                accounts: list[dict[str, Any]] = (), reports: Callable[[str], bool] | None = None) -> Engine:
         """An engine at the tick boundary ``market`` was exported at, holding ``accounts``."""
         engine = cls(key, params, reports)
         engine.board = MarketBoard.from_state(market["board"])

@@ -2,8 +2,9 @@
 
 A worker cluster owns account-keyed partitions; Kafka's Java-compatible partitioner
 (murmur2 of the key, positive, modulo the partition count) decides which. Every producer in
-this project uses it (librdkafka ``partitioner=murmur2_random``, the Java client's default), and ``partition_for`` computes it here, so an in-process run splits accounts exactly
-as the cluster does.
+this project uses it (librdkafka ``partitioner=murmur2_random``, the Java client's default), and
+``partition_for`` computes it here, so an in-process run splits accounts exactly as the cluster
+does.
 
 Market records go to every shard (each worker keeps the whole market view), account records to
 the shard of their account; ``keep_for_shard`` keeps market-wide outputs (index-move, IV,

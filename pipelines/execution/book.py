@@ -67,7 +67,7 @@ class OrderBook:
         self.anchor = anchor if anchor is not None else (sum(touches) / len(touches) if touches else None)
 
     @classmethod
-    def from_depth(cls, depth: Mapping) -> "OrderBook":
+    def from_depth(cls, depth: Mapping) -> OrderBook:
         """From an ``OrderBookDepth`` record: ``bids`` / ``asks`` lists of {price, quantity}."""
         return cls(((lvl["price"], lvl["quantity"]) for lvl in depth["bids"]),
                    ((lvl["price"], lvl["quantity"]) for lvl in depth["asks"]))
@@ -78,7 +78,7 @@ class OrderBook:
             return None
         return float(self.bid_prices[0] + self.ask_prices[0]) / 2
 
-    def place_at(self, mark: float) -> "OrderBook":
+    def place_at(self, mark: float) -> OrderBook:
         """Move every level with the mark (prices scaled by ``mark / anchor``); sizes stay as they are."""
         if self.anchor is not None and self.anchor > 0 and mark > 0 and mark != self.anchor:
             factor = mark / self.anchor

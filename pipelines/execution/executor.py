@@ -200,7 +200,8 @@ class Executor:
                 self.producer.commit_transaction(self.config.commit_timeout_s)
             self.stats.actions += len(messages)
         except _GiveUp as exc:
-            log.warning("venue unavailable for %.0fs (%s); aborting the batch and rewinding", self.config.max_retry_s, exc)
+            log.warning("venue unavailable for %.0fs (%s); aborting the batch and rewinding",
+                        self.config.max_retry_s, exc)
             self._abort_and_rewind(messages)
             return
         self._record(handled)

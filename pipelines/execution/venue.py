@@ -5,17 +5,17 @@ client order id, as every serious exchange API allows), look an order up by that
 read the book and positions, set the trading state of an instrument or underlying (active,
 halted, reduce-only after a halt: ``policy.circuit.TradingState``, enforced by
 ``policy.circuit.order_refusal``), freeze an account's withdrawals (and refuse its withdrawal
-requests from then on), and run the liquidation waterfall for an account (on a real venue, its liquidation engine; here, ``waterfall.liquidate``). A CCXT
-adapter would map ``place_order`` to ``create_order(..., params={"clientOrderId": ...})`` and
-``order`` to ``fetch_order``.
+requests from then on), and run the liquidation waterfall for an account (on a real venue, its
+liquidation engine; here, ``waterfall.liquidate``). A CCXT adapter would map ``place_order`` to
+``create_order(..., params={"clientOrderId": ...})`` and ``order`` to ``fetch_order``.
 
 ``SimulatedVenue`` keeps what must survive an executor's death in SQLite — the order ledger
-keyed by client order id, positions, trading states, withdrawal freezes, the insurance fund, LP usage — so several executor
-processes share one venue and a redelivered action finds the order it already placed. Every fill
-is against a book rebuilt at that moment from the latest depth (configured, or fed with
-``on_depth``) and placed at the mark: a liquidation's own ``mark``, else the latest ``on_mark``
-(``OrderBook.place_at``), so a fill is never better than the mark the book is placed at. Latency
-and outages can be injected.
+keyed by client order id, positions, trading states, withdrawal freezes, the insurance fund, LP
+usage — so several executor processes share one venue and a redelivered action finds the order it
+already placed. Every fill is against a book rebuilt at that moment from the latest depth
+(configured, or fed with ``on_depth``) and placed at the mark: a liquidation's own ``mark``, else
+the latest ``on_mark`` (``OrderBook.place_at``), so a fill is never better than the mark the book
+is placed at. Latency and outages can be injected.
 """
 
 from __future__ import annotations
@@ -29,8 +29,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipelines.execution.book import BUY, OrderBook
-from pipelines.execution.waterfall import (AdlCandidate, Fill, InsuranceFund, LiquidityPool, LiquidityProvider,
-                                           WaterfallParams, WaterfallResult, liquidate)
+from pipelines.execution.waterfall import (
+    AdlCandidate,
+    Fill,
+    InsuranceFund,
+    LiquidityPool,
+    LiquidityProvider,
+    WaterfallParams,
+    WaterfallResult,
+    liquidate,
+)
 from pipelines.policy.circuit import TradingState, order_refusal
 
 
@@ -102,7 +110,7 @@ class SimulatedVenueConfig:
     outage_calls: int = 0  # the first N calls fail with a transient error
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "SimulatedVenueConfig":
+    def from_json(cls, data: Mapping[str, Any]) -> SimulatedVenueConfig:
         return cls(
             books=data["books"],
             lps=[LiquidityProvider(lp["lp_id"], lp["capacity_usd"], lp["per_minute_usd"], lp["discount"],
@@ -212,7 +220,8 @@ class SimulatedVenue:
         if state is TradingState.ACTIVE:
             self._db.execute("DELETE FROM trading_states WHERE name = ?", (instrument_or_underlying,))
         else:
-            self._db.execute("INSERT OR REPLACE INTO trading_states VALUES (?, ?)", (instrument_or_underlying, state.value))
+            self._db.execute("INSERT OR REPLACE INTO trading_states VALUES (?, ?)",
+                             (instrument_or_underlying, state.value))
 
     def freeze_withdrawals(self, account: str, reason: str) -> None:
         """Refuse ``account``'s withdrawals from now on (the first reason is kept; idempotent)."""
@@ -260,7 +269,8 @@ class SimulatedVenue:
         if refusal is not None:
             return OrderResult(order.client_order_id, "rejected", 0.0, None, 0.0, None, refusal)
         if order.reduce_only and not reduces:
-            return OrderResult(order.client_order_id, "rejected", 0.0, None, 0.0, None, "reduce-only order would increase")
+            return OrderResult(order.client_order_id, "rejected", 0.0, None, 0.0, None,
+                               "reduce-only order would increase")
         book = self.book(order.instrument)
         sweep = book.sweep(order.side, order.quantity, order.limit_price)
         if not sweep.filled:

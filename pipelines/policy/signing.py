@@ -36,7 +36,7 @@ class SigningKey:
         return f"SigningKey(key_id={self.key_id!r}, secret=<hidden>)"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "SigningKey":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SigningKey:
         """``$BACKSTOP_ACTIONS_SIGNING_KEY``, or the file named by ``$BACKSTOP_ACTIONS_SIGNING_KEY_FILE``."""
         env = os.environ if env is None else env
         key_id = env.get(f"{KEY_ENV}_ID", "default")

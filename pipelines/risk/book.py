@@ -33,8 +33,15 @@ from pipelines.risk.black76 import Greeks
 from pipelines.risk.exposure import Exposure, compute_exposure
 from pipelines.risk.instruments import InstrumentTable, parse_instrument
 from pipelines.risk.kernels import revalue as kernel
-from pipelines.risk.margin import (MarginConfig, RowMargin, ScenarioGrid, UnderlyingParams, grid_and_params, row_margin,
-                                   scenario_matrix)
+from pipelines.risk.margin import (
+    MarginConfig,
+    RowMargin,
+    ScenarioGrid,
+    UnderlyingParams,
+    grid_and_params,
+    row_margin,
+    scenario_matrix,
+)
 from pipelines.risk.market import InstrumentInputs, MarketState
 from pipelines.risk.valuation import quote_value, settlement_fx, unit_greeks, units_per_contract, usd_marks
 

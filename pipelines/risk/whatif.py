@@ -201,7 +201,7 @@ def _check_live(portfolio: Portfolio, market: MarketState) -> None:
             raise UserError(f"positions[{k}].instrument: {p.instrument}: underlyings.{inst.underlying} missing "
                             f"from the market file")
         if inst.expiry_ms is not None and inst.expiry_ms <= market.time_ms:
-            expiry = dt.datetime.fromtimestamp(inst.expiry_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+            expiry = dt.datetime.fromtimestamp(inst.expiry_ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
             raise UserError(f"positions[{k}].instrument: {p.instrument} expired at {expiry}, before the market time")
 
 

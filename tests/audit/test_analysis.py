@@ -51,7 +51,8 @@ def venue_states() -> list[tuple[str, str, dict]]:
     accepted by the venue; and an ETH halt, which is not the account's."""
     out = []
     for action_id, kind, underlying, state, t in (
-            ("h-1", "halt", "BTC", "halted", T0 + 15_000), ("r-1", "market_reduce_only", "BTC", "reducing", T0 + 25_000),
+            ("h-1", "halt", "BTC", "halted", T0 + 15_000),
+            ("r-1", "market_reduce_only", "BTC", "reducing", T0 + 25_000),
             ("u-1", "resume", "BTC", "active", T0 + 36_000), ("h-eth", "halt", "ETH", "halted", T0 + 15_000)):
         out.append(("backstop.actions", "Action", sample(
             "Action", action_id=action_id, action_type=kind, account=underlying, instrument=None, side=None,

@@ -51,8 +51,9 @@ def test_cash_conservation(with_backstop: bool):
     for account in L.cash:
         for asset, cash in L.cash[account].items():
             # collateral in + realised PnL - fees + deficits covered (by the fund, or as bad debt) = final cash
-            assert math.isclose(cash, L.deposits[account][asset] + L.realised[account][asset]
-                                - L.fees[account][asset] + L.covered[account][asset], rel_tol=1e-9, abs_tol=1e-2), account
+            expected = (L.deposits[account][asset] + L.realised[account][asset] - L.fees[account][asset]
+                        + L.covered[account][asset])
+            assert math.isclose(cash, expected, rel_tol=1e-9, abs_tol=1e-2), account
 
 
 def test_deterministic_results():

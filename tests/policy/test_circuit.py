@@ -2,8 +2,14 @@ from __future__ import annotations
 
 from pipelines.detect.detectors import Detectors
 from pipelines.policy.actions import ActionType
-from pipelines.policy.circuit import (CIRCUIT_ACTIONS, STATE_OF_ACTION, CircuitBreakers, CircuitParams, TradingState,
-                                      order_refusal)
+from pipelines.policy.circuit import (
+    CIRCUIT_ACTIONS,
+    STATE_OF_ACTION,
+    CircuitBreakers,
+    CircuitParams,
+    TradingState,
+    order_refusal,
+)
 
 M = 60_000
 

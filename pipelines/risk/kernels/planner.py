@@ -19,11 +19,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from pipelines.risk.kernels.scalar import maximum, minimum
-
 from pipelines.risk.adaptive import YEAR_DAYS, AdaptiveParams
 from pipelines.risk.book import BookRisk
 from pipelines.risk.instruments import InstrumentTable
+from pipelines.risk.kernels.scalar import maximum, minimum
 
 # Rows of the per-instrument table (fields x instruments).
 INSTRUMENT_DELTA, INSTRUMENT_GAMMA, INSTRUMENT_VEGA, INSTRUMENT_IS_OPTION = 0, 1, 2, 3
