@@ -20,6 +20,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from statistics import median
+from typing import Any
 
 import numpy as np
 
@@ -456,9 +457,9 @@ class Detectors:
         state = self._accounts.get(account)
         if state is None:
             return None
-        out = {"margin": state.margin.state(), "liquidation": state.liquidation.state(),
-               "withdrawals": [{"event_time_ms": t, "amount_usd": amount, "ref": ref}
-                               for t, amount, ref in state.withdrawals]}
+        out: dict[str, Any] = {"margin": state.margin.state(), "liquidation": state.liquidation.state(),
+                               "withdrawals": [{"event_time_ms": t, "amount_usd": amount, "ref": ref}
+                                               for t, amount, ref in state.withdrawals]}
         for stream in ACCOUNT_STREAMS:
             watermark = self._watermarks.get(f"{stream}/{account}")
             out[f"{stream}_watermark"] = None if watermark is None else watermark.state()

@@ -138,7 +138,8 @@ class Sequencer:
     def _pop_before(self, limit: int | None, before_ms: int) -> list[Any]:
         """``pop_ready`` restricted to sequence times before ``before_ms``."""
         bound = self.bound()
-        heap, out = self._heap, []
+        heap = self._heap
+        out: list[Any] = []
         room = len(heap) if limit is None else limit
         if bound is None:
             while heap and len(out) < room and heap[0][0] < before_ms:

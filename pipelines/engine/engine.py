@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -386,10 +386,11 @@ class Engine:
     def revaluation(self, time_ms: int | None = None) -> Revaluation:
         """Every priced account revalued as of ``time_ms`` (default: the latest event time) on
         the current market, as a tick would, changing nothing: for what-ifs and benchmarks."""
-        if time_ms is None and self._last_time_ms is None:
+        as_of_ms = self._last_time_ms if time_ms is None else time_ms
+        if as_of_ms is None:
             raise ValueError("no event yet: nothing to revalue")
         built = self.accounts.built(self.board.index.keys(), self.board.instruments)
-        return self._revaluation(built, self._last_time_ms if time_ms is None else time_ms)
+        return self._revaluation(built, as_of_ms)
 
     def _revaluation(self, built, time_ms: int, rows: np.ndarray | None = None) -> Revaluation:
         """``rows``: revalue only these accounts (the others' risk entries are NaN); None: all."""
@@ -441,9 +442,9 @@ class Engine:
             return revalue_kernels.times_to_breach_rows(risk.equity, risk.maintenance, risk.delta, risk.gamma, v, rows)
         a = b = np.zeros(len(rows))
         for k, u in enumerate(risk.underlyings):
-            v = velocity[u]
-            a = a + 0.5 * risk.gamma[rows, k] * v * v
-            b = b + risk.delta[rows, k] * v
+            speed = velocity[u]
+            a = a + 0.5 * risk.gamma[rows, k] * speed * speed
+            b = b + risk.delta[rows, k] * speed
         return times_to_breach_ms(risk.equity[rows] - risk.maintenance[rows], a, b)
 
     def _screen(self, ratio: np.ndarray, ttb: np.ndarray, watched: np.ndarray) -> np.ndarray:
@@ -468,7 +469,8 @@ class Engine:
         close being in flight (``Ladder.round_only``): for them the ladder marks the round too."""
         codes = self._codes(built)
         ratio = risk.margin_ratio[rows]
-        quiet = self.detectors.margin_unmoved(*(column[rows] for column in codes.margin), ratio, time_ms)
+        margin, margin_due, liquidation, liquidation_due = (column[rows] for column in codes.margin)
+        quiet = self.detectors.margin_unmoved(margin, margin_due, liquidation, liquidation_due, ratio, time_ms)
         quiet &= ~built.mask(self.params.hedged_accounts)[rows]
         state, last_round = codes.state[rows], codes.last_round[rows]
         unmoved = quiet & self.ladder.unmoved(state, last_round, ratio, ttb, risk.maintenance[rows],
@@ -656,7 +658,7 @@ class Engine:
 
     @classmethod
     def restore(cls, key: SigningKey, params: EngineParams | None, market: dict[str, Any],
-                accounts: list[dict[str, Any]] = (), reports: Callable[[str], bool] | None = None) -> Engine:
+                accounts: Sequence[dict[str, Any]] = (), reports: Callable[[str], bool] | None = None) -> Engine:
         """An engine at the tick boundary ``market`` was exported at, holding ``accounts``."""
         engine = cls(key, params, reports)
         engine.board = MarketBoard.from_state(market["board"])

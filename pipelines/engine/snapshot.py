@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import io
 import zlib
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 
@@ -145,7 +145,7 @@ CHECKPOINT_SCHEMA = _record(
 @functools.cache
 def _parsed() -> tuple[Any, Any, Any]:
     named: dict[str, Any] = {}
-    fastavro.parse_schema(default_schemas()["InstrumentDefinition"].json, named_schemas=named)
+    fastavro.parse_schema(dict(default_schemas()["InstrumentDefinition"].json), named_schemas=named)
     for schema in SCHEMAS.values():
         fastavro.parse_schema(schema, named_schemas=named)
     return (fastavro.parse_schema(PARTITION_SCHEMA, named_schemas=named),
@@ -176,10 +176,11 @@ def _decode(schema: Any, data: bytes, what: str) -> dict[str, Any]:
         raise SnapshotFormatError(f"the stored {what} snapshot is format {written}; this version reads format "
                                   f"{FORMAT}: read its inputs again")
     try:
-        return fastavro.schemaless_reader(io.BytesIO(zlib.decompress(data[len(MAGIC) + 1:])), schema, None)
+        value = fastavro.schemaless_reader(io.BytesIO(zlib.decompress(data[len(MAGIC) + 1:])), schema, None)
     except Exception as exc:  # noqa: BLE001 - zlib and fastavro raise many types on damaged bytes
         raise SnapshotFormatError(f"the stored {what} snapshot is damaged ({exc.__class__.__name__}): "
                                   f"read its inputs again") from None
+    return cast(dict[str, Any], value)  # a record schema reads as a dict
 
 
 def _partition_record(snapshot: PartitionSnapshot) -> dict[str, Any]:

@@ -206,7 +206,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {schema["name"]: schema for schema in (
 @functools.cache
 def _parsed() -> dict[str, Any]:
     named: dict[str, Any] = {}
-    fastavro.parse_schema(default_schemas()["InstrumentDefinition"].json, named_schemas=named)
+    fastavro.parse_schema(dict(default_schemas()["InstrumentDefinition"].json), named_schemas=named)
     return {name: fastavro.parse_schema(schema, named_schemas=named) for name, schema in SCHEMAS.items()}
 
 

@@ -21,7 +21,7 @@ import dataclasses
 import io
 import struct
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 
@@ -60,7 +60,7 @@ def frame(schema_id: int, body: bytes) -> bytes:
     return HEADER.pack(MAGIC, schema_id) + body
 
 
-def parse_header(data: bytes) -> int:
+def parse_header(data: bytes | None) -> int:
     """The schema id of a framed value; ``DecodeError`` when the framing is wrong."""
     if data is None or len(data) == 0:
         raise DecodeError("missing_value", "empty or null message value")
@@ -151,7 +151,8 @@ class Codec:
 
         ``RegistryUnavailable`` propagates: a registry outage is not the message's fault.
         """
-        schema_id = parse_header(data)  # type: ignore[arg-type]
+        schema_id = parse_header(data)
+        assert data is not None  # parse_header refuses a null value
         record, writer, reader = self._decoder(schema_id)
         if expected is not None and record != expected and (isinstance(expected, str) or record not in expected):
             wanted = expected if isinstance(expected, str) else sorted(expected)
@@ -170,7 +171,7 @@ class Codec:
         if buf.tell() != len(data):
             raise DecodeError("malformed", f"{len(data) - buf.tell()} trailing bytes after the record",
                               schema_id, record)
-        return Decoded(record, schema_id, value)
+        return Decoded(record, schema_id, cast(dict[str, Any], value))  # a record schema reads as a dict
 
     def decode_many(self, values: Iterable[bytes], expected: str | None = None) -> list[Decoded]:
         """Decode a batch; raises on the first bad value (use the dead-letter loop for mixed input)."""

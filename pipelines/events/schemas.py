@@ -37,7 +37,7 @@ SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 def canonical_form(schema: Mapping[str, Any] | str) -> str:
     """Avro Parsing Canonical Form (drops docs, defaults and custom attributes)."""
-    schema_json = json.loads(schema) if isinstance(schema, str) else schema
+    schema_json = json.loads(schema) if isinstance(schema, str) else dict(schema)
     return fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(schema_json, named_schemas={}))
 
 

@@ -142,10 +142,11 @@ def instrument_from_definition(definition: Mapping[str, Any]) -> Instrument:
         raise InstrumentError(f"instrument {name!r}: a {kind} needs expiry_ms")
     if kind is Kind.OPTION and (strike is None or not strike > 0 or option_type not in ("call", "put")):
         raise InstrumentError(f"instrument {name!r}: an option needs a positive strike and option_type call or put")
-    option = kind is Kind.OPTION
-    return Instrument(name, kind, underlying, None if kind is Kind.PERPETUAL else int(expiry),
-                      float(strike) if option else None, option_type == "call" if option else None,
-                      float(size), settlement, inverse)
+    expiry_ms = None if expiry is None or kind is Kind.PERPETUAL else int(expiry)
+    if kind is Kind.OPTION and strike is not None:
+        return Instrument(name, kind, underlying, expiry_ms, float(strike), option_type == "call", float(size),
+                          settlement, inverse)
+    return Instrument(name, kind, underlying, expiry_ms, None, None, float(size), settlement, inverse)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

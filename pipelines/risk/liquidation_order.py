@@ -325,7 +325,8 @@ def _greedy_search(legs: _Legs, pricing: _Pricing, equity: np.ndarray, targets: 
         return GreedySearch(*(np.zeros(0, dtype=np.int64),) * 2, *(np.zeros(0),) * 4, mm_before, mm, equity)
     columns = [np.concatenate(column) for column in zip(*steps)]
     by_account = np.argsort(columns[0], kind="stable")
-    return GreedySearch(*(column[by_account] for column in columns), mm_before, mm, equity)
+    account, instrument, qty, cost, maintenance, equity_after_step = (column[by_account] for column in columns)
+    return GreedySearch(account, instrument, qty, cost, maintenance, equity_after_step, mm_before, mm, equity)
 
 
 def _accounts_to_step(legs: _Legs, qty: np.ndarray, mm: np.ndarray, equity: np.ndarray, targets: np.ndarray,
