@@ -350,7 +350,7 @@ class Detectors:
                 self._mark_firing[instrument] = reference_price
                 return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, off, p.mark_max_deviation,
                                event_time_ms, event_time_ms, (ref,))]
-            if anchor is not None and self._pump(move, backing_notional_usd, depth_usd):
+            if anchor is not None and depth_usd is not None and self._pump(move, backing_notional_usd, depth_usd):
                 self._mark_firing[instrument] = anchor.value
                 return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, move, p.pump_min_move,
                                anchor.event_time_ms, event_time_ms, (anchor.ref, ref), level=1)]
@@ -526,7 +526,8 @@ class Detectors:
         self._oracle_stale = {(stale["underlying"], stale["source"]) for stale in state["oracle_stale"]}
         self._oracle_deviating = set(state["oracle_deviating"])
         self._oracle_off_twap = set(state["oracle_off_twap"])
-        self._mark_windows = {instrument: RollingExtremes.from_state(w) for instrument, w in state["mark_windows"].items()}
+        self._mark_windows = {instrument: RollingExtremes.from_state(w)
+                              for instrument, w in state["mark_windows"].items()}
         self._mark_firing = dict(state["mark_firing"])
 
 

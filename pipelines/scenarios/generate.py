@@ -10,8 +10,9 @@ Population (per scenario, seeded): leveraged long and short perpetuals, short pu
 delta-hedged option books (short calls + long perpetual, in ``EngineParams.hedged_accounts``), an
 LP market-making book (short strangle, hedged) and, when the scenario stages them, a whale that
 withdraws collateral before the fall, and a pump's actor (``Scenario.pump``: a large short and
-the same long, whose buys lift the perpetual's mark above its index, ``pump_marks``). Collateral is calibrated through the risk core: each
-account starts at a margin ratio (maintenance / equity) drawn from ``ratio_range``.
+the same long, whose buys lift the perpetual's mark above its index, ``pump_marks``). Collateral
+is calibrated through the risk core: each account starts at a margin ratio (maintenance /
+equity) drawn from ``ratio_range``.
 
 A coin-margined scenario (``Scenario.coin_margined``) lists its options with
 ``InstrumentDefinition`` records (inverse, settled in the underlying, one coin per contract, as
@@ -36,7 +37,7 @@ from pipelines.events.codec import Codec, default_codec
 from pipelines.events.files import replay_record
 from pipelines.risk.black76 import black76_price
 from pipelines.scenarios.library import Pump, Scenario
-from pipelines.scenarios.model import depth_path, iv_path, price_path, move_progress
+from pipelines.scenarios.model import depth_path, iv_path, move_progress, price_path
 from pipelines.topics import spec_for
 
 T0 = 1_795_000_000_000  # 2026-11-18T08:53:20Z: the event time bench inputs start at (scenarios: their date)

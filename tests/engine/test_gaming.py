@@ -8,8 +8,13 @@ import math
 
 from pipelines.detect.detectors import DetectorParams
 from pipelines.engine.engine import Engine, EngineParams
-from pipelines.engine.snapshot import (Checkpoint, MarketSnapshot, PartitionSnapshot, decode_checkpoint,
-                                       encode_checkpoint)
+from pipelines.engine.snapshot import (
+    Checkpoint,
+    MarketSnapshot,
+    PartitionSnapshot,
+    decode_checkpoint,
+    encode_checkpoint,
+)
 from pipelines.policy.gaming import GamingParams
 from pipelines.policy.signing import SigningKey
 from pipelines.scenarios.generate import depth_record
@@ -21,7 +26,8 @@ JELLY = "JELLY-PERPETUAL"
 
 
 def index(underlying: str, price: float, t: int) -> tuple[str, dict]:
-    return "IndexPrice", {"underlying": underlying, "index_name": underlying.lower(), "price": price, "event_time_ms": t}
+    return "IndexPrice", {"underlying": underlying, "index_name": underlying.lower(), "price": price,
+                          "event_time_ms": t}
 
 
 def collateral(account: str, amount: float, change: float, t: int, seq: int) -> tuple[str, dict]:

@@ -15,11 +15,11 @@ DEPTH = {"instrument": "JELLY-PERPETUAL", "bids": [{"price": 0.049, "quantity": 
 CONFIG = ExecutorConfig("backstop.actions", "backstop.executions", "backstop.deadletter")
 
 
-def venue(tmp_path) -> SimulatedVenue:  # noqa: ANN001
+def venue(tmp_path) -> SimulatedVenue:
     return SimulatedVenue(SimulatedVenueConfig(books={"JELLY-PERPETUAL": DEPTH}), tmp_path / "ledger.sqlite")
 
 
-def test_a_frozen_account_s_withdrawal_is_refused_with_the_reason_and_others_are_not(tmp_path) -> None:  # noqa: ANN001
+def test_a_frozen_account_s_withdrawal_is_refused_with_the_reason_and_others_are_not(tmp_path) -> None:
     v = venue(tmp_path)
     assert v.request_withdrawal("whale", "USDC", 1e6).status == "accepted"
     v.freeze_withdrawals("whale", "withdraw_then_breach")
@@ -31,7 +31,7 @@ def test_a_frozen_account_s_withdrawal_is_refused_with_the_reason_and_others_are
     assert venue(tmp_path).request_withdrawal("whale", "USDC", 1.0).status == "rejected"
 
 
-def test_the_executor_freezes_at_the_venue_and_halts_a_delisted_instrument(tmp_path) -> None:  # noqa: ANN001
+def test_the_executor_freezes_at_the_venue_and_halts_a_delisted_instrument(tmp_path) -> None:
     v = venue(tmp_path)
     executor = Executor(None, None, None, v, KEY, CONFIG)  # type: ignore[arg-type]  # only the venue is used
     freeze = make_action(KEY, ActionType.FREEZE_WITHDRAWALS, "whale", 1_000, breach_ids=["b1"],
@@ -44,4 +44,5 @@ def test_the_executor_freezes_at_the_venue_and_halts_a_delisted_instrument(tmp_p
     assert [r["status"] for r in executor._execute(delist)] == ["accepted"]
     assert v.trading_state("JELLY-PERPETUAL") is TradingState.HALTED
     order = v.place_order(Order("o1", "pumper", "JELLY-PERPETUAL", "buy", 1_000.0))
-    assert (order.status, order.reason) == ("rejected", "JELLY-PERPETUAL halted: only orders that reduce a position are accepted")
+    halted = "JELLY-PERPETUAL halted: only orders that reduce a position are accepted"
+    assert (order.status, order.reason) == ("rejected", halted)
