@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 
 import numpy as np
@@ -216,7 +216,7 @@ class Ladder:
                     | ((state == STATE_CODE[AccountState.LIQUIDATING]) & ~due & ~below_release & ~(ratio < target))
                     | ((state == STATE_CODE[AccountState.LIQUIDATED]) & ~due & ~below_release))
 
-    def closes_in_flight(self, accounts: list[str], closes: list[Mapping[str, float]]) -> np.ndarray:
+    def closes_in_flight(self, accounts: list[str], closes: Sequence[Mapping[str, float]]) -> np.ndarray:
         """Per account, whether the close of every leg (``closes``: instrument -> the quantity
         that closes it, the position negated) is in flight in full, so that a liquidated round
         would send nothing (``_liquidated_round``); False where no ladder is held."""
