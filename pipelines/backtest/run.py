@@ -26,8 +26,8 @@ from pipelines.engine.engine import EngineParams
 from pipelines.errors import UserError
 from pipelines.execution.waterfall import LiquidityProvider
 from pipelines.policy.ladder import LadderParams
-from pipelines.scenarios.generate import Generated, generate
 from pipelines.scenarios import library
+from pipelines.scenarios.generate import Generated, generate
 from pipelines.scenarios.library import Scenario
 
 Item = TypeVar("Item")
