@@ -31,7 +31,7 @@ from pipelines.audit.rows import Batch, Coordinates
 from pipelines.audit.store import EmbeddedStore
 from pipelines.backtest.run import engine_params, simulate
 from pipelines.engine.shards import partition_for
-from pipelines.engine.wire import breach_record
+from pipelines.engine.wire import action_key, action_record, breach_key, breach_record
 from pipelines.errors import UserError
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import KEY_FIELD, TOPIC_OF, generate
@@ -40,6 +40,15 @@ from pipelines.topics import spec_for
 OUTPUT_TOPIC = {"exposure": "backstop.exposures", "breach": "backstop.breaches", "action": "backstop.actions",
                 "execution": "backstop.executions"}
 RECORD_OF = {"exposure": "ExposureSnapshot", "breach": "Breach", "action": "Action", "execution": "ExecutionReport"}
+
+
+def _output_record(kind: str, value: Any) -> tuple[dict[str, Any], str]:
+    """The datum and Kafka key of an output: a ``Breach``, an ``Action`` or an execution report."""
+    if kind == "breach":
+        return breach_record(value), breach_key(value)
+    if kind == "action":
+        return action_record(value), action_key(value)
+    return value, value["account"]
 
 
 class AuditCollector:
@@ -67,9 +76,8 @@ class AuditCollector:
             topic = TOPIC_OF[record]
             self.batch.add(record, datum, self._coords(topic, str(datum[KEY_FIELD[record]]), datum["event_time_ms"]))
         else:
-            datum = breach_record(value) if kind == "breach" else value
-            self.batch.add(RECORD_OF[kind], datum, self._coords(OUTPUT_TOPIC[kind], datum["account"],
-                                                               datum["event_time_ms"]))
+            datum, key = _output_record(kind, value)
+            self.batch.add(RECORD_OF[kind], datum, self._coords(OUTPUT_TOPIC[kind], key, datum["event_time_ms"]))
         self.rows += 1
 
     def write(self, store: EmbeddedStore) -> int:

@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from pipelines.engine.wire import record_target
+
 NAN = float("nan")
 MARGIN_KINDS = frozenset({"margin_shortfall", "equity_below_liquidation"})
 
@@ -153,11 +155,12 @@ def _breach_row(v: Mapping[str, Any]) -> tuple:
 
 
 def _action_row(v: Mapping[str, Any]) -> tuple:
+    """An action's row; ``account`` is its target, the underlying of a halt or resume."""
     ms = int(v["event_time_ms"])
     params = v.get("params") or {}
     keys = sorted(params)
     signature = v.get("signature") or b""
-    return (event_date(ms), ms, v["account"], v["action_id"], v["action_type"], _s(v.get("instrument")),
+    return (event_date(ms), ms, record_target(v), v["action_id"], v["action_type"], _s(v.get("instrument")),
             _s(v.get("side")), float(v.get("quantity") or 0.0), _f(v.get("limit_price")),
             list(v.get("breach_ids") or []), keys, [str(params[k]) for k in keys], int(v.get("expires_at_ms") or 0),
             _s(v.get("signing_key_id")),

@@ -71,6 +71,7 @@ from pipelines.execution.waterfall import (
     WaterfallParams,
     liquidate,
 )
+from pipelines.policy.actions import Action
 from pipelines.policy.signing import SigningKey
 from pipelines.risk.instruments import (
     Instrument,
@@ -452,7 +453,7 @@ class Simulation:
                 self.result.breaches[breach.kind.value] += 1
             self.on_output("breach", breach)
         for action in out.actions:
-            self.result.actions[action["action_type"]] += 1
+            self.result.actions[action.action_type.value] += 1
             self.on_output("action", action)
             for report in self._execute(action):
                 self.on_output("execution", report)
@@ -488,9 +489,9 @@ class Simulation:
             self.books[name] = book
         return book.place_at(mark)
 
-    def _execute(self, action: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _execute(self, action: Action) -> list[dict[str, Any]]:
         """Carry ``action`` out; its reports (at least one: every action has an outcome)."""
-        kind = action["action_type"]
+        kind = action.action_type
         if kind in LIQUIDATIONS:
             return self._liquidation_action(action)
         if kind == "delta_hedge":
@@ -498,15 +499,15 @@ class Simulation:
         if kind == "delist_settle":
             return self._delist(action)
         if kind == "freeze_withdrawals":
-            self._frozen.add(action["account"])
+            self._frozen.add(action.target)
         return [_outcome(action, "accepted")]
 
-    def _delist(self, action: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _delist(self, action: Action) -> list[dict[str, Any]]:
         """Halt the instrument and settle every position in it at the action's ``settle_price``
         (quoted as the venue quotes it), no fee: what Hyperliquid did with JELLY. Each settled
         position is one ``filled`` report, its notional counted as force-closed."""
-        name, t = action["instrument"], action["event_time_ms"]
-        price = float(action["params"]["settle_price"])
+        name, t = action.instrument, action.event_time_ms
+        price = float(action.params["settle_price"])
         ledger = self.ledger
         reports = []
         for account in sorted(ledger.holders.get(ledger.instrument(name).underlying, ())):
@@ -518,31 +519,31 @@ class Simulation:
             self.result.liquidated_notional_usd += ledger.notional_of(name, q)
             self.result.executions += 1
             self._feedback_for(account, name, t)
-            reports.append(_report(action["action_id"], len(reports), account, name, side, abs(q), price, 0.0,
+            reports.append(_report(action.action_id, len(reports), account, name, side, abs(q), price, 0.0,
                                    "simulated", "settlement", t, None, "filled"))
         return reports or [_outcome(action, "accepted", "no open position to settle")]
 
-    def _liquidation_action(self, action: Mapping[str, Any]) -> list[dict[str, Any]]:
-        account, name = action["account"], action.get("instrument")
+    def _liquidation_action(self, action: Action) -> list[dict[str, Any]]:
+        account, name = action.target, action.instrument
         if not name:
             return [_outcome(action, "rejected", "missing_field: no instrument")]
         held = self.ledger.positions[account].get(name, (0.0, 0.0))[0]
-        signed = action["quantity"] if action["side"] == SELL else -action["quantity"]
+        signed = action.quantity if action.side == SELL else -action.quantity
         if held * signed <= 0:
             return [_outcome(action, "rejected", f"nothing to close: the account holds {held:g} {name}")]
         signed = math.copysign(min(abs(signed), abs(held)), held)
-        kind = action["action_type"]
-        return self._liquidate(account, name, signed, action["event_time_ms"], action["action_id"], "backstop",
+        kind = action.action_type
+        return self._liquidate(account, name, signed, action.event_time_ms, action.action_id, "backstop",
                                LIQUIDATIONS[kind], self.venue.waterfall, adl=True,
                                close_all=kind not in ("partial_liquidation", "transfer_to_lp"))
 
-    def _hedge(self, action: Mapping[str, Any]) -> list[dict[str, Any]]:
-        account, name, t = action["account"], action.get("instrument"), action["event_time_ms"]
+    def _hedge(self, action: Action) -> list[dict[str, Any]]:
+        account, name, t = action.target, action.instrument, action.event_time_ms
         if not name or self.ledger.instrument(name).underlying not in self.ledger.index:
             return [_outcome(action, "rejected", f"no market for {name}")]
-        side = action["side"]
+        side = action.side
         mark = self.ledger.mark(name)
-        sweep = self._book(name).sweep(side, action["quantity"], action.get("limit_price"))
+        sweep = self._book(name).sweep(side, action.quantity, action.limit_price)
         if sweep.filled <= EPS:
             return [_outcome(action, "rejected", "no liquidity within limit")]
         fee = sweep.notional * self.venue.waterfall.taker_fee
@@ -552,8 +553,8 @@ class Simulation:
         self.result.slippage_usd += _worse_than_mark(side, sweep.avg_price, mark) * sweep.filled
         self.result.executions += 1
         self._feedback_for(account, name, t)
-        status = "filled" if sweep.filled >= action["quantity"] - EPS else "partially_filled"
-        return [_report(action["action_id"], 0, account, name, side, sweep.filled,
+        status = "filled" if sweep.filled >= action.quantity - EPS else "partially_filled"
+        return [_report(action.action_id, 0, account, name, side, sweep.filled,
                         self.ledger.quote(name, sweep.avg_price), fee, "simulated", "book", t,
                         _slippage_bps(side, sweep.avg_price, mark), status)]
 
@@ -728,10 +729,10 @@ def _report(action_id: str, seq: int, account: str, name: str | None, side: str 
             "slippage_bps": slippage_bps, "counterparty": counterparty, "reason": reason, "event_time_ms": int(t)}
 
 
-def _outcome(action: Mapping[str, Any], status: str, reason: str | None = None) -> dict[str, Any]:
+def _outcome(action: Action, status: str, reason: str | None = None) -> dict[str, Any]:
     """The one report of an action that trades nothing (``accepted``, or ``rejected`` with its reason)."""
-    return _report(action["action_id"], 0, action["account"], action.get("instrument"), action.get("side"), 0.0, None,
-                   0.0, "simulated", "", action["event_time_ms"], None, status, reason)
+    return _report(action.action_id, 0, action.target, action.instrument, action.side, 0.0, None,
+                   0.0, "simulated", "", action.event_time_ms, None, status, reason)
 
 
 def _worse_than_mark(side: str, price: float, mark: float) -> float:

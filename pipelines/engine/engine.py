@@ -26,7 +26,7 @@ from pipelines.engine.account_book import AccountBook, BuiltBook, asset_price, u
 from pipelines.engine.account_book import instrument as instrument_of  # parsed once per name
 from pipelines.engine.index_history import IndexHistory
 from pipelines.engine.market_board import MarketBoard
-from pipelines.policy.actions import make_action
+from pipelines.policy.actions import Action, make_action
 from pipelines.policy.circuit import CIRCUIT_ACTIONS, CircuitBreakers, CircuitChange, CircuitParams
 from pipelines.policy.gaming import GamingParams, Penalties, delist
 from pipelines.policy.ladder import (
@@ -77,7 +77,7 @@ class Revaluation:
 @dataclasses.dataclass
 class EngineOutput:
     breaches: list[Breach] = dataclasses.field(default_factory=list)
-    actions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    actions: list[Action] = dataclasses.field(default_factory=list)
     exposures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def extend(self, other: EngineOutput) -> None:
@@ -563,14 +563,14 @@ class Engine:
 
     # ------------------------------------------------------------------ helpers
 
-    def _circuit_action(self, change: CircuitChange) -> dict[str, Any]:
+    def _circuit_action(self, change: CircuitChange) -> Action:
         """The market-wide action of the circuit's new state: halt, market_reduce_only or resume."""
         return make_action(self.key, CIRCUIT_ACTIONS[change.state], change.underlying, change.event_time_ms,
                            breach_ids=change.breach_ids,
                            params={"underlying": change.underlying, "level": str(change.level),
                                    "state": change.state.value})
 
-    def _sign(self, decision: Decision) -> dict[str, Any]:
+    def _sign(self, decision: Decision) -> Action:
         return make_action(self.key, decision.action_type, decision.account, decision.event_time_ms,
                            instrument=decision.instrument, side=decision.side, quantity=decision.quantity,
                            breach_ids=decision.breach_ids, params=dict(decision.params))

@@ -19,12 +19,10 @@ from collections.abc import Callable
 
 from pipelines.detect.breach import BreachKind
 from pipelines.engine.engine import EngineOutput
-from pipelines.policy.circuit import CIRCUIT_ACTIONS
 from pipelines.topics import ACCOUNT_PARTITIONS
 
 ACCOUNT_RECORDS = {"PositionUpdate", "CollateralUpdate"}
 ACCOUNT_BREACHES = {BreachKind.MARGIN_SHORTFALL, BreachKind.EQUITY_BELOW_LIQUIDATION, BreachKind.WITHDRAW_THEN_BREACH}
-MARKET_ACTIONS = set(CIRCUIT_ACTIONS.values())
 
 
 def murmur2(data: bytes) -> int:
@@ -88,7 +86,7 @@ def keep_reported(output: EngineOutput, reports: Callable[[str], bool]) -> Engin
         return output  # the common case, per event: nothing to filter
     kept = EngineOutput(exposures=output.exposures)
     kept.breaches = [b for b in output.breaches if b.kind in ACCOUNT_BREACHES or reports(b.subject)]
-    kept.actions = [a for a in output.actions if a["action_type"] not in MARKET_ACTIONS or reports(a["account"])]
+    kept.actions = [a for a in output.actions if a.underlying is None or reports(a.underlying)]
     return kept
 
 

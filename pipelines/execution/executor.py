@@ -45,6 +45,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from pipelines.engine.wire import WireError, action_from_record, record_target, signed_fields
 from pipelines.events.codec import Codec, DecodeError
 from pipelines.events.deadletter import dead_letter, message_timestamp_ms
 from pipelines.events.validation import Validator
@@ -52,7 +53,7 @@ from pipelines.execution.market import MarketFeed
 from pipelines.execution.venue import Order, Venue, VenueError
 from pipelines.execution.waterfall import WaterfallResult
 from pipelines.ops.metrics import Metrics
-from pipelines.policy.actions import ActionType
+from pipelines.policy.actions import Action, ActionType
 from pipelines.policy.circuit import STATE_OF_ACTION, TradingState
 from pipelines.policy.signing import SigningKey
 
@@ -109,7 +110,7 @@ class _Handled:
     """What one message came to, kept until its batch commits."""
 
     message: Message
-    action: dict[str, Any] | None  # None: undecodable
+    action: dict[str, Any] | None  # the decoded datum; None: undecodable
     outcome: str  # executed, rejected or undecodable
     reason: str | None = None  # the dead-letter reason, when dead-lettered
 
@@ -233,7 +234,7 @@ class Executor:
             a = h.action
             self.metrics.executed(a["action_type"], h.outcome, message_timestamp_ms(m), now_ms)
             log.log(logging.WARNING if h.reason else logging.INFO, "action %s %s: %s for %s%s", a["action_id"],
-                    h.outcome, a["action_type"], a["account"], f" ({h.reason})" if h.reason else "",
+                    h.outcome, a["action_type"], record_target(a), f" ({h.reason})" if h.reason else "",
                     extra={"action_id": a["action_id"], "breach_ids": a["breach_ids"], "account": a["account"],
                            "action_type": a["action_type"], "outcome": h.outcome, "reason": h.reason, **where})
 
@@ -250,64 +251,69 @@ class Executor:
 
     def _handle(self, message: Message) -> _Handled:
         try:
-            action = self.codec.decode(message.value(), expected="Action").value
+            record = self.codec.decode(message.value(), expected="Action").value
         except DecodeError as exc:
             self._dead_letter(message, exc.reason, str(exc))
             return _Handled(message, None, "undecodable", exc.reason)
-        handled = _Handled(message, action, "executed")
+        handled = _Handled(message, record, "executed")
         try:
-            self._verify(action)
-            reports = self._execute(action)
+            reports = self._execute(self._verify(record))
         except Rejected as exc:
             if exc.reason == "bad_signature":
-                log.error("ALERT forged or corrupted action %s for account %s rejected (key id %r)",
-                          action["action_id"], action["account"], action.get("signing_key_id"))
+                log.error("ALERT forged or corrupted action %s for %s rejected (key id %r)",
+                          record["action_id"], record_target(record), record.get("signing_key_id"))
             self._dead_letter(message, exc.reason, str(exc))
-            reports = [self._report(action, 0, status="rejected", reason=f"{exc.reason}: {exc}")]
+            reports = [self._report_of(record["action_id"], record_target(record), record.get("instrument"),
+                                       record.get("side"), 0, status="rejected", reason=f"{exc.reason}: {exc}")]
             self.stats.rejected += 1
-            handled = _Handled(message, action, "rejected", exc.reason)
+            handled = _Handled(message, record, "rejected", exc.reason)
         for report in reports:
             self.producer.produce(self.config.executions_topic, key=message.key(),
                                   value=self.codec.encode("ExecutionReport", report))
         self.stats.reports += len(reports)
         return handled
 
-    def _verify(self, action: dict[str, Any]) -> None:
-        if not action.get("signature") or not self.key.verify(action, action["signature"]):
+    def _verify(self, record: dict[str, Any]) -> Action:
+        """The ``Action`` of a decoded datum that is signed by our key, sane, unexpired and of a
+        known type and target; else raise ``Rejected``. The signature is checked first."""
+        signature = record.get("signature")
+        if not signature or not self.key.verify(signed_fields(record), signature):
             raise Rejected("bad_signature", "signature missing or invalid")
         now_ms = self.clock() * 1000
         # signed is not sane: a worker bug must not reach the venue as a NaN or negative order
-        problem = ACTION_VALUES.validate("Action", action, int(now_ms))
+        problem = ACTION_VALUES.validate("Action", record, int(now_ms))
         if problem is not None:
             raise Rejected(problem.reason, str(problem))
-        expires = action.get("expires_at_ms")
+        expires = record.get("expires_at_ms")
         if expires is not None and now_ms > expires:
             raise Rejected("expired", f"expired at {expires}")
-        if action["action_type"] not in ActionType._value2member_map_:
-            raise Rejected("unknown_action_type", action["action_type"])
+        try:
+            return action_from_record(record)
+        except WireError as exc:
+            raise Rejected(exc.reason, str(exc)) from None
 
-    def _execute(self, action: dict[str, Any]) -> list[dict[str, Any]]:
-        kind = ActionType(action["action_type"])
+    def _execute(self, action: Action) -> list[dict[str, Any]]:
+        kind = action.action_type
         if kind in RISK_FREE_TYPES:
             return [self._report(action, 0, status="accepted")]
         if kind in STATE_OF_ACTION:
-            target = action["instrument"] or action["params"].get("underlying") or action["account"]
+            target = action.instrument or action.target
             self._with_retry(lambda: self.venue.set_trading_state(target, STATE_OF_ACTION[kind]))
             return [self._report(action, 0, status="accepted")]
         if kind is ActionType.DELTA_HEDGE:
             return [self._order_report(action)]
         if kind is ActionType.FREEZE_WITHDRAWALS:
-            reason = action["params"].get("reason", "freeze_withdrawals")
-            self._with_retry(lambda: self.venue.freeze_withdrawals(action["account"], reason))
+            reason = action.params.get("reason", "freeze_withdrawals")
+            self._with_retry(lambda: self.venue.freeze_withdrawals(action.target, reason))
             return [self._report(action, 0, status="accepted")]
         if kind is ActionType.DELIST_SETTLE:  # halted here; settling its positions is the venue operator's act
             self._with_retry(lambda: self.venue.set_trading_state(_required(action, "instrument"), TradingState.HALTED))
             return [self._report(action, 0, status="accepted")]
         return self._liquidation_reports(action, WATERFALL_STEPS[kind])
 
-    def _order_report(self, action: dict[str, Any]) -> dict[str, Any]:
-        order = Order(action["action_id"], action["account"], _required(action, "instrument"),
-                      _required(action, "side"), action["quantity"], action["limit_price"])
+    def _order_report(self, action: Action) -> dict[str, Any]:
+        order = Order(action.action_id, action.target, _required(action, "instrument"),
+                      _required(action, "side"), action.quantity, action.limit_price)
         result = self._with_retry(lambda: self.venue.place_order(order))
         if result.status == "rejected":
             raise Rejected("venue_rejected", result.reason)
@@ -315,8 +321,8 @@ class Executor:
                             fee=result.fee_usd, slippage=result.slippage_bps, venue=self.venue.name,
                             counterparty="book")
 
-    def _liquidation_reports(self, action: dict[str, Any], steps: str) -> list[dict[str, Any]]:
-        params = action["params"]
+    def _liquidation_reports(self, action: Action, steps: str) -> list[dict[str, Any]]:
+        params = action.params
         try:
             mark, equity = float(params["mark"]), float(params["equity_usd"])
         except (KeyError, ValueError):
@@ -324,11 +330,11 @@ class Executor:
         if not (math.isfinite(mark) and mark > 0 and math.isfinite(equity)):
             raise Rejected("bad_params", f"mark {params['mark']!r} must be a positive number and equity_usd "
                                          f"{params['equity_usd']!r} a finite one")
-        signed = action["quantity"] if action["side"] == "sell" else -action["quantity"]  # the position closed
-        partial = action["action_type"] in (ActionType.PARTIAL_LIQUIDATION, ActionType.TRANSFER_TO_LP)
+        signed = action.quantity if action.side == "sell" else -action.quantity  # the position closed
+        partial = action.action_type in (ActionType.PARTIAL_LIQUIDATION, ActionType.TRANSFER_TO_LP)
         result: WaterfallResult = self._with_retry(lambda: self.venue.liquidate(
-            action["action_id"], action["account"], _required(action, "instrument"), signed, mark, equity,
-            action["event_time_ms"], steps, close_all=not partial))
+            action.action_id, action.target, _required(action, "instrument"), signed, mark, equity,
+            action.event_time_ms, steps, close_all=not partial))
         if not result.fills:  # still one report: the audit must say what became of every action
             return [self._report(action, 0, status="rejected", venue=self.venue.name,
                                  reason=f"no counterparty in {steps}: {result.unfilled:g} left with the account")]
@@ -353,17 +359,22 @@ class Executor:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _report(self, action: dict[str, Any], seq: int, *, status: str, filled: float = 0.0,
-                price: float | None = None, fee: float = 0.0, slippage: float | None = None,
-                venue: str = "", counterparty: str = "", reason: str | None = None) -> dict[str, Any]:
+    def _report(self, action: Action, seq: int, **outcome: Any) -> dict[str, Any]:
+        """The ``seq``-th ``ExecutionReport`` of ``action``, keyed as the action is (``account`` is its target)."""
+        return self._report_of(action.action_id, action.target, action.instrument, action.side, seq, **outcome)
+
+    def _report_of(self, action_id: str, account: str, instrument: str | None, side: str | None, seq: int, *,
+                   status: str, filled: float = 0.0, price: float | None = None, fee: float = 0.0,
+                   slippage: float | None = None, venue: str = "", counterparty: str = "",
+                   reason: str | None = None) -> dict[str, Any]:
         return {
-            "execution_id": f"{action['action_id']}/{seq}",
-            "action_id": action["action_id"],
-            "account": action["account"],
+            "execution_id": f"{action_id}/{seq}",
+            "action_id": action_id,
+            "account": account,
             "status": status,
             "venue": venue or self.venue.name,
-            "instrument": action.get("instrument"),
-            "side": action.get("side"),
+            "instrument": instrument,
+            "side": side,
             "filled_quantity": filled,
             "avg_price": price,
             "fee": fee,
@@ -414,10 +425,11 @@ class _GiveUp(Exception):
     """The venue stayed unavailable past the retry budget."""
 
 
-def _required(action: dict[str, Any], field: str) -> Any:
-    if not action.get(field):
-        raise Rejected("missing_field", f"{action['action_type']} needs {field}")
-    return action[field]
+def _required(action: Action, field: str) -> Any:
+    value = getattr(action, field)
+    if not value:
+        raise Rejected("missing_field", f"{action.action_type} needs {field}")
+    return value
 
 
 def _next_offsets(messages: list[Message]) -> list[TopicPartition]:

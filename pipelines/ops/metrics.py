@@ -21,6 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from pipelines.detect.breach import Breach
+from pipelines.policy.actions import Action
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,15 @@ class Metrics:
 
     # ------------------------------------------------------------------ worker
 
-    def record_outputs(self, breaches: Iterable[Breach], actions: Iterable[Mapping[str, Any]], now_ms: int) -> None:
+    def record_outputs(self, breaches: Iterable[Breach], actions: Iterable[Action], now_ms: int) -> None:
         """What one ``Engine``/``Shard`` step emitted: breaches by kind, actions by type, and the
         event-to-action latency of each action (``now_ms``, wall clock at emit, minus the action's
         ``event_time_ms``: how far behind the market the decision reached Kafka)."""
         for breach in breaches:
             self._breaches.labels(breach.kind.value, "cleared" if breach.cleared else "fired").inc()
         for action in actions:
-            self._actions.labels(self.stage, action["action_type"], "emitted").inc()
-            self._event_to_action.observe(_seconds(now_ms - action["event_time_ms"]))
+            self._actions.labels(self.stage, action.action_type.value, "emitted").inc()
+            self._event_to_action.observe(_seconds(now_ms - action.event_time_ms))
 
     def applied(self, count: int) -> None:
         """``count`` more records applied by the worker's engines."""

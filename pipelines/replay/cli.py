@@ -14,6 +14,7 @@ from pipelines.audit import render
 from pipelines.config import KafkaSettings, load_settings
 from pipelines.errors import UserError
 from pipelines.kafka import client_config
+from pipelines.policy.actions import Action
 
 if TYPE_CHECKING:
     from pipelines.detect.breach import Breach
@@ -139,13 +140,13 @@ def breach_rows(breaches: list[Breach]) -> tuple[list[str], list[list[Any]]]:
     return columns, rows
 
 
-def action_rows(actions: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Per action type: count, distinct accounts, first and last."""
-    columns = ["action", "count", "accounts", "first", "last"]
+def action_rows(actions: list[Action]) -> tuple[list[str], list[list[Any]]]:
+    """Per action type: count, distinct targets (accounts or underlyings), first and last."""
+    columns = ["action", "count", "targets", "first", "last"]
     rows = []
-    for action_type in sorted({a["action_type"] for a in actions}):
-        of_type = [a for a in actions if a["action_type"] == action_type]
-        times = [a["event_time_ms"] for a in of_type]
-        rows.append([action_type, len(of_type), len({a["account"] for a in of_type}),
+    for action_type in sorted({a.action_type.value for a in actions}):
+        of_type = [a for a in actions if a.action_type.value == action_type]
+        times = [a.event_time_ms for a in of_type]
+        rows.append([action_type, len(of_type), len({a.target for a in of_type}),
                      render.iso_ms(min(times)), render.iso_ms(max(times))])
     return columns, rows

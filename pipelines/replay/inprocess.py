@@ -90,4 +90,4 @@ def replay_dicts(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], *, k
 
 def fingerprint(output: EngineOutput) -> tuple[list[str], list[str]]:
     """Breach ids and action ids in output order: what the parity test compares."""
-    return [b.breach_id for b in output.breaches], [a["action_id"] for a in output.actions]
+    return [b.breach_id for b in output.breaches], [a.action_id for a in output.actions]

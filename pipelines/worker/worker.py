@@ -39,7 +39,7 @@ from collections import Counter
 
 from pipelines.engine.engine import EngineOutput, EngineParams
 from pipelines.engine.snapshot import Checkpoint, SnapshotFormatError, decode_checkpoint, encode_checkpoint
-from pipelines.engine.wire import breach_key, breach_record
+from pipelines.engine.wire import action_key, action_record, breach_key, breach_record
 from pipelines.events.codec import default_codec
 from pipelines.events.deadletter import dead_letter
 from pipelines.events.validation import Validator
@@ -235,7 +235,7 @@ class Worker:
         for breach in output.breaches:
             sink.send(OUTPUT_TOPICS["Breach"], breach_key(breach).encode(), encode("Breach", breach_record(breach)))
         for action in output.actions:
-            sink.send(OUTPUT_TOPICS["Action"], action["account"].encode(), encode("Action", action))
+            sink.send(OUTPUT_TOPICS["Action"], action_key(action).encode(), encode("Action", action_record(action)))
         for exposure in output.exposures:
             sink.send(OUTPUT_TOPICS["ExposureSnapshot"], exposure["account"].encode(),
                       encode("ExposureSnapshot", exposure))

@@ -31,7 +31,7 @@ def run(events, params: EngineParams | None = None):
 
 
 def types_for(actions, account):
-    return [a["action_type"] for a in actions if a["account"] == account]
+    return [a.action_type for a in actions if a.target == account]
 
 
 def test_crash_escalates_in_order_and_leaves_the_safe_account_alone() -> None:
@@ -45,14 +45,14 @@ def test_crash_escalates_in_order_and_leaves_the_safe_account_alone() -> None:
     assert ("full_liquidation" in first or "transfer_to_lp" in first)
     assert types_for(actions, "whale-safe") == []
     assert "delta_hedge" in types_for(actions, "hedged-desk")
-    halts = [a for a in actions if a["action_type"] == "halt"]
-    assert halts and halts[0]["account"] == "BTC" and halts[0]["params"]["level"] == "1"
+    halts = [a for a in actions if a.action_type == "halt"]
+    assert halts and (halts[0].underlying, halts[0].account, halts[0].params["level"]) == ("BTC", None, "1")
 
     # every action carries its cause and a valid signature
     for action in actions:
-        assert KEY.verify(action, action["signature"])
-        if action["action_type"] in ("partial_liquidation", "full_liquidation", "halt"):
-            assert action["breach_ids"]
+        assert action.verify(KEY)
+        if action.action_type in ("partial_liquidation", "full_liquidation", "halt"):
+            assert action.breach_ids
 
 
 def crash_then_recovery() -> list[tuple[str, dict]]:
@@ -83,10 +83,10 @@ def test_a_crash_then_recovery_halts_then_reduces_only_then_resumes() -> None:
 
 def test_liquidation_is_paced_and_capped() -> None:
     _, _, actions = run(crash_events())
-    partials = [a for a in actions if a["account"] == "levered-long" and a["action_type"] == "partial_liquidation"]
-    times = [a["event_time_ms"] for a in partials]
+    partials = [a for a in actions if a.account == "levered-long" and a.action_type == "partial_liquidation"]
+    times = [a.event_time_ms for a in partials]
     assert all(b - a >= 1_000 for a, b in zip(times, times[1:]))  # at most one round a second
-    assert all(a["quantity"] * float(a["params"]["mark"]) <= 100_000.0 + 1e-6 for a in partials)
+    assert all(a.quantity * float(a.params["mark"]) <= 100_000.0 + 1e-6 for a in partials)
 
 
 def test_same_events_same_actions_byte_for_byte() -> None:
@@ -222,7 +222,7 @@ def test_an_engine_restored_mid_stream_goes_on_as_if_it_never_stopped() -> None:
     feed(whole, events[halted + 1:cut])
     expected = feed(whole, events[cut:])
     expected.extend(whole.flush())
-    assert "partial_liquidation" in [a["action_type"] for a in expected.actions]
+    assert "partial_liquidation" in [a.action_type for a in expected.actions]
 
     first = Engine(KEY, params)
     assert feed(first, events[:cut]).exposures  # the exposure rows were cached before the cut

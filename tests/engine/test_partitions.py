@@ -29,6 +29,7 @@ from pipelines.engine.snapshot import (
     decode_checkpoint,
     encode_checkpoint,
 )
+from pipelines.policy.actions import Action
 from pipelines.policy.signing import SigningKey
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate
@@ -66,14 +67,14 @@ class Collected:
 
     def __init__(self) -> None:
         self.breaches: dict[str, Any] = {}
-        self.actions: dict[str, dict] = {}
+        self.actions: dict[str, Action] = {}
         self.exposures: dict[tuple[str, int], dict] = {}
 
     def add(self, out: EngineOutput) -> None:
         for b in out.breaches:
             assert self.breaches.setdefault(b.breach_id, b) == b
         for a in out.actions:
-            assert self.actions.setdefault(a["action_id"], a) == a
+            assert self.actions.setdefault(a.action_id, a) == a
         for e in out.exposures:
             assert self.exposures.setdefault((e["account"], e["event_time_ms"]), e) == e
 

@@ -9,6 +9,7 @@ from confluent_kafka import Consumer, Producer
 from pipelines.engine.engine import EngineParams
 from pipelines.engine.shard import Message, run_shards, shard_of
 from pipelines.engine.shards import murmur2, partition_for
+from pipelines.policy.actions import Action
 from pipelines.policy.signing import SigningKey
 from tests.kit.crash import crash_events
 
@@ -56,14 +57,14 @@ def test_sharded_cluster_gives_the_one_shard_actions_once_each() -> None:
         key_partition = partition_for(value["account"], 4) if "account" in value else 0
         messages.append((record, Message(f"{topic}/{key_partition}", n, f"{topic}:{key_partition}:{n}", record, value)))
 
-    def run(partitions: int) -> list[dict]:
+    def run(partitions: int) -> list[Action]:
         return run_shards([(shard_of(record, m.value, partitions), m) for record, m in messages],
                           partitions, KEY, params).actions
 
-    key = lambda a: (a["event_time_ms"], a["action_id"])  # noqa: E731
+    key = lambda a: (a.event_time_ms, a.action_id)  # noqa: E731
     sharded, single = sorted(run(4), key=key), sorted(run(1), key=key)
     assert sharded == single
-    assert sum(a["action_type"] == "halt" for a in sharded) == 3  # once each, not once per shard
+    assert sum(a.action_type == "halt" for a in sharded) == 3  # once each, not once per shard
 
 
 def test_market_sources_are_the_market_topics() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from pipelines.engine.engine import EngineOutput, EngineParams
 from pipelines.engine.shard import Message, run_shards, shard_of
 from pipelines.engine.shards import partition_for
-from pipelines.engine.wire import breach_record
+from pipelines.engine.wire import action_record, breach_record
 from pipelines.events.codec import default_codec
 from pipelines.policy.signing import SigningKey
 from pipelines.scenarios.generate import KEY_FIELD, TOPIC_OF
@@ -40,7 +40,7 @@ def oracle(messages: list[tuple[int | None, Message]], params: EngineParams) -> 
     """The in-process run's outputs, as ``outputs`` reads them from the broker."""
     out: EngineOutput = run_shards(messages, ACCOUNT_PARTITIONS, KEY, params)
     return {"Breach": {b.breach_id: breach_record(b) for b in out.breaches},
-            "Action": {a["action_id"]: a for a in out.actions},
+            "Action": {a.action_id: action_record(a) for a in out.actions},
             "ExposureSnapshot": {(e["account"], e["event_time_ms"]): e for e in out.exposures}}
 
 
