@@ -26,6 +26,7 @@ import numpy as np
 from confluent_kafka import Consumer, Producer
 
 from pipelines.config import KafkaSettings
+from pipelines.engine.wire import action_record
 from pipelines.events.codec import default_codec
 from pipelines.execution.executor import Executor, ExecutorConfig
 from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
@@ -74,9 +75,9 @@ def latencies(sent: dict[str, int], done: dict[str, int]) -> dict[str, float]:
 
 def run_executor(bootstrap: str, prefix: str, n: int, rate: float) -> dict[str, float]:
     codec = default_codec()
-    actions = [make_action(KEY, ActionType.DELTA_HEDGE, f"acct-{i % 500}", 1_795_000_000_000 + i,
-                           instrument="BTC-PERPETUAL", side="buy" if i % 2 else "sell", quantity=0.01,
-                           breach_ids=[f"b{i}"]) for i in range(n)]
+    actions = [action_record(make_action(KEY, ActionType.DELTA_HEDGE, f"acct-{i % 500}", 1_795_000_000_000 + i,
+                                         instrument="BTC-PERPETUAL", side="buy" if i % 2 else "sell", quantity=0.01,
+                                         breach_ids=[f"b{i}"])) for i in range(n)]
     topic = f"{prefix}backstop.actions"
     with tempfile.TemporaryDirectory() as tmp:
         venue = SimulatedVenue(SimulatedVenueConfig(books={"BTC-PERPETUAL": BOOK}), Path(tmp) / "ledger.sqlite")

@@ -20,8 +20,9 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from pipelines.events.codec import default_codec
-from pipelines.policy.actions import ActionType, make_action
+from pipelines.policy.actions import ActionType
 from pipelines.policy.signing import SigningKey
+from tests.kit.actions import signed
 from tests.kit.ports import free_ports
 from tests.kit.probes import stop
 
@@ -63,9 +64,9 @@ class PrivateKafka:
 
 
 def hedge(i: int) -> dict:
-    return make_action(KEY, ActionType.DELTA_HEDGE, f"acct-{i % 23}", 1_795_000_000_000 + i,
-                       instrument="BTC-PERPETUAL", side="buy" if i % 2 else "sell", quantity=0.1 + i / 10_000,
-                       breach_ids=[f"breach-{i}"])
+    return signed(KEY, ActionType.DELTA_HEDGE, f"acct-{i % 23}", 1_795_000_000_000 + i,
+                  instrument="BTC-PERPETUAL", side="buy" if i % 2 else "sell", quantity=0.1 + i / 10_000,
+                  breach_ids=[f"breach-{i}"])
 
 
 class Feed(threading.Thread):

@@ -18,14 +18,16 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from pipelines.engine.wire import record_target
 from pipelines.events.codec import default_codec
 from pipelines.execution.executor import Executor, ExecutorConfig
 from pipelines.execution.market import MARKET_RECORDS, MarketFeed
 from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
 from pipelines.execution.waterfall import WaterfallParams
-from pipelines.policy.actions import ActionType, make_action
+from pipelines.policy.actions import ActionType
 from pipelines.policy.circuit import TradingState
 from pipelines.policy.signing import SigningKey
+from tests.kit.actions import signed
 
 pytestmark = pytest.mark.kafka
 
@@ -39,7 +41,7 @@ def produce_actions(bootstrap: str, prefix: str, actions: list[dict]) -> None:
     codec = default_codec()
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
     for action in actions:
-        producer.produce(f"{prefix}backstop.actions", key=action["account"].encode(),
+        producer.produce(f"{prefix}backstop.actions", key=record_target(action).encode(),
                          value=codec.encode("Action", action))
     assert producer.flush(30) == 0
 
@@ -75,9 +77,9 @@ def in_process_executor(bootstrap: str, prefix: str, venue: SimulatedVenue, key:
 
 
 def hedge(i: int) -> dict:
-    return make_action(KEY, ActionType.DELTA_HEDGE, f"acct-{i % 30}", 1_795_000_000_000 + i,
-                       instrument="BTC-PERPETUAL", side="buy" if i % 2 else "sell", quantity=0.1 + i / 1000,
-                       limit_price=None, breach_ids=[f"b{i}"])
+    return signed(KEY, ActionType.DELTA_HEDGE, f"acct-{i % 30}", 1_795_000_000_000 + i,
+                  instrument="BTC-PERPETUAL", side="buy" if i % 2 else "sell", quantity=0.1 + i / 1000,
+                  limit_price=None, breach_ids=[f"b{i}"])
 
 
 @pytest.mark.slow
@@ -132,8 +134,8 @@ def test_two_executors_and_a_sigkill_execute_every_action_exactly_once(kafka_boo
 def test_forged_action_is_rejected_dead_lettered_and_never_executed(kafka_bootstrap: str, prefix: str,
                                                                     tmp_path: Path) -> None:
     venue = SimulatedVenue(SimulatedVenueConfig(books={"BTC-PERPETUAL": DEEP}), tmp_path / "ledger.sqlite")
-    forged = make_action(SigningKey("default", b"attacker-key-0123456789"), ActionType.DELTA_HEDGE, "victim",
-                         1_795_000_000_000, instrument="BTC-PERPETUAL", side="sell", quantity=100.0)
+    forged = signed(SigningKey("default", b"attacker-key-0123456789"), ActionType.DELTA_HEDGE, "victim",
+                    1_795_000_000_000, instrument="BTC-PERPETUAL", side="sell", quantity=100.0)
     tampered = {**hedge(1), "quantity": 500.0}
     produce_actions(kafka_bootstrap, prefix, [forged, tampered, hedge(2)])
     stats = in_process_executor(kafka_bootstrap, prefix, venue).run(idle_exit_s=3)
@@ -164,8 +166,8 @@ def test_thin_book_liquidation_goes_book_lp_fund_adl_and_adds_up(kafka_bootstrap
     })
     venue = SimulatedVenue(config, tmp_path / "ledger.sqlite")
     venue.seed_position("bankrupt", "ALT-PERPETUAL", 100.0)
-    action = make_action(KEY, ActionType.FULL_LIQUIDATION, "bankrupt", 1_795_000_000_000, instrument="ALT-PERPETUAL",
-                         side="sell", quantity=100.0, params={"mark": str(mark), "equity_usd": "-300"})
+    action = signed(KEY, ActionType.FULL_LIQUIDATION, "bankrupt", 1_795_000_000_000, instrument="ALT-PERPETUAL",
+                    side="sell", quantity=100.0, params={"mark": str(mark), "equity_usd": "-300"})
     produce_actions(kafka_bootstrap, prefix, [action])
     in_process_executor(kafka_bootstrap, prefix, venue).run(idle_exit_s=3)
     reports = read_topic(kafka_bootstrap, f"{prefix}backstop.executions", "ExecutionReport", until=4)
@@ -192,8 +194,8 @@ def test_transfer_with_no_backstop_provider_still_reports_what_became_of_it(kafk
                                                                             tmp_path: Path) -> None:
     venue = SimulatedVenue(SimulatedVenueConfig(books={"BTC-PERPETUAL": DEEP}), tmp_path / "l.sqlite")  # no LPs
     venue.seed_position("levered", "BTC-PERPETUAL", 3.0)
-    action = make_action(KEY, ActionType.TRANSFER_TO_LP, "levered", 1_795_000_000_000, instrument="BTC-PERPETUAL",
-                         side="sell", quantity=3.0, params={"mark": "60000", "equity_usd": "1000"})
+    action = signed(KEY, ActionType.TRANSFER_TO_LP, "levered", 1_795_000_000_000, instrument="BTC-PERPETUAL",
+                    side="sell", quantity=3.0, params={"mark": "60000", "equity_usd": "1000"})
     produce_actions(kafka_bootstrap, prefix, [action])
     stats = in_process_executor(kafka_bootstrap, prefix, venue).run(idle_exit_s=3)
     assert stats.reports == 1
@@ -209,15 +211,15 @@ def test_every_action_gets_an_outcome(kafka_bootstrap: str, prefix: str, tmp_pat
     venue.seed_position("big", "BTC-PERPETUAL", 5_000.0)  # more than two clips of the book take
     t = 1_795_000_000_000
     actions = {
-        "accepted": [make_action(KEY, ActionType.MARGIN_CALL, "a", t), make_action(KEY, ActionType.REDUCE_ONLY, "a", t),
-                     make_action(KEY, ActionType.HALT, "a", t, instrument="ETH-PERPETUAL"),
-                     make_action(KEY, ActionType.RESUME, "a", t, instrument="ETH-PERPETUAL")],
+        "accepted": [signed(KEY, ActionType.MARGIN_CALL, "a", t), signed(KEY, ActionType.REDUCE_ONLY, "a", t),
+                     signed(KEY, ActionType.HALT, "ETH", t, instrument="ETH-PERPETUAL"),
+                     signed(KEY, ActionType.RESUME, "ETH", t, instrument="ETH-PERPETUAL")],
         "filled": [hedge(3)],
-        "partially_filled": [make_action(KEY, ActionType.PARTIAL_LIQUIDATION, "big", t, instrument="BTC-PERPETUAL",
-                                         side="sell", quantity=5_000.0,
-                                         params={"mark": "60000", "equity_usd": "1e9"})],
-        "rejected": [make_action(KEY, ActionType.DELTA_HEDGE, "a", t, instrument="BTC-PERPETUAL", side="buy",
-                                 quantity=1.0, limit_price=50_000.0)],
+        "partially_filled": [signed(KEY, ActionType.PARTIAL_LIQUIDATION, "big", t, instrument="BTC-PERPETUAL",
+                                    side="sell", quantity=5_000.0,
+                                    params={"mark": "60000", "equity_usd": "1e9"})],
+        "rejected": [signed(KEY, ActionType.DELTA_HEDGE, "a", t, instrument="BTC-PERPETUAL", side="buy",
+                            quantity=1.0, limit_price=50_000.0)],
     }
     produce_actions(kafka_bootstrap, prefix, [a for group in actions.values() for a in group])
     in_process_executor(kafka_bootstrap, prefix, venue).run(idle_exit_s=3)
@@ -242,8 +244,8 @@ def test_halt_reduce_only_and_resume_actions_set_the_venue_state_and_refuse_new_
     t = 1_795_000_000_000
 
     def circuit(kind: ActionType, state: str, minute: int) -> dict:
-        return make_action(KEY, kind, "BTC", t + minute * 60_000, breach_ids=["move"],
-                           params={"underlying": "BTC", "level": "1", "state": state})
+        return signed(KEY, kind, "BTC", t + minute * 60_000, breach_ids=["move"],
+                      params={"underlying": "BTC", "level": "1", "state": state})
 
     def execute(actions: list[dict]) -> None:
         produce_actions(kafka_bootstrap, prefix, actions)
@@ -251,8 +253,8 @@ def test_halt_reduce_only_and_resume_actions_set_the_venue_state_and_refuse_new_
 
     execute([circuit(ActionType.HALT, "halted", 1), circuit(ActionType.MARKET_REDUCE_ONLY, "reducing", 3)])
     assert venue.trading_state("BTC-PERPETUAL") is TradingState.REDUCING
-    adds, exits = [make_action(KEY, ActionType.DELTA_HEDGE, "long", t + 240_000, instrument="BTC-PERPETUAL",
-                               side=side, quantity=1.0, breach_ids=[side]) for side in ("buy", "sell")]
+    adds, exits = [signed(KEY, ActionType.DELTA_HEDGE, "long", t + 240_000, instrument="BTC-PERPETUAL",
+                          side=side, quantity=1.0, breach_ids=[side]) for side in ("buy", "sell")]
     execute([adds, exits])
     assert venue.positions("long") == {"BTC-PERPETUAL": 1.0}
     execute([circuit(ActionType.RESUME, "active", 61)])
@@ -306,7 +308,7 @@ def test_the_executor_fills_at_the_market_topics_depth_and_mark(kafka_bootstrap:
     produce_market(kafka_bootstrap, prefix, [("OrderBookDepth", depth(31_000.0, T0 - 2)),
                                              ("OrderBookDepth", depth(30_000.0, T0 - 1)),
                                              ("MarkPrice", mark(29_500.0, T0 - 1)), ("MarkPrice", mark(29_000.0, T0))])
-    sell = make_action(KEY, ActionType.DELTA_HEDGE, "a", T0, instrument="BTC-PERPETUAL", side="sell", quantity=7.0)
+    sell = signed(KEY, ActionType.DELTA_HEDGE, "a", T0, instrument="BTC-PERPETUAL", side="sell", quantity=7.0)
     produce_actions(kafka_bootstrap, prefix, [sell])
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{prefix}executors",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",

@@ -37,7 +37,7 @@ from pipelines.execution.executor import Executor, ExecutorConfig, _Handled
 from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
 from pipelines.execution.waterfall import LiquidityProvider
 from pipelines.ops.metrics import Metrics
-from pipelines.policy.actions import ActionType, make_action
+from pipelines.policy.actions import ActionType
 from pipelines.policy.circuit import STATE_OF_ACTION
 from pipelines.policy.signing import SigningKey, canonical
 from tests.fuzz.strategies import (
@@ -55,6 +55,7 @@ from tests.fuzz.strategies import (
     parses,
     short_text,
 )
+from tests.kit.actions import resigned, signed
 from tests.kit.fakes import GROUP_METADATA, FakeConsumer, FakeMessage
 
 pytestmark = pytest.mark.fuzz
@@ -186,17 +187,17 @@ def signed_actions(draw: st.DrawFn, key: SigningKey = KEY, types: tuple = (*VENU
     expires = draw(expiries if expiries is not None else st.one_of(st.none(), st.integers(NOW_MS, NOW_MS + 120_000)))
     account = draw(st.one_of(st.sampled_from(["levered-long", "short-puts"]), short_text))
     if kind in STATE_OF_ACTION:
-        return make_action(key, kind, "BTC", event_time, breach_ids=breaches, expires_at_ms=expires,
-                           params={"underlying": "BTC", "level": "1", "state": STATE_OF_ACTION[kind].value})
+        return signed(key, kind, "BTC", event_time, breach_ids=breaches, expires_at_ms=expires,
+                      params={"underlying": "BTC", "level": "1", "state": STATE_OF_ACTION[kind].value})
     if kind in NO_VENUE_TYPES:
-        return make_action(key, kind, account, event_time, breach_ids=breaches, expires_at_ms=expires,
-                           params={"margin_ratio": "1.2"})
+        return signed(key, kind, account, event_time, breach_ids=breaches, expires_at_ms=expires,
+                      params={"margin_ratio": "1.2"})
     side = draw(st.sampled_from(["buy", "sell"]))
     params = {}
     if kind in LIQUIDATIONS:
         params = {"mark": repr(draw(st.floats(55_000, 65_000))), "equity_usd": repr(draw(st.floats(-1e6, 1e6)))}
-    return make_action(key, kind, account, event_time, instrument=PERP, side=side, quantity=draw(quantities),
-                       breach_ids=breaches, params=params, expires_at_ms=expires)
+    return signed(key, kind, account, event_time, instrument=PERP, side=side, quantity=draw(quantities),
+                  breach_ids=breaches, params=params, expires_at_ms=expires)
 
 
 def _tamper_strategies(action: dict[str, Any]) -> dict[str, st.SearchStrategy[Any]]:
@@ -247,8 +248,8 @@ def badly_signed_actions(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def _valid_encodings() -> list[bytes]:
-    return [CODEC.encode("Action", make_action(KEY, kind, "acct", NOW_MS, instrument=PERP, side="sell", quantity=1.0,
-                                               params={"mark": "60000", "equity_usd": "1000"}))
+    return [CODEC.encode("Action", signed(KEY, kind, "acct", NOW_MS, instrument=PERP, side="sell", quantity=1.0,
+                                          params={"mark": "60000", "equity_usd": "1000"}))
             for kind in (ActionType.DELTA_HEDGE, ActionType.FULL_LIQUIDATION, ActionType.MARGIN_CALL)]
 
 
@@ -272,7 +273,8 @@ def incoming(draw: st.DrawFn) -> tuple[str, bytes | None, str | None]:
         return kind, CODEC.encode("Action", action), "expired"
     if kind == "unknown_type":
         action_type = draw(short_text.filter(lambda t: t not in ActionType._value2member_map_))
-        action = make_action(KEY, action_type, "acct", NOW_MS, instrument=PERP, side="buy", quantity=1.0)
+        hedge = signed(KEY, ActionType.DELTA_HEDGE, "acct", NOW_MS, instrument=PERP, side="buy", quantity=1.0)
+        action = resigned({**hedge, "action_type": action_type}, KEY)
         return kind, CODEC.encode("Action", action), "unknown_action_type"
     return kind, CODEC.encode("Action", draw(signed_actions())), None
 
@@ -451,14 +453,16 @@ def fuzzed_signed_actions(draw: st.DrawFn) -> dict[str, Any]:
                                                       "underlying": st.sampled_from(["BTC", "", "ETH"])}))
     if draw(st.integers(0, 3)):  # usually: the parameters a liquidation needs
         params.update(mark=draw(number), equity_usd=draw(number))
-    return make_action(KEY, kind, draw(short_text), draw(st.integers(-(2**63), 2**63 - 1)),
-                       instrument=draw(st.one_of(st.just(PERP), st.just(PERP), st.just(PERP), st.none(), short_text)),
-                       side=draw(st.sampled_from([None, "buy", "sell"])),
-                       quantity=draw(st.one_of(st.floats(0, 100), st.floats(0, 1e308), st.sampled_from([0.0, 5e-324]),
-                                               extreme_floats)),
-                       limit_price=draw(st.one_of(st.none(), extreme_floats, st.floats(50_000, 70_000))),
-                       breach_ids=draw(st.lists(short_text, max_size=2)), params=params,
-                       expires_at_ms=draw(st.one_of(st.none(), st.integers(NOW_MS, 2**63 - 1))))
+    known = ActionType._value2member_map_.get(kind, ActionType.MARGIN_CALL)
+    action = signed(KEY, known, draw(short_text), draw(st.integers(-(2**63), 2**63 - 1)),
+                    instrument=draw(st.one_of(st.just(PERP), st.just(PERP), st.just(PERP), st.none(), short_text)),
+                    side=draw(st.sampled_from([None, "buy", "sell"])),
+                    quantity=draw(st.one_of(st.floats(0, 100), st.floats(0, 1e308), st.sampled_from([0.0, 5e-324]),
+                                            extreme_floats)),
+                    limit_price=draw(st.one_of(st.none(), extreme_floats, st.floats(50_000, 70_000))),
+                    breach_ids=draw(st.lists(short_text, max_size=2)), params=params,
+                    expires_at_ms=draw(st.one_of(st.none(), st.integers(NOW_MS, 2**63 - 1))))
+    return resigned({**action, "action_type": kind}, KEY)
 
 
 @settings(max_examples=200, deadline=None, database=None, suppress_health_check=HEALTH)
@@ -588,8 +592,8 @@ def _rejected_before_the_venue(action: dict[str, Any], reason: str) -> None:
 
 
 @settings(max_examples=10, deadline=None, database=None, suppress_health_check=HEALTH)
-@example(action=make_action(KEY, ActionType.DELTA_HEDGE, "acct", NOW_MS, instrument=PERP, side="buy",
-                            quantity=math.nan))
+@example(action=signed(KEY, ActionType.DELTA_HEDGE, "acct", NOW_MS, instrument=PERP, side="buy",
+                       quantity=math.nan))
 @given(action=signed_actions(types=(ActionType.DELTA_HEDGE,), quantities=st.just(math.nan)))
 def test_a_signed_nan_quantity_hedge_is_rejected_before_the_venue(action: dict[str, Any]) -> None:
     """Was: the NaN order reached SimulatedVenue.place_order and a TypeError escaped _handle."""
@@ -597,10 +601,10 @@ def test_a_signed_nan_quantity_hedge_is_rejected_before_the_venue(action: dict[s
 
 
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=HEALTH)
-@example(action=make_action(KEY, ActionType.PARTIAL_LIQUIDATION, "acct", NOW_MS, instrument=PERP, side="sell",
-                            quantity=-1.0, params={"mark": "60000", "equity_usd": "1000"}))
-@example(action=make_action(KEY, ActionType.DELTA_HEDGE, "acct", NOW_MS, instrument=PERP, side="sell",
-                            quantity=math.inf))
+@example(action=signed(KEY, ActionType.PARTIAL_LIQUIDATION, "acct", NOW_MS, instrument=PERP, side="sell",
+                       quantity=-1.0, params={"mark": "60000", "equity_usd": "1000"}))
+@example(action=signed(KEY, ActionType.DELTA_HEDGE, "acct", NOW_MS, instrument=PERP, side="sell",
+                       quantity=math.inf))
 @given(action=signed_actions(types=VENUE_TYPES, quantities=st.one_of(
     st.floats(max_value=-5e-324), st.sampled_from([math.inf, -math.inf, math.nan, -5e-324, -1e-9]))))
 def test_signed_negative_or_non_finite_quantities_are_rejected_before_the_venue(action: dict[str, Any]) -> None:
@@ -614,8 +618,8 @@ BAD_EQUITIES = ("nan", "inf", "-inf", "1e999")
 
 
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=HEALTH)
-@example(action=make_action(KEY, ActionType.FULL_LIQUIDATION, "acct", NOW_MS, instrument=PERP, side="sell",
-                            quantity=1.0, params={"mark": "0", "equity_usd": "1000"}), bad=("mark", "0"))
+@example(action=signed(KEY, ActionType.FULL_LIQUIDATION, "acct", NOW_MS, instrument=PERP, side="sell",
+                       quantity=1.0, params={"mark": "0", "equity_usd": "1000"}), bad=("mark", "0"))
 @given(action=signed_actions(types=LIQUIDATIONS),
        bad=st.one_of(st.tuples(st.just("mark"), st.sampled_from(BAD_MARKS)),
                      st.tuples(st.just("equity_usd"), st.sampled_from(BAD_EQUITIES))))
@@ -624,8 +628,8 @@ def test_a_signed_liquidation_with_a_bad_mark_or_equity_is_rejected_before_the_v
     """Was: a mark of '0' reached the venue and waterfall.liquidate's slip() divided by it
     (ZeroDivisionError escaped _handle). A mark must be a positive number, the equity finite."""
     field, text = bad
-    action = make_action(KEY, action["action_type"], action["account"], action["event_time_ms"], instrument=PERP,
-                         side="sell", quantity=1.0, params={**action["params"], field: text})
+    action = signed(KEY, action["action_type"], action["account"], action["event_time_ms"], instrument=PERP,
+                    side="sell", quantity=1.0, params={**action["params"], field: text})
     _rejected_before_the_venue(action, "bad_params")
 
 

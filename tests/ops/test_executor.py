@@ -26,8 +26,9 @@ from pipelines.execution.executor import Executor, ExecutorConfig
 from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
 from pipelines.ops.metrics import Metrics
 from pipelines.ops.server import serve
-from pipelines.policy.actions import ActionType, make_action
+from pipelines.policy.actions import ActionType
 from pipelines.policy.signing import SigningKey
+from tests.kit.actions import signed
 from tests.kit.ports import free_ports
 from tests.kit.probes import get, json_lines, scrape, series, total, wait_for
 
@@ -58,9 +59,9 @@ def prefix(kafka_bootstrap: str) -> Iterator[str]:
 
 
 def hedge(i: int) -> dict:
-    return make_action(KEY, ActionType.DELTA_HEDGE, f"acct-{i % 17}", 1_795_000_000_000 + i,
-                       instrument="BTC-PERPETUAL", side="buy" if i % 2 else "sell", quantity=0.1 + i / 1000,
-                       breach_ids=[f"breach-{i}", f"breach-{i}-b"])
+    return signed(KEY, ActionType.DELTA_HEDGE, f"acct-{i % 17}", 1_795_000_000_000 + i,
+                  instrument="BTC-PERPETUAL", side="buy" if i % 2 else "sell", quantity=0.1 + i / 1000,
+                  breach_ids=[f"breach-{i}", f"breach-{i}-b"])
 
 
 class Actions:
@@ -141,9 +142,9 @@ def ledger_orders(tmp_path: Path) -> set[str]:
 def test_metrics_readiness_and_json_logs_of_a_running_executor(kafka_bootstrap: str, prefix: str,
                                                                tmp_path: Path) -> None:
     good = [hedge(i) for i in range(40)]
-    forged = [make_action(SigningKey("default", b"attacker-key-0123456789"), ActionType.DELTA_HEDGE, "victim",
-                          1_795_000_000_000 + i, instrument="BTC-PERPETUAL", side="sell", quantity=50.0,
-                          breach_ids=["forged"]) for i in range(2)]
+    forged = [signed(SigningKey("default", b"attacker-key-0123456789"), ActionType.DELTA_HEDGE, "victim",
+                     1_795_000_000_000 + i, instrument="BTC-PERPETUAL", side="sell", quantity=50.0,
+                     breach_ids=["forged"]) for i in range(2)]
     actions = Actions(kafka_bootstrap, prefix)
     actions.send(good + forged, garbage=1)
     port = free_ports()

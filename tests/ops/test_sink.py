@@ -18,8 +18,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipelines.events.codec import default_codec
-from pipelines.policy.actions import ActionType, make_action
+from pipelines.policy.actions import ActionType
 from pipelines.policy.signing import SigningKey
+from tests.kit.actions import signed
 from tests.kit.ports import free_ports
 from tests.kit.probes import get, json_lines, scrape, series, total, wait_for
 
@@ -69,7 +70,7 @@ def test_sink_metrics_readiness_and_sigterm_drain(kafka_bootstrap, clickhouse, c
 
     def feed() -> None:  # about six seconds of actions
         for i in range(ACTIONS):
-            action = make_action(KEY, ActionType.MARGIN_CALL, f"acct-{i % 29}", 1_795_000_000_000 + i)
+            action = signed(KEY, ActionType.MARGIN_CALL, f"acct-{i % 29}", 1_795_000_000_000 + i)
             producer.produce(topic, codec.encode("Action", action), key=action["account"].encode())
             if i % 50 == 49:
                 producer.poll(0)

@@ -11,8 +11,9 @@ from pipelines.audit.sink import AuditSink
 from pipelines.audit.store import StoreUnavailable
 from pipelines.events.codec import Codec
 from pipelines.ops.metrics import Metrics
-from pipelines.policy.actions import ActionType, make_action
+from pipelines.policy.actions import ActionType
 from pipelines.policy.signing import SigningKey
+from tests.kit.actions import signed
 from tests.kit.fakes import FakeConsumer, FakeMessage
 from tests.kit.probes import samples
 
@@ -35,7 +36,7 @@ class Store:
 
 def test_counts_match_the_store_and_readiness_follows_membership_and_the_store() -> None:
     codec = Codec()
-    good = [make_action(KEY, ActionType.MARGIN_CALL, f"acct-{i}", 1_795_000_000_000 + i) for i in range(12)]
+    good = [signed(KEY, ActionType.MARGIN_CALL, f"acct-{i}", 1_795_000_000_000 + i) for i in range(12)]
     messages = [FakeMessage("actions", 0, i, codec.encode("Action", a)) for i, a in enumerate(good)]
     messages += [FakeMessage("actions", 0, 12, b"\x07junk"), FakeMessage("actions", 0, 13, b"")]
     consumer, store, metrics = FakeConsumer(messages, joins_on_subscribe=False), Store(), Metrics("audit-sink")
