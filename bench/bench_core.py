@@ -288,7 +288,7 @@ def venue(sizes: Sizes) -> dict[str, Any]:
         print(f"  venue {variant}: {len(rows) / wall:,.0f} events/s", flush=True)
     out["same_outputs"] = same(outputs)
     out["breaches"] = dict(sorted(Counter(b.kind.value for b in outputs[0].breaches).items()))
-    out["actions"] = dict(sorted(Counter(a["action_type"] for a in outputs[0].actions).items()))
+    out["actions"] = dict(sorted(Counter(a.action_type.value for a in outputs[0].actions).items()))
     return out
 
 

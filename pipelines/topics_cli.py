@@ -107,13 +107,11 @@ def wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float) ->
     """Return once the leader of every partition of ``topics`` answers for it (a ListOffsets,
     which only the serving leader answers); raise a ``UserError`` naming the laggards otherwise.
 
-    Why: a just-created partition can answer a producer's first ProduceRequest with
-    NOT_LEADER_OR_FOLLOWER (its broker has not applied the leadership yet) and accept the next,
-    pipelined one. A broker with no state for the producer id takes any first sequence, so the
-    partition's log starts at that request's sequence, and librdkafka marks the refused messages
-    delivered, "implicitly acked by subsequent batch success" (confluent-kafka-go #921, open).
-    On a three-broker cluster that lost the first actions of a partition in 2 of 3 fresh
-    clusters, with no fault at all: acked, never written. Nothing may produce before this."""
+    Invariant: nothing produces to a topic before this returned for it. A just-created
+    partition can refuse a producer's first request (NOT_LEADER_OR_FOLLOWER) and take the next,
+    pipelined one, and librdkafka then reports the refused messages delivered
+    (confluent-kafka-go #921): acked, never written. Why and what it cost:
+    docs/decisions/0005-leaders-before-producing.md."""
     deadline, failing = time.monotonic() + timeout_s, ["no metadata yet"]
     while time.monotonic() < deadline:
         metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics

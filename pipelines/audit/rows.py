@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pipelines.engine.wire import record_target
+from pipelines.risk.instruments import underlying_of
 
 NAN = float("nan")
 MARGIN_KINDS = frozenset({"margin_shortfall", "equity_below_liquidation"})
@@ -91,7 +92,7 @@ def _s(value: Any) -> str:
 
 
 def _underlying_of(instrument: str | None) -> str:
-    return instrument.split("-", 1)[0] if instrument else ""
+    return underlying_of(instrument) if instrument else ""
 
 
 def _input_row(record: str, v: Mapping[str, Any]) -> tuple:

@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipelines.risk.book import Book
-from pipelines.risk.instruments import Instrument, InstrumentTable, parse_instrument
+from pipelines.risk.instruments import Instrument, InstrumentTable, parse_instrument, underlying_of
 
 STABLE = frozenset({"USD", "USDC", "USDT"})
 
@@ -32,10 +32,6 @@ def asset_price(asset: str, prices: Mapping[str, float]) -> float:
 @lru_cache(maxsize=100_000)
 def instrument(name: str) -> Instrument:
     return parse_instrument(name)
-
-
-def underlying_of(name: str) -> str:
-    return name.split("-")[0]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

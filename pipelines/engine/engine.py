@@ -22,7 +22,7 @@ import numpy as np
 
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.detect.detectors import DetectorParams, Detectors
-from pipelines.engine.account_book import AccountBook, BuiltBook, asset_price, underlying_of
+from pipelines.engine.account_book import AccountBook, BuiltBook, asset_price
 from pipelines.engine.account_book import instrument as instrument_of  # parsed once per name
 from pipelines.engine.index_history import IndexHistory
 from pipelines.engine.market_board import MarketBoard
@@ -43,7 +43,7 @@ from pipelines.policy.signing import SigningKey
 from pipelines.risk import kernels
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
 from pipelines.risk.book import Book, BookRisk, margin_ratio, revalue_book
-from pipelines.risk.instruments import Kind
+from pipelines.risk.instruments import Kind, underlying_of
 from pipelines.risk.kernels import revalue as revalue_kernels
 from pipelines.risk.liquidation_order import LiquidationPlan, plan_liquidation, plan_liquidations
 from pipelines.risk.margin import MarginConfig
@@ -358,7 +358,7 @@ class Engine:
             account = view.account
             breaches = self.detectors.on_margin(account, time_ms, view.margin_ratio, refs[seq[i]])
             out.breaches += breaches
-            legs = [CloseIntent(name, name.split("-")[0], -q, marks[name])
+            legs = [CloseIntent(name, underlying_of(name), -q, marks[name])
                     for name, (q, _) in sorted(self.accounts.positions[account].items())]
 
             def plan(target: float, i: int = i) -> list[CloseIntent]:
@@ -368,7 +368,7 @@ class Engine:
                 if result is None or result.target_ratio != target:
                     result = plan_liquidation(book, risk, i, target, adaptive=self.params.adaptive,
                                               conditions=conditions, compiled=self.params.compiled)
-                return [CloseIntent(o.instrument, o.instrument.split("-")[0], o.qty, marks[o.instrument])
+                return [CloseIntent(o.instrument, underlying_of(o.instrument), o.qty, marks[o.instrument])
                         for o in result.orders]
 
             decisions = self.penalties.on_breaches(account, breaches)
@@ -544,8 +544,8 @@ class Engine:
 
     def _emitted_rows(self, built: BuiltBook) -> tuple[np.ndarray, np.ndarray]:
         """``_emitted`` as two arrays over the rows of ``built`` (time -inf and ratio NaN where
-        none was sent), kept in step with it until the book is rebuilt: looking every revalued
-        account up in the dict was a sixth of a tick."""
+        none was sent), kept in step with it until the book is rebuilt, so a tick reads them
+        without a dict lookup per revalued account."""
         cache = self._emitted_cache
         if cache is None or cache[0] is not built:
             last = [self._emitted.get(a) for a in built.book.accounts]

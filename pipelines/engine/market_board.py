@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 from pipelines.risk.adaptive import MarketConditions
-from pipelines.risk.instruments import Instrument, InstrumentError, instrument_from_definition
+from pipelines.risk.instruments import Instrument, InstrumentError, instrument_from_definition, underlying_of
 from pipelines.risk.market import MarketState, UnderlyingMarket
 
 DEPTH_BAND_BPS = 100  # depth is read within 1 % of mid, the adaptive engine's band
@@ -75,7 +75,7 @@ class MarketBoard:
                 self.vol[value["underlying"]] = value["iv"]
             return value["underlying"]
         if record == "OrderBookDepth":
-            reference = self.marks.get(value["instrument"]) or self.index.get(value["instrument"].split("-")[0])
+            reference = self.marks.get(value["instrument"]) or self.index.get(underlying_of(value["instrument"]))
             self.depth_usd[value["instrument"]] = depth_within(value, DEPTH_BAND_BPS, reference)
             return None
         if record == "InstrumentDefinition":
@@ -124,14 +124,14 @@ class MarketBoard:
         return MarketState(
             time_ms,
             {u: UnderlyingMarket(self.index[u], self.vol.get(u, self.default_vol)) for u in sorted(underlyings)},
-            {name: iv for name, iv in self.instrument_iv.items() if name.split("-")[0] in underlyings and iv > 0},
+            {name: iv for name, iv in self.instrument_iv.items() if underlying_of(name) in underlyings and iv > 0},
         )
 
     def conditions(self, realised_vol: Mapping[str, float]) -> MarketConditions:
         """Realised vol and the thinnest perpetual depth per underlying, for the adaptive add-on."""
         depth: dict[str, float] = {}
         for instrument, usd in self.depth_usd.items():
-            underlying = instrument.split("-")[0]
+            underlying = underlying_of(instrument)
             depth[underlying] = min(depth.get(underlying, math.inf), usd)
         return MarketConditions(realised_vol=dict(realised_vol), depth_usd=depth)
 

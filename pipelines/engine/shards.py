@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from pipelines.detect.breach import BreachKind
 from pipelines.engine.engine import EngineOutput
+from pipelines.risk.instruments import underlying_of
 from pipelines.topics import ACCOUNT_PARTITIONS
 
 ACCOUNT_RECORDS = {"PositionUpdate", "CollateralUpdate"}
@@ -59,7 +60,7 @@ def partition_for(key: str, partitions: int = ACCOUNT_PARTITIONS) -> int:
 
 def market_subject(subject: str) -> str:
     """Market breaches name ``BTC``, ``BTC/pyth``, ``BTC/twap`` or an instrument: key on the underlying."""
-    return subject.split("/")[0].split("-")[0]
+    return underlying_of(subject.partition("/")[0])
 
 
 class MarketOwner:

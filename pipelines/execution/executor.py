@@ -13,10 +13,10 @@ Exactly once, in two halves:
 
 A transactional call that blocks past its own timeout ends the process (exit code
 ``EXIT_STUCK``): librdkafka's ``send_offsets_to_transaction`` can hang for good when the group
-coordinator goes away mid-transaction (librdkafka issues #5456 and #5511, open in 2.16; our
-broker-restart chaos test hit it). A stuck executor acts on nothing; a restarted one fences the
-open transaction (same ``transactional.id``) and redoes the batch, which the venue's client
-order ids make safe. So the watchdog turns a silent hang into the crash the design recovers from.
+coordinator goes away mid-transaction (librdkafka issues #5456 and #5511). A restarted executor
+fences the open transaction (same ``transactional.id``) and redoes the batch, which the venue's
+client order ids make safe: the watchdog turns a hang into the crash the design recovers from
+(docs/decisions/0007-executor-watchdog.md).
 
 Transient venue errors are retried with exponential backoff; past ``max_retry_s`` the batch is
 aborted and consumption rewinds to the last commit, so nothing is lost. Actions that cannot be

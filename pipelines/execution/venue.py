@@ -40,6 +40,7 @@ from pipelines.execution.waterfall import (
     liquidate,
 )
 from pipelines.policy.circuit import TradingState, order_refusal
+from pipelines.risk.instruments import underlying_of
 
 
 class VenueError(Exception):
@@ -185,7 +186,7 @@ class SimulatedVenue:
 
     def trading_state(self, instrument: str) -> TradingState:
         """The stricter of the states set for ``instrument`` and for its underlying (ACTIVE when none is)."""
-        names = (instrument, instrument.split("-")[0])
+        names = (instrument, underlying_of(instrument))
         states = {TradingState(state) for state, in
                   self._db.execute("SELECT state FROM trading_states WHERE name IN (?, ?)", names)}
         return next((s for s in (TradingState.HALTED, TradingState.REDUCING) if s in states), TradingState.ACTIVE)

@@ -3,14 +3,12 @@ times preserved (the value bytes are the recorded ones, event times inside them)
 possible, or paced at ``speed`` × real time by event time.
 
 The Kafka timestamp is the time of the replay, and the recorded one travels in the
-``RECORDED_TIMESTAMP_HEADER`` header. A broker applies ``retention.ms`` to message
-timestamps: a recording older than a topic's retention, replayed with its own timestamps, is
-deleted at the broker's next retention check (every 5 minutes by default), while the cluster is
-still reading it. That happened: a crash scenario dated 2026-11-18, replayed on 2026-12-01 into
-topics keeping 7 days, lost 340 of an index partition's records mid-test, and the workers,
-finding them gone, went on without them. ``keep_timestamps=True`` writes the recorded timestamps
-for topics that keep them (``retention.ms`` -1, or a recording younger than the retention).
-Nothing in Backstop reads event time from Kafka timestamps."""
+``RECORDED_TIMESTAMP_HEADER`` header: a broker applies ``retention.ms`` to message timestamps,
+so a recording older than a topic's retention, replayed with its own timestamps, would be
+deleted while the cluster still reads it (docs/decisions/0006-replay-timestamps.md).
+``keep_timestamps=True`` writes the recorded timestamps, for topics that keep them
+(``retention.ms`` -1, or a recording younger than the retention). Nothing in Backstop reads
+event time from Kafka timestamps."""
 
 from __future__ import annotations
 

@@ -83,6 +83,13 @@ def expiry_ms_of(date_code: str) -> int:
     return days * DAY_MS + EXPIRY_HOUR_UTC * 3_600_000
 
 
+def underlying_of(name: str) -> str:
+    """The underlying a Deribit-style name starts with: ``BTC`` of ``BTC-PERPETUAL`` and of
+    ``BTC-27DEC26-60000-C``; a bare underlying (``BTC``) names itself. The one place a name's
+    underlying is read from its text; nothing is checked (``parse_instrument`` checks)."""
+    return name.partition("-")[0]
+
+
 def parse_instrument(name: str, contract_size: float = 1.0) -> Instrument:
     """Parse a Deribit-style name; raise InstrumentError naming what is wrong."""
     if not isinstance(name, str) or not name:
@@ -130,7 +137,7 @@ def instrument_from_definition(definition: Mapping[str, Any]) -> Instrument:
     size = definition["contract_size"]
     inverse = bool(definition.get("inverse", False))
     settlement = definition["settlement_currency"]
-    if underlying != name.split("-")[0]:
+    if underlying != underlying_of(name):
         raise InstrumentError(f"instrument {name!r}: underlying {underlying!r} is not the name's")
     if not (isinstance(size, (int, float)) and math.isfinite(size) and size > 0):
         raise InstrumentError(f"instrument {name!r}: contract_size must be positive, not {size!r}")

@@ -41,10 +41,10 @@ def test_every_action_has_an_outcome_with_a_reason_when_rejected(simulated) -> N
     for report in out["execution"]:
         reports[report["action_id"]].append(report)
     for action in out["action"]:
-        statuses = {r["status"] for r in reports[action["action_id"]]}
-        assert len(statuses) == 1 and statuses <= OUTCOMES, (action["action_type"], statuses)
+        statuses = {r["status"] for r in reports[action.action_id]}
+        assert len(statuses) == 1 and statuses <= OUTCOMES, (action.action_type, statuses)
         if statuses == {"rejected"}:
-            assert all(r["reason"] for r in reports[action["action_id"]])
+            assert all(r["reason"] for r in reports[action.action_id])
     assert all(r["status"] in OUTCOMES for r in out["execution"])
 
 
@@ -65,7 +65,7 @@ def test_positions_are_the_opening_book_plus_the_reported_fills(simulated) -> No
 
 def test_positions_closed_are_the_liquidations_fills(simulated) -> None:
     sim, out = simulated
-    liquidation_ids = {a["action_id"] for a in out["action"] if a["action_type"] in LIQUIDATIONS}
+    liquidation_ids = {a.action_id for a in out["action"] if a.action_type in LIQUIDATIONS}
     reported: dict[str, float] = collections.defaultdict(float)
     for report in out["execution"]:
         if report["action_id"] in liquidation_ids or report["action_id"].startswith("venue-liquidation:"):

@@ -31,7 +31,7 @@ def test_replay_json_holds_every_breach_and_action(recording: Path, capsys: pyte
     out = json.loads(capsys.readouterr().out)
     expected = replay(recording)
     assert [b["breach_id"] for b in out["breaches"]] == [b.breach_id for b in expected.breaches]
-    assert [a["action_id"] for a in out["actions"]] == [a["action_id"] for a in expected.actions]
+    assert [a["action_id"] for a in out["actions"]] == [a.action_id for a in expected.actions]
     first = out["breaches"][0]
     assert first["kind"] == expected.breaches[0].kind.value and first["subject"] == expected.breaches[0].subject
 
@@ -44,9 +44,9 @@ def test_replay_text_is_tables_with_iso_times(recording: Path, capsys: pytest.Ca
     assert "{" not in text and "'" not in text  # no dict reprs
     fired = sum(not b.cleared for b in expected.breaches)
     assert f"breaches ({fired:,d} fired" in text and f"actions ({len(expected.actions):,d})" in text
-    for action_type in {a["action_type"] for a in expected.actions}:
+    for action_type in {a.action_type.value for a in expected.actions}:
         row = next(line for line in text.splitlines() if line.startswith(action_type + " "))
-        count = sum(a["action_type"] == action_type for a in expected.actions)
+        count = sum(a.action_type == action_type for a in expected.actions)
         assert row.split()[1] == str(count) and row.split()[3].endswith("Z")
 
 

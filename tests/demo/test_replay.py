@@ -40,9 +40,9 @@ def test_replaying_the_scenario_recording_with_its_venue_gives_the_demo_ids(demo
     backstop("scenarios", "record", SCENARIO, "--out", str(recording))
     assert recorded_scenario(recording)["hedged_accounts"]  # the scenario's hedged books travel with it
     out = replay_with_venue(recording)
-    assert any(a["action_type"] == "delta_hedge" for a in out.actions)
+    assert any(a.action_type == "delta_hedge" for a in out.actions)
     assert sorted(b.breach_id for b in out.breaches) == ids(store, "breaches", "breach_id")
-    assert sorted(a["action_id"] for a in out.actions) == ids(store, "actions", "action_id")
+    assert sorted(a.action_id for a in out.actions) == ids(store, "actions", "action_id")
 
 
 def test_the_incident_summary_counts_what_the_demo_prints(demo) -> None:

@@ -46,7 +46,7 @@ _SAMPLES = {
     "Action": {"action_id": "a-77", "action_type": "partial_liquidation", "account": "acct-1", "instrument": OPTION,
                "side": "buy", "quantity": 10.0, "limit_price": 0.06, "breach_ids": ["b-3f2a"],
                "params": {"max_slippage_bps": "50"}, "expires_at_ms": NOW_MS + 30_000, "signing_key_id": "k1",
-               "signature": bytes(range(32)), "event_time_ms": NOW_MS},
+               "signature": bytes(range(32)), "event_time_ms": NOW_MS, "underlying": None},
     "ExecutionReport": {"execution_id": "a-77:1", "action_id": "a-77", "account": "acct-1", "status": "filled",
                         "venue": "deribit", "instrument": OPTION, "side": "buy", "filled_quantity": 10.0,
                         "avg_price": 0.0575, "fee": 0.0003, "fee_currency": "BTC", "slippage_bps": 12.0,

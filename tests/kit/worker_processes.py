@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, Producer
 
 from pipelines.engine.shard import Message, shard_of
 from pipelines.engine.shards import partition_for
+from pipelines.engine.wire import record_target
 from pipelines.events.codec import default_codec
 from pipelines.topics import ACCOUNT_PARTITIONS
 from tests.kit.crash import crash_events
@@ -82,7 +83,7 @@ def missing_by_partition(expected: dict[str, dict], got: dict) -> str:
     missing: dict[tuple[int, str], list[int]] = {}
     for action_id, action in expected.items():
         if action_id not in got:
-            key = (partition_for(action["account"], ACCOUNT_PARTITIONS), action["account"])
+            key = (partition_for(record_target(action), ACCOUNT_PARTITIONS), record_target(action))
             missing.setdefault(key, []).append(action["event_time_ms"])
     return "; ".join(f"partition {p} {account}: {len(times)} missing of "
                      f"{sum(a['account'] == account for a in expected.values())}, from event time {min(times)}"

@@ -17,6 +17,7 @@ import pytest
 from pipelines.audit.store import ServerStore, StoreError
 from pipelines.config import load_settings
 from pipelines.engine.engine import EngineParams
+from pipelines.engine.wire import action_record
 from pipelines.engine.shard import run_shards
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS
@@ -59,7 +60,7 @@ def test_pipeline_over_sasl_and_a_read_only_analyst(kafka_sasl, clickhouse_analy
     create_topics(settings.kafka)  # the admin client over SASL
     messages = publish(bootstrap, prefix, client)
     expected = run_shards(messages, ACCOUNT_PARTITIONS, KEY, EngineParams(hedged_accounts=frozenset({"hedged-desk"})))
-    expected_actions = {a["action_id"]: a for a in expected.actions}
+    expected_actions = {a.action_id: action_record(a) for a in expected.actions}
     assert len(expected_actions) > 10
 
     host, port = clickhouse_address
@@ -97,15 +98,15 @@ def test_pipeline_over_sasl_and_a_read_only_analyst(kafka_sasl, clickhouse_analy
         assert password not in text, f"the SASL password appears in {name}"
 
     # the analyst: the incident timeline of a liquidated account, read-only
-    liquidated = next(a for a in expected.actions if "liquidation" in a["action_type"])
+    liquidated = next(a for a in expected.actions if "liquidation" in a.action_type)
     analyst_env = {"BACKSTOP_CLICKHOUSE_USER": clickhouse_analyst["user"],
                    "BACKSTOP_CLICKHOUSE_PASSWORD_FILE": clickhouse_analyst["password_file"]}
     analyst_url = f"clickhouse://{host}:{port}/{database}"
     timeline = subprocess.run([sys.executable, "-m", "pipelines.cli", "incident", "timeline", "--clickhouse",
-                               analyst_url, "--account", liquidated["account"], "--json"],
+                               analyst_url, "--account", liquidated.target, "--json"],
                               env={**os.environ, **analyst_env}, capture_output=True, text=True, timeout=120)
     assert timeline.returncode == 0, timeline.stderr
-    assert liquidated["action_id"] in timeline.stdout
+    assert liquidated.action_id in timeline.stdout
     analyst_password = Path(clickhouse_analyst["password_file"]).read_text().strip()
     migrate = subprocess.run([sys.executable, "-m", "pipelines.cli", "audit", "migrate", "--clickhouse", analyst_url],
                              env={**os.environ, **analyst_env}, capture_output=True, text=True, timeout=120)

@@ -94,7 +94,7 @@ def test_a_partition_whose_checkpoint_is_gone_is_read_from_its_first_records(kaf
     partition = partition_for(ACCOUNT, ACCOUNT_PARTITIONS)
     params = EngineParams(hedged_accounts=frozenset({"hedged-desk"}))
     messages = publish(kafka_bootstrap, prefix)
-    first_actions = {a["action_id"] for a in run_shards(messages, ACCOUNT_PARTITIONS, KEY, params).actions}
+    first_actions = {a.action_id for a in run_shards(messages, ACCOUNT_PARTITIONS, KEY, params).actions}
     group, positions = f"{prefix}workers", f"{prefix}backstop.positions"
     checkpoints, key = prefix + CHECKPOINTS, f"{prefix}workers/{partition}".encode()
     account_offsets = [m.offset for _, m in messages

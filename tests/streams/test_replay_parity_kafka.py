@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.engine.engine import EngineParams
+from pipelines.engine.wire import action_record
 from pipelines.policy.signing import SigningKey
 from pipelines.replay.inprocess import replay
 from pipelines.replay.kafka_replay import replay_to_kafka
@@ -35,7 +36,7 @@ def test_a_recording_replayed_through_kafka_and_in_process_gives_the_same_output
     write_recording(generated, recording)
     expected = replay(recording, key=SigningKey("default", SECRET.encode()),
                       params=EngineParams(hedged_accounts=generated.hedged))
-    expected_actions = {a["action_id"]: a for a in expected.actions}
+    expected_actions = {a.action_id: action_record(a) for a in expected.actions}
     expected_breaches = {b.breach_id for b in expected.breaches}
     assert len(expected_actions) > 50 and len(expected_breaches) > 20
 

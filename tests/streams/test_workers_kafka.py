@@ -12,6 +12,7 @@ import pytest
 
 from pipelines.engine.engine import EngineParams
 from pipelines.engine.shard import run_shards
+from pipelines.engine.wire import action_record
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS
 from tests.kit.crash import crash_events
@@ -48,7 +49,7 @@ def test_two_workers_match_the_in_process_run(kafka_bootstrap: str, prefix: str,
             messages += publish(kafka_bootstrap, prefix, events=events[split:])
             workers[0] = start_worker(kafka_bootstrap, prefix, tmp_path, "w1-restarted")
         expected = run_shards(messages, ACCOUNT_PARTITIONS, KEY, params)
-        expected_actions = {a["action_id"]: a for a in expected.actions}
+        expected_actions = {a.action_id: action_record(a) for a in expected.actions}
         expected_breaches = {b.breach_id for b in expected.breaches}
         assert len(expected_actions) > 10 and len(expected_breaches) > 5
         actions = collect(kafka_bootstrap, f"{prefix}backstop.actions", "Action", "action_id",
