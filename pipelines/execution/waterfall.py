@@ -139,6 +139,23 @@ class WaterfallResult:
         return out
 
 
+@dataclasses.dataclass
+class _Closing:
+    """A liquidation in progress: what is left to close, the account's equity at ``mark`` after
+    the fills so far, the fills, and the simulated time. ``sign`` is +1 when a long is sold."""
+
+    mark: float
+    sign: float
+    remaining: float
+    equity: float
+    now: int
+    fills: list[Fill] = dataclasses.field(default_factory=list)
+
+    def slip(self, price: float) -> float:
+        """Slippage of ``price`` against the mark, in basis points, positive when worse."""
+        return (self.mark - price) / self.mark * 1e4 * self.sign
+
+
 def liquidate(account: str, instrument: str, position: float, mark: float, equity_usd: float, book: OrderBook,
               pool: LiquidityPool, fund: InsuranceFund, adl_candidates: Sequence[AdlCandidate],
               start_ms: int, params: WaterfallParams | None = None, close_all: bool = True) -> WaterfallResult:
@@ -150,80 +167,99 @@ def liquidate(account: str, instrument: str, position: float, mark: float, equit
     (``unfilled``) for the next round; the fund and ADL only take over from a bankrupt account."""
     p = params or WaterfallParams()
     side = SELL if position > 0 else BUY
-    sign = 1.0 if position > 0 else -1.0  # +1: we sell a long
-    remaining = abs(position)
-    equity = equity_usd
-    fills: list[Fill] = []
-    now = start_ms
+    run = _Closing(mark, 1.0 if position > 0 else -1.0, abs(position), equity_usd, start_ms)
+    _close_on_book(run, book, side, p)
+    if run.remaining > 1e-12:
+        _close_with_providers(run, pool, instrument)
+    if not close_all and run.equity > 0:
+        return WaterfallResult(account, instrument, side, abs(position), tuple(run.fills), run.equity, 0.0, 0.0,
+                               run.now, unfilled=max(run.remaining, 0.0))
+    fund_draw, bad_debt = _close_at_bankruptcy(run, fund, adl_candidates)
+    return WaterfallResult(account, instrument, side, abs(position), tuple(run.fills), run.equity, fund_draw, bad_debt,
+                           run.now)
 
-    def slip(price: float) -> float:
-        return (mark - price) / mark * 1e4 * sign
 
-    # 1. the book, in clips inside the slippage cap
-    limit = mark * (1 - p.max_slippage * sign)
+def _close_on_book(run: _Closing, book: OrderBook, side: str, p: WaterfallParams) -> None:
+    """Step 1: the book, in clips inside the slippage cap, depth replenished between clips."""
+    limit = run.mark * (1 - p.max_slippage * run.sign)
     for _ in range(p.max_clips):
-        if remaining <= 1e-12:
+        if run.remaining <= 1e-12:
             break
         available = book.available(side, limit)
         if available <= 1e-12:
             break
-        sweep = book.sweep(side, min(remaining, available * p.clip_fraction), limit)
+        sweep = book.sweep(side, min(run.remaining, available * p.clip_fraction), limit)
         if sweep.filled > 0:
             fee = sweep.notional * p.taker_fee
-            equity += (sweep.avg_price - mark) * sweep.filled * sign - fee
-            remaining -= sweep.filled
-            fills.append(Fill("book", "book", sweep.filled, sweep.avg_price, fee, slip(sweep.avg_price), now))
-        now += p.clip_interval_ms
+            run.equity += (sweep.avg_price - run.mark) * sweep.filled * run.sign - fee
+            run.remaining -= sweep.filled
+            run.fills.append(Fill("book", "book", sweep.filled, sweep.avg_price, fee, run.slip(sweep.avg_price),
+                                  run.now))
+        run.now += p.clip_interval_ms
         book.replenish(p.replenish_per_clip)
 
-    # 2. backstop liquidity providers, pro rata to live capacity
-    if remaining > 1e-12:
-        eligible = [(lp, pool.live_capacity(lp, now)) for lp in pool.providers if lp.takes(instrument)]
-        eligible = [(lp, cap) for lp, cap in eligible if cap > 0]
-        total = sum(cap for _, cap in eligible)
-        wanted_usd = remaining * mark
-        for lp, cap in eligible:
-            usd = cap if total <= wanted_usd else wanted_usd * cap / total
-            qty = min(remaining, usd / mark)
-            if qty <= 1e-12:
-                continue
-            price = mark * (1 - lp.discount * sign)
-            equity += (price - mark) * qty * sign
-            remaining -= qty
-            pool.record(lp, now, qty * mark)
-            fills.append(Fill("lp", lp.lp_id, qty, price, 0.0, slip(price), now))
 
-    # 3 and 4. the rest at the bankruptcy price: the fund as far as it can bear it, then ADL
-    fund_draw = bad_debt = 0.0
-    if not close_all and equity > 0:
-        return WaterfallResult(account, instrument, side, abs(position), tuple(fills), equity, 0.0, 0.0, now,
-                               unfilled=max(remaining, 0.0))
-    if remaining > 1e-12:
-        bankruptcy = mark - sign * equity / remaining
-        loss_vs_mark = max(0.0, -equity)
-        fund_share = 1.0 if loss_vs_mark == 0 else min(1.0, fund.balance_usd / loss_vs_mark)
-        fund_draw = fund.draw(loss_vs_mark * fund_share)
-        fund_qty = remaining * fund_share
-        if fund_qty > 1e-12:
-            fills.append(Fill("insurance_fund", "insurance_fund", fund_qty, bankruptcy, 0.0, slip(bankruptcy), now))
-        if equity > 0:
-            fund.credit(equity)  # the fund takes over at bankruptcy: what is left of the equity is its fee
-        unfunded_qty = adl_qty = remaining - fund_qty
-        for candidate in sorted((c for c in adl_candidates if c.quantity * sign < 0 and c.score(mark) > 0),
-                                key=lambda c: (-c.score(mark), c.account)):
-            if adl_qty <= 1e-12:
-                break
-            qty = min(adl_qty, abs(candidate.quantity))
-            fills.append(Fill("adl", candidate.account, qty, bankruptcy, 0.0, slip(bankruptcy), now))
-            adl_qty -= qty
-        if adl_qty > 1e-12:
-            # nobody left to deleverage against: the fund is left holding the rest, and the loss
-            # on it that the fund could not pay is bad debt
-            fills.append(Fill("insurance_fund", "insurance_fund", adl_qty, bankruptcy, 0.0, slip(bankruptcy), now))
-            bad_debt = (loss_vs_mark - fund_draw) * adl_qty / unfunded_qty
-        equity = 0.0
-    elif equity < 0:
-        fund_draw = fund.draw(-equity)
-        bad_debt = -equity - fund_draw
-        equity = 0.0
-    return WaterfallResult(account, instrument, side, abs(position), tuple(fills), equity, fund_draw, bad_debt, now)
+def _close_with_providers(run: _Closing, pool: LiquidityPool, instrument: str) -> None:
+    """Step 2: the backstop liquidity providers, pro rata to their live capacity, at their discount."""
+    eligible = [(lp, pool.live_capacity(lp, run.now)) for lp in pool.providers if lp.takes(instrument)]
+    eligible = [(lp, cap) for lp, cap in eligible if cap > 0]
+    total = sum(cap for _, cap in eligible)
+    wanted_usd = run.remaining * run.mark
+    for lp, cap in eligible:
+        usd = cap if total <= wanted_usd else wanted_usd * cap / total
+        qty = min(run.remaining, usd / run.mark)
+        if qty <= 1e-12:
+            continue
+        price = run.mark * (1 - lp.discount * run.sign)
+        run.equity += (price - run.mark) * qty * run.sign
+        run.remaining -= qty
+        pool.record(lp, run.now, qty * run.mark)
+        run.fills.append(Fill("lp", lp.lp_id, qty, price, 0.0, run.slip(price), run.now))
+
+
+def _close_at_bankruptcy(run: _Closing, fund: InsuranceFund, adl_candidates: Sequence[AdlCandidate]
+                         ) -> tuple[float, float]:
+    """Steps 3 and 4: the rest at the bankruptcy price, the fund as far as it can bear the loss,
+    then ADL; with nothing left to close, the fund covers a deficit. Leaves the equity at 0
+    (unless it was positive with nothing left) and returns (fund draw, bad debt) in USD."""
+    if run.remaining <= 1e-12:
+        if run.equity >= 0:
+            return 0.0, 0.0
+        fund_draw = fund.draw(-run.equity)
+        bad_debt = -run.equity - fund_draw
+        run.equity = 0.0
+        return fund_draw, bad_debt
+    bankruptcy = run.mark - run.sign * run.equity / run.remaining
+    loss_vs_mark = max(0.0, -run.equity)
+    fund_share = 1.0 if loss_vs_mark == 0 else min(1.0, fund.balance_usd / loss_vs_mark)
+    fund_draw = fund.draw(loss_vs_mark * fund_share)
+    fund_qty = run.remaining * fund_share
+    if fund_qty > 1e-12:
+        run.fills.append(Fill("insurance_fund", "insurance_fund", fund_qty, bankruptcy, 0.0, run.slip(bankruptcy),
+                              run.now))
+    if run.equity > 0:
+        fund.credit(run.equity)  # the fund takes over at bankruptcy: what is left of the equity is its fee
+    unfunded_qty = run.remaining - fund_qty
+    adl_qty = _deleverage(run, adl_candidates, unfunded_qty, bankruptcy)
+    bad_debt = 0.0
+    if adl_qty > 1e-12:
+        # nobody left to deleverage against: the fund is left holding the rest, and the loss
+        # on it that the fund could not pay is bad debt
+        run.fills.append(Fill("insurance_fund", "insurance_fund", adl_qty, bankruptcy, 0.0, run.slip(bankruptcy),
+                              run.now))
+        bad_debt = (loss_vs_mark - fund_draw) * adl_qty / unfunded_qty
+    run.equity = 0.0
+    return fund_draw, bad_debt
+
+
+def _deleverage(run: _Closing, candidates: Sequence[AdlCandidate], quantity: float, bankruptcy: float) -> float:
+    """Close up to ``quantity`` at ``bankruptcy`` against the opposing profitable positions, best
+    score (profit x leverage) first, ties by account; return what is left."""
+    eligible = (c for c in candidates if c.quantity * run.sign < 0 and c.score(run.mark) > 0)
+    for candidate in sorted(eligible, key=lambda c: (-c.score(run.mark), c.account)):
+        if quantity <= 1e-12:
+            break
+        qty = min(quantity, abs(candidate.quantity))
+        run.fills.append(Fill("adl", candidate.account, qty, bankruptcy, 0.0, run.slip(bankruptcy), run.now))
+        quantity -= qty
+    return quantity
