@@ -37,6 +37,13 @@ def _json_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """``backstop audit``, ``backstop audit-sink`` and ``backstop incident``."""
+    _register_audit(subparsers)
+    _register_sink(subparsers)
+    _register_incident(subparsers)
+
+
+def _register_audit(subparsers: argparse._SubParsersAction) -> None:
     audit = subparsers.add_parser("audit", help="audit store: schema migrations and read-only queries")
     sub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
     sub.required = True
@@ -65,6 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _json_arg(query)
     query.set_defaults(func=run_query)
 
+
+def _register_sink(subparsers: argparse._SubParsersAction) -> None:
     sink = subparsers.add_parser("audit-sink", help="consume the audit topics into the audit store")
     _store_args(sink)
     sink.add_argument("--bootstrap", help="broker address (default: settings kafka.bootstrap)")
@@ -81,6 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     shell.add_arguments(sink)
     sink.set_defaults(func=run_sink)
 
+
+def _register_incident(subparsers: argparse._SubParsersAction) -> None:
     incident = subparsers.add_parser("incident", help="post-incident analysis from the audit store")
     isub = incident.add_subparsers(dest="incident_command", metavar="ACTION")
     isub.required = True

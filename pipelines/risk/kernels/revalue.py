@@ -177,7 +177,11 @@ def revalue_accounts(
     worst_out: np.ndarray,  # (n_acc, n_und) int64, written at ``accounts``
 ) -> None:
     """Equity, Greeks, notionals, scenario margin, add-on, MM, IM and margin ratio of each
-    account in ``accounts``: what ``book._account_rows_numpy`` computes for every account."""
+    account in ``accounts``: what ``book._account_rows_numpy`` computes for every account.
+
+    Longer than 80 lines on purpose: one compiled loop over accounts whose scratch rows are
+    allocated once per call and whose sums run in ``book``'s order, so results match it bit for
+    bit (``tests/risk/test_kernels_revalue.py``); its three steps are numbered in comments."""
     n_und, n_scen = weight.shape
     row_pnl = np.empty((n_und, n_scen))
     acc = np.empty((9, n_und))  # delta, gamma, vega, theta, net, long, short, short units, gross
@@ -188,6 +192,7 @@ def revalue_accounts(
         row_pnl[:] = 0.0
         acc[:] = 0.0
         upnl = 0.0
+        # 1. positions: P&L, Greeks, notionals and scenario P&L netted per underlying
         for p in range(position_start[a], position_start[a + 1]):
             i = instrument_idx[p]
             u = underlying_idx[i]
@@ -207,6 +212,7 @@ def revalue_accounts(
             for s in range(n_scen):
                 row_pnl[u, s] += q * scenario_pnl[i, s]
         equity = collateral[a] + upnl
+        # 2. per underlying: the worst weighted scenario, delta and short-option charges, add-on
         for u in range(n_und):
             worst = 0
             lowest = row_pnl[u, 0] * weight[u, 0] if n_scen else 0.0
@@ -241,6 +247,7 @@ def revalue_accounts(
             rows_out[SHORT_CHARGE, a, u] = short_charge
             rows_out[ADDON, a, u] = addon
             worst_out[a, u] = worst
+        # 3. the account: margins summed in numpy's pairwise order, and the margin ratio
         base_mm = _pairwise_sum(mm_rows, 0, n_und)
         maintenance = base_mm + _pairwise_sum(addon_rows, 0, n_und)
         accounts_out[UPNL, a] = upnl
