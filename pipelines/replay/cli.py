@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines import arguments
 from pipelines.audit import render
 from pipelines.config import KafkaSettings, load_settings
+from pipelines.engine.wire import action_record
 from pipelines.errors import UserError
 from pipelines.kafka import client_config
 from pipelines.policy.actions import Action
@@ -113,7 +114,7 @@ def run_replay(args: argparse.Namespace) -> int:
         args.file, params=load_settings(args.config).engine.engine_params())
     if args.json:
         sys.stdout.write(render.to_json(render.json_safe({"breaches": [breach_dict(b) for b in out.breaches],
-                                                          "actions": out.actions})))
+                                                          "actions": [action_record(a) for a in out.actions]})))
         return 0
     print(f"breaches ({sum(not b.cleared for b in out.breaches):,d} fired, "
           f"{sum(b.cleared for b in out.breaches):,d} cleared)")
