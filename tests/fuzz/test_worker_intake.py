@@ -40,7 +40,7 @@ from pipelines.engine.snapshot import (
     decode_checkpoint,
     encode_checkpoint,
 )
-from pipelines.engine.wire import breach_record
+from pipelines.engine.wire import action_record, breach_record
 from pipelines.events.deadletter import dead_letter
 from pipelines.worker.intake import SHARD_SOURCES, UNKNOWN_SOURCE, Refused, admit
 from pipelines.worker.lane import AGAIN, LATE, TAKEN, Lane, account_inputs
@@ -113,18 +113,18 @@ def lane_state(lane: Lane) -> tuple[dict, int, int, int]:
 
 def summary(out: EngineOutput) -> tuple[list, list, list]:
     """What a run emitted, by identity: breach ids, action ids (and their signatures), exposures."""
-    return ([b.breach_id for b in out.breaches], [(a["action_id"], a["signature"]) for a in out.actions],
+    return ([b.breach_id for b in out.breaches], [(a.action_id, a.signature) for a in out.actions],
             [(e["account"], e["event_time_ms"], repr(e["margin_ratio"]), e["state"]) for e in out.exposures])
 
 
 def encode_outputs(out: EngineOutput) -> None:
     """Encode everything as the worker's ``_emit`` does (a failure here would stop the worker)."""
     encoded = [CODEC.encode("Breach", breach_record(b)) for b in out.breaches]
-    encoded += [CODEC.encode("Action", a) for a in out.actions]
+    encoded += [CODEC.encode("Action", action_record(a)) for a in out.actions]
     encoded += [CODEC.encode("ExposureSnapshot", e) for e in out.exposures]
     assert len(encoded) == len(out.breaches) + len(out.actions) + len(out.exposures)
     for action in out.actions:
-        assert KEY.verify(action, action["signature"])
+        assert action.verify(KEY)
 
 
 def index_tick(price: float, t: int) -> tuple[str, dict[str, Any]]:
