@@ -25,6 +25,7 @@ from typing import Any
 from pipelines.audit.render import iso_ms
 from pipelines.audit.store import Store
 from pipelines.policy.circuit import CIRCUIT_ACTIONS
+from pipelines.risk.instruments import underlying_of
 
 KIND_ORDER = {"input": 0, "breach": 1, "action": 2, "execution": 3}
 MARKET_RECORDS = ("IndexPrice", "OraclePrice", "MarkPrice", "VolatilityUpdate")
@@ -137,7 +138,7 @@ def _subjects(own: dict[str, list[dict[str, Any]]]) -> tuple[set[str], set[str]]
     for row in own["actions"] + own["executions"]:
         if row["instrument"]:
             instruments.add(row["instrument"])
-            underlyings.add(row["instrument"].split("-", 1)[0])
+            underlyings.add(underlying_of(row["instrument"]))
     return underlyings, instruments
 
 

@@ -74,11 +74,11 @@ def test_a_crash_then_recovery_halts_then_reduces_only_then_resumes() -> None:
     events = crash_then_recovery()
     start = events[0][1]["event_time_ms"]
     _, _, actions = run(events)
-    steps = [(a["action_type"], a["account"], a["params"]["state"], (a["event_time_ms"] - start) // 60_000)
+    steps = [(a.action_type, a.underlying, a.params["state"], (a.event_time_ms - start) // 60_000)
              for a in actions]
     assert steps == [("halt", "BTC", "halted", 1), ("market_reduce_only", "BTC", "reducing", 3),
                      ("resume", "BTC", "active", 61)]
-    assert all(a["breach_ids"] == actions[0]["breach_ids"] for a in actions)
+    assert all(a.breach_ids == actions[0].breach_ids and a.account is None for a in actions)
 
 
 def test_liquidation_is_paced_and_capped() -> None:

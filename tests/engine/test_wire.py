@@ -9,7 +9,8 @@ import pytest
 
 from pipelines.engine.wire import WireError, action_from_record, action_key, action_record, signed_fields
 from pipelines.events.codec import default_codec
-from pipelines.policy.actions import ActionType, make_action
+from pipelines.policy.actions import MARKET_ACTIONS, ActionType, make_action
+from pipelines.policy.circuit import CIRCUIT_ACTIONS
 from pipelines.policy.signing import SigningKey
 
 KEY = SigningKey("k1", b"wire-test-key-0123456789")
@@ -56,12 +57,16 @@ def test_a_halt_names_its_underlying_not_an_account() -> None:
 
 def test_every_type_round_trips_and_verifies() -> None:
     for kind in ActionType:
-        action = make_action(KEY, kind, "BTC" if kind in (ActionType.HALT, ActionType.RESUME) else "acct", T,
+        action = make_action(KEY, kind, "BTC" if kind in MARKET_ACTIONS else "acct", T,
                              instrument="BTC-PERPETUAL", side="sell", quantity=1.0, breach_ids=["b"])
         record = action_record(action)
         assert action_from_record(record) == action and action.verify(KEY)
         assert KEY.verify(signed_fields(record), action.signature)
         assert record["account" if action.account else "underlying"] == action_key(action)
+
+
+def test_the_market_wide_actions_are_the_circuits() -> None:
+    assert MARKET_ACTIONS == set(CIRCUIT_ACTIONS.values())
 
 
 def test_a_moved_target_no_longer_verifies_or_is_refused() -> None:
