@@ -5,8 +5,8 @@ breaches it answers and the event time of the decision), so a worker that replay
 inputs after a crash derives the same id and executors drop the repeat, while two decisions
 that happen to look alike at different times stay two actions.
 
-An action targets either one account or, for the market-wide halt, market_reduce_only and
-resume (``MARKET_ACTIONS``), one underlying: exactly one of ``account`` and ``underlying`` is
+An action targets either one account or, for the market-wide halt, market_reduce_only, resume
+and delist_settle (``MARKET_ACTIONS``), one underlying: exactly one of ``account`` and ``underlying`` is
 set. The signature covers ``signed_fields()``: every field but the signature, the target under
 the key ``account`` (the canonical form every signed action has had, so ids and signatures of
 recorded actions still verify; see ``signing``). The Avro form is ``pipelines.engine.wire``'s.
@@ -39,9 +39,10 @@ class ActionType(StrEnum):
     DELIST_SETTLE = "delist_settle"
 
 
-MARKET_ACTIONS = frozenset({ActionType.HALT, ActionType.MARKET_REDUCE_ONLY, ActionType.RESUME})
-"""Action types that target an underlying (every holder of it), not an account: the circuits'
-trading states (``policy.circuit.CIRCUIT_ACTIONS``)."""
+MARKET_ACTIONS = frozenset({ActionType.HALT, ActionType.MARKET_REDUCE_ONLY, ActionType.RESUME,
+                            ActionType.DELIST_SETTLE})
+"""Action types that target an underlying (every holder of it, or of its ``instrument``), not an
+account: the circuits' trading states (``policy.circuit.CIRCUIT_ACTIONS``) and a delisting."""
 
 
 @dataclasses.dataclass(frozen=True)

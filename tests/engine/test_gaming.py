@@ -80,10 +80,10 @@ def test_withdraw_then_liquidate_freezes_withdrawals_and_doubles_the_margin() ->
     engine = Engine(KEY, PARAMS)
     breaches, actions, exposures = feed(engine, withdrawal_events(maintenance))
     assert "withdraw_then_breach" in {b.kind.value for b in breaches}
-    freezes = [a for a in actions if a["action_type"] == "freeze_withdrawals"]
-    assert len(freezes) == 1 and freezes[0]["account"] == "whale" and freezes[0]["params"]["add_on"] == "1.0"
-    assert freezes[0]["breach_ids"] and KEY.verify(freezes[0], freezes[0]["signature"])
-    after = [e for e in exposures if e["event_time_ms"] > freezes[0]["event_time_ms"]]
+    freezes = [a for a in actions if a.action_type == "freeze_withdrawals"]
+    assert len(freezes) == 1 and freezes[0].account == "whale" and freezes[0].params["add_on"] == "1.0"
+    assert freezes[0].breach_ids and freezes[0].verify(KEY)
+    after = [e for e in exposures if e["event_time_ms"] > freezes[0].event_time_ms]
     assert after and math.isclose(after[-1]["maintenance_margin_usd"], 2 * maintenance, rel_tol=1e-9)
     assert math.isclose(after[-1]["margin_ratio"], 2 * maintenance / (0.8 * maintenance), rel_tol=1e-9)
 
@@ -92,7 +92,7 @@ def test_without_the_add_on_the_margin_stays_and_the_freeze_is_sent_once() -> No
     maintenance = perp_maintenance()
     engine = Engine(KEY, EngineParams(detectors=PARAMS.detectors, gaming=GamingParams(add_on=0.0)))
     _, actions, exposures = feed(engine, withdrawal_events(maintenance))
-    assert [a["action_type"] for a in actions].count("freeze_withdrawals") == 1
+    assert [a.action_type for a in actions].count("freeze_withdrawals") == 1
     assert math.isclose(exposures[-1]["maintenance_margin_usd"], maintenance, rel_tol=1e-9)
 
 
@@ -146,14 +146,14 @@ def test_a_thin_book_pump_delists_the_instrument_at_its_price_before_the_pump() 
     breaches, actions, _ = feed(Engine(KEY), pump_events())
     manipulation = [b for b in breaches if b.kind.value == "mark_manipulation"]
     assert len(manipulation) == 1 and manipulation[0].level == 1
-    delists = [a for a in actions if a["action_type"] == "delist_settle"]
+    delists = [a for a in actions if a.action_type == "delist_settle"]
     assert len(delists) == 1
-    assert (delists[0]["account"], delists[0]["instrument"]) == ("JELLY", JELLY)
-    assert float(delists[0]["params"]["settle_price"]) == 0.05
-    assert delists[0]["breach_ids"] == [manipulation[0].breach_id]
+    assert (delists[0].underlying, delists[0].instrument) == ("JELLY", JELLY)
+    assert float(delists[0].params["settle_price"]) == 0.05
+    assert delists[0].breach_ids == (manipulation[0].breach_id,)
     # from the breach on, nothing of JELLY is liquidated at the pumped price
-    after = [a for a in actions if a["event_time_ms"] >= manipulation[0].event_time_ms
-             and a["action_type"] in ("partial_liquidation", "full_liquidation", "transfer_to_lp", "insurance_fund")]
+    after = [a for a in actions if a.event_time_ms >= manipulation[0].event_time_ms
+             and a.action_type in ("partial_liquidation", "full_liquidation", "transfer_to_lp", "insurance_fund")]
     assert after == []
 
 
@@ -161,9 +161,9 @@ def test_without_the_pump_rule_the_short_is_liquidated_into_the_pump() -> None:
     params = EngineParams(detectors=DetectorParams(pump_min_move=math.inf))
     breaches, actions, _ = feed(Engine(KEY, params), pump_events())
     assert "mark_manipulation" not in {b.kind.value for b in breaches}
-    assert "delist_settle" not in {a["action_type"] for a in actions}
-    late = [a for a in actions if a["event_time_ms"] >= T0 + 15_000
-            and a["action_type"] in ("partial_liquidation", "full_liquidation", "transfer_to_lp", "insurance_fund")]
+    assert "delist_settle" not in {a.action_type for a in actions}
+    late = [a for a in actions if a.event_time_ms >= T0 + 15_000
+            and a.action_type in ("partial_liquidation", "full_liquidation", "transfer_to_lp", "insurance_fund")]
     assert late
 
 
@@ -173,10 +173,10 @@ def test_a_shard_that_does_not_report_jelly_keeps_its_accounts_out_of_the_pump_t
     other = Engine(KEY, reports=lambda subject: False)
     breaches, actions, _ = feed(other, pump_events())
     assert "mark_manipulation" not in {b.kind.value for b in breaches}
-    assert "delist_settle" not in {a["action_type"] for a in actions}
+    assert "delist_settle" not in {a.action_type for a in actions}
     assert other.detectors.manipulated() == {JELLY: 0.05}
-    account_actions = [a for a in actions_r if a["account"] == "shorty"]
-    assert [a for a in actions if a["account"] == "shorty"] == account_actions
+    account_actions = [a for a in actions_r if a.account == "shorty"]
+    assert [a for a in actions if a.account == "shorty"] == account_actions
 
 
 def test_the_pump_state_travels_in_the_market_checkpoint() -> None:

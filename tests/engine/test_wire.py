@@ -65,8 +65,8 @@ def test_every_type_round_trips_and_verifies() -> None:
         assert record["account" if action.account else "underlying"] == action_key(action)
 
 
-def test_the_market_wide_actions_are_the_circuits() -> None:
-    assert MARKET_ACTIONS == set(CIRCUIT_ACTIONS.values())
+def test_the_market_wide_actions_are_the_circuits_and_the_delisting() -> None:
+    assert MARKET_ACTIONS == {*CIRCUIT_ACTIONS.values(), ActionType.DELIST_SETTLE}
 
 
 def test_a_moved_target_no_longer_verifies_or_is_refused() -> None:
