@@ -37,7 +37,7 @@ from pipelines.events.codec import Codec, default_codec
 from pipelines.events.files import replay_record
 from pipelines.risk.black76 import black76_price
 from pipelines.scenarios.library import Pump, Scenario
-from pipelines.scenarios.model import depth_path, iv_path, move_progress, price_path
+from pipelines.scenarios.model import UnderlyingPath, depth_path, iv_path, move_progress, price_path
 from pipelines.topics import spec_for
 
 T0 = 1_795_000_000_000  # 2026-11-18T08:53:20Z: the event time bench inputs start at (scenarios: their date)
@@ -249,23 +249,55 @@ def calibrate(accounts, market_events: list[tuple[str, str, dict]], t0: int) -> 
 
 # ---------------------------------------------------------------------------- generation
 
+Paths = dict[str, tuple[UnderlyingPath, np.ndarray, np.ndarray, np.ndarray]]  # underlying -> (spec, index, iv, depth)
+Population = list[tuple[str, str, list[tuple[str, float, float]], float, bool]]  # ``population``'s accounts
+Timed = tuple[int, int, str, str, dict]  # (event time, order among equal times, topic, record, value)
+
+
 def generate(scenario: Scenario, seed: int | None = None, *,
              ratio_range: tuple[float, float] = (0.3, 0.95)) -> Generated:
+    """The scenario's events for ``seed`` (default: the scenario's): market paths, then the
+    accounts opened on them, sorted by event time. The same scenario and seed give the same
+    events: the generator draws the paths, then the population, from one seeded stream."""
     seed = scenario.seed if seed is None else seed
     rng = np.random.default_rng(seed)
-    step_ms = scenario.step_s * 1000
     n = scenario.duration_s // scenario.step_s + 1
     t0 = scenario.start_ms
+    paths = _paths(rng, scenario, n)
+    accounts = population(rng, scenario, t0, ratio_range, _expiry_ms(t0))
+    marks, interest = _marks(scenario, paths, accounts)
+    definitions: list[dict[str, Any]] = []
+    if scenario.coin_margined:
+        accounts, definitions = coin_margined(accounts, {u.underlying: u.price for u in scenario.underlyings}, t0)
+    market = _market_events(scenario, paths, marks, interest, definitions, n)
+    margins = calibrate(accounts, [(topic, record, value) for t, _, topic, record, value in market if t == t0], t0)
+    opened, specs = _account_events(scenario, accounts, margins, definitions, paths)
+    events = market + opened
+    events.sort(key=lambda e: (e[0], e[1]))
+    return Generated(scenario, seed, t0, [(topic, record, value) for _, _, topic, record, value in events], specs)
+
+
+def _expiry_ms(t0: int) -> int:
+    """08:00 UTC of the day 30 days after ``t0``: the expiry of the generated options."""
     expiry_ms = t0 + 30 * 86_400_000
-    expiry_ms = int(datetime.datetime.fromtimestamp(expiry_ms / 1000, tz=datetime.UTC)
-                    .replace(hour=8, minute=0, second=0, microsecond=0).timestamp() * 1000)
-    paths = {}
+    return int(datetime.datetime.fromtimestamp(expiry_ms / 1000, tz=datetime.UTC)
+               .replace(hour=8, minute=0, second=0, microsecond=0).timestamp() * 1000)
+
+
+def _paths(rng: np.random.Generator, scenario: Scenario, n: int) -> Paths:
+    """Per underlying, in the scenario's order: its index, implied vol and book depth paths."""
+    paths: Paths = {}
     for spec in scenario.underlyings:
         prices = price_path(rng, spec, n, scenario.step_s)
         paths[spec.underlying] = (spec, prices, iv_path(prices, spec),
                                   depth_path(n, scenario.depth_usd * (1.0 if spec.options else 0.25), scenario.vacuum,
                                              prices, spec, scenario.depth_floor))
-    accounts = population(rng, scenario, t0, ratio_range, expiry_ms)
+    return paths
+
+
+def _marks(scenario: Scenario, paths: Paths, accounts: Population) -> tuple[dict[str, np.ndarray], dict[str, float | None]]:
+    """Per underlying, its perpetual's mark path (the index, but for a pumped underlying) and the
+    open interest its marks publish (only a pumped underlying's)."""
     marks = {u: prices for u, (_, prices, _, _) in paths.items()}
     interest: dict[str, float | None] = {}
     if scenario.pump is not None:
@@ -273,12 +305,15 @@ def generate(scenario: Scenario, seed: int | None = None, *,
         spec, prices, _, depth = paths[u]
         marks[u] = pump_marks(scenario.pump, spec, prices, depth, scenario.step_s)
         interest[u] = round(open_interest(accounts, perpetual(u)), 8)
-    definitions: list[dict[str, Any]] = []
-    if scenario.coin_margined:
-        accounts, definitions = coin_margined(accounts, {u.underlying: u.price for u in scenario.underlyings}, t0)
+    return marks, interest
 
-    market: list[tuple[int, int, str, str, dict]] = [  # (t, order, topic, record, value)
-        (t0, -1, TOPIC_OF["InstrumentDefinition"], "InstrumentDefinition", d) for d in definitions]
+
+def _market_events(scenario: Scenario, paths: Paths, marks: dict[str, np.ndarray],
+                   interest: dict[str, float | None], definitions: list[dict[str, Any]], n: int) -> list[Timed]:
+    """Instrument definitions at the start, then per step and underlying: the index; every 10th
+    step the vol; every 5th the perpetual's mark and depth, and the oracle (stuck in its windows)."""
+    t0, step_ms = scenario.start_ms, scenario.step_s * 1000
+    market: list[Timed] = [(t0, -1, TOPIC_OF["InstrumentDefinition"], "InstrumentDefinition", d) for d in definitions]
     seq = 0
     for k in range(n):
         t = t0 + k * step_ms
@@ -307,10 +342,15 @@ def generate(scenario: Scenario, seed: int | None = None, *,
                                    {"underlying": u, "source": "oracle",
                                     "price": round(float(prices[stuck_at]), 8), "confidence": None,
                                     "publish_time_ms": t0 + stuck_at * step_ms, "event_time_ms": t}))
-    first = [(topic, record, value) for t, _, topic, record, value in market if t == t0]
-    margins = calibrate(accounts, first, t0)
+    return market
 
-    events: list[tuple[int, int, str, str, dict]] = list(market)
+
+def _account_events(scenario: Scenario, accounts: Population, margins: dict[str, float],
+                    definitions: list[dict[str, Any]], paths: Paths) -> tuple[list[Timed], list[AccountSpec]]:
+    """Each account's deposit (collateral = its maintenance margin / its drawn ratio, at least
+    $1,000; in the coin of its coin-margined legs) and positions, and the whale's withdrawal."""
+    t0 = scenario.start_ms
+    events: list[Timed] = []
     specs = []
     coin = {d["instrument"]: d["underlying"] for d in definitions}
     for n_acc, (account, kind, legs, ratio, hedged) in enumerate(accounts):
@@ -332,8 +372,7 @@ def generate(scenario: Scenario, seed: int | None = None, *,
             events.append((tw, 12, TOPIC_OF["CollateralUpdate"], "CollateralUpdate",
                            {"account": account, "asset": "USDC", "amount": round(collateral - withdrawn, 2),
                             "change": -withdrawn, "reason": "withdrawal", "sequence": 2, "event_time_ms": tw}))
-    events.sort(key=lambda e: (e[0], e[1]))
-    return Generated(scenario, seed, t0, [(topic, record, value) for _, _, topic, record, value in events], specs)
+    return events, specs
 
 
 # ---------------------------------------------------------------------------- recording
