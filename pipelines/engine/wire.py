@@ -2,8 +2,8 @@
 Avro datums, and their Kafka keys.
 
 The stream workers, the demo, the replay, the executors and the audit sink map through here and
-nowhere else. An action on an account names it in ``account``; a market-wide action (halt,
-resume) names its underlying in ``underlying`` and leaves ``account`` empty. A market-wide
+nowhere else. An action on an account names it in ``account``; a market-wide action
+(``MARKET_ACTIONS``) names its underlying in ``underlying`` and leaves ``account`` empty. A market-wide
 action recorded before ``underlying`` existed (Action v1) named the underlying in ``account``:
 ``action_from_record`` reads both shapes into the same ``Action``.
 """
