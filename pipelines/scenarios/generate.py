@@ -295,7 +295,8 @@ def _paths(rng: np.random.Generator, scenario: Scenario, n: int) -> Paths:
     return paths
 
 
-def _marks(scenario: Scenario, paths: Paths, accounts: Population) -> tuple[dict[str, np.ndarray], dict[str, float | None]]:
+def _marks(scenario: Scenario, paths: Paths, accounts: Population
+           ) -> tuple[dict[str, np.ndarray], dict[str, float | None]]:
     """Per underlying, its perpetual's mark path (the index, but for a pumped underlying) and the
     open interest its marks publish (only a pumped underlying's)."""
     marks = {u: prices for u, (_, prices, _, _) in paths.items()}

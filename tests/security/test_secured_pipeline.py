@@ -17,8 +17,8 @@ import pytest
 from pipelines.audit.store import ServerStore, StoreError
 from pipelines.config import load_settings
 from pipelines.engine.engine import EngineParams
-from pipelines.engine.wire import action_record
 from pipelines.engine.shard import run_shards
+from pipelines.engine.wire import action_record
 from pipelines.policy.signing import SigningKey
 from pipelines.topics import ACCOUNT_PARTITIONS
 from pipelines.topics_cli import create_topics
