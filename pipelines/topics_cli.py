@@ -111,7 +111,7 @@ def wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float) ->
     partition can refuse a producer's first request (NOT_LEADER_OR_FOLLOWER) and take the next,
     pipelined one, and librdkafka then reports the refused messages delivered
     (confluent-kafka-go #921): acked, never written. Why and what it cost:
-    docs/decisions/0006-leaders-before-producing.md."""
+    docs/decisions/0008-leaders-before-producing.md."""
     deadline, failing = time.monotonic() + timeout_s, ["no metadata yet"]
     while time.monotonic() < deadline:
         metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics

@@ -16,7 +16,7 @@ A transactional call that blocks past its own timeout ends the process (exit cod
 coordinator goes away mid-transaction (librdkafka issues #5456 and #5511). A restarted executor
 fences the open transaction (same ``transactional.id``) and redoes the batch, which the venue's
 client order ids make safe: the watchdog turns a hang into the crash the design recovers from
-(docs/decisions/0008-executor-watchdog.md).
+(docs/decisions/0010-executor-watchdog.md).
 
 Transient venue errors are retried with exponential backoff; past ``max_retry_s`` the batch is
 aborted and consumption rewinds to the last commit, so nothing is lost. Actions that cannot be

@@ -5,7 +5,7 @@ possible, or paced at ``speed`` × real time by event time.
 The Kafka timestamp is the time of the replay, and the recorded one travels in the
 ``RECORDED_TIMESTAMP_HEADER`` header: a broker applies ``retention.ms`` to message timestamps,
 so a recording older than a topic's retention, replayed with its own timestamps, would be
-deleted while the cluster still reads it (docs/decisions/0007-replay-timestamps.md).
+deleted while the cluster still reads it (docs/decisions/0009-replay-timestamps.md).
 ``keep_timestamps=True`` writes the recorded timestamps, for topics that keep them
 (``retention.ms`` -1, or a recording younger than the retention). Nothing in Backstop reads
 event time from Kafka timestamps."""
