@@ -137,18 +137,24 @@ class CountingVenue(SimulatedVenue):
         self.calls.append(("set_trading_state", name, self.current))
         return super().set_trading_state(name, state)
 
+    def freeze_withdrawals(self, account, reason):
+        self.calls.append(("freeze_withdrawals", account, self.current))
+        return super().freeze_withdrawals(account, reason)
+
     def cancel_order(self, client_order_id):
         self.calls.append(("cancel_order", client_order_id, self.current))
         return super().cancel_order(client_order_id)
 
     def state(self) -> tuple:
-        """Everything an execution moves: orders of record, positions, fund, LP usage, trading states."""
+        """Everything an execution moves: orders of record, positions, fund, LP usage, trading states,
+        withdrawal freezes."""
         db = self._db
         return (db.execute("SELECT client_order_id, result FROM orders ORDER BY 1").fetchall(),
                 db.execute("SELECT * FROM positions ORDER BY 1, 2").fetchall(),
                 db.execute("SELECT balance, drawn FROM fund").fetchall(),
                 db.execute("SELECT * FROM lp_usage ORDER BY 1, 2, 3").fetchall(),
-                db.execute("SELECT * FROM trading_states ORDER BY 1").fetchall())
+                db.execute("SELECT * FROM trading_states ORDER BY 1").fetchall(),
+                db.execute("SELECT * FROM withdrawal_freezes ORDER BY 1").fetchall())
 
 
 class RecordingExecutor(Executor):
@@ -192,6 +198,12 @@ def signed_actions(draw: st.DrawFn, key: SigningKey = KEY, types: tuple = (*VENU
     if kind in NO_VENUE_TYPES:
         return signed(key, kind, account, event_time, breach_ids=breaches, expires_at_ms=expires,
                       params={"margin_ratio": "1.2"})
+    if kind is ActionType.FREEZE_WITHDRAWALS:
+        return signed(key, kind, account, event_time, breach_ids=breaches, expires_at_ms=expires,
+                      params={"add_on": "1.0", "reason": "withdraw_then_breach"})
+    if kind is ActionType.DELIST_SETTLE:
+        return signed(key, kind, "BTC", event_time, instrument=PERP, breach_ids=breaches, expires_at_ms=expires,
+                      params={"instrument": PERP, "settle_price": "60000.0", "reason": "thin_book_pump"})
     side = draw(st.sampled_from(["buy", "sell"]))
     params = {}
     if kind in LIQUIDATIONS:
@@ -490,7 +502,8 @@ def test_a_correctly_signed_action_with_odd_fields_never_crashes_the_executor(ac
 # ---------------------------------------------------------------------- duplicates
 
 @settings(max_examples=100, deadline=None, database=None, suppress_health_check=HEALTH)
-@given(action=signed_actions(types=(*VENUE_TYPES, *STATE_OF_ACTION, *NO_VENUE_TYPES)),
+@given(action=signed_actions(types=(*VENUE_TYPES, *STATE_OF_ACTION, *NO_VENUE_TYPES, ActionType.FREEZE_WITHDRAWALS,
+                                   ActionType.DELIST_SETTLE)),
        copies=st.integers(2, 4), gap=st.integers(1, 1_000))
 def test_a_duplicate_action_is_executed_once(action: dict[str, Any], copies: int, gap: int) -> None:
     """The same action id delivered again (a redelivery after a crash, or a worker re-sending):
