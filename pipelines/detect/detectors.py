@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from statistics import median
 from typing import Any
 
@@ -52,10 +52,12 @@ class DetectorParams:
       breach (the March 2025 Hyperliquid ETH pattern).
     - mark manipulation: a mark 25 %+ off its index while it backs open positions (Mango,
       October 2022: MNGO x14 in 10 minutes; JELLY, March 2025: +400 %); or a thin-book pump: the
-      mark 30 %+ off its own extreme of the last 10 minutes (Mango's pump took under 10) while
-      the venue's open interest is 5x or more the instrument's book depth within 1 % of mid (a
-      book that cannot absorb its open interest; JELLY: a $4-6M short, then the token +400 %).
-      The pump rule needs a published open interest and a depth.
+      mark 5 %+ off its index after a move of 30 %+ from its own extreme of the last 10 minutes
+      (Mango's pump took under 10), while the venue's open interest is 5x or more the instrument's
+      book depth within 1 % of mid (a book that cannot absorb its open interest) and one account
+      holds half of it or more (JELLY: a $4-6M short, then the token +400 %). A crash that takes
+      mark and index down together is none. The pump rule needs a published open interest, a
+      depth and the largest position.
     - rolling windows (index move, IV jump, oracle TWAP) start on whole buckets of
       ``window_buckets`` per window length: the index-move hour advances in 10 s steps, the
       5-minute windows in steps of 833 ms. That bounds a window's memory — and so a worker's
@@ -85,6 +87,8 @@ class DetectorParams:
     pump_window_ms: int = 10 * MINUTE_MS
     pump_min_move: float = 0.30
     pump_interest_depth_multiple: float = 5.0
+    pump_min_premium: float = 0.05
+    pump_min_concentration: float = 0.5
     window_buckets: int = 360
 
 
@@ -120,6 +124,8 @@ class Detectors:
         self._oracle_off_twap: set[str] = set()
         self._mark_windows: dict[str, RollingExtremes] = {}
         self._mark_firing: dict[str, float] = {}  # instrument -> its price before the manipulation
+        self._pumped: set[str] = set()  # the instruments of _mark_firing that fired as a pump
+        self._delisted: set[str] = set()  # instruments delisted after a pump: judged no more
 
     # ------------------------------------------------------------------ helpers
 
@@ -332,35 +338,55 @@ class Detectors:
         return out
 
     def on_mark(self, instrument: str, event_time_ms: int, mark: float, reference_price: float,
-                backing_notional_usd: float, depth_usd: float | None, ref: str) -> list[Breach]:
+                backing_notional_usd: float, depth_usd: float | None, ref: str,
+                concentration: Callable[[], float] | None = None) -> list[Breach]:
         """A linear contract's mark, with its index (``reference_price``), the USD notional of the
-        venue's open interest it backs (inf: not published) and its book depth within 1 % of mid
-        (None: none seen). One ``MARK_MANIPULATION`` breach per episode: level 0 when the mark
-        left its index (Mango), level 1 for a thin-book pump (JELLY, ``_pump``). While it fires,
-        ``manipulated`` gives the price before the manipulation: the window's extreme the pump
-        started from, or, for a mark that left its index, the index. The episode clears once the
-        mark is back within half of each threshold of its index and of that price."""
-        if not self._admit("mark", instrument, event_time_ms):
+        venue's open interest it backs (inf: not published), its book depth within 1 % of mid
+        (None: none seen) and ``concentration``: asked only when the rest of the pump rule holds,
+        the largest account's share of that open interest (None: not known, no pump).
+
+        One ``MARK_MANIPULATION`` breach per episode. Level 0 when the mark left its index
+        (Mango): it clears once the mark is back within half the threshold of its index, whatever
+        the earlier price. Level 1 for a thin-book pump (JELLY, ``_pump``): it does not clear on
+        prices; it ends when the instrument is delisted (``delist``), which is then judged no
+        more. While it fires,
+        ``manipulated`` gives the price before the manipulation, what positions settle at: the
+        index (level 0) or the window's extreme the pump started from (level 1)."""
+        if not self._admit("mark", instrument, event_time_ms) or instrument in self._delisted:
             return []
         p = self.params
         off = abs(mark / reference_price - 1.0)
         move, anchor = self._mark_move(instrument, event_time_ms, mark, backing_notional_usd, depth_usd, ref)
-        if instrument not in self._mark_firing:
-            if off >= p.mark_max_deviation and backing_notional_usd > 0:
-                self._mark_firing[instrument] = reference_price
-                return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, off, p.mark_max_deviation,
-                               event_time_ms, event_time_ms, (ref,))]
-            if anchor is not None and depth_usd is not None and self._pump(move, backing_notional_usd, depth_usd):
-                self._mark_firing[instrument] = anchor.value
-                return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, move, p.pump_min_move,
-                               anchor.event_time_ms, event_time_ms, (anchor.ref, ref), level=1)]
+        if instrument in self._pumped:
             return []
-        back = abs(mark / self._mark_firing[instrument] - 1.0)
-        if off < p.mark_max_deviation / 2 and back < p.pump_min_move / 2:
+        if instrument in self._mark_firing:
+            if off >= p.mark_max_deviation / 2:
+                return []
             del self._mark_firing[instrument]
             return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, off, p.mark_max_deviation,
                            event_time_ms, event_time_ms, (ref,), cleared=True)]
+        if off >= p.mark_max_deviation and backing_notional_usd > 0:
+            self._mark_firing[instrument] = reference_price
+            return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, off, p.mark_max_deviation,
+                           event_time_ms, event_time_ms, (ref,))]
+        if (anchor is not None and depth_usd is not None and concentration is not None
+                and self._pump(move, off, backing_notional_usd, depth_usd) and concentration() >= p.pump_min_concentration):
+            self._mark_firing[instrument] = anchor.value
+            self._pumped.add(instrument)
+            return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, move, p.pump_min_move,
+                           anchor.event_time_ms, event_time_ms, (anchor.ref, ref), level=1)]
         return []
+
+    def delist(self, instrument: str) -> None:
+        """``instrument`` is delisted after a pump (its ``delist_settle`` sent, its positions
+        settled at the price ``manipulated`` gave): the pump ends, the instrument leaves
+        ``manipulated`` for ``delisted`` for good (relisting is an operator's act). Nothing
+        happens for an instrument not firing as a pump."""
+        if instrument in self._pumped:
+            self._pumped.discard(instrument)
+            del self._mark_firing[instrument]
+            self._mark_windows.pop(instrument, None)
+            self._delisted.add(instrument)
 
     def _mark_move(self, instrument: str, event_time_ms: int, mark: float, interest_usd: float,
                    depth_usd: float | None, ref: str) -> tuple[float, Sample | None]:
@@ -379,11 +405,13 @@ class Detectors:
         up, down = mark / low.value - 1.0, 1.0 - mark / high.value
         return (up, low) if up >= down else (down, high)
 
-    def _pump(self, move: float, interest_usd: float, depth_usd: float) -> bool:
-        """A thin-book pump: the mark moved ``pump_min_move`` within the window while a published
-        open interest is ``pump_interest_depth_multiple`` times the book's depth or more."""
+    def _pump(self, move: float, off: float, interest_usd: float, depth_usd: float) -> bool:
+        """The market side of a thin-book pump: the mark moved ``pump_min_move`` within the window
+        and is ``pump_min_premium`` off its index, while a published open interest is
+        ``pump_interest_depth_multiple`` times the book's depth or more."""
         p = self.params
-        return move >= p.pump_min_move and interest_usd >= p.pump_interest_depth_multiple * depth_usd
+        return (move >= p.pump_min_move and off >= p.pump_min_premium
+                and interest_usd >= p.pump_interest_depth_multiple * depth_usd)
 
     # ------------------------------------------------------------------ queries for the policy
 
@@ -397,6 +425,10 @@ class Detectors:
         """Every instrument whose mark-manipulation breach fires, with its price before the
         manipulation (``on_mark``)."""
         return dict(self._mark_firing)
+
+    def delisted(self) -> set[str]:
+        """The instruments delisted after a pump (``delist``)."""
+        return set(self._delisted)
 
     def margin_idle(self, account: str) -> bool:
         """True when no margin condition of ``account`` is pending or firing: a revaluation
@@ -505,6 +537,8 @@ class Detectors:
             "oracle_off_twap": sorted(self._oracle_off_twap),
             "mark_windows": {instrument: window.state() for instrument, window in self._mark_windows.items()},
             "mark_firing": dict(self._mark_firing),
+            "mark_pumped": sorted(self._pumped),
+            "mark_delisted": sorted(self._delisted),
         }
 
     def restore_market(self, state: dict) -> None:
@@ -529,6 +563,8 @@ class Detectors:
         self._mark_windows = {instrument: RollingExtremes.from_state(w)
                               for instrument, w in state["mark_windows"].items()}
         self._mark_firing = dict(state["mark_firing"])
+        self._pumped = set(state["mark_pumped"])
+        self._delisted = set(state["mark_delisted"])
 
 
 def _code(condition: HeldCondition) -> int:

@@ -284,14 +284,17 @@ class Engine:
             # which no index bounds, so it is not (its model value would be the reference).
             linear = instrument_of(instrument).kind is not Kind.OPTION
             if reference and linear:
-                # Venue-wide open interest, never this shard's own holders: every shard must see
-                # the same market breach whatever accounts it happens to hold. Every shard runs
-                # the detector (its accounts' ladders wait while the mark is manipulated); only
-                # the shard that reports the instrument emits its breaches and actions.
+                # Venue-wide open interest; its concentration (the largest position's share) as
+                # far as this engine's own accounts show it (docs/risk-model.md §7). Every shard
+                # runs the detector (its accounts' ladders wait while the mark is manipulated);
+                # only the shard that reports the instrument emits its breaches and actions.
                 interest = value.get("open_interest")
                 backing = math.inf if interest is None else abs(interest) * value["mark_price"]
                 breaches = on_mark(instrument, t, value["mark_price"], reference, backing,
-                                   self.board.depth_usd.get(instrument), ref)
+                                   self.board.depth_usd.get(instrument), ref,
+                                   None if not interest else self._concentration(instrument, abs(interest)))
+                for breach in breaches:
+                    self._delist_pump(breach, out if reported(instrument) else None)
                 if breaches and reported(instrument):
                     out.breaches += breaches
                     self._act_on(breaches, out)
@@ -312,11 +315,30 @@ class Engine:
         for breach in breaches:
             if breach.kind is BreachKind.LIQUIDITY_DROP:
                 (self._thin.discard if breach.cleared else self._thin.add)(breach.subject)
-            elif breach.kind is BreachKind.MARK_MANIPULATION and not breach.cleared:
+            elif breach.kind is BreachKind.MARK_MANIPULATION and not breach.cleared and breach.level == 0:
                 settle = self.detectors.manipulated()[breach.subject]
                 out.actions.append(self._sign(delist(breach, underlying_of(breach.subject), settle)))
             for change in self.circuits.on_breach(breach):
                 out.actions.append(self._circuit_action(change))
+
+    def _concentration(self, instrument: str, open_interest: float) -> Callable[[], float]:
+        """The largest position in ``instrument`` among this engine's accounts, as a share of the
+        venue's ``open_interest`` (contracts), computed when asked."""
+        def share() -> float:
+            largest = max((abs(held[instrument][0]) for held in self.accounts.positions.values() if instrument in held),
+                          default=0.0)
+            return largest / open_interest
+        return share
+
+    def _delist_pump(self, breach: Breach, out: EngineOutput | None) -> None:
+        """A pump just fired: its instrument is delisted, settled at the price before the pump
+        (one ``delist_settle`` into ``out``; None: another shard reports it) and judged no more."""
+        if breach.level != 1 or breach.cleared:
+            return
+        if out is not None:
+            settle = self.detectors.manipulated()[breach.subject]
+            out.actions.append(self._sign(delist(breach, underlying_of(breach.subject), settle)))
+        self.detectors.delist(breach.subject)
 
     def _reported(self, subject: str) -> bool:
         return self._reports is None or self._reports(subject)
@@ -350,7 +372,7 @@ class Engine:
         visit = self._unmoved(built, rows[slow], risk, ttb[slow], time_ms)
         thin = set(self._thin)
         unreliable = {u for u in table.underlyings if self.detectors.oracle_unreliable(u)}
-        unreliable |= {underlying_of(instrument) for instrument in self.detectors.manipulated()}
+        unreliable |= self.detectors.manipulated().keys() | self.detectors.delisted()
         marks = dict(zip(table.names, risk.marks.tolist()))
         plans = self._plans(book, risk, rows[slow][visit], time_ms, conditions)
         views = self._views(book.accounts, rows[slow][visit], risk, velocity, ttb[slow][visit], time_ms)

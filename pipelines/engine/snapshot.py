@@ -28,9 +28,10 @@ from pipelines.engine.state_schema import SCHEMAS
 from pipelines.events.schemas import default_schemas
 
 MAGIC = b"BKS"
-FORMAT = 3  # 2: inputs carry the newest event time; partition and market travel as one checkpoint
+FORMAT = 4  # 2: inputs carry the newest event time; partition and market travel as one checkpoint
 # 3: an account's penalty (frozen withdrawals, margin add-on); the detectors' mark windows and
 #    manipulated instruments' prices before the manipulation
+# 4: which manipulated instruments fire as a pump, and the instruments delisted after one
 NAMESPACE = "backstop.state"
 
 

@@ -132,7 +132,9 @@ DETECTOR_MARKET = _record(
     _field("oracle_off_twap", _array("string"), "Underlyings whose oracle is off its TWAP, sorted."),
     _field("mark_windows", _map(_ref("RollingExtremesState")), "Mark windows of the pump rule, by instrument."),
     _field("mark_firing", _map("double"),
-           "Instruments whose mark manipulation is firing, with their price before the manipulation."))
+           "Instruments whose mark manipulation is firing, with their price before the manipulation."),
+    _field("mark_pumped", _array("string"), "Instruments of mark_firing firing as a thin-book pump, sorted."),
+    _field("mark_delisted", _array("string"), "Instruments delisted after a pump, judged no more, sorted."))
 
 LADDER_ACCOUNT = _record(
     "LadderAccountState", "One account's escalation ladder (pipelines.policy.ladder.Ladder).",

@@ -21,7 +21,8 @@ liquidation notional), one round per ``round_ms`` (Deribit: about one per second
 that finds nothing new to send included. Rounds size the close to bring the account back above
 the initial requirement with a buffer (Drift: 2 % over MM) — the caller's ``plan`` function
 does the Greek-aware sizing. Liquidations on an underlying whose oracle is unreliable are
-suspended (Drift blocks them at 50 % off TWAP); where the book is too thin they go to the
+suspended (Drift blocks them at 50 % off TWAP), and so are those of an instrument whose mark is
+manipulated or that was delisted (``policy.gaming``); where the book is too thin they go to the
 backstop liquidity providers instead.
 
 A LIQUIDATED account is closed in full, and escalated round by round until it is: the first
@@ -271,7 +272,8 @@ class Ladder:
         """One revaluation with the breaches it caused. ``positions``: the account's legs as
         intents to close them fully; ``plan(target_ratio)`` the Greek-aware close orders
         (``CloseIntent`` list) to reach a ratio; ``thin``: instruments whose book is in a
-        liquidity breach; ``unreliable``: underlyings whose oracle is unreliable."""
+        liquidity breach; ``unreliable``: underlyings whose oracle is unreliable and instruments
+        whose mark is manipulated or that were delisted: their legs wait."""
         p = self.params
         ladder = self._accounts.setdefault(view.account, _Ladder())
         fired = {b.kind: b for b in breaches if not b.cleared}
@@ -335,7 +337,7 @@ class Ladder:
         budget = p.round_notional_usd
         out = []
         for leg in plan(self.target_ratio(view)):
-            if leg.underlying in unreliable:
+            if leg.underlying in unreliable or leg.instrument in unreliable:
                 continue
             # what earlier rounds sent and the position does not show yet is not sent again
             sent = ladder.in_flight.get(leg.instrument, 0.0)
@@ -365,10 +367,10 @@ class Ladder:
         backstop LPs (``transfer_to_lp``). A later round, ``round_ms`` on, finds there only what
         that round left unfilled, and escalates it to ``insurance_fund``: the waterfall from step
         3, where the fund takes it over at the bankruptcy price and what the fund cannot pay is
-        auto-deleveraged. Legs on an underlying whose oracle is unreliable wait."""
+        auto-deleveraged. Legs ``unreliable`` names (``on_revaluation``) wait."""
         out = []
         for leg in positions:
-            if leg.underlying in unreliable:
+            if leg.underlying in unreliable or leg.instrument in unreliable:
                 continue
             remaining = _unsent(ladder, leg.instrument, leg.qty)
             if remaining is None:

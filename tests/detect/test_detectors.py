@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import random
 
 from hypothesis import given, settings
@@ -131,18 +132,23 @@ def test_mark_manipulation_only_when_it_backs_positions() -> None:
     assert d.manipulated() == {}
 
 
-def pump(d: Detectors, interest_usd: float, depth_usd: float | None, prices=(0.0095, 0.011, 0.0135, 0.016)) -> list:
-    """A JELLY-like pump: mark and index rise together (the mark never leaves its index), 20 s apart."""
+def pump(d: Detectors, interest_usd: float, depth_usd: float | None, prices=(0.0095, 0.011, 0.0135, 0.016),
+         premium: float = 0.08, largest_share: float | None = 0.7) -> list:
+    """A JELLY-like pump, 20 s apart: the index rises and the mark runs ``premium`` ahead of it,
+    ``largest_share`` of the open interest in one account (None: not known)."""
+    share = None if largest_share is None else (lambda: largest_share)
     out = []
     for i, price in enumerate(prices):
-        out += d.on_mark("JELLY-PERPETUAL", i * 20 * S, price, price, interest_usd, depth_usd, f"k{i}")
+        out += d.on_mark("JELLY-PERPETUAL", i * 20 * S, price, price / (1.0 + premium), interest_usd, depth_usd,
+                         f"k{i}", share)
     return out
 
 
 def test_a_thin_book_pump_is_a_mark_manipulation_with_the_price_before_it() -> None:
-    """The mark +68 % in a minute with the open interest 20x the book's depth: a pump, though the
-    index went along (no mark-vs-index breach could see it). The breach starts at the window's
-    low and names it; the price before the pump is what positions settle at."""
+    """The mark +68 % in a minute, 8 % over its index, with the open interest 20x the book's depth
+    and 70 % of it in one account: a pump (the 25 % mark-vs-index rule could not see it). The
+    breach starts at the window's low and names it; the price before the pump is what positions
+    settle at. Prices do not clear it: delisting ends it, and the instrument is judged no more."""
     d = Detectors()
     out = pump(d, interest_usd=4e6, depth_usd=2e5)
     assert kinds(out) == [("mark_manipulation", False)]
@@ -150,9 +156,11 @@ def test_a_thin_book_pump_is_a_mark_manipulation_with_the_price_before_it() -> N
     assert (breach.level, breach.window_start_ms, breach.triggers) == (1, 0, ("k0", "k2"))
     assert breach.value == 0.0135 / 0.0095 - 1.0 and breach.threshold == 0.30
     assert d.manipulated() == {"JELLY-PERPETUAL": 0.0095}
-    # back near the price before it and its index: cleared
-    cleared = d.on_mark("JELLY-PERPETUAL", 100 * S, 0.0100, 0.0100, 4e6, 2e5, "k9")
-    assert kinds(cleared) == [("mark_manipulation", True)] and d.manipulated() == {}
+    assert d.on_mark("JELLY-PERPETUAL", 100 * S, 0.0100, 0.0100, 4e6, 2e5, "k9", lambda: 0.7) == []
+    assert d.manipulated() == {"JELLY-PERPETUAL": 0.0095}
+    d.delist("JELLY-PERPETUAL")
+    assert d.manipulated() == {} and d.delisted() == {"JELLY-PERPETUAL"}
+    assert pump(d, interest_usd=4e6, depth_usd=2e5) == []
 
 
 def test_a_move_on_a_deep_book_or_without_open_interest_is_no_pump() -> None:
@@ -162,6 +170,34 @@ def test_a_move_on_a_deep_book_or_without_open_interest_is_no_pump() -> None:
     assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, prices=(0.0095, 0.0105, 0.012)) == []  # +26 %
     slow = Detectors(DetectorParams(pump_window_ms=30 * S))  # the same rise, spread past the window
     assert pump(slow, interest_usd=4e6, depth_usd=2e5, prices=(0.0095, 0.0105, 0.0118, 0.0131)) == []
+
+
+def test_a_pump_needs_its_mark_off_the_index_and_concentrated_open_interest() -> None:
+    assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, premium=0.0) == []  # the index went along
+    assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, premium=0.04) == []  # within the band
+    assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, largest_share=0.3) == []  # spread out
+    assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, largest_share=None) == []  # not known
+
+
+def test_a_crash_with_the_mark_on_its_index_is_no_pump() -> None:
+    """Mark and index fall 35 % together over 8 minutes, the open interest 10x the depth and all
+    of it in one account: a crash, not a manipulation; nothing fires, nothing is held."""
+    d = Detectors()
+    out = []
+    for i in range(600):
+        price = 100.0 * (1.0 - 0.35 * min(i, 480) / 480)
+        out += d.on_mark("BTC-PERPETUAL", i * S, price, price, 10e6, 1e6, f"r{i}", lambda: 1.0)
+    assert out == [] and d.manipulated() == {}
+
+
+def test_a_mark_off_its_index_clears_once_the_index_catches_up() -> None:
+    """A mark 30 % over a lagging index fires (level 0); the index then catches up and stays:
+    the breach clears on the index alone, though the mark stays far from its earlier price."""
+    d = Detectors()
+    assert kinds(d.on_mark("X-PERPETUAL", 0, 130.0, 100.0, math.inf, None, "a")) == [("mark_manipulation", False)]
+    assert d.manipulated() == {"X-PERPETUAL": 100.0}
+    out = d.on_mark("X-PERPETUAL", S, 130.0, 130.0, math.inf, None, "b")
+    assert kinds(out) == [("mark_manipulation", True)] and d.manipulated() == {}
 
 
 def test_late_events_are_counted_and_change_nothing() -> None:

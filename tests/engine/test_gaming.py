@@ -19,6 +19,7 @@ from pipelines.policy.gaming import GamingParams
 from pipelines.policy.signing import SigningKey
 from pipelines.scenarios.generate import depth_record
 
+LIQUIDATIONS = ("partial_liquidation", "full_liquidation", "transfer_to_lp", "insurance_fund")
 KEY = SigningKey("test", b"engine-test-signing-key-0123")
 T0 = 1_795_000_000_000
 PERP = "BTC-PERPETUAL"
@@ -121,24 +122,27 @@ def test_the_penalty_travels_with_the_account_in_a_checkpoint() -> None:
 
 # ---------------------------------------------------------------------------- thin-book pump
 
-def mark(price: float, t: int, interest: float) -> tuple[str, dict]:
-    return "MarkPrice", {"instrument": JELLY, "underlying": "JELLY", "mark_price": price, "index_price": price,
-                         "underlying_price": price, "mark_iv": None, "best_bid": None, "best_ask": None,
-                         "open_interest": interest, "event_time_ms": t}
+def mark(price: float, t: int, interest: float | None, index_price: float | None = None,
+         instrument: str = JELLY) -> tuple[str, dict]:
+    return "MarkPrice", {"instrument": instrument, "underlying": instrument.split("-")[0], "mark_price": price,
+                         "index_price": price if index_price is None else index_price, "underlying_price": price,
+                         "mark_iv": None, "best_bid": None, "best_ask": None, "open_interest": interest,
+                         "event_time_ms": t}
 
 
-def pump_events() -> list[tuple[str, dict]]:
-    """A $4M JELLY short on $3M of collateral; a $200k book; the index and mark rise together,
-    10 % every 5 s (no mark-vs-index breach can see it): +33 % (a pump) after 15 s, and the short
-    liquidatable some 10 s later."""
+def pump_events(interest: float = 100e6) -> list[tuple[str, dict]]:
+    """A $4M JELLY short (80M contracts: 80 % of the default open interest) on $3M of collateral;
+    a $200k book; the index rises 10 % every 5 s and the mark runs 8 % ahead of it (no 25 %
+    mark-vs-index breach can see it): +31 % from the window's low (a pump) after 10 s, and the
+    short liquidatable some 15 s later."""
     events = [index("JELLY", 0.05, T0), ("OrderBookDepth", depth_record(JELLY, T0, 0.05, 200_000.0, 1)),
               collateral("shorty", 3e6, 3e6, T0 + 1, 1), position("shorty", JELLY, -80e6, 0.05, T0 + 1),
-              mark(0.05, T0 + 2, 100e6)]
+              mark(0.05, T0 + 2, interest)]
     price = 0.05
     for k in range(1, 25):
         price *= 1.10
         t = T0 + k * 5_000
-        events += [index("JELLY", price, t), mark(price, t + 1, 100e6)]
+        events += [index("JELLY", price, t), mark(price * 1.08, t + 1, interest, price)]
     return events
 
 
@@ -167,6 +171,46 @@ def test_without_the_pump_rule_the_short_is_liquidated_into_the_pump() -> None:
     assert late
 
 
+def test_a_pump_on_open_interest_the_engine_sees_spread_out_is_not_one() -> None:
+    """The same pump, but the short is 8 % of the venue's open interest: not concentrated."""
+    breaches, actions, _ = feed(Engine(KEY), pump_events(interest=1000e6))
+    assert "mark_manipulation" not in {b.kind.value for b in breaches}
+    assert "delist_settle" not in {a.action_type for a in actions}
+
+
+def test_a_delisted_pump_blocks_its_instrument_only() -> None:
+    """Once the pump is delisted it no longer fires, and the BTC long of the account the pump
+    puts under water is still liquidated: the block is JELLY's, not its underlying's or the
+    account's."""
+    engine = Engine(KEY)
+    events = pump_events()
+    events.insert(4, position("shorty", PERP, 10.0, 60_000.0, T0 + 1))
+    events.insert(0, index("BTC", 60_000.0, T0))
+    breaches, actions, _ = feed(engine, events)
+    assert engine.detectors.manipulated() == {} and engine.detectors.delisted() == {JELLY}
+    fired = next(b.event_time_ms for b in breaches if b.kind.value == "mark_manipulation")
+    closed = {a.instrument for a in actions if a.action_type in LIQUIDATIONS and a.event_time_ms >= fired}
+    assert closed == {PERP}
+
+
+def test_a_mark_off_its_index_clears_on_the_index_and_liquidations_resume() -> None:
+    """A BTC short's mark jumps 30 % over a lagging index (level 0): delisted at the index, and
+    nothing liquidated while it fires; the index then catches up and stays: the breach clears
+    and the short, under water, is liquidated."""
+    events = [index("BTC", 100.0, T0), collateral("short", 2_000.0, 2_000.0, T0 + 1, 1),
+              position("short", PERP, -100.0, 100.0, T0 + 1), mark(100.0, T0 + 2, None, 100.0, PERP),
+              mark(130.0, T0 + 1_000, None, 100.0, PERP)]
+    events += [item for k in range(2, 30) for item in (index("BTC", 130.0, T0 + k * 1_000),
+                                                       mark(130.0, T0 + k * 1_000 + 1, None, 130.0, PERP))]
+    breaches, actions, _ = feed(Engine(KEY), events)
+    manipulation = [b for b in breaches if b.kind.value == "mark_manipulation"]
+    assert [(b.level, b.cleared) for b in manipulation] == [(0, False), (0, True)]
+    fired, cleared = manipulation[0].event_time_ms, manipulation[1].event_time_ms
+    assert [a.params["settle_price"] for a in actions if a.action_type == "delist_settle"] == ["100.0"]
+    closes = [a.event_time_ms for a in actions if a.action_type in LIQUIDATIONS]
+    assert closes and all(t >= cleared for t in closes) and cleared > fired
+
+
 def test_a_shard_that_does_not_report_jelly_keeps_its_accounts_out_of_the_pump_too() -> None:
     """Only the reporting shard emits the breach and the delisting; every shard's ladder waits."""
     reporting, actions_r, _ = feed(Engine(KEY), pump_events())
@@ -174,7 +218,7 @@ def test_a_shard_that_does_not_report_jelly_keeps_its_accounts_out_of_the_pump_t
     breaches, actions, _ = feed(other, pump_events())
     assert "mark_manipulation" not in {b.kind.value for b in breaches}
     assert "delist_settle" not in {a.action_type for a in actions}
-    assert other.detectors.manipulated() == {JELLY: 0.05}
+    assert other.detectors.delisted() == {JELLY}
     account_actions = [a for a in actions_r if a.account == "shorty"]
     assert [a for a in actions if a.account == "shorty"] == account_actions
 
@@ -191,4 +235,4 @@ def test_the_pump_state_travels_in_the_market_checkpoint() -> None:
         MarketSnapshot(boundary, market, {}))))
     restored = Engine.restore(KEY, None, stored.market.market, stored.partition.accounts)
     assert feed(restored, events[12:]) == feed(engine, events[12:])
-    assert restored.detectors.manipulated() == {JELLY: 0.05}
+    assert restored.detectors.delisted() == {JELLY}

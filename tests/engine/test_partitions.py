@@ -21,6 +21,7 @@ from pipelines.engine.partitions import (
 )
 from pipelines.engine.shards import ACCOUNT_RECORDS
 from pipelines.engine.snapshot import (
+    FORMAT,
     Checkpoint,
     MarketSnapshot,
     PartitionSnapshot,
@@ -263,7 +264,8 @@ def test_snapshots_of_another_format_or_no_snapshot_at_all_are_refused() -> None
                                         MarketSnapshot(1_000, market, {})))
     assert decode_checkpoint(data).partition.partition == 3
     older = data[:3] + bytes([data[3] - 1]) + data[4:]
-    with pytest.raises(SnapshotFormatError, match="format 2; this version reads format 3: read its inputs again"):
+    with pytest.raises(SnapshotFormatError,
+                       match=f"format {FORMAT - 1}; this version reads format {FORMAT}: read its inputs again"):
         decode_checkpoint(older)
     with pytest.raises(SnapshotFormatError, match="not in this format"):
         decode_checkpoint(b"\x80\x04pickle")

@@ -11,6 +11,7 @@ import random
 import pytest
 
 from pipelines.engine.engine import EngineParams
+from pipelines.engine.snapshot import FORMAT
 from tests.kit.crash import crash_events
 from tests.worker.cluster import CONFIG, Cluster, assert_same, oracle, outputs, publish
 
@@ -107,7 +108,8 @@ def test_a_checkpoint_this_version_cannot_read_is_refused_and_its_partition_read
         cluster.settle()
     refused = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert [r.getMessage() for r in refused] == [
-        "partition 5: the stored checkpoint snapshot is format 1; this version reads format 3: read its inputs again",
+        f"partition 5: the stored checkpoint snapshot is format 1; this version reads format {FORMAT}: "
+        "read its inputs again",
         "partition 8: the stored checkpoint snapshot is damaged (error): read its inputs again"]
     took = [r.getMessage() for r in caplog.records if r.getMessage().startswith("took over")]
     assert len(took) == 2 and "took over partition(s) [5, 8] from their first records" in took, took
