@@ -370,7 +370,8 @@ class Detectors:
             return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, off, p.mark_max_deviation,
                            event_time_ms, event_time_ms, (ref,))]
         if (anchor is not None and depth_usd is not None and concentration is not None
-                and self._pump(move, off, backing_notional_usd, depth_usd) and concentration() >= p.pump_min_concentration):
+                and self._pump(move, off, backing_notional_usd, depth_usd)
+                and concentration() >= p.pump_min_concentration):
             self._mark_firing[instrument] = anchor.value
             self._pumped.add(instrument)
             return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, move, p.pump_min_move,
