@@ -52,7 +52,7 @@ class DetectorParams:
       breach (the March 2025 Hyperliquid ETH pattern).
     - mark manipulation: a mark 25 %+ off its index while it backs open positions (Mango,
       October 2022: MNGO x14 in 10 minutes; JELLY, March 2025: +400 %); or a thin-book pump: the
-      mark 5 %+ off its index after a move of 30 %+ from its own extreme of the last 10 minutes
+      mark 2 %+ off its index after a move of 30 %+ from its own extreme of the last 10 minutes
       (Mango's pump took under 10), while the venue's open interest is 5x or more the instrument's
       book depth within 1 % of mid (a book that cannot absorb its open interest) and one account
       holds half of it or more (JELLY: a $4-6M short, then the token +400 %). A crash that takes
@@ -87,7 +87,7 @@ class DetectorParams:
     pump_window_ms: int = 10 * MINUTE_MS
     pump_min_move: float = 0.30
     pump_interest_depth_multiple: float = 5.0
-    pump_min_premium: float = 0.05
+    pump_min_premium: float = 0.02
     pump_min_concentration: float = 0.5
     window_buckets: int = 360
 

@@ -9,9 +9,10 @@
 - **Mark manipulation** (``MARK_MANIPULATION``: a mark far off its index, or a thin-book pump):
   the instrument is delisted: halted at the venue and every position in it settled at its price
   before the manipulation (``Detectors.manipulated``), as Hyperliquid's validators did with
-  JELLY on 26 March 2025 (settled at $0.0095, the price the position was opened at). While the
-  breach fires, the ladder liquidates nothing on the instrument's underlying: a liquidation at
-  the manipulated price is what the manipulation is for.
+  JELLY on 26 March 2025 (settled at $0.0095, the price the position was opened at). While a
+  mark-off-index breach fires the ladder liquidates nothing in the instrument (a liquidation at
+  the manipulated price is what the manipulation is for); a pump's instrument, once delisted,
+  never again (``Detectors.delist``). Other instruments of the underlying are not blocked.
 
 A penalty is plain data per account (``account_state``), carried in the engine's snapshots.
 """

@@ -174,7 +174,7 @@ def test_a_move_on_a_deep_book_or_without_open_interest_is_no_pump() -> None:
 
 def test_a_pump_needs_its_mark_off_the_index_and_concentrated_open_interest() -> None:
     assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, premium=0.0) == []  # the index went along
-    assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, premium=0.04) == []  # within the band
+    assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, premium=0.01) == []  # within the band
     assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, largest_share=0.3) == []  # spread out
     assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, largest_share=None) == []  # not known
 
