@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.backtest.run import sweep, sweep_thresholds, threshold_params
+from pipelines.config import EngineSettings
 from pipelines.errors import UserError
 from pipelines.scenarios.library import Scenario
 
@@ -153,8 +154,25 @@ def engine_section(trigger: float) -> dict[str, float]:
             "reduce_ratio": ladder.reduce_ratio, "release_ratio": ladder.release_ratio}
 
 
+def check_section(section: dict[str, float]) -> None:
+    """Refuse, with the worker's own ``UserError``, an ``[engine]`` section the worker would
+    refuse at load (``EngineSettings``: each ratio's range, then the levels' order)."""
+    EngineSettings(**section).engine_params()
+
+
+def check_triggers(triggers: Sequence[float]) -> None:
+    """Refuse any trigger whose ``engine_section`` the worker would refuse, naming it."""
+    for trigger in triggers:
+        try:
+            check_section(engine_section(trigger))
+        except UserError as exc:
+            raise UserError(f"trigger {trigger:g} gives settings the worker refuses: {exc}") from None
+
+
 def write_config(path: str | Path, section: dict[str, float], comments: Sequence[str]) -> Path:
-    """A TOML settings file holding ``section`` as ``[engine]``, ``comments`` above it."""
+    """A TOML settings file holding ``section`` as ``[engine]``, ``comments`` above it. A section
+    the worker would refuse (``check_section``) is a ``UserError`` and nothing is written."""
+    check_section(section)
     lines = [f"# {line}" for line in comments] + ["[engine]"]
     lines += [f"{key} = {float(value)!r}" for key, value in section.items()]
     out = Path(path)

@@ -138,6 +138,7 @@ def run_calibrate(args: argparse.Namespace, scenarios: list[Scenario], jobs: int
     """``--calibrate``: choose, write the settings file (and the plot), report."""
     held_out = calibrate.default_held_out(scenarios) if args.held_out is None else args.held_out
     triggers = args.sweep or list(calibrate.DEFAULT_TRIGGERS)
+    calibrate.check_triggers(triggers)
     result = calibrate.calibrate(scenarios, held_out, triggers, args.bad_debt_budget, args.seed, jobs=jobs,
                                  progress=progress)
     summary = result.summary()

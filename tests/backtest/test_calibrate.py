@@ -139,6 +139,13 @@ def test_the_settings_file_gives_the_worker_the_backtest_engine(tmp_path: Path, 
     assert engine.hedged_accounts == frozenset({"acct-1", "acct-2"})
 
 
+def test_a_section_the_worker_refuses_is_not_written(tmp_path: Path) -> None:
+    path = tmp_path / "calibrated.toml"
+    with pytest.raises(UserError, match="liquidation_ratio: expected a ratio above 0 and at most 100, got 120"):
+        calibrate.write_config(path, calibrate.engine_section(80.0), ["a comment"])
+    assert not path.exists()
+
+
 def test_calibrate_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """ftx-2022 (bad debt with the backstop at every trigger) at two triggers, aug-2024 held out."""
     toml, png = tmp_path / "calibrated.toml", tmp_path / "frontier.png"
@@ -171,6 +178,8 @@ def test_calibrate_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
     (["backtest", "--calibrate", "--bad-debt-budget", "0", "--held-out", "atlantis"], "--held-out"),
     (["backtest", "--calibrate", "--bad-debt-budget", "0", "--scenario", "may-2021", "--held-out", "ftx-2022"],
      "ftx-2022"),
+    (["backtest", "--calibrate", "--bad-debt-budget", "0", "--scenario", "may-2021", "--sweep", "1.0,80"],
+     "trigger 80 gives settings the worker refuses: [engine] liquidation_ratio"),
 ])
 def test_bad_calibrate_flags_are_one_line_exit_2(argv: list[str], fragment: str, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch,
