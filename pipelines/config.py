@@ -222,7 +222,8 @@ def _read_secret_file(var: str, path: str) -> str:
 
 
 def _convert(where: str, raw: Any, target: Any) -> Any:
-    """``raw`` as ``target`` (bool, int, float, str, or one of them ``| None``: a value given is never None)."""
+    """``raw`` as ``target`` (bool, int, float, str, or one of them ``| None``: a value given is never None).
+    A TOML boolean is no number: refused for an int or a float."""
     if typing.get_origin(target) in (typing.Union, types.UnionType):
         target = next(t for t in typing.get_args(target) if t is not type(None))
     try:
@@ -234,6 +235,8 @@ def _convert(where: str, raw: Any, target: Any) -> Any:
                 return True
             if lowered in {"0", "false", "no", "off"}:
                 return False
+            raise ValueError(raw)
+        if target in (int, float) and isinstance(raw, bool):
             raise ValueError(raw)
         if target in (int, float, str):
             return target(raw)
