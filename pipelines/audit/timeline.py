@@ -4,8 +4,10 @@ The story is assembled from the audit tables (every read with ``FINAL``, so rede
 never show twice): the account's own inputs (positions, collateral), the market inputs of what it
 trades (index and oracle prices of its underlyings, marks and vols of its instruments), its
 breaches (with the margin ratio), the actions answering them and the execution reports (fills
-with prices, fees and slippage), and the venue states of its underlyings: the circuit's halt,
-market_reduce_only and resume actions, each with its state, and their reports. Each entry carries
+with prices, fees and slippage), the venue states of its underlyings: the circuit's halt,
+market_reduce_only and resume actions, each with its state, and their reports, and the
+delisting of an instrument it trades: the ``mark_manipulation`` breach and its
+``delist_settle`` (the account's settlement is among its own reports). Each entry carries
 its Kafka coordinates and the ids of its causes: triggering events for a breach, breach ids for an
 action, the action id for a fill.
 
@@ -93,6 +95,7 @@ EXECUTION_COLUMNS = ("event_time_ms, account, execution_id, action_id, status, v
                      "filled_quantity, avg_price, fee, fee_currency, slippage_bps, counterparty, reason, "
                      "kafka_topic, kafka_partition, kafka_offset")
 VENUE_STATE_ACTIONS = tuple(str(action) for action in CIRCUIT_ACTIONS.values())
+DELISTING = ("mark_manipulation", "delist_settle")  # the breach kind and the action type
 ORDER = "ORDER BY event_time_ms, kafka_topic, kafka_partition, kafka_offset"
 
 
@@ -100,17 +103,19 @@ def timeline(store: Store, account: str, start_ms: int | None = None, end_ms: in
              include_market: bool = True) -> list[Entry]:
     """The ordered story of ``account`` between ``start_ms`` and ``end_ms`` (inclusive, UTC epoch ms):
     its own inputs, breaches, actions and executions; the market ticks of what it trades (unless
-    ``include_market`` is false); and the venue states of its underlyings (halt, reduce-only, resume)
-    with their execution reports. Market-wide entries carry an empty ``account``."""
+    ``include_market`` is false); the venue states of its underlyings (halt, reduce-only, resume)
+    with their execution reports; the mark-manipulation breaches and delistings of its instruments.
+    Venue-state entries carry an empty ``account``; a delisting's, its underlying."""
     where, params = time_filter(start_ms, end_ms)
     params["account"] = account
     own = _account_rows(store, where, params)
     underlyings, instruments = _subjects(own)
     market = _market_rows(store, where, params, underlyings, instruments) if include_market else []
     states, state_reports = _venue_state_rows(store, where, params, underlyings)
+    manipulations, delistings = _delisting_rows(store, where, params, underlyings, instruments)
     entries = ([_input_entry(r) for r in own["inputs"]] + [_market_entry(r) for r in market]
-               + [_breach_entry(r) for r in own["breaches"]]
-               + [_action_entry(r) for r in own["actions"]] + [_venue_state_entry(r) for r in states]
+               + [_breach_entry(r) for r in own["breaches"] + manipulations]
+               + [_action_entry(r) for r in own["actions"] + delistings] + [_venue_state_entry(r) for r in states]
                + [_execution_entry(r) for r in own["executions"] + state_reports])
     entries.sort(key=lambda e: (e.time_ms, KIND_ORDER[e.kind], e.coordinates))
     return entries
@@ -175,6 +180,23 @@ def _venue_state_rows(store: Store, where: str, params: dict[str, Any],
         WHERE account IN %(underlyings)s AND action_id IN %(ids)s AND {where} {ORDER}""",
                     {**params, "underlyings": _in(underlyings), "ids": _in({r["action_id"] for r in states})})
     return states, [{**r, "account": "", "instrument": r["account"]} for r in reports]
+
+
+def _delisting_rows(store: Store, where: str, params: dict[str, Any], underlyings: set[str],
+                    instruments: set[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``mark_manipulation`` breaches and ``delist_settle`` actions of ``instruments`` (both
+    name the underlying in ``account``, the instrument in ``instrument``)."""
+    if not instruments:
+        return [], []
+    subject = "account IN %(underlyings)s AND instrument IN %(instruments)s"
+    scope = {**params, "underlyings": _in(underlyings), "instruments": _in(instruments)}
+    breaches = fetch(store, f"""
+        SELECT {BREACH_COLUMNS} FROM {store.table('breaches')} FINAL
+        WHERE {subject} AND kind = %(kind)s AND {where} {ORDER}""", {**scope, "kind": DELISTING[0]})
+    actions = fetch(store, f"""
+        SELECT {ACTION_COLUMNS} FROM {store.table('actions')} FINAL
+        WHERE {subject} AND action_type = %(type)s AND {where} {ORDER}""", {**scope, "type": DELISTING[1]})
+    return breaches, actions
 
 
 def _input_entry(r: dict[str, Any]) -> Entry:

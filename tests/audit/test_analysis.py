@@ -79,6 +79,34 @@ def test_timeline_shows_the_venue_states_of_the_accounts_underlyings(migrated) -
     assert order.index("b-1") < order.index("h-1") < order.index("b-2") < order.index("r-1") < order.index("u-1")
 
 
+def delistings() -> list[tuple[str, str, dict]]:
+    """A mark-manipulation breach and its delisting for the incident account's option, and for two
+    instruments it does not hold (BTC's perpetual, ETH's)."""
+    out = []
+    for n, instrument in enumerate(("BTC-27DEC26-60000-C", "BTC-PERPETUAL", "ETH-PERPETUAL")):
+        underlying, t = instrument.split("-")[0], T0 + 12_000 + n
+        out.append(("backstop.breaches", "Breach", sample(
+            "Breach", breach_id=f"mm-{n}", kind="mark_manipulation", account=underlying, underlying=underlying,
+            instrument=instrument, observed=0.4, threshold=0.3, severity="warning", event_time_ms=t, details={})))
+        out.append(("backstop.actions", "Action", sample(
+            "Action", action_id=f"d-{n}", action_type="delist_settle", account=underlying, instrument=instrument,
+            side=None, quantity=0.0, limit_price=None, breach_ids=[f"mm-{n}"], event_time_ms=t,
+            params={"instrument": instrument, "settle_price": "0.05", "reason": "thin_book_pump"})))
+    return out
+
+
+def test_timeline_shows_the_delisting_of_an_instrument_the_account_holds(migrated) -> None:
+    load_incident(migrated, records=incident() + delistings())
+    story = timeline.timeline(migrated, ACCOUNT, include_market=False)
+    shown = [(e.kind, e.what, e.instrument, e.causes) for e in story if e.id in ("mm-0", "mm-1", "mm-2", "d-0",
+                                                                                "d-1", "d-2")]
+    assert shown == [("breach", "mark_manipulation", "BTC-27DEC26-60000-C", ["backstop.positions/3@1234",
+                                                                               "ix-9"]),
+                     ("action", "delist_settle", "BTC-27DEC26-60000-C", ["mm-0"])]
+    delisting = next(e for e in story if e.id == "d-0")
+    assert "settle_price=0.05" in delisting.detail
+
+
 def test_summary(migrated) -> None:
     load_incident(migrated, repeat=2)
     result = summary.summary(migrated, T0 - 3_600_000, T0 + 3_600_000)
