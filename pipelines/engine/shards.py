@@ -66,9 +66,11 @@ def market_subject(subject: str) -> str:
 class MarketOwner:
     """Whether shard ``partition`` reports a market subject (``market_subject``): the engine of
     every other shard skips the detectors whose only outputs are such breaches (index moves and
-    the circuits they drive, IV jumps, mark manipulation) — they were most of the work each
-    shard spent on a market tick, and ``keep_for_shard`` dropped what they found. Detectors whose
-    state the shard's own accounts need (liquidity, oracles) run everywhere."""
+    the circuits they drive, IV jumps) — they were most of the work each shard spent on a market
+    tick, and ``keep_for_shard`` dropped what they found. Detectors whose state the shard's own
+    accounts need run everywhere: liquidity, oracles and mark manipulation (a manipulated or
+    delisted instrument's legs wait on every shard); only the reporting shard emits their
+    market breaches and actions."""
 
     def __init__(self, partition: int, partitions: int) -> None:
         self.partition, self.partitions = partition, partitions
