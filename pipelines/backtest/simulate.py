@@ -41,11 +41,23 @@ action.
 
 A ``freeze_withdrawals`` action makes the venue refuse the account's later withdrawals (a
 withdrawal on the stream is then not applied, ``Result.refused_withdrawals``); a
-``delist_settle`` settles every position in its instrument at its ``settle_price``, no fee.
+``delist_settle`` halts its instrument and settles every position in it at its ``settle_price``,
+no fee.
+
+Trading states, as the executor's venue keeps them: ``halt``, ``market_reduce_only`` and
+``resume`` set their underlying's (or instrument's) state (``policy.circuit.STATE_OF_ACTION``), a
+delisting halts its instrument, and every order the engine sends — hedges and liquidations — is
+judged by ``policy.circuit.order_refusal`` in the stricter of its instrument's and underlying's
+state before it trades: while halted or reduce-only, an order that would grow or flip the
+account's position is rejected with the refusal as its reason (``Result.refused_orders``), and the
+engine is told its position did not move. A liquidation closes at most the position held, so it
+always reduces and passes; so do the venue's own bankruptcy liquidation and ADL (each closes part
+of an open position, never more).
 
 Every action gets an outcome, as the executor reports it: ``accepted`` (margin calls,
 reduce-only, halts, freezes), ``filled`` or ``partially_filled`` (one report per fill), or ``rejected``
-with a reason (nothing to close, no counterparty, no liquidity within the limit).
+with a reason (refused in the instrument's trading state, nothing to close, no counterparty, no
+liquidity within the limit).
 """
 
 from __future__ import annotations
@@ -72,6 +84,7 @@ from pipelines.execution.waterfall import (
     liquidate,
 )
 from pipelines.policy.actions import Action
+from pipelines.policy.circuit import STATE_OF_ACTION, TradingState, order_refusal, reduces_position, strictest
 from pipelines.policy.signing import SigningKey
 from pipelines.risk.instruments import (
     Instrument,
@@ -138,6 +151,7 @@ class Result:
     final_equity: dict[str, float] = dataclasses.field(default_factory=dict)
     executions: int = 0
     refused_withdrawals: int = 0  # withdrawals of accounts whose withdrawals were frozen
+    refused_orders: int = 0  # orders rejected by the trading state of their instrument or underlying
 
     @property
     def capital_efficiency(self) -> float:
@@ -397,6 +411,7 @@ class Simulation:
         self._sequence: dict[str, int] = defaultdict(lambda: 1000)
         self._opened: set[str] = set()
         self._frozen: set[str] = set()  # accounts whose withdrawals the venue refuses
+        self._states: dict[str, TradingState] = {}  # underlying or instrument -> its state; ACTIVE when absent
 
     # ------------------------------------------------------------------ driving
 
@@ -455,7 +470,7 @@ class Simulation:
         for action in out.actions:
             self.result.actions[action.action_type.value] += 1
             self.on_output("action", action)
-            for report in self._execute(action):
+            for report in self.execute(action):
                 self.on_output("execution", report)
 
     # ------------------------------------------------------------------ execution
@@ -489,18 +504,47 @@ class Simulation:
             self.books[name] = book
         return book.place_at(mark)
 
-    def _execute(self, action: Action) -> list[dict[str, Any]]:
-        """Carry ``action`` out; its reports (at least one: every action has an outcome)."""
+    def execute(self, action: Action) -> list[dict[str, Any]]:
+        """Carry ``action`` out as the venue would; its reports (at least one: every action has an
+        outcome)."""
         kind = action.action_type
         if kind in LIQUIDATIONS:
             return self._liquidation_action(action)
         if kind == "delta_hedge":
             return self._hedge(action)
         if kind == "delist_settle":
+            self._set_state(action.instrument or action.target, TradingState.HALTED)
             return self._delist(action)
-        if kind == "freeze_withdrawals":
+        if kind in STATE_OF_ACTION:
+            self._set_state(action.instrument or action.target, STATE_OF_ACTION[kind])
+        elif kind == "freeze_withdrawals":
             self._frozen.add(action.target)
         return [_outcome(action, "accepted")]
+
+    def _set_state(self, market: str, state: TradingState) -> None:
+        """From now on orders on ``market`` (an underlying: every instrument on it) are judged in ``state``."""
+        if state is TradingState.ACTIVE:
+            self._states.pop(market, None)
+        else:
+            self._states[market] = state
+
+    def trading_state(self, name: str) -> TradingState:
+        """The stricter of the states of instrument ``name`` and of its underlying (ACTIVE when neither is set)."""
+        return strictest(self._states.get(market, TradingState.ACTIVE)
+                         for market in (name, self.ledger.instrument(name).underlying))
+
+    def _refused(self, action: Action, name: str, signed: float) -> list[dict[str, Any]] | None:
+        """The rejection of trading ``signed`` contracts (buy > 0) of ``name`` for ``action``'s account
+        when ``order_refusal`` refuses it in the instrument's trading state, else None. A refused
+        order leaves the position as it was, and the engine hears so (what it sent is no longer in flight)."""
+        account = action.target
+        held = self.ledger.positions[account].get(name, (0.0, 0.0))[0]
+        refusal = order_refusal(self.trading_state(name), name, reduces_position(held, signed))
+        if refusal is None:
+            return None
+        self.result.refused_orders += 1
+        self._feedback_for(account, name, action.event_time_ms)
+        return [_outcome(action, "rejected", refusal)]
 
     def _delist(self, action: Action) -> list[dict[str, Any]]:
         """Halt the instrument and settle every position in it at the action's ``settle_price``
@@ -532,6 +576,9 @@ class Simulation:
         if held * signed <= 0:
             return [_outcome(action, "rejected", f"nothing to close: the account holds {held:g} {name}")]
         signed = math.copysign(min(abs(signed), abs(held)), held)
+        refused = self._refused(action, name, -signed)
+        if refused is not None:
+            return refused
         kind = action.action_type
         return self._liquidate(account, name, signed, action.event_time_ms, action.action_id, "backstop",
                                LIQUIDATIONS[kind], self.venue.waterfall, adl=True,
@@ -542,6 +589,9 @@ class Simulation:
         if not name or self.ledger.instrument(name).underlying not in self.ledger.index:
             return [_outcome(action, "rejected", f"no market for {name}")]
         side = action.side
+        refused = self._refused(action, name, action.quantity if side == BUY else -action.quantity)
+        if refused is not None:
+            return refused
         mark = self.ledger.mark(name)
         sweep = self._book(name).sweep(side, action.quantity, action.limit_price)
         if sweep.filled <= EPS:

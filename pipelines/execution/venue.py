@@ -39,7 +39,7 @@ from pipelines.execution.waterfall import (
     WaterfallResult,
     liquidate,
 )
-from pipelines.policy.circuit import TradingState, order_refusal
+from pipelines.policy.circuit import TradingState, order_refusal, reduces_position, strictest
 from pipelines.risk.instruments import underlying_of
 
 
@@ -187,9 +187,8 @@ class SimulatedVenue:
     def trading_state(self, instrument: str) -> TradingState:
         """The stricter of the states set for ``instrument`` and for its underlying (ACTIVE when none is)."""
         names = (instrument, underlying_of(instrument))
-        states = {TradingState(state) for state, in
-                  self._db.execute("SELECT state FROM trading_states WHERE name IN (?, ?)", names)}
-        return next((s for s in (TradingState.HALTED, TradingState.REDUCING) if s in states), TradingState.ACTIVE)
+        return strictest(TradingState(state) for state, in
+                         self._db.execute("SELECT state FROM trading_states WHERE name IN (?, ?)", names))
 
     def withdrawals_frozen(self, account: str) -> str | None:
         """Why ``account``'s withdrawals are frozen; None when they are not."""
@@ -265,7 +264,7 @@ class SimulatedVenue:
     def _match(self, order: Order) -> OrderResult:
         held = self.positions(order.account).get(order.instrument, 0.0)
         signed = order.quantity if order.side == BUY else -order.quantity
-        reduces = held * signed < 0 and abs(signed) <= abs(held) + 1e-12
+        reduces = reduces_position(held, signed)
         refusal = order_refusal(self.trading_state(order.instrument), order.instrument, reduces)
         if refusal is not None:
             return OrderResult(order.client_order_id, "rejected", 0.0, None, 0.0, None, refusal)

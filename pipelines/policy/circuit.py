@@ -19,6 +19,7 @@ clearing) and in the reason a refusal gives.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Self
 
@@ -45,6 +46,19 @@ CIRCUIT_ACTIONS: dict[TradingState, ActionType] = {
 }
 """The market-wide action that puts an underlying's venue in each state."""
 STATE_OF_ACTION: dict[ActionType, TradingState] = {action: state for state, action in CIRCUIT_ACTIONS.items()}
+
+
+def strictest(states: Iterable[TradingState]) -> TradingState:
+    """The most restrictive of ``states``: HALTED over REDUCING over ACTIVE (ACTIVE for none). A
+    venue judges an instrument's orders by the stricter of its own state and its underlying's."""
+    found = set(states)
+    return next((s for s in (TradingState.HALTED, TradingState.REDUCING) if s in found), TradingState.ACTIVE)
+
+
+def reduces_position(held: float, signed: float) -> bool:
+    """Whether trading ``signed`` contracts (buy > 0) against a position of ``held`` only shrinks
+    it, never flipping it: the ``reduces`` of ``order_refusal``."""
+    return held * signed < 0 and abs(signed) <= abs(held) + 1e-12
 
 
 def order_refusal(state: TradingState, market: str, reduces: bool) -> str | None:
