@@ -49,10 +49,11 @@ Trading states, as the executor's venue keeps them: ``halt``, ``market_reduce_on
 delisting halts its instrument, and every order the engine sends — hedges and liquidations — is
 judged by ``policy.circuit.order_refusal`` in the stricter of its instrument's and underlying's
 state before it trades: while halted or reduce-only, an order that would grow or flip the
-account's position is rejected with the refusal as its reason (``Result.refused_orders``), and the
-engine is told its position did not move. A liquidation closes at most the position held, so it
-always reduces and passes; so do the venue's own bankruptcy liquidation and ADL (each closes part
-of an open position, never more).
+account's position is rejected with the refusal as its reason (``Result.refused_orders``). As on
+the executor's path, a refused hedge moves no position, so the engine gets no position update:
+what it sent stays in flight until the account's position in that instrument next changes. A
+liquidation closes at most the position held, so it always reduces and passes; so do the venue's
+own bankruptcy liquidation and ADL (each closes part of an open position, never more).
 
 Every action gets an outcome, as the executor reports it: ``accepted`` (margin calls,
 reduce-only, halts, freezes), ``filled`` or ``partially_filled`` (one report per fill), or ``rejected``
@@ -536,14 +537,12 @@ class Simulation:
     def _refused(self, action: Action, name: str, signed: float) -> list[dict[str, Any]] | None:
         """The rejection of trading ``signed`` contracts (buy > 0) of ``name`` for ``action``'s account
         when ``order_refusal`` refuses it in the instrument's trading state, else None. A refused
-        order leaves the position as it was, and the engine hears so (what it sent is no longer in flight)."""
-        account = action.target
-        held = self.ledger.positions[account].get(name, (0.0, 0.0))[0]
+        order changes nothing in the ledger."""
+        held = self.ledger.positions[action.target].get(name, (0.0, 0.0))[0]
         refusal = order_refusal(self.trading_state(name), name, reduces_position(held, signed))
         if refusal is None:
             return None
         self.result.refused_orders += 1
-        self._feedback_for(account, name, action.event_time_ms)
         return [_outcome(action, "rejected", refusal)]
 
     def _delist(self, action: Action) -> list[dict[str, Any]]:
