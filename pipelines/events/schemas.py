@@ -8,7 +8,7 @@ uses fastavro's parsed form of the same JSON. Project conventions checked by ``l
 * the record names its Kafka key field in ``"backstop.key"`` and that field exists and is a string;
 * the record has ``event_time_ms`` of type ``long`` (UTC epoch milliseconds).
 
-Field attributes ``"backstop.check"`` (``price``, ``positive``, ``nonnegative``, ``quantity``,
+Field attributes ``"backstop.check"`` (``price``, ``positive``, ``nonnegative``, ``fraction``, ``quantity``,
 ``instrument``, ``instrument_name``, ``event_time``) tell ``validation`` what to check.
 """
 

@@ -9,6 +9,7 @@ as
   zero is a broken feed, and every ratio against it would divide by zero;
 * ``positive``     finite and > 0 (contract and tick sizes; ``not_positive``);
 * ``nonnegative``  finite and >= 0 (sizes, IVs, filled quantities; ``negative_value``);
+* ``fraction``     finite and within [0, 1] (a share; ``out_of_range``);
 * ``quantity``     finite, any sign (positions, balances, fees);
 * ``instrument``   a known instrument, when a set of known instruments is given; else a name
   the risk core can price (``parse_instrument``: a real expiry date, a positive strike), since
@@ -41,6 +42,7 @@ IMPLAUSIBLE_PRICE = "implausible_price"
 NON_FINITE = "non_finite"
 NOT_POSITIVE = "not_positive"
 NEGATIVE_VALUE = "negative_value"
+OUT_OF_RANGE = "out_of_range"
 UNKNOWN_INSTRUMENT = "unknown_instrument"
 BAD_INSTRUMENT_NAME = "bad_instrument_name"
 EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
@@ -175,6 +177,8 @@ class Validator:
             return lambda v, _now: quantity_problem(v)
         if kind == "nonnegative":
             return lambda v, _now: quantity_problem(v) or (NEGATIVE_VALUE if v < 0 else None)
+        if kind == "fraction":
+            return lambda v, _now: quantity_problem(v) or (OUT_OF_RANGE if not 0.0 <= v <= 1.0 else None)
         if kind == "positive":
             return lambda v, _now: quantity_problem(v) or (NOT_POSITIVE if v <= 0 else None)
         if kind == "instrument":

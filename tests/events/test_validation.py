@@ -31,6 +31,9 @@ def test_samples_are_valid(validator: Validator, record: str):
     ("MarkPrice", {"mark_price": math.nan}, "nan_price"),
     ("MarkPrice", {"best_bid": -0.01}, "negative_price"),
     ("MarkPrice", {"instrument": "BTC-1JAN27-1-C"}, "unknown_instrument"),
+    ("MarkPrice", {"largest_holder_share": 1.01}, "out_of_range"),
+    ("MarkPrice", {"largest_holder_share": -0.1}, "out_of_range"),
+    ("MarkPrice", {"largest_holder_share": math.nan}, "non_finite"),
     ("OraclePrice", {"price": -5.0}, "negative_price"),
     ("PositionUpdate", {"quantity": math.inf}, "non_finite"),
     ("PositionUpdate", {"quantity": math.nan}, "non_finite"),
@@ -54,6 +57,11 @@ def test_reasons(validator: Validator, record: str, changes: dict, expected: str
     problem = validator.validate(record, sample(record, **changes), NOW_MS)
     assert problem is not None and problem.reason == expected
     assert problem.detail.split("=")[0].split("[")[0] in {*changes, "asks", "bids", "smile"}
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0, None])
+def test_a_share_from_none_to_all_of_the_open_interest_is_valid(validator: Validator, share: float | None):
+    assert validator.validate("MarkPrice", sample("MarkPrice", largest_holder_share=share), NOW_MS) is None
 
 
 def test_without_a_set_any_priceable_instrument_passes_and_an_unpriceable_one_does_not():

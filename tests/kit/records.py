@@ -19,7 +19,7 @@ _SAMPLES = {
     "IndexPrice": {"underlying": "BTC", "index_name": "btc_usd", "price": 61234.5, "event_time_ms": NOW_MS},
     "MarkPrice": {"instrument": OPTION, "underlying": "BTC", "mark_price": 0.0523, "index_price": 61234.5,
                   "underlying_price": 61300.0, "mark_iv": 0.55, "best_bid": 0.052, "best_ask": None,
-                  "open_interest": 1250.0, "event_time_ms": NOW_MS},
+                  "open_interest": 1250.0, "largest_holder_share": 0.4, "event_time_ms": NOW_MS},
     "VolatilityUpdate": {"underlying": "BTC", "instrument": OPTION, "iv": 0.55,
                          "smile": [{"expiry_ms": EXPIRY_MS, "strike": 55000.0, "iv": 0.6},
                                    {"expiry_ms": EXPIRY_MS, "strike": 60000.0, "iv": 0.55}],

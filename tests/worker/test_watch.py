@@ -104,3 +104,25 @@ def test_event_times_are_judged_against_their_message_not_the_wall_clock() -> No
     cluster.settle()
     letters = [codec.decode(r.value, expected="DeadLetter").value for r in cluster.broker.records(DEAD_LETTERS)]
     assert [(d["reason"], d["offset"]) for d in letters] == [("event_time_out_of_range", stale)]
+
+
+def test_a_mark_publishing_a_share_of_open_interest_outside_0_1_is_dead_lettered_once() -> None:
+    cluster = Cluster(CONFIG)
+    codec = default_codec()
+    events = crash_events()[:200]
+    publish(cluster.broker, events)
+    index = next(value for record, value in events if record == "IndexPrice")
+    key = f"{index['underlying']}-PERPETUAL"
+    mark = {"instrument": key, "underlying": index["underlying"], "mark_price": index["price"],
+            "index_price": index["price"], "open_interest": 100.0, "event_time_ms": index["event_time_ms"]}
+    partition = partition_for(key, spec_for(TOPIC_OF["MarkPrice"]).partitions)
+    bad = cluster.broker.append(TOPIC_OF["MarkPrice"], partition, key.encode(),
+                                codec.encode("MarkPrice", dict(mark, largest_holder_share=1.5)))
+    cluster.start("a")
+    cluster.start("b")
+    cluster.group.move(range(0, 5), "a")
+    cluster.group.move(range(5, 12), "b")
+    cluster.settle()
+    letters = [codec.decode(r.value, expected="DeadLetter").value for r in cluster.broker.records(DEAD_LETTERS)]
+    assert [(d["topic"], d["partition"], d["offset"], d["reason"]) for d in letters] == [
+        (TOPIC_OF["MarkPrice"], partition, bad, "out_of_range")]
