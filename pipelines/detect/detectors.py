@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from statistics import median
 from typing import Any
 
@@ -54,10 +54,10 @@ class DetectorParams:
       October 2022: MNGO x14 in 10 minutes; JELLY, March 2025: +400 %); or a thin-book pump: the
       mark 2 %+ off its index after a move of 30 %+ from its own extreme of the last 10 minutes
       (Mango's pump took under 10), while the venue's open interest is 5x or more the instrument's
-      book depth within 1 % of mid (a book that cannot absorb its open interest) and one account
-      holds half of it or more (JELLY: a $4-6M short, then the token +400 %). A crash that takes
+      book depth within 1 % of mid (a book that cannot absorb its open interest) and one holder
+      has half of it or more (JELLY: a $4-6M short, then the token +400 %). A crash that takes
       mark and index down together is none. The pump rule needs a published open interest, a
-      depth and the largest position.
+      depth and a published largest holder's share (``MarkPrice.largest_holder_share``).
     - rolling windows (index move, IV jump, oracle TWAP) start on whole buckets of
       ``window_buckets`` per window length: the index-move hour advances in 10 s steps, the
       5-minute windows in steps of 833 ms. That bounds a window's memory — and so a worker's
@@ -339,11 +339,12 @@ class Detectors:
 
     def on_mark(self, instrument: str, event_time_ms: int, mark: float, reference_price: float,
                 backing_notional_usd: float, depth_usd: float | None, ref: str,
-                concentration: Callable[[], float] | None = None) -> list[Breach]:
+                largest_holder_share: float | None = None) -> list[Breach]:
         """A linear contract's mark, with its index (``reference_price``), the USD notional of the
         venue's open interest it backs (inf: not published), its book depth within 1 % of mid
-        (None: none seen) and ``concentration``: asked only when the rest of the pump rule holds,
-        the largest account's share of that open interest (None: not known, no pump).
+        (None: none seen) and the largest holder's share of that open interest as the venue
+        publishes it (``MarkPrice.largest_holder_share``; None: not published, no pump). Every
+        input is market data, so every engine judges a mark alike, whatever accounts it holds.
 
         One ``MARK_MANIPULATION`` breach per episode. Level 0 when the mark left its index
         (Mango): it clears once the mark is back within half the threshold of its index, whatever
@@ -369,9 +370,9 @@ class Detectors:
             self._mark_firing[instrument] = reference_price
             return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, off, p.mark_max_deviation,
                            event_time_ms, event_time_ms, (ref,))]
-        if (anchor is not None and depth_usd is not None and concentration is not None
-                and self._pump(move, off, backing_notional_usd, depth_usd)
-                and concentration() >= p.pump_min_concentration):
+        if (anchor is not None and depth_usd is not None and largest_holder_share is not None
+                and largest_holder_share >= p.pump_min_concentration
+                and self._pump(move, off, backing_notional_usd, depth_usd)):
             self._mark_firing[instrument] = anchor.value
             self._pumped.add(instrument)
             return [Breach(BreachKind.MARK_MANIPULATION, instrument, event_time_ms, move, p.pump_min_move,

@@ -284,15 +284,14 @@ class Engine:
             # which no index bounds, so it is not (its model value would be the reference).
             linear = instrument_of(instrument).kind is not Kind.OPTION
             if reference and linear:
-                # Venue-wide open interest; its concentration (the largest position's share) as
-                # far as this engine's own accounts show it (docs/risk-model.md §7). Every shard
-                # runs the detector (its accounts' ladders wait while the mark is manipulated);
-                # only the shard that reports the instrument emits its breaches and actions.
+                # Venue-wide open interest and its largest holder's share, both published market
+                # data (docs/risk-model.md §7): every shard runs the detector alike (its accounts'
+                # ladders wait while the mark is manipulated); only the shard that reports the
+                # instrument emits its breaches and actions.
                 interest = value.get("open_interest")
                 backing = math.inf if interest is None else abs(interest) * value["mark_price"]
                 breaches = on_mark(instrument, t, value["mark_price"], reference, backing,
-                                   self.board.depth_usd.get(instrument), ref,
-                                   None if not interest else self._concentration(instrument, abs(interest)))
+                                   self.board.depth_usd.get(instrument), ref, value.get("largest_holder_share"))
                 for breach in breaches:
                     self._delist_pump(breach, out if reported(instrument) else None)
                 if breaches and reported(instrument):
@@ -320,15 +319,6 @@ class Engine:
                 out.actions.append(self._sign(delist(breach, underlying_of(breach.subject), settle)))
             for change in self.circuits.on_breach(breach):
                 out.actions.append(self._circuit_action(change))
-
-    def _concentration(self, instrument: str, open_interest: float) -> Callable[[], float]:
-        """The largest position in ``instrument`` among this engine's accounts, as a share of the
-        venue's ``open_interest`` (contracts), computed when asked."""
-        def share() -> float:
-            largest = max((abs(held[instrument][0]) for held in self.accounts.positions.values() if instrument in held),
-                          default=0.0)
-            return largest / open_interest
-        return share
 
     def _delist_pump(self, breach: Breach, out: EngineOutput | None) -> None:
         """A pump just fired: its instrument is delisted, settled at the price before the pump

@@ -28,7 +28,7 @@ import json
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -197,6 +197,13 @@ def open_interest(accounts, instrument: str) -> float:
     return max(sum(q for q in quantities if q > 0), -sum(q for q in quantities if q < 0))
 
 
+def largest_holder_share(accounts, instrument: str) -> float:
+    """The largest position in ``instrument`` at t0 as a share of its open interest
+    (``open_interest``): what a venue that knows every position publishes beside it."""
+    largest = max(abs(qty) for _, _, legs, _, _ in accounts for name, qty, _ in legs if name == instrument)
+    return min(largest / open_interest(accounts, instrument), 1.0)
+
+
 def pump_marks(pump: Pump, spec, prices: np.ndarray, depth: np.ndarray, step_s: int) -> np.ndarray:
     """The perpetual's mark during a pump: the index lifted by the price impact of the actor's buys
     against the thin book. The actor buys ``buy_usd`` along the move (``move_progress``); what it
@@ -251,6 +258,14 @@ def calibrate(accounts, market_events: list[tuple[str, str, dict]], t0: int) -> 
 
 Paths = dict[str, tuple[UnderlyingPath, np.ndarray, np.ndarray, np.ndarray]]  # underlying -> (spec, index, iv, depth)
 Population = list[tuple[str, str, list[tuple[str, float, float]], float, bool]]  # ``population``'s accounts
+class Interest(NamedTuple):
+    """What a perpetual's marks publish of its open interest: contracts and the largest holder's
+    share of them (None: not published)."""
+    open_interest: float | None
+    largest_holder_share: float | None
+
+
+UNPUBLISHED = Interest(None, None)
 Timed = tuple[int, int, str, str, dict]  # (event time, order among equal times, topic, record, value)
 
 
@@ -296,21 +311,23 @@ def _paths(rng: np.random.Generator, scenario: Scenario, n: int) -> Paths:
 
 
 def _marks(scenario: Scenario, paths: Paths, accounts: Population
-           ) -> tuple[dict[str, np.ndarray], dict[str, float | None]]:
+           ) -> tuple[dict[str, np.ndarray], dict[str, Interest]]:
     """Per underlying, its perpetual's mark path (the index, but for a pumped underlying) and the
-    open interest its marks publish (only a pumped underlying's)."""
+    open interest with its largest holder's share that its marks publish (only a pumped
+    underlying's)."""
     marks = {u: prices for u, (_, prices, _, _) in paths.items()}
-    interest: dict[str, float | None] = {}
+    interest: dict[str, Interest] = {}
     if scenario.pump is not None:
         u = scenario.pump.underlying
         spec, prices, _, depth = paths[u]
         marks[u] = pump_marks(scenario.pump, spec, prices, depth, scenario.step_s)
-        interest[u] = round(open_interest(accounts, perpetual(u)), 8)
+        interest[u] = Interest(round(open_interest(accounts, perpetual(u)), 8),
+                               round(largest_holder_share(accounts, perpetual(u)), 6))
     return marks, interest
 
 
 def _market_events(scenario: Scenario, paths: Paths, marks: dict[str, np.ndarray],
-                   interest: dict[str, float | None], definitions: list[dict[str, Any]], n: int) -> list[Timed]:
+                   interest: dict[str, Interest], definitions: list[dict[str, Any]], n: int) -> list[Timed]:
     """Instrument definitions at the start, then per step and underlying: the index; every 10th
     step the vol; every 5th the perpetual's mark and depth, and the oracle (stuck in its windows)."""
     t0, step_ms = scenario.start_ms, scenario.step_s * 1000
@@ -329,10 +346,12 @@ def _market_events(scenario: Scenario, paths: Paths, marks: dict[str, np.ndarray
                                {"underlying": u, "instrument": None, "iv": round(float(ivs[k]), 6), "smile": [],
                                 "source": "scenario", "event_time_ms": t}))
             if k % 5 == 0:
+                published = interest.get(u, UNPUBLISHED)
                 market.append((t, order, TOPIC_OF["MarkPrice"], "MarkPrice",
                                {"instrument": perpetual(u), "underlying": u, "mark_price": round(float(marks[u][k]), 8),
                                 "index_price": price, "underlying_price": price, "mark_iv": None, "best_bid": None,
-                                "best_ask": None, "open_interest": interest.get(u), "event_time_ms": t}))
+                                "best_ask": None, "open_interest": published.open_interest,
+                                "largest_holder_share": published.largest_holder_share, "event_time_ms": t}))
                 market.append((t, order, TOPIC_OF["OrderBookDepth"], "OrderBookDepth",
                                depth_record(perpetual(u), t, price, float(depth[k]), seq)))
             if scenario.oracle and k % 5 == 0:

@@ -135,12 +135,12 @@ def test_mark_manipulation_only_when_it_backs_positions() -> None:
 def pump(d: Detectors, interest_usd: float, depth_usd: float | None, prices=(0.0095, 0.011, 0.0135, 0.016),
          premium: float = 0.08, largest_share: float | None = 0.7) -> list:
     """A JELLY-like pump, 20 s apart: the index rises and the mark runs ``premium`` ahead of it,
-    ``largest_share`` of the open interest in one account (None: not known)."""
-    share = None if largest_share is None else (lambda: largest_share)
+    the venue publishing ``largest_share`` of the open interest in one holder's hands (None: not
+    published)."""
     out = []
     for i, price in enumerate(prices):
         out += d.on_mark("JELLY-PERPETUAL", i * 20 * S, price, price / (1.0 + premium), interest_usd, depth_usd,
-                         f"k{i}", share)
+                         f"k{i}", largest_share)
     return out
 
 
@@ -156,7 +156,7 @@ def test_a_thin_book_pump_is_a_mark_manipulation_with_the_price_before_it() -> N
     assert (breach.level, breach.window_start_ms, breach.triggers) == (1, 0, ("k0", "k2"))
     assert breach.value == 0.0135 / 0.0095 - 1.0 and breach.threshold == 0.30
     assert d.manipulated() == {"JELLY-PERPETUAL": 0.0095}
-    assert d.on_mark("JELLY-PERPETUAL", 100 * S, 0.0100, 0.0100, 4e6, 2e5, "k9", lambda: 0.7) == []
+    assert d.on_mark("JELLY-PERPETUAL", 100 * S, 0.0100, 0.0100, 4e6, 2e5, "k9", 0.7) == []
     assert d.manipulated() == {"JELLY-PERPETUAL": 0.0095}
     d.delist("JELLY-PERPETUAL")
     assert d.manipulated() == {} and d.delisted() == {"JELLY-PERPETUAL"}
@@ -176,7 +176,10 @@ def test_a_pump_needs_its_mark_off_the_index_and_concentrated_open_interest() ->
     assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, premium=0.0) == []  # the index went along
     assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, premium=0.01) == []  # within the band
     assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, largest_share=0.3) == []  # spread out
-    assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, largest_share=None) == []  # not known
+    assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, largest_share=0.49) == []  # just under half
+    half = pump(Detectors(), interest_usd=4e6, depth_usd=2e5, largest_share=0.5)
+    assert kinds(half) == [("mark_manipulation", False)]
+    assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, largest_share=None) == []  # not published
 
 
 def test_a_crash_with_the_mark_on_its_index_is_no_pump() -> None:
@@ -186,7 +189,7 @@ def test_a_crash_with_the_mark_on_its_index_is_no_pump() -> None:
     out = []
     for i in range(600):
         price = 100.0 * (1.0 - 0.35 * min(i, 480) / 480)
-        out += d.on_mark("BTC-PERPETUAL", i * S, price, price, 10e6, 1e6, f"r{i}", lambda: 1.0)
+        out += d.on_mark("BTC-PERPETUAL", i * S, price, price, 10e6, 1e6, f"r{i}", 1.0)
     assert out == [] and d.manipulated() == {}
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from pipelines.detect.detectors import DetectorParams
 from pipelines.engine.engine import Engine, EngineParams
 from pipelines.engine.snapshot import (
@@ -123,26 +125,27 @@ def test_the_penalty_travels_with_the_account_in_a_checkpoint() -> None:
 # ---------------------------------------------------------------------------- thin-book pump
 
 def mark(price: float, t: int, interest: float | None, index_price: float | None = None,
-         instrument: str = JELLY) -> tuple[str, dict]:
+         instrument: str = JELLY, share: float | None = None) -> tuple[str, dict]:
     return "MarkPrice", {"instrument": instrument, "underlying": instrument.split("-")[0], "mark_price": price,
                          "index_price": price if index_price is None else index_price, "underlying_price": price,
                          "mark_iv": None, "best_bid": None, "best_ask": None, "open_interest": interest,
-                         "event_time_ms": t}
+                         "event_time_ms": t, "largest_holder_share": share}
 
 
-def pump_events(interest: float = 100e6) -> list[tuple[str, dict]]:
-    """A $4M JELLY short (80M contracts: 80 % of the default open interest) on $3M of collateral;
-    a $200k book; the index rises 10 % every 5 s and the mark runs 8 % ahead of it (no 25 %
-    mark-vs-index breach can see it): +31 % from the window's low (a pump) after 10 s, and the
-    short liquidatable some 15 s later."""
+def pump_events(share: float | None = 0.8, short: float = -80e6) -> list[tuple[str, dict]]:
+    """A $4M JELLY short (``short``: 80M contracts of 100M open interest; the venue publishes
+    ``share`` as its largest holder's) on $3M of collateral; a $200k book; the index rises 10 %
+    every 5 s and the mark runs 8 % ahead of it (no 25 % mark-vs-index breach can see it): +31 %
+    from the window's low (a pump) after 10 s, and the short liquidatable some 15 s later."""
+    interest = 100e6
     events = [index("JELLY", 0.05, T0), ("OrderBookDepth", depth_record(JELLY, T0, 0.05, 200_000.0, 1)),
-              collateral("shorty", 3e6, 3e6, T0 + 1, 1), position("shorty", JELLY, -80e6, 0.05, T0 + 1),
-              mark(0.05, T0 + 2, interest)]
+              collateral("shorty", 3e6, 3e6, T0 + 1, 1), position("shorty", JELLY, short, 0.05, T0 + 1),
+              mark(0.05, T0 + 2, interest, share=share)]
     price = 0.05
     for k in range(1, 25):
         price *= 1.10
         t = T0 + k * 5_000
-        events += [index("JELLY", price, t), mark(price * 1.08, t + 1, interest, price)]
+        events += [index("JELLY", price, t), mark(price * 1.08, t + 1, interest, price, share=share)]
     return events
 
 
@@ -171,11 +174,25 @@ def test_without_the_pump_rule_the_short_is_liquidated_into_the_pump() -> None:
     assert late
 
 
-def test_a_pump_on_open_interest_the_engine_sees_spread_out_is_not_one() -> None:
-    """The same pump, but the short is 8 % of the venue's open interest: not concentrated."""
-    breaches, actions, _ = feed(Engine(KEY), pump_events(interest=1000e6))
+@pytest.mark.parametrize("share", [0.08, 0.49, None])
+def test_a_pump_on_open_interest_published_spread_out_or_not_at_all_is_not_one(share: float | None) -> None:
+    """The same pump, but the venue publishes its largest holder under half the open interest,
+    or publishes no share: no pump, though the engine holds an account with 80 % of it."""
+    breaches, actions, _ = feed(Engine(KEY), pump_events(share))
     assert "mark_manipulation" not in {b.kind.value for b in breaches}
     assert "delist_settle" not in {a.action_type for a in actions}
+
+
+def test_an_engine_holding_none_of_the_pump_s_accounts_judges_it_alike() -> None:
+    """Concentration is market data: an engine whose largest JELLY position is 1 % of the open
+    interest (a shard without the actor's account) sends the same breach and delisting as one
+    holding the 80 % short."""
+    with_short, actions_with, _ = feed(Engine(KEY), pump_events())
+    without, actions_without, _ = feed(Engine(KEY), pump_events(short=-1e6))
+    pumps = [b for b in without if b.kind.value == "mark_manipulation"]
+    assert len(pumps) == 1 and pumps == [b for b in with_short if b.kind.value == "mark_manipulation"]
+    delists = [a for a in actions_without if a.action_type == "delist_settle"]
+    assert len(delists) == 1 and delists == [a for a in actions_with if a.action_type == "delist_settle"]
 
 
 def test_a_delisted_pump_blocks_its_instrument_only() -> None:
