@@ -20,7 +20,8 @@ class Pump:
     ``position_usd`` short in one account, thinly collateralised (margin ratio ``short_ratio``), and
     the same long in another; it buys ``buy_usd`` of the perpetual along the underlying's move, and
     those buys against the thin book lift the mark above the index (``generate.pump_marks``). The
-    venue's open interest is published on every mark, so most of it is that actor's."""
+    venue's open interest is published on every mark, with its largest holder's share (the
+    actor's short: most of it)."""
 
     underlying: str
     position_usd: float = 4_000_000.0
