@@ -53,6 +53,7 @@ def test_manifest_ids_are_unique_and_stable():
     # ids pinned by the committed manifest: a renumbering would break every message already written
     assert registry.id_for("PositionUpdate") == 11 and registry.writer_schema(1).name == "Action"
     assert registry.id_for("Action") == 17  # Action v2 (underlying); v1 keeps id 1
+    assert registry.id_for("MarkPrice") == 18  # MarkPrice v3 (largest_holder_share); v1, v2 keep 8, 15
 
 
 @pytest.mark.parametrize("record", RECORDS)

@@ -46,7 +46,7 @@ ACCOUNTS = ("hedged-desk", "levered-long", "short-puts", "whale-safe")
 DECODE_REASONS = frozenset({"missing_value", "bad_magic", "truncated", "unknown_schema_id", "wrong_record_type",
                             "malformed"})
 VALIDATION_REASONS = frozenset({"nan_price", "negative_price", "implausible_price", "non_finite", "not_positive",
-                                "negative_value", "unknown_instrument", "bad_instrument_name",
+                                "negative_value", "out_of_range", "unknown_instrument", "bad_instrument_name",
                                 "event_time_out_of_range"})
 
 

@@ -243,6 +243,9 @@ def _must_refuse(record: str, value: dict[str, Any]) -> str | None:
         p = value.get(field)
         if p is not None and not (math.isfinite(p) and p > 0 and (field == "iv" or p <= 1e12)):
             return f"{field}={p!r}"
+    share = value.get("largest_holder_share") if record == "MarkPrice" else None
+    if share is not None and not 0.0 <= share <= 1.0:  # NaN too
+        return f"largest_holder_share={share!r}"
     for point in (value.get("smile") or []) if record == "VolatilityUpdate" else []:
         if not (math.isfinite(point["iv"]) and point["iv"] > 0):
             return f"smile iv={point['iv']!r}"
