@@ -410,9 +410,10 @@ class Detectors:
     def _pump(self, move: float, off: float, interest_usd: float, depth_usd: float) -> bool:
         """The market side of a thin-book pump: the mark moved ``pump_min_move`` within the window
         and is ``pump_min_premium`` off its index, while a published open interest is
-        ``pump_interest_depth_multiple`` times the book's depth or more."""
+        ``pump_interest_depth_multiple`` times the book's depth or more. No open interest (a new
+        listing, an empty market) is never a pump, whatever the book."""
         p = self.params
-        return (move >= p.pump_min_move and off >= p.pump_min_premium
+        return (move >= p.pump_min_move and off >= p.pump_min_premium and interest_usd > 0
                 and interest_usd >= p.pump_interest_depth_multiple * depth_usd)
 
     # ------------------------------------------------------------------ queries for the policy

@@ -167,6 +167,7 @@ def test_a_move_on_a_deep_book_or_without_open_interest_is_no_pump() -> None:
     assert pump(Detectors(), interest_usd=4e6, depth_usd=1e6) == []  # OI only 4x depth
     assert pump(Detectors(), interest_usd=float("inf"), depth_usd=2e5) == []  # OI not published
     assert pump(Detectors(), interest_usd=4e6, depth_usd=None) == []  # no depth seen
+    assert pump(Detectors(), interest_usd=0.0, depth_usd=0.0, largest_share=1.0) == []  # a new listing, empty book
     assert pump(Detectors(), interest_usd=4e6, depth_usd=2e5, prices=(0.0095, 0.0105, 0.012)) == []  # +26 %
     slow = Detectors(DetectorParams(pump_window_ms=30 * S))  # the same rise, spread past the window
     assert pump(slow, interest_usd=4e6, depth_usd=2e5, prices=(0.0095, 0.0105, 0.0118, 0.0131)) == []
