@@ -15,7 +15,7 @@ from typing import Any
 
 from pipelines.detect.breach import Breach
 from pipelines.engine.shards import ACCOUNT_BREACHES, market_subject
-from pipelines.policy.actions import MARKET_ACTIONS, Action, ActionType
+from pipelines.policy.actions import MARKET_ACTIONS, SIGNED_FIELDS, Action, ActionType
 
 
 class WireError(ValueError):
@@ -80,9 +80,10 @@ def record_target(record: Mapping[str, Any]) -> str:
 
 def signed_fields(record: Mapping[str, Any]) -> dict[str, Any]:
     """What the signature of an ``Action`` datum (v1 or v2) covers: ``Action.signed_fields()`` of
-    the action it encodes — every field but ``signature`` and ``underlying``, the target under
-    ``account``. Verify with it before ``action_from_record``: any datum has a signed form."""
-    fields = {k: v for k, v in record.items() if k not in ("signature", "underlying")}
+    the action it encodes — the ``SIGNED_FIELDS``, the target under ``account`` (a field missing
+    from the datum counts as null). Verify with it before ``action_from_record``: any datum has a
+    signed form, and a field a later schema version adds does not change it."""
+    fields = {name: record.get(name) for name in SIGNED_FIELDS}
     fields["account"] = record_target(record)
     return fields
 

@@ -45,6 +45,12 @@ MARKET_ACTIONS = frozenset({ActionType.HALT, ActionType.MARKET_REDUCE_ONLY, Acti
 account: the circuits' trading states (``policy.circuit.CIRCUIT_ACTIONS``) and a delisting."""
 
 
+#: What a signature covers, by name: a field an ``Action`` datum gains in a later schema version is
+#: not signed unless it is added here (and then only records of that version verify).
+SIGNED_FIELDS = ("action_id", "action_type", "account", "instrument", "side", "quantity", "limit_price",
+                 "breach_ids", "params", "expires_at_ms", "signing_key_id", "event_time_ms")
+
+
 @dataclasses.dataclass(frozen=True)
 class Action:
     """One signed action. Invariant: ``underlying`` is set (and ``account`` None) exactly when
@@ -78,7 +84,7 @@ class Action:
         return self.underlying if self.underlying is not None else self.account  # type: ignore[return-value]
 
     def signed_fields(self) -> dict[str, Any]:
-        """The fields the signature covers, in their canonical shape."""
+        """The fields the signature covers (``SIGNED_FIELDS``), in their canonical shape."""
         return {"action_id": self.action_id, "action_type": str(self.action_type), "account": self.target,
                 "instrument": self.instrument, "side": self.side, "quantity": self.quantity,
                 "limit_price": self.limit_price, "breach_ids": list(self.breach_ids), "params": dict(self.params),

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.engine.wire import WireError, action_from_record, action_key, action_record, signed_fields
 from pipelines.events.codec import default_codec
-from pipelines.policy.actions import MARKET_ACTIONS, ActionType, make_action
+from pipelines.policy.actions import MARKET_ACTIONS, SIGNED_FIELDS, ActionType, make_action
 from pipelines.policy.circuit import CIRCUIT_ACTIONS
 from pipelines.policy.signing import SigningKey
 
@@ -63,6 +63,16 @@ def test_every_type_round_trips_and_verifies() -> None:
         assert action_from_record(record) == action and action.verify(KEY)
         assert KEY.verify(signed_fields(record), action.signature)
         assert record["account" if action.account else "underlying"] == action_key(action)
+
+
+def test_a_field_a_later_version_adds_leaves_the_signature_valid() -> None:
+    """The signature covers SIGNED_FIELDS by name: a datum read with a later reader schema (one
+    more field, filled in with its default) still verifies, and the typed record signs exactly them."""
+    hedge = make_action(KEY, ActionType.DELTA_HEDGE, "acct", T, instrument="BTC-PERPETUAL", side="buy", quantity=1.0)
+    assert tuple(hedge.signed_fields()) == SIGNED_FIELDS
+    later = {**action_record(hedge), "venue_hint": "deribit"}
+    assert KEY.verify(signed_fields(later), hedge.signature)
+    assert not KEY.verify(signed_fields({**later, "quantity": 2.0}), hedge.signature)
 
 
 def test_the_market_wide_actions_are_the_circuits_and_the_delisting() -> None:
