@@ -194,10 +194,11 @@ class Calibration:
         """Per scenario of ``curves``, its figures at the chosen trigger and its budget."""
         out = []
         for name, points in curves.items():
-            p, oi = swept_point(points, self.choice.trigger), open_interest(points)
-            limit = self.budget.limit_usd(oi)
-            out.append({"scenario": name, "bad_debt_usd": p["bad_debt_usd"], "budget_usd": limit,
-                        "within_budget": p["bad_debt_usd"] <= limit, "capital_efficiency": p["capital_efficiency"],
+            p = swept_point(points, self.choice.trigger)
+            oi = float(open_interest(points))  # a run's figures may be numpy scalars: JSON takes Python ones
+            limit, bad_debt = float(self.budget.limit_usd(oi)), float(p["bad_debt_usd"])
+            out.append({"scenario": name, "bad_debt_usd": bad_debt, "budget_usd": limit,
+                        "within_budget": bad_debt <= limit, "capital_efficiency": float(p["capital_efficiency"]),
                         "open_interest_usd": oi})
         return out
 

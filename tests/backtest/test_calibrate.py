@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from pipelines.backtest import calibrate
@@ -192,3 +193,16 @@ def test_bad_calibrate_flags_are_one_line_exit_2(argv: list[str], fragment: str,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and fragment in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_summary_is_json_whatever_scalars_the_runs_give() -> None:
+    """A run's figures may be numpy scalars (a numpy bool is not JSON): the summary holds Python ones."""
+    points = [{"trigger": None, "initial_notional_usd": np.float64(1e6), "bad_debt_usd": np.float64(5e3),
+               "capital_efficiency": np.float64(0.0)},
+              {"trigger": 1.0, "initial_notional_usd": np.float64(1e6), "bad_debt_usd": np.float64(0.0),
+               "capital_efficiency": np.float64(0.9)}]
+    choice = calibrate.Choice(1.0, 0.9, 0.0)
+    result = calibrate.Calibration(calibrate.budget("1%oi"), choice, {"s": points}, {})
+    (row,) = json.loads(json.dumps(result.summary()))["calibration"]
+    assert row == {"scenario": "s", "bad_debt_usd": 0.0, "budget_usd": 10_000.0, "within_budget": True,
+                   "capital_efficiency": 0.9, "open_interest_usd": 1e6}
