@@ -255,7 +255,8 @@ def _mark(instrument: str, underlying: str, mark: float, index: float, iv: float
     spread = mark * 0.002
     return {"instrument": instrument, "underlying": underlying, "mark_price": mark, "index_price": index,
             "underlying_price": index, "mark_iv": iv, "best_bid": round(mark - spread, 6),
-            "best_ask": round(mark + spread, 6), "open_interest": None, "event_time_ms": t}
+            "best_ask": round(mark + spread, 6), "open_interest": None, "event_time_ms": t,
+            "largest_holder_share": None}
 
 
 def rows(events: Iterable[Event], codec: Codec | None = None) -> Iterator[Row]:
