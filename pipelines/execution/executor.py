@@ -6,10 +6,14 @@ Exactly once, in two halves:
   letters and the consumed offsets commit together (``send_offsets_to_transaction``), and
   consumers read reports with ``read_committed``. An executor killed mid-batch leaves an aborted
   transaction: no report of it is ever seen, and its actions are delivered again.
-- **Venue side** — every venue call carries a client order id derived from the action id,
-  and the venue answers a repeated id with the order it already has instead of trading again
-  (the simulated venue keeps that ledger in SQLite; real exchanges do it with client order ids).
-  So the redelivered action finds its fill and reports it; it is not executed twice.
+- **Venue side** — every venue call that trades carries a client order id derived from the
+  action id, and the venue answers a repeated id with the order it already has instead of trading
+  again (the simulated venue keeps that ledger in SQLite; real exchanges do it with client order
+  ids). So the redelivered action finds its fill and reports it; it is not executed twice. A
+  trading-state action (halt, market reduce-only, resume, a delisting's halt) carries its action
+  id and event time: the venue answers a repeated id as it did the first time, and applies a
+  state only if it is newer than the state of record for that name, so a redelivered or re-sent
+  older action never undoes a later one (reported ``accepted`` with a ``stale: ...`` reason).
 
 A transactional call that blocks past its own timeout ends the process (exit code
 ``EXIT_STUCK``): librdkafka's ``send_offsets_to_transaction`` can hang for good when the group
@@ -50,7 +54,7 @@ from pipelines.events.codec import Codec, DecodeError
 from pipelines.events.deadletter import dead_letter, message_timestamp_ms
 from pipelines.events.validation import Validator
 from pipelines.execution.market import MarketFeed
-from pipelines.execution.venue import Order, Venue, VenueError
+from pipelines.execution.venue import Order, StateChange, Venue, VenueError
 from pipelines.execution.waterfall import WaterfallResult
 from pipelines.ops.metrics import Metrics
 from pipelines.policy.actions import Action, ActionType
@@ -297,9 +301,7 @@ class Executor:
         if kind in RISK_FREE_TYPES:
             return [self._report(action, 0, status="accepted")]
         if kind in STATE_OF_ACTION:
-            target = action.instrument or action.target
-            self._with_retry(lambda: self.venue.set_trading_state(target, STATE_OF_ACTION[kind]))
-            return [self._report(action, 0, status="accepted")]
+            return [self._state_report(action, action.instrument or action.target, STATE_OF_ACTION[kind])]
         if kind is ActionType.DELTA_HEDGE:
             return [self._order_report(action)]
         if kind is ActionType.FREEZE_WITHDRAWALS:
@@ -307,9 +309,17 @@ class Executor:
             self._with_retry(lambda: self.venue.freeze_withdrawals(action.target, reason))
             return [self._report(action, 0, status="accepted")]
         if kind is ActionType.DELIST_SETTLE:  # halted here; settling its positions is the venue operator's act
-            self._with_retry(lambda: self.venue.set_trading_state(_required(action, "instrument"), TradingState.HALTED))
-            return [self._report(action, 0, status="accepted")]
+            return [self._state_report(action, _required(action, "instrument"), TradingState.HALTED)]
         return self._liquidation_reports(action, WATERFALL_STEPS[kind])
+
+    def _state_report(self, action: Action, name: str, state: TradingState) -> dict[str, Any]:
+        """Set ``name``'s trading state as of the action's event time. ``accepted`` either way; a
+        stale action (the venue's state of record is newer) moves nothing and says so in ``reason``."""
+        change: StateChange = self._with_retry(lambda: self.venue.set_trading_state(
+            name, state, action.event_time_ms, action.action_id))
+        if not change.applied:
+            log.warning("action %s (%s %s) not applied: %s", action.action_id, action.action_type, name, change.reason)
+        return self._report(action, 0, status="accepted", reason=change.reason or None)
 
     def _order_report(self, action: Action) -> dict[str, Any]:
         order = Order(action.action_id, action.target, _required(action, "instrument"),

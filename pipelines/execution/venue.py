@@ -4,7 +4,8 @@ The interface is what an executor needs from any venue: place an order (idempote
 client order id, as every serious exchange API allows), look an order up by that id, cancel,
 read the book and positions, set the trading state of an instrument or underlying (active,
 halted, reduce-only after a halt: ``policy.circuit.TradingState``, enforced by
-``policy.circuit.order_refusal``), freeze an account's withdrawals (and refuse its withdrawal
+``policy.circuit.order_refusal``; applied only if newer than the state of record, answered once
+per action id), freeze an account's withdrawals (and refuse its withdrawal
 requests from then on), and run the liquidation waterfall for an account (on a real venue, its
 liquidation engine; here, ``waterfall.liquidate``). A CCXT adapter would map ``place_order`` to
 ``create_order(..., params={"clientOrderId": ...})`` and ``order`` to ``fetch_order``.
@@ -82,6 +83,15 @@ class WithdrawalResult:
     reason: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class StateChange:
+    """What a ``set_trading_state`` came to. ``applied`` False: the state of record for the name is
+    newer (``reason`` says which) and nothing moved."""
+
+    applied: bool
+    reason: str = ""
+
+
 class Venue(Protocol):
     name: str
 
@@ -90,7 +100,8 @@ class Venue(Protocol):
     def cancel_order(self, client_order_id: str) -> bool: ...
     def book(self, instrument: str, mark: float | None = None) -> OrderBook: ...
     def positions(self, account: str) -> dict[str, float]: ...
-    def set_trading_state(self, instrument_or_underlying: str, state: TradingState) -> None: ...
+    def set_trading_state(self, instrument_or_underlying: str, state: TradingState, as_of_ms: int,
+                          action_id: str) -> StateChange: ...
     def freeze_withdrawals(self, account: str, reason: str) -> None: ...
     def request_withdrawal(self, account: str, asset: str, amount: float) -> WithdrawalResult: ...
     def liquidate(self, client_order_id: str, account: str, instrument: str, quantity: float, mark: float,
@@ -129,12 +140,19 @@ class SimulatedVenueConfig:
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (client_order_id TEXT PRIMARY KEY, result TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS positions (account TEXT, instrument TEXT, quantity REAL, PRIMARY KEY (account, instrument));
-CREATE TABLE IF NOT EXISTS trading_states (name TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trading_states (name TEXT PRIMARY KEY, state TEXT NOT NULL, as_of_ms INTEGER NOT NULL,
+                                           action_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS state_actions (action_id TEXT PRIMARY KEY, applied INTEGER NOT NULL, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS withdrawal_freezes (account TEXT PRIMARY KEY, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS fund (id INTEGER PRIMARY KEY CHECK (id = 1), balance REAL, drawn REAL);
 CREATE TABLE IF NOT EXISTS lp_usage (lp_id TEXT, at_ms INTEGER, usd REAL);
 CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER);
 """
+# A ledger from before state times: ``trading_states (name, state)``, restricted states only.
+# Its rows keep their state and get this time, older than any action, so the next state action
+# on the name applies (as every one did before).
+UNKNOWN_TIME_MS = -(2**63)
+STRICTNESS = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
 
 
 class SimulatedVenue:
@@ -147,11 +165,31 @@ class SimulatedVenue:
         self._db = sqlite3.connect(str(ledger_path), timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        self._migrate_trading_states()
         self._db.execute("INSERT OR IGNORE INTO fund VALUES (1, ?, 0)", (config.insurance_fund_usd,))
         self._db.execute("INSERT OR IGNORE INTO calls VALUES (1, 0)")
 
     def close(self) -> None:
         self._db.close()
+
+    def _migrate_trading_states(self) -> None:
+        """Bring a ``trading_states (name, state)`` table of an older ledger to the current columns
+        (rows kept, time ``UNKNOWN_TIME_MS``, no action id); a current table is left alone. Under
+        the write lock, so executors opening one old ledger at once migrate it once."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(trading_states)")}
+            if "as_of_ms" not in columns:
+                self._db.execute("ALTER TABLE trading_states RENAME TO trading_states_v1")
+                self._db.execute("CREATE TABLE trading_states (name TEXT PRIMARY KEY, state TEXT NOT NULL, "
+                                 "as_of_ms INTEGER NOT NULL, action_id TEXT NOT NULL)")
+                self._db.execute("INSERT INTO trading_states SELECT name, state, ?, '' FROM trading_states_v1",
+                                 (UNKNOWN_TIME_MS,))
+                self._db.execute("DROP TABLE trading_states_v1")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     # ------------------------------------------------------------------ faults
 
@@ -213,15 +251,44 @@ class SimulatedVenue:
 
     # ------------------------------------------------------------------ commands
 
-    def set_trading_state(self, instrument_or_underlying: str, state: TradingState) -> None:
+    def set_trading_state(self, instrument_or_underlying: str, state: TradingState, as_of_ms: int,
+                          action_id: str) -> StateChange:
         """From now on orders on ``instrument_or_underlying`` (an underlying: every instrument on it)
-        are judged by ``order_refusal`` in ``state``; idempotent."""
+        are judged by ``order_refusal`` in ``state`` -- if this change is newer than the state of
+        record for the name: a later ``as_of_ms`` (the action's event time), or the same time and a
+        state at least as strict (HALTED over REDUCING over ACTIVE: at one time the stricter wins).
+        Otherwise nothing moves and the answer says which state is newer. Idempotent on
+        ``action_id``: a repeated id gets its first answer and moves nothing, however the state
+        has moved since. ACTIVE is kept as a row, so its time is remembered."""
         self._call()
-        if state is TradingState.ACTIVE:
-            self._db.execute("DELETE FROM trading_states WHERE name = ?", (instrument_or_underlying,))
-        else:
-            self._db.execute("INSERT OR REPLACE INTO trading_states VALUES (?, ?)",
-                             (instrument_or_underlying, state.value))
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self._db.execute("SELECT applied, reason FROM state_actions WHERE action_id = ?",
+                                   (action_id,)).fetchone()
+            if row is not None:
+                self._db.execute("COMMIT")
+                return StateChange(bool(row[0]), row[1])
+            change = self._state_change(instrument_or_underlying, state, as_of_ms)
+            if change.applied:
+                self._db.execute("INSERT OR REPLACE INTO trading_states VALUES (?, ?, ?, ?)",
+                                 (instrument_or_underlying, state.value, as_of_ms, action_id))
+            self._db.execute("INSERT INTO state_actions VALUES (?, ?, ?)", (action_id, change.applied, change.reason))
+            self._db.execute("COMMIT")
+            return change
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _state_change(self, name: str, state: TradingState, as_of_ms: int) -> StateChange:
+        """Whether ``state`` at ``as_of_ms`` supersedes the state of record for ``name``."""
+        row = self._db.execute("SELECT state, as_of_ms FROM trading_states WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return StateChange(True)
+        current, current_ms = TradingState(row[0]), row[1]
+        if (as_of_ms, STRICTNESS[state]) >= (current_ms, STRICTNESS[current]):
+            return StateChange(True)
+        return StateChange(False, f"stale: {name} {current.value} at {current_ms} is newer than {state.value} "
+                                  f"at {as_of_ms}")
 
     def freeze_withdrawals(self, account: str, reason: str) -> None:
         """Refuse ``account``'s withdrawals from now on (the first reason is kept; idempotent)."""

@@ -38,7 +38,7 @@ from pipelines.execution.venue import SimulatedVenue, SimulatedVenueConfig
 from pipelines.execution.waterfall import LiquidityProvider
 from pipelines.ops.metrics import Metrics
 from pipelines.policy.actions import ActionType
-from pipelines.policy.circuit import STATE_OF_ACTION
+from pipelines.policy.circuit import STATE_OF_ACTION, TradingState
 from pipelines.policy.signing import SigningKey, canonical
 from tests.fuzz.strategies import (
     CODEC,
@@ -133,9 +133,9 @@ class CountingVenue(SimulatedVenue):
         self.calls.append(("liquidate", client_order_id, self.current))
         return super().liquidate(client_order_id, *args, **kwargs)
 
-    def set_trading_state(self, name, state):
+    def set_trading_state(self, name, state, as_of_ms, action_id):
         self.calls.append(("set_trading_state", name, self.current))
-        return super().set_trading_state(name, state)
+        return super().set_trading_state(name, state, as_of_ms, action_id)
 
     def freeze_withdrawals(self, account, reason):
         self.calls.append(("freeze_withdrawals", account, self.current))
@@ -154,6 +154,7 @@ class CountingVenue(SimulatedVenue):
                 db.execute("SELECT balance, drawn FROM fund").fetchall(),
                 db.execute("SELECT * FROM lp_usage ORDER BY 1, 2, 3").fetchall(),
                 db.execute("SELECT * FROM trading_states ORDER BY 1").fetchall(),
+                db.execute("SELECT * FROM state_actions ORDER BY 1").fetchall(),
                 db.execute("SELECT * FROM withdrawal_freezes ORDER BY 1").fetchall())
 
 
@@ -523,6 +524,73 @@ def test_a_duplicate_action_is_executed_once(action: dict[str, Any], copies: int
         same = executor.producer.for_message(again, CONFIG.executions_topic)
         assert strip(same) == strip(reports)
         assert executor.venue.state() == state
+
+
+# ---------------------------------------------------------------------- trading-state order
+
+def state_action(kind: ActionType, at_ms: int, target: str = "BTC") -> dict[str, Any]:
+    """A signed circuit action (halt, market_reduce_only, resume) on ``target`` at event time ``at_ms``."""
+    return signed(KEY, kind, target, at_ms, params={"underlying": target, "level": "1",
+                                                      "state": STATE_OF_ACTION[kind].value})
+
+
+def deliver(executor: RecordingExecutor, actions: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Each action handled in turn (offsets 1, 2, ...): the reports each came to."""
+    reports = []
+    for offset, action in enumerate(actions, 1):
+        message = action_message(CODEC.encode("Action", action), offset)
+        assert executor._handle(message).outcome == "executed"
+        reports.append(strip(executor.producer.for_message(message, CONFIG.executions_topic)))
+    return reports
+
+
+def test_a_replayed_resume_does_not_undo_a_later_halt() -> None:
+    """halt@T1, resume@T2, halt@T3, then resume@T2's bytes again (a redelivery, or an attacker
+    re-sending a signed action): the market stays halted, the resume reported as the first time."""
+    executor = RecordingExecutor()
+    resume = state_action(ActionType.RESUME, NOW_MS - 2_000)
+    first, *_, again = deliver(executor, [state_action(ActionType.HALT, NOW_MS - 3_000), resume,
+                                          state_action(ActionType.HALT, NOW_MS - 1_000), resume])
+    assert executor.venue.trading_state(PERP) is TradingState.HALTED
+    assert again == deliver(RecordingExecutor(), [resume])[0] != first
+    assert [(r["status"], r["reason"]) for r in again] == [("accepted", None)]
+
+
+def test_an_older_halt_after_a_newer_resume_moves_nothing_and_says_stale() -> None:
+    executor = RecordingExecutor()
+    *_, late = deliver(executor, [state_action(ActionType.HALT, NOW_MS - 3_000),
+                                  state_action(ActionType.RESUME, NOW_MS - 1_000),
+                                  state_action(ActionType.HALT, NOW_MS - 2_000)])
+    assert executor.venue.trading_state(PERP) is TradingState.ACTIVE
+    [report] = late
+    assert report["status"] == "accepted" and report["reason"].startswith(f"stale: BTC active at {NOW_MS - 1_000}")
+
+
+def test_a_delisting_halt_is_ordered_by_time_too() -> None:
+    """The delisted instrument's halt goes through the same rule: an older one after a newer resume
+    of that instrument moves nothing."""
+    executor = RecordingExecutor()
+    delist = signed(KEY, ActionType.DELIST_SETTLE, "BTC", NOW_MS - 2_000, instrument=PERP,
+                    params={"instrument": PERP, "settle_price": "60000.0", "reason": "thin_book_pump"})
+    deliver(executor, [state_action(ActionType.RESUME, NOW_MS - 1_000, target=PERP), delist])
+    assert executor.venue.trading_state(PERP) is TradingState.ACTIVE
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=HEALTH)
+@given(actions=st.lists(st.tuples(st.sampled_from(sorted(STATE_OF_ACTION)), st.integers(0, 5)), min_size=1,
+                        max_size=8),
+       order=st.randoms(use_true_random=False), repeats=st.lists(st.integers(0, 20), max_size=4))
+def test_any_delivery_order_ends_in_the_newest_state(actions: list, order: Any, repeats: list[int]) -> None:
+    """Circuit actions delivered in any order, some twice: the venue ends in the state of the
+    newest action (latest event time; at one time the strictest), as if delivered in order."""
+    sent = [state_action(kind, NOW_MS - 10_000 + at) for kind, at in actions]
+    shuffled = [*sent, *(sent[r % len(sent)] for r in repeats)]
+    order.shuffle(shuffled)
+    executor = RecordingExecutor()
+    deliver(executor, shuffled)
+    strictness = [TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED]
+    newest = max((a["event_time_ms"], strictness.index(STATE_OF_ACTION[ActionType(a["action_type"])])) for a in sent)
+    assert executor.venue.trading_state(PERP) is strictness[newest[1]]
 
 
 # ---------------------------------------------------------------------- batches
