@@ -191,14 +191,11 @@ class Detectors:
 
     # ------------------------------------------------------------------ market
 
-    def on_index(self, underlying: str, event_time_ms: int, price: float, ref: str, moves: bool = True) -> list[Breach]:
+    def on_index(self, underlying: str, event_time_ms: int, price: float, ref: str) -> list[Breach]:
         """An index price: moves against the window's extremes, reported per circuit-breaker level,
-        and the oracles of ``underlying`` checked for staleness. ``moves=False`` skips the moves
-        (a shard whose engine does not report them: ``shards.MarketOwner``)."""
+        and the oracles of ``underlying`` checked for staleness."""
         if not self._admit("index", underlying, event_time_ms):
             return []
-        if not moves:
-            return self._check_stale(underlying, event_time_ms, ref)
         p = self.params
         window = self._index_windows.get(underlying)
         if window is None:

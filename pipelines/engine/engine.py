@@ -250,7 +250,7 @@ class Engine:
         if record == "IndexPrice":
             underlying = value["underlying"]
             self._index_history[underlying].append(t, value["price"])
-            out.breaches += d.on_index(underlying, t, value["price"], ref, moves=self._reported(underlying))
+            out.breaches += d.on_index(underlying, t, value["price"], ref)
         elif record == "VolatilityUpdate" and value.get("iv") is not None:
             subject = value.get("instrument") or value["underlying"]
             if self._reported(subject):
@@ -363,6 +363,7 @@ class Engine:
         thin = set(self._thin)
         unreliable = {u for u in table.underlyings if self.detectors.oracle_unreliable(u)}
         unreliable |= self.detectors.manipulated().keys() | self.detectors.delisted()
+        trading = {u: self.circuits.trading_state(u) for u in table.underlyings}
         marks = dict(zip(table.names, risk.marks.tolist()))
         plans = self._plans(book, risk, rows[slow][visit], time_ms, conditions)
         views = self._views(book.accounts, rows[slow][visit], risk, velocity, ttb[slow][visit], time_ms)
@@ -384,7 +385,7 @@ class Engine:
                         for o in result.orders]
 
             decisions = self.penalties.on_breaches(account, breaches)
-            decisions += self.ladder.on_revaluation(view, breaches, legs, plan, thin, unreliable)
+            decisions += self.ladder.on_revaluation(view, breaches, legs, plan, thin, unreliable, trading)
             out.actions += [self._sign(d) for d in decisions]
             if self.ladder.state(account) is not AccountState.NORMAL or not self.detectors.margin_idle(account):
                 self._attention.add(account)

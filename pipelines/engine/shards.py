@@ -65,10 +65,10 @@ def market_subject(subject: str) -> str:
 
 class MarketOwner:
     """Whether shard ``partition`` reports a market subject (``market_subject``): the engine of
-    every other shard skips the detectors whose only outputs are such breaches (index moves and
-    the circuits they drive, IV jumps) — they were most of the work each shard spent on a market
-    tick, and ``keep_for_shard`` dropped what they found. Detectors whose state the shard's own
-    accounts need run everywhere: liquidity, oracles and mark manipulation (a manipulated or
+    every other shard skips the detectors whose only outputs are such breaches (IV jumps), and
+    ``keep_for_shard`` drops what it found. Detectors whose state the shard's own accounts need
+    run everywhere: index moves and the circuits they drive (a hedge the circuit would see refused
+    is held back on every shard), liquidity, oracles and mark manipulation (a manipulated or
     delisted instrument's legs wait on every shard); only the reporting shard emits their
     market breaches and actions."""
 

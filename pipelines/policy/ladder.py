@@ -30,6 +30,11 @@ round sends each leg to the book (``full_liquidation``) or, on a thin book, to t
 (``transfer_to_lp``); every later round (``round_ms`` on) sends what is still open and not in
 flight to ``insurance_fund``, the waterfall from its third step: the fund takes it over at the
 bankruptcy price, and what the fund cannot pay is auto-deleveraged.
+
+A hedged account's delta is hedged on its underlying's perpetual, one hedge per ``round_ms``.
+A hedge the venue would refuse in the underlying's trading state (``policy.circuit.order_refusal``:
+while HALTED or REDUCING, only orders that shrink the position without flipping it) is neither
+sent nor counted in flight: it is sent at the first revaluation once the circuit allows it.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import numpy as np
 
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.policy.actions import ActionType
+from pipelines.policy.circuit import TradingState, order_refusal, reduces_position
 
 
 class AccountState(StrEnum):
@@ -268,12 +274,14 @@ class Ladder:
         return ladder.last_round_ms is None or event_time_ms - ladder.last_round_ms >= self.params.round_ms
 
     def on_revaluation(self, view: AccountView, breaches: list[Breach], positions: list[CloseIntent],
-                       plan, thin: set[str], unreliable: set[str]) -> list[Decision]:
+                       plan, thin: set[str], unreliable: set[str],
+                       trading: Mapping[str, TradingState] | None = None) -> list[Decision]:
         """One revaluation with the breaches it caused. ``positions``: the account's legs as
         intents to close them fully; ``plan(target_ratio)`` the Greek-aware close orders
         (``CloseIntent`` list) to reach a ratio; ``thin``: instruments whose book is in a
         liquidity breach; ``unreliable``: underlyings whose oracle is unreliable and instruments
-        whose mark is manipulated or that were delisted: their legs wait."""
+        whose mark is manipulated or that were delisted: their legs wait; ``trading``: the
+        circuit's state per underlying (ACTIVE where absent), which hedges must respect."""
         p = self.params
         ladder = self._accounts.setdefault(view.account, _Ladder())
         fired = {b.kind: b for b in breaches if not b.cleared}
@@ -320,7 +328,8 @@ class Ladder:
         elif ratio < p.release_ratio and ttb >= p.horizon_ms:
             self._release(ladder)
         if view.hedged:
-            out += self._hedge(view, ladder)
+            held = {leg.instrument: -leg.qty for leg in positions}
+            out += self._hedge(view, ladder, held, trading or {})
         return out
 
     def _release(self, ladder: _Ladder) -> None:
@@ -393,7 +402,11 @@ class Ladder:
                         params=(("mark", repr(leg.mark)), ("equity_usd", repr(view.equity)),
                                 ("margin_ratio", f"{view.margin_ratio:.6f}")))
 
-    def _hedge(self, view: AccountView, ladder: _Ladder) -> list[Decision]:
+    def _hedge(self, view: AccountView, ladder: _Ladder, held: Mapping[str, float],
+               trading: Mapping[str, TradingState]) -> list[Decision]:
+        """Each underlying's delta hedged on its perpetual, less what is in flight; ``held``: the
+        account's position per instrument. A hedge ``order_refusal`` refuses in the underlying's
+        state in ``trading`` is not sent and not put in flight."""
         p = self.params
         if ladder.last_hedge_ms is not None and view.event_time_ms - ladder.last_hedge_ms < p.round_ms:
             return []
@@ -402,7 +415,9 @@ class Ladder:
             perpetual = f"{underlying}-PERPETUAL"
             sent = ladder.in_flight.get(perpetual, 0.0)
             trade = -delta - sent  # what still needs hedging once earlier hedges show in the position
-            if abs(trade) * view.index.get(underlying, 0.0) >= p.hedge_threshold_usd:
+            state = trading.get(underlying, TradingState.ACTIVE)
+            refused = order_refusal(state, perpetual, reduces_position(held.get(perpetual, 0.0), trade))
+            if refused is None and abs(trade) * view.index.get(underlying, 0.0) >= p.hedge_threshold_usd:
                 out.append(Decision(ActionType.DELTA_HEDGE, view.account, view.event_time_ms, ladder.breach_ids,
                                     instrument=perpetual, side="buy" if trade > 0 else "sell",
                                     quantity=abs(trade), params=(("delta", repr(delta)),)))

@@ -14,7 +14,7 @@ from pipelines.engine.snapshot import (
     encode_checkpoint,
 )
 from pipelines.policy.signing import SigningKey
-from tests.kit.crash import crash_events
+from tests.kit.crash import PERP, PUT, crash_events
 
 KEY = SigningKey("test", b"engine-test-signing-key-0123")
 
@@ -273,3 +273,30 @@ def test_a_mark_far_from_its_index_is_a_manipulation_breach_for_linear_contracts
 
     assert mark("BTC-27DEC26-55000-P", 2_000.0, 1) == []
     assert mark("BTC-PERPETUAL", 80_000.0, 2) == ["mark_manipulation"]
+
+
+def test_a_halt_holds_back_hedges_that_add_risk_and_resume_sends_them() -> None:
+    """A hedge the venue would refuse in the circuit's state is not sent (nor left in flight, which
+    would block it after the resume); a hedge that only shrinks the perpetual position still is."""
+    events = crash_then_recovery()
+    start = events[0][1]["event_time_ms"]
+    during_halt = start + 90_000  # the gap is at minute 1, the halt lasts until minute 3
+    events.insert(1, ("VolatilityUpdate", {"underlying": "BTC", "instrument": None, "iv": 0.55, "smile": [],
+                                           "source": "test", "event_time_ms": start}))
+    for account, instrument, qty in (("puts-desk", PUT, 40.0), ("perp-desk", PERP, 10.0)):
+        events.append(("CollateralUpdate", {"account": account, "asset": "USDC", "amount": 5_000_000.0,
+                                            "change": 5_000_000.0, "reason": "deposit", "sequence": 1,
+                                            "event_time_ms": during_halt}))
+        events.append(("PositionUpdate", {"account": account, "instrument": instrument, "quantity": qty,
+                                          "average_price": 1_000.0, "sequence": 1, "event_time_ms": during_halt}))
+    events.sort(key=lambda e: e[1]["event_time_ms"])
+    _, _, actions = run(events, EngineParams(hedged_accounts=frozenset({"puts-desk", "perp-desk"})))
+    resumed = next(a.event_time_ms for a in actions if a.action_type == "resume")
+    hedges = {account: [a for a in actions if a.action_type == "delta_hedge" and a.account == account]
+              for account in ("puts-desk", "perp-desk")}
+    # long puts hedge by buying the perpetual they do not hold: refused until the resume, then sent
+    assert hedges["puts-desk"] and all(a.event_time_ms >= resumed for a in hedges["puts-desk"])
+    assert hedges["puts-desk"][0].side == "buy"
+    # a long perpetual hedges by selling it down: reduce-only, so sent while halted
+    first = hedges["perp-desk"][0]
+    assert during_halt <= first.event_time_ms < start + 3 * 60_000 and (first.side, first.quantity) == ("sell", 10.0)

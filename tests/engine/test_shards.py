@@ -85,12 +85,13 @@ def test_a_redelivery_is_dropped_not_taken_twice() -> None:
     assert shard.redelivered == 1 and len(shard.sequencer) == 1
 
 
-def test_only_the_owner_of_an_underlying_watches_its_moves_yet_every_shard_sees_its_oracle_go_stale() -> None:
+def test_only_the_owner_of_an_underlying_reports_its_moves_yet_every_shard_runs_its_circuit_and_oracles() -> None:
     """Index moves (and the circuit they drive), IV jumps and mark manipulation are reported by
-    the shard owning the underlying; the other shards' engines skip those detectors. An oracle
-    gone stale suspends liquidations in every shard, so every shard still checks its oracles."""
+    the shard owning the underlying. Every shard still runs the circuit (its accounts' hedges
+    must respect it) and checks its oracles (a stale one suspends liquidations in every shard)."""
     from pipelines.detect.breach import BreachKind
     from pipelines.engine.shard import Shard
+    from pipelines.policy.circuit import TradingState
 
     partitions, second = 4, 1_000
     owner = partition_for("BTC", partitions)
@@ -109,6 +110,8 @@ def test_only_the_owner_of_an_underlying_watches_its_moves_yet_every_shard_sees_
         outputs = [shard.engine.on_event(record, value, f"m:0:{n}") for n, (record, value) in enumerate(events)]
         seen.append({b.kind for out in outputs for b in out.breaches})
         assert shard.engine.detectors.oracle_unreliable("BTC")
+        assert shard.engine.circuits.trading_state("BTC") is TradingState.HALTED
     moves = {BreachKind.INDEX_MOVE, BreachKind.IV_JUMP, BreachKind.MARK_MANIPULATION}
     assert seen[0] >= moves | {BreachKind.ORACLE_STALE}
-    assert seen[1] & moves == set() and BreachKind.ORACLE_STALE in seen[1]
+    assert seen[1] & {BreachKind.IV_JUMP, BreachKind.MARK_MANIPULATION} == set()
+    assert {BreachKind.INDEX_MOVE, BreachKind.ORACLE_STALE} <= seen[1]  # keep_for_shard drops the move

@@ -178,7 +178,7 @@ DETECTOR_EVENTS = st.lists(st.one_of(
               st.sampled_from([20.0, 100.0])),
     st.tuples(st.just("margin"), st.sampled_from(ACCOUNTS), steps,
               st.sampled_from([0.5, 0.96, 1.2, 1.6, math.inf])),
-    st.tuples(st.just("index"), st.sampled_from(UNDERLYINGS), steps, st.integers(-5, 5), st.booleans()),
+    st.tuples(st.just("index"), st.sampled_from(UNDERLYINGS), steps, st.integers(-5, 5)),
     st.tuples(st.just("iv"), st.sampled_from(UNDERLYINGS + INSTRUMENTS[2:]), steps, st.sampled_from([0.5, 0.58, 0.7])),
     st.tuples(st.just("depth"), st.sampled_from(INSTRUMENTS), steps, st.sampled_from([1e5, 3e5, 4e5])),
     st.tuples(st.just("oracle"), st.sampled_from(UNDERLYINGS), steps, st.sampled_from(["pyth", "chainlink"]),
@@ -206,8 +206,8 @@ def detect(d: Detectors, event: tuple) -> tuple:
             breaches = d.on_collateral(account, t, change, equity, f"c{t}")
         case ("margin", account, t, ratio):
             breaches = d.on_margin(account, t, ratio, f"m{t}")
-        case ("index", underlying, t, move, moves):
-            breaches = d.on_index(underlying, t, 100.0 * (1 + move * 0.04), f"i{t}", moves)
+        case ("index", underlying, t, move):
+            breaches = d.on_index(underlying, t, 100.0 * (1 + move * 0.04), f"i{t}")
         case ("iv", key, t, iv):
             breaches = d.on_iv(key, t, iv, f"v{t}")
         case ("depth", instrument, t, depth):
