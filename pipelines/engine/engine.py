@@ -293,7 +293,7 @@ class Engine:
                 breaches = on_mark(instrument, t, value["mark_price"], reference, backing,
                                    self.board.depth_usd.get(instrument), ref, value.get("largest_holder_share"))
                 for breach in breaches:
-                    self._delist_pump(breach, out if reported(instrument) else None)
+                    self._delist(breach, out if reported(instrument) else None)
                 if breaches and reported(instrument):
                     out.breaches += breaches
                     self._act_on(breaches, out)
@@ -309,21 +309,19 @@ class Engine:
 
     def _act_on(self, breaches: list[Breach], out: EngineOutput) -> None:
         """Market breaches just found: liquidity breaches mark their instrument thin (or clear it),
-        index moves drive the circuits, whose changes become actions, and a mark manipulation
-        delists its instrument (``policy.gaming``)."""
+        and index moves drive the circuits, whose changes become actions (a mark manipulation's
+        delisting is ``_delist``'s)."""
         for breach in breaches:
             if breach.kind is BreachKind.LIQUIDITY_DROP:
                 (self._thin.discard if breach.cleared else self._thin.add)(breach.subject)
-            elif breach.kind is BreachKind.MARK_MANIPULATION and not breach.cleared and breach.level == 0:
-                settle = self.detectors.manipulated()[breach.subject]
-                out.actions.append(self._sign(delist(breach, underlying_of(breach.subject), settle)))
             for change in self.circuits.on_breach(breach):
                 out.actions.append(self._circuit_action(change))
 
-    def _delist_pump(self, breach: Breach, out: EngineOutput | None) -> None:
-        """A pump just fired: its instrument is delisted, settled at the price before the pump
-        (one ``delist_settle`` into ``out``; None: another shard reports it) and judged no more."""
-        if breach.level != 1 or breach.cleared:
+    def _delist(self, breach: Breach, out: EngineOutput | None) -> None:
+        """A mark manipulation just fired: its instrument is delisted and settled at the price
+        before it (one ``delist_settle`` into ``out``; None: another shard reports it); after a
+        pump (level 1) the instrument is judged no more (``Detectors.delist``)."""
+        if breach.kind is not BreachKind.MARK_MANIPULATION or breach.cleared:
             return
         if out is not None:
             settle = self.detectors.manipulated()[breach.subject]

@@ -40,7 +40,7 @@ from pipelines.execution.waterfall import (
     WaterfallResult,
     liquidate,
 )
-from pipelines.policy.circuit import TradingState, order_refusal, reduces_position, strictest
+from pipelines.policy.circuit import STRICTNESS, TradingState, order_refusal, reduces_position, strictest
 from pipelines.risk.instruments import underlying_of
 
 
@@ -152,7 +152,6 @@ CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEG
 # Its rows keep their state and get this time, older than any action, so the next state action
 # on the name applies (as every one did before).
 UNKNOWN_TIME_MS = -(2**63)
-STRICTNESS = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
 
 
 class SimulatedVenue:

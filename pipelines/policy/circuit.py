@@ -48,11 +48,14 @@ CIRCUIT_ACTIONS: dict[TradingState, ActionType] = {
 STATE_OF_ACTION: dict[ActionType, TradingState] = {action: state for state, action in CIRCUIT_ACTIONS.items()}
 
 
+STRICTNESS: dict[TradingState, int] = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
+"""How restrictive each state is: HALTED over REDUCING over ACTIVE."""
+
+
 def strictest(states: Iterable[TradingState]) -> TradingState:
-    """The most restrictive of ``states``: HALTED over REDUCING over ACTIVE (ACTIVE for none). A
-    venue judges an instrument's orders by the stricter of its own state and its underlying's."""
-    found = set(states)
-    return next((s for s in (TradingState.HALTED, TradingState.REDUCING) if s in found), TradingState.ACTIVE)
+    """The most restrictive of ``states`` (``STRICTNESS``; ACTIVE for none). A venue judges an
+    instrument's orders by the stricter of its own state and its underlying's."""
+    return max(states, key=STRICTNESS.__getitem__, default=TradingState.ACTIVE)
 
 
 def reduces_position(held: float, signed: float) -> bool:
