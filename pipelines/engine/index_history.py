@@ -22,6 +22,8 @@ VELOCITY_WINDOW_MS = 60_000
 VELOCITY_MIN_SPAN_MS = 10_000  # a trend read off less than this is noise, not a trend
 REALISED_WINDOW_MS = 5 * 60_000
 BUCKET_MS = 1_000
+EXACT_BITS = 1074  # the smallest subnormal float is 2 ** -1074
+EXACT_UNIT = 1 << EXACT_BITS
 
 
 class IndexHistory:
@@ -32,48 +34,54 @@ class IndexHistory:
         self._counts: list[int] = []  # and how many ticks it had
         self._sum = 0.0  # of _squares
         self._count = 0  # of _counts
-        self._last: tuple[int, float] | None = None  # the newest tick
-        # Partials (Shewchuk) whose exact sum is that of ``_squares``: ``math.fsum`` of these few is the
-        # ``math.fsum`` of the seconds, both being the correctly rounded exact sum. A cache, built
-        # from ``_squares`` when unset (``from_state`` leaves it unset).
-        self._exact: list[float] | None = None
+        self._last_ms: int | None = None  # the newest tick's time,
+        self._last_price = 0.0  # its price
+        self._last_log: float | None = None  # and the log of that price (None unless positive)
+        # The exact sum of every second held but the newest (whose sum still grows), as an integer
+        # count of the smallest subnormal (``_exact``): with the newest second's added, its
+        # correctly rounded quotient is the ``math.fsum`` of the seconds. A cache, built from
+        # ``_squares`` when unset (``from_state`` leaves it unset).
+        self._closed: int | None = None
 
     def append(self, time_ms: int, price: float) -> None:
         """Add the newest index price and drop the seconds that left the window; a price older
-        than the newest held (an input's out-of-order event) is not history any more and is ignored."""
-        last = self._last
-        if last is not None and time_ms < last[0]:
+        than the newest held (an input's out-of-order event) is not history any more and is
+        ignored. O(1) amortised: a tick adds to its second; a second's end adds it to the exact
+        partials once, and one leaving the window takes it out once."""
+        last_ms = self._last_ms
+        if last_ms is not None and time_ms < last_ms:
             return
-        if last is not None and price > 0 and last[1] > 0:
-            squared = (math.log(price) - math.log(last[1])) ** 2  # a ratio could underflow to 0
-        else:
-            squared = 0.0
-        self._last = (time_ms, price)
+        log_price = math.log(price) if price > 0 else None  # a ratio of prices could underflow to 0
+        last_log = self._last_log
+        squared = 0.0 if log_price is None or last_log is None else (log_price - last_log) ** 2
+        self._last_ms, self._last_price, self._last_log = time_ms, price, log_price
         start = time_ms - time_ms % BUCKET_MS
-        exact = self._exact if self._exact is not None else self._partials()
-        if self._starts and self._starts[-1] == start:
-            before = self._squares[-1]
-            self._squares[-1] += squared
-            _add_exact(exact, self._squares[-1])
-            _add_exact(exact, 0.0 - before)
+        starts, squares = self._starts, self._squares
+        if starts and starts[-1] == start:
+            squares[-1] += squared
             self._counts[-1] += 1
         else:
-            self._starts.append(start)
+            if starts:
+                self._closed = self._closed_exact() + _exact(squares[-1])
+            starts.append(start)
             self._firsts.append((time_ms, price, squared))
-            self._squares.append(squared)
-            _add_exact(exact, squared)
+            squares.append(squared)
             self._counts.append(1)
         self._sum += squared
         self._count += 1
         horizon = time_ms - REALISED_WINDOW_MS
         horizon -= horizon % BUCKET_MS
-        if self._starts[0] < horizon:
-            cut = bisect.bisect_left(self._starts, horizon)
-            for squared in self._squares[:cut]:
-                _add_exact(exact, 0.0 - squared)
-            self._count -= sum(self._counts[:cut])
-            del self._starts[:cut], self._firsts[:cut], self._squares[:cut], self._counts[:cut]
-            self._sum = math.fsum(exact)  # = math.fsum(self._squares)
+        if starts[0] < horizon:
+            self._cut(bisect.bisect_left(starts, horizon))
+
+    def _cut(self, cut: int) -> None:
+        """Drop the ``cut`` oldest seconds (never the newest) and set the running sum to the
+        correctly rounded sum of the seconds left."""
+        closed = self._closed_exact() - sum(map(_exact, self._squares[:cut]))
+        self._closed = closed
+        self._count -= sum(self._counts[:cut])
+        del self._starts[:cut], self._firsts[:cut], self._squares[:cut], self._counts[:cut]
+        self._sum = (closed + _exact(self._squares[-1])) / EXACT_UNIT  # = math.fsum(self._squares)
 
     def state(self) -> dict:
         """The history as plain data (``IndexHistoryState``): the running sum as it stands, not
@@ -83,7 +91,7 @@ class IndexHistory:
                             for start, first, squared, ticks in zip(self._starts, self._firsts, self._squares,
                                                                     self._counts)],
                 "sum": self._sum, "count": self._count,
-                "last": None if self._last is None else {"time_ms": self._last[0], "price": self._last[1]}}
+                "last": None if self._last_ms is None else {"time_ms": self._last_ms, "price": self._last_price}}
 
     @classmethod
     def from_state(cls, state: dict) -> Self:
@@ -95,16 +103,16 @@ class IndexHistory:
         history._counts = [second["ticks"] for second in seconds]
         history._sum, history._count = state["sum"], state["count"]
         last = state["last"]
-        history._last = None if last is None else (last["time_ms"], last["price"])
+        if last is not None:
+            history._last_ms, history._last_price = last["time_ms"], last["price"]
+            history._last_log = math.log(last["price"]) if last["price"] > 0 else None
         return history
 
-    def _partials(self) -> list[float]:
-        """Set and return ``_exact`` for the seconds held."""
-        exact: list[float] = []
-        for squared in self._squares:
-            _add_exact(exact, squared)
-        self._exact = exact
-        return exact
+    def _closed_exact(self) -> int:
+        """``_closed``, set from the seconds held but the newest when unset."""
+        if self._closed is None:
+            self._closed = sum(map(_exact, self._squares[:-1]))
+        return self._closed
 
     def __len__(self) -> int:
         """Ticks in the window."""
@@ -116,36 +124,28 @@ class IndexHistory:
         the feed would otherwise project a breach from noise)."""
         since = time_ms - VELOCITY_WINDOW_MS
         first = bisect.bisect_left(self._starts, since - since % BUCKET_MS)
-        if first == len(self._starts) or self._last is None:
+        last_ms, last_price = self._last_ms, self._last_price
+        if first == len(self._starts) or last_ms is None:
             return 0.0
         first_ms, first_price, _ = self._firsts[first]
-        last_ms, last_price = self._last
         if last_ms - first_ms < VELOCITY_MIN_SPAN_MS:
             return 0.0
         return (last_price - first_price) / (last_ms - first_ms)
 
     def realised_vol(self) -> float | None:
         """Annualised realised volatility over the window; None with fewer than three prices."""
-        if self._count < 3 or self._last is None:
+        if self._count < 3 or self._last_ms is None:
             return None
         first_ms, _, into_first = self._firsts[0]
-        span = self._last[0] - first_ms
+        span = self._last_ms - first_ms
         if span <= 0:
             return None
         return math.sqrt(max(self._sum - into_first, 0.0) / span * YEAR_MS)
 
 
-def _add_exact(partials: list[float], x: float) -> None:
-    """Add ``x`` to ``partials``, non-overlapping floats in increasing magnitude whose sum is kept
-    exact (Shewchuk's algorithm, as in ``math.fsum``; Python's ``msum`` recipe)."""
-    i = 0
-    for y in partials:
-        if abs(x) < abs(y):
-            x, y = y, x
-        high = x + y
-        low = y - (high - x)
-        if low:
-            partials[i] = low
-            i += 1
-        x = high
-    partials[i:] = [x]
+def _exact(x: float) -> int:
+    """A finite ``x >= 0`` as an exact count of ``1 / EXACT_UNIT`` (every float is a whole number
+    of them): sums of these are exact, and an integer's true division is correctly rounded, as
+    ``math.fsum`` is."""
+    numerator, denominator = x.as_integer_ratio()  # denominator: a power of two, at most 2 ** 1074
+    return numerator << (EXACT_BITS + 1 - denominator.bit_length())

@@ -1,4 +1,4 @@
-"""The index history's running sum is kept with exact partials instead of re-adding every second
+"""The index history's running sum is kept as an exact integer instead of re-adding every second
 held whenever one leaves the window; it must be the very float the re-adding gave, tick after
 tick, also across a restore."""
 
@@ -9,7 +9,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.engine.index_history import BUCKET_MS, REALISED_WINDOW_MS, IndexHistory
+from pipelines.engine.index_history import BUCKET_MS, EXACT_UNIT, REALISED_WINDOW_MS, IndexHistory, _exact
 
 
 class ReaddedSum:
@@ -57,7 +57,7 @@ STEPS = st.lists(st.tuples(st.one_of(st.integers(-300, 400), st.integers(0, 3_00
 def test_the_running_sum_is_the_readded_sum_bit_for_bit(steps: list[tuple[int, float]], restore_at: int) -> None:
     history, reference, t, price = IndexHistory(), ReaddedSum(), 0, 100.0
     for k, (gap, factor) in enumerate(steps):
-        if k == restore_at:  # from its plain data, as a checkpoint carries it (without the partials)
+        if k == restore_at:  # from its plain data, as a checkpoint carries it (without the exact sum)
             history = IndexHistory.from_state(history.state())
         t, price = t + gap, price * factor
         history.append(t, price)
@@ -65,3 +65,17 @@ def test_the_running_sum_is_the_readded_sum_bit_for_bit(steps: list[tuple[int, f
         state = history.state()
         assert (state["sum"], state["count"]) == (reference.total, reference.count), k
         assert math.copysign(1.0, state["sum"]) == 1.0
+
+
+# what a squared log return can be: 0, subnormal, tiny, ordinary, the largest (log of 5e-324 against 1e9)
+SQUARES = st.one_of(st.just(0.0), st.floats(0.0, 1e-300), st.floats(0.0, 1.0), st.floats(0.0, 1e6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(SQUARES, max_size=60), st.integers(0, 60))
+def test_the_exact_integer_sum_rounds_as_fsum(squares: list[float], removed: int) -> None:
+    """Counts of the smallest subnormal add exactly; their quotient is ``math.fsum``'s float,
+    also after some are taken out again."""
+    total = sum(map(_exact, squares))
+    assert total / EXACT_UNIT == math.fsum(squares)
+    assert (total - sum(map(_exact, squares[:removed]))) / EXACT_UNIT == math.fsum(squares[removed:])
