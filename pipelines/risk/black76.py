@@ -23,7 +23,7 @@ import dataclasses
 import numpy as np
 from scipy.special import ndtr
 
-_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 YEAR_DAYS = 365.0
 
 
@@ -92,7 +92,7 @@ def black76_greeks(
     d2 = d1 - sd
     n1 = ndtr(w * d1)
     n2 = ndtr(w * d2)
-    pdf1 = _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1)
+    pdf1 = INV_SQRT_2PI * np.exp(-0.5 * d1 * d1)
     price = w * df * (f * n1 - k * n2)
     # dF/dS = F/S = 1/DF, so the discount cancels in delta and gamma.
     delta = w * n1

@@ -32,6 +32,7 @@ from pipelines.risk.adaptive import AdaptiveAddon, AdaptiveParams, MarketConditi
 from pipelines.risk.black76 import Greeks
 from pipelines.risk.exposure import Exposure, compute_exposure
 from pipelines.risk.instruments import InstrumentTable, parse_instrument
+from pipelines.risk.kernels import pricing
 from pipelines.risk.kernels import revalue as kernel
 from pipelines.risk.margin import (
     MarginConfig,
@@ -233,18 +234,21 @@ def revalue_book(
 ) -> BookRisk:
     """Equity, margin and Greeks of every account (or of ``accounts``, indices into
     ``book.accounts``: the others' entries are then NaN, their ``worst_scenario`` -1). Adaptive
-    add-on only when ``adaptive`` is set. ``compiled``: the per-account work in the numba kernel
-    (``kernels.revalue``) or in its numpy reference; the results are the same, bit for bit."""
+    add-on only when ``adaptive`` is set. ``compiled``: the pricing and the per-account work in the
+    numba kernels (``kernels.pricing``, ``kernels.revalue``: a few calls per tick) or in their numpy
+    reference (``valuation``, ``margin``, ``exposure``); the results are the same, bit for bit."""
     config = config or MarginConfig()
+    if compiled:
+        return _revalue_compiled(book, market, config, adaptive, conditions or MarketConditions(), accounts)
     table = book.instruments
     inp = market.inputs(table)
     unit = unit_greeks(table, inp)
     units = units_per_contract(table, inp)
     pnl_matrix, grid = scenario_matrix(table, inp, config, unit.price)
     params = grid_and_params(table.underlyings, config)[1]
-    pricing = _Pricing(inp, unit, units, _cost_usd(book, inp), pnl_matrix, grid, params, adaptive,
-                       *(conditions or MarketConditions()).arrays(table.underlyings))
-    rows = _account_rows_compiled(book, pricing, accounts) if compiled else _account_rows_numpy(book, pricing, accounts)
+    priced = _Pricing(inp, unit, units, _cost_usd(book, inp), pnl_matrix, grid, params, adaptive,
+                      *(conditions or MarketConditions()).arrays(table.underlyings))
+    rows = _account_rows_numpy(book, priced, accounts)
     return BookRisk(accounts=book.accounts, underlyings=table.underlyings,
                     **{f.name: getattr(rows, f.name) for f in dataclasses.fields(rows)},
                     unit=unit, units=units, marks=usd_marks(table, inp, unit, units), inputs=inp,
@@ -300,25 +304,25 @@ class _AccountRows:
     adaptive_addon: np.ndarray
 
 
-def _account_rows_numpy(book: Book, pricing: _Pricing, accounts: np.ndarray | None) -> _AccountRows:
+def _account_rows_numpy(book: Book, priced: _Pricing, accounts: np.ndarray | None) -> _AccountRows:
     """The reference: every account through sparse products and row-wise numpy, then the
     accounts not asked for blanked."""
-    table, inp, unit, params = book.instruments, pricing.inputs, pricing.unit, pricing.params
+    table, inp, unit, params = book.instruments, priced.inputs, priced.unit, priced.params
     n_acc, n_und = len(book.accounts), book.n_underlyings
     exp = compute_exposure(book.matrix, book.rows, book.account_idx, book.instrument_idx, book.qty,
-                           book.cost_qty, pricing.cost, book.collateral, unit, inp, table.is_option,
-                           pricing.units)
-    row_pnl = book.matrix @ pricing.scenario_pnl  # (n_acc * n_und, S)
+                           book.cost_qty, priced.cost, book.collateral, unit, inp, table.is_option,
+                           priced.units)
+    row_pnl = book.matrix @ priced.scenario_pnl  # (n_acc * n_und, S)
     und = np.tile(np.arange(n_und), n_acc)
     index_rows = inp.underlying_index[und]
-    rm: RowMargin = row_margin(row_pnl, pricing.grid.weight[und], exp.delta, exp.long_delta, exp.short_delta,
+    rm: RowMargin = row_margin(row_pnl, priced.grid.weight[und], exp.delta, exp.long_delta, exp.short_delta,
                                exp.short_option_units, index_rows, params, und)
     addon = np.zeros(n_acc * n_und)
-    if pricing.adaptive is not None:
-        rv, depth = pricing.realised_vol, pricing.depth
+    if priced.adaptive is not None:
+        rv, depth = priced.realised_vol, priced.depth
         add: AdaptiveAddon = adaptive_addon(exp.gamma, exp.vega, exp.delta, exp.gross_notional, index_rows,
                                             inp.underlying_vol[und], rv[und], depth[und], rm.maintenance,
-                                            pricing.adaptive)
+                                            priced.adaptive)
         addon = add.total
     worst_pnl = np.take_along_axis(row_pnl, rm.worst_scenario[:, None], axis=1)[:, 0] if row_pnl.shape[1] \
         else np.zeros(n_acc * n_und)
@@ -349,22 +353,31 @@ def _account_rows_numpy(book: Book, pricing: _Pricing, accounts: np.ndarray | No
     return rows
 
 
-def _account_rows_compiled(book: Book, pricing: _Pricing, accounts: np.ndarray | None) -> _AccountRows:
-    """``kernels.revalue.revalue_accounts`` on the accounts asked for (all by default)."""
-    table, inp, unit, params = book.instruments, pricing.inputs, pricing.unit, pricing.params
+def _revalue_compiled(book: Book, market: MarketState, config: MarginConfig, adaptive: AdaptiveParams | None,
+                      conditions: MarketConditions, accounts: np.ndarray | None) -> BookRisk:
+    """``revalue_book`` through the kernels: ``kernels.pricing``'s stages, then
+    ``kernels.revalue.revalue_accounts`` on the accounts asked for (all by default)."""
+    table = book.instruments
+    lay = pricing.layout(table, config)
+    instruments, underlying, pnl = pricing.price(lay, market, conditions)
     n_acc, n_und = len(book.accounts), book.n_underlyings
-    accounts_out = np.full((kernel.N_ACCOUNT_FIELDS, n_acc), np.nan)
-    rows_out = np.full((kernel.N_ROW_FIELDS, n_acc, n_und), np.nan)
-    worst = np.full((n_acc, n_und), -1, dtype=np.int64)
+    accounts_out, rows_out = np.empty((kernel.N_ACCOUNT_FIELDS, n_acc)), np.empty((kernel.N_ROW_FIELDS, n_acc, n_und))
+    worst = np.empty((n_acc, n_und), dtype=np.int64)
+    index, units, params = instruments[pricing.I_INDEX], instruments[pricing.UNITS], lay.params
+    unit = Greeks(instruments[pricing.PRICE], instruments[pricing.DELTA], instruments[pricing.GAMMA],
+                  instruments[pricing.VEGA], instruments[pricing.THETA])
+    underlying_index, underlying_vol = underlying[pricing.U_INDEX], underlying[pricing.U_VOL]
     kernel.revalue_accounts(
         np.arange(n_acc) if accounts is None else np.asarray(accounts, dtype=np.int64), book.position_start,
-        book.instrument_idx, book.qty, book.cost_qty, pricing.cost, np.asarray(book.collateral, dtype=np.float64),
-        table.underlying_idx,
-        table.is_option, pricing.units, inp.index, unit.price, unit.delta, unit.gamma, unit.vega, unit.theta,
-        pricing.scenario_pnl, pricing.grid.weight, inp.underlying_index, inp.underlying_vol, params.delta_charge_net,
-        params.delta_charge_hedged, params.short_option_charge, params.mm_to_im, _adaptive_array(pricing.adaptive),
-        pricing.realised_vol, pricing.depth, accounts_out, rows_out, worst)
-    return _AccountRows(
+        book.instrument_idx, book.qty, book.cost_qty, book.cost, np.asarray(book.collateral, dtype=np.float64),
+        table.underlying_idx, lay.is_option, lay.inverse, units, index, unit.price, unit.delta, unit.gamma, unit.vega,
+        unit.theta, pnl, lay.grid.weight, underlying_index, underlying_vol, params.delta_charge_net,
+        params.delta_charge_hedged, params.short_option_charge, params.mm_to_im, _adaptive_array(adaptive),
+        underlying[pricing.U_REALISED], underlying[pricing.U_DEPTH], accounts_out, rows_out, worst)
+    inputs = InstrumentInputs(index, instruments[pricing.I_VOL], instruments[pricing.I_RATE], instruments[pricing.I_T],
+                              underlying_index, underlying_vol)
+    return BookRisk(
+        accounts=book.accounts, underlyings=table.underlyings,
         equity=accounts_out[kernel.EQUITY], unrealised_pnl=accounts_out[kernel.UPNL],
         base_maintenance=accounts_out[kernel.BASE_MM], maintenance=accounts_out[kernel.MM],
         initial=accounts_out[kernel.IM], margin_ratio=accounts_out[kernel.RATIO], delta=rows_out[kernel.DELTA],
@@ -372,7 +385,8 @@ def _account_rows_compiled(book: Book, pricing: _Pricing, accounts: np.ndarray |
         gross_notional=rows_out[kernel.GROSS], net_notional=rows_out[kernel.NET], scenario_loss=rows_out[kernel.LOSS],
         worst_scenario=worst, worst_pnl=rows_out[kernel.WORST_PNL], delta_charge=rows_out[kernel.DELTA_CHARGE],
         short_option_charge=rows_out[kernel.SHORT_CHARGE], adaptive_addon=rows_out[kernel.ADDON],
-    )
+        unit=unit, units=units, marks=instruments[pricing.MARKS], inputs=inputs, scenario_pnl=pnl, grid=lay.grid,
+        params=params)
 
 
 @functools.lru_cache(maxsize=64)

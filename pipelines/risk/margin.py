@@ -189,7 +189,7 @@ def scenario_matrix(
     ``base_value`` is the per-contract mark (from ``valuation.unit_greeks``). Padding columns
     are 0 (they can never be the worst loss, whose floor is 0).
     """
-    layout = _scenario_layout(table, config)
+    layout = scenario_layout(table, config)
     dte = np.maximum(inp.t, 0.0) * 365.0
     index = inp.index[:, None] * layout.growth
     vol = shocked_vols(inp.vol, dte, layout.vol_kind, layout.shocks)
@@ -213,7 +213,7 @@ class _ScenarioLayout:
 _LAYOUTS: dict[tuple[int, int], tuple[InstrumentTable, MarginConfig, _ScenarioLayout]] = {}
 
 
-def _scenario_layout(table: InstrumentTable, config: MarginConfig) -> _ScenarioLayout:
+def scenario_layout(table: InstrumentTable, config: MarginConfig) -> _ScenarioLayout:
     """Built once per (table, config), like ``grid_and_params`` (same keying and bound): the
     engine keeps one table per built book, so a tick only prices."""
     key = (id(table), id(config))

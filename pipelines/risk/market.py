@@ -60,12 +60,16 @@ class MarketState:
         for name, vol in self.instrument_vols.items():
             _check_positive(vol, f"instruments.{name}.iv")
 
-    def inputs(self, table: InstrumentTable) -> InstrumentInputs:
-        """Per-instrument arrays aligned with ``table`` (vol: instrument override, else underlying)."""
-        missing = [u for u in table.underlyings if u not in self.underlyings]
+    def underlying_markets(self, underlyings: tuple[str, ...]) -> list[UnderlyingMarket]:
+        """The market of each of ``underlyings``; MarketError names the first without one."""
+        missing = [u for u in underlyings if u not in self.underlyings]
         if missing:
             raise MarketError(f"underlyings.{missing[0]}: no market data for this underlying")
-        unds = [self.underlyings[u] for u in table.underlyings]
+        return [self.underlyings[u] for u in underlyings]
+
+    def inputs(self, table: InstrumentTable) -> InstrumentInputs:
+        """Per-instrument arrays aligned with ``table`` (vol: instrument override, else underlying)."""
+        unds = self.underlying_markets(table.underlyings)
         u_index = np.array([u.index for u in unds], dtype=np.float64)
         u_vol = np.array([u.vol for u in unds], dtype=np.float64)
         u_rate = np.array([u.rate for u in unds], dtype=np.float64)

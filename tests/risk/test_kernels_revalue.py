@@ -17,6 +17,7 @@ from pipelines.replay.inprocess import fingerprint, load, replay_dicts
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
 from pipelines.risk.book import Book, BookRisk, revalue_book
 from pipelines.risk.instruments import InstrumentTable, parse_instrument
+from pipelines.risk.kernels import pricing
 from pipelines.risk.kernels import revalue as kernel
 from pipelines.risk.margin import MarginConfig, MarginParams
 from pipelines.risk.market import MarketState, UnderlyingMarket
@@ -152,7 +153,9 @@ def test_scenario_replays_give_the_same_breaches_actions_and_exposures_compiled_
 
 
 def specialisations() -> dict[str, int]:
-    return {k.__name__: len(k.signatures) for k in vars(kernel).values() if hasattr(k, "signatures") and callable(k)}
+    """Compiled signatures of every kernel of the revaluation (``kernels.revalue``, ``kernels.pricing``)."""
+    return {f"{module.__name__}.{k.__name__}": len(k.signatures) for module in (kernel, pricing)
+            for k in vars(module).values() if hasattr(k, "signatures") and callable(k)}
 
 
 def test_warm_compiles_every_kernel_a_replay_calls(tmp_path) -> None:

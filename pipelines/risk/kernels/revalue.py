@@ -5,10 +5,10 @@ What is compiled is everything that is arithmetic on positions and rows: for eac
 asked for, its positions' contributions to equity, Greeks, notionals and the scenario PnL of
 its (account, underlying) rows, the row margin (worst weighted scenario, delta and
 short-option charges, the adaptive add-on) and the account's sums and margin ratio; then time
-to breach, the screen and the exposure throttle. The per-instrument pricing (``unit_greeks``,
-``scenario_matrix``) stays numpy: its exp, log and power run through numpy's SIMD loops, which
-round differently from libm in about one call in twenty, so a compiled Black-76 could not give
-the same marks.
+to breach, the screen and the exposure throttle. The per-instrument pricing it reads (marks,
+Greeks, scenario PnL) is ``kernels.pricing``'s: compiled arithmetic around numpy's exp, log and
+power and scipy's ndtr, each called once per tick on a packed array (numba's libm rounds
+differently from numpy's SIMD loops in about one call in twenty).
 
 Contract: for every account revalued, every output equals the numpy reference bit for bit (the
 same operations on the same operands in the same order: sums start at 0 and add positions in
@@ -150,10 +150,11 @@ def revalue_accounts(
     instrument_idx: np.ndarray,  # per position
     qty: np.ndarray,
     cost_qty: np.ndarray,
-    cost: np.ndarray,  # per position, USD
+    cost: np.ndarray,  # per position, in its instrument's settlement currency
     collateral: np.ndarray,  # (n_acc,)
     underlying_idx: np.ndarray,  # per instrument
     is_option: np.ndarray,
+    inverse: np.ndarray,  # coin-settled: its cost converts to USD at ``index``
     units: np.ndarray,  # per instrument: underlying units per contract (valuation.units_per_contract)
     index: np.ndarray,  # per instrument: its underlying's index
     price: np.ndarray,  # per instrument: unit Greeks (valuation.unit_greeks)
@@ -172,9 +173,9 @@ def revalue_accounts(
     adaptive: np.ndarray,  # ADAPTIVE_FIELDS, or empty for no add-on
     realised_vol: np.ndarray,  # (n_und,)
     depth: np.ndarray,
-    accounts_out: np.ndarray,  # (N_ACCOUNT_FIELDS, n_acc), written at ``accounts``
-    rows_out: np.ndarray,  # (N_ROW_FIELDS, n_acc, n_und), written at ``accounts``
-    worst_out: np.ndarray,  # (n_acc, n_und) int64, written at ``accounts``
+    accounts_out: np.ndarray,  # (N_ACCOUNT_FIELDS, n_acc): NaN but at ``accounts``
+    rows_out: np.ndarray,  # (N_ROW_FIELDS, n_acc, n_und): NaN but at ``accounts``
+    worst_out: np.ndarray,  # (n_acc, n_und) int64: -1 but at ``accounts``
 ) -> None:
     """Equity, Greeks, notionals, scenario margin, add-on, MM, IM and margin ratio of each
     account in ``accounts``: what ``book._account_rows_numpy`` computes for every account.
@@ -182,6 +183,9 @@ def revalue_accounts(
     Longer than 80 lines on purpose: one compiled loop over accounts whose scratch rows are
     allocated once per call and whose sums run in ``book``'s order, so results match it bit for
     bit (``tests/risk/test_kernels_revalue.py``); its three steps are numbered in comments."""
+    accounts_out[:] = np.nan
+    rows_out[:] = np.nan
+    worst_out[:] = -1
     n_und, n_scen = weight.shape
     row_pnl = np.empty((n_und, n_scen))
     acc = np.empty((9, n_und))  # delta, gamma, vega, theta, net, long, short, short units, gross
@@ -197,7 +201,7 @@ def revalue_accounts(
             i = instrument_idx[p]
             u = underlying_idx[i]
             q = qty[p]
-            upnl += cost_qty[p] * price[i] - cost[p]
+            upnl += cost_qty[p] * price[i] - cost[p] * (index[i] if inverse[i] else 1.0)  # ``book._cost_usd``
             notional = index[i] * units[i]
             acc[0, u] += q * delta[i]
             acc[1, u] += q * gamma[i]
