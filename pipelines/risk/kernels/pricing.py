@@ -124,12 +124,14 @@ _LAYOUTS: dict[tuple[int, int, int], PricingLayout] = {}
 
 
 def layout(table: InstrumentTable, config: MarginConfig) -> PricingLayout:
-    """The layout of ``table`` under ``config`` for this thread, built once (bounded like
-    ``margin.grid_and_params``'s cache; the entry holds the table and config, so ids are not reused)."""
+    """The layout of ``table`` under ``config`` for this thread, built once. The entry holds the
+    table and config, so their ids are not reused; the cache is bounded tighter than
+    ``margin.grid_and_params``' because a venue-scale layout's work arrays are megabytes (1,202
+    instruments x 63 scenarios: 7 MB), and an engine prices one table at a time."""
     key = (id(table), id(config), threading.get_ident())
     hit = _LAYOUTS.get(key)
     if hit is None or hit.table is not table or hit.config is not config:
-        if len(_LAYOUTS) >= 256:
+        if len(_LAYOUTS) >= 16:
             _LAYOUTS.clear()
         hit = _LAYOUTS[key] = PricingLayout(table, config)
     return hit
