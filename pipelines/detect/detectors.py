@@ -205,11 +205,13 @@ class Detectors:
         high, low = window.extremes(event_time_ms)
         down, up = 1.0 - price / high.value, price / low.value - 1.0
         move, anchor = (down, high) if down >= up else (up, low)
+        state = self._index_levels[underlying]
+        if not state.level and move < p.index_move_levels[0]:
+            return self._check_stale(underlying, event_time_ms, ref)  # the quiet path: no level, none held
         level = 0  # how many levels the move reaches (a loop: a generator cost more than the rest of the check)
         for threshold in p.index_move_levels:
             if move >= threshold:
                 level += 1
-        state = self._index_levels[underlying]
         out: list[Breach] = []
         if level > state.level:
             state.level = level

@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections import deque
-from typing import Self
+from typing import NamedTuple, Self
 
 
 @dataclasses.dataclass
@@ -47,9 +47,9 @@ class Watermark:
         return cls(state["allowed_lateness_ms"], state["max_event_time_ms"])
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Sample:
-    """One observation in a window, with the reference of the event that carried it."""
+class Sample(NamedTuple):
+    """One observation in a window, with the reference of the event that carried it (a named
+    tuple: one is made per observation)."""
 
     event_time_ms: int
     value: float
@@ -98,11 +98,9 @@ class _BucketedWindow:
         ``allowed_lateness_ms`` — it would land in a bucket already settled. A sample its key's
         ``Watermark`` admitted never is."""
         t, times = sample.event_time_ms, self._times
-        if times and t < self._bucket_start(times[-1] - self.allowed_lateness_ms):
-            return False
-        if self.first_ms is None or t < self.first_ms:
-            self.first_ms = t
         if times and t < times[-1]:
+            if t < self._bucket_start(times[-1] - self.allowed_lateness_ms):
+                return False
             index = bisect.bisect_right(times, t)
             times.insert(index, t)
             self._values.insert(index, sample.value)
@@ -112,8 +110,11 @@ class _BucketedWindow:
             times.append(t)
             self._values.append(sample.value)
             self._samples.append(sample)
+        if self.first_ms is None or t < self.first_ms:
+            self.first_ms = t
         self._inserted(index)
-        horizon = self._bucket_start(times[-1] - self.allowed_lateness_ms)
+        horizon = times[-1] - self.allowed_lateness_ms
+        horizon -= horizon % self.bucket_ms
         if times[0] >= horizon:
             return True  # no bucket is over yet
         over = bisect.bisect_left(times, horizon)
@@ -223,14 +224,21 @@ class RollingExtremes(_BucketedWindow):
         self._recent_low: deque[Sample] = deque()
 
     def _inserted(self, index: int) -> None:
-        if index < len(self._samples) - 1:
-            self._recent_high.clear()
-            self._recent_low.clear()
-            for sample in self._samples[:-1]:
-                _push_high(self._recent_high, sample)
-                _push_low(self._recent_low, sample)
-        _push_high(self._recent_high, self._samples[-1])
-        _push_low(self._recent_low, self._samples[-1])
+        samples, highs, lows = self._samples, self._recent_high, self._recent_low
+        if index < len(samples) - 1:
+            highs.clear()
+            lows.clear()
+            for sample in samples[:-1]:
+                _push_high(highs, sample)
+                _push_low(lows, sample)
+        last = samples[-1]
+        value = last.value  # _push_high and _push_low, inline: this runs on every sample
+        while highs and highs[-1].value < value:
+            highs.pop()
+        highs.append(last)
+        while lows and lows[-1].value > value:
+            lows.pop()
+        lows.append(last)
 
     def _settle(self, start: int, end: int) -> None:
         values = self._values[start:end]
@@ -263,19 +271,27 @@ class RollingExtremes(_BucketedWindow):
     def extremes(self, end_ms: int) -> tuple[Sample, Sample]:
         """The highest and the lowest sample of the window ending at ``end_ms``, which must not
         be empty."""
-        start = self._bucket_start(end_ms - self.length_ms + 1)
-        if end_ms == self._times[-1]:
-            high, low = _first_since(self._recent_high, start), _first_since(self._recent_low, start)
+        start = end_ms - self.length_ms + 1
+        start -= start % self.bucket_ms
+        high: Sample | None
+        low: Sample | None
+        if end_ms == self._times[-1]:  # the common query: both recent queues hold the sample at end_ms
+            high, low = self._recent_high[0], self._recent_low[0]
+            if high.event_time_ms < start:
+                high = _first_since(self._recent_high, start)
+            if low.event_time_ms < start:
+                low = _first_since(self._recent_low, start)
         else:
             lo, hi = bisect.bisect_left(self._times, start), bisect.bisect_right(self._times, end_ms)
             values = self._values[lo:hi]
             high = self._samples[lo + values.index(max(values))] if values else None
             low = self._samples[lo + values.index(min(values))] if values else None
-        settled_high, settled_low = _first_since(self._high, start), _first_since(self._low, start)
-        if settled_high is not None and (high is None or settled_high.value >= high.value):
-            high = settled_high  # an equal settled sample is the earlier one
-        if settled_low is not None and (low is None or settled_low.value <= low.value):
-            low = settled_low
+        settled = _first_since(self._high, start) if self._high else None
+        if settled is not None and (high is None or settled.value >= high.value):
+            high = settled  # an equal settled sample is the earlier one
+        settled = _first_since(self._low, start) if self._low else None
+        if settled is not None and (low is None or settled.value <= low.value):
+            low = settled
         if high is None or low is None:
             raise ValueError(f"the window ending at {end_ms} is empty")
         return high, low

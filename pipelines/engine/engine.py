@@ -162,35 +162,51 @@ class Engine:
     def on_events(self, batch: Iterable[tuple[str, Mapping[str, Any], str]]) -> EngineOutput:
         """Apply a run of decoded, validated ``(record, value, ref)`` in sequencer order: the
         outputs, in order, of ``on_event`` on each in turn. A record at or past the pending
-        tick's end revalues that tick first; a run of mark prices inside one tick is applied in
-        one pass (``_on_marks``)."""
+        tick's end revalues that tick first; inside a tick, each run of records of one kind is
+        applied in one pass (``_apply_run``)."""
         out = EngineOutput()
         interval = self.params.revaluation_interval_ms
-        marks: list[tuple[Mapping[str, Any], str]] = []  # the run of mark prices not applied yet
+        tick_end = self._tick_end
+        kind = ""
+        values: list[Mapping[str, Any]] = []  # the run of records of ``kind`` not applied yet,
+        refs: list[str] = []  # and their refs
         for record, value, ref in batch:
             t = value["event_time_ms"]
-            tick_end = self._tick_end
-            if tick_end is not None and t < tick_end and record == "MarkPrice":
-                marks.append((value, ref))
-                continue
-            if marks:
-                self._on_marks(marks, out)
-                marks = []
             if tick_end is None or t >= tick_end:
+                if values:
+                    self._apply_run(kind, values, refs, out)
+                    values, refs = [], []
                 if tick_end is not None:
                     out.extend(self._revalue(tick_end - 1))
-                self._tick_end = (t // interval + 1) * interval
-            if record == "MarkPrice":
-                marks.append((value, ref))
-            else:
-                self._count(t)
-                if record in ("PositionUpdate", "CollateralUpdate"):
-                    self._on_account(record, value, ref, out)
-                else:
-                    self._on_market(record, value, ref, out)
-        if marks:
-            self._on_marks(marks, out)
+                tick_end = self._tick_end = (t // interval + 1) * interval
+                kind = record
+            elif record != kind:
+                if values:
+                    self._apply_run(kind, values, refs, out)
+                    values, refs = [], []
+                kind = record
+            values.append(value)
+            refs.append(ref)
+        if values:
+            self._apply_run(kind, values, refs, out)
         return out
+
+    def _apply_run(self, record: str, values: list[Mapping[str, Any]], refs: list[str], out: EngineOutput) -> None:
+        """Records of one kind, in order, inside one tick, as one by one: index and mark prices
+        update the board in one pass (nothing in such a run reads what it changes), the others
+        one at a time."""
+        if record == "IndexPrice":
+            self._on_indexes(values, refs, out)
+        elif record == "MarkPrice":
+            self._on_marks(values, refs, out)
+        elif record in ("PositionUpdate", "CollateralUpdate"):
+            for value, ref in zip(values, refs):
+                self._count(value["event_time_ms"])
+                self._on_account(record, value, ref, out)
+        else:
+            for value, ref in zip(values, refs):
+                self._count(value["event_time_ms"])
+                self._on_market(record, value, ref, out)
 
     def _count(self, t: int, n: int = 1) -> None:
         """``n`` more records applied, the newest at event time ``t``."""
@@ -240,43 +256,64 @@ class Engine:
             self._touched[account] = self._seq(ref)
 
     def _on_market(self, record: str, value: Mapping[str, Any], ref: str, out: EngineOutput) -> None:
-        """Apply a market record other than a mark price (``_on_marks``); its breaches and circuit
-        actions go to ``out`` (which may hold earlier outputs: only the breaches added here are
-        acted on)."""
+        """Apply a market record other than an index or a mark price (``_on_indexes``,
+        ``_on_marks``); its breaches and circuit actions go to ``out``."""
         t = value["event_time_ms"]
-        before = len(out.breaches)
         moved = self.board.apply(record, value)
         d = self.detectors
-        if record == "IndexPrice":
-            underlying = value["underlying"]
-            self._index_history[underlying].append(t, value["price"])
-            out.breaches += d.on_index(underlying, t, value["price"], ref)
-        elif record == "VolatilityUpdate" and value.get("iv") is not None:
+        breaches: list[Breach] = []
+        if record == "VolatilityUpdate" and value.get("iv") is not None:
             subject = value.get("instrument") or value["underlying"]
             if self._reported(subject):
-                out.breaches += d.on_iv(subject, t, value["iv"], ref)
+                breaches = d.on_iv(subject, t, value["iv"], ref)
         elif record == "OrderBookDepth":
-            out.breaches += d.on_depth(value["instrument"], t, self.board.depth_usd[value["instrument"]], ref)
+            breaches = d.on_depth(value["instrument"], t, self.board.depth_usd[value["instrument"]], ref)
         elif record == "OraclePrice":
-            out.breaches += d.on_oracle(value["underlying"], value["source"], t, value["publish_time_ms"],
-                                        value["price"], ref)
-        self._act_on(out.breaches[before:], out)
+            breaches = d.on_oracle(value["underlying"], value["source"], t, value["publish_time_ms"],
+                                   value["price"], ref)
+        if breaches:
+            out.breaches += breaches
+            self._act_on(breaches, out)
         if moved is not None:
-            for change in self.circuits.on_time(moved, t):
-                out.actions.append(self._circuit_action(change))
-            if moved not in self._moved:
-                self._moved[moved] = self._seq(ref)
+            self._moved_by(moved, t, ref, out)
 
-    def _on_marks(self, run: list[tuple[Mapping[str, Any], str]], out: EngineOutput) -> None:
+    def _on_indexes(self, values: list[Mapping[str, Any]], refs: list[str], out: EngineOutput) -> None:
+        """A run of ``IndexPrice`` records inside one tick, as ``_on_market`` would apply them one
+        by one: the board takes the whole run in one pass, then each price goes to its
+        underlying's history, its detector and its circuit."""
+        moved = self.board.apply_indexes(values)
+        histories, on_index = self._index_history, self.detectors.on_index
+        newest = values[0]["event_time_ms"]
+        for value, ref, underlying in zip(values, refs, moved):
+            t, price, subject = value["event_time_ms"], value["price"], value["underlying"]
+            if t > newest:
+                newest = t
+            histories[subject].append(t, price)
+            breaches = on_index(subject, t, price, ref)
+            if breaches:
+                out.breaches += breaches
+                self._act_on(breaches, out)
+            if underlying is not None:
+                self._moved_by(underlying, t, ref, out)
+        self._count(newest, len(values))
+
+    def _moved_by(self, underlying: str, t: int, ref: str, out: EngineOutput) -> None:
+        """A record at ``t`` moved ``underlying``: its circuit advances to ``t`` (``out`` takes
+        the change's action), and the tick remembers the first record that moved it."""
+        for change in self.circuits.on_time(underlying, t):
+            out.actions.append(self._circuit_action(change))
+        if underlying not in self._moved:
+            self._moved[underlying] = self._seq(ref)
+
+    def _on_marks(self, values: list[Mapping[str, Any]], refs: list[str], out: EngineOutput) -> None:
         """A run of ``MarkPrice`` records inside one tick, as ``_on_market`` would apply them one by
         one: the board takes the whole run in one pass (nothing in the run reads a mark), then
         each record goes through its detector and its underlying's circuit."""
-        values = [value for value, _ in run]
         moved = self.board.apply_marks(values)
         index, circuits, first_moves = self.board.index, self.circuits, self._moved
         on_mark, reported = self.detectors.on_mark, self._reported
         timed: tuple[str, int] | None = None  # circuits.on_time changes nothing when asked again at once
-        for (value, ref), underlying in zip(run, moved):
+        for value, ref, underlying in zip(values, refs, moved):
             t = value["event_time_ms"]
             instrument = value["instrument"]
             reference = value.get("index_price") or index.get(value["underlying"])
@@ -305,7 +342,7 @@ class Engine:
                         out.actions.append(self._circuit_action(change))
                 if underlying not in first_moves:
                     first_moves[underlying] = self._seq(ref)
-        self._count(max(value["event_time_ms"] for value in values), len(run))
+        self._count(max(value["event_time_ms"] for value in values), len(values))
 
     def _act_on(self, breaches: list[Breach], out: EngineOutput) -> None:
         """Market breaches just found: liquidity breaches mark their instrument thin (or clear it),

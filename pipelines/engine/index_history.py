@@ -22,8 +22,6 @@ VELOCITY_WINDOW_MS = 60_000
 VELOCITY_MIN_SPAN_MS = 10_000  # a trend read off less than this is noise, not a trend
 REALISED_WINDOW_MS = 5 * 60_000
 BUCKET_MS = 1_000
-EXACT_BITS = 1074  # the smallest subnormal float is 2 ** -1074
-EXACT_UNIT = 1 << EXACT_BITS
 
 
 class IndexHistory:
@@ -37,11 +35,12 @@ class IndexHistory:
         self._last_ms: int | None = None  # the newest tick's time,
         self._last_price = 0.0  # its price
         self._last_log: float | None = None  # and the log of that price (None unless positive)
-        # The exact sum of every second held but the newest (whose sum still grows), as an integer
-        # count of the smallest subnormal (``_exact``): with the newest second's added, its
-        # correctly rounded quotient is the ``math.fsum`` of the seconds. A cache, built from
-        # ``_squares`` when unset (``from_state`` leaves it unset).
-        self._closed: int | None = None
+        # The exact sum of every second held but the newest (whose sum still grows), as a whole
+        # number of ``2 ** -_scale`` (``_units``): with the newest second's added, its correctly
+        # rounded quotient is the ``math.fsum`` of the seconds. Derived from ``_squares``, not state.
+        self._closed = 0
+        self._scale = 0  # the finest a second held has needed so far (at most 1074: 2 ** -1074 is the smallest float)
+        self._unit = 1  # 2 ** _scale
 
     def append(self, time_ms: int, price: float) -> None:
         """Add the newest index price and drop the seconds that left the window; a price older
@@ -62,7 +61,8 @@ class IndexHistory:
             self._counts[-1] += 1
         else:
             if starts:
-                self._closed = self._closed_exact() + _exact(squares[-1])
+                closing = self._units(squares[-1])
+                self._closed += closing
             starts.append(start)
             self._firsts.append((time_ms, price, squared))
             squares.append(squared)
@@ -77,11 +77,12 @@ class IndexHistory:
     def _cut(self, cut: int) -> None:
         """Drop the ``cut`` oldest seconds (never the newest) and set the running sum to the
         correctly rounded sum of the seconds left."""
-        closed = self._closed_exact() - sum(map(_exact, self._squares[:cut]))
-        self._closed = closed
+        for squared in self._squares[:cut]:
+            self._closed -= self._units(squared)  # held already: never a finer scale
         self._count -= sum(self._counts[:cut])
         del self._starts[:cut], self._firsts[:cut], self._squares[:cut], self._counts[:cut]
-        self._sum = (closed + _exact(self._squares[-1])) / EXACT_UNIT  # = math.fsum(self._squares)
+        newest = self._units(self._squares[-1])  # first: it may refine the scale, and _closed with it
+        self._sum = (self._closed + newest) / self._unit  # = math.fsum(self._squares)
 
     def state(self) -> dict:
         """The history as plain data (``IndexHistoryState``): the running sum as it stands, not
@@ -106,13 +107,23 @@ class IndexHistory:
         if last is not None:
             history._last_ms, history._last_price = last["time_ms"], last["price"]
             history._last_log = math.log(last["price"]) if last["price"] > 0 else None
+        for squared in history._squares[:-1]:
+            closing = history._units(squared)
+            history._closed += closing
         return history
 
-    def _closed_exact(self) -> int:
-        """``_closed``, set from the seconds held but the newest when unset."""
-        if self._closed is None:
-            self._closed = sum(map(_exact, self._squares[:-1]))
-        return self._closed
+    def _units(self, x: float) -> int:
+        """``x`` (finite) exactly, as a whole number of ``2 ** -_scale``; when ``x`` needs a finer
+        scale, the scale and ``_closed`` are refined first. Sums of these are exact, and an
+        integer's true division is correctly rounded, as ``math.fsum`` is."""
+        numerator, denominator = x.as_integer_ratio()  # the denominator is a power of two
+        shift = self._scale + 1 - denominator.bit_length()
+        if shift < 0:
+            self._closed <<= -shift
+            self._scale -= shift
+            self._unit = 1 << self._scale
+            shift = 0
+        return numerator << shift
 
     def __len__(self) -> int:
         """Ticks in the window."""
@@ -141,11 +152,3 @@ class IndexHistory:
         if span <= 0:
             return None
         return math.sqrt(max(self._sum - into_first, 0.0) / span * YEAR_MS)
-
-
-def _exact(x: float) -> int:
-    """A finite ``x >= 0`` as an exact count of ``1 / EXACT_UNIT`` (every float is a whole number
-    of them): sums of these are exact, and an integer's true division is correctly rounded, as
-    ``math.fsum`` is."""
-    numerator, denominator = x.as_integer_ratio()  # denominator: a power of two, at most 2 ** 1074
-    return numerator << (EXACT_BITS + 1 - denominator.bit_length())

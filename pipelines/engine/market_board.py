@@ -58,14 +58,13 @@ class MarketBoard:
         may deliver an event out of order (the ``Sequencer`` keeps each input's own order)."""
         if record == "MarkPrice":
             return self.apply_marks((value,))[0]
+        if record == "IndexPrice":
+            return self.apply_indexes((value,))[0]
         key = (record, value.get("instrument") or value.get("underlying") or "")
         t = value["event_time_ms"]
         if t < self.updated.get(key, t):
             return None
         self.updated[key] = t
-        if record == "IndexPrice":
-            self.index[value["underlying"]] = value["price"]
-            return value["underlying"]
         if record == "VolatilityUpdate":
             if value.get("iv") is None:
                 return None
@@ -83,6 +82,23 @@ class MarketBoard:
             self._define(value)
             return None
         return None
+
+    def apply_indexes(self, values: Sequence[Mapping[str, Any]]) -> list[str | None]:
+        """``apply`` of a run of ``IndexPrice`` records, in order, in one pass: per record the
+        underlying it moved, None where an older record changed nothing."""
+        updated, index = self.updated, self.index
+        moved: list[str | None] = []
+        for value in values:
+            underlying = value["underlying"]
+            key = ("IndexPrice", underlying)
+            t = value["event_time_ms"]
+            if t < updated.get(key, t):
+                moved.append(None)
+                continue
+            updated[key] = t
+            index[underlying] = value["price"]
+            moved.append(underlying)
+        return moved
 
     def apply_marks(self, values: Sequence[Mapping[str, Any]]) -> list[str | None]:
         """``apply`` of a run of ``MarkPrice`` records, in order, in one pass: per record the
