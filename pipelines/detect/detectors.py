@@ -206,8 +206,8 @@ class Detectors:
         down, up = 1.0 - price / high.value, price / low.value - 1.0
         move, anchor = (down, high) if down >= up else (up, low)
         state = self._index_levels[underlying]
-        if not state.level and move < p.index_move_levels[0]:
-            return self._check_stale(underlying, event_time_ms, ref)  # the quiet path: no level, none held
+        if not state.level and move < p.index_move_levels[0]:  # the quiet path: no level reached, none held
+            return self._check_stale(underlying, event_time_ms, ref) if underlying in self._oracle_last else []
         level = 0  # how many levels the move reaches (a loop: a generator cost more than the rest of the check)
         for threshold in p.index_move_levels:
             if move >= threshold:
@@ -280,7 +280,8 @@ class Detectors:
                               (event_time_ms - publish_time_ms) / SECOND_MS, p.oracle_stale_ms / SECOND_MS,
                               publish_time_ms, event_time_ms, (ref,), cleared=True))
         out.extend(self._check_stale(underlying, event_time_ms, ref))
-        fresh = {s: v for s, v in sources.items() if event_time_ms - v[0] <= p.oracle_stale_ms}
+        fresh = sources if len(sources) < 2 else {  # one source never disagrees
+            s: v for s, v in sources.items() if event_time_ms - v[0] <= p.oracle_stale_ms}
         if len(fresh) >= 2:
             prices = [v[1] for v in fresh.values()]
             mid = median(prices)

@@ -356,7 +356,11 @@ class RollingTwap(_BucketedWindow):
         last = bisect.bisect_right(self._times, end_ms) - 1
         if last < 0:
             raise ValueError(f"no recent sample at or before {end_ms}")
-        first = next((bucket for bucket in self._buckets if bucket[0] >= start), None)
+        buckets = self._buckets
+        if buckets and buckets[0][0] >= start:
+            first: tuple[int, float] | None = buckets[0]  # the common case, without a generator
+        else:
+            first = next((bucket for bucket in buckets if bucket[0] >= start), None)
         if first is None:
             index = bisect.bisect_left(self._times, start)
             first = (self._times[index], self._sums[index])

@@ -35,18 +35,17 @@ class IndexHistory:
         self._last_ms: int | None = None  # the newest tick's time,
         self._last_price = 0.0  # its price
         self._last_log: float | None = None  # and the log of that price (None unless positive)
-        # The exact sum of every second held but the newest (whose sum still grows), as a whole
-        # number of ``2 ** -_scale`` (``_units``): with the newest second's added, its correctly
-        # rounded quotient is the ``math.fsum`` of the seconds. Derived from ``_squares``, not state.
-        self._closed = 0
+        # The exact sum of the seconds held (``_squares``) as a whole number of ``2 ** -_scale``
+        # (``_units``): its correctly rounded quotient is their ``math.fsum``. Derived, not state.
+        self._held = 0
         self._scale = 0  # the finest a second held has needed so far (at most 1074: 2 ** -1074 is the smallest float)
         self._unit = 1  # 2 ** _scale
 
     def append(self, time_ms: int, price: float) -> None:
         """Add the newest index price and drop the seconds that left the window; a price older
         than the newest held (an input's out-of-order event) is not history any more and is
-        ignored. O(1) amortised: a tick adds to its second; a second's end adds it to the exact
-        partials once, and one leaving the window takes it out once."""
+        ignored. O(1) amortised: a tick changes its second's exact units, a second leaving the
+        window takes its own out."""
         last_ms = self._last_ms
         if last_ms is not None and time_ms < last_ms:
             return
@@ -57,12 +56,15 @@ class IndexHistory:
         start = time_ms - time_ms % BUCKET_MS
         starts, squares = self._starts, self._squares
         if starts and starts[-1] == start:
-            squares[-1] += squared
+            before = squares[-1]
+            after = squares[-1] = before + squared
+            if after != before:
+                added = self._units(after)  # first: it may refine the scale, and _held with it
+                self._held += added - self._units(before)
             self._counts[-1] += 1
         else:
-            if starts:
-                closing = self._units(squares[-1])
-                self._closed += closing
+            added = self._units(squared)
+            self._held += added
             starts.append(start)
             self._firsts.append((time_ms, price, squared))
             squares.append(squared)
@@ -78,11 +80,10 @@ class IndexHistory:
         """Drop the ``cut`` oldest seconds (never the newest) and set the running sum to the
         correctly rounded sum of the seconds left."""
         for squared in self._squares[:cut]:
-            self._closed -= self._units(squared)  # held already: never a finer scale
+            self._held -= self._units(squared)  # held already: never a finer scale
         self._count -= sum(self._counts[:cut])
         del self._starts[:cut], self._firsts[:cut], self._squares[:cut], self._counts[:cut]
-        newest = self._units(self._squares[-1])  # first: it may refine the scale, and _closed with it
-        self._sum = (self._closed + newest) / self._unit  # = math.fsum(self._squares)
+        self._sum = self._held / self._unit  # = math.fsum(self._squares)
 
     def state(self) -> dict:
         """The history as plain data (``IndexHistoryState``): the running sum as it stands, not
@@ -107,19 +108,19 @@ class IndexHistory:
         if last is not None:
             history._last_ms, history._last_price = last["time_ms"], last["price"]
             history._last_log = math.log(last["price"]) if last["price"] > 0 else None
-        for squared in history._squares[:-1]:
-            closing = history._units(squared)
-            history._closed += closing
+        for squared in history._squares:
+            added = history._units(squared)
+            history._held += added
         return history
 
     def _units(self, x: float) -> int:
         """``x`` (finite) exactly, as a whole number of ``2 ** -_scale``; when ``x`` needs a finer
-        scale, the scale and ``_closed`` are refined first. Sums of these are exact, and an
+        scale, the scale and ``_held`` are refined first. Sums of these are exact, and an
         integer's true division is correctly rounded, as ``math.fsum`` is."""
         numerator, denominator = x.as_integer_ratio()  # the denominator is a power of two
         shift = self._scale + 1 - denominator.bit_length()
         if shift < 0:
-            self._closed <<= -shift
+            self._held <<= -shift
             self._scale -= shift
             self._unit = 1 << self._scale
             shift = 0
