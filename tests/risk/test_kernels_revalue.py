@@ -126,6 +126,23 @@ def test_row_sums_over_many_underlyings_follow_numpys_pairwise_order() -> None:
 
 
 @settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.floats(-1e3, 1e3),
+                                    st.sampled_from([0.0, -0.0, 1.0, math.nan, -math.nan, math.inf, -math.inf])),
+                          st.sampled_from([0.0, 1.0, 0.5, 0.04])), max_size=40))
+def test_the_worst_scenario_is_numpys_argmin_and_its_loss_the_references(cases) -> None:
+    """The first NaN if any, else the first minimum, and ``margin.row_margin``'s loss from it
+    (a NaN loss whatever its sign bit: numpy's ``min`` keeps none in particular); 0 and 0.0
+    without scenarios."""
+    pnl, weight = (np.array(column, dtype=np.float64) for column in zip(*cases)) if cases else (np.zeros(0),) * 2
+    worst, lowest = kernel._first_argmin(pnl, weight, len(pnl))
+    with np.errstate(invalid="ignore"):  # inf x 0
+        weighted = pnl * weight
+    want = (int(np.argmin(weighted)), np.maximum(-weighted.min(), 0.0)) if len(pnl) else (0, 0.0)
+    loss = np.maximum(-lowest, 0.0)
+    assert worst == want[0] and (same(loss, want[1]) or np.isnan(loss) and np.isnan(want[1]))
+
+
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(*[st.one_of(st.floats(-1e6, 1e6), st.sampled_from([0.0, -0.0, 1e-20, -1e-20, math.nan,
                                                                                math.inf, -math.inf]))] * 3),
                 min_size=1, max_size=20))

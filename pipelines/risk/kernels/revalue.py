@@ -103,6 +103,24 @@ def _pairwise_sum(values: np.ndarray, start: int, n: int) -> float:
 
 
 @_kernel
+def _first_argmin(pnl: np.ndarray, weight: np.ndarray, n: int) -> tuple[int, float]:
+    """``np.argmin`` of ``pnl * weight`` and the value there: the first NaN if there is one,
+    else the first minimum; (0, 0.0) when there are no scenarios."""
+    if n == 0:
+        return 0, 0.0
+    worst, lowest = 0, pnl[0] * weight[0]
+    for s in range(1, n):
+        value = pnl[s] * weight[s]
+        if value < lowest:  # false whenever either is NaN
+            worst, lowest = s, value
+    if not math.isnan(lowest):
+        for s in range(n):  # a NaN anywhere is the argmin: find the first one
+            if math.isnan(pnl[s] * weight[s]):
+                return s, pnl[s] * weight[s]
+    return worst, lowest
+
+
+@_kernel
 def margin_ratio_of(maintenance: float, equity: float) -> float:
     """``book.margin_ratio`` of one account: MM / equity, inf when equity <= 0 with a
     requirement, 0 with neither, inf when anything is NaN (fails closed)."""
@@ -218,14 +236,7 @@ def revalue_accounts(
         equity = collateral[a] + upnl
         # 2. per underlying: the worst weighted scenario, delta and short-option charges, add-on
         for u in range(n_und):
-            worst = 0
-            lowest = row_pnl[u, 0] * weight[u, 0] if n_scen else 0.0
-            for s in range(1, n_scen):
-                value = row_pnl[u, s] * weight[u, s]
-                if math.isnan(lowest):
-                    break
-                if value < lowest or math.isnan(value):
-                    worst, lowest = s, value
+            worst, lowest = _first_argmin(row_pnl[u], weight[u], n_scen)
             loss = maximum(-lowest, 0.0)
             s_index = underlying_index[u]
             hedged = minimum(acc[5, u], acc[6, u])
