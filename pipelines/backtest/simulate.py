@@ -64,6 +64,7 @@ liquidity within the limit).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import math
 from collections import Counter, defaultdict
@@ -185,7 +186,7 @@ def instrument(name: str) -> Instrument:
     return found
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Unit:
     """One contract of an instrument at the current market, from the risk core."""
 
@@ -194,16 +195,31 @@ class Unit:
     units: float  # underlying units per contract (valuation.units_per_contract)
 
 
-def _units(table: InstrumentTable, underlying: str, inputs: tuple[float, float, int]) -> list[Unit]:
+def _figures(table: InstrumentTable, underlying: str, inputs: tuple[float, float, int]) -> dict[str, Unit]:
     """Per-contract figures of ``table``'s instruments (all on ``underlying``) at ``inputs``
-    (index, IV, clock), in table order."""
+    (index, IV, clock), by name."""
     spot, vol, now_ms = inputs
     inp = MarketState(now_ms, {underlying: UnderlyingMarket(spot, vol)}).inputs(table)
     every = np.arange(len(table))
     marks = unit_greeks(table, inp).price
     per_quote = settlement_fx(table, inp) * quote_value(table, every, np.ones(len(table)))
     units = units_per_contract(table, inp)
-    return [Unit(mark=float(m), usd_per_quote=float(p), units=float(u)) for m, p, u in zip(marks, per_quote, units)]
+    return {name: Unit(mark=float(m), usd_per_quote=float(p), units=float(u))
+            for name, m, p, u in zip(table.names, marks, per_quote, units)}
+
+
+@functools.lru_cache(maxsize=64)
+def _table(instruments: tuple[Instrument, ...]) -> InstrumentTable:
+    return InstrumentTable.of(instruments)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _shared_figures(instruments: tuple[Instrument, ...], underlying: str,
+                    inputs: tuple[float, float, int]) -> dict[str, Unit]:
+    """``_figures`` memoised per process (about 0.5 kB a tick): every run of a scenario in the
+    process (with and without the backstop, every sweep point) values the same instruments at the
+    same index, IV and clock, as those come from the scenario's events alone. Shared: read only."""
+    return _figures(_table(instruments), underlying, inputs)
 
 
 def _per_asset() -> defaultdict[str, defaultdict[str, float]]:
@@ -235,7 +251,7 @@ class Ledger:
         self.now_ms = 0
         self._defined: dict[str, Instrument] = {}
         self._names: dict[str, list[str]] = defaultdict(list)  # underlying -> instruments valued on it
-        self._tables: dict[str, InstrumentTable] = {}  # underlying -> the table of its _names
+        self._tables: dict[str, tuple[Instrument, ...]] = {}  # underlying -> the instruments of its _names
         self._units: dict[str, tuple[tuple[float, float, int], dict[str, Unit]]] = {}  # underlying -> (inputs, units)
 
     def instrument(self, name: str) -> Instrument:
@@ -268,9 +284,10 @@ class Ledger:
         """``name``'s per-contract figures at the current index, IV and clock, from the risk core.
         Every instrument valued so far on ``name``'s underlying is valued in one call when that
         underlying's index, IV or the clock moved, and kept while they stand still (a bankruptcy
-        check marks the same few instruments for every holder). The risk core's arithmetic is
-        element-wise, so a contract's figures do not depend on the others in the call
-        (``unit_of``, one instrument at a time, is the reference)."""
+        check marks the same few instruments for every holder); the figures of a tick are shared
+        by every run of the process that values the same instruments at it (``_shared_figures``).
+        The risk core's arithmetic is element-wise, so a contract's figures do not depend on the
+        others in the call (``unit_of``, one instrument at a time, is the reference)."""
         underlying = self.instrument(name).underlying
         inputs = (self.index[underlying], self.iv.get(underlying, 0.6), self.now_ms)
         cached = self._units.get(underlying)
@@ -281,10 +298,10 @@ class Ledger:
         if name not in self._names[underlying]:
             self._names[underlying].append(name)
             self._tables.pop(underlying, None)
-        table = self._tables.get(underlying)
-        if table is None:
-            table = self._tables[underlying] = InstrumentTable.of([self.instrument(n) for n in self._names[underlying]])
-        units = dict(zip(table.names, _units(table, underlying, inputs)))
+        instruments = self._tables.get(underlying)
+        if instruments is None:
+            instruments = self._tables[underlying] = tuple(self.instrument(n) for n in sorted(self._names[underlying]))
+        units = _shared_figures(instruments, underlying, inputs)
         self._units[underlying] = (inputs, units)
         return units[name]
 
@@ -292,7 +309,7 @@ class Ledger:
         """``unit(name)`` computed for ``name`` alone, uncached: the reference ``unit`` must equal."""
         underlying = self.instrument(name).underlying
         inputs = (self.index[underlying], self.iv.get(underlying, 0.6), self.now_ms)
-        return _units(InstrumentTable.of([self.instrument(name)]), underlying, inputs)[0]
+        return _figures(InstrumentTable.of([self.instrument(name)]), underlying, inputs)[name]
 
     def mark(self, name: str) -> float:
         """USD value of one contract now (Black-76 at the underlying's IV for options, the coin
