@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import multiprocessing
 import os
 import signal
@@ -155,33 +156,65 @@ def prepared(scenario: Scenario, seed: int | None) -> tuple[Generated, list[tupl
 def run_all(runs: Sequence[Run], jobs: int, progress: bool | None = None) -> list[Outcome]:
     """``runs``' outcomes, in the order of ``runs``, over ``jobs`` processes (1: this one), with one
     progress bar for all of them, runs done / runs (``progress``: True draws it, False never, None
-    when stderr is a terminal). The runs with the backstop, about four times as long as those
-    without, are started first: fewer workers idle at the end."""
-    order = sorted(range(len(runs)), key=lambda i: not runs[i].with_backstop)
+    when stderr is a terminal). The runs go out in tasks (``tasks``): the runs of one scenario
+    together, so that a process generates a scenario once and values its market ticks once for
+    all of them (``simulate._shared_figures``)."""
+    batches = tasks(runs, jobs)
     bar = Progress("backtest runs", len(runs), progress)
     bar(0)
+    finished = 0
+
+    def task_done(i: int) -> None:
+        nonlocal finished
+        finished += len(batches[i])
+        bar(finished)
+
     try:
-        done = parallel_map(run_one, [runs[i] for i in order], jobs, on_done=bar)
+        done = parallel_map(run_task, [tuple(runs[i] for i in batch) for batch in batches], jobs, on_done=task_done)
     except BaseException:
         bar.close(complete=False)
         raise
     bar.close()
-    by_index = dict(zip(order, done))
+    by_index = {i: outcome for batch, outcomes in zip(batches, done) for i, outcome in zip(batch, outcomes)}
     return [by_index[i] for i in range(len(runs))]
+
+
+def tasks(runs: Sequence[Run], jobs: int) -> list[list[int]]:
+    """Indices of ``runs`` in tasks for ``jobs`` processes: the runs of one scenario and seed
+    together, in chunks of at least two runs and small enough to give each process four tasks
+    or more (the load balances on them). In a task the runs with the backstop come first, those
+    without after (they reuse the valuations of the ticks, which takes most of their time);
+    the tasks with the most runs with the backstop, about twenty times as long as those without,
+    go first: fewer processes idle at the end. Every index is in exactly one task."""
+    size = max(2, math.ceil(len(runs) / (4 * jobs)))
+    by_scenario: dict[tuple[Scenario, int | None], list[int]] = {}
+    for i, run in enumerate(runs):
+        by_scenario.setdefault((run.scenario, run.seed), []).append(i)
+    out = []
+    for indices in by_scenario.values():
+        ordered = sorted(indices, key=lambda i: not runs[i].with_backstop)
+        out += [ordered[k:k + size] for k in range(0, len(ordered), size)]
+    return sorted(out, key=lambda task: (-sum(runs[i].with_backstop for i in task), -len(task)))
+
+
+def run_task(runs: Sequence[Run]) -> list[Outcome]:
+    """``run_one`` of each run, in order; a run that raises ends the task with a ``UserError``
+    naming it."""
+    return [_call(run_one, run) for run in runs]
 
 
 def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
                  on_done: Callable[[int], None] = lambda n: None) -> list[Out]:
     """``[fn(item) for item in items]`` over ``jobs`` worker processes (1: in this process, no pool),
-    calling ``on_done(count)`` as items finish. An item that raises ends the call with a
+    calling ``on_done(i)`` as item ``i`` finishes. An item that raises ends the call with a
     ``UserError`` naming it (``str(item)``) and the exception, in one line; so does a worker that
     dies (killed, out of memory). On that error, or an interrupt, the other workers are stopped
     mid-item and the items not started are dropped."""
     if jobs == 1 or len(items) <= 1:
         out = []
-        for item in items:
+        for i, item in enumerate(items):
             out.append(_call(fn, item))
-            on_done(len(out))
+            on_done(i)
         return out
     context = _pool_context()
     parent_alive, parent_writes = context.Pipe(duplex=False)
@@ -193,7 +226,7 @@ def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
         for future in as_completed(futures):
             i = futures[future]
             results[i] = _outcome(future, items[i])
-            on_done(len(results))
+            on_done(i)
     except BaseException:
         _stop_workers(pool)
         raise

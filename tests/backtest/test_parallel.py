@@ -12,7 +12,17 @@ import time
 
 import pytest
 
-from pipelines.backtest.run import Run, compare, parallel_map, prepared, run_one, simulate, sweep
+from pipelines.backtest.run import (
+    Run,
+    compare,
+    parallel_map,
+    prepared,
+    run_one,
+    simulate,
+    sweep,
+    sweep_thresholds,
+    tasks,
+)
 from pipelines.cli import main
 from pipelines.errors import UserError
 from pipelines.scenarios import library
@@ -92,7 +102,7 @@ def double(item: int) -> int:
 def test_parallel_map_keeps_the_order_of_its_items():
     done = []
     assert parallel_map(double, list(range(7)), jobs=2, on_done=done.append) == [2 * i for i in range(7)]
-    assert done == list(range(1, 8))
+    assert sorted(done) == list(range(7))
 
 
 def descendants(pid: int) -> set[int]:
@@ -156,3 +166,22 @@ def test_the_runs_of_a_scenario_share_its_prepared_events_and_only_read_them():
     assert events == unchanged
     assert run_one(Run(scenario, None, True)).result.summary() == first
     assert first == simulate(generate(scenario), with_backstop=True, progress=False).summary()
+
+
+def test_tasks_keep_a_scenarios_runs_together_with_the_backstop_first_and_hold_every_run_once():
+    october, aug = library.get("october-2025"), library.get("aug-2024")
+    runs = [Run(october, None, False), Run(october, None, True), Run(aug, None, False), Run(aug, None, True),
+            Run(aug, 7, False), Run(aug, 7, True)]
+    batches = tasks(runs, jobs=2)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(runs)))
+    assert sorted(map(sorted, batches)) == [[0, 1], [2, 3], [4, 5]]
+    assert all(runs[batch[0]].with_backstop and not runs[batch[1]].with_backstop for batch in batches)
+
+
+def test_tasks_split_a_scenarios_many_runs_to_give_every_process_work():
+    october = library.get("october-2025")
+    runs = [Run(october, None, False)] + [Run(october, None, True, sweep_thresholds(t)) for t in range(1, 21)]
+    batches = tasks(runs, jobs=2)
+    assert [len(batch) for batch in batches] == [3] * 7  # 4 tasks or more a process, of 3 runs
+    assert sorted(i for batch in batches for i in batch) == list(range(len(runs)))
+    assert batches[-1][-1] == 0  # the run without the backstop, last of the shortest task
