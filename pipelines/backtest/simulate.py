@@ -222,6 +222,47 @@ def _shared_figures(instruments: tuple[Instrument, ...], underlying: str,
     return _figures(_table(instruments), underlying, inputs)
 
 
+@dataclasses.dataclass(frozen=True)
+class HolderArrays:
+    """The holders of one underlying that hold positions (``accounts``, sorted), each term of their
+    ``Ledger.equity`` a row: a position (its account, instrument, quantity and average price) or a
+    cash balance (its account, asset and amount). A copy of the ledger at one ``Ledger.version``."""
+
+    accounts: tuple[str, ...]
+    names: tuple[str, ...]  # the instruments held
+    assets: tuple[str, ...]  # the assets of the cash balances
+    position_account: np.ndarray  # row -> index in accounts
+    position_name: np.ndarray  # row -> index in names
+    qty: np.ndarray
+    avg: np.ndarray
+    cash_account: np.ndarray
+    cash_asset: np.ndarray  # row -> index in assets
+    amount: np.ndarray
+    terms: np.ndarray  # per account, its rows
+
+    @classmethod
+    def of(cls, accounts: list[str], positions: Mapping[str, Mapping[str, list[float]]],
+           cash: Mapping[str, Mapping[str, float]]) -> HolderArrays:
+        names: dict[str, int] = {}
+        assets: dict[str, int] = {}
+        position_rows = [(k, names.setdefault(name, len(names)), qty, avg)
+                         for k, account in enumerate(accounts) for name, (qty, avg) in positions[account].items()]
+        cash_rows = [(k, assets.setdefault(asset, len(assets)), amount)
+                     for k, account in enumerate(accounts) for asset, amount in cash.get(account, {}).items()]
+        p_account, p_name, qty, avg = _columns(position_rows, ints=2, floats=2)
+        c_account, c_asset, amount = _columns(cash_rows, ints=2, floats=1)
+        terms = np.bincount(p_account, minlength=len(accounts)) + np.bincount(c_account, minlength=len(accounts))
+        return cls(tuple(accounts), tuple(names), tuple(assets), p_account, p_name, qty, avg, c_account, c_asset,
+                   amount, terms)
+
+
+def _columns(rows: list[tuple], *, ints: int, floats: int) -> list[np.ndarray]:
+    """``rows``' columns as arrays: the first ``ints`` int64, the ``floats`` after them float64."""
+    columns = list(zip(*rows)) or [()] * (ints + floats)
+    return ([np.array(c, dtype=np.int64) for c in columns[:ints]]
+            + [np.array(c, dtype=np.float64) for c in columns[ints:]])
+
+
 def _per_asset() -> defaultdict[str, defaultdict[str, float]]:
     """account -> asset -> amount, zero where not set."""
     return defaultdict(lambda: defaultdict(float))
@@ -253,6 +294,8 @@ class Ledger:
         self._names: dict[str, list[str]] = defaultdict(list)  # underlying -> instruments valued on it
         self._tables: dict[str, tuple[Instrument, ...]] = {}  # underlying -> the instruments of its _names
         self._units: dict[str, tuple[tuple[float, float, int], dict[str, Unit]]] = {}  # underlying -> (inputs, units)
+        self.version = 0  # counts the changes of cash, positions and holders
+        self._holder_arrays: dict[str, tuple[int, HolderArrays]] = {}  # underlying -> (version, its arrays)
 
     def instrument(self, name: str) -> Instrument:
         """``name``'s instrument: its definition's, else its name's (linear, contract size 1)."""
@@ -274,6 +317,7 @@ class Ledger:
         self._names.clear()
         self._tables.clear()
         self._units.clear()
+        self.version += 1
 
     def settlement(self, name: str) -> str:
         """The asset ``name``'s PnL and fees settle in: its coin if inverse, else USDC."""
@@ -339,6 +383,38 @@ class Ledger:
             pnl += (unit.mark - avg * unit.usd_per_quote) * qty
         return cash + pnl
 
+    def maybe_bankrupt(self, underlying: str) -> list[str]:
+        """The holders of ``underlying`` with positions whose ``equity`` may be at or below zero,
+        sorted: every holder with positions left out has ``equity`` above zero. All holders are
+        valued at once over their ``HolderArrays``: the same terms as ``equity`` (each position's
+        PnL, each balance at its asset's price), bit for bit, summed in another order. Two
+        summation orders of n terms differ by at most 2 γ(n-1) Σ|term| (γ(k) = k u / (1 - k u),
+        u = 2^-53), under 2^-51 n Σ|term|, so an account whose value here exceeds that has
+        ``equity`` above zero; any other (NaN and infinities included) is returned."""
+        arrays = self._holders_of(underlying)
+        if not arrays.accounts:
+            return []
+        units = [self.unit(name) for name in arrays.names]
+        mark = np.array([unit.mark for unit in units])
+        per_quote = np.array([unit.usd_per_quote for unit in units])
+        price = np.array([self.asset_usd(asset) for asset in arrays.assets])
+        pnl = (mark[arrays.position_name] - arrays.avg * per_quote[arrays.position_name]) * arrays.qty
+        cash = arrays.amount * price[arrays.cash_asset]
+        n = len(arrays.accounts)
+        value = np.bincount(arrays.cash_account, cash, n) + np.bincount(arrays.position_account, pnl, n)
+        size = np.bincount(arrays.cash_account, np.abs(cash), n) + np.bincount(arrays.position_account, np.abs(pnl), n)
+        above = value > size * arrays.terms * 2.0**-51
+        return [account for account, safe in zip(arrays.accounts, above.tolist()) if not safe]
+
+    def _holders_of(self, underlying: str) -> HolderArrays:
+        """``underlying``'s ``HolderArrays`` at the current ``version``, built when it moved."""
+        kept = self._holder_arrays.get(underlying)
+        if kept is None or kept[0] != self.version:
+            accounts = sorted(a for a in self.holders.get(underlying, ()) if self.positions.get(a))
+            kept = (self.version, HolderArrays.of(accounts, self.positions, self.cash))
+            self._holder_arrays[underlying] = kept
+        return kept[1]
+
     def notional_of(self, name: str, qty: float) -> float:
         """USD notional of ``qty`` contracts: underlying units at the index."""
         return abs(qty) * self.unit(name).units * self.index[self.instrument(name).underlying]
@@ -371,6 +447,7 @@ class Ledger:
         else:
             self.positions[account][name] = [q_new, avg_new]
         self.holders[self.instrument(name).underlying].add(account)
+        self.version += 1
 
     def cover(self, account: str, usd: float) -> None:
         """Cover an account's deficit of ``usd`` (the fund's money, ADL's, or bad debt). A flat
@@ -387,6 +464,7 @@ class Ledger:
             self.cash[account][asset] += amount
             self.covered[account][asset] += amount
         self.covered_usd[account] += usd
+        self.version += 1
 
     def apply(self, record: str, value: Mapping[str, Any]) -> None:
         self.now_ms = max(self.now_ms, value["event_time_ms"])
@@ -402,11 +480,13 @@ class Ledger:
             else:
                 self.positions[value["account"]][value["instrument"]] = [value["quantity"], value["average_price"]]
             self.holders[self.instrument(value["instrument"]).underlying].add(value["account"])
+            self.version += 1
         elif record == "CollateralUpdate":
             account, asset = value["account"], value["asset"]
             self.home.setdefault(account, asset)
             self.deposits[account][asset] += value["amount"] - self.cash[account][asset]
             self.cash[account][asset] = value["amount"]
+            self.version += 1
 
 
 class Simulation:
@@ -622,9 +702,11 @@ class Simulation:
                         _slippage_bps(side, sweep.avg_price, mark), status)]
 
     def _bankruptcy_check(self, underlying: str, t: int) -> None:
-        for account in sorted(self.ledger.holders.get(underlying, ())):
-            if not self.ledger.positions[account]:
-                continue
+        """The venue liquidates every holder of ``underlying`` whose equity is at or below zero, in
+        account order. A venue liquidation trades one account against the book and moves no other
+        account's equity, so the holders are screened at once (``Ledger.maybe_bankrupt``) and the
+        few that may be bankrupt checked one by one (``Ledger.equity``)."""
+        for account in self.ledger.maybe_bankrupt(underlying):
             equity = self.ledger.equity(account)
             if equity <= 0:
                 self.result.bankrupt_accounts.add(account)
