@@ -45,6 +45,7 @@ from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
 from pipelines.risk.book import Book, BookRisk, margin_ratio, revalue_book
 from pipelines.risk.instruments import Kind, underlying_of
 from pipelines.risk.kernels import revalue as revalue_kernels
+from pipelines.risk.kernels import triage
 from pipelines.risk.liquidation_order import LiquidationPlan, plan_liquidation, plan_liquidations
 from pipelines.risk.margin import MarginConfig
 
@@ -91,36 +92,51 @@ STATE_VALUES = tuple(state.value for state in STATES)  # by ``Ladder.codes`` cod
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Codes:
-    """Per row of one ``BuiltBook``: the ladder's codes (``Ladder.codes``) and the margin
-    detectors' (``Detectors.margin_codes``), resident between ticks and refreshed for the rows a
-    tick visits (only a visit changes them). Rows of accounts out of attention hold NORMAL:
-    their ladder is NORMAL, which ``Ladder.unmoved`` never leaves alone."""
+    """Per row of one ``BuiltBook``, what ``kernels.triage`` reads (its ``COLUMNS``): the
+    ladder's codes (``Ladder.codes``, ``Ladder.closes_in_flight``), the margin detectors'
+    (``Detectors.margin_codes``), whether the account is watched (in attention, or hedged) and
+    hedged. Resident between ticks and refreshed for the rows a tick visits (only a visit
+    changes them). Rows of accounts out of attention hold NORMAL and no margin condition:
+    ``triage`` never leaves those alone."""
 
     built: BuiltBook
-    state: np.ndarray
-    last_round: np.ndarray
-    in_flight: np.ndarray  # Ladder.closes_in_flight: changes only on a visit or with the positions (a new book)
-    margin: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    table: np.ndarray  # float64, (accounts, len(triage.COLUMNS))
 
     @classmethod
-    def empty(cls, built: BuiltBook) -> _Codes:
-        n = len(built.book.accounts)
-        return cls(built, np.zeros(n, dtype=np.int8), np.full(n, math.nan), np.zeros(n, dtype=bool),
-                   (np.full(n, -1, dtype=np.int8), np.full(n, math.nan), np.full(n, -1, dtype=np.int8),
-                    np.full(n, math.nan)))
+    def empty(cls, built: BuiltBook, hedged: Collection[str]) -> _Codes:
+        table = np.zeros((len(built.book.accounts), len(triage.COLUMNS)))
+        table[:, [triage.LAST_ROUND, triage.MARGIN_DUE, triage.LIQUIDATION_DUE]] = math.nan
+        table[:, [triage.MARGIN, triage.LIQUIDATION]] = -1
+        table[:, triage.HEDGED] = table[:, triage.WATCHED] = built.mask(hedged)
+        return cls(built, table)
 
     def refresh(self, rows: np.ndarray, ladder: Ladder, detectors: Detectors,
-                positions: Mapping[str, Mapping[str, tuple[float, float]]]) -> None:
-        """Read ``rows`` again from the ladder, the detectors and the accounts' ``positions``."""
+                positions: Mapping[str, Mapping[str, tuple[float, float]]], attention: Collection[str]) -> None:
+        """Read ``rows`` again from the ladder, the detectors, the accounts' ``positions`` and
+        the accounts in ``attention``."""
         if not rows.size:
             return
-        accounts = self.built.book.accounts
+        table, accounts = self.table, self.built.book.accounts
         names = [accounts[i] for i in rows.tolist()]
-        self.state[rows], self.last_round[rows] = ladder.codes(names)
+        table[rows, triage.STATE], table[rows, triage.LAST_ROUND] = ladder.codes(names)
         closes = [{name: -q for name, (q, _) in positions.get(a, {}).items()} for a in names]
-        self.in_flight[rows] = ladder.closes_in_flight(names, closes)
-        for column, value in zip(self.margin, detectors.margin_codes(names)):
-            column[rows] = value
+        table[rows, triage.IN_FLIGHT] = ladder.closes_in_flight(names, closes)
+        for column, value in zip((triage.MARGIN, triage.MARGIN_DUE, triage.LIQUIDATION, triage.LIQUIDATION_DUE),
+                                 detectors.margin_codes(names)):
+            table[rows, column] = value
+        table[rows, triage.WATCHED] = np.array([a in attention for a in names]) | (table[rows, triage.HEDGED] != 0)
+
+
+def _triage_limits(params: EngineParams) -> np.ndarray:
+    """The thresholds ``kernels.triage`` reads (its ``LIMITS``), from the ladder's and the
+    detectors' parameters; ``quiet_below``: under every ratio either acts at."""
+    p, d = params.ladder, params.detectors
+    limits = {"quiet_below": min(p.call_ratio, p.reduce_ratio, d.margin_trigger_ratio, d.liquidation_ratio),
+              "horizon_ms": p.horizon_ms, "reduce_ratio": p.reduce_ratio, "release_ratio": p.release_ratio,
+              "round_ms": p.round_ms, "buffer_factor": 1.0 + p.buffer,
+              "margin_trigger_ratio": d.margin_trigger_ratio, "margin_clear_ratio": d.margin_clear_ratio,
+              "liquidation_ratio": d.liquidation_ratio}
+    return np.array([limits[name] for name in triage.LIMITS], dtype=np.float64)
 
 
 class Engine:
@@ -134,6 +150,7 @@ class Engine:
         if self.params.compiled:
             kernels.warm()  # never on the first event
         self._reports = reports
+        self._limits = _triage_limits(self.params)
         self.board = MarketBoard()
         self.detectors = Detectors(self.params.detectors)
         self.circuits = CircuitBreakers(self.params.circuit)
@@ -376,7 +393,7 @@ class Engine:
 
     def _revalue(self, time_ms: int) -> EngineOutput:
         """Revalue every account the tick touched, all at once; only accounts the ladder or the
-        detectors could act on go through the per-account Python (``_screen``)."""
+        detectors could act on go through the per-account Python (``_triage``)."""
         out = EngineOutput()
         if not self._touched and not self._moved:
             return out
@@ -392,23 +409,33 @@ class Engine:
         if not rows.size:
             return out
         revalued = self._revaluation(built, time_ms, rows)
-        book, risk, conditions = revalued.book, revalued.risk, revalued.conditions
-        table = book.instruments
+        risk = revalued.risk
         velocity = {u: self._velocity(u, time_ms) for u in risk.underlyings}
         ttb = self._times_to_breach(risk, velocity, rows)
-        watched = built.mask(self._attention | self.params.hedged_accounts)[rows]
-        slow = self._screen(risk.margin_ratio[rows], ttb, watched)
-        visit = self._unmoved(built, rows[slow], risk, ttb[slow], time_ms)
+        fate = self._triage(built, rows, risk, ttb, time_ms)
+        visit = np.flatnonzero(fate == triage.VISIT)
+        if visit.size:
+            first = [refs[s] for s in seq[rows[visit]].tolist()]
+            self._visit(built, revalued, rows[visit], ttb[visit], velocity, first, time_ms, out)
+        out.exposures += self._exposures(built, rows, fate != triage.QUIET, risk, time_ms)
+        return out
+
+    def _visit(self, built: BuiltBook, revalued: Revaluation, rows: np.ndarray, ttb: np.ndarray,
+               velocity: Mapping[str, float], refs: list[str], time_ms: int, out: EngineOutput) -> None:
+        """The per-account path for ``rows`` (each with its time to breach and the ref of the
+        tick's first event that touched it): margin detectors, penalties and the ladder, whose
+        decisions are signed into ``out``; the rows' codes are refreshed after."""
+        book, risk, conditions = revalued.book, revalued.risk, revalued.conditions
+        table = book.instruments
         thin = set(self._thin)
         unreliable = {u for u in table.underlyings if self.detectors.oracle_unreliable(u)}
         unreliable |= self.detectors.manipulated().keys() | self.detectors.delisted()
         trading = {u: self.circuits.trading_state(u) for u in table.underlyings}
         marks = dict(zip(table.names, risk.marks.tolist()))
-        plans = self._plans(book, risk, rows[slow][visit], time_ms, conditions)
-        views = self._views(book.accounts, rows[slow][visit], risk, velocity, ttb[slow][visit], time_ms)
-        for i, view in views:
+        plans = self._plans(book, risk, rows, time_ms, conditions)
+        for (i, view), ref in zip(self._views(book.accounts, rows, risk, velocity, ttb, time_ms), refs):
             account = view.account
-            breaches = self.detectors.on_margin(account, time_ms, view.margin_ratio, refs[seq[i]])
+            breaches = self.detectors.on_margin(account, time_ms, view.margin_ratio, ref)
             out.breaches += breaches
             legs = [CloseIntent(name, underlying_of(name), -q, marks[name])
                     for name, (q, _) in sorted(self.accounts.positions[account].items())]
@@ -430,10 +457,7 @@ class Engine:
                 self._attention.add(account)
             else:
                 self._attention.discard(account)
-        self._codes(built).refresh(np.array([i for i, _ in views], dtype=np.int64), self.ladder, self.detectors,
-                                   self.accounts.positions)
-        out.exposures += self._exposures(built, rows, slow, risk, time_ms)
-        return out
+        self._codes(built).refresh(rows, self.ladder, self.detectors, self.accounts.positions, self._attention)
 
     def revaluation(self, time_ms: int | None = None) -> Revaluation:
         """Every priced account revalued as of ``time_ms`` (default: the latest event time) on
@@ -499,50 +523,66 @@ class Engine:
             b = b + risk.delta[rows, k] * speed
         return times_to_breach_ms(risk.equity[rows] - risk.maintenance[rows], a, b)
 
-    def _screen(self, ratio: np.ndarray, ttb: np.ndarray, watched: np.ndarray) -> np.ndarray:
-        """Which revalued accounts need the per-account path. The others are provably idle: the
-        ladder is NORMAL, no margin condition is pending or firing, the account is not hedged,
-        and its ratio and projected time to breach are clear of every threshold — for them
-        the detectors and the ladder would return nothing and change nothing."""
-        p, d = self.params.ladder, self.params.detectors
-        quiet_below = min(p.call_ratio, p.reduce_ratio, d.margin_trigger_ratio, d.liquidation_ratio)
-        if self.params.compiled:
-            return revalue_kernels.screen_rows(ratio, ttb, watched, quiet_below, float(p.horizon_ms))
-        slow = ~((ratio < quiet_below) & (ttb >= p.horizon_ms))
-        return slow | watched
-
-    def _unmoved(self, built: BuiltBook, rows: np.ndarray, risk, ttb: np.ndarray, time_ms: int) -> np.ndarray:
-        """Which of ``rows`` (past ``_screen``) still need the per-account path, as a mask: not
-        the accounts in distress that this revaluation leaves exactly as they are — not hedged,
-        their margin detectors unmoved (``Detectors.margin_unmoved``) and their ladder too
-        (``Ladder.unmoved``): in a crash most of the accounts in distress wait, tick after
-        tick, for their next round. For those, only the margin watermark moves, as on_margin
-        would move it. Nor the liquidated accounts whose due round would send nothing, every
-        close being in flight (``Ladder.round_only``): for them the ladder marks the round too."""
+    def _triage(self, built: BuiltBook, rows: np.ndarray, risk: BookRisk, ttb: np.ndarray,
+                time_ms: int) -> np.ndarray:
+        """Each of ``rows``' fate (``kernels.triage``: QUIET, VISIT, UNMOVED or ROUND), with what
+        the per-account path would have done for the accounts it leaves out: in a crash most of
+        the accounts in distress wait, tick after tick, for their next round (UNMOVED: only the
+        margin watermark moves, as ``on_margin`` would move it), and a liquidated account whose
+        due round would send nothing (ROUND) has the round marked too."""
         codes = self._codes(built)
-        ratio = risk.margin_ratio[rows]
-        margin, margin_due, liquidation, liquidation_due = (column[rows] for column in codes.margin)
-        quiet = self.detectors.margin_unmoved(margin, margin_due, liquidation, liquidation_due, ratio, time_ms)
-        quiet &= ~built.mask(self.params.hedged_accounts)[rows]
-        state, last_round = codes.state[rows], codes.last_round[rows]
+        fate = self._fates(codes.table, rows, risk, ttb, time_ms)
+        idle = rows[fate >= triage.UNMOVED]
+        if idle.size:
+            accounts = built.book.accounts
+            self.detectors.advance_margin([accounts[i] for i in idle.tolist()], time_ms)
+            rounds = rows[fate == triage.ROUND]
+            self.ladder.mark_rounds([accounts[i] for i in rounds.tolist()], time_ms)
+            codes.table[rounds, triage.LAST_ROUND] = time_ms
+        return fate
+
+    def _fates(self, table: np.ndarray, rows: np.ndarray, risk: BookRisk, ttb: np.ndarray,
+               time_ms: int) -> np.ndarray:
+        """``kernels.triage.triage_rows``, or its numpy reference: the screen (``_screen``), then
+        for the rows it keeps, margin detectors unmoved (``Detectors.margin_unmoved``), not
+        hedged, and the ladder unmoved (``Ladder.unmoved``) or only marking a round
+        (``Ladder.round_only``)."""
+        if self.params.compiled:
+            return triage.triage_rows(rows, risk.margin_ratio, ttb, risk.maintenance, risk.initial, table,
+                                      self._limits, float(time_ms))
+        codes, ratio = table[rows], risk.margin_ratio[rows]
+        slow = self._screen(ratio, ttb, codes[:, triage.WATCHED] != 0)
+        quiet = self.detectors.margin_unmoved(codes[:, triage.MARGIN], codes[:, triage.MARGIN_DUE],
+                                              codes[:, triage.LIQUIDATION], codes[:, triage.LIQUIDATION_DUE],
+                                              ratio, time_ms)
+        quiet &= codes[:, triage.HEDGED] == 0
+        state, last_round = codes[:, triage.STATE], codes[:, triage.LAST_ROUND]
         unmoved = quiet & self.ladder.unmoved(state, last_round, ratio, ttb, risk.maintenance[rows],
                                               risk.initial[rows], time_ms)
-        rounds = quiet & self.ladder.round_only(state, last_round, ratio, codes.in_flight[rows], time_ms)
-        accounts = built.book.accounts
-        self.detectors.advance_margin([accounts[i] for i in rows[unmoved | rounds].tolist()], time_ms)
-        self.ladder.mark_rounds([accounts[i] for i in rows[rounds].tolist()], time_ms)
-        codes.last_round[rows[rounds]] = time_ms
-        return ~(unmoved | rounds)
+        rounds = quiet & self.ladder.round_only(state, last_round, ratio, codes[:, triage.IN_FLIGHT] != 0, time_ms)
+        fate = np.where(slow, triage.VISIT, triage.QUIET).astype(np.int8)
+        fate[slow & unmoved] = triage.UNMOVED
+        fate[slow & rounds] = triage.ROUND
+        return fate
+
+    def _screen(self, ratio: np.ndarray, ttb: np.ndarray, watched: np.ndarray) -> np.ndarray:
+        """Which revalued accounts need more than a glance (the numpy reference of the triage's
+        first test). The others are provably idle: the ladder is NORMAL, no margin condition is
+        pending or firing, the account is not hedged, and its ratio and projected time to
+        breach are clear of every threshold — for them the detectors and the ladder would
+        return nothing and change nothing."""
+        limits = self._limits
+        return ~((ratio < limits[triage.QUIET_BELOW]) & (ttb >= limits[triage.HORIZON_MS])) | watched
 
     def _codes(self, built: BuiltBook) -> _Codes:
-        """The ladder's and detectors' codes over the rows of ``built`` (``_Codes``), made again
-        from the accounts in attention when the book is rebuilt."""
+        """The triage's codes over the rows of ``built`` (``_Codes``), made again from the
+        accounts in attention when the book is rebuilt."""
         codes = self._codes_cache
         if codes is None or codes.built is not built:
-            codes = self._codes_cache = _Codes.empty(built)
+            codes = self._codes_cache = _Codes.empty(built, self.params.hedged_accounts)
             where = built.where
             codes.refresh(np.array(sorted(where[a] for a in self._attention if a in where), dtype=np.int64),
-                          self.ladder, self.detectors, self.accounts.positions)
+                          self.ladder, self.detectors, self.accounts.positions, self._attention)
         return codes
 
     def _views(self, accounts: tuple[str, ...], rows: np.ndarray, risk, velocity: Mapping[str, float],
@@ -586,7 +626,8 @@ class Engine:
         ratios = risk.margin_ratio[picked].tolist()
         self._emitted.update(zip(names, zip(itertools.repeat(time_ms), ratios)))
         # the ladder's state of each, from the codes the tick's visits refreshed (``_codes``)
-        states = [STATE_VALUES[code] for code in self._codes(built).state[picked].tolist()]
+        codes = self._codes(built).table[picked, triage.STATE].astype(np.int64)
+        states = [STATE_VALUES[code] for code in codes.tolist()]
         return [{"account": account, "event_time_ms": time_ms, "equity_usd": equity,
                  "maintenance_margin_usd": maintenance, "initial_margin_usd": initial, "margin_ratio": r,
                  "state": state}

@@ -14,6 +14,7 @@ from pipelines.engine.snapshot import (
     encode_checkpoint,
 )
 from pipelines.policy.signing import SigningKey
+from pipelines.risk.kernels import triage
 from tests.kit.crash import PERP, PUT, crash_events
 
 KEY = SigningKey("test", b"engine-test-signing-key-0123")
@@ -132,10 +133,12 @@ def test_any_interleaving_through_the_sequencer_gives_the_same_actions() -> None
 
 def test_screening_out_quiet_accounts_changes_no_output(monkeypatch) -> None:
     """The engine sends only accounts near a threshold (or watched) through the per-account
-    ladder; forcing every account through it must give the same breaches, actions and states."""
+    ladder; forcing every account it screens out through it must give the same breaches,
+    actions and states."""
     engine, breaches, actions = run(crash_events())
     screened = sum(1 for _ in breaches)
-    monkeypatch.setattr(Engine, "_screen", lambda self, ratio, ttb, watched: np.ones(len(ratio), dtype=bool))
+    fates = Engine._fates
+    monkeypatch.setattr(Engine, "_fates", lambda self, *args: np.maximum(fates(self, *args), triage.VISIT))
     unscreened, all_breaches, all_actions = run(crash_events())
     assert [b.breach_id for b in all_breaches] == [b.breach_id for b in breaches] and screened
     assert all_actions == actions

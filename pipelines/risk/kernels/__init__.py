@@ -14,7 +14,8 @@ import functools
 @functools.cache
 def warm() -> None:
     """Compile (or load from the cache) every kernel, once per process."""
-    from pipelines.risk.kernels import planner, revalue
+    from pipelines.risk.kernels import planner, revalue, triage
 
     revalue.warm()
     planner.warm()
+    triage.warm()

@@ -5,7 +5,7 @@ What is compiled is everything that is arithmetic on positions and rows: for eac
 asked for, its positions' contributions to equity, Greeks, notionals and the scenario PnL of
 its (account, underlying) rows, the row margin (worst weighted scenario, delta and
 short-option charges, the adaptive add-on) and the account's sums and margin ratio; then time
-to breach, the screen and the exposure throttle. The per-instrument pricing it reads (marks,
+to breach and the exposure throttle. The per-instrument pricing it reads (marks,
 Greeks, scenario PnL) is ``kernels.pricing``'s: compiled arithmetic around numpy's exp, log and
 power and scipy's ndtr, each called once per tick on a packed array (numba's libm rounds
 differently from numpy's SIMD loops in about one call in twenty).
@@ -309,17 +309,6 @@ def times_to_breach_rows(equity: np.ndarray, maintenance: np.ndarray, delta: np.
 
 
 @_kernel
-def screen_rows(ratio: np.ndarray, ttb: np.ndarray, watched: np.ndarray, quiet_below: float,
-                horizon_ms: float) -> np.ndarray:
-    """Which rows need the per-account path: watched, or a ratio not below ``quiet_below``, or a
-    time to breach under ``horizon_ms`` (NaN counts as not clear)."""
-    out = np.empty(len(ratio), dtype=np.bool_)
-    for j in range(len(ratio)):
-        out[j] = watched[j] or not (ratio[j] < quiet_below and ttb[j] >= horizon_ms)
-    return out
-
-
-@_kernel
 def exposures_due(rows: np.ndarray, slow: np.ndarray, ratio: np.ndarray, last_time: np.ndarray,
                   last_ratio: np.ndarray, time_ms: float, interval_ms: float, ratio_step: float) -> np.ndarray:
     """Which of ``rows`` get an exposure snapshot: looked at (``slow``), or their last snapshot is
@@ -333,7 +322,7 @@ def exposures_due(rows: np.ndarray, slow: np.ndarray, ratio: np.ndarray, last_ti
 def warm() -> None:
     """Compile (or load from the on-disk cache) every kernel of this module with the argument
     types its callers pass (read-only grid arrays included), by revaluing a one-account book
-    through ``book.revalue_book`` and screening it as the engine does."""
+    through ``book.revalue_book`` and throttling its exposures as the engine does."""
     from pipelines.risk.adaptive import AdaptiveParams
     from pipelines.risk.book import Portfolio, Position, account_risk
     from pipelines.risk.market import MarketState, UnderlyingMarket
@@ -344,5 +333,4 @@ def warm() -> None:
         _, risk = account_risk(portfolio, market, adaptive=adaptive)
     rows = np.zeros(1, dtype=np.int64)
     ttb = times_to_breach_rows(risk.equity, risk.maintenance, risk.delta, risk.gamma, np.zeros(1), rows)
-    slow = screen_rows(risk.margin_ratio[rows], ttb, np.zeros(1, dtype=np.bool_), 1.0, 1.0)
-    exposures_due(rows, slow, risk.margin_ratio, np.zeros(1), np.zeros(1), 0.0, 1.0, 1.0)
+    exposures_due(rows, ttb < 1.0, risk.margin_ratio, np.zeros(1), np.zeros(1), 0.0, 1.0, 1.0)

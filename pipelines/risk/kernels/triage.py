@@ -1,0 +1,96 @@
+"""Compiled triage of a tick's revalued accounts: which go through the engine's per-account path.
+
+One pass over the revalued rows decides, per row, its ``fate``:
+
+- ``QUIET``: screened out, provably idle (``Engine._screen``): not watched, ratio below every
+  threshold and projected time to breach past the horizon;
+- ``UNMOVED``: in distress but left exactly as it is (``Detectors.margin_unmoved`` and
+  ``Ladder.unmoved``, not hedged): only its margin watermark moves;
+- ``ROUND``: liquidated, its due round would send nothing (``Ladder.round_only``, margin
+  unmoved, not hedged): its watermark moves and the round is marked;
+- ``VISIT``: anything else, through the detectors and the ladder one by one.
+
+The engine keeps what this reads per row resident between ticks (``Engine._Codes``: the
+``COLUMNS`` of a float64 table), so a tick costs one call. The reference is the engine's numpy
+composition of those methods (``EngineParams(compiled=False)``); only comparisons and one
+division are involved, so the two agree exactly (``tests/risk/test_kernels_triage.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_kernel = njit(cache=True, error_model="numpy")
+
+QUIET, VISIT, UNMOVED, ROUND = 0, 1, 2, 3  # fates
+
+# columns of the resident table (``Engine._Codes``), one row per account of the built book
+COLUMNS = ("state", "last_round", "in_flight", "margin", "margin_due", "liquidation", "liquidation_due",
+           "watched", "hedged")
+(STATE, LAST_ROUND, IN_FLIGHT, MARGIN, MARGIN_DUE, LIQUIDATION, LIQUIDATION_DUE, WATCHED, HEDGED) = range(9)
+# ladder state codes, as ``policy.ladder.STATE_CODE`` gives them
+MARGIN_CALL, REDUCE_ONLY, LIQUIDATING, LIQUIDATED = 1, 2, 3, 4
+
+# thresholds (``limits``), from the engine's parameters
+LIMITS = ("quiet_below", "horizon_ms", "reduce_ratio", "release_ratio", "round_ms", "buffer_factor",
+          "margin_trigger_ratio", "margin_clear_ratio", "liquidation_ratio")
+(QUIET_BELOW, HORIZON_MS, REDUCE_RATIO, RELEASE_RATIO, ROUND_MS, BUFFER_FACTOR, MARGIN_TRIGGER, MARGIN_CLEAR,
+ LIQUIDATION_RATIO) = range(9)
+
+
+@_kernel
+def _quiet(code: float, due: float, time_ms: float, triggered: bool, cleared: bool) -> bool:
+    """``detectors._quiet`` for one held condition (code -1: none held, never quiet)."""
+    return ((code == 0 and not triggered) or (code == 1 and not cleared and time_ms < due)
+            or (code == 2 and not cleared))
+
+
+@_kernel
+def _ladder_fate(state: float, last_round: float, in_flight: float, ratio: float, ttb: float, maintenance: float,
+                 initial: float, time_ms: float, limits: np.ndarray) -> int:
+    """UNMOVED where ``Ladder.unmoved`` holds, ROUND where ``Ladder.round_only`` does, else VISIT."""
+    target = 1.0 if initial <= 0 else (maintenance / initial) / limits[BUFFER_FACTOR]
+    below_release = ratio < limits[RELEASE_RATIO]
+    due = math.isnan(last_round) or time_ms - last_round >= limits[ROUND_MS]
+    called = not (below_release and ttb >= limits[HORIZON_MS])
+    if ((state == MARGIN_CALL and ratio < limits[REDUCE_RATIO] and called)
+            or (state == REDUCE_ONLY and called)
+            or (state == LIQUIDATING and not due and not below_release and not ratio < target)
+            or (state == LIQUIDATED and not due and not below_release)):
+        return UNMOVED
+    if state == LIQUIDATED and due and not below_release and in_flight != 0:
+        return ROUND
+    return VISIT
+
+
+@_kernel
+def triage_rows(rows: np.ndarray, ratio: np.ndarray, ttb: np.ndarray, maintenance: np.ndarray,
+                initial: np.ndarray, codes: np.ndarray, limits: np.ndarray, time_ms: float) -> np.ndarray:
+    """The fate of each of ``rows`` (``ttb`` per row of ``rows``; the other arrays over every
+    account of the book, ``codes`` by ``COLUMNS``) at ``time_ms``."""
+    out = np.empty(len(rows), dtype=np.int8)
+    for j in range(len(rows)):
+        r = rows[j]
+        x, t = ratio[r], ttb[j]
+        if codes[r, WATCHED] == 0 and x < limits[QUIET_BELOW] and t >= limits[HORIZON_MS]:
+            out[j] = QUIET
+        elif (codes[r, HEDGED] != 0
+              or not _quiet(codes[r, MARGIN], codes[r, MARGIN_DUE], time_ms, x >= limits[MARGIN_TRIGGER],
+                            x < limits[MARGIN_CLEAR])
+              or not _quiet(codes[r, LIQUIDATION], codes[r, LIQUIDATION_DUE], time_ms,
+                            x >= limits[LIQUIDATION_RATIO], x < limits[MARGIN_TRIGGER])):
+            out[j] = VISIT
+        else:
+            out[j] = _ladder_fate(codes[r, STATE], codes[r, LAST_ROUND], codes[r, IN_FLIGHT], x, t, maintenance[r],
+                                  initial[r], time_ms, limits)
+    return out
+
+
+def warm() -> None:
+    """Compile (or load from the on-disk cache) ``triage_rows`` for the types the engine passes."""
+    one = np.ones(1)
+    triage_rows(np.zeros(1, dtype=np.int64), one, one, one, one, np.zeros((1, len(COLUMNS))),
+                np.ones(len(LIMITS)), 0.0)

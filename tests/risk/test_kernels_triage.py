@@ -1,0 +1,71 @@
+"""The compiled triage (``kernels.triage``) against its numpy reference, the engine's composition
+of ``_screen``, ``Detectors.margin_unmoved``, ``Ladder.unmoved`` and ``Ladder.round_only``: the
+same fate for every row of random code tables, thresholds' edges and NaNs included."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines.engine.engine import Engine, EngineParams
+from pipelines.policy.ladder import STATE_CODE, AccountState
+from pipelines.policy.signing import SigningKey
+from pipelines.risk.kernels import triage
+
+KEY = SigningKey("test", b"test-signing-key-000000")
+TIME_MS = 10_000
+TARGET = (50_000.0 / 60_000.0) / 1.02  # a liquidating account's target ratio at the default buffer
+RATIOS = st.one_of(st.sampled_from([0.0, 0.69, 0.7, 0.75, 0.8, TARGET, 0.85, 0.9, 1.0, 1.6, math.nan, math.inf]),
+                   st.floats(0.0, 2.5))
+TIMES = st.sampled_from([math.nan, 0.0, 8_999.0, 9_000.0, 9_001.0, 10_000.0, 11_000.0])
+ROW = st.tuples(
+    st.integers(0, 4), TIMES, st.booleans(), st.integers(-1, 2), TIMES, st.integers(-1, 2), TIMES,
+    st.booleans(), st.booleans(),  # the table's COLUMNS
+    RATIOS, st.sampled_from([math.nan, 0.0, 299_999.0, 300_000.0, math.inf]),  # ratio, time to breach
+    st.sampled_from([math.nan, 0.0, 50_000.0]), st.sampled_from([-1.0, 0.0, 60_000.0, 100_000.0]))  # MM, IM
+
+
+def test_the_state_codes_are_the_ladders() -> None:
+    assert (triage.MARGIN_CALL, triage.REDUCE_ONLY, triage.LIQUIDATING, triage.LIQUIDATED) == tuple(
+        STATE_CODE[s] for s in (AccountState.MARGIN_CALL, AccountState.REDUCE_ONLY, AccountState.LIQUIDATING,
+                                AccountState.LIQUIDATED))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ROW, min_size=1, max_size=40), st.data())
+def test_the_kernel_gives_the_references_fates(entries, data) -> None:
+    n = len(entries)
+    table = np.array([row[:len(triage.COLUMNS)] for row in entries], dtype=np.float64)
+    ratio, ttb, maintenance, initial = (np.array([row[k] for row in entries], dtype=np.float64)
+                                        for k in range(len(triage.COLUMNS), len(triage.COLUMNS) + 4))
+    rows = np.array(sorted(data.draw(st.sets(st.integers(0, n - 1), min_size=1))), dtype=np.int64)
+    risk = type("Risk", (), {"margin_ratio": ratio, "maintenance": maintenance, "initial": initial})
+    fates = [Engine(KEY, EngineParams(compiled=compiled))._fates(table, rows, risk, ttb[rows], TIME_MS)
+             for compiled in (False, True)]
+    assert fates[0].dtype == fates[1].dtype == np.int8
+    assert fates[0].tolist() == fates[1].tolist()
+
+
+def test_the_kernel_gives_the_references_fates_over_the_ladders_grid() -> None:
+    """Every combination of the ladder's inputs, for watched accounts whose margin conditions
+    fire and stay firing (so that the ladder decides)."""
+    states, last_rounds = range(5), [math.nan, 0.0, 8_999.0, 9_000.0, 9_001.0, 10_000.0]
+    ratios = [0.0, 0.69, 0.7, 0.75, TARGET, 0.85, 0.9, 1.0, 1.6, math.nan, math.inf]
+    grid = np.array(list(itertools.product(states, last_rounds, (0.0, 1.0), ratios, (math.nan, 0.0, 300_000.0),
+                                           (math.nan, 0.0, 50_000.0), (-1.0, 0.0, 60_000.0))))
+    n = len(grid)
+    table = np.zeros((n, len(triage.COLUMNS)))
+    table[:, [triage.STATE, triage.LAST_ROUND, triage.IN_FLIGHT]] = grid[:, :3]
+    table[:, [triage.MARGIN, triage.LIQUIDATION]] = 2
+    table[:, [triage.MARGIN_DUE, triage.LIQUIDATION_DUE]] = math.nan
+    table[:, triage.WATCHED] = 1
+    risk = type("Risk", (), {"margin_ratio": grid[:, 3], "maintenance": grid[:, 5], "initial": grid[:, 6]})
+    rows = np.arange(n)
+    fates = [Engine(KEY, EngineParams(compiled=compiled))._fates(table, rows, risk, grid[:, 4], TIME_MS)
+             for compiled in (False, True)]
+    assert fates[0].tolist() == fates[1].tolist()
+    assert {triage.VISIT, triage.UNMOVED, triage.ROUND} <= set(fates[0].tolist())
