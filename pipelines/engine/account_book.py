@@ -41,11 +41,13 @@ class BuiltBook:
 
     book: Book
     where: dict[str, int]  # account -> row in book.accounts
-    row_underlying: np.ndarray  # per netted position: its underlying's column in the table
     collateral_account: np.ndarray  # per collateral entry: account row
     assets: tuple[str, ...]  # the collateral assets held, each once
     collateral_asset: np.ndarray  # per collateral entry: its asset's index into ``assets``
     collateral_amount: np.ndarray
+    holders: tuple[np.ndarray, ...]  # per underlying of the table: the rows of the accounts holding it, ascending
+    underlyings_of: tuple[tuple[str, ...], ...]  # per row: the underlyings the account holds
+    holding: dict[frozenset[str], np.ndarray] = dataclasses.field(default_factory=dict)  # touched_rows' cache
 
     def with_collateral(self, prices: Mapping[str, float]) -> Book:
         """The book with every account's collateral valued at ``prices`` (stablecoins at 1):
@@ -61,21 +63,24 @@ class BuiltBook:
         out[[self.where[a] for a in accounts if a in self.where]] = True
         return out
 
-    def first_touch(self, accounts: Mapping[str, int], moved: Mapping[str, int]) -> np.ndarray:
-        """Per account, the sequence number of the first event this tick that touched it (its
-        own update, or a move of an underlying it holds); ``-1`` for untouched accounts."""
-        never = np.iinfo(np.int64).max
-        seq = np.full(len(self.book.accounts), never, dtype=np.int64)
-        if moved:
-            table = self.book.instruments
-            by_underlying = np.array([moved.get(u, never) for u in table.underlyings], dtype=np.int64)
-            np.minimum.at(seq, self.book.account_idx, by_underlying[self.row_underlying])
-        for account, s in accounts.items():
-            row = self.where.get(account)
-            if row is not None and s < seq[row]:
-                seq[row] = s
-        seq[seq == never] = -1
-        return seq
+    def touched_rows(self, accounts: Collection[str], moved: Collection[str]) -> np.ndarray:
+        """The rows, ascending, of the accounts a tick touched: ``accounts`` updated, or holding
+        an underlying in ``moved``. The rows of a set of moved underlyings are made once per book."""
+        key = frozenset(moved)
+        rows = self.holding.get(key)
+        if rows is None:
+            held = [h for u, h in zip(self.book.instruments.underlyings, self.holders) if u in key]
+            rows = self.holding[key] = np.unique(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+        updated = [self.where[a] for a in accounts if a in self.where]
+        return np.union1d(rows, updated) if updated else rows
+
+    def first_touch(self, row: int, accounts: Mapping[str, int], moved: Mapping[str, int]) -> int:
+        """The sequence number of the first event this tick that touched the account of ``row``
+        (one of ``touched_rows``): its own update (``accounts``), or a move of an underlying it
+        holds (``moved``)."""
+        touches = [moved[u] for u in self.underlyings_of[row] if u in moved]
+        own = accounts.get(self.book.accounts[row])
+        return min(touches if own is None else touches + [own])
 
 
 class AccountBook:
@@ -174,8 +179,11 @@ class AccountBook:
                                 np.array(avg, dtype=np.float64))
         assets = tuple(sorted(set(col_asset)))
         where_asset = {a: k for k, a in enumerate(assets)}
-        return BuiltBook(book, {a: i for i, a in enumerate(accounts)},
-                         np.asarray(table.underlying_idx, dtype=np.int64)[book.instrument_idx],
-                         np.array(col_acc, dtype=np.int64), assets,
+        row_underlying = np.asarray(table.underlying_idx, dtype=np.int64)[book.instrument_idx]
+        holders = tuple(np.unique(book.account_idx[row_underlying == k]) for k in range(len(table.underlyings)))
+        held = [set() for _ in accounts]
+        for i, k in zip(book.account_idx.tolist(), row_underlying.tolist()):
+            held[i].add(table.underlyings[k])
+        return BuiltBook(book, {a: i for i, a in enumerate(accounts)}, np.array(col_acc, dtype=np.int64), assets,
                          np.array([where_asset[a] for a in col_asset], dtype=np.int64),
-                         np.array(col_amount, dtype=np.float64))
+                         np.array(col_amount, dtype=np.float64), holders, tuple(tuple(sorted(h)) for h in held))

@@ -116,15 +116,17 @@ class _Codes:
         the accounts in ``attention``."""
         if not rows.size:
             return
-        table, accounts = self.table, self.built.book.accounts
+        accounts = self.built.book.accounts
         names = [accounts[i] for i in rows.tolist()]
-        table[rows, triage.STATE], table[rows, triage.LAST_ROUND] = ladder.codes(names)
+        block = self.table[rows]  # a copy, written back whole: cheaper than a fancy write per column
+        block[:, triage.STATE], block[:, triage.LAST_ROUND] = ladder.codes(names)
         closes = [{name: -q for name, (q, _) in positions.get(a, {}).items()} for a in names]
-        table[rows, triage.IN_FLIGHT] = ladder.closes_in_flight(names, closes)
-        for column, value in zip((triage.MARGIN, triage.MARGIN_DUE, triage.LIQUIDATION, triage.LIQUIDATION_DUE),
-                                 detectors.margin_codes(names)):
-            table[rows, column] = value
-        table[rows, triage.WATCHED] = np.array([a in attention for a in names]) | (table[rows, triage.HEDGED] != 0)
+        block[:, triage.IN_FLIGHT] = ladder.closes_in_flight(names, closes)
+        (block[:, triage.MARGIN], block[:, triage.MARGIN_DUE], block[:, triage.LIQUIDATION],
+         block[:, triage.LIQUIDATION_DUE]) = detectors.margin_codes(names)
+        block[:, triage.WATCHED] = [a in attention or hedged
+                                    for a, hedged in zip(names, block[:, triage.HEDGED].tolist())]
+        self.table[rows] = block
 
 
 def _triage_limits(params: EngineParams) -> np.ndarray:
@@ -398,14 +400,13 @@ class Engine:
         if not self._touched and not self._moved:
             return out
         built = self.accounts.built(self.board.index.keys(), self.board.instruments)
-        seq = built.first_touch(self._touched, self._moved)
-        refs = self._refs
+        touched, moved, refs = self._touched, self._moved, self._refs
+        rows = built.touched_rows(touched, moved)
         # accounts that cannot be priced yet stay touched until their underlyings have an index
-        waiting = [(a, refs[s]) for a, s in self._touched.items() if a not in built.where]
+        waiting = [(a, refs[s]) for a, s in touched.items() if a not in built.where]
         self._touched, self._moved, self._refs = {}, {}, []
         for account, ref in waiting:
             self._touched[account] = self._seq(ref)
-        rows = np.flatnonzero(seq >= 0)
         if not rows.size:
             return out
         revalued = self._revaluation(built, time_ms, rows)
@@ -415,7 +416,7 @@ class Engine:
         fate = self._triage(built, rows, risk, ttb, time_ms)
         visit = np.flatnonzero(fate == triage.VISIT)
         if visit.size:
-            first = [refs[s] for s in seq[rows[visit]].tolist()]
+            first = [refs[built.first_touch(i, touched, moved)] for i in rows[visit].tolist()]
             self._visit(built, revalued, rows[visit], ttb[visit], velocity, first, time_ms, out)
         out.exposures += self._exposures(built, rows, fate != triage.QUIET, risk, time_ms)
         return out
