@@ -48,14 +48,21 @@ class BuiltBook:
     holders: tuple[np.ndarray, ...]  # per underlying of the table: the rows of the accounts holding it, ascending
     underlyings_of: tuple[tuple[str, ...], ...]  # per row: the underlyings the account holds
     holding: dict[frozenset[str], np.ndarray] = dataclasses.field(default_factory=dict)  # touched_rows' cache
+    valued: list[tuple[tuple[float, ...], Book]] = dataclasses.field(default_factory=list)  # with_collateral's last
 
     def with_collateral(self, prices: Mapping[str, float]) -> Book:
         """The book with every account's collateral valued at ``prices`` (stablecoins at 1):
-        each asset priced once, not once per account holding it."""
-        price = np.array([asset_price(a, prices) for a in self.assets], dtype=np.float64)[self.collateral_asset]
+        each asset priced once, not once per account holding it; the same ``Book`` again while
+        the assets' prices are unchanged (its arrays are not to be written to)."""
+        asset_prices = tuple(asset_price(a, prices) for a in self.assets)
+        if self.valued and self.valued[0][0] == asset_prices:
+            return self.valued[0][1]
+        price = np.array(asset_prices, dtype=np.float64)[self.collateral_asset]
         usd = np.bincount(self.collateral_account, weights=self.collateral_amount * price,
                           minlength=len(self.book.accounts))
-        return dataclasses.replace(self.book, collateral=usd)
+        book = dataclasses.replace(self.book, collateral=usd)
+        self.valued[:] = [(asset_prices, book)]
+        return book
 
     def mask(self, accounts: Collection[str]) -> np.ndarray:
         """A boolean per book row: is the account in ``accounts``."""

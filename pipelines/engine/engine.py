@@ -500,16 +500,19 @@ class Engine:
     def _plans(self, book, risk, rows: np.ndarray, time_ms: int, conditions) -> dict[int, LiquidationPlan]:
         """The liquidation plans this revaluation's ladder will probably ask for, made together
         (``plan_liquidations``): one at a time they were most of the engine's time in a crash."""
-        shortfall = self.params.detectors.margin_trigger_ratio
-        wanted = [int(i) for i in rows
-                  if self.ladder.may_round(book.accounts[i], float(risk.margin_ratio[i]), time_ms, shortfall)]
-        targets = {i: self.ladder.target_ratio_of(float(risk.maintenance[i]), float(risk.initial[i])) for i in wanted}
-        # An account whose margin cannot be valued (NaN: ``margin_ratio`` counts it infinitely
-        # over) has no target to size a partial close to; its equity breach closes it in full.
-        wanted = [i for i in wanted if math.isfinite(targets[i])]
+        shortfall, ladder = self.params.detectors.margin_trigger_ratio, self.ladder
+        wanted, targets = [], []
+        for i, ratio, maintenance, initial in zip(rows.tolist(), risk.margin_ratio[rows].tolist(),
+                                                  risk.maintenance[rows].tolist(), risk.initial[rows].tolist()):
+            target = ladder.target_ratio_of(maintenance, initial)
+            # An account whose margin cannot be valued (NaN: ``margin_ratio`` counts it infinitely
+            # over) has no target to size a partial close to; its equity breach closes it in full.
+            if math.isfinite(target) and ladder.may_round(book.accounts[i], ratio, time_ms, shortfall):
+                wanted.append(i)
+                targets.append(target)
         if not wanted:
             return {}
-        made = plan_liquidations(book, risk, wanted, [targets[i] for i in wanted], adaptive=self.params.adaptive,
+        made = plan_liquidations(book, risk, wanted, targets, adaptive=self.params.adaptive,
                                  conditions=conditions, compiled=self.params.compiled)
         return dict(zip(wanted, made))
 

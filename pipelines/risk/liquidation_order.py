@@ -122,14 +122,14 @@ def plan_liquidations(
     picked, targets = _checked_batch(accounts, target_ratios)
     slip_unit = expected_slippage_per_unit(book, risk, params) if slippage_per_unit is None \
         else np.asarray(slippage_per_unit, dtype=np.float64)
-    legs = _legs_of(book, picked, params.chunk_fraction)
     realised_vol, depth = (conditions or MarketConditions()).arrays(book.instruments.underlyings)
     equity = risk.equity[picked].astype(np.float64)
     if compiled:
         search = GreedySearch(*planner.greedy_search(
-            legs.start, legs.instrument, legs.underlying, legs.qty, legs.chunk, risk, book.instruments, slip_unit,
+            *planner.legs_of(book, picked, params.chunk_fraction), risk, book.instruments, slip_unit,
             realised_vol, depth, adaptive, equity, targets, params.max_steps))
     else:
+        legs = _legs_of(book, picked, params.chunk_fraction)
         pricing = _Pricing.of(risk, book, legs, slip_unit, realised_vol, depth, adaptive)
         search = _greedy_search(legs, pricing, equity, targets, params.max_steps)
     return _plans_of(book, picked, targets, equity, search)

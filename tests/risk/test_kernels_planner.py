@@ -11,7 +11,7 @@ from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
 from pipelines.risk.book import Book, BookRisk, revalue_book
 from pipelines.risk.instruments import InstrumentTable, parse_instrument
 from pipelines.risk.kernels import planner
-from pipelines.risk.liquidation_order import LiquidationParams, LiquidationPlan, plan_liquidations
+from pipelines.risk.liquidation_order import LiquidationParams, LiquidationPlan, _legs_of, plan_liquidations
 from pipelines.risk.market import MarketState, UnderlyingMarket
 from tests.kit.markets import NOW_MS
 
@@ -77,6 +77,10 @@ def test_compiled_plans_equal_the_numpy_plans_on_random_books(case: tuple[Book, 
     book, risk, kw = case
     compiled, reference = both(book, risk, **kw)
     assert compiled == reference
+    picked, chunk_fraction = np.array(kw["accounts"], dtype=np.int64), kw["params"].chunk_fraction
+    legs = _legs_of(book, picked, chunk_fraction)
+    assert [a.tolist() for a in planner.legs_of(book, picked, chunk_fraction)] == [
+        a.tolist() for a in (legs.start, legs.instrument, legs.underlying, legs.qty, legs.chunk)]
 
 
 def crash(n_accounts: int, legs: int) -> tuple[Book, BookRisk, MarketConditions]:
@@ -116,7 +120,7 @@ def test_warm_compiles_the_kernel_the_planner_calls() -> None:
     assert not risk.grid.weight.flags.writeable
     plan_liquidations(book, risk, [0, 2], [0.5, 0.5], adaptive=AdaptiveParams(), conditions=conditions)
     plan_liquidations(book, risk, [1], [0.5], slippage_per_unit=np.ones(len(book.instruments), dtype=np.float32))
-    assert len(planner._search.signatures) == 1
+    assert len(planner._search.signatures) == len(planner._legs.signatures) == 1
 
 
 def test_books_without_instruments_and_empty_batches_plan_nothing_in_both() -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from pipelines.risk.adaptive import YEAR_DAYS, AdaptiveParams
-from pipelines.risk.book import BookRisk
+from pipelines.risk.book import Book, BookRisk
 from pipelines.risk.instruments import InstrumentTable
 from pipelines.risk.kernels.scalar import maximum, minimum
 
@@ -309,6 +309,37 @@ def adaptive_table(adaptive: AdaptiveParams | None) -> np.ndarray:
     return np.array([getattr(adaptive, name) for name in ADAPTIVE_FIELDS], dtype=np.float64)
 
 
+@_kernel
+def _legs(picked: np.ndarray, position_start: np.ndarray, instrument_idx: np.ndarray, underlying_idx: np.ndarray,
+          qty: np.ndarray, chunk_fraction: float) -> tuple[np.ndarray, ...]:
+    """``legs_of``'s arrays: the batch accounts' non-zero positions, account by account in
+    batch order, in book order within one."""
+    total = 0
+    for a in picked:
+        total += position_start[a + 1] - position_start[a]
+    start = np.empty(len(picked) + 1, dtype=np.int64)
+    instrument, underlying = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64)
+    leg_qty, chunk = np.empty(total), np.empty(total)
+    n = 0
+    for b in range(len(picked)):
+        start[b] = n
+        for p in range(position_start[picked[b]], position_start[picked[b] + 1]):
+            if qty[p] != 0:
+                instrument[n], leg_qty[n] = instrument_idx[p], qty[p]
+                underlying[n], chunk[n] = underlying_idx[instrument_idx[p]], chunk_fraction * abs(qty[p])
+                n += 1
+    start[len(picked)] = n
+    return start, instrument[:n], underlying[:n], leg_qty[:n], chunk[:n]
+
+
+def legs_of(book: Book, picked: np.ndarray, chunk_fraction: float) -> tuple[np.ndarray, ...]:
+    """The legs ``greedy_search`` takes for the batch ``picked`` (book account indices): start,
+    instrument, underlying, qty and chunk, as ``liquidation_order._legs_of`` makes them from
+    the book's positions (sorted by account: ``Book.position_start``)."""
+    return _legs(_ints(picked), _ints(book.position_start), _ints(book.instrument_idx),
+                 _ints(book.instruments.underlying_idx), _floats(book.qty), float(chunk_fraction))
+
+
 def greedy_search(
     leg_start: np.ndarray,
     leg_instrument: np.ndarray,
@@ -338,9 +369,11 @@ def greedy_search(
 
 
 def warm() -> None:
-    """Compile the kernel (or load it from the cache) for the array types ``greedy_search``
-    passes, on a one-account book with an option and a future on one underlying."""
+    """Compile the kernels (or load them from the cache) for the array types ``legs_of`` and
+    ``greedy_search`` pass, on a one-account book with an option and a future on one underlying."""
     one, two = np.ones(1), np.ones(2)
+    _legs(_ints(np.zeros(1)), _ints(np.array([0, 2])), _ints(np.array([0, 1])), _ints(np.zeros(2)),
+          _floats(np.array([-1.0, 1.0])), 0.2)
     _search(_ints(np.array([0, 2])), _ints(np.array([0, 1])), _ints(np.zeros(2)), _floats(np.array([-1.0, 1.0])),
             _floats(0.2 * two), _floats(np.array([[-1.0, 0.5], [-0.1, 0.1]])), _floats(np.ones((1, 2))),
             _floats(np.array([[0.5, 0.01, 1.0, 1.0, 1.0, 1.0, 0.1], [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.1]]).T),
