@@ -47,6 +47,7 @@ class BuiltBook:
     collateral_amount: np.ndarray
     holders: tuple[np.ndarray, ...]  # per underlying of the table: the rows of the accounts holding it, ascending
     underlyings_of: tuple[tuple[str, ...], ...]  # per row: the underlyings the account holds
+    closes: tuple[tuple[tuple[str, str, float], ...], ...]  # per row: (instrument, underlying, -qty) by instrument
     holding: dict[frozenset[str], np.ndarray] = dataclasses.field(default_factory=dict)  # touched_rows' cache
     valued: list[tuple[tuple[float, ...], Book]] = dataclasses.field(default_factory=list)  # with_collateral's last
 
@@ -171,8 +172,11 @@ class AccountBook:
         where_instrument = table.index()
         acc_idx, ins_idx, qty, avg = [], [], [], []
         col_acc, col_asset, col_amount = [], [], []
+        closes = []
         for i, account in enumerate(accounts):
-            for name, (q, price) in sorted(self.positions.get(account, {}).items()):
+            held = sorted(self.positions.get(account, {}).items())
+            closes.append(tuple((name, underlying_of(name), -q) for name, (q, _) in held))
+            for name, (q, price) in held:
                 acc_idx.append(i)
                 ins_idx.append(where_instrument[name])
                 qty.append(q)
@@ -193,4 +197,5 @@ class AccountBook:
             held[i].add(table.underlyings[k])
         return BuiltBook(book, {a: i for i, a in enumerate(accounts)}, np.array(col_acc, dtype=np.int64), assets,
                          np.array([where_asset[a] for a in col_asset], dtype=np.int64),
-                         np.array(col_amount, dtype=np.float64), holders, tuple(tuple(sorted(h)) for h in held))
+                         np.array(col_amount, dtype=np.float64), holders, tuple(tuple(sorted(h)) for h in held),
+                         tuple(closes))

@@ -110,17 +110,16 @@ class _Codes:
         table[:, triage.HEDGED] = table[:, triage.WATCHED] = built.mask(hedged)
         return cls(built, table)
 
-    def refresh(self, rows: np.ndarray, ladder: Ladder, detectors: Detectors,
-                positions: Mapping[str, Mapping[str, tuple[float, float]]], attention: Collection[str]) -> None:
-        """Read ``rows`` again from the ladder, the detectors, the accounts' ``positions`` and
-        the accounts in ``attention``."""
+    def refresh(self, rows: np.ndarray, ladder: Ladder, detectors: Detectors, attention: Collection[str]) -> None:
+        """Read ``rows`` again from the ladder, the detectors, the book's positions and the
+        accounts in ``attention``."""
         if not rows.size:
             return
         accounts = self.built.book.accounts
         names = [accounts[i] for i in rows.tolist()]
         block = self.table[rows]  # a copy, written back whole: cheaper than a fancy write per column
         block[:, triage.STATE], block[:, triage.LAST_ROUND] = ladder.codes(names)
-        closes = [{name: -q for name, (q, _) in positions.get(a, {}).items()} for a in names]
+        closes = [{name: q for name, _, q in self.built.closes[i]} for i in rows.tolist()]
         block[:, triage.IN_FLIGHT] = ladder.closes_in_flight(names, closes)
         (block[:, triage.MARGIN], block[:, triage.MARGIN_DUE], block[:, triage.LIQUIDATION],
          block[:, triage.LIQUIDATION_DUE]) = detectors.margin_codes(names)
@@ -438,8 +437,7 @@ class Engine:
             account = view.account
             breaches = self.detectors.on_margin(account, time_ms, view.margin_ratio, ref)
             out.breaches += breaches
-            legs = [CloseIntent(name, underlying_of(name), -q, marks[name])
-                    for name, (q, _) in sorted(self.accounts.positions[account].items())]
+            legs = [CloseIntent(name, underlying, q, marks[name]) for name, underlying, q in built.closes[i]]
 
             def plan(target: float, i: int = i) -> list[CloseIntent]:
                 if not math.isfinite(target):
@@ -458,7 +456,7 @@ class Engine:
                 self._attention.add(account)
             else:
                 self._attention.discard(account)
-        self._codes(built).refresh(rows, self.ladder, self.detectors, self.accounts.positions, self._attention)
+        self._codes(built).refresh(rows, self.ladder, self.detectors, self._attention)
 
     def revaluation(self, time_ms: int | None = None) -> Revaluation:
         """Every priced account revalued as of ``time_ms`` (default: the latest event time) on
@@ -586,7 +584,7 @@ class Engine:
             codes = self._codes_cache = _Codes.empty(built, self.params.hedged_accounts)
             where = built.where
             codes.refresh(np.array(sorted(where[a] for a in self._attention if a in where), dtype=np.int64),
-                          self.ladder, self.detectors, self.accounts.positions, self._attention)
+                          self.ladder, self.detectors, self._attention)
         return codes
 
     def _views(self, accounts: tuple[str, ...], rows: np.ndarray, risk, velocity: Mapping[str, float],

@@ -43,6 +43,7 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
 
@@ -97,9 +98,9 @@ class AccountView:
     time_to_breach_ms: float | None = None  # precomputed by a batch caller; None: from the Greeks here
 
 
-@dataclasses.dataclass(frozen=True)
-class CloseIntent:
-    """A leg to close: signed quantity to trade (opposite to the position), with its mark."""
+class CloseIntent(NamedTuple):
+    """A leg to close: signed quantity to trade (opposite to the position), with its mark. A
+    named tuple: the engine makes one per leg of every account it visits, every tick."""
 
     instrument: str
     underlying: str
