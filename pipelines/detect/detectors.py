@@ -440,22 +440,19 @@ class Detectors:
         return state is None or all(c.pending_since_ms is None and not c.firing
                                     for c in (state.margin, state.liquidation))
 
-    def margin_codes(self, accounts: list[str]) -> tuple[np.ndarray, ...]:
-        """Per account, its margin and its liquidation condition for ``margin_unmoved``: each as a
+    def margin_code(self, account: str) -> tuple[int, float, int, float]:
+        """An account's margin and its liquidation condition for ``margin_unmoved``: each as a
         code (0 idle, 1 pending, 2 firing; -1 when the detectors hold nothing for the account)
         and the time a pending condition fires at if it holds (NaN when not pending)."""
-        states = [self._accounts.get(a) for a in accounts]
-        out = []
-        for field in ("margin", "liquidation"):
-            conditions = [None if s is None else getattr(s, field) for s in states]
-            out.append(np.array([-1 if c is None else _code(c) for c in conditions], dtype=np.int8))
-            out.append(np.array([math.nan if c is None or c.pending_since_ms is None else c.pending_since_ms + c.hold_ms
-                                 for c in conditions], dtype=np.float64))
-        return tuple(out)
+        state = self._accounts.get(account)
+        if state is None:
+            return -1, math.nan, -1, math.nan
+        margin, liquidation = state.margin, state.liquidation
+        return _code(margin), _fires_at(margin), _code(liquidation), _fires_at(liquidation)
 
     def margin_unmoved(self, margin: np.ndarray, margin_due: np.ndarray, liquidation: np.ndarray,
                        liquidation_due: np.ndarray, ratio: np.ndarray, event_time_ms: int) -> np.ndarray:
-        """Per account (``margin_codes``), whether ``on_margin`` at ``ratio`` and ``event_time_ms``
+        """Per account (``margin_code``), whether ``on_margin`` at ``ratio`` and ``event_time_ms``
         would return no breach and change no condition: each is idle and not triggered, pending
         and neither cleared nor held long enough, or firing and not cleared. Such a revaluation
         changes only the account's margin watermark (``advance_margin``)."""
@@ -574,9 +571,13 @@ def _code(condition: HeldCondition) -> int:
     return 2 if condition.firing else 0 if condition.pending_since_ms is None else 1
 
 
+def _fires_at(condition: HeldCondition) -> float:
+    return math.nan if condition.pending_since_ms is None else condition.pending_since_ms + condition.hold_ms
+
+
 def _quiet(code: np.ndarray, due: np.ndarray, event_time_ms: int, triggered: np.ndarray,
            cleared: np.ndarray) -> np.ndarray:
-    """Where ``HeldCondition.update`` changes nothing and reports nothing (``margin_codes``)."""
+    """Where ``HeldCondition.update`` changes nothing and reports nothing (``margin_code``)."""
     return (((code == 0) & ~triggered) | ((code == 1) & ~cleared & (event_time_ms < due))
             | ((code == 2) & ~cleared))
 

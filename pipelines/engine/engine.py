@@ -93,11 +93,11 @@ STATE_VALUES = tuple(state.value for state in STATES)  # by ``Ladder.codes`` cod
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Codes:
     """Per row of one ``BuiltBook``, what ``kernels.triage`` reads (its ``COLUMNS``): the
-    ladder's codes (``Ladder.codes``, ``Ladder.closes_in_flight``), the margin detectors'
-    (``Detectors.margin_codes``), whether the account is watched (in attention, or hedged) and
-    hedged. Resident between ticks and refreshed for the rows a tick visits (only a visit
-    changes them). Rows of accounts out of attention hold NORMAL and no margin condition:
-    ``triage`` never leaves those alone."""
+    ladder's codes (``Ladder.code``), the margin detectors' (``Detectors.margin_code``),
+    whether the account is watched (in attention, or hedged) and hedged. Resident between
+    ticks and refreshed for the rows a tick visits (only a visit changes them). Rows of
+    accounts out of attention hold NORMAL and no margin condition: ``triage`` never leaves
+    those alone."""
 
     built: BuiltBook
     table: np.ndarray  # float64, (accounts, len(triage.COLUMNS))
@@ -115,17 +115,11 @@ class _Codes:
         accounts in ``attention``."""
         if not rows.size:
             return
-        accounts = self.built.book.accounts
-        names = [accounts[i] for i in rows.tolist()]
-        block = self.table[rows]  # a copy, written back whole: cheaper than a fancy write per column
-        block[:, triage.STATE], block[:, triage.LAST_ROUND] = ladder.codes(names)
-        closes = [{name: q for name, _, q in self.built.closes[i]} for i in rows.tolist()]
-        block[:, triage.IN_FLIGHT] = ladder.closes_in_flight(names, closes)
-        (block[:, triage.MARGIN], block[:, triage.MARGIN_DUE], block[:, triage.LIQUIDATION],
-         block[:, triage.LIQUIDATION_DUE]) = detectors.margin_codes(names)
-        block[:, triage.WATCHED] = [a in attention or hedged
-                                    for a, hedged in zip(names, block[:, triage.HEDGED].tolist())]
-        self.table[rows] = block
+        accounts, closes, hedged = self.built.book.accounts, self.built.closes, self.table[rows, triage.HEDGED]
+        self.table[rows] = [
+            (*ladder.code(accounts[i], {name: qty for name, _, qty in closes[i]}),
+             *detectors.margin_code(accounts[i]), accounts[i] in attention or h, h)
+            for i, h in zip(rows.tolist(), hedged.tolist())]
 
 
 def _triage_limits(params: EngineParams) -> np.ndarray:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -79,9 +79,9 @@ class LadderParams:
     hedge_threshold_usd: float = 50_000.0
 
 
-@dataclasses.dataclass(frozen=True)
-class AccountView:
-    """One revaluation of one account, as the ladder needs it."""
+class AccountView(NamedTuple):
+    """One revaluation of one account, as the ladder needs it (a named tuple: the engine makes
+    one per account it visits, every tick)."""
 
     account: str
     event_time_ms: int
@@ -196,18 +196,21 @@ class Ladder:
         if ladder is not None:
             ladder.in_flight.pop(instrument, None)
 
-    def codes(self, accounts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Per account, its state as an index into ``STATES`` and its last round's time (NaN:
-        none, or no ladder held): what ``unmoved`` reads."""
-        ladders = [self._accounts.get(a) for a in accounts]
-        state = np.array([0 if x is None else STATE_CODE[x.state] for x in ladders], dtype=np.int8)
-        last_round = np.array([math.nan if x is None or x.last_round_ms is None else x.last_round_ms
-                               for x in ladders], dtype=np.float64)
-        return state, last_round
+    def code(self, account: str, closes: Mapping[str, float]) -> tuple[int, float, bool]:
+        """What ``unmoved`` and ``round_only`` read of an account: its state as an index into
+        ``STATES``, its last round's time (NaN: none, or no ladder held), and whether the close
+        of every leg (``closes``: instrument -> the quantity that closes it, the position
+        negated) is in flight in full, so that a liquidated round would send nothing
+        (``_liquidated_round``; False where no ladder is held)."""
+        ladder = self._accounts.get(account)
+        if ladder is None:
+            return 0, math.nan, False
+        return (STATE_CODE[ladder.state], math.nan if ladder.last_round_ms is None else ladder.last_round_ms,
+                all(_unsent(ladder, name, qty) is None for name, qty in closes.items()))
 
     def unmoved(self, state: np.ndarray, last_round_ms: np.ndarray, ratio: np.ndarray, ttb: np.ndarray,
                 maintenance: np.ndarray, initial: np.ndarray, time_ms: int) -> np.ndarray:
-        """Per account (``codes``, and its revaluation at ``time_ms``), whether ``on_revaluation``
+        """Per account (``code``, and its revaluation at ``time_ms``), whether ``on_revaluation``
         with no breach, for an account that is not hedged, would return nothing and change
         nothing: in MARGIN_CALL below ``reduce_ratio`` or in REDUCE_ONLY, and not released; in
         LIQUIDATING or LIQUIDATED, no round due and not released. False where it might act
@@ -224,20 +227,9 @@ class Ladder:
                     | ((state == STATE_CODE[AccountState.LIQUIDATING]) & ~due & ~below_release & ~(ratio < target))
                     | ((state == STATE_CODE[AccountState.LIQUIDATED]) & ~due & ~below_release))
 
-    def closes_in_flight(self, accounts: list[str], closes: Sequence[Mapping[str, float]]) -> np.ndarray:
-        """Per account, whether the close of every leg (``closes``: instrument -> the quantity
-        that closes it, the position negated) is in flight in full, so that a liquidated round
-        would send nothing (``_liquidated_round``); False where no ladder is held."""
-        out = np.zeros(len(accounts), dtype=bool)
-        for k, (account, legs) in enumerate(zip(accounts, closes)):
-            ladder = self._accounts.get(account)
-            out[k] = ladder is not None and all(_unsent(ladder, name, qty) is None
-                                                    for name, qty in legs.items())
-        return out
-
     def round_only(self, state: np.ndarray, last_round_ms: np.ndarray, ratio: np.ndarray, in_flight: np.ndarray,
                    time_ms: int) -> np.ndarray:
-        """Per account (``codes``, ``closes_in_flight`` and its ratio at ``time_ms``), whether
+        """Per account (``code``, with the closes in flight, and its ratio at ``time_ms``), whether
         ``on_revaluation`` with no breach, for an account that is not hedged, would only mark a
         round at ``time_ms`` (``mark_rounds``): LIQUIDATED, a round due, not released, and every
         close in flight. In a crash replayed without fills, these are most of the accounts in

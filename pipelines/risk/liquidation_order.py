@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,9 +49,9 @@ class LiquidationParams:
             raise UserError("liquidation parameter chunk_fraction: must be in (0, 1]")
 
 
-@dataclasses.dataclass(frozen=True)
-class CloseOrder:
-    """Trade ``qty`` (opposite sign to the position) of ``instrument``."""
+class CloseOrder(NamedTuple):
+    """Trade ``qty`` (opposite sign to the position) of ``instrument``. A named tuple: every
+    plan the engine makes in a crash makes a few."""
 
     instrument: str
     qty: float

@@ -20,6 +20,11 @@ def held(hold_ms: int, condition: tuple[int | None, bool]) -> dict:
     return {"hold_ms": hold_ms, "pending_since_ms": since, "firing": firing}
 
 
+def codes(detectors: Detectors, account: str) -> tuple[np.ndarray, ...]:
+    """``Detectors.margin_code`` as the one-account arrays ``margin_unmoved`` reads."""
+    return tuple(np.array([value]) for value in detectors.margin_code(account))
+
+
 @settings(max_examples=400, deadline=None)
 @given(margin=CONDITION, liquidation=CONDITION, ratio=RATIOS, t=st.integers(0, 10_000), known=st.booleans())
 def test_an_unmoved_account_only_advances_its_watermark(margin, liquidation, ratio, t, known) -> None:
@@ -30,7 +35,7 @@ def test_an_unmoved_account_only_advances_its_watermark(margin, liquidation, rat
                  "collateral_watermark": None, "margin_watermark": None}
         detectors.restore_account("a", state)
         twin.restore_account("a", state)
-    unmoved = detectors.margin_unmoved(*detectors.margin_codes(["a"]), np.array([ratio]), t)
+    unmoved = detectors.margin_unmoved(*codes(detectors, "a"), np.array([ratio]), t)
     if unmoved[0]:
         assert detectors.on_margin("a", t, ratio, "r") == []
         twin.advance_margin(["a"], t)
@@ -40,8 +45,8 @@ def test_an_unmoved_account_only_advances_its_watermark(margin, liquidation, rat
 def test_a_pending_shortfall_moves_once_held_for_the_grace() -> None:
     detectors = Detectors()
     detectors.on_margin("a", 1_000, 1.05, "r")  # pending since 1,000; fires at 4,000
-    codes = detectors.margin_codes(["a"])
-    assert detectors.margin_unmoved(*codes, np.array([1.05]), 3_999)[0]
-    assert not detectors.margin_unmoved(*codes, np.array([1.05]), 4_000)[0]
-    assert not detectors.margin_unmoved(*codes, np.array([0.9]), 2_000)[0]  # cleared
-    assert not detectors.margin_unmoved(*detectors.margin_codes(["b"]), np.array([0.5]), 2_000)[0]  # none held
+    held_codes = codes(detectors, "a")
+    assert detectors.margin_unmoved(*held_codes, np.array([1.05]), 3_999)[0]
+    assert not detectors.margin_unmoved(*held_codes, np.array([1.05]), 4_000)[0]
+    assert not detectors.margin_unmoved(*held_codes, np.array([0.9]), 2_000)[0]  # cleared
+    assert not detectors.margin_unmoved(*codes(detectors, "b"), np.array([0.5]), 2_000)[0]  # none held

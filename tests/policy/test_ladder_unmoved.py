@@ -16,8 +16,13 @@ RATIOS = st.one_of(st.sampled_from([0.0, 0.69, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1
 LEGS = [CloseIntent("BTC-PERPETUAL", "BTC", -10.0, 60_000.0)]
 
 
+def codes(ladder: Ladder, account: str, closes: dict[str, float]) -> tuple[np.ndarray, ...]:
+    """``Ladder.code`` as the one-account arrays ``unmoved`` and ``round_only`` read."""
+    return tuple(np.array([value]) for value in ladder.code(account, closes))
+
+
 def unmoved(ladder: Ladder, view: AccountView) -> bool:
-    state, last_round = ladder.codes([view.account])
+    state, last_round, _ = codes(ladder, view.account, {})
     return bool(ladder.unmoved(state, last_round, np.array([view.margin_ratio]), np.array([view.time_to_breach_ms]),
                                np.array([view.maintenance]), np.array([view.initial]), view.event_time_ms)[0])
 
@@ -77,9 +82,8 @@ def test_a_round_only_account_only_marks_its_round(state, last_round, ratio, in_
                                       "breach_ids": ["b1"], "last_hedge_ms": None, "in_flight": dict(in_flight)})
     view = AccountView("a", 3_500, 100_000.0, 50_000.0, 60_000.0, ratio, {"BTC": 1.0}, {"BTC": 0.0}, {"BTC": 0.0},
                        {"BTC": 60_000.0}, {"BTC": -1.0}, time_to_breach_ms=0.0)
-    codes = ladder.codes(["a"])
-    closes = ladder.closes_in_flight(["a"], [{leg.instrument: leg.qty for leg in legs}])
-    if ladder.round_only(*codes, np.array([ratio]), closes, view.event_time_ms)[0]:
+    state, last_round, in_flight = codes(ladder, "a", {leg.instrument: leg.qty for leg in legs})
+    if ladder.round_only(state, last_round, np.array([ratio]), in_flight, view.event_time_ms)[0]:
         assert revalue(ladder, view, legs) == []
         twin.mark_rounds(["a"], view.event_time_ms)
         assert ladder.account_state("a") == twin.account_state("a")
@@ -92,12 +96,12 @@ def test_round_only_needs_every_close_in_flight_and_a_due_round() -> None:
                                  "breach_ids": ["b"], "last_hedge_ms": None, "in_flight": {"BTC-PERPETUAL": -10.0}})
 
     def round_only(t: int, ratio: float, closes: dict[str, float]) -> bool:
-        in_flight = ladder.closes_in_flight(["a"], [closes])
-        return bool(ladder.round_only(*ladder.codes(["a"]), np.array([ratio]), in_flight, t)[0])
+        state, last_round, in_flight = codes(ladder, "a", closes)
+        return bool(ladder.round_only(state, last_round, np.array([ratio]), in_flight, t)[0])
 
     assert round_only(2_000, 1.6, {"BTC-PERPETUAL": -10.0})
     assert not round_only(1_999, 1.6, {"BTC-PERPETUAL": -10.0})  # no round due
     assert not round_only(2_000, 0.5, {"BTC-PERPETUAL": -10.0})  # may be released
     assert not round_only(2_000, 1.6, {"BTC-PERPETUAL": -12.0})  # 2 more to send
     assert not round_only(2_000, 1.6, {"BTC-PERPETUAL": -10.0, "ETH-PERPETUAL": 3.0})  # a leg never sent
-    assert not Ladder().closes_in_flight(["a"], [{}])[0]  # no ladder held
+    assert not Ladder().code("a", {})[2]  # no ladder held
