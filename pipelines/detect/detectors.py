@@ -329,7 +329,7 @@ class Detectors:
             return []  # an underlying without oracles: every index tick asks
         p = self.params
         out = []
-        for source, (published, _, source_ref) in sorted(sources.items()):
+        for source, (published, _, source_ref) in sorted(sources.items()) if len(sources) > 1 else sources.items():
             age = event_time_ms - published
             if age > p.oracle_stale_ms and (underlying, source) not in self._oracle_stale:
                 self._oracle_stale.add((underlying, source))

@@ -69,9 +69,11 @@ class Sequencer:
         if event_time_ms < newest - self.allowed_lateness_ms:
             self.late_events += 1
             return False
-        position = self._positions[name]
-        self._positions[name] = position + 1
-        newest = self._newest[name] = max(newest, event_time_ms)
+        positions = self._positions
+        position = positions[name]
+        positions[name] = position + 1
+        if event_time_ms > newest:
+            newest = self._newest[name] = event_time_ms
         heapq.heappush(self._heap, (newest, self._ranks[name], position, event))
         return True
 

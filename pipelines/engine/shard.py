@@ -130,8 +130,9 @@ def _run_shards(messages: list[tuple[int | None, Message]], partitions: int, key
     (``Engine.on_events``), and one run of everything costs the least."""
     if partitions == 1:
         shard = Shard(0, 1, key, params)
+        push = shard.push
         for _, message in messages:
-            shard.push(message)
+            push(message)
         return shard.drain()
     shards = [Shard(p, partitions, key, params) for p in range(partitions)]
     for target, message in messages:
