@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import operator
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -25,6 +26,7 @@ from pipelines.topics import CATALOGUE
 MARKET_TOPICS = tuple(spec for spec in CATALOGUE if spec.name == "backstop.instruments" or
                       spec.name.startswith("backstop.market."))
 ACCOUNT_TOPICS = ("backstop.positions", "backstop.collateral")  # read by each shard directly, partition p
+_RECORD_VALUE_REF = operator.attrgetter("record", "value", "ref")  # a Message as Engine.on_events takes it
 
 
 class Message(NamedTuple):
@@ -70,7 +72,7 @@ class Shard:
         ready = self.sequencer.pop_ready(limit)
         if not ready:
             return EngineOutput()
-        return keep_for_shard(self.owner, self.engine.on_events((m.record, m.value, m.ref) for m in ready))
+        return keep_for_shard(self.owner, self.engine.on_events(map(_RECORD_VALUE_REF, ready)))
 
     def idle_all(self) -> None:
         """Every input has gone quiet: stop waiting for any of them, so ``advance`` releases
