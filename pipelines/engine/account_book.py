@@ -174,9 +174,9 @@ class AccountBook:
         col_acc, col_asset, col_amount = [], [], []
         closes = []
         for i, account in enumerate(accounts):
-            held = sorted(self.positions.get(account, {}).items())
-            closes.append(tuple((name, underlying_of(name), -q) for name, (q, _) in held))
-            for name, (q, price) in held:
+            legs = sorted(self.positions.get(account, {}).items())
+            closes.append(tuple((name, underlying_of(name), -q) for name, (q, _) in legs))
+            for name, (q, price) in legs:
                 acc_idx.append(i)
                 ins_idx.append(where_instrument[name])
                 qty.append(q)
@@ -192,7 +192,7 @@ class AccountBook:
         where_asset = {a: k for k, a in enumerate(assets)}
         row_underlying = np.asarray(table.underlying_idx, dtype=np.int64)[book.instrument_idx]
         holders = tuple(np.unique(book.account_idx[row_underlying == k]) for k in range(len(table.underlyings)))
-        held = [set() for _ in accounts]
+        held: list[set[str]] = [set() for _ in accounts]
         for i, k in zip(book.account_idx.tolist(), row_underlying.tolist()):
             held[i].add(table.underlyings[k])
         return BuiltBook(book, {a: i for i, a in enumerate(accounts)}, np.array(col_acc, dtype=np.int64), assets,

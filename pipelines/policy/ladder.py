@@ -79,9 +79,9 @@ class LadderParams:
     hedge_threshold_usd: float = 50_000.0
 
 
-class AccountView(NamedTuple):
-    """One revaluation of one account, as the ladder needs it (a named tuple: the engine makes
-    one per account it visits, every tick)."""
+@dataclasses.dataclass(frozen=True)
+class AccountView:
+    """One revaluation of one account, as the ladder needs it."""
 
     account: str
     event_time_ms: int

@@ -311,7 +311,7 @@ def adaptive_table(adaptive: AdaptiveParams | None) -> np.ndarray:
 
 @_kernel
 def _legs(picked: np.ndarray, position_start: np.ndarray, instrument_idx: np.ndarray, underlying_idx: np.ndarray,
-          qty: np.ndarray, chunk_fraction: float) -> tuple[np.ndarray, ...]:
+          qty: np.ndarray, chunk_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``legs_of``'s arrays: the batch accounts' non-zero positions, account by account in
     batch order, in book order within one."""
     total = 0
@@ -332,7 +332,8 @@ def _legs(picked: np.ndarray, position_start: np.ndarray, instrument_idx: np.nda
     return start, instrument[:n], underlying[:n], leg_qty[:n], chunk[:n]
 
 
-def legs_of(book: Book, picked: np.ndarray, chunk_fraction: float) -> tuple[np.ndarray, ...]:
+def legs_of(book: Book, picked: np.ndarray,
+            chunk_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The legs ``greedy_search`` takes for the batch ``picked`` (book account indices): start,
     instrument, underlying, qty and chunk, as ``liquidation_order._legs_of`` makes them from
     the book's positions (sorted by account: ``Book.position_start``)."""
