@@ -22,6 +22,7 @@ VELOCITY_WINDOW_MS = 60_000
 VELOCITY_MIN_SPAN_MS = 10_000  # a trend read off less than this is noise, not a trend
 REALISED_WINDOW_MS = 5 * 60_000
 BUCKET_MS = 1_000
+CUT_BLOCK = 64  # seconds that left the window are removed from the lists this many at a time
 
 
 class IndexHistory:
@@ -29,7 +30,8 @@ class IndexHistory:
         self._starts: list[int] = []  # per second held: where it starts,
         self._firsts: list[tuple[int, float, float]] = []  # its first tick (time, price, squared return into it),
         self._squares: list[float] = []  # the squared log returns into its ticks,
-        self._counts: list[int] = []  # and how many ticks it had
+        self._counts: list[int] = []  # and how many ticks it had,
+        self._head = 0  # from this index on: the seconds before it left the window (dropped in blocks, ``_cut``)
         self._sum = 0.0  # of _squares
         self._count = 0  # of _counts
         self._last_ms: int | None = None  # the newest tick's time,
@@ -73,25 +75,29 @@ class IndexHistory:
         self._count += 1
         horizon = time_ms - REALISED_WINDOW_MS
         horizon -= horizon % BUCKET_MS
-        if starts[0] < horizon:
-            self._cut(bisect.bisect_left(starts, horizon))
+        if starts[self._head] < horizon:
+            self._cut(bisect.bisect_left(starts, horizon, self._head))
 
     def _cut(self, cut: int) -> None:
-        """Drop the ``cut`` oldest seconds (never the newest) and set the running sum to the
-        correctly rounded sum of the seconds left."""
-        for squared in self._squares[:cut]:
-            self._held -= self._units(squared)  # held already: never a finer scale
-        self._count -= sum(self._counts[:cut])
-        del self._starts[:cut], self._firsts[:cut], self._squares[:cut], self._counts[:cut]
-        self._sum = self._held / self._unit  # = math.fsum(self._squares)
+        """The seconds before index ``cut`` (never the newest) leave the window: set the running
+        sum to the correctly rounded sum of the seconds left. They are removed from the lists
+        once ``CUT_BLOCK`` have left, not one by one."""
+        squares, counts = self._squares, self._counts
+        for i in range(self._head, cut):
+            self._held -= self._units(squares[i])  # held already: never a finer scale
+            self._count -= counts[i]
+        self._head = cut
+        if cut >= CUT_BLOCK:
+            del self._starts[:cut], self._firsts[:cut], squares[:cut], counts[:cut]
+            self._head = 0
+        self._sum = self._held / self._unit  # = math.fsum of the seconds held
 
     def state(self) -> dict:
         """The history as plain data (``IndexHistoryState``): the running sum as it stands, not
         re-added, so a restored history gives the same floats."""
         return {"seconds": [{"start_ms": start, "first_ms": first[0], "first_price": first[1],
                              "first_squared": first[2], "squared": squared, "ticks": ticks}
-                            for start, first, squared, ticks in zip(self._starts, self._firsts, self._squares,
-                                                                    self._counts)],
+                            for start, first, squared, ticks in zip(*self._held_seconds())],
                 "sum": self._sum, "count": self._count,
                 "last": None if self._last_ms is None else {"time_ms": self._last_ms, "price": self._last_price}}
 
@@ -112,6 +118,11 @@ class IndexHistory:
             added = history._units(squared)
             history._held += added
         return history
+
+    def _held_seconds(self) -> tuple[list, list, list, list]:
+        """Starts, first ticks, squared sums and tick counts of the seconds in the window."""
+        head = self._head
+        return self._starts[head:], self._firsts[head:], self._squares[head:], self._counts[head:]
 
     def _units(self, x: float) -> int:
         """``x`` (finite) exactly, as a whole number of ``2 ** -_scale``; when ``x`` needs a finer
@@ -135,7 +146,7 @@ class IndexHistory:
         0 until the prices span ``VELOCITY_MIN_SPAN_MS`` (a few ticks after a start or a gap in
         the feed would otherwise project a breach from noise)."""
         since = time_ms - VELOCITY_WINDOW_MS
-        first = bisect.bisect_left(self._starts, since - since % BUCKET_MS)
+        first = bisect.bisect_left(self._starts, since - since % BUCKET_MS, self._head)
         last_ms, last_price = self._last_ms, self._last_price
         if first == len(self._starts) or last_ms is None:
             return 0.0
@@ -148,7 +159,7 @@ class IndexHistory:
         """Annualised realised volatility over the window; None with fewer than three prices."""
         if self._count < 3 or self._last_ms is None:
             return None
-        first_ms, _, into_first = self._firsts[0]
+        first_ms, _, into_first = self._firsts[self._head]
         span = self._last_ms - first_ms
         if span <= 0:
             return None
