@@ -16,6 +16,7 @@ from scipy.special import ndtr
 from pipelines.risk.adaptive import MarketConditions
 from pipelines.risk.book import Book, revalue_book
 from pipelines.risk.instruments import InstrumentTable, parse_instrument
+from pipelines.risk.kernels import pricing
 from pipelines.risk.margin import MarginConfig, MarginParams, scenario_matrix
 from pipelines.risk.market import MarketState, UnderlyingMarket
 from pipelines.risk.valuation import unit_greeks, units_per_contract, usd_marks
@@ -120,3 +121,16 @@ def test_numpys_transcendentals_give_a_value_the_same_bits_wherever_it_sits_in_a
         assert same(whole[k:k + 1], alone)
     rows = np.stack([packed, packed[::-1]])
     assert same(np.exp(rows)[0], np.exp(packed)) and same(ndtr(rows)[1], ndtr(packed[::-1]))
+
+
+def test_layouts_are_kept_for_the_tables_priced_last() -> None:
+    config = MarginConfig()
+    tables = [InstrumentTable.of([parse_instrument("BTC-PERPETUAL"), parse_instrument(f"ETH-{k}JAN27-2000-C")])
+              for k in range(1, pricing.MAX_LAYOUTS + 2)]
+    first = pricing.layout(tables[0], config)
+    for table in tables[1:-1]:
+        pricing.layout(table, config)
+    assert pricing.layout(tables[0], config) is first  # used again: now the most recent
+    pricing.layout(tables[-1], config)  # one over the bound: the least recently used goes
+    assert pricing.layout(tables[0], config) is first
+    assert len(pricing._LAYOUTS) <= pricing.MAX_LAYOUTS

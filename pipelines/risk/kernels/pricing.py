@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+from collections import OrderedDict
 
 import numpy as np
 from numba import njit
@@ -120,21 +121,25 @@ class PricingLayout:
         return out
 
 
-_LAYOUTS: dict[tuple[int, int, int], PricingLayout] = {}
+_LAYOUTS: OrderedDict[tuple[int, int, int], PricingLayout] = OrderedDict()  # least recently used first
+MAX_LAYOUTS = 16
+_LAYOUTS_LOCK = threading.Lock()
 
 
 def layout(table: InstrumentTable, config: MarginConfig) -> PricingLayout:
     """The layout of ``table`` under ``config`` for this thread, built once. The entry holds the
-    table and config, so their ids are not reused; the cache is bounded tighter than
-    ``margin.grid_and_params``' because a venue-scale layout's work arrays are megabytes (1,202
-    instruments x 63 scenarios: 7 MB), and an engine prices one table at a time."""
+    table and config, so their ids are not reused. At most ``MAX_LAYOUTS`` are kept, the least
+    recently used dropped first: a layout's work arrays grow with instruments x scenarios
+    (megabytes at venue scale), and an engine prices one table at a time."""
     key = (id(table), id(config), threading.get_ident())
-    hit = _LAYOUTS.get(key)
-    if hit is None or hit.table is not table or hit.config is not config:
-        if len(_LAYOUTS) >= 16:
-            _LAYOUTS.clear()
-        hit = _LAYOUTS[key] = PricingLayout(table, config)
-    return hit
+    with _LAYOUTS_LOCK:
+        hit = _LAYOUTS.get(key)
+        if hit is None or hit.table is not table or hit.config is not config:
+            hit = _LAYOUTS[key] = PricingLayout(table, config)
+            while len(_LAYOUTS) > MAX_LAYOUTS:
+                _LAYOUTS.popitem(last=False)
+        _LAYOUTS.move_to_end(key)
+        return hit
 
 
 def price(lay: PricingLayout, market: MarketState,
