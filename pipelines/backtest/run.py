@@ -183,9 +183,10 @@ def tasks(runs: Sequence[Run], jobs: int) -> list[list[int]]:
     """Indices of ``runs`` in tasks for ``jobs`` processes: the runs of one scenario and seed
     together, in chunks of at least two runs and small enough to give each process four tasks
     or more (the load balances on them). In a task the runs with the backstop come first, those
-    without after (they reuse the valuations of the ticks, which takes most of their time);
-    the tasks with the most runs with the backstop, about twenty times as long as those without,
-    go first: fewer processes idle at the end. Every index is in exactly one task."""
+    without after (they reuse the valuations of the ticks, which takes most of their time).
+    The longest tasks go first, so that fewer processes idle at the end: by their runs with the
+    backstop (about twenty times as long as those without) times the scenario's index ticks
+    (duration times underlyings), then by their runs. Every index is in exactly one task."""
     size = max(2, math.ceil(len(runs) / (4 * jobs)))
     by_scenario: dict[tuple[Scenario, int | None], list[int]] = {}
     for i, run in enumerate(runs):
@@ -194,7 +195,12 @@ def tasks(runs: Sequence[Run], jobs: int) -> list[list[int]]:
     for indices in by_scenario.values():
         ordered = sorted(indices, key=lambda i: not runs[i].with_backstop)
         out += [ordered[k:k + size] for k in range(0, len(ordered), size)]
-    return sorted(out, key=lambda task: (-sum(runs[i].with_backstop for i in task), -len(task)))
+    def length(task: list[int]) -> tuple[int, int]:
+        scenario = runs[task[0]].scenario
+        ticks = scenario.duration_s * len(scenario.underlyings)
+        return sum(runs[i].with_backstop for i in task) * ticks, len(task)
+
+    return sorted(out, key=length, reverse=True)
 
 
 def run_task(runs: Sequence[Run]) -> list[Outcome]:

@@ -178,6 +178,13 @@ def test_tasks_keep_a_scenarios_runs_together_with_the_backstop_first_and_hold_e
     assert all(runs[batch[0]].with_backstop and not runs[batch[1]].with_backstop for batch in batches)
 
 
+def test_tasks_of_scenarios_with_fewer_index_ticks_go_last():
+    coin, october = library.get("deribit-coin-2021"), library.get("october-2025")
+    assert len(coin.underlyings) < len(october.underlyings) and coin.duration_s == october.duration_s
+    runs = [Run(coin, None, True), Run(coin, None, False), Run(october, None, True), Run(october, None, False)]
+    assert tasks(runs, jobs=2) == [[2, 3], [0, 1]]
+
+
 def test_tasks_split_a_scenarios_many_runs_to_give_every_process_work():
     october = library.get("october-2025")
     runs = [Run(october, None, False)] + [Run(october, None, True, sweep_thresholds(t)) for t in range(1, 21)]
