@@ -105,7 +105,7 @@ class _Codes:
     @classmethod
     def empty(cls, built: BuiltBook, hedged: Collection[str]) -> _Codes:
         table = np.zeros((len(built.book.accounts), len(triage.COLUMNS)))
-        table[:, [triage.LAST_ROUND, triage.MARGIN_DUE, triage.LIQUIDATION_DUE]] = math.nan
+        table[:, [triage.LAST_ROUND, triage.LAST_HEDGE, triage.MARGIN_DUE, triage.LIQUIDATION_DUE]] = math.nan
         table[:, [triage.MARGIN, triage.LIQUIDATION]] = -1
         table[:, triage.HEDGED] = table[:, triage.WATCHED] = built.mask(hedged)
         return cls(built, table)
@@ -127,8 +127,8 @@ def _triage_limits(params: EngineParams) -> np.ndarray:
     detectors' parameters; ``quiet_below``: under every ratio either acts at."""
     p, d = params.ladder, params.detectors
     limits = {"quiet_below": min(p.call_ratio, p.reduce_ratio, d.margin_trigger_ratio, d.liquidation_ratio),
-              "horizon_ms": p.horizon_ms, "reduce_ratio": p.reduce_ratio, "release_ratio": p.release_ratio,
-              "round_ms": p.round_ms, "buffer_factor": 1.0 + p.buffer,
+              "horizon_ms": p.horizon_ms, "call_ratio": p.call_ratio, "reduce_ratio": p.reduce_ratio,
+              "release_ratio": p.release_ratio, "round_ms": p.round_ms, "buffer_factor": 1.0 + p.buffer,
               "margin_trigger_ratio": d.margin_trigger_ratio, "margin_clear_ratio": d.margin_clear_ratio,
               "liquidation_ratio": d.liquidation_ratio}
     return np.array([limits[name] for name in triage.LIMITS], dtype=np.float64)
@@ -541,8 +541,8 @@ class Engine:
                time_ms: int) -> np.ndarray:
         """``kernels.triage.triage_rows``, or its numpy reference: the screen (``_screen``), then
         for the rows it keeps, margin detectors unmoved (``Detectors.margin_unmoved``), not
-        hedged, and the ladder unmoved (``Ladder.unmoved``) or only marking a round
-        (``Ladder.round_only``)."""
+        hedged or the hedge waiting (``Ladder.hedge_waits``), and the ladder unmoved
+        (``Ladder.unmoved``) or only marking a round (``Ladder.round_only``)."""
         if self.params.compiled:
             return triage.triage_rows(rows, risk.margin_ratio, ttb, risk.maintenance, risk.initial, table,
                                       self._limits, float(time_ms))
@@ -551,9 +551,10 @@ class Engine:
         quiet = self.detectors.margin_unmoved(codes[:, triage.MARGIN], codes[:, triage.MARGIN_DUE],
                                               codes[:, triage.LIQUIDATION], codes[:, triage.LIQUIDATION_DUE],
                                               ratio, time_ms)
-        quiet &= codes[:, triage.HEDGED] == 0
         state, last_round = codes[:, triage.STATE], codes[:, triage.LAST_ROUND]
-        unmoved = quiet & self.ladder.unmoved(state, last_round, ratio, ttb, risk.maintenance[rows],
+        last_hedge = codes[:, triage.LAST_HEDGE]
+        quiet &= (codes[:, triage.HEDGED] == 0) | self.ladder.hedge_waits(state, last_hedge, time_ms)
+        unmoved = quiet & self.ladder.unmoved(state, last_round, last_hedge, ratio, ttb, risk.maintenance[rows],
                                               risk.initial[rows], time_ms)
         rounds = quiet & self.ladder.round_only(state, last_round, ratio, codes[:, triage.IN_FLIGHT] != 0, time_ms)
         fate = np.where(slow, triage.VISIT, triage.QUIET).astype(np.int8)

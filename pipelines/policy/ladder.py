@@ -196,25 +196,29 @@ class Ladder:
         if ladder is not None:
             ladder.in_flight.pop(instrument, None)
 
-    def code(self, account: str, closes: Mapping[str, float]) -> tuple[int, float, bool]:
-        """What ``unmoved`` and ``round_only`` read of an account: its state as an index into
-        ``STATES``, its last round's time (NaN: none, or no ladder held), and whether the close
-        of every leg (``closes``: instrument -> the quantity that closes it, the position
+    def code(self, account: str, closes: Mapping[str, float]) -> tuple[int, float, bool, float]:
+        """What ``unmoved``, ``round_only`` and ``hedge_waits`` read of an account: its state as an
+        index into ``STATES``, its last round's time (NaN: none, or no ladder held), whether the
+        close of every leg (``closes``: instrument -> the quantity that closes it, the position
         negated) is in flight in full, so that a liquidated round would send nothing
-        (``_liquidated_round``; False where no ladder is held)."""
+        (``_liquidated_round``; False where no ladder is held), and its last hedge's time (NaN:
+        none sent, or no ladder held)."""
         ladder = self._accounts.get(account)
         if ladder is None:
-            return 0, math.nan, False
+            return 0, math.nan, False, math.nan
         return (STATE_CODE[ladder.state], math.nan if ladder.last_round_ms is None else ladder.last_round_ms,
-                all(_unsent(ladder, name, qty) is None for name, qty in closes.items()))
+                all(_unsent(ladder, name, qty) is None for name, qty in closes.items()),
+                math.nan if ladder.last_hedge_ms is None else ladder.last_hedge_ms)
 
-    def unmoved(self, state: np.ndarray, last_round_ms: np.ndarray, ratio: np.ndarray, ttb: np.ndarray,
-                maintenance: np.ndarray, initial: np.ndarray, time_ms: int) -> np.ndarray:
+    def unmoved(self, state: np.ndarray, last_round_ms: np.ndarray, last_hedge_ms: np.ndarray, ratio: np.ndarray,
+                ttb: np.ndarray, maintenance: np.ndarray, initial: np.ndarray, time_ms: int) -> np.ndarray:
         """Per account (``code``, and its revaluation at ``time_ms``), whether ``on_revaluation``
-        with no breach, for an account that is not hedged, would return nothing and change
-        nothing: in MARGIN_CALL below ``reduce_ratio`` or in REDUCE_ONLY, and not released; in
-        LIQUIDATING or LIQUIDATED, no round due and not released. False where it might act
-        (NORMAL included: ``on_revaluation`` makes its ladder). Vectorised, so that a crash's
+        with no breach, leaving its hedge aside (``hedge_waits``), would return nothing and
+        change nothing: in MARGIN_CALL below ``reduce_ratio`` or in REDUCE_ONLY, and not
+        released; in LIQUIDATING or LIQUIDATED, no round due and not released; NORMAL with its
+        ladder held (it sent a hedge) below ``call_ratio`` and ``reduce_ratio`` and its
+        projected breach past the horizon. False where it might act (NORMAL without a hedge
+        sent included: ``on_revaluation`` may make its ladder). Vectorised, so that a crash's
         many accounts in distress skip the per-account Python while nothing changes for them."""
         p = self.params
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -222,18 +226,29 @@ class Ladder:
             below_release = ratio < p.release_ratio
             due = np.isnan(last_round_ms) | (time_ms - last_round_ms >= p.round_ms)
             called = ~(below_release & (ttb >= p.horizon_ms))  # not released out of a call or reduce-only
+            calm = ~(ratio >= p.call_ratio) & ~(ratio >= p.reduce_ratio) & (ttb >= p.horizon_ms)
             return (((state == STATE_CODE[AccountState.MARGIN_CALL]) & (ratio < p.reduce_ratio) & called)
                     | ((state == STATE_CODE[AccountState.REDUCE_ONLY]) & called)
                     | ((state == STATE_CODE[AccountState.LIQUIDATING]) & ~due & ~below_release & ~(ratio < target))
-                    | ((state == STATE_CODE[AccountState.LIQUIDATED]) & ~due & ~below_release))
+                    | ((state == STATE_CODE[AccountState.LIQUIDATED]) & ~due & ~below_release)
+                    | ((state == STATE_CODE[AccountState.NORMAL]) & ~np.isnan(last_hedge_ms) & calm))
+
+    def hedge_waits(self, state: np.ndarray, last_hedge_ms: np.ndarray, time_ms: int) -> np.ndarray:
+        """Per hedged account (``code``), whether ``on_revaluation`` at ``time_ms`` would send no
+        hedge and change nothing for hedging, whatever the account's delta: it is LIQUIDATING or
+        LIQUIDATED (those are never hedged) or its last hedge went out within ``round_ms``
+        (``_hedge``). Where it holds, the account is left alone wherever ``unmoved`` or
+        ``round_only`` would leave it alone unhedged: hedged accounts wait between hedges."""
+        with np.errstate(invalid="ignore"):
+            return ((state >= STATE_CODE[AccountState.LIQUIDATING])
+                    | (time_ms - last_hedge_ms < self.params.round_ms))
 
     def round_only(self, state: np.ndarray, last_round_ms: np.ndarray, ratio: np.ndarray, in_flight: np.ndarray,
                    time_ms: int) -> np.ndarray:
         """Per account (``code``, with the closes in flight, and its ratio at ``time_ms``), whether
-        ``on_revaluation`` with no breach, for an account that is not hedged, would only mark a
-        round at ``time_ms`` (``mark_rounds``): LIQUIDATED, a round due, not released, and every
-        close in flight. In a crash replayed without fills, these are most of the accounts in
-        distress, once every ``round_ms``."""
+        ``on_revaluation`` with no breach would only mark a round at ``time_ms`` (``mark_rounds``):
+        LIQUIDATED, a round due, not released, and every close in flight. In a crash replayed
+        without fills, these are most of the accounts in distress, once every ``round_ms``."""
         p = self.params
         with np.errstate(invalid="ignore"):
             due = np.isnan(last_round_ms) | (time_ms - last_round_ms >= p.round_ms)

@@ -1,5 +1,6 @@
-"""``Ladder.unmoved``: where it says a revaluation leaves an account alone, ``on_revaluation`` returns
-nothing and changes nothing (the engine skips those accounts' per-account path)."""
+"""``Ladder.unmoved`` (with ``Ladder.hedge_waits`` for a hedged account): where it says a revaluation
+leaves an account alone, ``on_revaluation`` returns nothing and changes nothing (the engine skips
+those accounts' per-account path)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ def codes(ladder: Ladder, account: str, closes: dict[str, float]) -> tuple[np.nd
 
 
 def unmoved(ladder: Ladder, view: AccountView) -> bool:
-    state, last_round, _ = codes(ladder, view.account, {})
-    return bool(ladder.unmoved(state, last_round, np.array([view.margin_ratio]), np.array([view.time_to_breach_ms]),
-                               np.array([view.maintenance]), np.array([view.initial]), view.event_time_ms)[0])
+    """``unmoved``, and for a hedged view ``hedge_waits`` too, as the engine's triage reads them."""
+    state, last_round, _, last_hedge = codes(ladder, view.account, {})
+    left = ladder.unmoved(state, last_round, last_hedge, np.array([view.margin_ratio]),
+                          np.array([view.time_to_breach_ms]), np.array([view.maintenance]),
+                          np.array([view.initial]), view.event_time_ms)[0]
+    return bool(left and (not view.hedged or ladder.hedge_waits(state, last_hedge, view.event_time_ms)[0]))
 
 
 def revalue(ladder: Ladder, view: AccountView, positions: list[CloseIntent]) -> list:
@@ -33,20 +37,24 @@ def revalue(ladder: Ladder, view: AccountView, positions: list[CloseIntent]) -> 
     return out + planned
 
 
-@settings(max_examples=1_000, deadline=None)
+@settings(max_examples=3_000, deadline=None)
 @given(state=st.sampled_from(list(AccountState)), last_round=st.sampled_from([None, 0, 2_499, 2_500, 3_000]),
-       ratio=RATIOS, ttb=st.sampled_from([0.0, 1_000.0, 299_999.0, 300_000.0, math.inf]),
+       ratio=RATIOS, ttb=st.sampled_from([0.0, 1_000.0, 299_999.0, 300_000.0, math.inf, math.nan]),
        maintenance=st.sampled_from([0.0, 50_000.0, math.nan]), initial=st.sampled_from([0.0, 60_000.0, 100_000.0]),
-       in_flight=st.booleans(), held=st.booleans())
-def test_an_unmoved_account_is_left_alone(state, last_round, ratio, ttb, maintenance, initial, in_flight,
-                                           held) -> None:
+       in_flight=st.booleans(), held=st.booleans(), hedged=st.booleans(),
+       last_hedge=st.sampled_from([None, 0, 2_499, 2_500, 3_000, 3_500]),
+       delta=st.sampled_from([0.0, 1.0, 10.0, -10.0]))
+def test_an_unmoved_account_is_left_alone(state, last_round, ratio, ttb, maintenance, initial, in_flight, held,
+                                           hedged, last_hedge, delta) -> None:
+    """A hedged account too, whatever its delta (a hedge of 10 BTC is over the threshold), where
+    its hedge waits: the rule is exact, not a heuristic."""
     ladder = Ladder()
     if held:
         ladder.restore_account("a", {"state": state.value, "distress_since_ms": 0, "last_round_ms": last_round,
-                                     "breach_ids": ["b1", "b2"], "last_hedge_ms": None,
+                                     "breach_ids": ["b1", "b2"], "last_hedge_ms": last_hedge,
                                      "in_flight": {"BTC-PERPETUAL": -10.0} if in_flight else {}})
-    view = AccountView("a", 3_500, 100_000.0, maintenance, initial, ratio, {"BTC": 1.0}, {"BTC": 0.0}, {"BTC": 0.0},
-                       {"BTC": 60_000.0}, {"BTC": -1.0}, time_to_breach_ms=ttb)
+    view = AccountView("a", 3_500, 100_000.0, maintenance, initial, ratio, {"BTC": delta}, {"BTC": 0.0},
+                       {"BTC": 0.0}, {"BTC": 60_000.0}, {"BTC": -1.0}, hedged=hedged, time_to_breach_ms=ttb)
     if unmoved(ladder, view):
         before = ladder.account_state("a")
         assert revalue(ladder, view, LEGS) == []
@@ -67,22 +75,40 @@ def test_unmoved_waits_for_the_next_round_and_for_a_release() -> None:
     assert not unmoved(Ladder(), at(1_750, 0.5))  # a NORMAL account gets its ladder made
 
 
+def test_a_hedged_account_waits_for_its_next_hedge() -> None:
+    ladder = Ladder()
+    ladder.restore_account("a", {"state": "normal", "distress_since_ms": None, "last_round_ms": None,
+                                 "breach_ids": [], "last_hedge_ms": 1_000, "in_flight": {}})
+
+    def at(t: int, ratio: float, ttb: float = math.inf) -> AccountView:
+        return AccountView("a", t, 100_000.0, 50_000.0, 60_000.0, ratio, {"BTC": 10.0}, {}, {}, {"BTC": 60_000.0},
+                           {}, hedged=True, time_to_breach_ms=ttb)
+
+    assert unmoved(ladder, at(1_999, 0.5))
+    assert not unmoved(ladder, at(2_000, 0.5))  # a hedge is due
+    assert ladder.on_revaluation(at(2_000, 0.5), [], [], lambda target: [], set(), set())  # and goes out
+    assert not unmoved(ladder, at(2_500, 0.8))  # a margin call
+    assert not unmoved(ladder, at(2_500, 0.5, ttb=1_000.0))  # a predictive one
+    assert unmoved(ladder, at(2_999, 0.5))
+
+
 @settings(max_examples=1_000, deadline=None)
 @given(state=st.sampled_from(list(AccountState)), last_round=st.sampled_from([None, 0, 2_499, 2_500, 3_000]),
        ratio=RATIOS, in_flight=st.sampled_from([{}, {"BTC-PERPETUAL": -10.0}, {"BTC-PERPETUAL": -4.0},
                                                 {"BTC-PERPETUAL": -12.0}, {"ETH-PERPETUAL": -1.0}]),
-       legs=st.sampled_from([[], LEGS]), held=st.booleans())
-def test_a_round_only_account_only_marks_its_round(state, last_round, ratio, in_flight, legs, held) -> None:
+       legs=st.sampled_from([[], LEGS]), held=st.booleans(), hedged=st.booleans())
+def test_a_round_only_account_only_marks_its_round(state, last_round, ratio, in_flight, legs, held, hedged) -> None:
     """Where ``round_only`` holds, ``on_revaluation`` returns nothing and changes what
-    ``mark_rounds`` changes on a twin ladder: the last round's time alone."""
+    ``mark_rounds`` changes on a twin ladder: the last round's time alone (hedged or not: a
+    liquidated account is never hedged)."""
     ladder, twin = Ladder(), Ladder()
     if held:
         for one in (ladder, twin):
             one.restore_account("a", {"state": state.value, "distress_since_ms": 0, "last_round_ms": last_round,
                                       "breach_ids": ["b1"], "last_hedge_ms": None, "in_flight": dict(in_flight)})
-    view = AccountView("a", 3_500, 100_000.0, 50_000.0, 60_000.0, ratio, {"BTC": 1.0}, {"BTC": 0.0}, {"BTC": 0.0},
-                       {"BTC": 60_000.0}, {"BTC": -1.0}, time_to_breach_ms=0.0)
-    state, last_round, in_flight = codes(ladder, "a", {leg.instrument: leg.qty for leg in legs})
+    view = AccountView("a", 3_500, 100_000.0, 50_000.0, 60_000.0, ratio, {"BTC": 10.0}, {"BTC": 0.0}, {"BTC": 0.0},
+                       {"BTC": 60_000.0}, {"BTC": -1.0}, hedged=hedged, time_to_breach_ms=0.0)
+    state, last_round, in_flight, _ = codes(ladder, "a", {leg.instrument: leg.qty for leg in legs})
     if ladder.round_only(state, last_round, np.array([ratio]), in_flight, view.event_time_ms)[0]:
         assert revalue(ladder, view, legs) == []
         twin.mark_rounds(["a"], view.event_time_ms)
@@ -96,7 +122,7 @@ def test_round_only_needs_every_close_in_flight_and_a_due_round() -> None:
                                  "breach_ids": ["b"], "last_hedge_ms": None, "in_flight": {"BTC-PERPETUAL": -10.0}})
 
     def round_only(t: int, ratio: float, closes: dict[str, float]) -> bool:
-        state, last_round, in_flight = codes(ladder, "a", closes)
+        state, last_round, in_flight, _ = codes(ladder, "a", closes)
         return bool(ladder.round_only(state, last_round, np.array([ratio]), in_flight, t)[0])
 
     assert round_only(2_000, 1.6, {"BTC-PERPETUAL": -10.0})

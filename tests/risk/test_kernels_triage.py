@@ -1,5 +1,6 @@
 """The compiled triage (``kernels.triage``) against its numpy reference, the engine's composition
-of ``_screen``, ``Detectors.margin_unmoved``, ``Ladder.unmoved`` and ``Ladder.round_only``: the
+of ``_screen``, ``Detectors.margin_unmoved``, ``Ladder.hedge_waits``, ``Ladder.unmoved`` and
+``Ladder.round_only``: the
 same fate for every row of random code tables, thresholds' edges and NaNs included."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ RATIOS = st.one_of(st.sampled_from([0.0, 0.69, 0.7, 0.75, 0.8, TARGET, 0.85, 0.9
                    st.floats(0.0, 2.5))
 TIMES = st.sampled_from([math.nan, 0.0, 8_999.0, 9_000.0, 9_001.0, 10_000.0, 11_000.0])
 ROW = st.tuples(
-    st.integers(0, 4), TIMES, st.booleans(), st.integers(-1, 2), TIMES, st.integers(-1, 2), TIMES,
+    st.integers(0, 4), TIMES, st.booleans(), TIMES, st.integers(-1, 2), TIMES, st.integers(-1, 2), TIMES,
     st.booleans(), st.booleans(),  # the table's COLUMNS
     RATIOS, st.sampled_from([math.nan, 0.0, 299_999.0, 300_000.0, math.inf]),  # ratio, time to breach
     st.sampled_from([math.nan, 0.0, 50_000.0]), st.sampled_from([-1.0, 0.0, 60_000.0, 100_000.0]))  # MM, IM
@@ -51,21 +52,24 @@ def test_the_kernel_gives_the_references_fates(entries, data) -> None:
 
 
 def test_the_kernel_gives_the_references_fates_over_the_ladders_grid() -> None:
-    """Every combination of the ladder's inputs, for watched accounts whose margin conditions
-    fire and stay firing (so that the ladder decides)."""
-    states, last_rounds = range(5), [math.nan, 0.0, 8_999.0, 9_000.0, 9_001.0, 10_000.0]
-    ratios = [0.0, 0.69, 0.7, 0.75, TARGET, 0.85, 0.9, 1.0, 1.6, math.nan, math.inf]
-    grid = np.array(list(itertools.product(states, last_rounds, (0.0, 1.0), ratios, (math.nan, 0.0, 300_000.0),
-                                           (math.nan, 0.0, 50_000.0), (-1.0, 0.0, 60_000.0))))
+    """Every combination of the ladder's inputs, hedged or not, for watched accounts whose
+    margin conditions fire and stay firing (so that the ladder decides)."""
+    states, times = range(5), [math.nan, 0.0, 8_999.0, 9_000.0, 9_001.0, 10_000.0]
+    ratios = [0.0, 0.69, 0.7, 0.75, 0.8, TARGET, 0.85, 0.9, 1.0, 1.6, math.nan, math.inf]
+    grid = np.array(list(itertools.product(states, times, (0.0, 1.0), times, (0.0, 1.0), ratios,
+                                           (math.nan, 0.0, 299_999.0, 300_000.0), (math.nan, 0.0, 50_000.0),
+                                           (-1.0, 0.0, 60_000.0))))
     n = len(grid)
     table = np.zeros((n, len(triage.COLUMNS)))
-    table[:, [triage.STATE, triage.LAST_ROUND, triage.IN_FLIGHT]] = grid[:, :3]
+    table[:, [triage.STATE, triage.LAST_ROUND, triage.IN_FLIGHT, triage.LAST_HEDGE, triage.HEDGED]] = grid[:, :5]
     table[:, [triage.MARGIN, triage.LIQUIDATION]] = 2
     table[:, [triage.MARGIN_DUE, triage.LIQUIDATION_DUE]] = math.nan
     table[:, triage.WATCHED] = 1
-    risk = type("Risk", (), {"margin_ratio": grid[:, 3], "maintenance": grid[:, 5], "initial": grid[:, 6]})
+    risk = type("Risk", (), {"margin_ratio": grid[:, 5], "maintenance": grid[:, 7], "initial": grid[:, 8]})
     rows = np.arange(n)
-    fates = [Engine(KEY, EngineParams(compiled=compiled))._fates(table, rows, risk, grid[:, 4], TIME_MS)
+    fates = [Engine(KEY, EngineParams(compiled=compiled))._fates(table, rows, risk, grid[:, 6], TIME_MS)
              for compiled in (False, True)]
     assert fates[0].tolist() == fates[1].tolist()
     assert {triage.VISIT, triage.UNMOVED, triage.ROUND} <= set(fates[0].tolist())
+    hedged_normal = (grid[:, 4] == 1) & (grid[:, 0] == 0)  # waits between its hedges
+    assert {triage.VISIT, triage.UNMOVED} == set(fates[0][hedged_normal].tolist())

@@ -4,10 +4,10 @@ One pass over the revalued rows decides, per row, its ``fate``:
 
 - ``QUIET``: screened out, provably idle (``Engine._screen``): not watched, ratio below every
   threshold and projected time to breach past the horizon;
-- ``UNMOVED``: in distress but left exactly as it is (``Detectors.margin_unmoved`` and
-  ``Ladder.unmoved``, not hedged): only its margin watermark moves;
+- ``UNMOVED``: left exactly as it is (``Detectors.margin_unmoved`` and ``Ladder.unmoved``, and
+  where hedged ``Ladder.hedge_waits``): only its margin watermark moves;
 - ``ROUND``: liquidated, its due round would send nothing (``Ladder.round_only``, margin
-  unmoved, not hedged): its watermark moves and the round is marked;
+  unmoved; a liquidated account never hedges): its watermark moves and the round is marked;
 - ``VISIT``: anything else, through the detectors and the ladder one by one.
 
 The engine keeps what this reads per row resident between ticks (``Engine._Codes``: the
@@ -28,17 +28,18 @@ _kernel = njit(cache=True, error_model="numpy")
 QUIET, VISIT, UNMOVED, ROUND = 0, 1, 2, 3  # fates
 
 # columns of the resident table (``Engine._Codes``), one row per account of the built book
-COLUMNS = ("state", "last_round", "in_flight", "margin", "margin_due", "liquidation", "liquidation_due",
-           "watched", "hedged")
-(STATE, LAST_ROUND, IN_FLIGHT, MARGIN, MARGIN_DUE, LIQUIDATION, LIQUIDATION_DUE, WATCHED, HEDGED) = range(9)
+COLUMNS = ("state", "last_round", "in_flight", "last_hedge", "margin", "margin_due", "liquidation",
+           "liquidation_due", "watched", "hedged")
+(STATE, LAST_ROUND, IN_FLIGHT, LAST_HEDGE, MARGIN, MARGIN_DUE, LIQUIDATION, LIQUIDATION_DUE, WATCHED,
+ HEDGED) = range(10)
 # ladder state codes, as ``policy.ladder.STATE_CODE`` gives them
-MARGIN_CALL, REDUCE_ONLY, LIQUIDATING, LIQUIDATED = 1, 2, 3, 4
+NORMAL, MARGIN_CALL, REDUCE_ONLY, LIQUIDATING, LIQUIDATED = 0, 1, 2, 3, 4
 
 # thresholds (``limits``), from the engine's parameters
-LIMITS = ("quiet_below", "horizon_ms", "reduce_ratio", "release_ratio", "round_ms", "buffer_factor",
+LIMITS = ("quiet_below", "horizon_ms", "call_ratio", "reduce_ratio", "release_ratio", "round_ms", "buffer_factor",
           "margin_trigger_ratio", "margin_clear_ratio", "liquidation_ratio")
-(QUIET_BELOW, HORIZON_MS, REDUCE_RATIO, RELEASE_RATIO, ROUND_MS, BUFFER_FACTOR, MARGIN_TRIGGER, MARGIN_CLEAR,
- LIQUIDATION_RATIO) = range(9)
+(QUIET_BELOW, HORIZON_MS, CALL_RATIO, REDUCE_RATIO, RELEASE_RATIO, ROUND_MS, BUFFER_FACTOR, MARGIN_TRIGGER,
+ MARGIN_CLEAR, LIQUIDATION_RATIO) = range(10)
 
 
 @_kernel
@@ -49,8 +50,14 @@ def _quiet(code: float, due: float, time_ms: float, triggered: bool, cleared: bo
 
 
 @_kernel
-def _ladder_fate(state: float, last_round: float, in_flight: float, ratio: float, ttb: float, maintenance: float,
-                 initial: float, time_ms: float, limits: np.ndarray) -> int:
+def _hedge_waits(state: float, last_hedge: float, time_ms: float, limits: np.ndarray) -> bool:
+    """``Ladder.hedge_waits`` for one account."""
+    return state >= LIQUIDATING or time_ms - last_hedge < limits[ROUND_MS]
+
+
+@_kernel
+def _ladder_fate(state: float, last_round: float, in_flight: float, last_hedge: float, ratio: float, ttb: float,
+                 maintenance: float, initial: float, time_ms: float, limits: np.ndarray) -> int:
     """UNMOVED where ``Ladder.unmoved`` holds, ROUND where ``Ladder.round_only`` does, else VISIT."""
     target = 1.0 if initial <= 0 else (maintenance / initial) / limits[BUFFER_FACTOR]
     below_release = ratio < limits[RELEASE_RATIO]
@@ -59,7 +66,9 @@ def _ladder_fate(state: float, last_round: float, in_flight: float, ratio: float
     if ((state == MARGIN_CALL and ratio < limits[REDUCE_RATIO] and called)
             or (state == REDUCE_ONLY and called)
             or (state == LIQUIDATING and not due and not below_release and not ratio < target)
-            or (state == LIQUIDATED and not due and not below_release)):
+            or (state == LIQUIDATED and not due and not below_release)
+            or (state == NORMAL and not math.isnan(last_hedge) and not ratio >= limits[CALL_RATIO]
+                and not ratio >= limits[REDUCE_RATIO] and ttb >= limits[HORIZON_MS])):
         return UNMOVED
     if state == LIQUIDATED and due and not below_release and in_flight != 0:
         return ROUND
@@ -77,15 +86,15 @@ def triage_rows(rows: np.ndarray, ratio: np.ndarray, ttb: np.ndarray, maintenanc
         x, t = ratio[r], ttb[j]
         if codes[r, WATCHED] == 0 and x < limits[QUIET_BELOW] and t >= limits[HORIZON_MS]:
             out[j] = QUIET
-        elif (codes[r, HEDGED] != 0
+        elif ((codes[r, HEDGED] != 0 and not _hedge_waits(codes[r, STATE], codes[r, LAST_HEDGE], time_ms, limits))
               or not _quiet(codes[r, MARGIN], codes[r, MARGIN_DUE], time_ms, x >= limits[MARGIN_TRIGGER],
                             x < limits[MARGIN_CLEAR])
               or not _quiet(codes[r, LIQUIDATION], codes[r, LIQUIDATION_DUE], time_ms,
                             x >= limits[LIQUIDATION_RATIO], x < limits[MARGIN_TRIGGER])):
             out[j] = VISIT
         else:
-            out[j] = _ladder_fate(codes[r, STATE], codes[r, LAST_ROUND], codes[r, IN_FLIGHT], x, t, maintenance[r],
-                                  initial[r], time_ms, limits)
+            out[j] = _ladder_fate(codes[r, STATE], codes[r, LAST_ROUND], codes[r, IN_FLIGHT], codes[r, LAST_HEDGE],
+                                  x, t, maintenance[r], initial[r], time_ms, limits)
     return out
 
 
