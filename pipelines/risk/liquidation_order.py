@@ -121,15 +121,16 @@ def plan_liquidations(
     """
     params = params or LiquidationParams()
     picked, targets = _checked_batch(accounts, target_ratios)
-    slip_unit = expected_slippage_per_unit(book, risk, params) if slippage_per_unit is None \
-        else np.asarray(slippage_per_unit, dtype=np.float64)
     realised_vol, depth = (conditions or MarketConditions()).arrays(book.instruments.underlyings)
     equity = risk.equity[picked].astype(np.float64)
     if compiled:
+        slippage = (params.option_half_spread_vol_points, params.option_min_slippage_frac, params.linear_half_spread)
         search = GreedySearch(*planner.greedy_search(
-            *planner.legs_of(book, picked, params.chunk_fraction), risk, book.instruments, slip_unit,
-            realised_vol, depth, adaptive, equity, targets, params.max_steps))
+            *planner.legs_of(book, picked, params.chunk_fraction), risk, book.instruments, slippage,
+            slippage_per_unit, realised_vol, depth, adaptive, equity, targets, params.max_steps))
     else:
+        slip_unit = expected_slippage_per_unit(book, risk, params) if slippage_per_unit is None \
+            else np.asarray(slippage_per_unit, dtype=np.float64)
         legs = _legs_of(book, picked, params.chunk_fraction)
         pricing = _Pricing.of(risk, book, legs, slip_unit, realised_vol, depth, adaptive)
         search = _greedy_search(legs, pricing, equity, targets, params.max_steps)

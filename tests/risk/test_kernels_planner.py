@@ -108,8 +108,8 @@ def test_long_searches_that_outgrow_the_step_buffer_still_match() -> None:
     assert sum(len(p.orders) for p in compiled) > 0
     steps = planner.greedy_search(np.array([0, 6]), book.instrument_idx[:6], book.instruments.underlying_idx[
         book.instrument_idx[:6]], book.qty[:6], 0.01 * np.abs(book.qty[:6]), risk, book.instruments,
-        np.full(len(book.instruments), 1.0), *conditions.arrays(book.instruments.underlyings), AdaptiveParams(),
-        risk.equity[:1].copy(), np.array([0.01]), 10_000)
+        (0.5, 0.0001, 0.0005), np.full(len(book.instruments), 1.0), *conditions.arrays(book.instruments.underlyings),
+        AdaptiveParams(), risk.equity[:1].copy(), np.array([0.01]), 10_000)
     assert len(steps[0]) > 4 * 6
 
 
@@ -120,7 +120,8 @@ def test_warm_compiles_the_kernel_the_planner_calls() -> None:
     assert not risk.grid.weight.flags.writeable
     plan_liquidations(book, risk, [0, 2], [0.5, 0.5], adaptive=AdaptiveParams(), conditions=conditions)
     plan_liquidations(book, risk, [1], [0.5], slippage_per_unit=np.ones(len(book.instruments), dtype=np.float32))
-    assert len(planner._search.signatures) == len(planner._legs.signatures) == 1
+    kernels = (planner._search, planner._legs, planner._instrument_rows)
+    assert [len(kernel.signatures) for kernel in kernels] == [1, 1, 1]
 
 
 def test_books_without_instruments_and_empty_batches_plan_nothing_in_both() -> None:

@@ -16,6 +16,8 @@ the array types ``greedy_search`` passes, so the first liquidation does not comp
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
@@ -27,6 +29,7 @@ from pipelines.risk.kernels.scalar import maximum, minimum
 # Rows of the per-instrument table (fields x instruments).
 INSTRUMENT_DELTA, INSTRUMENT_GAMMA, INSTRUMENT_VEGA, INSTRUMENT_IS_OPTION = 0, 1, 2, 3
 INSTRUMENT_CONTRACT_SIZE, INSTRUMENT_NOTIONAL, INSTRUMENT_SLIPPAGE = 4, 5, 6
+INSTRUMENT_FIELDS = 7
 # Rows of the per-underlying table (fields x underlyings).
 UNDERLYING_INDEX, UNDERLYING_IMPLIED_VOL, UNDERLYING_REALISED_VOL, UNDERLYING_DEPTH = 0, 1, 2, 3
 UNDERLYING_DELTA_CHARGE_NET, UNDERLYING_DELTA_CHARGE_HEDGED, UNDERLYING_SHORT_OPTION_CHARGE = 4, 5, 6
@@ -288,11 +291,41 @@ def _ints(a: np.ndarray) -> np.ndarray:
     return a if a.flags.writeable else a.copy()
 
 
-def instrument_table(risk: BookRisk, table: InstrumentTable, slippage_per_unit: np.ndarray) -> np.ndarray:
-    """The per-instrument table: ``INSTRUMENT_*`` rows by instrument columns."""
+def _bools(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.bool_)
+    return a if a.flags.writeable else a.copy()
+
+
+@_kernel
+def _instrument_rows(delta: np.ndarray, gamma: np.ndarray, vega: np.ndarray, is_option: np.ndarray,
+                     units: np.ndarray, index: np.ndarray, half_spread_vol_points: float,
+                     option_min_slippage_frac: float, linear_half_spread: float) -> np.ndarray:
+    """``instrument_table`` with the expected slippage per contract, as
+    ``liquidation_order.expected_slippage_per_unit`` prices it (products and a NaN-propagating
+    maximum: the same floats)."""
+    out = np.empty((INSTRUMENT_FIELDS, len(delta)))
+    for k in range(len(delta)):
+        notional = index[k] * units[k]
+        out[INSTRUMENT_DELTA, k], out[INSTRUMENT_GAMMA, k], out[INSTRUMENT_VEGA, k] = delta[k], gamma[k], vega[k]
+        out[INSTRUMENT_IS_OPTION, k] = 1.0 if is_option[k] else 0.0
+        out[INSTRUMENT_CONTRACT_SIZE, k], out[INSTRUMENT_NOTIONAL, k] = units[k], notional
+        out[INSTRUMENT_SLIPPAGE, k] = (maximum(half_spread_vol_points * vega[k], option_min_slippage_frac * notional)
+                                       if is_option[k] else linear_half_spread * notional)
+    return out
+
+
+def instrument_table(risk: BookRisk, table: InstrumentTable, slippage: tuple[float, float, float],
+                     slippage_per_unit: np.ndarray | None = None) -> np.ndarray:
+    """The per-instrument table: ``INSTRUMENT_*`` rows by instrument columns. ``slippage``: the
+    ``LiquidationParams`` the expected slippage is priced from (option half spread in vol points,
+    option minimum as a fraction of the index, linear half spread), unless ``slippage_per_unit``
+    gives it per contract."""
     unit = risk.unit
-    return np.array((unit.delta, unit.gamma, unit.vega, table.is_option, risk.units,
-                     risk.inputs.index * risk.units, slippage_per_unit), dtype=np.float64)
+    out = _instrument_rows(_floats(unit.delta), _floats(unit.gamma), _floats(unit.vega), _bools(table.is_option),
+                           _floats(risk.units), _floats(risk.inputs.index), *slippage)
+    if slippage_per_unit is not None:
+        out[INSTRUMENT_SLIPPAGE] = slippage_per_unit
+    return out
 
 
 def underlying_table(risk: BookRisk, realised_vol: np.ndarray, depth: np.ndarray) -> np.ndarray:
@@ -302,8 +335,10 @@ def underlying_table(risk: BookRisk, realised_vol: np.ndarray, depth: np.ndarray
                      charges.delta_charge_hedged, charges.short_option_charge), dtype=np.float64)
 
 
+@functools.cache
 def adaptive_table(adaptive: AdaptiveParams | None) -> np.ndarray:
-    """The adaptive parameters in ``ADAPTIVE_FIELDS`` order (zeros when there is no add-on)."""
+    """The adaptive parameters in ``ADAPTIVE_FIELDS`` order (zeros when there is no add-on); one
+    array per parameters, shared: the kernels only read it."""
     if adaptive is None:
         return np.zeros(len(ADAPTIVE_FIELDS))
     return np.array([getattr(adaptive, name) for name in ADAPTIVE_FIELDS], dtype=np.float64)
@@ -349,7 +384,8 @@ def greedy_search(
     leg_chunk: np.ndarray,
     risk: BookRisk,
     table: InstrumentTable,
-    slippage_per_unit: np.ndarray,
+    slippage: tuple[float, float, float],
+    slippage_per_unit: np.ndarray | None,
     realised_vol: np.ndarray,
     depth: np.ndarray,
     adaptive: AdaptiveParams | None,
@@ -358,12 +394,13 @@ def greedy_search(
     max_steps: int,
 ) -> tuple[np.ndarray, ...]:
     """The fields of ``liquidation_order.GreedySearch``, in order, for the legs of a batch
-    (grouped by batch account: account b's are ``leg_start[b]:leg_start[b + 1]``)."""
+    (grouped by batch account: account b's are ``leg_start[b]:leg_start[b + 1]``); the slippage
+    per contract as ``instrument_table`` prices it."""
     steps, n, mm_before, mm_after, equity_after = _search(
         _ints(leg_start), _ints(leg_instrument), _ints(leg_underlying), _floats(leg_qty), _floats(leg_chunk),
-        _floats(risk.scenario_pnl), _floats(risk.grid.weight), instrument_table(risk, table, slippage_per_unit),
-        underlying_table(risk, realised_vol, depth), adaptive_table(adaptive), adaptive is not None, _floats(equity),
-        _floats(targets), int(max_steps))
+        _floats(risk.scenario_pnl), _floats(risk.grid.weight),
+        instrument_table(risk, table, slippage, slippage_per_unit), underlying_table(risk, realised_vol, depth),
+        adaptive_table(adaptive), adaptive is not None, _floats(equity), _floats(targets), int(max_steps))
     taken = steps[:n]
     return (taken[:, STEP_ACCOUNT].astype(np.int64), taken[:, STEP_INSTRUMENT].astype(np.int64), taken[:, STEP_QTY],
             taken[:, STEP_COST], taken[:, STEP_MAINTENANCE], taken[:, STEP_EQUITY], mm_before, mm_after, equity_after)
@@ -373,6 +410,8 @@ def warm() -> None:
     """Compile the kernels (or load them from the cache) for the array types ``legs_of`` and
     ``greedy_search`` pass, on a one-account book with an option and a future on one underlying."""
     one, two = np.ones(1), np.ones(2)
+    _instrument_rows(_floats(one), _floats(one), _floats(one), _bools(np.ones(1, dtype=bool)), _floats(one),
+                     _floats(one), 0.5, 0.0001, 0.0005)
     _legs(_ints(np.zeros(1)), _ints(np.array([0, 2])), _ints(np.array([0, 1])), _ints(np.zeros(2)),
           _floats(np.array([-1.0, 1.0])), 0.2)
     _search(_ints(np.array([0, 2])), _ints(np.array([0, 1])), _ints(np.zeros(2)), _floats(np.array([-1.0, 1.0])),
