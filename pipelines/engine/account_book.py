@@ -1,11 +1,9 @@
 """A shard's accounts (positions and collateral) as the risk core's arrays, rebuilt only on change.
 
-Why: a market tick revalues every account exposed to the moved underlying, and on a busy
-shard that is every tick. Rebuilding the risk core's ``Book`` from Python dicts each time
-cost more than the revaluation itself, and the per-account Python loop it needed grows with
-the book. Here the book is built once per change of positions (or of which underlyings are
-priced) and reused; per tick only collateral is revalued, vectorised, and the accounts a
-tick touches are found with array operations over the positions, not a loop over holders.
+The book is built once per change of positions (or of which underlyings are priced) and reused:
+per tick, collateral is valued once per asset price (the same ``Book`` while the prices hold),
+and the accounts a tick touches are the book's holders of the moved underlyings, kept per row
+(``BuiltBook.holders``), with the accounts updated this tick.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from pipelines.risk.book import Book
 from pipelines.risk.instruments import Instrument, InstrumentTable, parse_instrument, underlying_of
 
 STABLE = frozenset({"USD", "USDC", "USDT"})
+HOLDING_SETS = 64  # BuiltBook.touched_rows: sets of moved underlyings whose rows are kept
 
 
 def asset_price(asset: str, prices: Mapping[str, float]) -> float:
@@ -73,11 +72,14 @@ class BuiltBook:
 
     def touched_rows(self, accounts: Collection[str], moved: Collection[str]) -> np.ndarray:
         """The rows, ascending, of the accounts a tick touched: ``accounts`` updated, or holding
-        an underlying in ``moved``. The rows of a set of moved underlyings are made once per book."""
+        an underlying in ``moved``. The rows of a set of moved underlyings are made once per book
+        and kept for the ``HOLDING_SETS`` sets made last (many underlyings move in many sets)."""
         key = frozenset(moved)
         rows = self.holding.get(key)
         if rows is None:
             held = [h for u, h in zip(self.book.instruments.underlyings, self.holders) if u in key]
+            if len(self.holding) >= HOLDING_SETS:
+                del self.holding[next(iter(self.holding))]
             rows = self.holding[key] = np.unique(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
         updated = [self.where[a] for a in accounts if a in self.where]
         return np.union1d(rows, updated) if updated else rows

@@ -87,7 +87,7 @@ class EngineOutput:
         self.exposures += other.exposures
 
 
-STATE_VALUES = tuple(state.value for state in STATES)  # by ``Ladder.codes`` code
+STATE_VALUES = tuple(state.value for state in STATES)  # by ``Ladder.code`` code
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -454,12 +454,15 @@ class Engine:
 
     def revaluation(self, time_ms: int | None = None) -> Revaluation:
         """Every priced account revalued as of ``time_ms`` (default: the latest event time) on
-        the current market, as a tick would, changing nothing: for what-ifs and benchmarks."""
+        the current market, as a tick would, changing nothing: for what-ifs and benchmarks. Its
+        book's collateral is the caller's own (the ticks reuse theirs while prices hold)."""
         as_of_ms = self._last_time_ms if time_ms is None else time_ms
         if as_of_ms is None:
             raise ValueError("no event yet: nothing to revalue")
         built = self.accounts.built(self.board.index.keys(), self.board.instruments)
-        return self._revaluation(built, as_of_ms)
+        revalued = self._revaluation(built, as_of_ms)
+        book = dataclasses.replace(revalued.book, collateral=revalued.book.collateral.copy())
+        return dataclasses.replace(revalued, book=book)
 
     def _revaluation(self, built, time_ms: int, rows: np.ndarray | None = None) -> Revaluation:
         """``rows``: revalue only these accounts (the others' risk entries are NaN); None: all."""
@@ -639,8 +642,10 @@ class Engine:
         cache = self._emitted_cache
         if cache is None or cache[0] is not built:
             last = [self._emitted.get(a) for a in built.book.accounts]
-            cache = self._emitted_cache = (built, np.array([-math.inf if e is None else e[0] for e in last]),
-                                           np.array([math.nan if e is None else e[1] for e in last]))
+            # float64 even when every account has sent one (ints): the compiled exposures_due has one signature
+            cache = self._emitted_cache = (
+                built, np.array([-math.inf if e is None else e[0] for e in last], dtype=np.float64),
+                np.array([math.nan if e is None else e[1] for e in last], dtype=np.float64))
         return cache[1], cache[2]
 
     def _velocity(self, underlying: str, time_ms: int) -> float:

@@ -60,7 +60,7 @@ class AccountState(StrEnum):
     LIQUIDATED = "liquidated"
 
 
-STATES = tuple(AccountState)  # a state's code (``Ladder.codes``) is its index here
+STATES = tuple(AccountState)  # a state's code (``Ladder.code``) is its index here
 STATE_CODE = {state: code for code, state in enumerate(STATES)}
 
 

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.engine.engine import EngineParams
+from pipelines.engine.engine import Engine, EngineParams
 from pipelines.policy.ladder import times_to_breach_ms
+from pipelines.policy.signing import SigningKey
 from pipelines.replay.inprocess import fingerprint, load, replay_dicts
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
 from pipelines.risk.book import Book, BookRisk, revalue_book
@@ -23,6 +24,7 @@ from pipelines.risk.margin import MarginConfig, MarginParams
 from pipelines.risk.market import MarketState, UnderlyingMarket
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate, write_recording
+from tests.kit.crash import PERP, crash_events
 
 NOW_MS = 1_795_000_000_000  # 2026-11-18
 UNDERLYINGS = ("BTC", "ETH", "SOL")
@@ -195,4 +197,21 @@ def test_a_book_without_positions_or_collateral_needs_no_other_specialisation() 
     for adaptive in (None, AdaptiveParams()):
         risk = revalue_book(book, MarketState(NOW_MS, {}), adaptive=adaptive)
         assert risk.equity.tolist() == [0.0] and risk.margin_ratio.tolist() == [0.0]
+    assert specialisations() == before
+
+
+def test_a_book_rebuilt_after_every_account_sent_an_exposure_needs_no_other_specialisation() -> None:
+    """Exposure times of a rebuilt book where every account has sent one are still floats."""
+    kernel.warm()
+    before = specialisations()
+    engine = Engine(SigningKey("test", b"kernel-test-signing-key-0123"), EngineParams(compiled=True))
+    events = crash_events()
+    for n, (record, value) in enumerate(events):
+        engine.on_event(record, value, f"e{n}")
+    t = events[-1][1]["event_time_ms"] + 1000
+    engine.on_event("PositionUpdate", {"account": "whale-safe", "instrument": PERP, "quantity": 2.0,
+                                       "average_price": 50_000.0, "sequence": 9, "event_time_ms": t}, "rebuild")
+    engine.on_event("IndexPrice", {"underlying": "BTC", "index_name": "btc_usd", "price": 50_000.0,
+                                   "event_time_ms": t + 1000}, "tick")
+    engine.flush()
     assert specialisations() == before
