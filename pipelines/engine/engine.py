@@ -94,13 +94,15 @@ STATE_VALUES = tuple(state.value for state in STATES)  # by ``Ladder.code`` code
 class _Codes:
     """Per row of one ``BuiltBook``, what ``kernels.triage`` reads (its ``COLUMNS``): the
     ladder's codes (``Ladder.code``), the margin detectors' (``Detectors.margin_code``),
-    whether the account is watched (in attention, or hedged) and hedged. Resident between
-    ticks and refreshed for the rows a tick visits (only a visit changes them). Rows of
-    accounts out of attention hold NORMAL and no margin condition: ``triage`` never leaves
-    those alone."""
+    whether the account is watched (in attention, or hedged) and hedged; and per row and
+    underlying of the book, the hedges in flight (``Ladder.hedges_in_flight``). Resident
+    between ticks and refreshed for the rows a tick visits (only a visit changes them). Rows
+    of accounts out of attention hold NORMAL, no ladder and no margin condition: ``triage``
+    never leaves those alone."""
 
     built: BuiltBook
     table: np.ndarray  # float64, (accounts, len(triage.COLUMNS))
+    hedges: np.ndarray  # float64, (accounts, underlyings)
 
     @classmethod
     def empty(cls, built: BuiltBook, hedged: Collection[str]) -> _Codes:
@@ -108,7 +110,7 @@ class _Codes:
         table[:, [triage.LAST_ROUND, triage.LAST_HEDGE, triage.MARGIN_DUE, triage.LIQUIDATION_DUE]] = math.nan
         table[:, [triage.MARGIN, triage.LIQUIDATION]] = -1
         table[:, triage.HEDGED] = table[:, triage.WATCHED] = built.mask(hedged)
-        return cls(built, table)
+        return cls(built, table, np.zeros((len(built.book.accounts), built.book.n_underlyings)))
 
     def refresh(self, rows: np.ndarray, ladder: Ladder, detectors: Detectors, attention: Collection[str]) -> None:
         """Read ``rows`` again from the ladder, the detectors, the book's positions and the
@@ -120,6 +122,8 @@ class _Codes:
             (*ladder.code(accounts[i], {name: qty for name, _, qty in closes[i]}),
              *detectors.margin_code(accounts[i]), accounts[i] in attention or h, h)
             for i, h in zip(rows.tolist(), hedged.tolist())]
+        underlyings = self.built.book.instruments.underlyings
+        self.hedges[rows] = [ladder.hedges_in_flight(accounts[i], underlyings) for i in rows.tolist()]
 
 
 def _triage_limits(params: EngineParams) -> np.ndarray:
@@ -130,7 +134,7 @@ def _triage_limits(params: EngineParams) -> np.ndarray:
               "horizon_ms": p.horizon_ms, "call_ratio": p.call_ratio, "reduce_ratio": p.reduce_ratio,
               "release_ratio": p.release_ratio, "round_ms": p.round_ms, "buffer_factor": 1.0 + p.buffer,
               "margin_trigger_ratio": d.margin_trigger_ratio, "margin_clear_ratio": d.margin_clear_ratio,
-              "liquidation_ratio": d.liquidation_ratio}
+              "liquidation_ratio": d.liquidation_ratio, "hedge_threshold_usd": p.hedge_threshold_usd}
     return np.array([limits[name] for name in triage.LIMITS], dtype=np.float64)
 
 
@@ -530,7 +534,8 @@ class Engine:
         margin watermark moves, as ``on_margin`` would move it), and a liquidated account whose
         due round would send nothing (ROUND) has the round marked too."""
         codes = self._codes(built)
-        fate = self._fates(codes.table, rows, risk, ttb, time_ms)
+        index = np.array([self.board.index[u] for u in risk.underlyings], dtype=np.float64)
+        fate = self._fates(codes.table, codes.hedges, rows, risk, index, ttb, time_ms)
         idle = rows[fate >= triage.UNMOVED]
         if idle.size:
             accounts = built.book.accounts
@@ -540,25 +545,25 @@ class Engine:
             codes.table[rounds, triage.LAST_ROUND] = time_ms
         return fate
 
-    def _fates(self, table: np.ndarray, rows: np.ndarray, risk: BookRisk, ttb: np.ndarray,
-               time_ms: int) -> np.ndarray:
+    def _fates(self, table: np.ndarray, hedges: np.ndarray, rows: np.ndarray, risk: BookRisk, index: np.ndarray,
+               ttb: np.ndarray, time_ms: int) -> np.ndarray:
         """``kernels.triage.triage_rows``, or its numpy reference: the screen (``_screen``), then
         for the rows it keeps, margin detectors unmoved (``Detectors.margin_unmoved``), not
         hedged or the hedge waiting (``Ladder.hedge_waits``), and the ladder unmoved
         (``Ladder.unmoved``) or only marking a round (``Ladder.round_only``)."""
         if self.params.compiled:
-            return triage.triage_rows(rows, risk.margin_ratio, ttb, risk.maintenance, risk.initial, table,
-                                      self._limits, float(time_ms))
+            return triage.triage_rows(rows, risk.margin_ratio, ttb, risk.maintenance, risk.initial, risk.delta,
+                                      index, table, hedges, self._limits, float(time_ms))
         codes, ratio = table[rows], risk.margin_ratio[rows]
         slow = self._screen(ratio, ttb, codes[:, triage.WATCHED] != 0)
         quiet = self.detectors.margin_unmoved(codes[:, triage.MARGIN], codes[:, triage.MARGIN_DUE],
                                               codes[:, triage.LIQUIDATION], codes[:, triage.LIQUIDATION_DUE],
                                               ratio, time_ms)
         state, last_round = codes[:, triage.STATE], codes[:, triage.LAST_ROUND]
-        last_hedge = codes[:, triage.LAST_HEDGE]
-        quiet &= (codes[:, triage.HEDGED] == 0) | self.ladder.hedge_waits(state, last_hedge, time_ms)
-        unmoved = quiet & self.ladder.unmoved(state, last_round, last_hedge, ratio, ttb, risk.maintenance[rows],
-                                              risk.initial[rows], time_ms)
+        quiet &= (codes[:, triage.HEDGED] == 0) | self.ladder.hedge_waits(
+            state, codes[:, triage.LAST_HEDGE], risk.delta[rows], hedges[rows], index, time_ms)
+        unmoved = quiet & self.ladder.unmoved(state, last_round, codes[:, triage.HELD], ratio, ttb,
+                                              risk.maintenance[rows], risk.initial[rows], time_ms)
         rounds = quiet & self.ladder.round_only(state, last_round, ratio, codes[:, triage.IN_FLIGHT] != 0, time_ms)
         fate = np.where(slow, triage.VISIT, triage.QUIET).astype(np.int8)
         fate[slow & unmoved] = triage.UNMOVED

@@ -196,30 +196,39 @@ class Ladder:
         if ladder is not None:
             ladder.in_flight.pop(instrument, None)
 
-    def code(self, account: str, closes: Mapping[str, float]) -> tuple[int, float, bool, float]:
+    def code(self, account: str, closes: Mapping[str, float]) -> tuple[int, float, bool, float, bool]:
         """What ``unmoved``, ``round_only`` and ``hedge_waits`` read of an account: its state as an
         index into ``STATES``, its last round's time (NaN: none, or no ladder held), whether the
         close of every leg (``closes``: instrument -> the quantity that closes it, the position
         negated) is in flight in full, so that a liquidated round would send nothing
-        (``_liquidated_round``; False where no ladder is held), and its last hedge's time (NaN:
-        none sent, or no ladder held)."""
+        (``_liquidated_round``; False where no ladder is held), its last hedge's time (NaN: none
+        sent, or no ladder held) and whether a ladder is held."""
         ladder = self._accounts.get(account)
         if ladder is None:
-            return 0, math.nan, False, math.nan
+            return 0, math.nan, False, math.nan, False
         return (STATE_CODE[ladder.state], math.nan if ladder.last_round_ms is None else ladder.last_round_ms,
                 all(_unsent(ladder, name, qty) is None for name, qty in closes.items()),
-                math.nan if ladder.last_hedge_ms is None else ladder.last_hedge_ms)
+                math.nan if ladder.last_hedge_ms is None else ladder.last_hedge_ms, True)
 
-    def unmoved(self, state: np.ndarray, last_round_ms: np.ndarray, last_hedge_ms: np.ndarray, ratio: np.ndarray,
+    def hedges_in_flight(self, account: str, underlyings: Iterable[str]) -> list[float]:
+        """Per underlying, the hedge in flight on its perpetual (0 where none, or no ladder held):
+        what ``hedge_waits`` reads with ``code``."""
+        ladder = self._accounts.get(account)
+        if ladder is None:
+            return [0.0 for _ in underlyings]
+        in_flight = ladder.in_flight
+        return [in_flight.get(f"{u}-PERPETUAL", 0.0) for u in underlyings]
+
+    def unmoved(self, state: np.ndarray, last_round_ms: np.ndarray, held: np.ndarray, ratio: np.ndarray,
                 ttb: np.ndarray, maintenance: np.ndarray, initial: np.ndarray, time_ms: int) -> np.ndarray:
         """Per account (``code``, and its revaluation at ``time_ms``), whether ``on_revaluation``
         with no breach, leaving its hedge aside (``hedge_waits``), would return nothing and
         change nothing: in MARGIN_CALL below ``reduce_ratio`` or in REDUCE_ONLY, and not
         released; in LIQUIDATING or LIQUIDATED, no round due and not released; NORMAL with its
-        ladder held (it sent a hedge) below ``call_ratio`` and ``reduce_ratio`` and its
-        projected breach past the horizon. False where it might act (NORMAL without a hedge
-        sent included: ``on_revaluation`` may make its ladder). Vectorised, so that a crash's
-        many accounts in distress skip the per-account Python while nothing changes for them."""
+        ladder held, below ``call_ratio`` and ``reduce_ratio`` and its projected breach past the
+        horizon. False where it might act (NORMAL with no ladder held included:
+        ``on_revaluation`` makes it). Vectorised, so that a crash's many accounts in distress
+        skip the per-account Python while nothing changes for them."""
         p = self.params
         with np.errstate(invalid="ignore", divide="ignore"):
             target = np.where(initial <= 0, 1.0, (maintenance / initial) / (1.0 + p.buffer))
@@ -231,17 +240,23 @@ class Ladder:
                     | ((state == STATE_CODE[AccountState.REDUCE_ONLY]) & called)
                     | ((state == STATE_CODE[AccountState.LIQUIDATING]) & ~due & ~below_release & ~(ratio < target))
                     | ((state == STATE_CODE[AccountState.LIQUIDATED]) & ~due & ~below_release)
-                    | ((state == STATE_CODE[AccountState.NORMAL]) & ~np.isnan(last_hedge_ms) & calm))
+                    | ((state == STATE_CODE[AccountState.NORMAL]) & (held != 0) & calm))
 
-    def hedge_waits(self, state: np.ndarray, last_hedge_ms: np.ndarray, time_ms: int) -> np.ndarray:
-        """Per hedged account (``code``), whether ``on_revaluation`` at ``time_ms`` would send no
-        hedge and change nothing for hedging, whatever the account's delta: it is LIQUIDATING or
-        LIQUIDATED (those are never hedged) or its last hedge went out within ``round_ms``
-        (``_hedge``). Where it holds, the account is left alone wherever ``unmoved`` or
-        ``round_only`` would leave it alone unhedged: hedged accounts wait between hedges."""
+    def hedge_waits(self, state: np.ndarray, last_hedge_ms: np.ndarray, delta: np.ndarray, in_flight: np.ndarray,
+                    index: np.ndarray, time_ms: int) -> np.ndarray:
+        """Per hedged account (``code``; ``delta`` and ``in_flight``, from ``hedges_in_flight``,
+        by account and underlying; ``index`` per underlying), whether ``on_revaluation`` at
+        ``time_ms`` would send no hedge and change nothing for hedging, whatever the
+        underlyings' trading states: it is LIQUIDATING or LIQUIDATED (never hedged), its last
+        hedge went out within ``round_ms``, or no underlying's hedge (its delta less what is in
+        flight) reaches ``hedge_threshold_usd`` at the index (``_hedge``). Where it holds, the
+        account is left alone wherever ``unmoved`` or ``round_only`` would leave it alone
+        unhedged."""
+        p = self.params
         with np.errstate(invalid="ignore"):
-            return ((state >= STATE_CODE[AccountState.LIQUIDATING])
-                    | (time_ms - last_hedge_ms < self.params.round_ms))
+            small = ~(np.abs(-delta - in_flight) * index >= p.hedge_threshold_usd).any(axis=1)
+            return ((state >= STATE_CODE[AccountState.LIQUIDATING]) | (time_ms - last_hedge_ms < p.round_ms)
+                    | small)
 
     def round_only(self, state: np.ndarray, last_round_ms: np.ndarray, ratio: np.ndarray, in_flight: np.ndarray,
                    time_ms: int) -> np.ndarray:

@@ -24,11 +24,19 @@ def codes(ladder: Ladder, account: str, closes: dict[str, float]) -> tuple[np.nd
 
 def unmoved(ladder: Ladder, view: AccountView) -> bool:
     """``unmoved``, and for a hedged view ``hedge_waits`` too, as the engine's triage reads them."""
-    state, last_round, _, last_hedge = codes(ladder, view.account, {})
-    left = ladder.unmoved(state, last_round, last_hedge, np.array([view.margin_ratio]),
+    state, last_round, _, last_hedge, held = codes(ladder, view.account, {})
+    left = ladder.unmoved(state, last_round, held, np.array([view.margin_ratio]),
                           np.array([view.time_to_breach_ms]), np.array([view.maintenance]),
                           np.array([view.initial]), view.event_time_ms)[0]
-    return bool(left and (not view.hedged or ladder.hedge_waits(state, last_hedge, view.event_time_ms)[0]))
+    return bool(left and (not view.hedged or hedge_waits(ladder, view)))
+
+
+def hedge_waits(ladder: Ladder, view: AccountView) -> bool:
+    underlyings = sorted(view.delta)
+    state, _, _, last_hedge, _ = codes(ladder, view.account, {})
+    return bool(ladder.hedge_waits(state, last_hedge, np.array([[view.delta[u] for u in underlyings]]),
+                                   np.array([ladder.hedges_in_flight(view.account, underlyings)]),
+                                   np.array([view.index[u] for u in underlyings]), view.event_time_ms)[0])
 
 
 def revalue(ladder: Ladder, view: AccountView, positions: list[CloseIntent]) -> list:
@@ -43,18 +51,22 @@ def revalue(ladder: Ladder, view: AccountView, positions: list[CloseIntent]) -> 
        maintenance=st.sampled_from([0.0, 50_000.0, math.nan]), initial=st.sampled_from([0.0, 60_000.0, 100_000.0]),
        in_flight=st.booleans(), held=st.booleans(), hedged=st.booleans(),
        last_hedge=st.sampled_from([None, 0, 2_499, 2_500, 3_000, 3_500]),
-       delta=st.sampled_from([0.0, 1.0, 10.0, -10.0]))
+       delta=st.sampled_from([0.0, 0.5, 0.83, 0.84, 1.0, 10.0, -10.0, -9.5, math.nan]),
+       eth=st.sampled_from([0.0, 20.0, 30.0, -30.0]), eth_hedge=st.sampled_from([None, -20.0, 5.0]))
 def test_an_unmoved_account_is_left_alone(state, last_round, ratio, ttb, maintenance, initial, in_flight, held,
-                                           hedged, last_hedge, delta) -> None:
-    """A hedged account too, whatever its delta (a hedge of 10 BTC is over the threshold), where
-    its hedge waits: the rule is exact, not a heuristic."""
+                                           hedged, last_hedge, delta, eth, eth_hedge) -> None:
+    """A hedged account too, where its hedge waits: a hedge sent within the round, or none to
+    send whatever the delta (at 60,000 a hedge of 0.84 BTC is over the $50,000 threshold, 0.83
+    under; 25 ETH at 2,000): the rule is exact, not a heuristic."""
     ladder = Ladder()
     if held:
+        hedges = {"BTC-PERPETUAL": -10.0} if in_flight else {}
+        hedges |= {} if eth_hedge is None else {"ETH-PERPETUAL": eth_hedge}
         ladder.restore_account("a", {"state": state.value, "distress_since_ms": 0, "last_round_ms": last_round,
-                                     "breach_ids": ["b1", "b2"], "last_hedge_ms": last_hedge,
-                                     "in_flight": {"BTC-PERPETUAL": -10.0} if in_flight else {}})
-    view = AccountView("a", 3_500, 100_000.0, maintenance, initial, ratio, {"BTC": delta}, {"BTC": 0.0},
-                       {"BTC": 0.0}, {"BTC": 60_000.0}, {"BTC": -1.0}, hedged=hedged, time_to_breach_ms=ttb)
+                                     "breach_ids": ["b1", "b2"], "last_hedge_ms": last_hedge, "in_flight": hedges})
+    view = AccountView("a", 3_500, 100_000.0, maintenance, initial, ratio, {"BTC": delta, "ETH": eth},
+                       {"BTC": 0.0, "ETH": 0.0}, {"BTC": 0.0, "ETH": 0.0}, {"BTC": 60_000.0, "ETH": 2_000.0},
+                       {"BTC": -1.0, "ETH": 0.0}, hedged=hedged, time_to_breach_ms=ttb)
     if unmoved(ladder, view):
         before = ladder.account_state("a")
         assert revalue(ladder, view, LEGS) == []
@@ -80,8 +92,8 @@ def test_a_hedged_account_waits_for_its_next_hedge() -> None:
     ladder.restore_account("a", {"state": "normal", "distress_since_ms": None, "last_round_ms": None,
                                  "breach_ids": [], "last_hedge_ms": 1_000, "in_flight": {}})
 
-    def at(t: int, ratio: float, ttb: float = math.inf) -> AccountView:
-        return AccountView("a", t, 100_000.0, 50_000.0, 60_000.0, ratio, {"BTC": 10.0}, {}, {}, {"BTC": 60_000.0},
+    def at(t: int, ratio: float, ttb: float = math.inf, delta: float = 10.0) -> AccountView:
+        return AccountView("a", t, 100_000.0, 50_000.0, 60_000.0, ratio, {"BTC": delta}, {}, {}, {"BTC": 60_000.0},
                            {}, hedged=True, time_to_breach_ms=ttb)
 
     assert unmoved(ladder, at(1_999, 0.5))
@@ -90,6 +102,8 @@ def test_a_hedged_account_waits_for_its_next_hedge() -> None:
     assert not unmoved(ladder, at(2_500, 0.8))  # a margin call
     assert not unmoved(ladder, at(2_500, 0.5, ttb=1_000.0))  # a predictive one
     assert unmoved(ladder, at(2_999, 0.5))
+    assert unmoved(ladder, at(3_000, 0.5))  # due, but the 10 BTC sent cover the delta
+    assert not unmoved(ladder, at(3_000, 0.5, delta=11.0))  # 1 BTC more to hedge
 
 
 @settings(max_examples=1_000, deadline=None)
@@ -108,7 +122,7 @@ def test_a_round_only_account_only_marks_its_round(state, last_round, ratio, in_
                                       "breach_ids": ["b1"], "last_hedge_ms": None, "in_flight": dict(in_flight)})
     view = AccountView("a", 3_500, 100_000.0, 50_000.0, 60_000.0, ratio, {"BTC": 10.0}, {"BTC": 0.0}, {"BTC": 0.0},
                        {"BTC": 60_000.0}, {"BTC": -1.0}, hedged=hedged, time_to_breach_ms=0.0)
-    state, last_round, in_flight, _ = codes(ladder, "a", {leg.instrument: leg.qty for leg in legs})
+    state, last_round, in_flight, _, _ = codes(ladder, "a", {leg.instrument: leg.qty for leg in legs})
     if ladder.round_only(state, last_round, np.array([ratio]), in_flight, view.event_time_ms)[0]:
         assert revalue(ladder, view, legs) == []
         twin.mark_rounds(["a"], view.event_time_ms)
@@ -122,7 +136,7 @@ def test_round_only_needs_every_close_in_flight_and_a_due_round() -> None:
                                  "breach_ids": ["b"], "last_hedge_ms": None, "in_flight": {"BTC-PERPETUAL": -10.0}})
 
     def round_only(t: int, ratio: float, closes: dict[str, float]) -> bool:
-        state, last_round, in_flight, _ = codes(ladder, "a", closes)
+        state, last_round, in_flight, _, _ = codes(ladder, "a", closes)
         return bool(ladder.round_only(state, last_round, np.array([ratio]), in_flight, t)[0])
 
     assert round_only(2_000, 1.6, {"BTC-PERPETUAL": -10.0})

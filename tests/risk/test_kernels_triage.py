@@ -24,10 +24,14 @@ RATIOS = st.one_of(st.sampled_from([0.0, 0.69, 0.7, 0.75, 0.8, TARGET, 0.85, 0.9
                    st.floats(0.0, 2.5))
 TIMES = st.sampled_from([math.nan, 0.0, 8_999.0, 9_000.0, 9_001.0, 10_000.0, 11_000.0])
 ROW = st.tuples(
-    st.integers(0, 4), TIMES, st.booleans(), TIMES, st.integers(-1, 2), TIMES, st.integers(-1, 2), TIMES,
-    st.booleans(), st.booleans(),  # the table's COLUMNS
+    st.integers(0, 4), TIMES, st.booleans(), TIMES, st.booleans(), st.integers(-1, 2), TIMES, st.integers(-1, 2),
+    TIMES, st.booleans(), st.booleans(),  # the table's COLUMNS
     RATIOS, st.sampled_from([math.nan, 0.0, 299_999.0, 300_000.0, math.inf]),  # ratio, time to breach
     st.sampled_from([math.nan, 0.0, 50_000.0]), st.sampled_from([-1.0, 0.0, 60_000.0, 100_000.0]))  # MM, IM
+# per account and underlying: delta, and the hedge in flight (a hedge of 0.84 BTC at 60,000 is over the threshold)
+DELTAS = st.lists(st.sampled_from([0.0, 0.5, -0.5, 0.84, 1.0, -2.0, math.nan]), min_size=2, max_size=2)
+HEDGES = st.lists(st.sampled_from([0.0, -0.5, 0.5, -1.0, 2.0]), min_size=2, max_size=2)
+INDEX = np.array([60_000.0, 2_000.0])
 
 
 def test_the_state_codes_are_the_ladders() -> None:
@@ -37,15 +41,16 @@ def test_the_state_codes_are_the_ladders() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(ROW, min_size=1, max_size=40), st.data())
+@given(st.lists(st.tuples(ROW, DELTAS, HEDGES), min_size=1, max_size=40), st.data())
 def test_the_kernel_gives_the_references_fates(entries, data) -> None:
     n = len(entries)
-    table = np.array([row[:len(triage.COLUMNS)] for row in entries], dtype=np.float64)
-    ratio, ttb, maintenance, initial = (np.array([row[k] for row in entries], dtype=np.float64)
+    table = np.array([row[:len(triage.COLUMNS)] for row, _, _ in entries], dtype=np.float64)
+    ratio, ttb, maintenance, initial = (np.array([row[k] for row, _, _ in entries], dtype=np.float64)
                                         for k in range(len(triage.COLUMNS), len(triage.COLUMNS) + 4))
+    delta, hedges = (np.array([entry[k] for entry in entries], dtype=np.float64) for k in (1, 2))
     rows = np.array(sorted(data.draw(st.sets(st.integers(0, n - 1), min_size=1))), dtype=np.int64)
-    risk = type("Risk", (), {"margin_ratio": ratio, "maintenance": maintenance, "initial": initial})
-    fates = [Engine(KEY, EngineParams(compiled=compiled))._fates(table, rows, risk, ttb[rows], TIME_MS)
+    risk = type("Risk", (), {"margin_ratio": ratio, "maintenance": maintenance, "initial": initial, "delta": delta})
+    fates = [Engine(KEY, EngineParams(compiled=compiled))._fates(table, hedges, rows, risk, INDEX, ttb[rows], TIME_MS)
              for compiled in (False, True)]
     assert fates[0].dtype == fates[1].dtype == np.int8
     assert fates[0].tolist() == fates[1].tolist()
@@ -56,20 +61,25 @@ def test_the_kernel_gives_the_references_fates_over_the_ladders_grid() -> None:
     margin conditions fire and stay firing (so that the ladder decides)."""
     states, times = range(5), [math.nan, 0.0, 8_999.0, 9_000.0, 9_001.0, 10_000.0]
     ratios = [0.0, 0.69, 0.7, 0.75, 0.8, TARGET, 0.85, 0.9, 1.0, 1.6, math.nan, math.inf]
-    grid = np.array(list(itertools.product(states, times, (0.0, 1.0), times, (0.0, 1.0), ratios,
+    grid = np.array(list(itertools.product(states, times, (0.0, 1.0), times, (0.0, 1.0), (0.0, 1.0), ratios,
                                            (math.nan, 0.0, 299_999.0, 300_000.0), (math.nan, 0.0, 50_000.0),
-                                           (-1.0, 0.0, 60_000.0))))
+                                           (-1.0, 0.0, 60_000.0), (0.0, 1.0))))
     n = len(grid)
     table = np.zeros((n, len(triage.COLUMNS)))
-    table[:, [triage.STATE, triage.LAST_ROUND, triage.IN_FLIGHT, triage.LAST_HEDGE, triage.HEDGED]] = grid[:, :5]
+    columns = [triage.STATE, triage.LAST_ROUND, triage.IN_FLIGHT, triage.LAST_HEDGE, triage.HELD, triage.HEDGED]
+    table[:, columns] = grid[:, :6]
     table[:, [triage.MARGIN, triage.LIQUIDATION]] = 2
     table[:, [triage.MARGIN_DUE, triage.LIQUIDATION_DUE]] = math.nan
     table[:, triage.WATCHED] = 1
-    risk = type("Risk", (), {"margin_ratio": grid[:, 5], "maintenance": grid[:, 7], "initial": grid[:, 8]})
+    delta = np.zeros((n, 2))
+    delta[:, 0] = grid[:, 10]  # a hedge of 1 BTC to send, or none
+    risk = type("Risk", (), {"margin_ratio": grid[:, 6], "maintenance": grid[:, 8], "initial": grid[:, 9],
+                             "delta": delta})
     rows = np.arange(n)
-    fates = [Engine(KEY, EngineParams(compiled=compiled))._fates(table, rows, risk, grid[:, 6], TIME_MS)
+    fates = [Engine(KEY, EngineParams(compiled=compiled))._fates(table, np.zeros((n, 2)), rows, risk, INDEX,
+                                                                 grid[:, 7], TIME_MS)
              for compiled in (False, True)]
     assert fates[0].tolist() == fates[1].tolist()
     assert {triage.VISIT, triage.UNMOVED, triage.ROUND} <= set(fates[0].tolist())
-    hedged_normal = (grid[:, 4] == 1) & (grid[:, 0] == 0)  # waits between its hedges
+    hedged_normal = (grid[:, 5] == 1) & (grid[:, 0] == 0)  # waits between its hedges, or has none to send
     assert {triage.VISIT, triage.UNMOVED} == set(fates[0][hedged_normal].tolist())

@@ -28,18 +28,18 @@ _kernel = njit(cache=True, error_model="numpy")
 QUIET, VISIT, UNMOVED, ROUND = 0, 1, 2, 3  # fates
 
 # columns of the resident table (``Engine._Codes``), one row per account of the built book
-COLUMNS = ("state", "last_round", "in_flight", "last_hedge", "margin", "margin_due", "liquidation",
+COLUMNS = ("state", "last_round", "in_flight", "last_hedge", "held", "margin", "margin_due", "liquidation",
            "liquidation_due", "watched", "hedged")
-(STATE, LAST_ROUND, IN_FLIGHT, LAST_HEDGE, MARGIN, MARGIN_DUE, LIQUIDATION, LIQUIDATION_DUE, WATCHED,
- HEDGED) = range(10)
+(STATE, LAST_ROUND, IN_FLIGHT, LAST_HEDGE, HELD, MARGIN, MARGIN_DUE, LIQUIDATION, LIQUIDATION_DUE, WATCHED,
+ HEDGED) = range(11)
 # ladder state codes, as ``policy.ladder.STATE_CODE`` gives them
 NORMAL, MARGIN_CALL, REDUCE_ONLY, LIQUIDATING, LIQUIDATED = 0, 1, 2, 3, 4
 
 # thresholds (``limits``), from the engine's parameters
 LIMITS = ("quiet_below", "horizon_ms", "call_ratio", "reduce_ratio", "release_ratio", "round_ms", "buffer_factor",
-          "margin_trigger_ratio", "margin_clear_ratio", "liquidation_ratio")
+          "margin_trigger_ratio", "margin_clear_ratio", "liquidation_ratio", "hedge_threshold_usd")
 (QUIET_BELOW, HORIZON_MS, CALL_RATIO, REDUCE_RATIO, RELEASE_RATIO, ROUND_MS, BUFFER_FACTOR, MARGIN_TRIGGER,
- MARGIN_CLEAR, LIQUIDATION_RATIO) = range(10)
+ MARGIN_CLEAR, LIQUIDATION_RATIO, HEDGE_THRESHOLD) = range(11)
 
 
 @_kernel
@@ -50,13 +50,19 @@ def _quiet(code: float, due: float, time_ms: float, triggered: bool, cleared: bo
 
 
 @_kernel
-def _hedge_waits(state: float, last_hedge: float, time_ms: float, limits: np.ndarray) -> bool:
-    """``Ladder.hedge_waits`` for one account."""
-    return state >= LIQUIDATING or time_ms - last_hedge < limits[ROUND_MS]
+def _hedge_waits(state: float, last_hedge: float, delta: np.ndarray, in_flight: np.ndarray, index: np.ndarray,
+                 time_ms: float, limits: np.ndarray) -> bool:
+    """``Ladder.hedge_waits`` for one account (``delta`` and ``in_flight`` its rows)."""
+    if state >= LIQUIDATING or time_ms - last_hedge < limits[ROUND_MS]:
+        return True
+    for k in range(len(index)):
+        if abs(-delta[k] - in_flight[k]) * index[k] >= limits[HEDGE_THRESHOLD]:
+            return False
+    return True
 
 
 @_kernel
-def _ladder_fate(state: float, last_round: float, in_flight: float, last_hedge: float, ratio: float, ttb: float,
+def _ladder_fate(state: float, last_round: float, in_flight: float, held: float, ratio: float, ttb: float,
                  maintenance: float, initial: float, time_ms: float, limits: np.ndarray) -> int:
     """UNMOVED where ``Ladder.unmoved`` holds, ROUND where ``Ladder.round_only`` does, else VISIT."""
     target = 1.0 if initial <= 0 else (maintenance / initial) / limits[BUFFER_FACTOR]
@@ -67,7 +73,7 @@ def _ladder_fate(state: float, last_round: float, in_flight: float, last_hedge: 
             or (state == REDUCE_ONLY and called)
             or (state == LIQUIDATING and not due and not below_release and not ratio < target)
             or (state == LIQUIDATED and not due and not below_release)
-            or (state == NORMAL and not math.isnan(last_hedge) and not ratio >= limits[CALL_RATIO]
+            or (state == NORMAL and held != 0 and not ratio >= limits[CALL_RATIO]
                 and not ratio >= limits[REDUCE_RATIO] and ttb >= limits[HORIZON_MS])):
         return UNMOVED
     if state == LIQUIDATED and due and not below_release and in_flight != 0:
@@ -77,29 +83,33 @@ def _ladder_fate(state: float, last_round: float, in_flight: float, last_hedge: 
 
 @_kernel
 def triage_rows(rows: np.ndarray, ratio: np.ndarray, ttb: np.ndarray, maintenance: np.ndarray,
-                initial: np.ndarray, codes: np.ndarray, limits: np.ndarray, time_ms: float) -> np.ndarray:
+                initial: np.ndarray, delta: np.ndarray, index: np.ndarray, codes: np.ndarray,
+                hedges: np.ndarray, limits: np.ndarray, time_ms: float) -> np.ndarray:
     """The fate of each of ``rows`` (``ttb`` per row of ``rows``; the other arrays over every
-    account of the book, ``codes`` by ``COLUMNS``) at ``time_ms``."""
+    account of the book: ``codes`` by ``COLUMNS``, ``delta`` and the ``hedges`` in flight by
+    underlying, whose ``index`` is given) at ``time_ms``."""
     out = np.empty(len(rows), dtype=np.int8)
     for j in range(len(rows)):
         r = rows[j]
         x, t = ratio[r], ttb[j]
         if codes[r, WATCHED] == 0 and x < limits[QUIET_BELOW] and t >= limits[HORIZON_MS]:
             out[j] = QUIET
-        elif ((codes[r, HEDGED] != 0 and not _hedge_waits(codes[r, STATE], codes[r, LAST_HEDGE], time_ms, limits))
+        elif ((codes[r, HEDGED] != 0
+               and not _hedge_waits(codes[r, STATE], codes[r, LAST_HEDGE], delta[r], hedges[r], index, time_ms,
+                                    limits))
               or not _quiet(codes[r, MARGIN], codes[r, MARGIN_DUE], time_ms, x >= limits[MARGIN_TRIGGER],
                             x < limits[MARGIN_CLEAR])
               or not _quiet(codes[r, LIQUIDATION], codes[r, LIQUIDATION_DUE], time_ms,
                             x >= limits[LIQUIDATION_RATIO], x < limits[MARGIN_TRIGGER])):
             out[j] = VISIT
         else:
-            out[j] = _ladder_fate(codes[r, STATE], codes[r, LAST_ROUND], codes[r, IN_FLIGHT], codes[r, LAST_HEDGE],
-                                  x, t, maintenance[r], initial[r], time_ms, limits)
+            out[j] = _ladder_fate(codes[r, STATE], codes[r, LAST_ROUND], codes[r, IN_FLIGHT], codes[r, HELD], x, t,
+                                  maintenance[r], initial[r], time_ms, limits)
     return out
 
 
 def warm() -> None:
     """Compile (or load from the on-disk cache) ``triage_rows`` for the types the engine passes."""
-    one = np.ones(1)
-    triage_rows(np.zeros(1, dtype=np.int64), one, one, one, one, np.zeros((1, len(COLUMNS))),
+    one, square = np.ones(1), np.ones((1, 1))
+    triage_rows(np.zeros(1, dtype=np.int64), one, one, one, one, square, one, np.zeros((1, len(COLUMNS))), square,
                 np.ones(len(LIMITS)), 0.0)
