@@ -95,14 +95,15 @@ class _Codes:
     """Per row of one ``BuiltBook``, what ``kernels.triage`` reads (its ``COLUMNS``): the
     ladder's codes (``Ladder.code``), the margin detectors' (``Detectors.margin_code``),
     whether the account is watched (in attention, or hedged) and hedged; and per row and
-    underlying of the book, the hedges in flight (``Ladder.hedges_in_flight``). Resident
-    between ticks and refreshed for the rows a tick visits (only a visit changes them). Rows
-    of accounts out of attention hold NORMAL, no ladder and no margin condition: ``triage``
-    never leaves those alone."""
+    underlying of the book, the hedges in flight (``Ladder.hedges_in_flight``) and the
+    position in the perpetual (the book's, fixed). Resident between ticks and refreshed for
+    the rows a tick visits (only a visit changes them). Rows of accounts out of attention hold
+    NORMAL, no ladder and no margin condition: ``triage`` never leaves those alone."""
 
     built: BuiltBook
     table: np.ndarray  # float64, (accounts, len(triage.COLUMNS))
     hedges: np.ndarray  # float64, (accounts, underlyings)
+    perpetuals: np.ndarray  # float64, (accounts, underlyings)
 
     @classmethod
     def empty(cls, built: BuiltBook, hedged: Collection[str]) -> _Codes:
@@ -110,7 +111,14 @@ class _Codes:
         table[:, [triage.LAST_ROUND, triage.LAST_HEDGE, triage.MARGIN_DUE, triage.LIQUIDATION_DUE]] = math.nan
         table[:, [triage.MARGIN, triage.LIQUIDATION]] = -1
         table[:, triage.HEDGED] = table[:, triage.WATCHED] = built.mask(hedged)
-        return cls(built, table, np.zeros((len(built.book.accounts), built.book.n_underlyings)))
+        underlyings = built.book.instruments.underlyings
+        perpetuals = np.zeros((len(built.book.accounts), len(underlyings)))
+        perpetual_of = {f"{u}-PERPETUAL": k for k, u in enumerate(underlyings)}
+        for i, legs in enumerate(built.closes):
+            for name, _, qty in legs:
+                if name in perpetual_of:
+                    perpetuals[i, perpetual_of[name]] = -qty  # the position: a close negates it
+        return cls(built, table, np.zeros_like(perpetuals), perpetuals)
 
     def refresh(self, rows: np.ndarray, ladder: Ladder, detectors: Detectors, attention: Collection[str]) -> None:
         """Read ``rows`` again from the ladder, the detectors, the book's positions and the
@@ -534,8 +542,9 @@ class Engine:
         margin watermark moves, as ``on_margin`` would move it), and a liquidated account whose
         due round would send nothing (ROUND) has the round marked too."""
         codes = self._codes(built)
-        index = np.array([self.board.index[u] for u in risk.underlyings], dtype=np.float64)
-        fate = self._fates(codes.table, codes.hedges, rows, risk, index, ttb, time_ms)
+        underlying = np.array([[self.board.index[u] for u in risk.underlyings],
+                               [self.circuits.allows_risk_increase(u) for u in risk.underlyings]], dtype=np.float64)
+        fate = self._fates(codes, rows, risk, underlying, ttb, time_ms)
         idle = rows[fate >= triage.UNMOVED]
         if idle.size:
             accounts = built.book.accounts
@@ -545,23 +554,26 @@ class Engine:
             codes.table[rounds, triage.LAST_ROUND] = time_ms
         return fate
 
-    def _fates(self, table: np.ndarray, hedges: np.ndarray, rows: np.ndarray, risk: BookRisk, index: np.ndarray,
-               ttb: np.ndarray, time_ms: int) -> np.ndarray:
+    def _fates(self, resident: _Codes, rows: np.ndarray, risk: BookRisk, underlying: np.ndarray, ttb: np.ndarray,
+               time_ms: int) -> np.ndarray:
         """``kernels.triage.triage_rows``, or its numpy reference: the screen (``_screen``), then
         for the rows it keeps, margin detectors unmoved (``Detectors.margin_unmoved``), not
         hedged or the hedge waiting (``Ladder.hedge_waits``), and the ladder unmoved
-        (``Ladder.unmoved``) or only marking a round (``Ladder.round_only``)."""
+        (``Ladder.unmoved``) or only marking a round (``Ladder.round_only``). ``underlying``:
+        per underlying, its index and whether its trading state lets risk increase."""
         if self.params.compiled:
             return triage.triage_rows(rows, risk.margin_ratio, ttb, risk.maintenance, risk.initial, risk.delta,
-                                      index, table, hedges, self._limits, float(time_ms))
-        codes, ratio = table[rows], risk.margin_ratio[rows]
+                                      resident.table, resident.hedges, resident.perpetuals, underlying,
+                                      self._limits, float(time_ms))
+        codes, ratio = resident.table[rows], risk.margin_ratio[rows]
         slow = self._screen(ratio, ttb, codes[:, triage.WATCHED] != 0)
         quiet = self.detectors.margin_unmoved(codes[:, triage.MARGIN], codes[:, triage.MARGIN_DUE],
                                               codes[:, triage.LIQUIDATION], codes[:, triage.LIQUIDATION_DUE],
                                               ratio, time_ms)
         state, last_round = codes[:, triage.STATE], codes[:, triage.LAST_ROUND]
         quiet &= (codes[:, triage.HEDGED] == 0) | self.ladder.hedge_waits(
-            state, codes[:, triage.LAST_HEDGE], risk.delta[rows], hedges[rows], index, time_ms)
+            state, codes[:, triage.LAST_HEDGE], risk.delta[rows], resident.hedges[rows], resident.perpetuals[rows],
+            underlying[1] != 0, underlying[0], time_ms)
         unmoved = quiet & self.ladder.unmoved(state, last_round, codes[:, triage.HELD], ratio, ttb,
                                               risk.maintenance[rows], risk.initial[rows], time_ms)
         rounds = quiet & self.ladder.round_only(state, last_round, ratio, codes[:, triage.IN_FLIGHT] != 0, time_ms)

@@ -243,20 +243,24 @@ class Ladder:
                     | ((state == STATE_CODE[AccountState.NORMAL]) & (held != 0) & calm))
 
     def hedge_waits(self, state: np.ndarray, last_hedge_ms: np.ndarray, delta: np.ndarray, in_flight: np.ndarray,
-                    index: np.ndarray, time_ms: int) -> np.ndarray:
-        """Per hedged account (``code``; ``delta`` and ``in_flight``, from ``hedges_in_flight``,
-        by account and underlying; ``index`` per underlying), whether ``on_revaluation`` at
-        ``time_ms`` would send no hedge and change nothing for hedging, whatever the
-        underlyings' trading states: it is LIQUIDATING or LIQUIDATED (never hedged), its last
-        hedge went out within ``round_ms``, or no underlying's hedge (its delta less what is in
-        flight) reaches ``hedge_threshold_usd`` at the index (``_hedge``). Where it holds, the
+                    held: np.ndarray, allowed: np.ndarray, index: np.ndarray, time_ms: int) -> np.ndarray:
+        """Per hedged account (``code``; ``delta``, ``in_flight`` from ``hedges_in_flight`` and
+        ``held``, the position in the perpetual, by account and underlying; ``allowed``, whether
+        the underlying's trading state lets risk increase, and ``index`` by underlying), whether
+        ``on_revaluation`` at ``time_ms`` would send no hedge and change nothing for hedging: it
+        is LIQUIDATING or LIQUIDATED (never hedged), its last hedge went out within
+        ``round_ms``, or no underlying's hedge (its delta less what is in flight) both reaches
+        ``hedge_threshold_usd`` at the index and is accepted in its state (``order_refusal``:
+        only reducing orders where risk may not increase) (``_hedge``). Where it holds, the
         account is left alone wherever ``unmoved`` or ``round_only`` would leave it alone
         unhedged."""
         p = self.params
         with np.errstate(invalid="ignore"):
-            small = ~(np.abs(-delta - in_flight) * index >= p.hedge_threshold_usd).any(axis=1)
+            trade = -delta - in_flight
+            reduces = (held * trade < 0) & (np.abs(trade) <= np.abs(held) + 1e-12)  # circuit.reduces_position
+            sent = (np.abs(trade) * index >= p.hedge_threshold_usd) & (allowed | reduces)
             return ((state >= STATE_CODE[AccountState.LIQUIDATING]) | (time_ms - last_hedge_ms < p.round_ms)
-                    | small)
+                    | ~sent.any(axis=1))
 
     def round_only(self, state: np.ndarray, last_round_ms: np.ndarray, ratio: np.ndarray, in_flight: np.ndarray,
                    time_ms: int) -> np.ndarray:

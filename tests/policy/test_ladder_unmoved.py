@@ -5,11 +5,13 @@ those accounts' per-account path)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipelines.policy.circuit import TradingState
 from pipelines.policy.ladder import AccountState, AccountView, CloseIntent, Ladder
 
 RATIOS = st.one_of(st.sampled_from([0.0, 0.69, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.6, math.nan, math.inf]),
@@ -22,26 +24,34 @@ def codes(ladder: Ladder, account: str, closes: dict[str, float]) -> tuple[np.nd
     return tuple(np.array([value]) for value in ladder.code(account, closes))
 
 
-def unmoved(ladder: Ladder, view: AccountView) -> bool:
+def unmoved(ladder: Ladder, view: AccountView, positions: Sequence[CloseIntent] = (),
+            trading: Mapping[str, TradingState] | None = None) -> bool:
     """``unmoved``, and for a hedged view ``hedge_waits`` too, as the engine's triage reads them."""
     state, last_round, _, last_hedge, held = codes(ladder, view.account, {})
     left = ladder.unmoved(state, last_round, held, np.array([view.margin_ratio]),
                           np.array([view.time_to_breach_ms]), np.array([view.maintenance]),
                           np.array([view.initial]), view.event_time_ms)[0]
-    return bool(left and (not view.hedged or hedge_waits(ladder, view)))
+    return bool(left and (not view.hedged or hedge_waits(ladder, view, positions, trading or {})))
 
 
-def hedge_waits(ladder: Ladder, view: AccountView) -> bool:
+def hedge_waits(ladder: Ladder, view: AccountView, positions: Sequence[CloseIntent],
+                trading: Mapping[str, TradingState]) -> bool:
     underlyings = sorted(view.delta)
     state, _, _, last_hedge, _ = codes(ladder, view.account, {})
-    return bool(ladder.hedge_waits(state, last_hedge, np.array([[view.delta[u] for u in underlyings]]),
-                                   np.array([ladder.hedges_in_flight(view.account, underlyings)]),
-                                   np.array([view.index[u] for u in underlyings]), view.event_time_ms)[0])
+    held = {leg.instrument: -leg.qty for leg in positions}
+    return bool(ladder.hedge_waits(
+        state, last_hedge, np.array([[view.delta[u] for u in underlyings]]),
+        np.array([ladder.hedges_in_flight(view.account, underlyings)]),
+        np.array([[held.get(f"{u}-PERPETUAL", 0.0) for u in underlyings]]),
+        np.array([trading.get(u, TradingState.ACTIVE).allows_risk_increase for u in underlyings]),
+        np.array([view.index[u] for u in underlyings]), view.event_time_ms)[0])
 
 
-def revalue(ladder: Ladder, view: AccountView, positions: list[CloseIntent]) -> list:
+def revalue(ladder: Ladder, view: AccountView, positions: list[CloseIntent],
+            trading: Mapping[str, TradingState] | None = None) -> list:
     planned = []
-    out = ladder.on_revaluation(view, [], positions, lambda target: planned.append(target) or LEGS, set(), set())
+    out = ladder.on_revaluation(view, [], positions, lambda target: planned.append(target) or LEGS, set(), set(),
+                                trading)
     return out + planned
 
 
@@ -52,12 +62,18 @@ def revalue(ladder: Ladder, view: AccountView, positions: list[CloseIntent]) -> 
        in_flight=st.booleans(), held=st.booleans(), hedged=st.booleans(),
        last_hedge=st.sampled_from([None, 0, 2_499, 2_500, 3_000, 3_500]),
        delta=st.sampled_from([0.0, 0.5, 0.83, 0.84, 1.0, 10.0, -10.0, -9.5, math.nan]),
-       eth=st.sampled_from([0.0, 20.0, 30.0, -30.0]), eth_hedge=st.sampled_from([None, -20.0, 5.0]))
+       eth=st.sampled_from([0.0, 20.0, 30.0, -30.0]), eth_hedge=st.sampled_from([None, -20.0, 5.0]),
+       positions=st.sampled_from([[], LEGS, [CloseIntent("BTC-PERPETUAL", "BTC", 5.0, 60_000.0)],
+                                  [CloseIntent("ETH-PERPETUAL", "ETH", 30.0, 2_000.0)],
+                                  [CloseIntent("ETH-PERPETUAL", "ETH", 10.0, 2_000.0)]]),
+       btc=st.sampled_from(list(TradingState)), eth_state=st.sampled_from(list(TradingState)))
 def test_an_unmoved_account_is_left_alone(state, last_round, ratio, ttb, maintenance, initial, in_flight, held,
-                                           hedged, last_hedge, delta, eth, eth_hedge) -> None:
-    """A hedged account too, where its hedge waits: a hedge sent within the round, or none to
-    send whatever the delta (at 60,000 a hedge of 0.84 BTC is over the $50,000 threshold, 0.83
-    under; 25 ETH at 2,000): the rule is exact, not a heuristic."""
+                                           hedged, last_hedge, delta, eth, eth_hedge, positions, btc,
+                                           eth_state) -> None:
+    """A hedged account too, where its hedge waits: a hedge sent within the round, or none that
+    would go out whatever the delta (at 60,000 a hedge of 0.84 BTC is over the $50,000
+    threshold, 0.83 under; 25 ETH at 2,000), or one the underlying's trading state refuses (it
+    would add to the position in the perpetual, or flip it): the rule is exact, not a heuristic."""
     ladder = Ladder()
     if held:
         hedges = {"BTC-PERPETUAL": -10.0} if in_flight else {}
@@ -67,9 +83,10 @@ def test_an_unmoved_account_is_left_alone(state, last_round, ratio, ttb, mainten
     view = AccountView("a", 3_500, 100_000.0, maintenance, initial, ratio, {"BTC": delta, "ETH": eth},
                        {"BTC": 0.0, "ETH": 0.0}, {"BTC": 0.0, "ETH": 0.0}, {"BTC": 60_000.0, "ETH": 2_000.0},
                        {"BTC": -1.0, "ETH": 0.0}, hedged=hedged, time_to_breach_ms=ttb)
-    if unmoved(ladder, view):
+    trading = {"BTC": btc, "ETH": eth_state}
+    if unmoved(ladder, view, positions, trading):
         before = ladder.account_state("a")
-        assert revalue(ladder, view, LEGS) == []
+        assert revalue(ladder, view, positions, trading) == []
         assert ladder.account_state("a") == before
 
 
@@ -104,6 +121,10 @@ def test_a_hedged_account_waits_for_its_next_hedge() -> None:
     assert unmoved(ladder, at(2_999, 0.5))
     assert unmoved(ladder, at(3_000, 0.5))  # due, but the 10 BTC sent cover the delta
     assert not unmoved(ladder, at(3_000, 0.5, delta=11.0))  # 1 BTC more to hedge
+    halted = {"BTC": TradingState.HALTED}
+    assert unmoved(ladder, at(3_000, 0.5, delta=11.0), [], halted)  # refused: it would open a short
+    legs = [CloseIntent("BTC-PERPETUAL", "BTC", -3.0, 60_000.0)]  # long 3 BTC-PERPETUAL
+    assert not unmoved(ladder, at(3_000, 0.5, delta=11.0), legs, halted)  # selling 1 of them is accepted
 
 
 @settings(max_examples=1_000, deadline=None)

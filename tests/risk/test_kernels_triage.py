@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.engine.engine import Engine, EngineParams
+from pipelines.engine.engine import Engine, EngineParams, _Codes
 from pipelines.policy.ladder import STATE_CODE, AccountState
 from pipelines.policy.signing import SigningKey
 from pipelines.risk.kernels import triage
@@ -28,10 +28,20 @@ ROW = st.tuples(
     TIMES, st.booleans(), st.booleans(),  # the table's COLUMNS
     RATIOS, st.sampled_from([math.nan, 0.0, 299_999.0, 300_000.0, math.inf]),  # ratio, time to breach
     st.sampled_from([math.nan, 0.0, 50_000.0]), st.sampled_from([-1.0, 0.0, 60_000.0, 100_000.0]))  # MM, IM
-# per account and underlying: delta, and the hedge in flight (a hedge of 0.84 BTC at 60,000 is over the threshold)
+# per account and underlying: delta, the hedge in flight and the position in the perpetual (a hedge of
+# 0.84 BTC at 60,000 is over the threshold)
 DELTAS = st.lists(st.sampled_from([0.0, 0.5, -0.5, 0.84, 1.0, -2.0, math.nan]), min_size=2, max_size=2)
 HEDGES = st.lists(st.sampled_from([0.0, -0.5, 0.5, -1.0, 2.0]), min_size=2, max_size=2)
-INDEX = np.array([60_000.0, 2_000.0])
+PERPETUALS = st.lists(st.sampled_from([0.0, -0.5, 1.0, 3.0, -1.0 - 1e-13]), min_size=2, max_size=2)
+INDEX = [60_000.0, 2_000.0]
+
+
+def fates(table: np.ndarray, hedges: np.ndarray, perpetuals: np.ndarray, rows: np.ndarray, risk: object,
+          allowed: list[float], ttb: np.ndarray) -> list[np.ndarray]:
+    """The reference's fates, then the kernel's."""
+    resident, underlying = _Codes(None, table, hedges, perpetuals), np.array([INDEX, allowed])  # type: ignore[arg-type]
+    return [Engine(KEY, EngineParams(compiled=compiled))._fates(resident, rows, risk, underlying, ttb, TIME_MS)
+            for compiled in (False, True)]
 
 
 def test_the_state_codes_are_the_ladders() -> None:
@@ -41,22 +51,22 @@ def test_the_state_codes_are_the_ladders() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(ROW, DELTAS, HEDGES), min_size=1, max_size=40), st.data())
-def test_the_kernel_gives_the_references_fates(entries, data) -> None:
+@given(st.lists(st.tuples(ROW, DELTAS, HEDGES, PERPETUALS), min_size=1, max_size=40),
+       st.lists(st.sampled_from([0.0, 1.0]), min_size=2, max_size=2), st.data())
+def test_the_kernel_gives_the_references_fates(entries, allowed, data) -> None:
     n = len(entries)
-    table = np.array([row[:len(triage.COLUMNS)] for row, _, _ in entries], dtype=np.float64)
-    ratio, ttb, maintenance, initial = (np.array([row[k] for row, _, _ in entries], dtype=np.float64)
+    table = np.array([entry[0][:len(triage.COLUMNS)] for entry in entries], dtype=np.float64)
+    ratio, ttb, maintenance, initial = (np.array([entry[0][k] for entry in entries], dtype=np.float64)
                                         for k in range(len(triage.COLUMNS), len(triage.COLUMNS) + 4))
-    delta, hedges = (np.array([entry[k] for entry in entries], dtype=np.float64) for k in (1, 2))
+    delta, hedges, perpetuals = (np.array([entry[k] for entry in entries], dtype=np.float64) for k in (1, 2, 3))
     rows = np.array(sorted(data.draw(st.sets(st.integers(0, n - 1), min_size=1))), dtype=np.int64)
     risk = type("Risk", (), {"margin_ratio": ratio, "maintenance": maintenance, "initial": initial, "delta": delta})
-    fates = [Engine(KEY, EngineParams(compiled=compiled))._fates(table, hedges, rows, risk, INDEX, ttb[rows], TIME_MS)
-             for compiled in (False, True)]
-    assert fates[0].dtype == fates[1].dtype == np.int8
-    assert fates[0].tolist() == fates[1].tolist()
+    both = fates(table, hedges, perpetuals, rows, risk, allowed, ttb[rows])
+    assert both[0].dtype == both[1].dtype == np.int8
+    assert both[0].tolist() == both[1].tolist()
 
 
-def test_the_kernel_gives_the_references_fates_over_the_ladders_grid() -> None:
+def test_the_kernel_gives_the_references_bothover_the_ladders_grid() -> None:
     """Every combination of the ladder's inputs, hedged or not, for watched accounts whose
     margin conditions fire and stay firing (so that the ladder decides)."""
     states, times = range(5), [math.nan, 0.0, 8_999.0, 9_000.0, 9_001.0, 10_000.0]
@@ -76,10 +86,8 @@ def test_the_kernel_gives_the_references_fates_over_the_ladders_grid() -> None:
     risk = type("Risk", (), {"margin_ratio": grid[:, 6], "maintenance": grid[:, 8], "initial": grid[:, 9],
                              "delta": delta})
     rows = np.arange(n)
-    fates = [Engine(KEY, EngineParams(compiled=compiled))._fates(table, np.zeros((n, 2)), rows, risk, INDEX,
-                                                                 grid[:, 7], TIME_MS)
-             for compiled in (False, True)]
-    assert fates[0].tolist() == fates[1].tolist()
-    assert {triage.VISIT, triage.UNMOVED, triage.ROUND} <= set(fates[0].tolist())
+    grid_fates = fates(table, np.zeros((n, 2)), np.zeros((n, 2)), rows, risk, [1.0, 1.0], grid[:, 7])
+    assert grid_fates[0].tolist() == grid_fates[1].tolist()
+    assert {triage.VISIT, triage.UNMOVED, triage.ROUND} <= set(grid_fates[0].tolist())
     hedged_normal = (grid[:, 5] == 1) & (grid[:, 0] == 0)  # waits between its hedges, or has none to send
-    assert {triage.VISIT, triage.UNMOVED} == set(fates[0][hedged_normal].tolist())
+    assert {triage.VISIT, triage.UNMOVED} == set(grid_fates[0][hedged_normal].tolist())

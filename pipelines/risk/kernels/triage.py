@@ -50,13 +50,15 @@ def _quiet(code: float, due: float, time_ms: float, triggered: bool, cleared: bo
 
 
 @_kernel
-def _hedge_waits(state: float, last_hedge: float, delta: np.ndarray, in_flight: np.ndarray, index: np.ndarray,
-                 time_ms: float, limits: np.ndarray) -> bool:
-    """``Ladder.hedge_waits`` for one account (``delta`` and ``in_flight`` its rows)."""
+def _hedge_waits(state: float, last_hedge: float, delta: np.ndarray, in_flight: np.ndarray, held: np.ndarray,
+                 allowed: np.ndarray, index: np.ndarray, time_ms: float, limits: np.ndarray) -> bool:
+    """``Ladder.hedge_waits`` for one account (``delta``, ``in_flight`` and ``held`` its rows)."""
     if state >= LIQUIDATING or time_ms - last_hedge < limits[ROUND_MS]:
         return True
     for k in range(len(index)):
-        if abs(-delta[k] - in_flight[k]) * index[k] >= limits[HEDGE_THRESHOLD]:
+        trade = -delta[k] - in_flight[k]
+        reduces = held[k] * trade < 0 and abs(trade) <= abs(held[k]) + 1e-12
+        if abs(trade) * index[k] >= limits[HEDGE_THRESHOLD] and (allowed[k] != 0 or reduces):
             return False
     return True
 
@@ -83,11 +85,12 @@ def _ladder_fate(state: float, last_round: float, in_flight: float, held: float,
 
 @_kernel
 def triage_rows(rows: np.ndarray, ratio: np.ndarray, ttb: np.ndarray, maintenance: np.ndarray,
-                initial: np.ndarray, delta: np.ndarray, index: np.ndarray, codes: np.ndarray,
-                hedges: np.ndarray, limits: np.ndarray, time_ms: float) -> np.ndarray:
+                initial: np.ndarray, delta: np.ndarray, codes: np.ndarray, hedges: np.ndarray,
+                perpetuals: np.ndarray, underlying: np.ndarray, limits: np.ndarray, time_ms: float) -> np.ndarray:
     """The fate of each of ``rows`` (``ttb`` per row of ``rows``; the other arrays over every
-    account of the book: ``codes`` by ``COLUMNS``, ``delta`` and the ``hedges`` in flight by
-    underlying, whose ``index`` is given) at ``time_ms``."""
+    account of the book: ``codes`` by ``COLUMNS``; ``delta``, the ``hedges`` in flight and the
+    positions in the ``perpetuals`` by underlying) at ``time_ms``; ``underlying``: per
+    underlying its index (row 0) and whether its trading state lets risk increase (row 1)."""
     out = np.empty(len(rows), dtype=np.int8)
     for j in range(len(rows)):
         r = rows[j]
@@ -95,8 +98,8 @@ def triage_rows(rows: np.ndarray, ratio: np.ndarray, ttb: np.ndarray, maintenanc
         if codes[r, WATCHED] == 0 and x < limits[QUIET_BELOW] and t >= limits[HORIZON_MS]:
             out[j] = QUIET
         elif ((codes[r, HEDGED] != 0
-               and not _hedge_waits(codes[r, STATE], codes[r, LAST_HEDGE], delta[r], hedges[r], index, time_ms,
-                                    limits))
+               and not _hedge_waits(codes[r, STATE], codes[r, LAST_HEDGE], delta[r], hedges[r], perpetuals[r],
+                                    underlying[1], underlying[0], time_ms, limits))
               or not _quiet(codes[r, MARGIN], codes[r, MARGIN_DUE], time_ms, x >= limits[MARGIN_TRIGGER],
                             x < limits[MARGIN_CLEAR])
               or not _quiet(codes[r, LIQUIDATION], codes[r, LIQUIDATION_DUE], time_ms,
@@ -111,5 +114,5 @@ def triage_rows(rows: np.ndarray, ratio: np.ndarray, ttb: np.ndarray, maintenanc
 def warm() -> None:
     """Compile (or load from the on-disk cache) ``triage_rows`` for the types the engine passes."""
     one, square = np.ones(1), np.ones((1, 1))
-    triage_rows(np.zeros(1, dtype=np.int64), one, one, one, one, square, one, np.zeros((1, len(COLUMNS))), square,
-                np.ones(len(LIMITS)), 0.0)
+    triage_rows(np.zeros(1, dtype=np.int64), one, one, one, one, square, np.zeros((1, len(COLUMNS))), square, square,
+                np.ones((2, 1)), np.ones(len(LIMITS)), 0.0)
