@@ -26,6 +26,7 @@ import numpy as np
 
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.detect.windows import HeldCondition, RollingExtremes, RollingTwap, Sample, Watermark
+from pipelines.errors import UserError
 
 SECOND_MS = 1000
 MINUTE_MS = 60 * SECOND_MS
@@ -42,7 +43,8 @@ class DetectorParams:
     - equity below liquidation: ratio >= 1.5, i.e. equity under 2/3 of MM, where Hyperliquid's
       liquidator vault takes an account over; immediate.
     - index move: circuit-breaker levels 7 / 13 / 20 % (CME equity-futures limit levels) within
-      one hour of event time.
+      one hour of event time. ``index_move_levels`` is strictly ascending, each finite and above
+      0 (a ``UserError`` naming the field otherwise); an empty tuple turns the detector off.
     - IV jump: 10 vol points within 5 minutes.
     - liquidity: depth within the price band under $250k for 30 s; clears at 1.5x.
     - oracle: stale after 60 s without a publish; sources more than 2 % apart; more than 10 %
@@ -90,6 +92,13 @@ class DetectorParams:
     pump_min_premium: float = 0.02
     pump_min_concentration: float = 0.5
     window_buckets: int = 360
+
+    def __post_init__(self) -> None:
+        levels = self.index_move_levels
+        if not all(math.isfinite(level) and level > 0 for level in levels) \
+                or any(low >= high for low, high in zip(levels, levels[1:])):
+            raise UserError(f"detector parameter index_move_levels: expected finite fractions above 0 in "
+                            f"strictly ascending order, got {levels!r}")
 
 
 @dataclasses.dataclass
@@ -206,7 +215,8 @@ class Detectors:
         down, up = 1.0 - price / high.value, price / low.value - 1.0
         move, anchor = (down, high) if down >= up else (up, low)
         state = self._index_levels[underlying]
-        if not state.level and move < p.index_move_levels[0]:  # the quiet path: no level reached, none held
+        levels = p.index_move_levels
+        if not state.level and (not levels or move < levels[0]):  # no level reached, none held
             return self._check_stale(underlying, event_time_ms, ref) if underlying in self._oracle_last else []
         level = 0  # how many levels the move reaches (a loop: a generator cost more than the rest of the check)
         for threshold in p.index_move_levels:

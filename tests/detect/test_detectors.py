@@ -3,11 +3,13 @@ from __future__ import annotations
 import math
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.detect.breach import BreachKind
 from pipelines.detect.detectors import DetectorParams, Detectors
+from pipelines.errors import UserError
 
 S = 1000
 
@@ -72,6 +74,22 @@ def test_index_move_up_also_counts() -> None:
     d.on_index("ETH", 0, 100.0, "a")
     out = d.on_index("ETH", 60 * S, 108.0, "b")
     assert out[0].level == 1 and out[0].value > 0
+
+
+def test_no_index_move_levels_turns_the_index_move_detector_off_but_not_the_stale_oracle_check() -> None:
+    d = Detectors(DetectorParams(index_move_levels=()))
+    d.on_oracle("BTC", "pyth", 0, 0, 100.0, "p0")
+    assert d.on_index("BTC", 0, 100.0, "i0") == []
+    out = d.on_index("BTC", 120 * S, 50.0, "i1")  # a 50 % crash, pyth silent for 120 s
+    assert kinds(out) == [("oracle_stale", False)]
+    assert d.circuit_level("BTC") == 0
+
+
+@pytest.mark.parametrize("levels", [(0.13, 0.07), (0.07, 0.07), (0.0, 0.1), (-0.1,), (0.07, math.nan),
+                                    (0.07, math.inf)])
+def test_index_move_levels_must_be_positive_finite_and_ascending(levels: tuple[float, ...]) -> None:
+    with pytest.raises(UserError, match="index_move_levels"):
+        DetectorParams(index_move_levels=levels)
 
 
 def test_iv_jump() -> None:
