@@ -21,7 +21,7 @@ from typing import Any, Self
 
 from pipelines.risk.adaptive import MarketConditions
 from pipelines.risk.instruments import Instrument, InstrumentError, instrument_from_definition, underlying_of
-from pipelines.risk.market import MarketState, UnderlyingMarket
+from pipelines.risk.market import MarketError, MarketState, UnderlyingMarket, check_positive
 
 DEPTH_BAND_BPS = 100  # depth is read within 1 % of mid, the adaptive engine's band
 
@@ -40,9 +40,23 @@ class MarketBoard:
     instruments: dict[str, Instrument] = dataclasses.field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._check_prices()
         self.instruments = {}
         for value in self.definitions.values():
             self._define(value)
+
+    def _check_prices(self) -> None:
+        """MarketError unless ``default_vol`` and every index and underlying vol held are positive
+        and finite, and every instrument IV finite (``market_state`` leaves out those not above 0):
+        ``market_state`` builds on them unchecked. The records that update them later passed the
+        same checks (``pipelines.events.validation``)."""
+        check_positive(self.default_vol, "default_vol")
+        for name, values in (("index", self.index), ("vol", self.vol)):
+            for key, value in values.items():
+                check_positive(value, f"{name}.{key}")
+        for key, iv in self.instrument_iv.items():
+            if not math.isfinite(iv):
+                raise MarketError(f"instrument_iv.{key}: expected a finite number, got {iv!r}")
 
     def _define(self, value: Mapping[str, Any]) -> None:
         """Hold the instrument a definition describes; one that contradicts itself leaves the
@@ -53,13 +67,10 @@ class MarketBoard:
             self.instruments.pop(value["instrument"], None)
 
     def apply(self, record: str, value: Mapping[str, Any]) -> str | None:
-        """Update from one market record; return the underlying it moved (None if none). A
+        """Update from one market record other than an index or mark price (those go by runs,
+        ``apply_indexes`` and ``apply_marks``); return the underlying it moved (None if none). A
         record older than the one the board holds for the same thing changes nothing: an input
         may deliver an event out of order (the ``Sequencer`` keeps each input's own order)."""
-        if record == "MarkPrice":
-            return self.apply_marks((value,))[0]
-        if record == "IndexPrice":
-            return self.apply_indexes((value,))[0]
         key = (record, value.get("instrument") or value.get("underlying") or "")
         t = value["event_time_ms"]
         if t < self.updated.get(key, t):
@@ -137,8 +148,9 @@ class MarketBoard:
                    {(u["record"], u["key"]): u["event_time_ms"] for u in state["updated"]})
 
     def market_state(self, time_ms: int, underlyings: set[str]) -> MarketState:
-        return MarketState(
-            time_ms,
+        """The market of ``underlyings`` at ``time_ms`` (an ``int``), from values already checked."""
+        return MarketState.of_valid(
+            int(time_ms),
             {u: UnderlyingMarket(self.index[u], self.vol.get(u, self.default_vol)) for u in sorted(underlyings)},
             {name: iv for name, iv in self.instrument_iv.items() if underlying_of(name) in underlyings and iv > 0},
         )

@@ -24,7 +24,8 @@ class MarketError(UserError, ValueError):
     """A market input a person can fix: missing underlying, NaN, non-positive index or vol."""
 
 
-def _check_positive(value: float, field: str) -> float:
+def check_positive(value: float, field: str) -> float:
+    """``value`` as a float if it is a positive finite real number, else a MarketError naming ``field``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise MarketError(f"{field}: expected a positive finite number, got {value!r}")
     return float(value)
@@ -39,8 +40,8 @@ class UnderlyingMarket:
     rate: float = 0.0
 
     def validate(self, name: str) -> None:
-        _check_positive(self.index, f"underlyings.{name}.index")
-        _check_positive(self.vol, f"underlyings.{name}.vol")
+        check_positive(self.index, f"underlyings.{name}.index")
+        check_positive(self.vol, f"underlyings.{name}.vol")
         if isinstance(self.rate, bool) or not isinstance(self.rate, numbers.Real) or not math.isfinite(self.rate):
             raise MarketError(f"underlyings.{name}.rate: expected a finite number, got {self.rate!r}")
 
@@ -58,7 +59,20 @@ class MarketState:
         for name, und in self.underlyings.items():
             und.validate(name)
         for name, vol in self.instrument_vols.items():
-            _check_positive(vol, f"instruments.{name}.iv")
+            check_positive(vol, f"instruments.{name}.iv")
+
+    @classmethod
+    def of_valid(cls, time_ms: int, underlyings: Mapping[str, UnderlyingMarket],
+                 instrument_vols: Mapping[str, float]) -> MarketState:
+        """The state of values already validated, built without checking them again: ``time_ms``
+        an ``int``; every index and vol (underlying and instrument) a positive finite ``float``,
+        every rate finite. For a caller whose every input passed those checks (the engine's
+        ``MarketBoard``, fed by validated records); any other caller uses the constructor."""
+        state = object.__new__(cls)
+        object.__setattr__(state, "time_ms", time_ms)
+        object.__setattr__(state, "underlyings", underlyings)
+        object.__setattr__(state, "instrument_vols", instrument_vols)
+        return state
 
     def underlying_markets(self, underlyings: tuple[str, ...]) -> list[UnderlyingMarket]:
         """The market of each of ``underlyings``; MarketError names the first without one."""

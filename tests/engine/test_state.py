@@ -16,6 +16,7 @@ from typing import Any
 
 import avro.schema
 import fastavro
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +29,7 @@ from pipelines.engine.state_schema import SCHEMAS, parse
 from pipelines.events.schemas import default_schemas
 from pipelines.policy.circuit import CircuitBreakers, CircuitParams
 from pipelines.policy.ladder import AccountView, CloseIntent, Ladder, LadderParams
+from pipelines.risk.market import MarketError, MarketState, UnderlyingMarket
 
 
 def round_trip(name: str, state: dict) -> dict:
@@ -426,7 +428,13 @@ def record_of(event: tuple) -> dict:
 def board_outputs(board: MarketBoard, events: list[tuple]) -> list:
     out = []
     for event in events:
-        moved = board.apply(event[0], record_of(event))
+        record, value = event[0], record_of(event)
+        if record == "IndexPrice":
+            moved = board.apply_indexes([value])[0]
+        elif record == "MarkPrice":
+            moved = board.apply_marks([value])[0]
+        else:
+            moved = board.apply(record, value)
         out.append((moved, board.market_state(event[2], set(board.index)), board.conditions({"BTC": 0.5})))
     return out
 
@@ -441,6 +449,17 @@ def test_a_restored_market_board_values_as_the_original(before: list, after: lis
     assert plain(a.state()) and b.state() == a.state() and b == a
     assert board_outputs(b, events[len(before):]) == board_outputs(a, events[len(before):])
     assert b.state() == a.state()
+
+
+def test_a_market_board_holds_only_prices_a_market_state_accepts() -> None:
+    board = MarketBoard(0.5, {"BTC": 30_000.0, "ETH": 2_000.0}, {"ETH": 0.7}, {"BTC-PERPETUAL": 0.0})
+    assert board.market_state(7, {"BTC", "ETH"}) == MarketState(
+        7, {"BTC": UnderlyingMarket(30_000.0, 0.5), "ETH": UnderlyingMarket(2_000.0, 0.7)})
+    for bad in ({"default_vol": 0.0}, {"index": {"BTC": math.nan}}, {"vol": {"BTC": -0.5}},
+                {"instrument_iv": {"BTC-PERPETUAL": math.inf}}):
+        state = {**MarketBoard().state(), **bad}
+        with pytest.raises(MarketError, match=next(iter(bad))):
+            MarketBoard.from_state(state)
 
 
 # ---------------------------------------------------------------------------- index history
