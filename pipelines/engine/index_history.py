@@ -38,7 +38,7 @@ class IndexHistory:
         self._last_price = 0.0  # its price
         self._last_log: float | None = None  # and the log of that price (None unless positive)
         # The exact sum of the seconds held (``_squares``) as a whole number of ``2 ** -_scale``
-        # (``_units``): its correctly rounded quotient is their ``math.fsum``. Derived, not state.
+        # (``_add``): its correctly rounded quotient is their ``math.fsum``. Derived, not state.
         self._held = 0
         self._scale = 0  # the finest a second held has needed so far (at most 1074: 2 ** -1074 is the smallest float)
         self._unit = 1  # 2 ** _scale
@@ -61,12 +61,11 @@ class IndexHistory:
             before = squares[-1]
             after = squares[-1] = before + squared
             if after != before:
-                added = self._units(after)  # first: it may refine the scale, and _held with it
-                self._held += added - self._units(before)
+                self._add(after, 1)
+                self._add(before, -1)
             self._counts[-1] += 1
         else:
-            added = self._units(squared)
-            self._held += added
+            self._add(squared, 1)
             starts.append(start)
             self._firsts.append((time_ms, price, squared))
             squares.append(squared)
@@ -84,7 +83,7 @@ class IndexHistory:
         once ``CUT_BLOCK`` have left, not one by one."""
         squares, counts = self._squares, self._counts
         for i in range(self._head, cut):
-            self._held -= self._units(squares[i])  # held already: never a finer scale
+            self._add(squares[i], -1)
             self._count -= counts[i]
         self._head = cut
         if cut >= CUT_BLOCK:
@@ -115,8 +114,7 @@ class IndexHistory:
             history._last_ms, history._last_price = last["time_ms"], last["price"]
             history._last_log = math.log(last["price"]) if last["price"] > 0 else None
         for squared in history._squares:
-            added = history._units(squared)
-            history._held += added
+            history._add(squared, 1)
         return history
 
     def _held_seconds(self) -> tuple[list, list, list, list]:
@@ -124,10 +122,11 @@ class IndexHistory:
         head = self._head
         return self._starts[head:], self._firsts[head:], self._squares[head:], self._counts[head:]
 
-    def _units(self, x: float) -> int:
-        """``x`` (finite) exactly, as a whole number of ``2 ** -_scale``; when ``x`` needs a finer
-        scale, the scale and ``_held`` are refined first. Sums of these are exact, and an
-        integer's true division is correctly rounded, as ``math.fsum`` is."""
+    def _add(self, x: float, sign: int) -> None:
+        """Add ``sign`` (1 or -1) times ``x`` (finite) to ``_held``, exactly: ``x`` as a whole
+        number of ``2 ** -_scale``, the scale (and ``_held`` with it) refined first when ``x``
+        needs a finer one. Sums of these are exact, and an integer's true division is correctly
+        rounded, as ``math.fsum`` is."""
         numerator, denominator = x.as_integer_ratio()  # the denominator is a power of two
         shift = self._scale + 1 - denominator.bit_length()
         if shift < 0:
@@ -135,7 +134,7 @@ class IndexHistory:
             self._scale -= shift
             self._unit = 1 << self._scale
             shift = 0
-        return numerator << shift
+        self._held += sign * (numerator << shift)
 
     def __len__(self) -> int:
         """Ticks in the window."""
