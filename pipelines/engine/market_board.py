@@ -70,7 +70,10 @@ class MarketBoard:
         """Update from one market record other than an index or mark price (those go by runs,
         ``apply_indexes`` and ``apply_marks``); return the underlying it moved (None if none). A
         record older than the one the board holds for the same thing changes nothing: an input
-        may deliver an event out of order (the ``Sequencer`` keeps each input's own order)."""
+        may deliver an event out of order (the ``Sequencer`` keeps each input's own order).
+        ValueError for an index or mark price."""
+        if record in ("IndexPrice", "MarkPrice"):
+            raise ValueError(f"{record} records go to apply_indexes or apply_marks")
         key = (record, value.get("instrument") or value.get("underlying") or "")
         t = value["event_time_ms"]
         if t < self.updated.get(key, t):

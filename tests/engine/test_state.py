@@ -460,6 +460,8 @@ def test_a_market_board_holds_only_prices_a_market_state_accepts() -> None:
         state = {**MarketBoard().state(), **bad}
         with pytest.raises(MarketError, match=next(iter(bad))):
             MarketBoard.from_state(state)
+    with pytest.raises(ValueError, match="apply_indexes"):
+        board.apply("IndexPrice", {"underlying": "BTC", "price": 1.0, "event_time_ms": 8})
 
 
 # ---------------------------------------------------------------------------- index history

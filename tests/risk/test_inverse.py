@@ -147,7 +147,7 @@ def coin_margined_engine_book(index: float) -> tuple[float, float]:
     """(equity USD, maintenance USD) of a BTC-collateralised account short BTC-settled puts, through
     the engine's market board (which reads the definition) and account book."""
     board = MarketBoard()
-    board.apply("IndexPrice", {"underlying": "BTC", "price": index, "event_time_ms": NOW})
+    board.apply_indexes([{"underlying": "BTC", "price": index, "event_time_ms": NOW}])
     board.apply("InstrumentDefinition", definition("BTC-25DEC26-50000-P"))
     accounts = AccountBook()
     accounts.set_collateral("a", "BTC", 2.0)
@@ -169,7 +169,7 @@ def test_a_btc_collateralised_accounts_equity_is_its_coin_equity_at_the_index(in
 
 def test_the_account_book_follows_a_changed_definition() -> None:
     board = MarketBoard()
-    board.apply("IndexPrice", {"underlying": "BTC", "price": 40_000.0, "event_time_ms": NOW})
+    board.apply_indexes([{"underlying": "BTC", "price": 40_000.0, "event_time_ms": NOW}])
     accounts = AccountBook()
     accounts.set_position("a", "BTC-PERPETUAL", 100.0, 50_000.0)
     linear = accounts.built(board.index.keys(), board.instruments).book.instruments.instruments[0]
