@@ -307,7 +307,6 @@ class Engine:
         underlying's history, its detector and its circuit."""
         moved = self.board.apply_indexes(values)
         histories, on_index = self._index_history, self.detectors.on_index
-        on_time, first_moves = self.circuits.on_time, self._moved
         newest = values[0]["event_time_ms"]
         for value, ref, underlying in zip(values, refs, moved):
             t, price, subject = value["event_time_ms"], value["price"], value["underlying"]
@@ -318,11 +317,8 @@ class Engine:
             if breaches:
                 out.breaches += breaches
                 self._act_on(breaches, out)
-            if underlying is not None:  # _moved_by, inline
-                for change in on_time(underlying, t):
-                    out.actions.append(self._circuit_action(change))
-                if underlying not in first_moves:
-                    first_moves[underlying] = self._seq(ref)
+            if underlying is not None:
+                self._moved_by(underlying, t, ref, out)
         self._count(newest, len(values))
 
     def _moved_by(self, underlying: str, t: int, ref: str, out: EngineOutput) -> None:
@@ -338,9 +334,9 @@ class Engine:
         one: the board takes the whole run in one pass (nothing in the run reads a mark), then
         each record goes through its detector and its underlying's circuit."""
         moved = self.board.apply_marks(values)
-        index, circuits, first_moves = self.board.index, self.circuits, self._moved
+        index = self.board.index
         on_mark, reported = self.detectors.on_mark, self._reported
-        timed: tuple[str, int] | None = None  # circuits.on_time changes nothing when asked again at once
+        timed: tuple[str, int] | None = None  # _moved_by changes nothing when asked again at once
         for value, ref, underlying in zip(values, refs, moved):
             t = value["event_time_ms"]
             instrument = value["instrument"]
@@ -363,13 +359,9 @@ class Engine:
                     out.breaches += breaches
                     self._act_on(breaches, out)
                     timed = None
-            if underlying is not None:
-                if timed != (underlying, t):
-                    timed = (underlying, t)
-                    for change in circuits.on_time(underlying, t):
-                        out.actions.append(self._circuit_action(change))
-                if underlying not in first_moves:
-                    first_moves[underlying] = self._seq(ref)
+            if underlying is not None and timed != (underlying, t):
+                timed = (underlying, t)
+                self._moved_by(underlying, t, ref, out)
         self._count(max(value["event_time_ms"] for value in values), len(values))
 
     def _act_on(self, breaches: list[Breach], out: EngineOutput) -> None:
