@@ -48,8 +48,7 @@ class Watermark:
 
 
 class Sample(NamedTuple):
-    """One observation in a window, with the reference of the event that carried it (a named
-    tuple: one is made per observation)."""
+    """One observation in a window, with the reference of the event that carried it."""
 
     event_time_ms: int
     value: float
@@ -113,8 +112,7 @@ class _BucketedWindow:
         if self.first_ms is None or t < self.first_ms:
             self.first_ms = t
         self._inserted(index)
-        horizon = times[-1] - self.allowed_lateness_ms
-        horizon -= horizon % self.bucket_ms
+        horizon = self._bucket_start(times[-1] - self.allowed_lateness_ms)
         if times[0] >= horizon:
             return True  # no bucket is over yet
         over = bisect.bisect_left(times, horizon)
@@ -202,7 +200,7 @@ def _first_since(queue: deque[Sample], start_ms: int) -> Sample | None:
     """The front of a monotonic queue for a window starting at ``start_ms`` (older entries are
     skipped, not dropped: a late event may still ask for an earlier window)."""
     if queue and queue[0].event_time_ms >= start_ms:
-        return queue[0]  # the common case, without a generator
+        return queue[0]
     return next((sample for sample in queue if sample.event_time_ms >= start_ms), None)
 
 
@@ -231,14 +229,8 @@ class RollingExtremes(_BucketedWindow):
             for sample in samples[:-1]:
                 _push_high(highs, sample)
                 _push_low(lows, sample)
-        last = samples[-1]
-        value = last.value  # _push_high and _push_low, inline: this runs on every sample
-        while highs and highs[-1].value < value:
-            highs.pop()
-        highs.append(last)
-        while lows and lows[-1].value > value:
-            lows.pop()
-        lows.append(last)
+        _push_high(highs, samples[-1])
+        _push_low(lows, samples[-1])
 
     def _settle(self, start: int, end: int) -> None:
         values = self._values[start:end]
@@ -271,16 +263,11 @@ class RollingExtremes(_BucketedWindow):
     def extremes(self, end_ms: int) -> tuple[Sample, Sample]:
         """The highest and the lowest sample of the window ending at ``end_ms``, which must not
         be empty."""
-        start = end_ms - self.length_ms + 1
-        start -= start % self.bucket_ms
+        start = self._bucket_start(end_ms - self.length_ms + 1)
         high: Sample | None
         low: Sample | None
         if end_ms == self._times[-1]:  # the common query: both recent queues hold the sample at end_ms
-            high, low = self._recent_high[0], self._recent_low[0]
-            if high.event_time_ms < start:
-                high = _first_since(self._recent_high, start)
-            if low.event_time_ms < start:
-                low = _first_since(self._recent_low, start)
+            high, low = _first_since(self._recent_high, start), _first_since(self._recent_low, start)
         else:
             lo, hi = bisect.bisect_left(self._times, start), bisect.bisect_right(self._times, end_ms)
             values = self._values[lo:hi]
@@ -358,7 +345,7 @@ class RollingTwap(_BucketedWindow):
             raise ValueError(f"no recent sample at or before {end_ms}")
         buckets = self._buckets
         if buckets and buckets[0][0] >= start:
-            first: tuple[int, float] | None = buckets[0]  # the common case, without a generator
+            first: tuple[int, float] | None = buckets[0]
         else:
             first = next((bucket for bucket in buckets if bucket[0] >= start), None)
         if first is None:

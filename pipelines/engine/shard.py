@@ -30,7 +30,7 @@ _RECORD_VALUE_REF = operator.attrgetter("record", "value", "ref")  # a Message a
 
 
 class Message(NamedTuple):
-    """A decoded input message as a shard sees it (a named tuple: one is made per message)."""
+    """A decoded input message as a shard sees it."""
 
     input: str  # "backstop.positions/3", or the market source "backstop.market.index/0"
     offset: int  # position within that input (source offset for market records)
