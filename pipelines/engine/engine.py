@@ -90,20 +90,24 @@ class EngineOutput:
 STATE_VALUES = tuple(state.value for state in STATES)  # by ``Ladder.code`` code
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(eq=False)
 class _Codes:
     """Per row of one ``BuiltBook``, what ``kernels.triage`` reads (its ``COLUMNS``): the
     ladder's codes (``Ladder.code``), the margin detectors' (``Detectors.margin_code``),
     whether the account is watched (in attention, or hedged) and hedged; and per row and
     underlying of the book, the hedges in flight (``Ladder.hedges_in_flight``) and the
     position in the perpetual (the book's, fixed). Resident between ticks and refreshed for
-    the rows a tick visits (only a visit changes them). Rows of accounts out of attention hold
+    the rows a tick visits (only a visit changes them), except the in-flight column, which
+    also reads the market's ``unreliable`` set (``Ladder.closes_wait``): it holds for that set
+    on every LIQUIDATED row (the only rows the triage reads it for), and ``follow`` reads
+    those rows again when a tick's set differs. Rows of accounts out of attention hold
     NORMAL, no ladder and no margin condition: ``triage`` never leaves those alone."""
 
     built: BuiltBook
     table: np.ndarray  # float64, (accounts, len(triage.COLUMNS))
     hedges: np.ndarray  # float64, (accounts, underlyings)
     perpetuals: np.ndarray  # float64, (accounts, underlyings)
+    unreliable: frozenset[str] = frozenset()  # what the in-flight column was read with
 
     @classmethod
     def empty(cls, built: BuiltBook, hedged: Collection[str]) -> _Codes:
@@ -122,16 +126,29 @@ class _Codes:
 
     def refresh(self, rows: np.ndarray, ladder: Ladder, detectors: Detectors, attention: Collection[str]) -> None:
         """Read ``rows`` again from the ladder, the detectors, the book's positions and the
-        accounts in ``attention``."""
+        accounts in ``attention`` (the in-flight column with ``unreliable``)."""
         if not rows.size:
             return
         accounts, closes, hedged = self.built.book.accounts, self.built.closes, self.table[rows, triage.HEDGED]
+        unreliable = self.unreliable
         self.table[rows] = [
-            (*ladder.code(accounts[i], {name: qty for name, _, qty in closes[i]}),
+            (*ladder.code(accounts[i], closes[i], unreliable),
              *detectors.margin_code(accounts[i]), accounts[i] in attention or h, h)
             for i, h in zip(rows.tolist(), hedged.tolist())]
         underlyings = self.built.book.instruments.underlyings
         self.hedges[rows] = [ladder.hedges_in_flight(accounts[i], underlyings) for i in rows.tolist()]
+
+    def follow(self, unreliable: frozenset[str], ladder: Ladder) -> None:
+        """Hold the in-flight column for ``unreliable``: where it differs from the set the column
+        was read with, every LIQUIDATED row's is read again (``Ladder.closes_wait``)."""
+        if unreliable == self.unreliable:
+            return
+        self.unreliable = unreliable
+        rows = np.flatnonzero(self.table[:, triage.STATE] == triage.LIQUIDATED)
+        if rows.size:
+            accounts, closes = self.built.book.accounts, self.built.closes
+            self.table[rows, triage.IN_FLIGHT] = [ladder.closes_wait(accounts[i], closes[i], unreliable)
+                                                  for i in rows.tolist()]
 
 
 def _triage_limits(params: EngineParams) -> np.ndarray:
@@ -410,24 +427,25 @@ class Engine:
         risk = revalued.risk
         velocity = {u: self._velocity(u, time_ms) for u in risk.underlyings}
         ttb = self._times_to_breach(risk, velocity, rows)
-        fate = self._triage(built, rows, risk, ttb, time_ms)
+        unreliable = self._unreliable(built.book.instruments.underlyings)
+        fate = self._triage(built, rows, risk, ttb, unreliable, time_ms)
         visit = np.flatnonzero(fate == triage.VISIT)
         if visit.size:
             first = [refs[built.first_touch(i, touched, moved)] for i in rows[visit].tolist()]
-            self._visit(built, revalued, rows[visit], ttb[visit], velocity, first, time_ms, out)
+            self._visit(built, revalued, rows[visit], ttb[visit], velocity, first, unreliable, time_ms, out)
         out.exposures += self._exposures(built, rows, fate != triage.QUIET, risk, time_ms)
         return out
 
     def _visit(self, built: BuiltBook, revalued: Revaluation, rows: np.ndarray, ttb: np.ndarray,
-               velocity: Mapping[str, float], refs: list[str], time_ms: int, out: EngineOutput) -> None:
+               velocity: Mapping[str, float], refs: list[str], unreliable: frozenset[str], time_ms: int,
+               out: EngineOutput) -> None:
         """The per-account path for ``rows`` (each with its time to breach and the ref of the
-        tick's first event that touched it): margin detectors, penalties and the ladder, whose
-        decisions are signed into ``out``; the rows' codes are refreshed after."""
+        tick's first event that touched it; ``unreliable``: the tick's, ``_unreliable``):
+        margin detectors, penalties and the ladder, whose decisions are signed into ``out``;
+        the rows' codes are refreshed after."""
         book, risk, conditions = revalued.book, revalued.risk, revalued.conditions
         table = book.instruments
         thin = set(self._thin)
-        unreliable = {u for u in table.underlyings if self.detectors.oracle_unreliable(u)}
-        unreliable |= self.detectors.manipulated().keys() | self.detectors.delisted()
         trading = {u: self.circuits.trading_state(u) for u in table.underlyings}
         marks = dict(zip(table.names, risk.marks.tolist()))
         plans = self._plans(book, risk, rows, time_ms, conditions)
@@ -526,14 +544,24 @@ class Engine:
             b = b + risk.delta[rows, k] * speed
         return times_to_breach_ms(risk.equity[rows] - risk.maintenance[rows], a, b)
 
+    def _unreliable(self, underlyings: Sequence[str]) -> frozenset[str]:
+        """What the ladder's liquidations wait on (``Ladder.on_revaluation``): of ``underlyings``
+        those whose oracle is unreliable, and every instrument whose mark is manipulated or
+        that was delisted. Market state: it changes with market records, not with visits."""
+        detectors = self.detectors
+        unreliable = {u for u in underlyings if detectors.oracle_unreliable(u)}
+        return frozenset(unreliable.union(detectors.manipulated().keys(), detectors.delisted()))
+
     def _triage(self, built: BuiltBook, rows: np.ndarray, risk: BookRisk, ttb: np.ndarray,
-                time_ms: int) -> np.ndarray:
+                unreliable: frozenset[str], time_ms: int) -> np.ndarray:
         """Each of ``rows``' fate (``kernels.triage``: QUIET, VISIT, UNMOVED or ROUND), with what
         the per-account path would have done for the accounts it leaves out: in a crash most of
         the accounts in distress wait, tick after tick, for their next round (UNMOVED: only the
         margin watermark moves, as ``on_margin`` would move it), and a liquidated account whose
-        due round would send nothing (ROUND) has the round marked too."""
+        due round would send nothing (ROUND: each leg in flight or waiting on ``unreliable``) has
+        the round marked too."""
         codes = self._codes(built)
+        codes.follow(unreliable, self.ladder)
         underlying = np.array([[self.board.index[u] for u in risk.underlyings],
                                [self.circuits.allows_risk_increase(u) for u in risk.underlyings]], dtype=np.float64)
         fate = self._fates(codes, rows, risk, underlying, ttb, time_ms)

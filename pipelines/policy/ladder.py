@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -196,19 +196,27 @@ class Ladder:
         if ladder is not None:
             ladder.in_flight.pop(instrument, None)
 
-    def code(self, account: str, closes: Mapping[str, float]) -> tuple[int, float, bool, float, bool]:
+    def code(self, account: str, closes: Iterable[tuple[str, str, float]],
+             unreliable: Collection[str]) -> tuple[int, float, bool, float, bool]:
         """What ``unmoved``, ``round_only`` and ``hedge_waits`` read of an account: its state as an
-        index into ``STATES``, its last round's time (NaN: none, or no ladder held), whether the
-        close of every leg (``closes``: instrument -> the quantity that closes it, the position
-        negated) is in flight in full, so that a liquidated round would send nothing
-        (``_liquidated_round``; False where no ladder is held), its last hedge's time (NaN: none
-        sent, or no ladder held) and whether a ladder is held."""
+        index into ``STATES``, its last round's time (NaN: none, or no ladder held), whether its
+        closes wait (``closes_wait``, False where no ladder is held), its last hedge's time
+        (NaN: none sent, or no ladder held) and whether a ladder is held."""
         ladder = self._accounts.get(account)
         if ladder is None:
             return 0, math.nan, False, math.nan, False
         return (STATE_CODE[ladder.state], math.nan if ladder.last_round_ms is None else ladder.last_round_ms,
-                all(_unsent(ladder, name, qty) is None for name, qty in closes.items()),
+                _closes_wait(ladder, closes, unreliable),
                 math.nan if ladder.last_hedge_ms is None else ladder.last_hedge_ms, True)
+
+    def closes_wait(self, account: str, closes: Iterable[tuple[str, str, float]], unreliable: Collection[str]) -> bool:
+        """Whether every leg of ``account`` (``closes``: instrument, underlying and the quantity
+        that closes it, the position negated) has its close in flight in full or waits on
+        ``unreliable`` (``on_revaluation``'s: underlyings and instruments), so that a liquidated
+        round would send nothing (``_liquidated_round``); False where no ladder is held. It
+        changes with the ladder's closes in flight and with ``unreliable``."""
+        ladder = self._accounts.get(account)
+        return ladder is not None and _closes_wait(ladder, closes, unreliable)
 
     def hedges_in_flight(self, account: str, underlyings: Iterable[str]) -> list[float]:
         """Per underlying, the hedge in flight on its perpetual (0 where none, or no ladder held):
@@ -264,10 +272,12 @@ class Ladder:
 
     def round_only(self, state: np.ndarray, last_round_ms: np.ndarray, ratio: np.ndarray, in_flight: np.ndarray,
                    time_ms: int) -> np.ndarray:
-        """Per account (``code``, with the closes in flight, and its ratio at ``time_ms``), whether
-        ``on_revaluation`` with no breach would only mark a round at ``time_ms`` (``mark_rounds``):
-        LIQUIDATED, a round due, not released, and every close in flight. In a crash replayed
-        without fills, these are most of the accounts in distress, once every ``round_ms``."""
+        """Per account (``code``, with whether its closes wait, and its ratio at ``time_ms``),
+        whether ``on_revaluation`` with no breach and the ``unreliable`` set ``code`` was read
+        with would only mark a round at ``time_ms`` (``mark_rounds``): LIQUIDATED, a round due,
+        not released, and every close in flight or waiting on an unreliable underlying or
+        instrument. In a crash replayed without fills, these are most of the accounts in
+        distress, once every ``round_ms``."""
         p = self.params
         with np.errstate(invalid="ignore"):
             due = np.isnan(last_round_ms) | (time_ms - last_round_ms >= p.round_ms)
@@ -301,7 +311,7 @@ class Ladder:
         return ladder.last_round_ms is None or event_time_ms - ladder.last_round_ms >= self.params.round_ms
 
     def on_revaluation(self, view: AccountView, breaches: list[Breach], positions: list[CloseIntent],
-                       plan, thin: set[str], unreliable: set[str],
+                       plan, thin: set[str], unreliable: Collection[str],
                        trading: Mapping[str, TradingState] | None = None) -> list[Decision]:
         """One revaluation with the breaches it caused. ``positions``: the account's legs as
         intents to close them fully; ``plan(target_ratio)`` the Greek-aware close orders
@@ -364,7 +374,8 @@ class Ladder:
         ladder.distress_since_ms = ladder.last_round_ms = None
         ladder.breach_ids = ()
 
-    def _round(self, view: AccountView, ladder: _Ladder, plan, thin: set[str], unreliable: set[str]) -> list[Decision]:
+    def _round(self, view: AccountView, ladder: _Ladder, plan, thin: set[str],
+               unreliable: Collection[str]) -> list[Decision]:
         """One paced liquidation round: the plan's orders, within the ramped share and the notional
         cap, less what earlier rounds sent and the position does not show yet."""
         p = self.params
@@ -396,7 +407,7 @@ class Ladder:
         return out
 
     def _liquidated_round(self, view: AccountView, ladder: _Ladder, positions: list[CloseIntent], thin: set[str],
-                          unreliable: set[str], *, first: bool) -> list[Decision]:
+                          unreliable: Collection[str], *, first: bool) -> list[Decision]:
         """One round of a liquidated account's full close: every leg's quantity that is neither
         closed nor in flight (sent, and not yet in a position update). The first round sends it
         to the book (``full_liquidation``: the whole waterfall) or, where the book is thin, to the
@@ -452,6 +463,12 @@ class Ladder:
         if out:
             ladder.last_hedge_ms = view.event_time_ms
         return out
+
+
+def _closes_wait(ladder: _Ladder, closes: Iterable[tuple[str, str, float]], unreliable: Collection[str]) -> bool:
+    """``Ladder.closes_wait`` for a held ladder."""
+    return all(underlying in unreliable or name in unreliable or _unsent(ladder, name, qty) is None
+               for name, underlying, qty in closes)
 
 
 def _unsent(ladder: _Ladder, instrument: str, qty: float) -> float | None:

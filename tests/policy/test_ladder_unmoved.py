@@ -19,15 +19,17 @@ RATIOS = st.one_of(st.sampled_from([0.0, 0.69, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1
 LEGS = [CloseIntent("BTC-PERPETUAL", "BTC", -10.0, 60_000.0)]
 
 
-def codes(ladder: Ladder, account: str, closes: dict[str, float]) -> tuple[np.ndarray, ...]:
+def codes(ladder: Ladder, account: str, closes: Sequence[CloseIntent],
+          unreliable: frozenset[str] = frozenset()) -> tuple[np.ndarray, ...]:
     """``Ladder.code`` as the one-account arrays ``unmoved`` and ``round_only`` read."""
-    return tuple(np.array([value]) for value in ladder.code(account, closes))
+    legs = [(leg.instrument, leg.underlying, leg.qty) for leg in closes]
+    return tuple(np.array([value]) for value in ladder.code(account, legs, unreliable))
 
 
 def unmoved(ladder: Ladder, view: AccountView, positions: Sequence[CloseIntent] = (),
             trading: Mapping[str, TradingState] | None = None) -> bool:
     """``unmoved``, and for a hedged view ``hedge_waits`` too, as the engine's triage reads them."""
-    state, last_round, _, last_hedge, held = codes(ladder, view.account, {})
+    state, last_round, _, last_hedge, held = codes(ladder, view.account, [])
     left = ladder.unmoved(state, last_round, held, np.array([view.margin_ratio]),
                           np.array([view.time_to_breach_ms]), np.array([view.maintenance]),
                           np.array([view.initial]), view.event_time_ms)[0]
@@ -37,7 +39,7 @@ def unmoved(ladder: Ladder, view: AccountView, positions: Sequence[CloseIntent] 
 def hedge_waits(ladder: Ladder, view: AccountView, positions: Sequence[CloseIntent],
                 trading: Mapping[str, TradingState]) -> bool:
     underlyings = sorted(view.delta)
-    state, _, _, last_hedge, _ = codes(ladder, view.account, {})
+    state, _, _, last_hedge, _ = codes(ladder, view.account, [])
     held = {leg.instrument: -leg.qty for leg in positions}
     return bool(ladder.hedge_waits(
         state, last_hedge, np.array([[view.delta[u] for u in underlyings]]),
@@ -48,10 +50,10 @@ def hedge_waits(ladder: Ladder, view: AccountView, positions: Sequence[CloseInte
 
 
 def revalue(ladder: Ladder, view: AccountView, positions: list[CloseIntent],
-            trading: Mapping[str, TradingState] | None = None) -> list:
+            trading: Mapping[str, TradingState] | None = None, unreliable: frozenset[str] = frozenset()) -> list:
     planned = []
-    out = ladder.on_revaluation(view, [], positions, lambda target: planned.append(target) or LEGS, set(), set(),
-                                trading)
+    out = ladder.on_revaluation(view, [], positions, lambda target: planned.append(target) or LEGS, set(),
+                                unreliable, trading)
     return out + planned
 
 
@@ -127,15 +129,25 @@ def test_a_hedged_account_waits_for_its_next_hedge() -> None:
     assert not unmoved(ladder, at(3_000, 0.5, delta=11.0), legs, halted)  # selling 1 of them is accepted
 
 
-@settings(max_examples=1_000, deadline=None)
+ETH_LEG = CloseIntent("ETH-PERPETUAL", "ETH", 30.0, 2_000.0)
+ETH_CALL = CloseIntent("ETH-30JUN22-2000-C", "ETH", -4.0, 150.0)
+# what a leg waits on: underlyings whose oracle is unreliable, instruments manipulated or delisted
+UNRELIABLE = st.sets(st.sampled_from(["BTC", "ETH", "BTC-PERPETUAL", "ETH-PERPETUAL", "ETH-30JUN22-2000-C", "SOL"]))
+
+
+@settings(max_examples=2_000, deadline=None)
 @given(state=st.sampled_from(list(AccountState)), last_round=st.sampled_from([None, 0, 2_499, 2_500, 3_000]),
        ratio=RATIOS, in_flight=st.sampled_from([{}, {"BTC-PERPETUAL": -10.0}, {"BTC-PERPETUAL": -4.0},
-                                                {"BTC-PERPETUAL": -12.0}, {"ETH-PERPETUAL": -1.0}]),
-       legs=st.sampled_from([[], LEGS]), held=st.booleans(), hedged=st.booleans())
-def test_a_round_only_account_only_marks_its_round(state, last_round, ratio, in_flight, legs, held, hedged) -> None:
-    """Where ``round_only`` holds, ``on_revaluation`` returns nothing and changes what
-    ``mark_rounds`` changes on a twin ladder: the last round's time alone (hedged or not: a
-    liquidated account is never hedged)."""
+                                                {"BTC-PERPETUAL": -12.0}, {"ETH-PERPETUAL": -1.0},
+                                                {"ETH-PERPETUAL": 30.0, "ETH-30JUN22-2000-C": -4.0}]),
+       legs=st.sampled_from([[], LEGS, LEGS + [ETH_LEG], [ETH_LEG, ETH_CALL], LEGS + [ETH_LEG, ETH_CALL]]),
+       held=st.booleans(), hedged=st.booleans(), unreliable=UNRELIABLE)
+def test_a_round_only_account_only_marks_its_round(state, last_round, ratio, in_flight, legs, held, hedged,
+                                                   unreliable) -> None:
+    """Where ``round_only`` holds, ``on_revaluation`` (with the ``unreliable`` set the codes were
+    read with) returns nothing and changes what ``mark_rounds`` changes on a twin ladder: the
+    last round's time alone (hedged or not: a liquidated account is never hedged); each leg
+    in flight in full, or waiting on an unreliable underlying or instrument."""
     ladder, twin = Ladder(), Ladder()
     if held:
         for one in (ladder, twin):
@@ -143,26 +155,33 @@ def test_a_round_only_account_only_marks_its_round(state, last_round, ratio, in_
                                       "breach_ids": ["b1"], "last_hedge_ms": None, "in_flight": dict(in_flight)})
     view = AccountView("a", 3_500, 100_000.0, 50_000.0, 60_000.0, ratio, {"BTC": 10.0}, {"BTC": 0.0}, {"BTC": 0.0},
                        {"BTC": 60_000.0}, {"BTC": -1.0}, hedged=hedged, time_to_breach_ms=0.0)
-    state, last_round, in_flight, _, _ = codes(ladder, "a", {leg.instrument: leg.qty for leg in legs})
+    unreliable = frozenset(unreliable)
+    state, last_round, in_flight, _, _ = codes(ladder, "a", legs, unreliable)
     if ladder.round_only(state, last_round, np.array([ratio]), in_flight, view.event_time_ms)[0]:
-        assert revalue(ladder, view, legs) == []
+        assert revalue(ladder, view, legs, unreliable=unreliable) == []
         twin.mark_rounds(["a"], view.event_time_ms)
         assert ladder.account_state("a") == twin.account_state("a")
         assert ladder.account_state("a")["last_round_ms"] == view.event_time_ms
 
 
-def test_round_only_needs_every_close_in_flight_and_a_due_round() -> None:
+def test_round_only_needs_every_close_in_flight_or_waiting_and_a_due_round() -> None:
     ladder = Ladder()
     ladder.restore_account("a", {"state": "liquidated", "distress_since_ms": 0, "last_round_ms": 1_000,
                                  "breach_ids": ["b"], "last_hedge_ms": None, "in_flight": {"BTC-PERPETUAL": -10.0}})
 
-    def round_only(t: int, ratio: float, closes: dict[str, float]) -> bool:
-        state, last_round, in_flight, _, _ = codes(ladder, "a", closes)
+    def round_only(t: int, ratio: float, closes: list[CloseIntent], unreliable: frozenset[str] = frozenset()) -> bool:
+        state, last_round, in_flight, _, _ = codes(ladder, "a", closes, unreliable)
         return bool(ladder.round_only(state, last_round, np.array([ratio]), in_flight, t)[0])
 
-    assert round_only(2_000, 1.6, {"BTC-PERPETUAL": -10.0})
-    assert not round_only(1_999, 1.6, {"BTC-PERPETUAL": -10.0})  # no round due
-    assert not round_only(2_000, 0.5, {"BTC-PERPETUAL": -10.0})  # may be released
-    assert not round_only(2_000, 1.6, {"BTC-PERPETUAL": -12.0})  # 2 more to send
-    assert not round_only(2_000, 1.6, {"BTC-PERPETUAL": -10.0, "ETH-PERPETUAL": 3.0})  # a leg never sent
-    assert not Ladder().code("a", {})[2]  # no ladder held
+    btc = CloseIntent("BTC-PERPETUAL", "BTC", -12.0, 60_000.0)
+    eth = CloseIntent("ETH-PERPETUAL", "ETH", 3.0, 2_000.0)
+    assert round_only(2_000, 1.6, LEGS)
+    assert not round_only(1_999, 1.6, LEGS)  # no round due
+    assert not round_only(2_000, 0.5, LEGS)  # may be released
+    assert not round_only(2_000, 1.6, [btc])  # 2 more to send
+    assert not round_only(2_000, 1.6, LEGS + [eth])  # a leg never sent
+    assert round_only(2_000, 1.6, LEGS + [eth], frozenset({"ETH"}))  # it waits on ETH's oracle
+    assert round_only(2_000, 1.6, LEGS + [eth], frozenset({"ETH-PERPETUAL"}))  # on its manipulated mark
+    assert round_only(2_000, 1.6, [btc, eth], frozenset({"BTC", "ETH"}))
+    assert not round_only(2_000, 1.6, LEGS + [eth], frozenset({"BTC"}))  # ETH's leg would go out
+    assert not Ladder().code("a", [], frozenset())[2]  # no ladder held
