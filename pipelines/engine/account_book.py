@@ -105,6 +105,7 @@ class AccountBook:
         # per instrument of the built table: the definition it was built from (None: its name); held
         # here, so ``is`` cannot be fooled by a reused id
         self._defined: tuple[tuple[str, Instrument | None], ...] = ()
+        self._table: InstrumentTable | None = None  # the last built book's table
 
     def held(self) -> set[str]:
         """Every account with positions or collateral."""
@@ -166,11 +167,19 @@ class AccountBook:
             self._built_key = key
         return self._built
 
+    def _table_of(self, instruments: tuple[Instrument, ...]) -> InstrumentTable:
+        """The table of ``instruments``: the last built book's table object while its instruments
+        are equal, one for one, so what is cached per table (pricing and scenario layouts) holds
+        across rebuilds."""
+        if self._table is None or self._table.instruments != instruments:
+            self._table = InstrumentTable.of(instruments)
+        return self._table
+
     def _build(self, priced: frozenset[str], defined: Mapping[str, Instrument]) -> BuiltBook:
         accounts = sorted(a for a in set(self.positions) | set(self.collateral) if self.priceable(a, priced))
         names = sorted({name for a in accounts for name in self.positions.get(a, ())})
         self._defined = tuple((n, defined.get(n)) for n in names)
-        table = InstrumentTable.of(defined.get(n) or instrument(n) for n in names)
+        table = self._table_of(tuple(defined.get(n) or instrument(n) for n in names))
         where_instrument = table.index()
         acc_idx, ins_idx, qty, avg = [], [], [], []
         col_acc, col_asset, col_amount = [], [], []

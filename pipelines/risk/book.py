@@ -71,8 +71,8 @@ class Book:
     ones: ``valuation.quote_value`` of the average price); ``revalue_book`` converts it at the
     index. Positions are sorted by (account, instrument). ``rows`` is
     ``account * n_underlyings + underlying``; ``matrix`` the sparse (rows x instruments) net
-    quantity matrix (the numpy reference's layout; the compiled kernel walks each account's
-    positions from ``position_start`` instead).
+    quantity matrix (the numpy reference's layout, built on first use; the compiled kernel walks
+    each account's positions from ``position_start`` instead).
     """
 
     accounts: tuple[str, ...]
@@ -84,12 +84,18 @@ class Book:
     cost_qty: np.ndarray
     cost: np.ndarray
     rows: np.ndarray
-    matrix: sp.csr_matrix
     position_start: np.ndarray  # (n_acc + 1,): account a's positions are [start[a], start[a + 1])
 
     @property
     def n_underlyings(self) -> int:
         return len(self.instruments.underlyings)
+
+    @functools.cached_property
+    def matrix(self) -> sp.csr_matrix:
+        """The sparse (rows x instruments) net quantity matrix, built on first use and kept (only
+        the numpy reference reads it; a book made by ``dataclasses.replace`` builds its own)."""
+        shape = (len(self.accounts) * self.n_underlyings, len(self.instruments))
+        return sp.csr_matrix((self.qty, (self.rows, self.instrument_idx)), shape=shape)
 
     @classmethod
     def from_arrays(
@@ -136,9 +142,8 @@ class Book:
         ins = uniq % max(n_instr, 1)
         n_und = len(instruments.underlyings)
         rows = acc * n_und + instruments.underlying_idx[ins]
-        matrix = sp.csr_matrix((net_qty, (rows, ins)), shape=(n_acc * n_und, n_instr))
         start = np.searchsorted(acc, np.arange(n_acc + 1)).astype(np.int64)
-        return cls(tuple(accounts), collateral, instruments, acc, ins, net_qty, cost_qty, cost, rows, matrix, start)
+        return cls(tuple(accounts), collateral, instruments, acc, ins, net_qty, cost_qty, cost, rows, start)
 
     @classmethod
     def from_portfolios(cls, portfolios: Sequence[Portfolio], instruments: InstrumentTable | None = None) -> Book:

@@ -1,11 +1,13 @@
-"""The built book's touched rows: the holders of the moved underlyings and the updated accounts."""
+"""The built book: its touched rows (the holders of the moved underlyings and the updated accounts),
+its instrument table (the last one again while the instruments are the same)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 
-from pipelines.engine.account_book import HOLDING_SETS, AccountBook
+from pipelines.engine.account_book import HOLDING_SETS, AccountBook, instrument
 
 UNDERLYINGS = [f"U{k}" for k in range(8)]
 
@@ -33,3 +35,23 @@ def test_touched_rows_are_the_holders_of_what_moved_and_the_updated_accounts() -
         assert built.touched_rows(updated, moved).tolist() == expected
     assert len(built.holding) <= HOLDING_SETS  # 93 sets moved: only the latest are kept
     assert frozenset(UNDERLYINGS[5:8]) in built.holding
+
+
+def test_a_rebuilt_book_keeps_its_table_while_the_instruments_are_the_same() -> None:
+    book, _ = _book(11)
+    first = book.built(UNDERLYINGS).book
+    book.set_position("acct-00", "U0-PERPETUAL", 5.0, 90.0)
+    book.set_collateral("acct-01", "USDC", 10.0)
+    rebuilt = book.built(UNDERLYINGS).book
+    assert rebuilt is not first and rebuilt.instruments is first.instruments
+
+
+def test_a_new_instrument_or_definition_gives_a_new_table() -> None:
+    book, _ = _book(11)
+    first = book.built(UNDERLYINGS).book.instruments
+    book.set_position("acct-00", "U7-27DEC26", 1.0, 90.0)
+    added = book.built(UNDERLYINGS).book.instruments
+    assert added is not first and "U7-27DEC26" in added.names
+    wider = dataclasses.replace(instrument("U7-27DEC26"), contract_size=10.0)
+    redefined = book.built(UNDERLYINGS, {"U7-27DEC26": wider}).book.instruments
+    assert redefined is not added and redefined.contract_size[redefined.index()["U7-27DEC26"]] == 10.0

@@ -53,6 +53,22 @@ def test_duplicate_positions_net_and_keep_their_average_prices() -> None:
     assert np.isclose(r1.equity[0], 0.0) and np.isclose(r1.maintenance[0], r2.maintenance[0])
 
 
+def test_the_sparse_matrix_is_built_on_first_use_and_holds_each_rows_net_quantities() -> None:
+    rng = np.random.default_rng(5)
+    names = ["BTC-PERPETUAL", "BTC-27DEC26-60000-C", "ETH-PERPETUAL", "ETH-27DEC26-2000-P"]
+    portfolios = random_portfolios(rng, names, 30, legs=(0, 8))
+    table = InstrumentTable.parse(names)
+    book = Book.from_portfolios(portfolios, table)
+    assert "matrix" not in vars(book)  # the compiled path never asks for it
+    expected = np.zeros((len(portfolios) * book.n_underlyings, len(names)))
+    for a, pf in enumerate(portfolios):
+        for p in pf.positions:
+            k = names.index(p.instrument)
+            expected[a * book.n_underlyings + table.underlying_idx[k], k] += p.qty
+    assert book.matrix is book.matrix
+    np.testing.assert_allclose(book.matrix.toarray(), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_batch_equals_one_account_at_a_time() -> None:
     rng = np.random.default_rng(3)
     names = ["BTC-PERPETUAL", "BTC-27DEC26", "BTC-27DEC26-60000-C", "BTC-27NOV26-58000-P", "BTC-26MAR27-80000-C",
