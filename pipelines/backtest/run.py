@@ -170,7 +170,8 @@ def run_all(runs: Sequence[Run], jobs: int, progress: bool | None = None) -> lis
         bar(finished)
 
     try:
-        done = parallel_map(run_task, [tuple(runs[i] for i in batch) for batch in batches], jobs, on_done=task_done)
+        done = parallel_map(run_task, [Task(tuple(runs[i] for i in batch)) for batch in batches], jobs,
+                            on_done=task_done)
     except BaseException:
         bar.close(complete=False)
         raise
@@ -203,10 +204,20 @@ def tasks(runs: Sequence[Run], jobs: int) -> list[list[int]]:
     return sorted(out, key=length, reverse=True)
 
 
-def run_task(runs: Sequence[Run]) -> list[Outcome]:
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """Runs one worker process does in order (``tasks``); named by its runs in an error."""
+
+    runs: tuple[Run, ...]
+
+    def __str__(self) -> str:
+        return "; ".join(str(run) for run in self.runs)
+
+
+def run_task(task: Task) -> list[Outcome]:
     """``run_one`` of each run, in order; a run that raises ends the task with a ``UserError``
     naming it."""
-    return [_call(run_one, run) for run in runs]
+    return [_call(run_one, run) for run in task.runs]
 
 
 def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,

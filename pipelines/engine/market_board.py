@@ -21,7 +21,7 @@ from typing import Any, Self
 
 from pipelines.risk.adaptive import MarketConditions
 from pipelines.risk.instruments import Instrument, InstrumentError, instrument_from_definition, underlying_of
-from pipelines.risk.market import MarketError, MarketState, UnderlyingMarket, check_positive
+from pipelines.risk.market import MarketState, UnderlyingMarket, check_positive
 
 DEPTH_BAND_BPS = 100  # depth is read within 1 % of mid, the adaptive engine's band
 
@@ -40,23 +40,9 @@ class MarketBoard:
     instruments: dict[str, Instrument] = dataclasses.field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._check_prices()
         self.instruments = {}
         for value in self.definitions.values():
             self._define(value)
-
-    def _check_prices(self) -> None:
-        """MarketError unless ``default_vol`` and every index and underlying vol held are positive
-        and finite, and every instrument IV finite (``market_state`` leaves out those not above 0):
-        ``market_state`` builds on them unchecked. The records that update them later passed the
-        same checks (``pipelines.events.validation``)."""
-        check_positive(self.default_vol, "default_vol")
-        for name, values in (("index", self.index), ("vol", self.vol)):
-            for key, value in values.items():
-                check_positive(value, f"{name}.{key}")
-        for key, iv in self.instrument_iv.items():
-            if not math.isfinite(iv):
-                raise MarketError(f"instrument_iv.{key}: expected a finite number, got {iv!r}")
 
     def _define(self, value: Mapping[str, Any]) -> None:
         """Hold the instrument a definition describes; one that contradicts itself leaves the
@@ -151,12 +137,16 @@ class MarketBoard:
                    {(u["record"], u["key"]): u["event_time_ms"] for u in state["updated"]})
 
     def market_state(self, time_ms: int, underlyings: set[str]) -> MarketState:
-        """The market of ``underlyings`` at ``time_ms`` (an ``int``), from values already checked."""
-        return MarketState.of_valid(
-            int(time_ms),
-            {u: UnderlyingMarket(self.index[u], self.vol.get(u, self.default_vol)) for u in sorted(underlyings)},
-            {name: iv for name, iv in self.instrument_iv.items() if underlying_of(name) in underlyings and iv > 0},
-        )
+        """The market of ``underlyings`` at ``time_ms`` (an ``int``); MarketError names the first
+        index or vol that is not a positive finite number, or instrument IV above 0 that is not
+        finite (IVs not above 0 are left out). Checked here, per tick, for what the tick reads:
+        the worker's intake validates records, but a replay file or a direct caller may not."""
+        markets = {u: UnderlyingMarket(check_positive(self.index[u], f"underlyings.{u}.index"),
+                                       check_positive(self.vol.get(u, self.default_vol), f"underlyings.{u}.vol"))
+                   for u in sorted(underlyings)}
+        ivs = {name: check_positive(iv, f"instruments.{name}.iv") for name, iv in self.instrument_iv.items()
+               if iv > 0 and underlying_of(name) in underlyings}
+        return MarketState.of_valid(int(time_ms), markets, ivs)
 
     def conditions(self, realised_vol: Mapping[str, float]) -> MarketConditions:
         """Realised vol and the thinnest perpetual depth per underlying, for the adaptive add-on."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,8 +111,14 @@ def run_replay(args: argparse.Namespace) -> int:
                         ("--keep-timestamps", args.keep_timestamps)):
         if given:
             raise UserError(f"{flag} applies to --kafka; an --in-process replay runs as fast as it can, no broker")
+    refused: Counter[str] = Counter()
     out = replay_with_venue(args.file) if args.venue else replay(
-        args.file, params=load_settings(args.config).engine.engine_params())
+        args.file, params=load_settings(args.config).engine.engine_params(), refused=refused)
+    if refused:
+        reasons = ", ".join(f"{reason} x{count:,d}" for reason, count in sorted(refused.items()))
+        n = sum(refused.values())
+        print(f"left out {n:,d} record{'' if n == 1 else 's'} the worker's intake refuses (its dead letters): "
+              f"{reasons}", file=sys.stderr)
     if args.json:
         sys.stdout.write(render.to_json(render.json_safe({"breaches": [breach_dict(b) for b in out.breaches],
                                                           "actions": [action_record(a) for a in out.actions]})))

@@ -1,7 +1,8 @@
 """In-process replay: a recording through the same core with no broker.
 
 ``load(path)`` reads a replay file and decodes every value through the real codec;
-``replay(path)`` runs it through the in-process cluster (``run_shards``: a ``Sequencer`` +
+``replay(path)`` takes the records the worker's intake would take (``valid``: the others are the
+worker's dead letters, counted by reason) through the in-process cluster (``run_shards``: a ``Sequencer`` +
 ``Engine`` per shard, market records to every shard, refs ``topic:partition:offset`` exactly as
 the stream workers name them), so its breaches and actions are the ones the Kafka path produces
 from the same file. One shard by default: outputs do not depend on the grouping, and the
@@ -17,6 +18,7 @@ header names. Its breaches and actions are the demo's, id for id.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,15 @@ from pipelines.engine.engine import EngineOutput, EngineParams
 from pipelines.engine.shard import Message, run_shards, shard_of
 from pipelines.errors import UserError
 from pipelines.events.codec import Codec, default_codec
+from pipelines.events.validation import Validator
 from pipelines.policy.signing import SigningKey
 from pipelines.replay.reading import recorded_scenario, replay_records
 from pipelines.topics import ACCOUNT_PARTITIONS
 
 DEFAULT_KEY = SigningKey("replay", b"backstop-replay-signing-key")
+# the intake's checks of values; event times are not judged (a recording is replayed long after)
+RECORDED_VALUES = Validator(max_past_ms=2**62, max_future_ms=2**62)
+Row = tuple[str, int, int, str, dict[str, Any]]
 
 
 def load(path: str | Path, codec: Codec | None = None,
@@ -41,6 +47,19 @@ def load(path: str | Path, codec: Codec | None = None,
         topic = r["topic"][len(prefix):] if prefix and r["topic"].startswith(prefix) else r["topic"]
         decoded = codec.decode(r["value"])
         yield topic, r["partition"], r["offset"], decoded.record, decoded.value
+
+
+def valid(rows: Iterable[Row], refused: Counter[str]) -> Iterator[Row]:
+    """``rows`` the worker's intake would take, in order (a NaN, zero or negative price, a
+    malformed name...: ``Validator``); each other one counted in ``refused`` as
+    ``"<record>: <reason>"``, as the worker would dead-letter it."""
+    for row in rows:
+        record, value = row[3], row[4]
+        reason = RECORDED_VALUES.reason(record, value, value.get("event_time_ms", 0))
+        if reason is None:
+            yield row
+        else:
+            refused[f"{record}: {reason}"] += 1
 
 
 def messages(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], partitions: int = ACCOUNT_PARTITIONS
@@ -55,10 +74,13 @@ def messages(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], partitio
 
 
 def replay(path: str | Path, *, key: SigningKey = DEFAULT_KEY, params: EngineParams | None = None,
-           partitions: int = 1, codec: Codec | None = None, prefix: str = "") -> EngineOutput:
+           partitions: int = 1, codec: Codec | None = None, prefix: str = "",
+           refused: Counter[str] | None = None) -> EngineOutput:
     """Breaches, actions and exposures of a recording, through the in-process cluster — by
-    default one shard holding every account, which gives the outputs of any partitioning."""
-    return run_shards(messages(load(path, codec, prefix), partitions), partitions, key, params)
+    default one shard holding every account, which gives the outputs of any partitioning. The
+    records the intake refuses are left out and counted in ``refused`` (``valid``)."""
+    rows = valid(load(path, codec, prefix), Counter() if refused is None else refused)
+    return run_shards(messages(rows, partitions), partitions, key, params)
 
 
 def replay_with_venue(path: str | Path, codec: Codec | None = None) -> EngineOutput:

@@ -64,10 +64,10 @@ class MarketState:
     @classmethod
     def of_valid(cls, time_ms: int, underlyings: Mapping[str, UnderlyingMarket],
                  instrument_vols: Mapping[str, float]) -> MarketState:
-        """The state of values already validated, built without checking them again: ``time_ms``
-        an ``int``; every index and vol (underlying and instrument) a positive finite ``float``,
-        every rate finite. For a caller whose every input passed those checks (the engine's
-        ``MarketBoard``, fed by validated records); any other caller uses the constructor."""
+        """The state of values its caller has just checked, built without checking them again:
+        ``time_ms`` an ``int``; every index and vol (underlying and instrument) a positive finite
+        ``float`` (``check_positive``), every rate finite. For the engine's ``MarketBoard``, which
+        checks each tick what the tick reads; any other caller uses the constructor."""
         state = object.__new__(cls)
         object.__setattr__(state, "time_ms", time_ms)
         object.__setattr__(state, "underlyings", underlyings)

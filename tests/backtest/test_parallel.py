@@ -14,6 +14,7 @@ import pytest
 
 from pipelines.backtest.run import (
     Run,
+    Task,
     compare,
     parallel_map,
     prepared,
@@ -86,13 +87,19 @@ def test_a_run_that_raises_in_a_worker_names_the_run():
         compare([broken], jobs=2, progress=False)
 
 
-def exit_at_once(item: int) -> int:
+def exit_at_once(item: object) -> int:
     os._exit(3)
 
 
 def test_a_worker_that_dies_ends_the_call_with_an_error():
     with pytest.raises(UserError, match="a worker process died"):
         parallel_map(exit_at_once, [1, 2, 3], jobs=2)
+
+
+def test_a_task_whose_worker_dies_is_named_by_its_runs():
+    task = Task((Run(library.get("may-2021"), None, True), Run(library.get("may-2021"), None, False)))
+    with pytest.raises(UserError, match=r"^may-2021 with backstop; may-2021 without backstop: a worker process died"):
+        parallel_map(exit_at_once, [task, task], jobs=2)
 
 
 def double(item: int) -> int:

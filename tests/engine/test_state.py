@@ -451,15 +451,22 @@ def test_a_restored_market_board_values_as_the_original(before: list, after: lis
     assert b.state() == a.state()
 
 
-def test_a_market_board_holds_only_prices_a_market_state_accepts() -> None:
+def test_a_market_board_gives_only_market_states_the_constructor_accepts() -> None:
     board = MarketBoard(0.5, {"BTC": 30_000.0, "ETH": 2_000.0}, {"ETH": 0.7}, {"BTC-PERPETUAL": 0.0})
     assert board.market_state(7, {"BTC", "ETH"}) == MarketState(
         7, {"BTC": UnderlyingMarket(30_000.0, 0.5), "ETH": UnderlyingMarket(2_000.0, 0.7)})
-    for bad in ({"default_vol": 0.0}, {"index": {"BTC": math.nan}}, {"vol": {"BTC": -0.5}},
-                {"instrument_iv": {"BTC-PERPETUAL": math.inf}}):
-        state = {**MarketBoard().state(), **bad}
-        with pytest.raises(MarketError, match=next(iter(bad))):
-            MarketBoard.from_state(state)
+    cases = (({"default_vol": 0.0}, "underlyings.BTC.vol"),
+             ({"index": {"BTC": math.nan, "ETH": 2_000.0}}, "underlyings.BTC.index"),
+             ({"vol": {"BTC": -0.5, "ETH": 0.7}}, "underlyings.BTC.vol"),
+             ({"instrument_iv": {"BTC-PERPETUAL": math.inf}}, "instruments.BTC-PERPETUAL.iv"))
+    for bad, message in cases:
+        restored = MarketBoard.from_state({**board.state(), **bad})  # a snapshot restores as it was
+        assert restored.market_state(7, {"ETH"}).underlyings == {"ETH": UnderlyingMarket(2_000.0, 0.7)}
+        with pytest.raises(MarketError, match=message):
+            restored.market_state(7, {"BTC", "ETH"})
+    board.apply_indexes([{"underlying": "BTC", "price": -5.0, "event_time_ms": 8}])  # a replay's unvalidated record
+    with pytest.raises(MarketError, match="underlyings.BTC.index: expected a positive finite number, got -5.0"):
+        board.market_state(8, {"BTC"})
     with pytest.raises(ValueError, match="apply_indexes"):
         board.apply("IndexPrice", {"underlying": "BTC", "price": 1.0, "event_time_ms": 8})
 

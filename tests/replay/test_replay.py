@@ -70,3 +70,44 @@ def test_kafka_replay_preserves_keys_partitions_order_and_times(recording, kafka
         stamped.append(m.timestamp()[1] == recorded if keep_timestamps else before_ms <= m.timestamp()[1] <= after_ms)
     assert actual == expected
     assert all(stamped)  # the replay's own time (so retention counts from now), or the recorded one when asked
+
+
+def _with_bad_index_prices(recording, tmp_path, prices: list[float]):
+    """``recording`` with an IndexPrice of each of ``prices`` inserted after its first index price."""
+    from pipelines.events.codec import default_codec
+    from pipelines.events.files import replay_record, write_replay
+
+    codec, rows, inserted = default_codec(), [], False
+    for r in read_replay(recording):
+        rows.append(r)
+        decoded = codec.decode(r["value"])
+        if not inserted and decoded.record == "IndexPrice":
+            inserted = True
+            for k, price in enumerate(prices):
+                value = {**decoded.value, "price": price}
+                rows.append(replay_record(r["topic"], codec.encode("IndexPrice", value), key=r["key"],
+                                          partition=r["partition"], offset=10**9 + k,
+                                          timestamp_ms=r["timestamp_ms"], event_time_ms=r["event_time_ms"]))
+    path = tmp_path / "with-bad.avro"
+    write_replay(path, rows, codec=codec)
+    return path
+
+
+def test_records_the_intake_refuses_are_left_out_and_counted_as_its_dead_letters(recording, tmp_path):
+    from collections import Counter
+
+    path = _with_bad_index_prices(recording, tmp_path, [0.0, -5.0, float("nan")])
+    refused: Counter[str] = Counter()
+    out = replay(path, refused=refused)
+    assert sum(refused.values()) == 3 and all(reason.startswith("IndexPrice: ") for reason in refused)
+    assert fingerprint(out) == fingerprint(replay(recording))  # as if they had never been recorded
+
+
+def test_the_replay_command_says_what_it_left_out(recording, tmp_path, capsys):
+    from pipelines.cli import main
+
+    path = _with_bad_index_prices(recording, tmp_path, [0.0])
+    assert main(["replay", "--in-process", str(path)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("left out 1 record the worker's intake refuses")
+    assert "IndexPrice: " in err[0]
