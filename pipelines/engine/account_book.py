@@ -12,6 +12,7 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -93,6 +94,19 @@ class BuiltBook:
         return min(touches if own is None else touches + [own])
 
 
+class _AccountPart(NamedTuple):
+    """One account's share of a built book, kept until the account changes: its positions by
+    instrument name, the underlyings they are on (by name) and its collateral by asset."""
+
+    names: tuple[str, ...]
+    qty: tuple[float, ...]
+    avg: tuple[float, ...]
+    underlyings: frozenset[str]
+    closes: tuple[tuple[str, str, float], ...]  # (instrument, underlying, -qty) per position
+    assets: tuple[str, ...]
+    amounts: tuple[float, ...]
+
+
 class AccountBook:
     """Positions and collateral per account, with the ``BuiltBook`` of the current version."""
 
@@ -106,6 +120,7 @@ class AccountBook:
         # here, so ``is`` cannot be fooled by a reused id
         self._defined: tuple[tuple[str, Instrument | None], ...] = ()
         self._table: InstrumentTable | None = None  # the last built book's table
+        self._parts: dict[str, _AccountPart] = {}  # per account unchanged since it was last built
 
     def held(self) -> set[str]:
         """Every account with positions or collateral."""
@@ -134,26 +149,40 @@ class AccountBook:
     def drop_account(self, account: str) -> None:
         self.positions.pop(account, None)
         self.collateral.pop(account, None)
-        self._version += 1
+        self._changed(account)
 
     def set_position(self, account: str, name: str, quantity: float, average_price: float) -> None:
         if quantity == 0:
             self.positions[account].pop(name, None)
         else:
             self.positions[account][name] = (quantity, average_price)
-        self._version += 1
+        self._changed(account)
 
     def set_collateral(self, account: str, asset: str, amount: float) -> None:
         self.collateral[account][asset] = amount
+        self._changed(account)
+
+    def _changed(self, account: str) -> None:
+        """A new version of the accounts, ``account``'s part to be made again."""
+        self._parts.pop(account, None)
         self._version += 1
 
     def collateral_usd(self, account: str, prices: Mapping[str, float]) -> float:
         return sum(amount * asset_price(asset, prices)
                    for asset, amount in self.collateral.get(account, {}).items())
 
-    def priceable(self, account: str, priced: Collection[str]) -> bool:
-        """Whether every underlying the account holds has an index price (others wait for one)."""
-        return all(underlying_of(name) in priced for name in self.positions.get(account, ()))
+    def _part(self, account: str) -> _AccountPart:
+        """The account's share of a built book, made once per change of the account."""
+        part = self._parts.get(account)
+        if part is None:
+            legs = sorted(self.positions.get(account, {}).items())
+            collateral = sorted(self.collateral.get(account, {}).items())
+            closes = tuple((name, underlying_of(name), -q) for name, (q, _) in legs)
+            part = self._parts[account] = _AccountPart(
+                tuple(name for name, _ in legs), tuple(q for _, (q, _) in legs),
+                tuple(price for _, (_, price) in legs), frozenset(u for _, u, _ in closes), closes,
+                tuple(asset for asset, _ in collateral), tuple(amount for _, amount in collateral))
+        return part
 
     def built(self, priced: Collection[str], defined: Mapping[str, Instrument] | None = None) -> BuiltBook:
         """The arrays of every account that can be priced with ``priced`` underlyings. Instruments
@@ -176,37 +205,51 @@ class AccountBook:
         return self._table
 
     def _build(self, priced: frozenset[str], defined: Mapping[str, Instrument]) -> BuiltBook:
-        accounts = sorted(a for a in set(self.positions) | set(self.collateral) if self.priceable(a, priced))
-        names = sorted({name for a in accounts for name in self.positions.get(a, ())})
+        parts = {a: self._part(a) for a in self.held()}
+        # an account waits until every underlying it holds has an index price
+        accounts = sorted(a for a, part in parts.items() if part.underlyings <= priced)
+        names = sorted({name for a in accounts for name in parts[a].names})
         self._defined = tuple((n, defined.get(n)) for n in names)
         table = self._table_of(tuple(defined.get(n) or instrument(n) for n in names))
         where_instrument = table.index()
-        acc_idx, ins_idx, qty, avg = [], [], [], []
-        col_acc, col_asset, col_amount = [], [], []
-        closes = []
+        acc_idx: list[int] = []
+        ins_idx: list[int] = []
+        qty: list[float] = []
+        avg: list[float] = []
+        col_acc: list[int] = []
+        col_asset: list[str] = []
+        col_amount: list[float] = []
         for i, account in enumerate(accounts):
-            legs = sorted(self.positions.get(account, {}).items())
-            closes.append(tuple((name, underlying_of(name), -q) for name, (q, _) in legs))
-            for name, (q, price) in legs:
-                acc_idx.append(i)
-                ins_idx.append(where_instrument[name])
-                qty.append(q)
-                avg.append(price)
-            for asset, amount in sorted(self.collateral.get(account, {}).items()):
-                col_acc.append(i)
-                col_asset.append(asset)
-                col_amount.append(amount)
+            part = parts[account]
+            acc_idx += [i] * len(part.names)
+            ins_idx += map(where_instrument.__getitem__, part.names)
+            qty += part.qty
+            avg += part.avg
+            col_acc += [i] * len(part.assets)
+            col_asset += part.assets
+            col_amount += part.amounts
         book = Book.from_arrays(accounts, np.zeros(len(accounts)), table, np.array(acc_idx, dtype=np.int64),
                                 np.array(ins_idx, dtype=np.int64), np.array(qty, dtype=np.float64),
                                 np.array(avg, dtype=np.float64))
         assets = tuple(sorted(set(col_asset)))
         where_asset = {a: k for k, a in enumerate(assets)}
-        row_underlying = np.asarray(table.underlying_idx, dtype=np.int64)[book.instrument_idx]
-        holders = tuple(np.unique(book.account_idx[row_underlying == k]) for k in range(len(table.underlyings)))
-        held: list[set[str]] = [set() for _ in accounts]
-        for i, k in zip(book.account_idx.tolist(), row_underlying.tolist()):
-            held[i].add(table.underlyings[k])
+        holders, underlyings_of = _holdings(book)
         return BuiltBook(book, {a: i for i, a in enumerate(accounts)}, np.array(col_acc, dtype=np.int64), assets,
                          np.array([where_asset[a] for a in col_asset], dtype=np.int64),
-                         np.array(col_amount, dtype=np.float64), holders, tuple(tuple(sorted(h)) for h in held),
-                         tuple(closes))
+                         np.array(col_amount, dtype=np.float64), holders, underlyings_of,
+                         tuple(parts[a].closes for a in accounts))
+
+
+def _holdings(book: Book) -> tuple[tuple[np.ndarray, ...], tuple[tuple[str, ...], ...]]:
+    """Per underlying of the book's table, the rows holding it (ascending); per row, the
+    underlyings it holds (sorted: the table's underlyings are). Both from the book's distinct
+    (account, underlying) rows, in ascending order."""
+    n_und = book.n_underlyings
+    pairs = np.unique(book.rows)
+    account, underlying = pairs // max(n_und, 1), pairs % max(n_und, 1)
+    holders = tuple(account[underlying == k] for k in range(n_und))
+    held: list[list[str]] = [[] for _ in book.accounts]
+    names = book.instruments.underlyings
+    for i, k in zip(account.tolist(), underlying.tolist()):
+        held[i].append(names[k])
+    return holders, tuple(map(tuple, held))

@@ -55,3 +55,37 @@ def test_a_new_instrument_or_definition_gives_a_new_table() -> None:
     wider = dataclasses.replace(instrument("U7-27DEC26"), contract_size=10.0)
     redefined = book.built(UNDERLYINGS, {"U7-27DEC26": wider}).book.instruments
     assert redefined is not added and redefined.contract_size[redefined.index()["U7-27DEC26"]] == 10.0
+
+
+def _same_built(a: AccountBook, b: AccountBook, priced: list[str]) -> None:
+    x, y = a.built(priced), b.built(priced)
+    assert x.book.accounts == y.book.accounts and x.book.instruments.names == y.book.instruments.names
+    for field in ("account_idx", "instrument_idx", "qty", "cost_qty", "cost", "rows", "position_start"):
+        assert getattr(x.book, field).tolist() == getattr(y.book, field).tolist(), field
+    assert (x.where, x.assets, x.underlyings_of, x.closes) == (y.where, y.assets, y.underlyings_of, y.closes)
+    for field in ("collateral_account", "collateral_asset", "collateral_amount"):
+        assert getattr(x, field).tolist() == getattr(y, field).tolist(), field
+    assert [h.tolist() for h in x.holders] == [h.tolist() for h in y.holders]
+
+
+def test_a_book_rebuilt_after_changes_equals_one_built_afresh() -> None:
+    book, holds = _book(5)
+    rng = random.Random(9)
+    accounts = sorted(holds) + ["acct-new"]
+    for step in range(60):
+        priced = UNDERLYINGS[: rng.randint(4, 8)]
+        book.built(priced)
+        account, u = rng.choice(accounts), rng.choice(UNDERLYINGS)
+        change = rng.randrange(4)
+        if change == 0:
+            book.set_position(account, f"{u}-PERPETUAL", rng.choice([0.0, -1.0, 2.0]), 90.0 + step)
+        elif change == 1:
+            book.set_collateral(account, rng.choice(["USDC", "BTC"]), float(step))
+        elif change == 2:
+            book.drop_account(account)
+        else:
+            book.restore_account(account, book.account_state(rng.choice(accounts)))
+        fresh = AccountBook()
+        for a in book.held():
+            fresh.restore_account(a, book.account_state(a))
+        _same_built(book, fresh, priced)
