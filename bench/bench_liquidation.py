@@ -102,7 +102,9 @@ def searches(book: Book, risk: BookRisk, accounts: list[int], targets: list[floa
     pricing = lo._Pricing.of(risk, book, legs, slip, rv, depth, kw["adaptive"])
     compiled_inputs = (legs.start, legs.instrument, legs.underlying, legs.qty, legs.chunk,
                        planner._floats(risk.scenario_pnl), planner._floats(risk.grid.weight),
-                       planner.instrument_table(risk, book.instruments, slip),
+                       planner.instrument_table(risk, book.instruments, (
+                           params.option_half_spread_vol_points, params.option_min_slippage_frac,
+                           params.linear_half_spread)),
                        planner.underlying_table(risk, rv, depth), planner.adaptive_table(kw["adaptive"]),
                        kw["adaptive"] is not None, equity, goals, params.max_steps)
     return (lambda: lo._greedy_search(legs, pricing, equity, goals, params.max_steps),
