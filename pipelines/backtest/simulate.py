@@ -95,6 +95,7 @@ from pipelines.risk.instruments import (
     Kind,
     instrument_from_definition,
     parse_instrument,
+    perpetual_of,
 )
 from pipelines.risk.market import MarketState, UnderlyingMarket
 from pipelines.risk.valuation import quote_value, settlement_fx, unit_greeks, units_per_contract
@@ -588,7 +589,7 @@ class Simulation:
         if book is None:
             inst = self.ledger.instrument(name)
             if inst.kind is Kind.OPTION:
-                perp = self.depth.get(f"{inst.underlying}-PERPETUAL")
+                perp = self.depth.get(perpetual_of(inst.underlying))
                 usd = 0.0
                 if perp is not None:
                     bids_usd = sum(level["price"] * level["quantity"] for level in perp["bids"])

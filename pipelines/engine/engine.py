@@ -43,7 +43,7 @@ from pipelines.policy.signing import SigningKey
 from pipelines.risk import kernels
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
 from pipelines.risk.book import Book, BookRisk, margin_ratio, revalue_book
-from pipelines.risk.instruments import Kind, underlying_of
+from pipelines.risk.instruments import Kind, perpetual_of, underlying_of
 from pipelines.risk.kernels import revalue as revalue_kernels
 from pipelines.risk.kernels import triage
 from pipelines.risk.liquidation_order import LiquidationPlan, plan_liquidation, plan_liquidations
@@ -117,11 +117,11 @@ class _Codes:
         table[:, triage.HEDGED] = table[:, triage.WATCHED] = built.mask(hedged)
         underlyings = built.book.instruments.underlyings
         perpetuals = np.zeros((len(built.book.accounts), len(underlyings)))
-        perpetual_of = {f"{u}-PERPETUAL": k for k, u in enumerate(underlyings)}
+        column_of = {perpetual_of(u): k for k, u in enumerate(underlyings)}
         for i, legs in enumerate(built.closes):
             for name, _, qty in legs:
-                if name in perpetual_of:
-                    perpetuals[i, perpetual_of[name]] = -qty  # the position: a close negates it
+                if name in column_of:
+                    perpetuals[i, column_of[name]] = -qty  # the position: a close negates it
         return cls(built, table, np.zeros_like(perpetuals), perpetuals)
 
     def refresh(self, rows: np.ndarray, ladder: Ladder, detectors: Detectors, attention: Collection[str]) -> None:

@@ -50,6 +50,7 @@ import numpy as np
 from pipelines.detect.breach import Breach, BreachKind
 from pipelines.policy.actions import ActionType
 from pipelines.policy.circuit import TradingState, order_refusal, reduces_position
+from pipelines.risk.instruments import perpetual_of
 
 
 class AccountState(StrEnum):
@@ -225,7 +226,7 @@ class Ladder:
         if ladder is None:
             return [0.0 for _ in underlyings]
         in_flight = ladder.in_flight
-        return [in_flight.get(f"{u}-PERPETUAL", 0.0) for u in underlyings]
+        return [in_flight.get(perpetual_of(u), 0.0) for u in underlyings]
 
     def unmoved(self, state: np.ndarray, last_round_ms: np.ndarray, held: np.ndarray, ratio: np.ndarray,
                 ttb: np.ndarray, maintenance: np.ndarray, initial: np.ndarray, time_ms: int) -> np.ndarray:
@@ -450,7 +451,7 @@ class Ladder:
             return []
         out = []
         for underlying, delta in sorted(view.delta.items()):
-            perpetual = f"{underlying}-PERPETUAL"
+            perpetual = perpetual_of(underlying)
             sent = ladder.in_flight.get(perpetual, 0.0)
             trade = -delta - sent  # what still needs hedging once earlier hedges show in the position
             state = trading.get(underlying, TradingState.ACTIVE)

@@ -90,6 +90,11 @@ def underlying_of(name: str) -> str:
     return name.partition("-")[0]
 
 
+def perpetual_of(underlying: str) -> str:
+    """The name of ``underlying``'s perpetual (``BTC-PERPETUAL``): the instrument a delta hedge trades."""
+    return f"{underlying}-PERPETUAL"
+
+
 def parse_instrument(name: str, contract_size: float = 1.0) -> Instrument:
     """Parse a Deribit-style name; raise InstrumentError naming what is wrong."""
     if not isinstance(name, str) or not name:

@@ -36,6 +36,7 @@ from pipelines.engine.shards import partition_for
 from pipelines.events.codec import Codec, default_codec
 from pipelines.events.files import replay_record
 from pipelines.risk.black76 import black76_price
+from pipelines.risk.instruments import perpetual_of
 from pipelines.scenarios.library import Pump, Scenario
 from pipelines.scenarios.model import UnderlyingPath, depth_path, iv_path, move_progress, price_path
 from pipelines.topics import spec_for
@@ -80,10 +81,6 @@ class Generated:
     @property
     def end_ms(self) -> int:
         return self.t0 + self.scenario.duration_s * 1000
-
-
-def perpetual(underlying: str) -> str:
-    return f"{underlying}-PERPETUAL"
 
 
 def expiry_code(ms: int) -> str:
@@ -151,9 +148,9 @@ def population(rng: np.random.Generator, scenario: Scenario, t0: int, ratio_rang
             legs: list[tuple[str, float, float]] = []
             hedged = False
             if kind == "long-perp":
-                legs = [(perpetual(u), qty, spot)]
+                legs = [(perpetual_of(u), qty, spot)]
             elif kind == "short-perp":
-                legs = [(perpetual(u), -qty, spot)]
+                legs = [(perpetual_of(u), -qty, spot)]
             else:
                 strike = round_strike(spot * (0.85 if kind == "short-put" else 1.1))
                 call = kind != "short-put"
@@ -163,7 +160,7 @@ def population(rng: np.random.Generator, scenario: Scenario, t0: int, ratio_rang
                 legs = [(name, sign * qty, premium)]
                 if kind == "hedged-book":
                     hedged = True
-                    legs.append((perpetual(u), qty * 0.35, spot))  # ~ delta of a 10 % OTM call
+                    legs.append((perpetual_of(u), qty * 0.35, spot))  # ~ delta of a 10 % OTM call
                 if kind == "long-call":
                     ratio = ratio_range[0]
             out.append((f"{kind}-{u.lower()}-{i:02d}", kind, legs, ratio, hedged))
@@ -180,13 +177,13 @@ def population(rng: np.random.Generator, scenario: Scenario, t0: int, ratio_rang
     if scenario.withdraw is not None:
         u = scenario.underlyings[-1].underlying
         spot = spots[u]
-        out.append(("whale-01", "whale", [(perpetual(u), 6_000_000.0 / spot, spot)], 0.2, False))
+        out.append(("whale-01", "whale", [(perpetual_of(u), 6_000_000.0 / spot, spot)], 0.2, False))
     if scenario.pump is not None:
         u = scenario.pump.underlying
         spot = spots[u]
         qty = scenario.pump.position_usd / spot
-        out.append(("pump-short-01", "pump-short", [(perpetual(u), -qty, spot)], scenario.pump.short_ratio, False))
-        out.append(("pump-long-01", "pump-long", [(perpetual(u), qty, spot)], ratio_range[0], False))
+        out.append(("pump-short-01", "pump-short", [(perpetual_of(u), -qty, spot)], scenario.pump.short_ratio, False))
+        out.append(("pump-long-01", "pump-long", [(perpetual_of(u), qty, spot)], ratio_range[0], False))
     return out
 
 
@@ -321,8 +318,8 @@ def _marks(scenario: Scenario, paths: Paths, accounts: Population
         u = scenario.pump.underlying
         spec, prices, _, depth = paths[u]
         marks[u] = pump_marks(scenario.pump, spec, prices, depth, scenario.step_s)
-        interest[u] = Interest(round(open_interest(accounts, perpetual(u)), 8),
-                               round(largest_holder_share(accounts, perpetual(u)), 6))
+        interest[u] = Interest(round(open_interest(accounts, perpetual_of(u)), 8),
+                               round(largest_holder_share(accounts, perpetual_of(u)), 6))
     return marks, interest
 
 
@@ -348,12 +345,13 @@ def _market_events(scenario: Scenario, paths: Paths, marks: dict[str, np.ndarray
             if k % 5 == 0:
                 published = interest.get(u, UNPUBLISHED)
                 market.append((t, order, TOPIC_OF["MarkPrice"], "MarkPrice",
-                               {"instrument": perpetual(u), "underlying": u, "mark_price": round(float(marks[u][k]), 8),
+                               {"instrument": perpetual_of(u), "underlying": u,
+                                "mark_price": round(float(marks[u][k]), 8),
                                 "index_price": price, "underlying_price": price, "mark_iv": None, "best_bid": None,
                                 "best_ask": None, "open_interest": published.open_interest,
                                 "largest_holder_share": published.largest_holder_share, "event_time_ms": t}))
                 market.append((t, order, TOPIC_OF["OrderBookDepth"], "OrderBookDepth",
-                               depth_record(perpetual(u), t, price, float(depth[k]), seq)))
+                               depth_record(perpetual_of(u), t, price, float(depth[k]), seq)))
             if scenario.oracle and k % 5 == 0:
                 window = next((w for w in scenario.oracle if w.covers(frac)), None)
                 if window is None or window.level > 0:
