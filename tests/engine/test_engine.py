@@ -131,14 +131,14 @@ def test_any_interleaving_through_the_sequencer_gives_the_same_actions() -> None
         assert actions == expected
 
 
-def test_screening_out_quiet_accounts_changes_no_output(monkeypatch) -> None:
-    """The engine sends only accounts near a threshold (or watched) through the per-account
-    ladder; forcing every account it screens out through it must give the same breaches,
-    actions and states."""
+def test_leaving_accounts_alone_changes_no_output(monkeypatch) -> None:
+    """The engine sends only the accounts its triage cannot leave alone through the per-account
+    path (not quiet, unmoved or only marking a round, hedged ones waiting between hedges);
+    forcing every revalued account through it must give the same breaches, actions and states."""
     engine, breaches, actions = run(crash_events())
     screened = sum(1 for _ in breaches)
     fates = Engine._fates
-    monkeypatch.setattr(Engine, "_fates", lambda self, *args: np.maximum(fates(self, *args), triage.VISIT))
+    monkeypatch.setattr(Engine, "_fates", lambda self, *args: np.full_like(fates(self, *args), triage.VISIT))
     unscreened, all_breaches, all_actions = run(crash_events())
     assert [b.breach_id for b in all_breaches] == [b.breach_id for b in breaches] and screened
     assert all_actions == actions
