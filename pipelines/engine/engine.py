@@ -429,26 +429,60 @@ class Engine:
         ttb = self._times_to_breach(risk, velocity, rows)
         unreliable = self._unreliable(built.book.instruments.underlyings)
         fate = self._triage(built, rows, risk, ttb, unreliable, time_ms)
-        visit = np.flatnonzero(fate == triage.VISIT)
-        if visit.size:
-            first = [refs[built.first_touch(i, touched, moved)] for i in rows[visit].tolist()]
-            self._visit(built, revalued, rows[visit], ttb[visit], velocity, first, unreliable, time_ms, out)
+        visit = fate == triage.VISIT
+        due = np.flatnonzero(fate == triage.DUE_ROUND)
+        if visit.any() or due.size:
+            book = revalued.book
+            marks = dict(zip(book.instruments.names, risk.marks.tolist()))
+            plans = self._plans(book, risk, rows[visit | (fate == triage.DUE_ROUND)], time_ms, revalued.conditions)
+            sends = self._rounds_send(book.accounts, rows[due], plans, marks, unreliable, time_ms)
+            self._mark_rounds(built, rows[due[~sends]], time_ms)
+            visit[due[sends]] = True
+            picked = np.flatnonzero(visit)
+            if picked.size:
+                first = [refs[built.first_touch(i, touched, moved)] for i in rows[picked].tolist()]
+                self._visit(built, revalued, rows[picked], ttb[picked], velocity, first, unreliable, plans, marks,
+                            time_ms, out)
         out.exposures += self._exposures(built, rows, fate != triage.QUIET, risk, time_ms)
         return out
 
+    def _rounds_send(self, accounts: tuple[str, ...], rows: np.ndarray, plans: Mapping[int, LiquidationPlan],
+                     marks: Mapping[str, float], unreliable: frozenset[str], time_ms: int) -> np.ndarray:
+        """Per row of ``rows`` (``DUE_ROUND``: a liquidating account's round due, margin unmoved),
+        whether its round would send anything: ``Ladder.round_orders`` on the orders of the plan
+        made at this tick, as the visit's plan closure would give them (none where the target is
+        not finite: ``_plans`` made no plan then, as the closure makes none)."""
+        thin, round_orders = self._thin, self.ladder.round_orders
+        sends = np.zeros(len(rows), dtype=bool)
+        for k, i in enumerate(rows.tolist()):
+            plan = plans.get(i)
+            if plan is not None and plan.orders:
+                legs = [(o.instrument, underlying_of(o.instrument), o.qty, marks[o.instrument]) for o in plan.orders]
+                sends[k] = bool(round_orders(accounts[i], legs, time_ms, thin, unreliable))
+        return sends
+
+    def _mark_rounds(self, built: BuiltBook, rows: np.ndarray, time_ms: int) -> None:
+        """What the per-account path does for rows whose round is due and would send nothing, the
+        margin detectors unmoved: the margin watermark moves and the round is marked."""
+        if rows.size:
+            accounts = built.book.accounts
+            names = [accounts[i] for i in rows.tolist()]
+            self.detectors.advance_margin(names, time_ms)
+            self.ladder.mark_rounds(names, time_ms)
+            self._codes(built).table[rows, triage.LAST_ROUND] = time_ms
+
     def _visit(self, built: BuiltBook, revalued: Revaluation, rows: np.ndarray, ttb: np.ndarray,
-               velocity: Mapping[str, float], refs: list[str], unreliable: frozenset[str], time_ms: int,
+               velocity: Mapping[str, float], refs: list[str], unreliable: frozenset[str],
+               plans: Mapping[int, LiquidationPlan], marks: Mapping[str, float], time_ms: int,
                out: EngineOutput) -> None:
         """The per-account path for ``rows`` (each with its time to breach and the ref of the
-        tick's first event that touched it; ``unreliable``: the tick's, ``_unreliable``):
-        margin detectors, penalties and the ladder, whose decisions are signed into ``out``;
-        the rows' codes are refreshed after."""
+        tick's first event that touched it; ``unreliable``: the tick's, ``_unreliable``; the
+        tick's ``plans``, ``_plans``, and ``marks`` by instrument): margin detectors, penalties
+        and the ladder, whose decisions are signed into ``out``; the rows' codes are refreshed
+        after."""
         book, risk, conditions = revalued.book, revalued.risk, revalued.conditions
-        table = book.instruments
         thin = set(self._thin)
-        trading = {u: self.circuits.trading_state(u) for u in table.underlyings}
-        marks = dict(zip(table.names, risk.marks.tolist()))
-        plans = self._plans(book, risk, rows, time_ms, conditions)
+        trading = {u: self.circuits.trading_state(u) for u in book.instruments.underlyings}
         for (i, view), ref in zip(self._views(book.accounts, rows, risk, velocity, ttb, time_ms), refs):
             account = view.account
             breaches = self.detectors.on_margin(account, time_ms, view.margin_ratio, ref)
@@ -554,24 +588,23 @@ class Engine:
 
     def _triage(self, built: BuiltBook, rows: np.ndarray, risk: BookRisk, ttb: np.ndarray,
                 unreliable: frozenset[str], time_ms: int) -> np.ndarray:
-        """Each of ``rows``' fate (``kernels.triage``: QUIET, VISIT, UNMOVED or ROUND), with what
-        the per-account path would have done for the accounts it leaves out: in a crash most of
-        the accounts in distress wait, tick after tick, for their next round (UNMOVED: only the
-        margin watermark moves, as ``on_margin`` would move it), and a liquidated account whose
-        due round would send nothing (ROUND: each leg in flight or waiting on ``unreliable``) has
-        the round marked too."""
+        """Each of ``rows``' fate (``kernels.triage``: QUIET, VISIT, UNMOVED, ROUND or DUE_ROUND),
+        with what the per-account path would have done for the accounts it leaves out: in a
+        crash most of the accounts in distress wait, tick after tick, for their next round
+        (UNMOVED: only the margin watermark moves, as ``on_margin`` would move it), and a
+        liquidated account whose due round would send nothing (ROUND: each leg in flight or
+        waiting on ``unreliable``) has the round marked too. DUE_ROUND rows are left to
+        ``_revalue``: whether their round sends anything needs the tick's plans."""
         codes = self._codes(built)
         codes.follow(unreliable, self.ladder)
         underlying = np.array([[self.board.index[u] for u in risk.underlyings],
                                [self.circuits.allows_risk_increase(u) for u in risk.underlyings]], dtype=np.float64)
         fate = self._fates(codes, rows, risk, underlying, ttb, time_ms)
-        idle = rows[fate >= triage.UNMOVED]
-        if idle.size:
+        unmoved = rows[fate == triage.UNMOVED]
+        if unmoved.size:
             accounts = built.book.accounts
-            self.detectors.advance_margin([accounts[i] for i in idle.tolist()], time_ms)
-            rounds = rows[fate == triage.ROUND]
-            self.ladder.mark_rounds([accounts[i] for i in rounds.tolist()], time_ms)
-            codes.table[rounds, triage.LAST_ROUND] = time_ms
+            self.detectors.advance_margin([accounts[i] for i in unmoved.tolist()], time_ms)
+        self._mark_rounds(built, rows[fate == triage.ROUND], time_ms)
         return fate
 
     def _fates(self, resident: _Codes, rows: np.ndarray, risk: BookRisk, underlying: np.ndarray, ttb: np.ndarray,
@@ -579,7 +612,8 @@ class Engine:
         """``kernels.triage.triage_rows``, or its numpy reference: the screen (``_screen``), then
         for the rows it keeps, margin detectors unmoved (``Detectors.margin_unmoved``), not
         hedged or the hedge waiting (``Ladder.hedge_waits``), and the ladder unmoved
-        (``Ladder.unmoved``) or only marking a round (``Ladder.round_only``). ``underlying``:
+        (``Ladder.unmoved``), only marking a round (``Ladder.round_only``) or running a
+        liquidating round (``Ladder.round_due``). ``underlying``:
         per underlying, its index and whether its trading state lets risk increase."""
         if self.params.compiled:
             return triage.triage_rows(rows, risk.margin_ratio, ttb, risk.maintenance, risk.initial, risk.delta,
@@ -597,9 +631,12 @@ class Engine:
         unmoved = quiet & self.ladder.unmoved(state, last_round, codes[:, triage.HELD], ratio, ttb,
                                               risk.maintenance[rows], risk.initial[rows], time_ms)
         rounds = quiet & self.ladder.round_only(state, last_round, ratio, codes[:, triage.IN_FLIGHT] != 0, time_ms)
+        due = quiet & self.ladder.round_due(state, last_round, ratio, risk.maintenance[rows], risk.initial[rows],
+                                            time_ms)
         fate = np.where(slow, triage.VISIT, triage.QUIET).astype(np.int8)
         fate[slow & unmoved] = triage.UNMOVED
         fate[slow & rounds] = triage.ROUND
+        fate[slow & due] = triage.DUE_ROUND
         return fate
 
     def _screen(self, ratio: np.ndarray, ttb: np.ndarray, watched: np.ndarray) -> np.ndarray:

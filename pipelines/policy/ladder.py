@@ -43,7 +43,7 @@ import dataclasses
 import math
 from collections.abc import Collection, Iterable, Mapping
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -97,6 +97,10 @@ class AccountView:
     index_velocity: dict[str, float]  # USD per ms, from the recent index window
     hedged: bool = False
     time_to_breach_ms: float | None = None  # precomputed by a batch caller; None: from the Greeks here
+
+
+# a leg of a plan as ``_round_orders`` reads it: (instrument, underlying, qty, mark); a ``CloseIntent`` is one
+Leg = TypeVar("Leg", bound=tuple[str, str, float, float])
 
 
 class CloseIntent(NamedTuple):
@@ -284,8 +288,23 @@ class Ladder:
             due = np.isnan(last_round_ms) | (time_ms - last_round_ms >= p.round_ms)
             return (state == STATE_CODE[AccountState.LIQUIDATED]) & due & ~(ratio < p.release_ratio) & in_flight
 
+    def round_due(self, state: np.ndarray, last_round_ms: np.ndarray, ratio: np.ndarray, maintenance: np.ndarray,
+                  initial: np.ndarray, time_ms: int) -> np.ndarray:
+        """Per account (``code``, and its revaluation at ``time_ms``), whether ``on_revaluation``
+        with no breach would run a LIQUIDATING round: LIQUIDATING, a round due, not released
+        (ratio neither under the target nor under ``release_ratio``). What such a round sends
+        depends on the plan made at this tick: where ``round_orders`` gives nothing for it,
+        ``on_revaluation`` only marks the round (``mark_rounds``)."""
+        p = self.params
+        with np.errstate(invalid="ignore", divide="ignore"):
+            target = np.where(initial <= 0, 1.0, (maintenance / initial) / (1.0 + p.buffer))
+            due = np.isnan(last_round_ms) | (time_ms - last_round_ms >= p.round_ms)
+            return ((state == STATE_CODE[AccountState.LIQUIDATING]) & due & ~(ratio < p.release_ratio)
+                    & ~(ratio < target))
+
     def mark_rounds(self, accounts: Iterable[str], time_ms: int) -> None:
-        """What ``on_revaluation`` does for the accounts ``round_only`` holds: a round at ``time_ms``."""
+        """What ``on_revaluation`` does for the accounts ``round_only`` holds, and for those
+        ``round_due`` holds whose round sends nothing: a round at ``time_ms``."""
         for account in accounts:
             self._accounts[account].last_round_ms = time_ms
 
@@ -377,35 +396,25 @@ class Ladder:
 
     def _round(self, view: AccountView, ladder: _Ladder, plan, thin: set[str],
                unreliable: Collection[str]) -> list[Decision]:
-        """One paced liquidation round: the plan's orders, within the ramped share and the notional
-        cap, less what earlier rounds sent and the position does not show yet."""
-        p = self.params
-        elapsed = 0 if ladder.distress_since_ms is None else view.event_time_ms - ladder.distress_since_ms
-        share = min(1.0, p.initial_share + elapsed / p.ramp_ms)
-        budget = p.round_notional_usd
+        """One paced liquidation round: the orders ``_round_orders`` gives for the plan, sent and
+        put in flight; a round that sends nothing (earlier rounds' orders cover the plan, the
+        rest is under the minimum notional) is still the round: the next one is ``round_ms``
+        on, not the next tick."""
+        t = view.event_time_ms
         out = []
-        for leg in plan(self.target_ratio(view)):
-            if leg.underlying in unreliable or leg.instrument in unreliable:
-                continue
-            # what earlier rounds sent and the position does not show yet is not sent again
-            sent = ladder.in_flight.get(leg.instrument, 0.0)
-            qty = leg.qty * share - sent if leg.qty * (leg.qty * share - sent) > 0 else 0.0
-            notional = abs(qty) * leg.mark
-            if notional > budget:
-                qty *= budget / notional
-                notional = budget
-            if notional < p.min_notional_usd:
-                continue
-            kind = ActionType.TRANSFER_TO_LP if leg.instrument in thin else ActionType.PARTIAL_LIQUIDATION
+        for leg, qty, kind in _round_orders(self.params, ladder, plan(self.target_ratio(view)), t, thin, unreliable):
             out.append(self._close(kind, view, leg, qty, ladder))
-            ladder.in_flight[leg.instrument] = sent + qty
-            budget -= notional
-            if budget <= 0:
-                break
-        # a round that sends nothing (earlier rounds' orders cover the plan, the rest is under the
-        # minimum notional) is still the round: the next one is round_ms on, not the next tick
-        ladder.last_round_ms = view.event_time_ms
+            ladder.in_flight[leg.instrument] = ladder.in_flight.get(leg.instrument, 0.0) + qty
+        ladder.last_round_ms = t
         return out
+
+    def round_orders(self, account: str, legs: Iterable[Leg], time_ms: int, thin: Collection[str],
+                     unreliable: Collection[str]) -> list[tuple[Leg, float, ActionType]]:
+        """What a LIQUIDATING ``account``'s round at ``time_ms`` would send for the plan ``legs``
+        (``_round_orders``), changing nothing: where it is empty and ``round_due`` holds,
+        ``on_revaluation`` with no breach only marks the round (``mark_rounds``). ``legs`` may
+        be plain ``Leg`` tuples."""
+        return _round_orders(self.params, self._accounts[account], legs, time_ms, thin, unreliable)
 
     def _liquidated_round(self, view: AccountView, ladder: _Ladder, positions: list[CloseIntent], thin: set[str],
                           unreliable: Collection[str], *, first: bool) -> list[Decision]:
@@ -464,6 +473,42 @@ class Ladder:
         if out:
             ladder.last_hedge_ms = view.event_time_ms
         return out
+
+
+def _round_orders(p: LadderParams, ladder: _Ladder, legs: Iterable[Leg], time_ms: int,
+                  thin: Collection[str], unreliable: Collection[str]) -> list[tuple[Leg, float, ActionType]]:
+    """The orders of one paced liquidation round, as ``(leg, qty, kind)``, changing nothing: each
+    plan leg's quantity within the ramped share (``initial_share`` to 100 % over ``ramp_ms`` of
+    distress), less what earlier rounds sent and the position does not show yet (an order
+    counts as in flight for the legs after it), within the round's notional budget, none
+    under ``min_notional_usd``, none on an ``unreliable`` underlying or instrument; ``kind``:
+    to the LPs where the instrument is ``thin``, else a partial liquidation. ``legs`` are read
+    as ``(instrument, underlying, qty, mark)``."""
+    elapsed = 0 if ladder.distress_since_ms is None else time_ms - ladder.distress_since_ms
+    share = min(1.0, p.initial_share + elapsed / p.ramp_ms)
+    budget = p.round_notional_usd
+    in_flight = ladder.in_flight
+    placed: dict[str, float] = {}  # what this round's orders put in flight
+    out = []
+    for leg in legs:
+        instrument, underlying, planned, mark = leg
+        if underlying in unreliable or instrument in unreliable:
+            continue
+        sent = placed[instrument] if instrument in placed else in_flight.get(instrument, 0.0)
+        qty = planned * share - sent if planned * (planned * share - sent) > 0 else 0.0
+        notional = abs(qty) * mark
+        if notional > budget:
+            qty *= budget / notional
+            notional = budget
+        if notional < p.min_notional_usd:
+            continue
+        kind = ActionType.TRANSFER_TO_LP if instrument in thin else ActionType.PARTIAL_LIQUIDATION
+        out.append((leg, qty, kind))
+        placed[instrument] = sent + qty
+        budget -= notional
+        if budget <= 0:
+            break
+    return out
 
 
 def _closes_wait(ladder: _Ladder, closes: Iterable[tuple[str, str, float]], unreliable: Collection[str]) -> bool:

@@ -8,9 +8,10 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from pipelines.policy.actions import ActionType
 from pipelines.policy.circuit import TradingState
 from pipelines.policy.ladder import AccountState, AccountView, CloseIntent, Ladder
 
@@ -185,3 +186,81 @@ def test_round_only_needs_every_close_in_flight_or_waiting_and_a_due_round() -> 
     assert round_only(2_000, 1.6, [btc, eth], frozenset({"BTC", "ETH"}))
     assert not round_only(2_000, 1.6, LEGS + [eth], frozenset({"BTC"}))  # ETH's leg would go out
     assert not Ladder().code("a", [], frozenset())[2]  # no ladder held
+
+
+BTC_CALL = CloseIntent("BTC-30JUN22-60000-C", "BTC", 2.0, 3_000.0)
+# plan legs: a perpetual, an option, the perpetual again (the planner's orders on one instrument
+# need not be consecutive), sizes around the minimum notional and past the round's budget
+PLAN_LEGS = st.lists(st.sampled_from([CloseIntent("BTC-PERPETUAL", "BTC", -10.0, 60_000.0),
+                                      CloseIntent("BTC-PERPETUAL", "BTC", -0.05, 60_000.0),
+                                      CloseIntent("BTC-PERPETUAL", "BTC", 0.1, 60_000.0),
+                                      ETH_LEG, CloseIntent("ETH-PERPETUAL", "ETH", 1.0, 2_000.0), ETH_CALL,
+                                      BTC_CALL]), max_size=4)
+
+
+@settings(max_examples=3_000, deadline=None)
+@given(state=st.sampled_from([AccountState.LIQUIDATING] * 4 + list(AccountState)),
+       last_round=st.sampled_from([None, 0, 2_499, 2_500, 3_000]),
+       distress=st.sampled_from([None, 0, 3_000, -60_000]), ratio=RATIOS,
+       maintenance=st.sampled_from([0.0, 50_000.0, math.nan, math.inf]),
+       initial=st.sampled_from([0.0, 60_000.0, 100_000.0]),
+       in_flight=st.sampled_from([{}, {"BTC-PERPETUAL": -2.0}, {"BTC-PERPETUAL": -10.0}, {"BTC-PERPETUAL": 1.0},
+                                  {"ETH-PERPETUAL": 6.0, "BTC-30JUN22-60000-C": 0.4},
+                                  {"ETH-PERPETUAL": 30.0, "ETH-30JUN22-2000-C": -4.0}]),
+       plan=PLAN_LEGS, hedged=st.booleans(), unreliable=UNRELIABLE,
+       thin=st.sets(st.sampled_from(["BTC-PERPETUAL", "ETH-30JUN22-2000-C"])))
+def test_a_due_round_is_the_orders_round_orders_gives(state, last_round, distress, ratio, maintenance, initial,
+                                                      in_flight, plan, hedged, unreliable, thin) -> None:
+    """Where ``round_due`` holds, ``on_revaluation`` with no breach sends exactly the orders
+    ``round_orders`` gives for the plan at the account's target (instrument, side, quantity,
+    kind), and puts them in flight; where it gives none, ``on_revaluation`` returns nothing and
+    changes what ``mark_rounds`` changes on a twin ladder, the last round's time alone (hedged
+    or not: a liquidating account is never hedged)."""
+    ladder, twin = Ladder(), Ladder()
+    for one in (ladder, twin):
+        one.restore_account("a", {"state": state.value, "distress_since_ms": distress, "last_round_ms": last_round,
+                                  "breach_ids": ["b1"], "last_hedge_ms": None, "in_flight": dict(in_flight)})
+    view = AccountView("a", 3_500, 100_000.0, maintenance, initial, ratio, {"BTC": 10.0}, {"BTC": 0.0},
+                       {"BTC": 0.0}, {"BTC": 60_000.0}, {"BTC": -1.0}, hedged=hedged, time_to_breach_ms=0.0)
+    state_code, last_round_code, _, _, _ = codes(ladder, "a", [])
+    if not ladder.round_due(state_code, last_round_code, np.array([ratio]), np.array([maintenance]),
+                            np.array([initial]), view.event_time_ms)[0]:
+        return
+    target = ladder.target_ratio(view)
+    legs = plan if math.isfinite(target) else []  # the engine's plan closure: no target, no plan
+    orders = ladder.round_orders("a", [tuple(leg) for leg in legs], view.event_time_ms, thin, unreliable)
+    assert ladder.account_state("a") == twin.account_state("a")  # round_orders changes nothing
+    decisions = ladder.on_revaluation(view, [], [], lambda t: legs if t == target or t != t else [], thin,
+                                      frozenset(unreliable))
+    assert [(d.instrument, d.side, d.quantity, d.action_type) for d in decisions] == \
+        [(leg[0], "buy" if qty > 0 else "sell", abs(qty), kind) for leg, qty, kind in orders]
+    event("sends" if orders else "sends nothing")
+    if not orders:
+        twin.mark_rounds(["a"], view.event_time_ms)
+        assert ladder.account_state("a") == twin.account_state("a")
+    else:
+        assert ladder.account_state("a")["in_flight"] != in_flight
+
+
+def test_round_due_is_a_liquidating_round_not_released() -> None:
+    ladder = Ladder()
+    ladder.restore_account("a", {"state": "liquidating", "distress_since_ms": 2_000, "last_round_ms": 1_000,
+                                 "breach_ids": ["b"], "last_hedge_ms": None, "in_flight": {"BTC-PERPETUAL": -2.0}})
+
+    def due(t: int, ratio: float, state: AccountState = AccountState.LIQUIDATING) -> bool:
+        code = np.array([float(list(AccountState).index(state))])
+        _, last_round, _, _, _ = codes(ladder, "a", [])
+        return bool(ladder.round_due(code, last_round, np.array([ratio]), np.array([50_000.0]),
+                                     np.array([60_000.0]), t)[0])
+
+    assert due(2_000, 0.9)
+    assert not due(1_999, 0.9)  # no round due
+    assert not due(2_000, 0.8)  # under the target (0.817): released
+    assert not due(2_000, 0.9, AccountState.LIQUIDATED)  # a liquidated account's round is another
+    legs = [("BTC-PERPETUAL", "BTC", -10.0, 60_000.0)]
+    assert ladder.round_orders("a", legs, 2_000, set(), set()) == []  # 20 % of 10: the 2 in flight
+    assert ladder.round_orders("a", legs, 2_050, set(), set()) == []  # 0.008 more: $500, under the minimum
+    (leg, qty, kind), = ladder.round_orders("a", legs, 8_000, {"BTC-PERPETUAL"}, set())  # 30 %: 1 more
+    assert (leg, qty, kind) == (legs[0], -10.0 * (0.2 + 6_000 / 60_000) + 2.0, ActionType.TRANSFER_TO_LP)
+    assert ladder.round_orders("a", legs, 8_000, set(), {"BTC"}) == []  # waits on BTC's oracle
+    assert ladder.account_state("a")["in_flight"] == {"BTC-PERPETUAL": -2.0}  # nothing changed

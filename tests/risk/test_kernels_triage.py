@@ -1,7 +1,7 @@
 """The compiled triage (``kernels.triage``) against its numpy reference, the engine's composition
 of ``_screen``, ``Detectors.margin_unmoved``, ``Ladder.hedge_waits``, ``Ladder.unmoved`` and
-``Ladder.round_only``: the
-same fate for every row of random code tables, thresholds' edges and NaNs included."""
+``Ladder.round_only`` and ``Ladder.round_due``: the same fate for every row of random code tables,
+thresholds' edges and NaNs included."""
 
 from __future__ import annotations
 
@@ -88,6 +88,8 @@ def test_the_kernel_gives_the_references_bothover_the_ladders_grid() -> None:
     rows = np.arange(n)
     grid_fates = fates(table, np.zeros((n, 2)), np.zeros((n, 2)), rows, risk, [1.0, 1.0], grid[:, 7])
     assert grid_fates[0].tolist() == grid_fates[1].tolist()
-    assert {triage.VISIT, triage.UNMOVED, triage.ROUND} <= set(grid_fates[0].tolist())
+    assert {triage.VISIT, triage.UNMOVED, triage.ROUND, triage.DUE_ROUND} <= set(grid_fates[0].tolist())
+    due = grid_fates[0] == triage.DUE_ROUND  # liquidating, hedged or not: a liquidating account never hedges
+    assert set(grid[due, 0].tolist()) == {triage.LIQUIDATING} and set(grid[due, 5].tolist()) == {0.0, 1.0}
     hedged_normal = (grid[:, 5] == 1) & (grid[:, 0] == 0)  # waits between its hedges, or has none to send
     assert {triage.VISIT, triage.UNMOVED} == set(grid_fates[0][hedged_normal].tolist())

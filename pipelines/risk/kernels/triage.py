@@ -8,6 +8,11 @@ One pass over the revalued rows decides, per row, its ``fate``:
   where hedged ``Ladder.hedge_waits``): only its margin watermark moves;
 - ``ROUND``: liquidated, its due round would send nothing (``Ladder.round_only``, margin
   unmoved; a liquidated account never hedges): its watermark moves and the round is marked;
+- ``DUE_ROUND``: liquidating, its round due and not released, margin unmoved (``Ladder.round_due``;
+  a liquidating account never hedges): whether the round sends anything depends on the plan
+  made at this tick, so the engine plans it with the visited rows and checks the round
+  (``Ladder.round_orders``): one that sends nothing is marked as a ``ROUND`` row's is, one
+  that sends is visited;
 - ``VISIT``: anything else, through the detectors and the ladder one by one.
 
 The engine keeps what this reads per row resident between ticks (``Engine._Codes``: the
@@ -25,7 +30,7 @@ from numba import njit
 
 _kernel = njit(cache=True, error_model="numpy")
 
-QUIET, VISIT, UNMOVED, ROUND = 0, 1, 2, 3  # fates
+QUIET, VISIT, UNMOVED, ROUND, DUE_ROUND = 0, 1, 2, 3, 4  # fates
 
 # columns of the resident table (``Engine._Codes``), one row per account of the built book
 COLUMNS = ("state", "last_round", "in_flight", "last_hedge", "held", "margin", "margin_due", "liquidation",
@@ -66,7 +71,8 @@ def _hedge_waits(state: float, last_hedge: float, delta: np.ndarray, in_flight: 
 @_kernel
 def _ladder_fate(state: float, last_round: float, in_flight: float, held: float, ratio: float, ttb: float,
                  maintenance: float, initial: float, time_ms: float, limits: np.ndarray) -> int:
-    """UNMOVED where ``Ladder.unmoved`` holds, ROUND where ``Ladder.round_only`` does, else VISIT."""
+    """UNMOVED where ``Ladder.unmoved`` holds, ROUND where ``Ladder.round_only`` does, DUE_ROUND
+    where ``Ladder.round_due`` does, else VISIT."""
     target = 1.0 if initial <= 0 else (maintenance / initial) / limits[BUFFER_FACTOR]
     below_release = ratio < limits[RELEASE_RATIO]
     due = math.isnan(last_round) or time_ms - last_round >= limits[ROUND_MS]
@@ -80,6 +86,8 @@ def _ladder_fate(state: float, last_round: float, in_flight: float, held: float,
         return UNMOVED
     if state == LIQUIDATED and due and not below_release and in_flight != 0:
         return ROUND
+    if state == LIQUIDATING and due and not below_release and not ratio < target:
+        return DUE_ROUND
     return VISIT
 
 
