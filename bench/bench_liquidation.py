@@ -13,9 +13,10 @@ planned back to it. ``together_*`` and ``alone_*`` time the numpy reference (``c
 
 ``may_2021_*``: the planner calls the engine makes replaying the may-2021 scenario (captured
 from the replay, then timed one by one, numpy and compiled in turn; each call's best of
-``--repeats``), per call in microseconds. ``*_search_us_per_call`` time the greedy search alone,
-without the marshalling both paths share. The plans are checked equal before any figure is
-reported. Writes bench/results/liquidation.json.
+``--repeats``), per call in microseconds. ``*_search_us_per_call`` time the search without the
+Python around it: the numpy reference's ``_greedy_search`` on inputs marshalled beforehand, the
+compiled path's one kernel call (``planner._plan_batch``: legs, tables, search and merged
+orders). The plans are checked equal before any figure is reported. Writes bench/results/liquidation.json.
 """
 
 from __future__ import annotations
@@ -94,21 +95,18 @@ def searches(book: Book, risk: BookRisk, accounts: list[int], targets: list[floa
     """The greedy search of one call alone, (numpy, compiled), on inputs marshalled beforehand."""
     lo = liquidation_order
     params = LiquidationParams()
-    picked, goals = lo._checked_batch(accounts, targets)
+    picked, goals = lo._checked_batch(accounts, targets, len(book.accounts))
     slip = lo.expected_slippage_per_unit(book, risk, params)
     legs = lo._legs_of(book, picked, params.chunk_fraction)
     rv, depth = kw["conditions"].arrays(book.instruments.underlyings)
     equity = risk.equity[picked].astype(float)
     pricing = lo._Pricing.of(risk, book, legs, slip, rv, depth, kw["adaptive"])
-    compiled_inputs = (legs.start, legs.instrument, legs.underlying, legs.qty, legs.chunk,
-                       planner._floats(risk.scenario_pnl), planner._floats(risk.grid.weight),
-                       planner.instrument_table(risk, book.instruments, (
-                           params.option_half_spread_vol_points, params.option_min_slippage_frac,
-                           params.linear_half_spread)),
-                       planner.underlying_table(risk, rv, depth), planner.adaptive_table(kw["adaptive"]),
-                       kw["adaptive"] is not None, equity, goals, params.max_steps)
+    slippage = (params.option_half_spread_vol_points, params.option_min_slippage_frac, params.linear_half_spread)
+    compiled_inputs = planner.batch_inputs(planner.resident(book, risk.grid, risk.params), risk, accounts, targets,
+                                           params.chunk_fraction, slippage, None, rv, depth, kw["adaptive"],
+                                           params.max_steps)
     return (lambda: lo._greedy_search(legs, pricing, equity, goals, params.max_steps),
-            lambda: planner._search(*compiled_inputs))
+            lambda: planner._plan_batch(*compiled_inputs))
 
 
 def replay_figures(scenario: str, repeats: int) -> dict[str, float]:

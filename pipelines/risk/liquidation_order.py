@@ -61,8 +61,10 @@ class CloseOrder(NamedTuple):
     margin_ratio_after: float
 
 
-@dataclasses.dataclass(frozen=True)
-class LiquidationPlan:
+class LiquidationPlan(NamedTuple):
+    """Account ``account``'s close orders towards ``target_ratio`` and its margin and equity before
+    and after them. A named tuple: the engine makes one per account in distress a tick."""
+
     account: str
     target_ratio: float
     orders: tuple[CloseOrder, ...]
@@ -120,33 +122,73 @@ def plan_liquidations(
     reference (``_greedy_search``); the two make the same plans, to the bit.
     """
     params = params or LiquidationParams()
-    picked, targets = _checked_batch(accounts, target_ratios)
     realised_vol, depth = (conditions or MarketConditions()).arrays(book.instruments.underlyings)
-    equity = risk.equity[picked].astype(np.float64)
+    slip_unit = None if slippage_per_unit is None else _slippage_per_unit(book, slippage_per_unit)
     if compiled:
         slippage = (params.option_half_spread_vol_points, params.option_min_slippage_frac, params.linear_half_spread)
-        search = GreedySearch(*planner.greedy_search(
-            *planner.legs_of(book, picked, params.chunk_fraction), risk, book.instruments, slippage,
-            slippage_per_unit, realised_vol, depth, adaptive, equity, targets, params.max_steps))
-    else:
-        slip_unit = expected_slippage_per_unit(book, risk, params) if slippage_per_unit is None \
-            else np.asarray(slippage_per_unit, dtype=np.float64)
-        legs = _legs_of(book, picked, params.chunk_fraction)
-        pricing = _Pricing.of(risk, book, legs, slip_unit, realised_vol, depth, adaptive)
-        search = _greedy_search(legs, pricing, equity, targets, params.max_steps)
+        packed, kept = planner.plan_batch(book, risk, accounts, target_ratios, params.chunk_fraction, slippage,
+                                          slip_unit, realised_vol, depth, adaptive, params.max_steps)
+        return _unpacked(packed.tolist(), kept.names, book.accounts)
+    picked, targets = _checked_batch(accounts, target_ratios, len(book.accounts))
+    if slip_unit is None:
+        slip_unit = expected_slippage_per_unit(book, risk, params)
+    legs = _legs_of(book, picked, params.chunk_fraction)
+    pricing = _Pricing.of(risk, book, legs, slip_unit, realised_vol, depth, adaptive)
+    equity = risk.equity[picked].astype(np.float64)
+    search = _greedy_search(legs, pricing, equity, targets, params.max_steps)
     return _plans_of(book, picked, targets, equity, search)
 
 
-def _checked_batch(accounts: Sequence[int], target_ratios: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+_BATCH_ERRORS = {planner.BAD_TARGET: "target_ratio: expected a positive number",
+                 planner.ACCOUNT_OUT_OF_RANGE: "plan_liquidations: account index out of range",
+                 planner.ACCOUNT_REPEATED: "plan_liquidations: one target per account, each account once"}
+
+
+def _checked_batch(accounts: Sequence[int], target_ratios: Sequence[float],
+                   n_accounts: int) -> tuple[np.ndarray, np.ndarray]:
     """(account indices, target ratios) as arrays; a UserError unless every target is a positive
-    number and every account comes once with one target."""
-    targets = np.asarray(target_ratios, dtype=np.float64)
-    picked = np.asarray(accounts, dtype=np.int64)
+    number and every account an index into the book's ``n_accounts``, once, with one target (the
+    errors ``kernels.planner`` reports, in its order)."""
+    picked, targets = np.asarray(accounts, dtype=np.int64), np.asarray(target_ratios, dtype=np.float64)
+    if len(picked) != len(targets):
+        raise UserError(_BATCH_ERRORS[planner.ACCOUNT_REPEATED])
     if not all(math.isfinite(t) and t > 0 for t in targets.tolist()):
-        raise UserError("target_ratio: expected a positive number")
-    if len(set(picked.tolist())) != len(picked) or len(picked) != len(targets):
-        raise UserError("plan_liquidations: one target per account, each account once")
+        raise UserError(_BATCH_ERRORS[planner.BAD_TARGET])
+    if not all(0 <= a < n_accounts for a in picked.tolist()):
+        raise UserError(_BATCH_ERRORS[planner.ACCOUNT_OUT_OF_RANGE])
+    if len(set(picked.tolist())) != len(picked):
+        raise UserError(_BATCH_ERRORS[planner.ACCOUNT_REPEATED])
     return picked, targets
+
+
+def _slippage_per_unit(book: Book, slippage_per_unit: np.ndarray) -> np.ndarray:
+    """The caller's USD slippage per contract as float64, one per instrument, or a UserError."""
+    slip = np.asarray(slippage_per_unit, dtype=np.float64)
+    if slip.shape != (len(book.instruments),):
+        raise UserError("slippage_per_unit: expected one value per instrument")
+    return slip
+
+
+def _unpacked(values: list[float], names: tuple[str, ...], accounts: tuple[str, ...]) -> list[LiquidationPlan]:
+    """``planner.plan_batch``'s flat result as plans (its error code as a UserError): its
+    ``PLAN_*`` and ``ORDER_*`` fields are in ``LiquidationPlan``'s and ``CloseOrder``'s order, so
+    the tuples are made from them as they are (``tuple.__new__``, as a named tuple's ``_make``)."""
+    n_plans = int(values[planner.STATUS])
+    if n_plans < 0:
+        raise UserError(_BATCH_ERRORS[n_plans])
+    new, plan_fields, order_fields = tuple.__new__, planner.PLAN_FIELDS, planner.ORDER_FIELDS
+    first_order = planner.PLANS_START + plan_fields * n_plans
+    plans: list[LiquidationPlan] = []
+    for h in range(planner.PLANS_START, planner.PLANS_START + plan_fields * n_plans, plan_fields):
+        last_order = first_order + order_fields * int(values[h + planner.PLAN_ORDERS])
+        orders = tuple([new(CloseOrder, (names[int(values[o])], *values[o + 1:o + order_fields]))
+                        for o in range(first_order, last_order, order_fields)])
+        account = accounts[int(values[h + planner.PLAN_ACCOUNT])]
+        plans.append(new(LiquidationPlan, (account, values[h + planner.PLAN_TARGET], orders,
+                                           values[h + planner.PLAN_REACHED] > 0,
+                                           *values[h + planner.PLAN_MAINTENANCE_BEFORE:h + plan_fields])))
+        first_order = last_order
+    return plans
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

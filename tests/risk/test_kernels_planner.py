@@ -7,11 +7,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipelines.errors import UserError
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
 from pipelines.risk.book import Book, BookRisk, revalue_book
 from pipelines.risk.instruments import InstrumentTable, parse_instrument
 from pipelines.risk.kernels import planner
-from pipelines.risk.liquidation_order import LiquidationParams, LiquidationPlan, _legs_of, plan_liquidations
+from pipelines.risk.liquidation_order import LiquidationParams, LiquidationPlan, plan_liquidations
 from pipelines.risk.market import MarketState, UnderlyingMarket
 from tests.kit.markets import NOW_MS
 
@@ -71,16 +72,19 @@ def both(book: Book, risk: BookRisk, **kw: object) -> tuple[list[LiquidationPlan
     return plan_liquidations(book, risk, compiled=True, **kw), plan_liquidations(book, risk, compiled=False, **kw)
 
 
+def assert_same_bits(compiled: list[LiquidationPlan], reference: list[LiquidationPlan]) -> None:
+    """Equal plans of the same types whose every float is the same float: ``repr`` tells -0.0 from
+    0.0, which ``==`` does not."""
+    assert compiled == reference
+    assert repr(compiled) == repr(reference)
+    assert [type(order) for p in compiled for order in p.orders] == [type(o) for p in reference for o in p.orders]
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(crash_books())
 def test_compiled_plans_equal_the_numpy_plans_on_random_books(case: tuple[Book, BookRisk, dict]) -> None:
     book, risk, kw = case
-    compiled, reference = both(book, risk, **kw)
-    assert compiled == reference
-    picked, chunk_fraction = np.array(kw["accounts"], dtype=np.int64), kw["params"].chunk_fraction
-    legs = _legs_of(book, picked, chunk_fraction)
-    assert [a.tolist() for a in planner.legs_of(book, picked, chunk_fraction)] == [
-        a.tolist() for a in (legs.start, legs.instrument, legs.underlying, legs.qty, legs.chunk)]
+    assert_same_bits(*both(book, risk, **kw))
 
 
 def crash(n_accounts: int, legs: int) -> tuple[Book, BookRisk, MarketConditions]:
@@ -98,19 +102,29 @@ def crash(n_accounts: int, legs: int) -> tuple[Book, BookRisk, MarketConditions]
     return book, revalue_book(book, market, adaptive=AdaptiveParams(), conditions=conditions), conditions
 
 
-def test_long_searches_that_outgrow_the_step_buffer_still_match() -> None:
-    """Small chunks make far more steps than four per leg (the kernel's first buffer): it grows."""
+def test_long_searches_with_small_chunks_still_match() -> None:
+    """Small chunks make hundreds of steps, merged into orders in the kernel as ``_plans_of``
+    merges them in the reference, and more orders than the kernel's first order table holds."""
     book, risk, conditions = crash(8, 6)
-    kw = {"accounts": list(range(8)), "target_ratios": [0.3] * 8, "params": LiquidationParams(chunk_fraction=0.01),
+    kw = {"accounts": list(range(8)), "target_ratios": [0.01] * 8, "params": LiquidationParams(chunk_fraction=0.01),
           "adaptive": AdaptiveParams(), "conditions": conditions}
     compiled, reference = both(book, risk, **kw)
-    assert compiled == reference
-    assert sum(len(p.orders) for p in compiled) > 0
-    steps = planner.greedy_search(np.array([0, 6]), book.instrument_idx[:6], book.instruments.underlying_idx[
-        book.instrument_idx[:6]], book.qty[:6], 0.01 * np.abs(book.qty[:6]), risk, book.instruments,
-        (0.5, 0.0001, 0.0005), np.full(len(book.instruments), 1.0), *conditions.arrays(book.instruments.underlyings),
-        AdaptiveParams(), risk.equity[:1].copy(), np.array([0.01]), 10_000)
-    assert len(steps[0]) > 4 * 6
+    assert_same_bits(compiled, reference)
+    assert sum(len(p.orders) for p in compiled) > max(16, 4 * 8 * 6)
+
+
+def test_orders_merge_consecutive_steps_on_one_instrument_within_one_account() -> None:
+    """``_ordered``: a step on the account's last order's instrument adds to it (the margin,
+    equity and ratio after it replace the order's); any other step opens an order, the table
+    doubling when full; an account's first step never merges into the previous account's."""
+    orders, n = np.empty((1, planner.ORDER_FIELDS)), 0
+    orders, n = planner._ordered(orders, n, 0, 3, -1.0, 2.0, 50.0, 100.0)
+    orders, n = planner._ordered(orders, n, 0, 3, -0.5, 1.0, 40.0, 99.0)
+    orders, n = planner._ordered(orders, n, 0, 4, 2.0, 0.5, 30.0, 0.0)
+    orders, n = planner._ordered(orders, n, 3, 4, 1.0, 0.25, 10.0, -1.0)
+    assert n == 3 and orders.shape == (4, planner.ORDER_FIELDS)
+    assert orders[:n].tolist() == [[3, -1.5, 3.0, 40.0, 99.0, 40.0 / 99.0], [4, 2.0, 0.5, 30.0, 0.0, np.inf],
+                                   [4, 1.0, 0.25, 10.0, -1.0, np.inf]]
 
 
 def test_warm_compiles_the_kernel_the_planner_calls() -> None:
@@ -120,8 +134,8 @@ def test_warm_compiles_the_kernel_the_planner_calls() -> None:
     assert not risk.grid.weight.flags.writeable
     plan_liquidations(book, risk, [0, 2], [0.5, 0.5], adaptive=AdaptiveParams(), conditions=conditions)
     plan_liquidations(book, risk, [1], [0.5], slippage_per_unit=np.ones(len(book.instruments), dtype=np.float32))
-    kernels = (planner._search, planner._legs, planner._instrument_rows)
-    assert [len(kernel.signatures) for kernel in kernels] == [1, 1, 1]
+    plan_liquidations(book, risk, np.array([2, 1]), np.array([0.4, 0.5]))
+    assert len(planner._plan_batch.signatures) == 1
 
 
 def test_books_without_instruments_and_empty_batches_plan_nothing_in_both() -> None:
@@ -133,3 +147,20 @@ def test_books_without_instruments_and_empty_batches_plan_nothing_in_both() -> N
     assert [(p.orders, p.reached, p.maintenance_after, p.equity_after) for p in compiled] == [
         ((), True, 0.0, 1e5), ((), True, 0.0, -5.0)]
     assert both(book, risk, accounts=[], target_ratios=[]) == ([], [])
+
+
+@pytest.mark.parametrize(("accounts", "targets", "slippage", "error"), [
+    ([0, 1], [0.5, float("nan")], None, "target_ratio: expected a positive number"),
+    ([0], [0.0], None, "target_ratio: expected a positive number"),
+    ([0, 3], [0.5, 0.5], None, "account index out of range"),
+    ([-1], [0.5], None, "account index out of range"),
+    ([1, 1], [0.5, 0.5], None, "each account once"),
+    ([0, 1], [0.5], None, "one target per account"),
+    ([0], [0.5], np.ones(2), "slippage_per_unit: expected one value per instrument"),
+])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_bad_batch_is_one_user_error_in_both(accounts: list[int], targets: list[float],
+                                               slippage: np.ndarray | None, error: str, compiled: bool) -> None:
+    book, risk, _ = crash(3, 4)
+    with pytest.raises(UserError, match=error):
+        plan_liquidations(book, risk, accounts, targets, slippage_per_unit=slippage, compiled=compiled)

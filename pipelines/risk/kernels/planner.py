@@ -9,22 +9,29 @@ makes a division by zero inf or NaN, never an exception. The search runs account
 where the reference advances every account in lockstep: the same steps, because an account's
 search reads and changes only its own (account, underlying) rows.
 
-Inputs are packed once per call into a few float64 tables read through named indices
-(``INSTRUMENT_*``, ``UNDERLYING_*``, ``ADAPTIVE_*``); ``warm()`` compiles the kernel for exactly
-the array types ``greedy_search`` passes, so the first liquidation does not compile it.
+One kernel call plans a batch (``plan_batch``): it checks the batch, gathers the accounts' legs
+from the book's positions, packs the instrument and underlying tables it reads through named
+indices (``INSTRUMENT_*``, ``UNDERLYING_*``, ``ADAPTIVE_*``), searches, and merges each
+account's steps into orders as ``liquidation_order._plans_of`` does (same sums, same order),
+returning one flat float64 array (``PLAN_*``, ``ORDER_*``). The caller passes the book's arrays
+kept resident per book and the revaluation's arrays as they are (no copies when they already
+have the kernel's types); ``warm()`` compiles the kernel for exactly those types, so the first
+liquidation does not compile it.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from pipelines.risk.adaptive import YEAR_DAYS, AdaptiveParams
 from pipelines.risk.book import Book, BookRisk
-from pipelines.risk.instruments import InstrumentTable
 from pipelines.risk.kernels.scalar import maximum, minimum
+from pipelines.risk.margin import ScenarioGrid, UnderlyingParams
 
 # Rows of the per-instrument table (fields x instruments).
 INSTRUMENT_DELTA, INSTRUMENT_GAMMA, INSTRUMENT_VEGA, INSTRUMENT_IS_OPTION = 0, 1, 2, 3
@@ -40,9 +47,17 @@ ADAPTIVE_VOL_OF_VOL, ADAPTIVE_IMPACT, ADAPTIVE_MAX_MULTIPLIER = 4, 5, 6
 # Columns of a row's sums (its scenario PnL is kept apart).
 ROW_DELTA, ROW_LONG, ROW_SHORT, ROW_SHORT_OPTION, ROW_GAMMA, ROW_VEGA, ROW_GROSS = 0, 1, 2, 3, 4, 5, 6
 ROW_FIELDS = 7
-# Columns of a recorded step.
-STEP_ACCOUNT, STEP_INSTRUMENT, STEP_QTY, STEP_COST, STEP_MAINTENANCE, STEP_EQUITY = 0, 1, 2, 3, 4, 5
-STEP_FIELDS = 6
+# The kernel's flat result: a status (the number of plans, or an error code < 0 and nothing after it), then
+# per batch account PLAN_FIELDS values, then every account's orders (ORDER_FIELDS values each), account after
+# account. The fields are in the order of liquidation_order.LiquidationPlan's and CloseOrder's.
+STATUS, PLANS_START = 0, 1
+BAD_TARGET, ACCOUNT_OUT_OF_RANGE, ACCOUNT_REPEATED = -1, -2, -3
+PLAN_ACCOUNT, PLAN_TARGET, PLAN_ORDERS, PLAN_REACHED = 0, 1, 2, 3
+PLAN_MAINTENANCE_BEFORE, PLAN_EQUITY_BEFORE, PLAN_MAINTENANCE_AFTER, PLAN_EQUITY_AFTER = 4, 5, 6, 7
+PLAN_FIELDS = 8
+ORDER_INSTRUMENT, ORDER_QTY, ORDER_COST, ORDER_MAINTENANCE, ORDER_EQUITY, ORDER_RATIO = 0, 1, 2, 3, 4, 5
+ORDER_FIELDS = 6
+NO_SLIPPAGE = np.zeros(0)  # slippage_per_unit not given: the kernel prices it
 OPEN_ABOVE = 1e-12  # a leg is open while |position| > this (the reference's test)
 MIN_COST = 1e-12  # a chunk's cost is floored at this in its score (the reference's floor)
 
@@ -51,6 +66,11 @@ MIN_COST = 1e-12  # a chunk's cost is floored at this in its score (the referenc
 Legs = tuple[np.ndarray, np.ndarray, np.ndarray]
 Market = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# A book's (position start, instrument index, qty) by position and (underlying index, is option) by instrument;
+# per instrument (delta, gamma, vega, units, index); per underlying the UNDERLYING_* columns in order.
+Positions = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+InstrumentColumns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+UnderlyingColumns = tuple[np.ndarray, ...]
 
 _kernel = njit(cache=True, error_model="numpy")
 
@@ -213,27 +233,39 @@ def _has_open_leg(first: int, last: int, qty: np.ndarray) -> bool:
 
 
 @_kernel
-def _recorded(steps: np.ndarray, n: int, account: int, instrument: int, dq: float, cost: float, mm: float,
-              equity: float) -> np.ndarray:
-    """``steps`` with step ``n`` written, grown (doubled) when full."""
-    if n == len(steps):
-        grown = np.empty((2 * len(steps), STEP_FIELDS))
-        grown[:n] = steps
-        steps = grown
-    steps[n, STEP_ACCOUNT], steps[n, STEP_INSTRUMENT], steps[n, STEP_QTY] = account, instrument, dq
-    steps[n, STEP_COST], steps[n, STEP_MAINTENANCE], steps[n, STEP_EQUITY] = cost, mm, equity
-    return steps
+def _ordered(orders: np.ndarray, n: int, opened: int, instrument: int, dq: float, cost: float, mm: float,
+             equity: float) -> tuple[np.ndarray, int]:
+    """``orders`` (n rows taken) with a step added for the account whose orders start at row
+    ``opened``: merged into its last order when that is on the same instrument (quantity and cost
+    added in step order, margin, equity and ratio those after this step), else a new order (the
+    table doubled when full). As ``liquidation_order._plans_of`` merges a search's steps."""
+    if n > opened and orders[n - 1, ORDER_INSTRUMENT] == instrument:
+        last = n - 1
+        orders[last, ORDER_QTY] += dq
+        orders[last, ORDER_COST] += cost
+    else:
+        if n == len(orders):
+            grown = np.empty((2 * len(orders), ORDER_FIELDS))
+            grown[:n] = orders
+            orders = grown
+        last, n = n, n + 1
+        orders[last, ORDER_INSTRUMENT], orders[last, ORDER_QTY], orders[last, ORDER_COST] = instrument, dq, cost
+    orders[last, ORDER_MAINTENANCE], orders[last, ORDER_EQUITY] = mm, equity
+    orders[last, ORDER_RATIO] = _ratio(mm, equity)
+    return orders, n
 
 
 @_kernel
-def _search_account(b: int, first: int, last: int, qty: np.ndarray, legs: Legs, market: Market, rows: Rows,
-                    mm: float, equity: float, target: float, max_steps: int, steps: np.ndarray,
+def _search_account(first: int, last: int, qty: np.ndarray, legs: Legs, market: Market, rows: Rows, mm: float,
+                    equity: float, target: float, max_steps: int, orders: np.ndarray,
                     n: int) -> tuple[np.ndarray, int, float, float]:
-    """Batch account ``b``'s greedy search from margin ``mm`` and ``equity``: close the best chunk
-    until the ratio is at most ``target``, nothing is open, no chunk lowers the margin, or
-    ``max_steps`` steps. Returns (steps, step count, margin after, equity after)."""
+    """One account's greedy search from margin ``mm`` and ``equity``: close the best chunk until
+    the ratio is at most ``target``, nothing is open, no chunk lowers the margin, or ``max_steps``
+    steps; its steps go to ``orders`` from row ``n``, merged (``_ordered``). Returns (orders,
+    rows taken, margin after, equity after)."""
     leg_instrument, leg_underlying, _ = legs
     rows_mm = rows[2]
+    opened = n
     for _ in range(max_steps):
         if _ratio(mm, equity) <= target or not _has_open_leg(first, last, qty):
             break
@@ -246,109 +278,37 @@ def _search_account(b: int, first: int, last: int, qty: np.ndarray, legs: Legs, 
         _sum_row(u, first, last, qty, legs, market, rows)
         rows_mm[u] = _price_row(u, market, rows)
         mm = _account_total(rows_mm)
-        steps = _recorded(steps, n, b, leg_instrument[leg], dq, cost, mm, equity)
-        n += 1
-    return steps, n, mm, equity
+        orders, n = _ordered(orders, n, opened, leg_instrument[leg], dq, cost, mm, equity)
+    return orders, n, mm, equity
 
 
 @_kernel
-def _search(leg_start: np.ndarray, leg_instrument: np.ndarray, leg_underlying: np.ndarray, leg_qty: np.ndarray,
-            leg_chunk: np.ndarray, scenario_pnl: np.ndarray, weight: np.ndarray, instrument: np.ndarray,
-            underlying: np.ndarray, adaptive: np.ndarray, use_adaptive: bool, equity: np.ndarray,
-            targets: np.ndarray, max_steps: int) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
-    """Every batch account's search. Returns (steps (n, STEP_FIELDS) of which the first n are
-    taken, n, maintenance before, maintenance after, equity after)."""
-    n_accounts, n_underlyings, n_scenarios = len(targets), weight.shape[0], weight.shape[1]
-    qty = leg_qty.copy()
-    legs = (leg_instrument, leg_underlying, leg_chunk)
-    market = (scenario_pnl, weight, instrument, underlying, adaptive, use_adaptive)
-    rows_mm = np.empty(n_underlyings)
-    rows = (np.empty((n_underlyings, n_scenarios)), np.empty((n_underlyings, ROW_FIELDS)), rows_mm,
-            np.empty(n_scenarios))
-    steps, n = np.empty((max(16, 4 * len(qty)), STEP_FIELDS)), 0
-    mm_before, mm_after, equity_after = np.empty(n_accounts), np.empty(n_accounts), np.empty(n_accounts)
-    for b in range(n_accounts):
-        first, last = leg_start[b], leg_start[b + 1]
-        for u in range(n_underlyings):
-            _sum_row(u, first, last, qty, legs, market, rows)
-            rows_mm[u] = _price_row(u, market, rows)
-        mm_before[b] = _account_total(rows_mm)
-        steps, n, mm, equity_left = _search_account(b, first, last, qty, legs, market, rows, mm_before[b], equity[b],
-                                                    targets[b], max_steps, steps, n)
-        mm_after[b], equity_after[b] = mm, equity_left
-    return steps, n, mm_before, mm_after, equity_after
-
-
-def _floats(a: np.ndarray) -> np.ndarray:
-    """``a`` as a writable C-contiguous float64 array (copied only when it is not one): the
-    array type ``warm`` compiles the kernel for."""
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    return a if a.flags.writeable else a.copy()
-
-
-def _ints(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=np.int64)
-    return a if a.flags.writeable else a.copy()
-
-
-def _bools(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=np.bool_)
-    return a if a.flags.writeable else a.copy()
-
-
-@_kernel
-def _instrument_rows(delta: np.ndarray, gamma: np.ndarray, vega: np.ndarray, is_option: np.ndarray,
-                     units: np.ndarray, index: np.ndarray, half_spread_vol_points: float,
-                     option_min_slippage_frac: float, linear_half_spread: float) -> np.ndarray:
-    """``instrument_table`` with the expected slippage per contract, as
-    ``liquidation_order.expected_slippage_per_unit`` prices it (products and a NaN-propagating
-    maximum: the same floats)."""
-    out = np.empty((INSTRUMENT_FIELDS, len(delta)))
-    for k in range(len(delta)):
-        notional = index[k] * units[k]
-        out[INSTRUMENT_DELTA, k], out[INSTRUMENT_GAMMA, k], out[INSTRUMENT_VEGA, k] = delta[k], gamma[k], vega[k]
-        out[INSTRUMENT_IS_OPTION, k] = 1.0 if is_option[k] else 0.0
-        out[INSTRUMENT_CONTRACT_SIZE, k], out[INSTRUMENT_NOTIONAL, k] = units[k], notional
-        out[INSTRUMENT_SLIPPAGE, k] = (maximum(half_spread_vol_points * vega[k], option_min_slippage_frac * notional)
-                                       if is_option[k] else linear_half_spread * notional)
-    return out
-
-
-def instrument_table(risk: BookRisk, table: InstrumentTable, slippage: tuple[float, float, float],
-                     slippage_per_unit: np.ndarray | None = None) -> np.ndarray:
-    """The per-instrument table: ``INSTRUMENT_*`` rows by instrument columns. ``slippage``: the
-    ``LiquidationParams`` the expected slippage is priced from (option half spread in vol points,
-    option minimum as a fraction of the index, linear half spread), unless ``slippage_per_unit``
-    gives it per contract."""
-    unit = risk.unit
-    out = _instrument_rows(_floats(unit.delta), _floats(unit.gamma), _floats(unit.vega), _bools(table.is_option),
-                           _floats(risk.units), _floats(risk.inputs.index), *slippage)
-    if slippage_per_unit is not None:
-        out[INSTRUMENT_SLIPPAGE] = slippage_per_unit
-    return out
-
-
-def underlying_table(risk: BookRisk, realised_vol: np.ndarray, depth: np.ndarray) -> np.ndarray:
-    """The per-underlying table: ``UNDERLYING_*`` rows by underlying columns."""
-    inputs, charges = risk.inputs, risk.params
-    return np.array((inputs.underlying_index, inputs.underlying_vol, realised_vol, depth, charges.delta_charge_net,
-                     charges.delta_charge_hedged, charges.short_option_charge), dtype=np.float64)
-
-
-@functools.cache
-def adaptive_table(adaptive: AdaptiveParams | None) -> np.ndarray:
-    """The adaptive parameters in ``ADAPTIVE_FIELDS`` order (zeros when there is no add-on); one
-    array per parameters, shared: the kernels only read it."""
-    if adaptive is None:
-        return np.zeros(len(ADAPTIVE_FIELDS))
-    return np.array([getattr(adaptive, name) for name in ADAPTIVE_FIELDS], dtype=np.float64)
+def _batch_error(picked: np.ndarray, targets: np.ndarray, n_accounts: int) -> int:
+    """0 when there is one target per account, every target is a positive number and every account
+    an index into the book's ``n_accounts``, once; else (checked in this order) ``ACCOUNT_REPEATED``,
+    ``BAD_TARGET``, ``ACCOUNT_OUT_OF_RANGE`` or ``ACCOUNT_REPEATED``."""
+    if len(picked) != len(targets):
+        return ACCOUNT_REPEATED
+    for t in targets:
+        if not (np.isfinite(t) and t > 0):
+            return BAD_TARGET
+    for a in picked:
+        if a < 0 or a >= n_accounts:
+            return ACCOUNT_OUT_OF_RANGE
+    seen = np.zeros(n_accounts, dtype=np.bool_)
+    for a in picked:
+        if seen[a]:
+            return ACCOUNT_REPEATED
+        seen[a] = True
+    return 0
 
 
 @_kernel
 def _legs(picked: np.ndarray, position_start: np.ndarray, instrument_idx: np.ndarray, underlying_idx: np.ndarray,
           qty: np.ndarray, chunk_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``legs_of``'s arrays: the batch accounts' non-zero positions, account by account in
-    batch order, in book order within one."""
+    """(start, instrument, underlying, qty, chunk): the batch accounts' non-zero positions,
+    account by account in batch order, in book order within one (``liquidation_order._legs_of``);
+    batch account b's are start[b]:start[b + 1]."""
     total = 0
     for a in picked:
         total += position_start[a + 1] - position_start[a]
@@ -367,55 +327,176 @@ def _legs(picked: np.ndarray, position_start: np.ndarray, instrument_idx: np.nda
     return start, instrument[:n], underlying[:n], leg_qty[:n], chunk[:n]
 
 
-def legs_of(book: Book, picked: np.ndarray,
-            chunk_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The legs ``greedy_search`` takes for the batch ``picked`` (book account indices): start,
-    instrument, underlying, qty and chunk, as ``liquidation_order._legs_of`` makes them from
-    the book's positions (sorted by account: ``Book.position_start``)."""
-    return _legs(_ints(picked), _ints(book.position_start), _ints(book.instrument_idx),
-                 _ints(book.instruments.underlying_idx), _floats(book.qty), float(chunk_fraction))
+@_kernel
+def _instrument_rows(delta: np.ndarray, gamma: np.ndarray, vega: np.ndarray, is_option: np.ndarray,
+                     units: np.ndarray, index: np.ndarray, half_spread_vol_points: float,
+                     option_min_slippage_frac: float, linear_half_spread: float) -> np.ndarray:
+    """The per-instrument table: ``INSTRUMENT_*`` rows by instrument, with the expected slippage
+    per contract as ``liquidation_order.expected_slippage_per_unit`` prices it (products and a
+    NaN-propagating maximum: the same floats)."""
+    out = np.empty((INSTRUMENT_FIELDS, len(delta)))
+    for k in range(len(delta)):
+        notional = index[k] * units[k]
+        out[INSTRUMENT_DELTA, k], out[INSTRUMENT_GAMMA, k], out[INSTRUMENT_VEGA, k] = delta[k], gamma[k], vega[k]
+        out[INSTRUMENT_IS_OPTION, k] = 1.0 if is_option[k] else 0.0
+        out[INSTRUMENT_CONTRACT_SIZE, k], out[INSTRUMENT_NOTIONAL, k] = units[k], notional
+        out[INSTRUMENT_SLIPPAGE, k] = (maximum(half_spread_vol_points * vega[k], option_min_slippage_frac * notional)
+                                       if is_option[k] else linear_half_spread * notional)
+    return out
 
 
-def greedy_search(
-    leg_start: np.ndarray,
-    leg_instrument: np.ndarray,
-    leg_underlying: np.ndarray,
-    leg_qty: np.ndarray,
-    leg_chunk: np.ndarray,
-    risk: BookRisk,
-    table: InstrumentTable,
-    slippage: tuple[float, float, float],
-    slippage_per_unit: np.ndarray | None,
-    realised_vol: np.ndarray,
-    depth: np.ndarray,
-    adaptive: AdaptiveParams | None,
-    equity: np.ndarray,
-    targets: np.ndarray,
-    max_steps: int,
-) -> tuple[np.ndarray, ...]:
-    """The fields of ``liquidation_order.GreedySearch``, in order, for the legs of a batch
-    (grouped by batch account: account b's are ``leg_start[b]:leg_start[b + 1]``); the slippage
-    per contract as ``instrument_table`` prices it."""
-    steps, n, mm_before, mm_after, equity_after = _search(
-        _ints(leg_start), _ints(leg_instrument), _ints(leg_underlying), _floats(leg_qty), _floats(leg_chunk),
-        _floats(risk.scenario_pnl), _floats(risk.grid.weight),
-        instrument_table(risk, table, slippage, slippage_per_unit), underlying_table(risk, realised_vol, depth),
-        adaptive_table(adaptive), adaptive is not None, _floats(equity), _floats(targets), int(max_steps))
-    taken = steps[:n]
-    return (taken[:, STEP_ACCOUNT].astype(np.int64), taken[:, STEP_INSTRUMENT].astype(np.int64), taken[:, STEP_QTY],
-            taken[:, STEP_COST], taken[:, STEP_MAINTENANCE], taken[:, STEP_EQUITY], mm_before, mm_after, equity_after)
+@_kernel
+def _underlying_rows(columns: UnderlyingColumns) -> np.ndarray:
+    """The per-underlying table: ``UNDERLYING_*`` rows (``columns`` in that order) by underlying."""
+    out = np.empty((len(columns), len(columns[0])))
+    for field in range(len(columns)):
+        out[field] = columns[field]
+    return out
+
+
+@_kernel
+def _packed(planned: np.ndarray, plans_start: int, orders: np.ndarray, n_orders: int) -> np.ndarray:
+    """``planned`` (PLAN_FIELDS per account) then the first ``n_orders`` orders, flat, after the
+    status: the number of plans (the kernel's result)."""
+    out = np.empty(plans_start + planned.size + n_orders * ORDER_FIELDS)
+    out[STATUS] = len(planned)
+    out[plans_start:plans_start + planned.size] = planned.ravel()
+    out[plans_start + planned.size:] = orders[:n_orders].ravel()
+    return out
+
+
+@_kernel
+def _plan_batch(picked: np.ndarray, targets: np.ndarray, positions: Positions, chunk_fraction: float,
+                greeks: InstrumentColumns, slippage: tuple[float, float, float], slippage_per_unit: np.ndarray,
+                scenario_pnl: np.ndarray, weight: np.ndarray, underlyings: UnderlyingColumns, adaptive: np.ndarray,
+                use_adaptive: bool, equity: np.ndarray, max_steps: int) -> np.ndarray:
+    """Every batch account's plan, flat: a status (``STATUS``: the number of plans, or an error
+    code < 0 and nothing else when ``_batch_error`` refuses the batch), then per account
+    ``PLAN_*`` fields, then every account's orders (``ORDER_*`` fields), account after account."""
+    position_start, instrument_idx, position_qty, underlying_idx, is_option = positions
+    error = _batch_error(picked, targets, len(position_start) - 1)
+    if error:
+        return np.full(1, float(error))
+    leg_start, leg_instrument, leg_underlying, qty, leg_chunk = _legs(picked, position_start, instrument_idx,
+                                                                      underlying_idx, position_qty, chunk_fraction)
+    delta, gamma, vega, units, index = greeks
+    half_spread_vol_points, option_min_slippage_frac, linear_half_spread = slippage
+    instrument = _instrument_rows(delta, gamma, vega, is_option, units, index, half_spread_vol_points,
+                                  option_min_slippage_frac, linear_half_spread)
+    if len(slippage_per_unit):
+        instrument[INSTRUMENT_SLIPPAGE] = slippage_per_unit
+    legs = (leg_instrument, leg_underlying, leg_chunk)
+    market = (scenario_pnl, weight, instrument, _underlying_rows(underlyings), adaptive, use_adaptive)
+    n_underlyings, n_scenarios = weight.shape
+    rows_mm = np.empty(n_underlyings)
+    rows = (np.empty((n_underlyings, n_scenarios)), np.empty((n_underlyings, ROW_FIELDS)), rows_mm,
+            np.empty(n_scenarios))
+    planned, orders, n = np.empty((len(picked), PLAN_FIELDS)), np.empty((max(16, 4 * len(qty)), ORDER_FIELDS)), 0
+    for b in range(len(picked)):
+        first, last = leg_start[b], leg_start[b + 1]
+        for u in range(n_underlyings):
+            _sum_row(u, first, last, qty, legs, market, rows)
+            rows_mm[u] = _price_row(u, market, rows)
+        mm_before, equity_before, opened = _account_total(rows_mm), equity[picked[b]], n
+        orders, n, mm, equity_after = _search_account(first, last, qty, legs, market, rows, mm_before,
+                                                      equity_before, targets[b], max_steps, orders, n)
+        plan = planned[b]
+        plan[PLAN_ACCOUNT], plan[PLAN_TARGET], plan[PLAN_ORDERS] = picked[b], targets[b], n - opened
+        plan[PLAN_MAINTENANCE_BEFORE], plan[PLAN_EQUITY_BEFORE] = mm_before, equity_before
+        plan[PLAN_MAINTENANCE_AFTER], plan[PLAN_EQUITY_AFTER] = mm, equity_after
+        plan[PLAN_REACHED] = 1.0 if _ratio(mm, equity_after) <= targets[b] else 0.0
+    return _packed(planned, PLANS_START, orders, n)
+
+
+def _floats(a: Sequence[float] | np.ndarray) -> np.ndarray:
+    """``a`` as a writable C-contiguous float64 array (copied only when it is not one): the
+    array type ``warm`` compiles the kernel for."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    return a if a.flags.writeable else a.copy()
+
+
+def _ints(a: Sequence[int] | np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    return a if a.flags.writeable else a.copy()
+
+
+def _bools(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.bool_)
+    return a if a.flags.writeable else a.copy()
+
+
+class Resident(NamedTuple):
+    """What the kernel reads of a book and its margin parameters that stays while they do, in the
+    kernel's array types: the book's positions and instrument table (``Positions``), the scenario
+    weights, the per-underlying charges (the last three ``UNDERLYING_*`` columns); and the
+    instruments' names."""
+
+    positions: Positions
+    weight: np.ndarray
+    charges: tuple[np.ndarray, np.ndarray, np.ndarray]
+    names: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=1)
+def resident(book: Book, grid: ScenarioGrid, charges: UnderlyingParams) -> Resident:
+    """The ``Resident`` of ``book`` under ``grid`` and ``charges`` (a revaluation's ``grid`` and
+    ``params``), made once while the three stay the same objects (all compare by identity): their
+    arrays are never written after they are made (``Book.matrix`` is kept on the same terms)."""
+    table = book.instruments
+    positions = (_ints(book.position_start), _ints(book.instrument_idx), _floats(book.qty),
+                 _ints(table.underlying_idx), _bools(table.is_option))
+    return Resident(positions, _floats(grid.weight), (_floats(charges.delta_charge_net),
+                    _floats(charges.delta_charge_hedged), _floats(charges.short_option_charge)), table.names)
+
+
+def plan_batch(book: Book, risk: BookRisk, picked: Sequence[int], targets: Sequence[float], chunk_fraction: float,
+               slippage: tuple[float, float, float], slippage_per_unit: np.ndarray | None,
+               realised_vol: np.ndarray, depth: np.ndarray, adaptive: AdaptiveParams | None,
+               max_steps: int) -> tuple[np.ndarray, Resident]:
+    """``_plan_batch`` of the accounts ``picked`` (book indices) to ``targets``: the flat result
+    ``liquidation_order`` unpacks into plans, and the ``Resident`` it read (its names). ``slippage``:
+    the ``LiquidationParams`` the expected slippage per contract is priced from (option half spread
+    in vol points, option minimum as a fraction of the index, linear half spread), unless
+    ``slippage_per_unit`` gives it (one value per instrument)."""
+    kept = resident(book, risk.grid, risk.params)
+    return _plan_batch(*batch_inputs(kept, risk, picked, targets, chunk_fraction, slippage, slippage_per_unit,
+                                     realised_vol, depth, adaptive, max_steps)), kept
+
+
+def batch_inputs(kept: Resident, risk: BookRisk, picked: Sequence[int], targets: Sequence[float],
+                 chunk_fraction: float, slippage: tuple[float, float, float], slippage_per_unit: np.ndarray | None,
+                 realised_vol: np.ndarray, depth: np.ndarray, adaptive: AdaptiveParams | None,
+                 max_steps: int) -> tuple:
+    """``_plan_batch``'s arguments (``plan_batch``'s): the resident arrays and the revaluation's, not
+    copied when they already have the kernel's types."""
+    unit, inputs = risk.unit, risk.inputs
+    greeks = (_floats(unit.delta), _floats(unit.gamma), _floats(unit.vega), _floats(risk.units),
+              _floats(inputs.index))
+    underlyings = (_floats(inputs.underlying_index), _floats(inputs.underlying_vol), _floats(realised_vol),
+                   _floats(depth), *kept.charges)
+    return (_ints(picked), _floats(targets), kept.positions, float(chunk_fraction), greeks, slippage,
+            NO_SLIPPAGE if slippage_per_unit is None else _floats(slippage_per_unit), _floats(risk.scenario_pnl),
+            kept.weight, underlyings, adaptive_table(adaptive), adaptive is not None, _floats(risk.equity),
+            int(max_steps))
+
+
+@functools.cache
+def adaptive_table(adaptive: AdaptiveParams | None) -> np.ndarray:
+    """The adaptive parameters in ``ADAPTIVE_FIELDS`` order (zeros when there is no add-on); one
+    array per parameters, shared: the kernels only read it."""
+    if adaptive is None:
+        return np.zeros(len(ADAPTIVE_FIELDS))
+    return np.array([getattr(adaptive, name) for name in ADAPTIVE_FIELDS], dtype=np.float64)
 
 
 def warm() -> None:
-    """Compile the kernels (or load them from the cache) for the array types ``legs_of`` and
-    ``greedy_search`` pass, on a one-account book with an option and a future on one underlying."""
+    """Compile the kernel (or load it from the cache) for the array types ``plan_batch`` passes,
+    on a one-account book with an option and a future on one underlying."""
     one, two = np.ones(1), np.ones(2)
-    _instrument_rows(_floats(one), _floats(one), _floats(one), _bools(np.ones(1, dtype=bool)), _floats(one),
-                     _floats(one), 0.5, 0.0001, 0.0005)
-    _legs(_ints(np.zeros(1)), _ints(np.array([0, 2])), _ints(np.array([0, 1])), _ints(np.zeros(2)),
-          _floats(np.array([-1.0, 1.0])), 0.2)
-    _search(_ints(np.array([0, 2])), _ints(np.array([0, 1])), _ints(np.zeros(2)), _floats(np.array([-1.0, 1.0])),
-            _floats(0.2 * two), _floats(np.array([[-1.0, 0.5], [-0.1, 0.1]])), _floats(np.ones((1, 2))),
-            _floats(np.array([[0.5, 0.01, 1.0, 1.0, 1.0, 1.0, 0.1], [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.1]]).T),
-            _floats(np.array([[1.0, 0.5, 0.5, 1e6, 0.02, 0.01, 0.01]]).T), adaptive_table(AdaptiveParams()), True,
-            _floats(one), _floats(0.5 * one), 10)
+    positions = (_ints(np.array([0, 2])), _ints(np.array([0, 1])), _floats(np.array([-1.0, 1.0])), _ints(np.zeros(2)),
+                 _bools(np.array([True, False])))
+    _plan_batch(_ints(np.zeros(1)), _floats(0.5 * one), positions, 0.2,
+                (_floats(np.array([0.5, 1.0])), _floats(np.array([0.01, 0.0])), _floats(two), _floats(two),
+                 _floats(two)), (0.5, 0.0001, 0.0005), NO_SLIPPAGE, _floats(np.array([[-1.0, 0.5], [-0.1, 0.1]])),
+                _floats(np.ones((1, 2))), tuple(_floats(np.array([v])) for v in (1.0, 0.5, 0.5, 1e6, 0.02, 0.01, 0.01)),
+                adaptive_table(AdaptiveParams()), True, _floats(one), 10)
