@@ -128,7 +128,7 @@ def plan_liquidations(
         slippage = (params.option_half_spread_vol_points, params.option_min_slippage_frac, params.linear_half_spread)
         packed, kept = planner.plan_batch(book, risk, accounts, target_ratios, params.chunk_fraction, slippage,
                                           slip_unit, realised_vol, depth, adaptive, params.max_steps)
-        return _unpacked(packed.tolist(), kept.names, book.accounts)
+        return _unpacked(packed, kept.names, book.accounts)
     picked, targets = _checked_batch(accounts, target_ratios, len(book.accounts))
     if slip_unit is None:
         slip_unit = expected_slippage_per_unit(book, risk, params)
@@ -169,26 +169,21 @@ def _slippage_per_unit(book: Book, slippage_per_unit: np.ndarray) -> np.ndarray:
     return slip
 
 
-def _unpacked(values: list[float], names: tuple[str, ...], accounts: tuple[str, ...]) -> list[LiquidationPlan]:
+def _unpacked(packed: np.ndarray, names: tuple[str, ...], accounts: tuple[str, ...]) -> list[LiquidationPlan]:
     """``planner.plan_batch``'s flat result as plans (its error code as a UserError): its
     ``PLAN_*`` and ``ORDER_*`` fields are in ``LiquidationPlan``'s and ``CloseOrder``'s order, so
-    the tuples are made from them as they are (``tuple.__new__``, as a named tuple's ``_make``)."""
-    n_plans = int(values[planner.STATUS])
+    the tuples are made from their rows as they are (``tuple.__new__``, as a named tuple's
+    ``_make``)."""
+    n_plans = int(packed[planner.STATUS])
     if n_plans < 0:
         raise UserError(_BATCH_ERRORS[n_plans])
-    new, plan_fields, order_fields = tuple.__new__, planner.PLAN_FIELDS, planner.ORDER_FIELDS
-    first_order = planner.PLANS_START + plan_fields * n_plans
-    plans: list[LiquidationPlan] = []
-    for h in range(planner.PLANS_START, planner.PLANS_START + plan_fields * n_plans, plan_fields):
-        last_order = first_order + order_fields * int(values[h + planner.PLAN_ORDERS])
-        orders = tuple([new(CloseOrder, (names[int(values[o])], *values[o + 1:o + order_fields]))
-                        for o in range(first_order, last_order, order_fields)])
-        account = accounts[int(values[h + planner.PLAN_ACCOUNT])]
-        plans.append(new(LiquidationPlan, (account, values[h + planner.PLAN_TARGET], orders,
-                                           values[h + planner.PLAN_REACHED] > 0,
-                                           *values[h + planner.PLAN_MAINTENANCE_BEFORE:h + plan_fields])))
-        first_order = last_order
-    return plans
+    new, first_order = tuple.__new__, planner.PLANS_START + planner.PLAN_FIELDS * n_plans
+    orders = [new(CloseOrder, (names[int(k)], qty, cost, mm, equity, ratio))
+              for k, qty, cost, mm, equity, ratio in packed[first_order:].reshape(-1, planner.ORDER_FIELDS).tolist()]
+    plans = packed[planner.PLANS_START:first_order].reshape(n_plans, planner.PLAN_FIELDS).tolist()
+    return [new(LiquidationPlan, (accounts[int(account)], target, tuple(orders[int(first):int(last)]), reached > 0,
+                                  *margins))
+            for account, target, first, last, reached, *margins in plans]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -49,14 +49,16 @@ ROW_DELTA, ROW_LONG, ROW_SHORT, ROW_SHORT_OPTION, ROW_GAMMA, ROW_VEGA, ROW_GROSS
 ROW_FIELDS = 7
 # The kernel's flat result: a status (the number of plans, or an error code < 0 and nothing after it), then
 # per batch account PLAN_FIELDS values, then every account's orders (ORDER_FIELDS values each), account after
-# account. The fields are in the order of liquidation_order.LiquidationPlan's and CloseOrder's.
+# account: an account's are orders first:last of them. The fields are in the order of
+# liquidation_order.LiquidationPlan's and CloseOrder's (PLAN_FIRST_ORDER and PLAN_LAST_ORDER for its orders).
 STATUS, PLANS_START = 0, 1
 BAD_TARGET, ACCOUNT_OUT_OF_RANGE, ACCOUNT_REPEATED = -1, -2, -3
-PLAN_ACCOUNT, PLAN_TARGET, PLAN_ORDERS, PLAN_REACHED = 0, 1, 2, 3
-PLAN_MAINTENANCE_BEFORE, PLAN_EQUITY_BEFORE, PLAN_MAINTENANCE_AFTER, PLAN_EQUITY_AFTER = 4, 5, 6, 7
-PLAN_FIELDS = 8
+PLAN_ACCOUNT, PLAN_TARGET, PLAN_FIRST_ORDER, PLAN_LAST_ORDER, PLAN_REACHED = 0, 1, 2, 3, 4
+PLAN_MAINTENANCE_BEFORE, PLAN_EQUITY_BEFORE, PLAN_MAINTENANCE_AFTER, PLAN_EQUITY_AFTER = 5, 6, 7, 8
+PLAN_FIELDS = 9
 ORDER_INSTRUMENT, ORDER_QTY, ORDER_COST, ORDER_MAINTENANCE, ORDER_EQUITY, ORDER_RATIO = 0, 1, 2, 3, 4, 5
 ORDER_FIELDS = 6
+FLOAT64 = np.dtype(np.float64)
 NO_SLIPPAGE = np.zeros(0)  # slippage_per_unit not given: the kernel prices it
 OPEN_ABOVE = 1e-12  # a leg is open while |position| > this (the reference's test)
 MIN_COST = 1e-12  # a chunk's cost is floored at this in its score (the reference's floor)
@@ -401,7 +403,8 @@ def _plan_batch(picked: np.ndarray, targets: np.ndarray, positions: Positions, c
         orders, n, mm, equity_after = _search_account(first, last, qty, legs, market, rows, mm_before,
                                                       equity_before, targets[b], max_steps, orders, n)
         plan = planned[b]
-        plan[PLAN_ACCOUNT], plan[PLAN_TARGET], plan[PLAN_ORDERS] = picked[b], targets[b], n - opened
+        plan[PLAN_ACCOUNT], plan[PLAN_TARGET] = picked[b], targets[b]
+        plan[PLAN_FIRST_ORDER], plan[PLAN_LAST_ORDER] = opened, n
         plan[PLAN_MAINTENANCE_BEFORE], plan[PLAN_EQUITY_BEFORE] = mm_before, equity_before
         plan[PLAN_MAINTENANCE_AFTER], plan[PLAN_EQUITY_AFTER] = mm, equity_after
         plan[PLAN_REACHED] = 1.0 if _ratio(mm, equity_after) <= targets[b] else 0.0
@@ -409,8 +412,10 @@ def _plan_batch(picked: np.ndarray, targets: np.ndarray, positions: Positions, c
 
 
 def _floats(a: Sequence[float] | np.ndarray) -> np.ndarray:
-    """``a`` as a writable C-contiguous float64 array (copied only when it is not one): the
-    array type ``warm`` compiles the kernel for."""
+    """``a`` as a writable, aligned, C-contiguous float64 array (copied only when it is not one):
+    the array type ``warm`` compiles the kernel for."""
+    if type(a) is np.ndarray and a.flags.carray and a.dtype == FLOAT64:
+        return a
     a = np.ascontiguousarray(a, dtype=np.float64)
     return a if a.flags.writeable else a.copy()
 
