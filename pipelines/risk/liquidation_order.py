@@ -182,8 +182,8 @@ def _unpacked(packed: np.ndarray, names: tuple[str, ...], accounts: tuple[str, .
               for k, qty, cost, mm, equity, ratio in packed[first_order:].reshape(-1, planner.ORDER_FIELDS).tolist()]
     plans = packed[planner.PLANS_START:first_order].reshape(n_plans, planner.PLAN_FIELDS).tolist()
     return [new(LiquidationPlan, (accounts[int(account)], target, tuple(orders[int(first):int(last)]), reached > 0,
-                                  *margins))
-            for account, target, first, last, reached, *margins in plans]
+                                  mm_before, equity_before, mm_after, equity_after))
+            for account, target, first, last, reached, mm_before, equity_before, mm_after, equity_after in plans]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
