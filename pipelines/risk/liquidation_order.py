@@ -49,6 +49,9 @@ class LiquidationParams:
             raise UserError("liquidation parameter chunk_fraction: must be in (0, 1]")
 
 
+DEFAULT_PARAMS = LiquidationParams()  # the planner's parameters when none are given (frozen: one instance serves)
+
+
 class CloseOrder(NamedTuple):
     """Trade ``qty`` (opposite sign to the position) of ``instrument``. A named tuple: every
     plan the engine makes in a crash makes a few."""
@@ -121,7 +124,7 @@ def plan_liquidations(
     ``compiled`` runs the search in the numba kernel (``kernels.planner``), otherwise in the numpy
     reference (``_greedy_search``); the two make the same plans, to the bit.
     """
-    params = params or LiquidationParams()
+    params = params or DEFAULT_PARAMS
     realised_vol, depth = (conditions or MarketConditions()).arrays(book.instruments.underlyings)
     slip_unit = None if slippage_per_unit is None else _slippage_per_unit(book, slippage_per_unit)
     if compiled:
