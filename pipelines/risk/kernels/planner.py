@@ -59,6 +59,7 @@ PLAN_FIELDS = 9
 ORDER_INSTRUMENT, ORDER_QTY, ORDER_COST, ORDER_MAINTENANCE, ORDER_EQUITY, ORDER_RATIO = 0, 1, 2, 3, 4, 5
 ORDER_FIELDS = 6
 FLOAT64 = np.dtype(np.float64)
+RESIDENT_BOOKS = 8  # books whose Resident is kept (planner.resident)
 NO_SLIPPAGE = np.zeros(0)  # slippage_per_unit not given: the kernel prices it
 OPEN_ABOVE = 1e-12  # a leg is open while |position| > this (the reference's test)
 MIN_COST = 1e-12  # a chunk's cost is floored at this in its score (the reference's floor)
@@ -442,11 +443,13 @@ class Resident(NamedTuple):
     names: tuple[str, ...]
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=RESIDENT_BOOKS)
 def resident(book: Book, grid: ScenarioGrid, charges: UnderlyingParams) -> Resident:
     """The ``Resident`` of ``book`` under ``grid`` and ``charges`` (a revaluation's ``grid`` and
     ``params``), made once while the three stay the same objects (all compare by identity): their
-    arrays are never written after they are made (``Book.matrix`` is kept on the same terms)."""
+    arrays are never written after they are made (``Book.matrix`` is kept on the same terms).
+    The last ``RESIDENT_BOOKS`` are kept: the engines of one process (``run_shards``' shards)
+    each plan on their own book, tick after tick."""
     table = book.instruments
     positions = (_ints(book.position_start), _ints(book.instrument_idx), _floats(book.qty),
                  _ints(table.underlying_idx), _bools(table.is_option))
