@@ -429,20 +429,24 @@ class Engine:
         ttb = self._times_to_breach(risk, velocity, rows)
         unreliable = self._unreliable(built.book.instruments.underlyings)
         fate = self._triage(built, rows, risk, ttb, unreliable, time_ms)
-        visit = fate == triage.VISIT
-        due = np.flatnonzero(fate == triage.DUE_ROUND)
-        if visit.any() or due.size:
+        plans: dict[int, LiquidationPlan] = {}
+        marks: dict[str, float] = {}
+        planned = fate == triage.VISIT
+        planned |= fate == triage.DUE_ROUND
+        if planned.any():
             book = revalued.book
             marks = dict(zip(book.instruments.names, risk.marks.tolist()))
-            plans = self._plans(book, risk, rows[visit | (fate == triage.DUE_ROUND)], time_ms, revalued.conditions)
-            sends = self._rounds_send(book.accounts, rows[due], plans, marks, unreliable, time_ms)
-            self._mark_rounds(built, rows[due[~sends]], time_ms)
-            visit[due[sends]] = True
-            picked = np.flatnonzero(visit)
-            if picked.size:
-                first = [refs[built.first_touch(i, touched, moved)] for i in rows[picked].tolist()]
-                self._visit(built, revalued, rows[picked], ttb[picked], velocity, first, unreliable, plans, marks,
-                            time_ms, out)
+            plans = self._plans(book, risk, rows[planned], time_ms, revalued.conditions)
+            due = np.flatnonzero(fate == triage.DUE_ROUND)
+            if due.size:
+                sends = self._rounds_send(book.accounts, rows[due], plans, marks, unreliable, time_ms)
+                fate[due] = np.where(sends, triage.VISIT, triage.ROUND)
+        self._leave_alone(built, rows, fate, time_ms)
+        visit = np.flatnonzero(fate == triage.VISIT)
+        if visit.size:
+            first = [refs[built.first_touch(i, touched, moved)] for i in rows[visit].tolist()]
+            self._visit(built, revalued, rows[visit], ttb[visit], velocity, first, unreliable, plans, marks,
+                        time_ms, out)
         out.exposures += self._exposures(built, rows, fate != triage.QUIET, risk, time_ms)
         return out
 
@@ -461,15 +465,20 @@ class Engine:
                 sends[k] = bool(round_orders(accounts[i], legs, time_ms, thin, unreliable))
         return sends
 
-    def _mark_rounds(self, built: BuiltBook, rows: np.ndarray, time_ms: int) -> None:
-        """What the per-account path does for rows whose round is due and would send nothing, the
-        margin detectors unmoved: the margin watermark moves and the round is marked."""
-        if rows.size:
+    def _leave_alone(self, built: BuiltBook, rows: np.ndarray, fate: np.ndarray, time_ms: int) -> None:
+        """What the per-account path would have done for the rows it leaves out (``fate``, a due
+        round resolved to ROUND or VISIT): UNMOVED, the margin watermark moves, as ``on_margin``
+        would move it; ROUND (a liquidated account's round, each leg in flight or waiting on an
+        unreliable market, or a liquidating account's round that sends nothing), the round is
+        marked too."""
+        idle = rows[fate >= triage.UNMOVED]
+        if idle.size:
             accounts = built.book.accounts
-            names = [accounts[i] for i in rows.tolist()]
-            self.detectors.advance_margin(names, time_ms)
-            self.ladder.mark_rounds(names, time_ms)
-            self._codes(built).table[rows, triage.LAST_ROUND] = time_ms
+            self.detectors.advance_margin([accounts[i] for i in idle.tolist()], time_ms)
+            rounds = rows[fate == triage.ROUND]
+            if rounds.size:
+                self.ladder.mark_rounds([accounts[i] for i in rounds.tolist()], time_ms)
+                self._codes(built).table[rounds, triage.LAST_ROUND] = time_ms
 
     def _visit(self, built: BuiltBook, revalued: Revaluation, rows: np.ndarray, ttb: np.ndarray,
                velocity: Mapping[str, float], refs: list[str], unreliable: frozenset[str],
@@ -588,24 +597,16 @@ class Engine:
 
     def _triage(self, built: BuiltBook, rows: np.ndarray, risk: BookRisk, ttb: np.ndarray,
                 unreliable: frozenset[str], time_ms: int) -> np.ndarray:
-        """Each of ``rows``' fate (``kernels.triage``: QUIET, VISIT, UNMOVED, ROUND or DUE_ROUND),
-        with what the per-account path would have done for the accounts it leaves out: in a
-        crash most of the accounts in distress wait, tick after tick, for their next round
-        (UNMOVED: only the margin watermark moves, as ``on_margin`` would move it), and a
-        liquidated account whose due round would send nothing (ROUND: each leg in flight or
-        waiting on ``unreliable``) has the round marked too. DUE_ROUND rows are left to
-        ``_revalue``: whether their round sends anything needs the tick's plans."""
+        """Each of ``rows``' fate (``kernels.triage``: QUIET, VISIT, UNMOVED, ROUND or DUE_ROUND)
+        from the resident codes, their in-flight column following ``unreliable`` first
+        (``_Codes.follow``). Changes nothing else: ``_revalue`` resolves the DUE_ROUND rows with
+        the tick's plans, and ``_leave_alone`` does for the rows left out what their visit would
+        have done."""
         codes = self._codes(built)
         codes.follow(unreliable, self.ladder)
         underlying = np.array([[self.board.index[u] for u in risk.underlyings],
                                [self.circuits.allows_risk_increase(u) for u in risk.underlyings]], dtype=np.float64)
-        fate = self._fates(codes, rows, risk, underlying, ttb, time_ms)
-        unmoved = rows[fate == triage.UNMOVED]
-        if unmoved.size:
-            accounts = built.book.accounts
-            self.detectors.advance_margin([accounts[i] for i in unmoved.tolist()], time_ms)
-        self._mark_rounds(built, rows[fate == triage.ROUND], time_ms)
-        return fate
+        return self._fates(codes, rows, risk, underlying, ttb, time_ms)
 
     def _fates(self, resident: _Codes, rows: np.ndarray, risk: BookRisk, underlying: np.ndarray, ttb: np.ndarray,
                time_ms: int) -> np.ndarray:
