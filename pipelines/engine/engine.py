@@ -431,16 +431,16 @@ class Engine:
         fate = self._triage(built, rows, risk, ttb, unreliable, time_ms)
         plans: dict[int, LiquidationPlan] = {}
         marks: dict[str, float] = {}
-        planned = fate == triage.VISIT
-        planned |= fate == triage.DUE_ROUND
+        due = fate == triage.DUE_ROUND
+        planned = due | (fate == triage.VISIT)
         if planned.any():
             book = revalued.book
             marks = dict(zip(book.instruments.names, risk.marks.tolist()))
-            plans = self._plans(book, risk, rows[planned], time_ms, revalued.conditions)
-            due = np.flatnonzero(fate == triage.DUE_ROUND)
-            if due.size:
-                sends = self._rounds_send(book.accounts, rows[due], plans, marks, unreliable, time_ms)
-                fate[due] = np.where(sends, triage.VISIT, triage.ROUND)
+            plans = self._plans(book, risk, rows[planned], due[planned], time_ms, revalued.conditions)
+            at = np.flatnonzero(due)
+            if at.size:
+                sends = self._rounds_send(book.accounts, rows[at], plans, marks, unreliable, time_ms)
+                fate[at] = np.where(sends, triage.VISIT, triage.ROUND)
         self._leave_alone(built, rows, fate, time_ms)
         visit = np.flatnonzero(fate == triage.VISIT)
         if visit.size:
@@ -557,24 +557,28 @@ class Engine:
         risk.initial[where] *= factor
         risk.margin_ratio[where] = margin_ratio(risk.maintenance[where], risk.equity[where])
 
-    def _plans(self, book, risk, rows: np.ndarray, time_ms: int, conditions) -> dict[int, LiquidationPlan]:
-        """The liquidation plans this revaluation's ladder will probably ask for, made together
-        (``plan_liquidations``): one at a time they were most of the engine's time in a crash."""
-        shortfall, ladder = self.params.detectors.margin_trigger_ratio, self.ladder
-        wanted, targets = [], []
-        for i, ratio, maintenance, initial in zip(rows.tolist(), risk.margin_ratio[rows].tolist(),
-                                                  risk.maintenance[rows].tolist(), risk.initial[rows].tolist()):
-            target = ladder.target_ratio_of(maintenance, initial)
-            # An account whose margin cannot be valued (NaN: ``margin_ratio`` counts it infinitely
-            # over) has no target to size a partial close to; its equity breach closes it in full.
-            if math.isfinite(target) and ladder.may_round(book.accounts[i], ratio, time_ms, shortfall):
-                wanted.append(i)
-                targets.append(target)
-        if not wanted:
+    def _plans(self, book, risk, rows: np.ndarray, due: np.ndarray, time_ms: int,
+               conditions) -> dict[int, LiquidationPlan]:
+        """The liquidation plans this revaluation's ladder will ask for, or probably will, made
+        together (``plan_liquidations``: one at a time they were most of the engine's time in a
+        crash): for the ``rows`` whose round is ``due`` (DUE_ROUND: the ladder asks for it), and
+        for the others where ``Ladder.may_round``. None where the target is not finite: an
+        account whose margin cannot be valued (NaN: ``margin_ratio`` counts it infinitely over)
+        has no target to size a partial close to; its equity breach closes it in full."""
+        targets = self.ladder.target_ratios(risk.maintenance[rows], risk.initial[rows])
+        sized = np.isfinite(targets)
+        maybe = np.flatnonzero(sized & ~due)
+        if maybe.size:
+            shortfall = self.params.detectors.margin_trigger_ratio
+            may_round, accounts = self.ladder.may_round, book.accounts
+            sized[maybe] = [may_round(accounts[i], ratio, time_ms, shortfall)
+                            for i, ratio in zip(rows[maybe].tolist(), risk.margin_ratio[rows[maybe]].tolist())]
+        wanted = rows[sized]
+        if not wanted.size:
             return {}
-        made = plan_liquidations(book, risk, wanted, targets, adaptive=self.params.adaptive,
+        made = plan_liquidations(book, risk, wanted.tolist(), targets[sized].tolist(), adaptive=self.params.adaptive,
                                  conditions=conditions, compiled=self.params.compiled)
-        return dict(zip(wanted, made))
+        return dict(zip(wanted.tolist(), made))
 
     def _times_to_breach(self, risk, velocity: Mapping[str, float], rows: np.ndarray) -> np.ndarray:
         if self.params.compiled:

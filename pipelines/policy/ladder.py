@@ -243,8 +243,8 @@ class Ladder:
         ``on_revaluation`` makes it). Vectorised, so that a crash's many accounts in distress
         skip the per-account Python while nothing changes for them."""
         p = self.params
-        with np.errstate(invalid="ignore", divide="ignore"):
-            target = np.where(initial <= 0, 1.0, (maintenance / initial) / (1.0 + p.buffer))
+        target = self.target_ratios(maintenance, initial)
+        with np.errstate(invalid="ignore"):
             below_release = ratio < p.release_ratio
             due = np.isnan(last_round_ms) | (time_ms - last_round_ms >= p.round_ms)
             called = ~(below_release & (ttb >= p.horizon_ms))  # not released out of a call or reduce-only
@@ -296,8 +296,8 @@ class Ladder:
         depends on the plan made at this tick: where ``round_orders`` gives nothing for it,
         ``on_revaluation`` only marks the round (``mark_rounds``)."""
         p = self.params
-        with np.errstate(invalid="ignore", divide="ignore"):
-            target = np.where(initial <= 0, 1.0, (maintenance / initial) / (1.0 + p.buffer))
+        target = self.target_ratios(maintenance, initial)
+        with np.errstate(invalid="ignore"):
             due = np.isnan(last_round_ms) | (time_ms - last_round_ms >= p.round_ms)
             return ((state == STATE_CODE[AccountState.LIQUIDATING]) & due & ~(ratio < p.release_ratio)
                     & ~(ratio < target))
@@ -316,6 +316,11 @@ class Ladder:
         if initial <= 0:
             return 1.0
         return (maintenance / initial) / (1.0 + self.params.buffer)
+
+    def target_ratios(self, maintenance: np.ndarray, initial: np.ndarray) -> np.ndarray:
+        """``target_ratio_of`` elementwise, to the bit (the same two divisions)."""
+        with np.errstate(all="ignore"):
+            return np.where(initial <= 0, 1.0, (maintenance / initial) / (1.0 + self.params.buffer))
 
     def may_round(self, account: str, ratio: float, event_time_ms: int, shortfall_ratio: float) -> bool:
         """Whether a revaluation at ``ratio`` could run a liquidation round for ``account``: it is

@@ -165,3 +165,18 @@ def test_a_liquidated_accounts_unfilled_residual_escalates_to_the_insurance_fund
     ladder.on_position_update("a", "BTC-PERPETUAL")  # closed
     assert ladder.on_revaluation(view(5_000, 0.0), [], [], plan, set(), set()) == []
     assert ladder.state("a") is AccountState.NORMAL
+
+
+MARGINS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, -1.0, 1e-300]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(MARGINS, MARGINS), min_size=1, max_size=20), st.sampled_from([0.0, 0.02, 0.1]))
+def test_target_ratios_are_target_ratio_of_to_the_bit(margins, buffer) -> None:
+    """The engine plans with the vectorised targets, the ladder rounds with the scalar one."""
+    ladder = Ladder(LadderParams(buffer=buffer))
+    maintenance, initial = (np.array(column, dtype=np.float64) for column in zip(*margins))
+    scalar = [ladder.target_ratio_of(m, i) for m, i in margins]
+    assert np.array_equal(ladder.target_ratios(maintenance, initial), np.array(scalar), equal_nan=True)
+    assert [math.copysign(1.0, t) for t in ladder.target_ratios(maintenance, initial).tolist()] == \
+        [math.copysign(1.0, t) for t in scalar]
