@@ -96,9 +96,10 @@ class _BucketedWindow:
         """Add a sample; False (and nothing changes) if it is older than the newest by more than
         ``allowed_lateness_ms`` — it would land in a bucket already settled. A sample its key's
         ``Watermark`` admitted never is."""
-        t, times = sample.event_time_ms, self._times
+        t, times, bucket_ms = sample.event_time_ms, self._times, self.bucket_ms
         if times and t < times[-1]:
-            if t < self._bucket_start(times[-1] - self.allowed_lateness_ms):
+            newest = times[-1] - self.allowed_lateness_ms
+            if t < newest - newest % bucket_ms:
                 return False
             index = bisect.bisect_right(times, t)
             times.insert(index, t)
@@ -112,7 +113,8 @@ class _BucketedWindow:
         if self.first_ms is None or t < self.first_ms:
             self.first_ms = t
         self._inserted(index)
-        horizon = self._bucket_start(times[-1] - self.allowed_lateness_ms)
+        horizon = times[-1] - self.allowed_lateness_ms
+        horizon -= horizon % bucket_ms  # its bucket's start
         if times[0] >= horizon:
             return True  # no bucket is over yet
         over = bisect.bisect_left(times, horizon)
@@ -229,8 +231,14 @@ class RollingExtremes(_BucketedWindow):
             for sample in samples[:-1]:
                 _push_high(highs, sample)
                 _push_low(lows, sample)
-        _push_high(highs, samples[-1])
-        _push_low(lows, samples[-1])
+        sample = samples[-1]
+        value = sample.value  # _push_high and _push_low, inline: once per sample
+        while highs and highs[-1].value < value:
+            highs.pop()
+        highs.append(sample)
+        while lows and lows[-1].value > value:
+            lows.pop()
+        lows.append(sample)
 
     def _settle(self, start: int, end: int) -> None:
         values = self._values[start:end]
@@ -263,11 +271,16 @@ class RollingExtremes(_BucketedWindow):
     def extremes(self, end_ms: int) -> tuple[Sample, Sample]:
         """The highest and the lowest sample of the window ending at ``end_ms``, which must not
         be empty."""
-        start = self._bucket_start(end_ms - self.length_ms + 1)
+        start = end_ms - self.length_ms + 1
+        start -= start % self.bucket_ms  # its bucket's start
         high: Sample | None
         low: Sample | None
         if end_ms == self._times[-1]:  # the common query: both recent queues hold the sample at end_ms
-            high, low = _first_since(self._recent_high, start), _first_since(self._recent_low, start)
+            high, low = self._recent_high[0], self._recent_low[0]
+            if high.event_time_ms < start:
+                high = _first_since(self._recent_high, start)
+            if low.event_time_ms < start:
+                low = _first_since(self._recent_low, start)
         else:
             lo, hi = bisect.bisect_left(self._times, start), bisect.bisect_right(self._times, end_ms)
             values = self._values[lo:hi]
