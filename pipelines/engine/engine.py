@@ -87,7 +87,7 @@ class EngineOutput:
         self.exposures += other.exposures
 
 
-STATE_VALUES = tuple(state.value for state in STATES)  # by ``Ladder.code`` code
+STATE_OF_CODE = {float(code): state.value for code, state in enumerate(STATES)}  # by ``Ladder.code`` code
 
 
 @dataclasses.dataclass(eq=False)
@@ -210,13 +210,15 @@ class Engine:
         tick_end = self._tick_end
         kind = ""
         values: list[Mapping[str, Any]] = []  # the run of records of ``kind`` not applied yet,
-        refs: list[str] = []  # and their refs
+        refs: list[str] = []  # and their refs (both emptied in place once applied)
+        add_value, add_ref = values.append, refs.append
         for record, value, ref in batch:
             t = value["event_time_ms"]
             if tick_end is None or t >= tick_end:
                 if values:
                     self._apply_run(kind, values, refs, out)
-                    values, refs = [], []
+                    values.clear()
+                    refs.clear()
                 if tick_end is not None:
                     out.extend(self._revalue(tick_end - 1))
                 tick_end = self._tick_end = (t // interval + 1) * interval
@@ -224,10 +226,11 @@ class Engine:
             elif record != kind:
                 if values:
                     self._apply_run(kind, values, refs, out)
-                    values, refs = [], []
+                    values.clear()
+                    refs.clear()
                 kind = record
-            values.append(value)
-            refs.append(ref)
+            add_value(value)
+            add_ref(ref)
         if values:
             self._apply_run(kind, values, refs, out)
         return out
@@ -235,7 +238,7 @@ class Engine:
     def _apply_run(self, record: str, values: list[Mapping[str, Any]], refs: list[str], out: EngineOutput) -> None:
         """Records of one kind, in order, inside one tick, as one by one: index and mark prices
         update the board in one pass (nothing in such a run reads what it changes), the others
-        one at a time."""
+        one at a time. Neither list is kept (``on_events`` empties them for the next run)."""
         if record == "IndexPrice":
             self._on_indexes(values, refs, out)
         elif record == "MarkPrice":
@@ -699,14 +702,17 @@ class Engine:
                 due = (slow | (time_ms - last_t[rows] >= p.exposure_interval_ms)
                        | ~(np.abs(ratio - last_ratio[rows]) < p.exposure_ratio_step))
         picked = rows[due]
-        last_t[picked], last_ratio[picked] = time_ms, risk.margin_ratio[picked]
+        if not picked.size:
+            return []
+        ratio = risk.margin_ratio[picked]
+        last_t[picked] = time_ms
+        last_ratio[picked] = ratio
         accounts = built.book.accounts
         names = [accounts[i] for i in picked.tolist()]
-        ratios = risk.margin_ratio[picked].tolist()
+        ratios = ratio.tolist()
         self._emitted.update(zip(names, zip(itertools.repeat(time_ms), ratios)))
         # the ladder's state of each, from the codes the tick's visits refreshed (``_codes``)
-        codes = self._codes(built).table[picked, triage.STATE].astype(np.int64)
-        states = [STATE_VALUES[code] for code in codes.tolist()]
+        states = map(STATE_OF_CODE.__getitem__, self._codes(built).table[picked, triage.STATE].tolist())
         return [{"account": account, "event_time_ms": time_ms, "equity_usd": equity,
                  "maintenance_margin_usd": maintenance, "initial_margin_usd": initial, "margin_ratio": r,
                  "state": state}
