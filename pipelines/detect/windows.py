@@ -27,9 +27,13 @@ class Watermark:
 
     def admit(self, event_time_ms: int) -> bool:
         """Advance with an event; False (and no change) if the event is late."""
-        if self.max_event_time_ms is not None and event_time_ms < self.max_event_time_ms - self.allowed_lateness_ms:
+        newest = self.max_event_time_ms
+        if newest is None:
+            self.max_event_time_ms = event_time_ms
+            return True
+        if event_time_ms < newest - self.allowed_lateness_ms:
             return False
-        if self.max_event_time_ms is None or event_time_ms > self.max_event_time_ms:
+        if event_time_ms > newest:
             self.max_event_time_ms = event_time_ms
         return True
 

@@ -738,8 +738,13 @@ class Engine:
         return history.velocity(time_ms) if history is not None else 0.0
 
     def _realised_vols(self) -> dict[str, float]:
-        vols = {u: history.realised_vol() for u, history in self._index_history.items()}
-        return {u: vol for u, vol in vols.items() if vol is not None}
+        """Per underlying with one, its index's realised vol (``IndexHistory.realised_vol``)."""
+        vols = {}
+        for u, history in self._index_history.items():
+            vol = history.realised_vol()
+            if vol is not None:
+                vols[u] = vol
+        return vols
 
     # ------------------------------------------------------------------ helpers
 
