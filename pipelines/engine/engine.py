@@ -12,7 +12,6 @@ them (both through a ``Sequencer``).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -185,7 +184,8 @@ class Engine:
         self._moved: dict[str, int] = {}  # underlying -> sequence number of its first move this tick
         self._refs: list[str] = []  # this tick's event refs, by sequence number
         self._attention: set[str] = set()  # accounts the ladder or the margin detectors are watching
-        self._emitted: dict[str, tuple[int, float]] = {}  # account -> (time, ratio) of its last exposure
+        # account -> (time, ratio) of its last exposure; for the rows of _emitted_cache, as of its last fold
+        self._emitted: dict[str, tuple[int, float]] = {}
         self._emitted_cache: tuple[BuiltBook, np.ndarray, np.ndarray] | None = None  # _emitted_rows
         self._codes_cache: _Codes | None = None  # _codes
         self._thin: set[str] = set()  # instruments in an active liquidity breach
@@ -710,7 +710,6 @@ class Engine:
         accounts = built.book.accounts
         names = [accounts[i] for i in picked.tolist()]
         ratios = ratio.tolist()
-        self._emitted.update(zip(names, zip(itertools.repeat(time_ms), ratios)))
         # the ladder's state of each, from the codes the tick's visits refreshed (``_codes``)
         states = map(STATE_OF_CODE.__getitem__, self._codes(built).table[picked, triage.STATE].tolist())
         return [{"account": account, "event_time_ms": time_ms, "equity_usd": equity,
@@ -722,16 +721,30 @@ class Engine:
 
     def _emitted_rows(self, built: BuiltBook) -> tuple[np.ndarray, np.ndarray]:
         """``_emitted`` as two arrays over the rows of ``built`` (time -inf and ratio NaN where
-        none was sent), kept in step with it until the book is rebuilt, so a tick reads them
-        without a dict lookup per revalued account."""
+        none was sent): from then on the record of those accounts, which ``_exposures`` writes
+        instead of ``_emitted`` (no dict update per snapshot), until the book is rebuilt or the
+        engine's accounts change hands; ``_fold_emitted`` writes them back first."""
         cache = self._emitted_cache
         if cache is None or cache[0] is not built:
+            self._fold_emitted()
             last = [self._emitted.get(a) for a in built.book.accounts]
             # float64 even when every account has sent one (ints): the compiled exposures_due has one signature
             cache = self._emitted_cache = (
                 built, np.array([-math.inf if e is None else e[0] for e in last], dtype=np.float64),
                 np.array([math.nan if e is None else e[1] for e in last], dtype=np.float64))
         return cache[1], cache[2]
+
+    def _fold_emitted(self) -> None:
+        """Write the exposures the cached arrays record (``_emitted_rows``) into ``_emitted``,
+        times as the ints they were sent with; the arrays stay the record."""
+        cache = self._emitted_cache
+        if cache is None:
+            return
+        built, last_t, last_ratio = cache
+        sent = np.flatnonzero(last_t > -math.inf)
+        accounts = built.book.accounts
+        self._emitted.update((accounts[i], (int(t), ratio)) for i, t, ratio in zip(
+            sent.tolist(), last_t[sent].tolist(), last_ratio[sent].tolist()))
 
     def _velocity(self, underlying: str, time_ms: int) -> float:
         history = self._index_history.get(underlying)
@@ -784,6 +797,7 @@ class Engine:
 
     def held_accounts(self) -> set[str]:
         """Every account the engine holds any state for."""
+        self._fold_emitted()
         return (self.accounts.held() | self.detectors.accounts() | self.ladder.accounts() | self.penalties.accounts()
                 | self._attention
                 | self._emitted.keys() | self._touched.keys())
@@ -799,6 +813,7 @@ class Engine:
     def drop_accounts(self, accounts: Collection[str]) -> None:
         """Forget ``accounts`` (their partition moved elsewhere), at any point: nothing the engine
         decides for the other accounts depends on them."""
+        self._fold_emitted()
         for account in accounts:
             self.accounts.drop_account(account)
             self.detectors.drop_account(account)

@@ -303,3 +303,22 @@ def test_a_halt_holds_back_hedges_that_add_risk_and_resume_sends_them() -> None:
     # a long perpetual hedges by selling it down: reduce-only, so sent while halted
     first = hedges["perp-desk"][0]
     assert during_halt <= first.event_time_ms < start + 3 * 60_000 and (first.side, first.quantity) == ("sell", 10.0)
+
+
+def test_the_last_exposure_of_each_account_survives_a_partition_handover() -> None:
+    """The time and ratio of an account's last exposure snapshot (what throttles the next) is
+    account state: dropping other accounts keeps it, and an export after that carries it."""
+    engine = Engine(KEY)
+    position = {"account": "a", "instrument": "BTC-PERPETUAL", "quantity": 2.0, "average_price": 60_000.0,
+                "sequence": 1, "event_time_ms": 1_000}
+    engine.on_event("PositionUpdate", position, "p0")
+    engine.on_event("PositionUpdate", {**position, "account": "b", "quantity": -1.0}, "p1")
+    engine.on_event("IndexPrice", {"underlying": "BTC", "index_name": "btc", "price": 60_000.0,
+                                   "event_time_ms": 1_100}, "i0")
+    sent = {e["account"]: (e["event_time_ms"], e["margin_ratio"]) for e in engine.close_tick(1_250).exposures}
+    assert set(sent) == {"a", "b"}
+    engine.drop_accounts(["a"])
+    [state] = engine.export_accounts(["a", "b"])
+    assert state["account"] == "b"
+    assert (state["emitted"]["time_ms"], state["emitted"]["ratio"]) == sent["b"]
+    assert isinstance(state["emitted"]["time_ms"], int)
