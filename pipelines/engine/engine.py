@@ -535,7 +535,7 @@ class Engine:
     def _revaluation(self, built, time_ms: int, rows: np.ndarray | None = None) -> Revaluation:
         """``rows``: revalue only these accounts (the others' risk entries are NaN); None: all."""
         book = built.with_collateral(self.board.index)
-        market = self.board.market_state(time_ms, set(book.instruments.underlyings))
+        market = self.board.market_state(time_ms, book.instruments.underlyings)
         conditions = self.board.conditions(self._realised_vols())
         risk = revalue_book(book, market, self.params.margin, self.params.adaptive, conditions,
                             compiled=self.params.compiled, accounts=rows)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Self
 
 from pipelines.risk.adaptive import MarketConditions
@@ -38,6 +38,12 @@ class MarketBoard:
     updated: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # (record, key) -> event time
     # derived from ``definitions`` (not state): the instrument each valid definition describes
     instruments: dict[str, Instrument] = dataclasses.field(init=False, compare=False, repr=False)
+    # what ``market_state`` and ``conditions`` made last (not state: made again from the fields above)
+    _markets: dict[str, UnderlyingMarket] = dataclasses.field(default_factory=dict, init=False, compare=False,
+                                                               repr=False)
+    _depth_of: dict[str, float] | None = dataclasses.field(default=None, init=False, compare=False, repr=False)
+    _depth: dict[str, float] = dataclasses.field(default_factory=dict, init=False, compare=False, repr=False)
+    _conditions: MarketConditions | None = dataclasses.field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.instruments = {}
@@ -136,25 +142,44 @@ class MarketBoard:
                    {instrument: dict(value) for instrument, value in state["definitions"].items()},
                    {(u["record"], u["key"]): u["event_time_ms"] for u in state["updated"]})
 
-    def market_state(self, time_ms: int, underlyings: set[str]) -> MarketState:
+    def market_state(self, time_ms: int, underlyings: Collection[str]) -> MarketState:
         """The market of ``underlyings`` at ``time_ms`` (an ``int``); MarketError names the first
         index or vol that is not a positive finite number, or instrument IV above 0 that is not
         finite (IVs not above 0 are left out). Checked here, per tick, for what the tick reads:
         the worker's intake validates records, but a replay file or a direct caller may not."""
-        markets = {u: UnderlyingMarket(check_positive(self.index[u], f"underlyings.{u}.index"),
-                                       check_positive(self.vol.get(u, self.default_vol), f"underlyings.{u}.vol"))
-                   for u in sorted(underlyings)}
+        markets = {u: self._underlying_market(u) for u in sorted(underlyings)}
         ivs = {name: check_positive(iv, f"instruments.{name}.iv") for name, iv in self.instrument_iv.items()
                if iv > 0 and underlying_of(name) in underlyings}
         return MarketState.of_valid(int(time_ms), markets, ivs)
 
+    def _underlying_market(self, underlying: str) -> UnderlyingMarket:
+        """``underlying``'s checked market, made again only when its index or vol changed: the one
+        made last is kept while both are the same positive finite floats (equal such floats are
+        the same bits, so it is the market ``check_positive`` would make of them)."""
+        index, vol = self.index[underlying], self.vol.get(underlying, self.default_vol)
+        made = self._markets.get(underlying)
+        if made is None or type(index) is not float or type(vol) is not float or made.index != index \
+                or made.vol != vol:
+            made = self._markets[underlying] = UnderlyingMarket(
+                check_positive(index, f"underlyings.{underlying}.index"),
+                check_positive(vol, f"underlyings.{underlying}.vol"))
+        return made
+
     def conditions(self, realised_vol: Mapping[str, float]) -> MarketConditions:
-        """Realised vol and the thinnest perpetual depth per underlying, for the adaptive add-on."""
-        depth: dict[str, float] = {}
-        for instrument, usd in self.depth_usd.items():
-            underlying = underlying_of(instrument)
-            depth[underlying] = min(depth.get(underlying, math.inf), usd)
-        return MarketConditions(realised_vol=dict(realised_vol), depth_usd=depth)
+        """Realised vol and the thinnest perpetual depth per underlying, for the adaptive add-on;
+        the same object again while the realised vols and the depths equal those it was made of
+        (its dicts are not to be written to; what reads them reads only ``> 0`` and finiteness
+        of a zero, so 0.0 and -0.0 are the same to it)."""
+        if self._depth_of is None or self._depth_of != self.depth_usd:
+            depth: dict[str, float] = {}
+            for instrument, usd in self.depth_usd.items():
+                underlying = underlying_of(instrument)
+                depth[underlying] = min(depth.get(underlying, math.inf), usd)
+            self._depth_of, self._depth = dict(self.depth_usd), depth
+        made = self._conditions
+        if made is None or made.depth_usd is not self._depth or made.realised_vol != realised_vol:
+            made = self._conditions = MarketConditions(realised_vol=dict(realised_vol), depth_usd=self._depth)
+        return made
 
 
 def depth_within(depth: Mapping[str, Any], band_bps: int, reference_price: float | None) -> float:

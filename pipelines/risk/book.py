@@ -97,6 +97,12 @@ class Book:
         shape = (len(self.accounts) * self.n_underlyings, len(self.instruments))
         return sp.csr_matrix((self.qty, (self.rows, self.instrument_idx)), shape=shape)
 
+    @functools.cached_property
+    def position_values(self) -> np.ndarray:
+        """``qty``, ``cost_qty`` and ``cost`` as the rows of one (3, n_positions) float array, made
+        on first use and kept (the compiled revaluation's form: one argument instead of three)."""
+        return np.array((self.qty, self.cost_qty, self.cost), dtype=np.float64).reshape(3, len(self.qty))
+
     @classmethod
     def from_arrays(
         cls,
@@ -210,6 +216,19 @@ class BookRisk:
     @property
     def liquidatable(self) -> np.ndarray:
         return self.margin_ratio >= 1.0
+
+    @classmethod
+    def of_fields(cls, **fields: object) -> BookRisk:
+        """The risk of exactly ``fields`` (every field, by name), built without the frozen
+        dataclass' per-field ``__setattr__``: the compiled revaluation builds one a tick."""
+        if fields.keys() != _RISK_FIELDS:
+            raise TypeError(f"BookRisk fields missing or unknown: {sorted(_RISK_FIELDS.symmetric_difference(fields))}")
+        risk = object.__new__(cls)
+        vars(risk).update(fields)
+        return risk
+
+
+_RISK_FIELDS = frozenset(f.name for f in dataclasses.fields(BookRisk))
 
 
 def margin_ratio(maintenance: np.ndarray, equity: np.ndarray) -> np.ndarray:
@@ -374,14 +393,12 @@ def _revalue_compiled(book: Book, market: MarketState, config: MarginConfig, ada
     underlying_index, underlying_vol = underlying[pricing.U_INDEX], underlying[pricing.U_VOL]
     kernel.revalue_accounts(
         np.arange(n_acc) if accounts is None else np.asarray(accounts, dtype=np.int64), book.position_start,
-        book.instrument_idx, book.qty, book.cost_qty, book.cost, np.asarray(book.collateral, dtype=np.float64),
-        table.underlying_idx, lay.is_option, lay.inverse, units, index, unit.price, unit.delta, unit.gamma, unit.vega,
-        unit.theta, pnl, lay.grid.weight, underlying_index, underlying_vol, params.delta_charge_net,
-        params.delta_charge_hedged, params.short_option_charge, params.mm_to_im, _adaptive_array(adaptive),
-        underlying[pricing.U_REALISED], underlying[pricing.U_DEPTH], accounts_out, rows_out, worst)
+        book.instrument_idx, book.position_values, np.asarray(book.collateral, dtype=np.float64), lay.ints,
+        lay.floats, instruments, underlying, pnl, lay.weight, lay.charges, _adaptive_array(adaptive),
+        accounts_out, rows_out, worst)
     inputs = InstrumentInputs(index, instruments[pricing.I_VOL], instruments[pricing.I_RATE], instruments[pricing.I_T],
                               underlying_index, underlying_vol)
-    return BookRisk(
+    return BookRisk.of_fields(
         accounts=book.accounts, underlyings=table.underlyings,
         equity=accounts_out[kernel.EQUITY], unrealised_pnl=accounts_out[kernel.UPNL],
         base_maintenance=accounts_out[kernel.BASE_MM], maintenance=accounts_out[kernel.MM],

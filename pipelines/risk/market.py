@@ -26,6 +26,8 @@ class MarketError(UserError, ValueError):
 
 def check_positive(value: float, field: str) -> float:
     """``value`` as a float if it is a positive finite real number, else a MarketError naming ``field``."""
+    if type(value) is float and 0.0 < value < math.inf:  # the common case, without the ABC check
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise MarketError(f"{field}: expected a positive finite number, got {value!r}")
     return float(value)

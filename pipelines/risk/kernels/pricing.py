@@ -57,6 +57,9 @@ STRIKE, SIGN, SIZE, INVERSE = range(4)
 N_FLOAT_FIELDS = 13
 # planes of the per-table scenario constants (planes x instruments x scenarios)
 GROWTH, VOL_KIND, PAD = range(3)
+# rows of the per-table margin charges (fields x underlyings: ``UnderlyingParams``' arrays), read
+# by ``kernels.revalue.revalue_accounts``
+C_NET, C_HEDGED, C_SHORT, C_MM_TO_IM = range(4)
 # columns of the per-tick market (underlyings x fields)
 M_INDEX, M_VOL, M_RATE, M_REALISED, M_DEPTH = range(5)
 N_MARKET_FIELDS = 5
@@ -88,7 +91,13 @@ class PricingLayout:
         width = scenarios.growth.shape[1] if n else self.grid.move.shape[1]
         self.scenarios = np.array((scenarios.growth, scenarios.vol_kind, scenarios.pad),
                                   dtype=np.float64).reshape(3, n, width)
-        self.is_option, self.inverse = table.kind == OPTION, table.inverse
+        # what ``revalue_accounts`` reads of the grid and the parameters, as private writable arrays
+        # (a read-only argument costs a compiled call more to dispatch; nothing writes them)
+        p, n_und = self.params, len(table.underlyings)
+        self.charges = np.array((p.delta_charge_net, p.delta_charge_hedged, p.short_option_charge, p.mm_to_im),
+                                dtype=np.float64).reshape(4, n_und)
+        self.weight = np.array(self.grid.weight, dtype=np.float64)
+        self.market_rows = np.zeros((n_und, N_MARKET_FIELDS))
         self.options = np.flatnonzero(table.kind == OPTION).astype(np.int64)
         self.no_overrides = np.full(n, np.nan)
         self.exp_in, self.exp_out = np.zeros((2, n)), np.zeros((2, n))
@@ -102,12 +111,14 @@ class PricingLayout:
 
     def market(self, market: MarketState, conditions: MarketConditions) -> np.ndarray:
         """The tick's per-underlying (index, vol, rate, realised vol, depth), ``MarketState.inputs``'
-        and ``MarketConditions.arrays``' values; MarketError for an underlying without data."""
-        underlyings = self.table.underlyings
+        and ``MarketConditions.arrays``' values, written into the layout's ``market_rows`` (valid
+        until its next tick); MarketError for an underlying without data."""
+        underlyings, rows = self.table.underlyings, self.market_rows
         markets = market.underlying_markets(underlyings)
         rv, depth = conditions.realised_vol, conditions.depth_usd
-        rows = [(m.index, m.vol, m.rate, rv.get(u, np.nan), depth.get(u, np.inf)) for u, m in zip(underlyings, markets)]
-        return np.array(rows, dtype=np.float64).reshape(len(underlyings), N_MARKET_FIELDS)
+        for k, (u, m) in enumerate(zip(underlyings, markets)):
+            rows[k] = (m.index, m.vol, m.rate, rv.get(u, math.nan), depth.get(u, math.inf))
+        return rows
 
     def overrides(self, market: MarketState) -> np.ndarray:
         """Each instrument's implied-vol override, NaN where none (overrides are positive)."""

@@ -24,6 +24,7 @@ import math
 import numpy as np
 from numba import njit
 
+from pipelines.risk.kernels import pricing
 from pipelines.risk.kernels.scalar import maximum, minimum
 
 # numpy's float semantics: x / 0 is inf or NaN, never a ZeroDivisionError
@@ -36,6 +37,8 @@ N_ACCOUNT_FIELDS = 6
 # per-(account, underlying) rows (first axis of ``rows_out``)
 (DELTA, GAMMA, VEGA, THETA, GROSS, NET, LOSS, WORST_PNL, DELTA_CHARGE, SHORT_CHARGE, ADDON) = range(11)
 N_ROW_FIELDS = 11
+# rows of ``revalue_accounts``' packed positions (``book.Book.position_values``)
+P_QTY, P_COST_QTY, P_COST = range(3)
 # adaptive parameters, in this order, for ``revalue_accounts``
 ADAPTIVE_FIELDS = ("z", "base_horizon_days", "step_seconds", "participation", "vol_of_vol", "impact",
                    "max_multiplier")
@@ -166,37 +169,25 @@ def revalue_accounts(
     accounts: np.ndarray,  # (k,) int64: the accounts to revalue
     position_start: np.ndarray,  # (n_acc + 1,) int64: account a's positions are start[a]:start[a + 1]
     instrument_idx: np.ndarray,  # per position
-    qty: np.ndarray,
-    cost_qty: np.ndarray,
-    cost: np.ndarray,  # per position, in its instrument's settlement currency
+    positions: np.ndarray,  # (3, n_positions): qty, cost_qty, cost (``Book.position_values``)
     collateral: np.ndarray,  # (n_acc,)
-    underlying_idx: np.ndarray,  # per instrument
-    is_option: np.ndarray,
-    inverse: np.ndarray,  # coin-settled: its cost converts to USD at ``index``
-    units: np.ndarray,  # per instrument: underlying units per contract (valuation.units_per_contract)
-    index: np.ndarray,  # per instrument: its underlying's index
-    price: np.ndarray,  # per instrument: unit Greeks (valuation.unit_greeks)
-    delta: np.ndarray,
-    gamma: np.ndarray,
-    vega: np.ndarray,
-    theta: np.ndarray,
+    ints: np.ndarray,  # (3, n_instr) ``pricing.PricingLayout.ints``: kind, underlying, expiry
+    floats: np.ndarray,  # (N_FLOAT_FIELDS, n_instr) ``PricingLayout.floats``: its INVERSE row is read
+    instruments: np.ndarray,  # (N_INSTRUMENT_FIELDS, n_instr) ``pricing.price``'s: index, unit Greeks, units
+    underlying: np.ndarray,  # (N_UNDERLYING_FIELDS, n_und) ``pricing.price``'s: index, vol, realised vol, depth
     scenario_pnl: np.ndarray,  # (n_instr, S)
-    weight: np.ndarray,  # (n_und, S)
-    underlying_index: np.ndarray,  # (n_und,)
-    underlying_vol: np.ndarray,
-    delta_charge_net: np.ndarray,  # (n_und,) UnderlyingParams
-    delta_charge_hedged: np.ndarray,
-    short_option_charge: np.ndarray,
-    mm_to_im: np.ndarray,
+    weight: np.ndarray,  # (n_und, S) ``PricingLayout.weight``
+    charges: np.ndarray,  # (4, n_und) ``PricingLayout.charges``: pricing.C_* rows
     adaptive: np.ndarray,  # ADAPTIVE_FIELDS, or empty for no add-on
-    realised_vol: np.ndarray,  # (n_und,)
-    depth: np.ndarray,
     accounts_out: np.ndarray,  # (N_ACCOUNT_FIELDS, n_acc): NaN but at ``accounts``
     rows_out: np.ndarray,  # (N_ROW_FIELDS, n_acc, n_und): NaN but at ``accounts``
     worst_out: np.ndarray,  # (n_acc, n_und) int64: -1 but at ``accounts``
 ) -> None:
     """Equity, Greeks, notionals, scenario margin, add-on, MM, IM and margin ratio of each
-    account in ``accounts``: what ``book._account_rows_numpy`` computes for every account.
+    account in ``accounts``: what ``book._account_rows_numpy`` computes for every account, from
+    the per-instrument pricing of ``kernels.pricing`` (cost in each instrument's settlement
+    currency, converted at the index for an inverse one: ``book._cost_usd``). The arguments are
+    packed arrays: a compiled call pays its dispatch per argument.
 
     Longer than 80 lines on purpose: one compiled loop over accounts whose scratch rows are
     allocated once per call and whose sums run in ``book``'s order, so results match it bit for
@@ -217,19 +208,22 @@ def revalue_accounts(
         # 1. positions: P&L, Greeks, notionals and scenario P&L netted per underlying
         for p in range(position_start[a], position_start[a + 1]):
             i = instrument_idx[p]
-            u = underlying_idx[i]
-            q = qty[p]
-            upnl += cost_qty[p] * price[i] - cost[p] * (index[i] if inverse[i] else 1.0)  # ``book._cost_usd``
-            notional = index[i] * units[i]
-            acc[0, u] += q * delta[i]
-            acc[1, u] += q * gamma[i]
-            acc[2, u] += q * vega[i]
-            acc[3, u] += q * theta[i]
+            u = ints[pricing.UNDERLYING, i]
+            q = positions[P_QTY, p]
+            index, units, delta = (instruments[pricing.I_INDEX, i], instruments[pricing.UNITS, i],
+                                   instruments[pricing.DELTA, i])
+            fx = index if floats[pricing.INVERSE, i] != 0.0 else 1.0
+            upnl += positions[P_COST_QTY, p] * instruments[pricing.PRICE, i] - positions[P_COST, p] * fx
+            notional = index * units
+            acc[0, u] += q * delta
+            acc[1, u] += q * instruments[pricing.GAMMA, i]
+            acc[2, u] += q * instruments[pricing.VEGA, i]
+            acc[3, u] += q * instruments[pricing.THETA, i]
             acc[4, u] += q * notional
-            position_delta = q * delta[i]
+            position_delta = q * delta
             acc[5, u] += maximum(position_delta, 0.0)
             acc[6, u] += maximum(-position_delta, 0.0)
-            acc[7, u] += (maximum(-q, 0.0) if is_option[i] else 0.0) * units[i]
+            acc[7, u] += (maximum(-q, 0.0) if ints[pricing.KIND, i] == pricing.OPTION else 0.0) * units
             acc[8, u] += abs(q) * notional
             for s in range(n_scen):
                 row_pnl[u, s] += q * scenario_pnl[i, s]
@@ -238,18 +232,19 @@ def revalue_accounts(
         for u in range(n_und):
             worst, lowest = _first_argmin(row_pnl[u], weight[u], n_scen)
             loss = maximum(-lowest, 0.0)
-            s_index = underlying_index[u]
+            s_index = underlying[pricing.U_INDEX, u]
             hedged = minimum(acc[5, u], acc[6, u])
-            charge = (delta_charge_net[u] * abs(acc[0, u]) + delta_charge_hedged[u] * hedged) * s_index
-            short_charge = short_option_charge[u] * acc[7, u] * s_index
+            charge = (charges[pricing.C_NET, u] * abs(acc[0, u]) + charges[pricing.C_HEDGED, u] * hedged) * s_index
+            short_charge = charges[pricing.C_SHORT, u] * acc[7, u] * s_index
             mm = loss + charge + short_charge
             addon = 0.0
             if adaptive.size:
-                addon = _adaptive_addon(acc[1, u], acc[2, u], acc[0, u], acc[8, u], s_index, underlying_vol[u],
-                                        realised_vol[u], depth[u], mm, adaptive)
+                addon = _adaptive_addon(acc[1, u], acc[2, u], acc[0, u], acc[8, u], s_index,
+                                        underlying[pricing.U_VOL, u], underlying[pricing.U_REALISED, u],
+                                        underlying[pricing.U_DEPTH, u], mm, adaptive)
             mm_rows[u] = mm
             addon_rows[u] = addon
-            im_rows[u] = mm / mm_to_im[u] + addon / mm_to_im[u]
+            im_rows[u] = mm / charges[pricing.C_MM_TO_IM, u] + addon / charges[pricing.C_MM_TO_IM, u]
             rows_out[DELTA, a, u] = acc[0, u]
             rows_out[GAMMA, a, u] = acc[1, u]
             rows_out[VEGA, a, u] = acc[2, u]
