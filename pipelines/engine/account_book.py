@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipelines.risk.book import Book
+from pipelines.risk.book import Book, ResidentRisk
 from pipelines.risk.instruments import Instrument, InstrumentTable, parse_instrument, underlying_of
 
 STABLE = frozenset({"USD", "USDC", "USDT"})
@@ -50,6 +50,8 @@ class BuiltBook:
     closes: tuple[tuple[tuple[str, str, float], ...], ...]  # per row: (instrument, underlying, -qty) by instrument
     holding: dict[frozenset[str], np.ndarray] = dataclasses.field(default_factory=dict)  # touched_rows' cache
     valued: list[tuple[tuple[float, ...], Book]] = dataclasses.field(default_factory=list)  # with_collateral's last
+    # the compiled revaluation's outputs for this book's ticks (``Engine._revaluation``): one tick's at a time
+    resident: ResidentRisk = dataclasses.field(default_factory=ResidentRisk)
 
     def with_collateral(self, prices: Mapping[str, float]) -> Book:
         """The book with every account's collateral valued at ``prices`` (stablecoins at 1):

@@ -528,17 +528,20 @@ class Engine:
         if as_of_ms is None:
             raise ValueError("no event yet: nothing to revalue")
         built = self.accounts.built(self.board.index.keys(), self.board.instruments)
-        revalued = self._revaluation(built, as_of_ms)
+        revalued = self._revaluation(built, as_of_ms, resident=False)
         book = dataclasses.replace(revalued.book, collateral=revalued.book.collateral.copy())
         return dataclasses.replace(revalued, book=book)
 
-    def _revaluation(self, built, time_ms: int, rows: np.ndarray | None = None) -> Revaluation:
-        """``rows``: revalue only these accounts (the others' risk entries are NaN); None: all."""
+    def _revaluation(self, built: BuiltBook, time_ms: int, rows: np.ndarray | None = None, *,
+                     resident: bool = True) -> Revaluation:
+        """``rows``: revalue only these accounts (the others' risk entries are NaN); None: all.
+        ``resident``: the risk's arrays are the built book's (``BuiltBook.resident``), rewritten by
+        its next resident revaluation: a tick's, valid for that tick only; False: the caller's own."""
         book = built.with_collateral(self.board.index)
         market = self.board.market_state(time_ms, book.instruments.underlyings)
         conditions = self.board.conditions(self._realised_vols())
         risk = revalue_book(book, market, self.params.margin, self.params.adaptive, conditions,
-                            compiled=self.params.compiled, accounts=rows)
+                            compiled=self.params.compiled, accounts=rows, resident=built.resident if resident else None)
         self._raise_add_ons(built, risk, rows)
         return Revaluation(book, risk, conditions)
 

@@ -246,6 +246,9 @@ def margin_ratio(maintenance: np.ndarray, equity: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(maintenance) | np.isnan(equity) | np.isnan(ratio), np.inf, ratio)
 
 
+DEFAULT_CONFIG = MarginConfig()  # one object: the layouts and grids cached per config are made once for it
+
+
 def revalue_book(
     book: Book,
     market: MarketState,
@@ -255,15 +258,19 @@ def revalue_book(
     *,
     compiled: bool = True,
     accounts: np.ndarray | None = None,
+    resident: ResidentRisk | None = None,
 ) -> BookRisk:
     """Equity, margin and Greeks of every account (or of ``accounts``, indices into
     ``book.accounts``: the others' entries are then NaN, their ``worst_scenario`` -1). Adaptive
     add-on only when ``adaptive`` is set. ``compiled``: the pricing and the per-account work in the
     numba kernels (``kernels.pricing``, ``kernels.revalue``: a few calls per tick) or in their numpy
-    reference (``valuation``, ``margin``, ``exposure``); the results are the same, bit for bit."""
-    config = config or MarginConfig()
+    reference (``valuation``, ``margin``, ``exposure``); the results are the same, bit for bit.
+    ``resident`` (compiled only): the risk is ``resident``'s, rewritten by its next call (see
+    ``ResidentRisk``); None: the caller's own."""
+    config = config or DEFAULT_CONFIG
     if compiled:
-        return _revalue_compiled(book, market, config, adaptive, conditions or MarketConditions(), accounts)
+        return _revalue_compiled(book, market, config, adaptive, conditions or MarketConditions(), accounts,
+                                 resident)
     table = book.instruments
     inp = market.inputs(table)
     unit = unit_greeks(table, inp)
@@ -377,38 +384,68 @@ def _account_rows_numpy(book: Book, priced: _Pricing, accounts: np.ndarray | Non
     return rows
 
 
+class _CompiledOutputs:
+    """The arrays the compiled revaluation of one book's accounts under one pricing layout writes
+    (``pricing.price``'s and ``revalue_accounts``'), and the ``BookRisk`` of views of them."""
+
+    def __init__(self, accounts: tuple[str, ...], lay: pricing.PricingLayout) -> None:
+        table, n_acc = lay.table, len(accounts)
+        n_und = len(table.underlyings)
+        self.accounts, self.layout = accounts, lay
+        self.priced = pricing.outputs(lay)
+        instruments, underlying, pnl = self.priced
+        self.accounts_out = accounts_out = np.empty((kernel.N_ACCOUNT_FIELDS, n_acc))
+        self.rows_out = rows_out = np.empty((kernel.N_ROW_FIELDS, n_acc, n_und))
+        self.worst = np.empty((n_acc, n_und), dtype=np.int64)
+        index, underlying_index = instruments[pricing.I_INDEX], underlying[pricing.U_INDEX]
+        unit = Greeks(instruments[pricing.PRICE], instruments[pricing.DELTA], instruments[pricing.GAMMA],
+                      instruments[pricing.VEGA], instruments[pricing.THETA])
+        inputs = InstrumentInputs(index, instruments[pricing.I_VOL], instruments[pricing.I_RATE],
+                                  instruments[pricing.I_T], underlying_index, underlying[pricing.U_VOL])
+        self.risk = BookRisk.of_fields(
+            accounts=accounts, underlyings=table.underlyings,
+            equity=accounts_out[kernel.EQUITY], unrealised_pnl=accounts_out[kernel.UPNL],
+            base_maintenance=accounts_out[kernel.BASE_MM], maintenance=accounts_out[kernel.MM],
+            initial=accounts_out[kernel.IM], margin_ratio=accounts_out[kernel.RATIO], delta=rows_out[kernel.DELTA],
+            gamma=rows_out[kernel.GAMMA], vega=rows_out[kernel.VEGA], theta=rows_out[kernel.THETA],
+            gross_notional=rows_out[kernel.GROSS], net_notional=rows_out[kernel.NET],
+            scenario_loss=rows_out[kernel.LOSS], worst_scenario=self.worst, worst_pnl=rows_out[kernel.WORST_PNL],
+            delta_charge=rows_out[kernel.DELTA_CHARGE], short_option_charge=rows_out[kernel.SHORT_CHARGE],
+            adaptive_addon=rows_out[kernel.ADDON], unit=unit, units=instruments[pricing.UNITS],
+            marks=instruments[pricing.MARKS], inputs=inputs, scenario_pnl=pnl, grid=lay.grid, params=lay.params)
+
+
+class ResidentRisk:
+    """A caller's compiled revaluation outputs, kept between its ``revalue_book`` calls: the arrays
+    and the ``BookRisk`` of the last (accounts, pricing layout) revalued, made again only when
+    those change (the same accounts tuple object: a book revalued tick after tick). Each call
+    rewrites every element, so the risk it returns is valid until the caller's next call: one
+    revaluation at a time, by its one owner (an engine's tick)."""
+
+    def __init__(self) -> None:
+        self._outputs: _CompiledOutputs | None = None
+
+    def outputs(self, accounts: tuple[str, ...], lay: pricing.PricingLayout) -> _CompiledOutputs:
+        made = self._outputs
+        if made is None or made.accounts is not accounts or made.layout is not lay:
+            made = self._outputs = _CompiledOutputs(accounts, lay)
+        return made
+
+
 def _revalue_compiled(book: Book, market: MarketState, config: MarginConfig, adaptive: AdaptiveParams | None,
-                      conditions: MarketConditions, accounts: np.ndarray | None) -> BookRisk:
+                      conditions: MarketConditions, accounts: np.ndarray | None,
+                      resident: ResidentRisk | None) -> BookRisk:
     """``revalue_book`` through the kernels: ``kernels.pricing``'s stages, then
     ``kernels.revalue.revalue_accounts`` on the accounts asked for (all by default)."""
-    table = book.instruments
-    lay = pricing.layout(table, config)
-    instruments, underlying, pnl = pricing.price(lay, market, conditions)
-    n_acc, n_und = len(book.accounts), book.n_underlyings
-    accounts_out, rows_out = np.empty((kernel.N_ACCOUNT_FIELDS, n_acc)), np.empty((kernel.N_ROW_FIELDS, n_acc, n_und))
-    worst = np.empty((n_acc, n_und), dtype=np.int64)
-    index, units, params = instruments[pricing.I_INDEX], instruments[pricing.UNITS], lay.params
-    unit = Greeks(instruments[pricing.PRICE], instruments[pricing.DELTA], instruments[pricing.GAMMA],
-                  instruments[pricing.VEGA], instruments[pricing.THETA])
-    underlying_index, underlying_vol = underlying[pricing.U_INDEX], underlying[pricing.U_VOL]
+    lay = pricing.layout(book.instruments, config)
+    out = _CompiledOutputs(book.accounts, lay) if resident is None else resident.outputs(book.accounts, lay)
+    instruments, underlying, pnl = pricing.price(lay, market, conditions, out.priced)
     kernel.revalue_accounts(
-        np.arange(n_acc) if accounts is None else np.asarray(accounts, dtype=np.int64), book.position_start,
-        book.instrument_idx, book.position_values, np.asarray(book.collateral, dtype=np.float64), lay.ints,
-        lay.floats, instruments, underlying, pnl, lay.weight, lay.charges, _adaptive_array(adaptive),
-        accounts_out, rows_out, worst)
-    inputs = InstrumentInputs(index, instruments[pricing.I_VOL], instruments[pricing.I_RATE], instruments[pricing.I_T],
-                              underlying_index, underlying_vol)
-    return BookRisk.of_fields(
-        accounts=book.accounts, underlyings=table.underlyings,
-        equity=accounts_out[kernel.EQUITY], unrealised_pnl=accounts_out[kernel.UPNL],
-        base_maintenance=accounts_out[kernel.BASE_MM], maintenance=accounts_out[kernel.MM],
-        initial=accounts_out[kernel.IM], margin_ratio=accounts_out[kernel.RATIO], delta=rows_out[kernel.DELTA],
-        gamma=rows_out[kernel.GAMMA], vega=rows_out[kernel.VEGA], theta=rows_out[kernel.THETA],
-        gross_notional=rows_out[kernel.GROSS], net_notional=rows_out[kernel.NET], scenario_loss=rows_out[kernel.LOSS],
-        worst_scenario=worst, worst_pnl=rows_out[kernel.WORST_PNL], delta_charge=rows_out[kernel.DELTA_CHARGE],
-        short_option_charge=rows_out[kernel.SHORT_CHARGE], adaptive_addon=rows_out[kernel.ADDON],
-        unit=unit, units=units, marks=instruments[pricing.MARKS], inputs=inputs, scenario_pnl=pnl, grid=lay.grid,
-        params=params)
+        np.arange(len(book.accounts)) if accounts is None else np.asarray(accounts, dtype=np.int64),
+        book.position_start, book.instrument_idx, book.position_values, np.asarray(book.collateral, dtype=np.float64),
+        lay.ints, lay.floats, instruments, underlying, pnl, lay.weight, lay.charges, _adaptive_array(adaptive),
+        out.accounts_out, out.rows_out, out.worst)
+    return out.risk
 
 
 @functools.lru_cache(maxsize=64)
@@ -433,4 +470,5 @@ def account_risk(
     return book, revalue_book(book, market, config, adaptive, conditions)
 
 
-__all__ = ["Book", "BookRisk", "Exposure", "Portfolio", "Position", "account_risk", "margin_ratio", "revalue_book"]
+__all__ = ["Book", "BookRisk", "Exposure", "Portfolio", "Position", "ResidentRisk", "account_risk", "margin_ratio",
+           "revalue_book"]

@@ -171,6 +171,28 @@ def test_revaluation_is_the_ticks_view_and_changes_nothing() -> None:
     assert actions + asked.flush().actions == expected
 
 
+def test_a_revaluation_asked_for_keeps_its_values_through_the_ticks_after_it() -> None:
+    """``revaluation()``'s arrays are the caller's own: the ticks after it, which revalue the same
+    built book into its resident outputs, leave them as they were."""
+    events = [(record, value) for record, value in crash_events() if record != "OrderBookDepth"]
+    engine = Engine(KEY)
+    for n, (record, value) in enumerate(events[:40]):
+        engine.on_event(record, value, f"e{n}")
+    engine.flush()
+    built = engine.accounts.built(engine.board.index.keys(), engine.board.instruments)
+    risk = engine.revaluation().risk
+    kept = {name: value.copy() for name, value in vars(risk).items() if isinstance(value, np.ndarray)}
+    t = events[39][1]["event_time_ms"]
+    for k in range(1, 4):
+        engine.on_event("IndexPrice", {"underlying": "BTC", "index_name": "btc_usd", "price": 50_000.0 - k,
+                                       "event_time_ms": t + k * 1000}, f"later{k}")
+    engine.flush()
+    # the ticks revalued the same built book (into its resident outputs) at other prices
+    assert engine.accounts.built(engine.board.index.keys(), engine.board.instruments) is built
+    assert not np.array_equal(engine.revaluation().risk.equity, kept["equity"])
+    assert all(np.array_equal(getattr(risk, name), value, equal_nan=True) for name, value in kept.items())
+
+
 def test_an_older_market_record_does_not_overwrite_a_newer_one() -> None:
     """An input can deliver an event out of order (within the lateness allowance); the board
     keeps the newer value, and the index history stays in time order."""

@@ -16,7 +16,7 @@ from pipelines.policy.ladder import times_to_breach_ms
 from pipelines.policy.signing import SigningKey
 from pipelines.replay.inprocess import fingerprint, load, replay_dicts
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
-from pipelines.risk.book import Book, BookRisk, revalue_book
+from pipelines.risk.book import Book, BookRisk, ResidentRisk, revalue_book
 from pipelines.risk.instruments import InstrumentTable, parse_instrument
 from pipelines.risk.kernels import pricing
 from pipelines.risk.kernels import revalue as kernel
@@ -117,6 +117,30 @@ def test_revaluing_some_accounts_gives_their_full_revaluation_and_nan_elsewhere(
             assert same(got[picked], want[picked]), name
             blank = -1 if name == "worst_scenario" else np.nan
             assert same(got[others], np.full_like(want[others], blank)), name
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(books(), st.lists(st.floats(0.5, 2.0), min_size=1, max_size=3), st.data())
+def test_a_resident_revaluation_is_each_markets_reference_in_one_rewritten_risk(case, moves, data) -> None:
+    """Revalued through one ``ResidentRisk`` on market after market (some accounts or all), a book
+    gets each market's numpy reference, bit for bit, in the same ``BookRisk`` rewritten; a book
+    with other accounts gets its own."""
+    book, market, conditions = case
+    resident, first = ResidentRisk(), None
+    for move in (1.0, *moves):
+        on = MarketState(market.time_ms, {u: dataclasses.replace(m, index=m.index * move)
+                                          for u, m in market.underlyings.items()})
+        picked = np.array(sorted(data.draw(st.sets(st.integers(0, len(book.accounts) - 1)))), dtype=np.int64)
+        rows = data.draw(st.sampled_from([None, picked]))
+        risk = revalue_book(book, on, adaptive=AdaptiveParams(), conditions=conditions, accounts=rows,
+                            resident=resident)
+        reference = revalue_book(book, on, adaptive=AdaptiveParams(), conditions=conditions, compiled=False,
+                                 accounts=rows)
+        assert risk_differences(reference, risk) == []
+        first = risk if first is None else first
+        assert risk is first
+    other = dataclasses.replace(book, accounts=tuple(list(book.accounts)))
+    assert revalue_book(other, market, resident=resident) is not first
 
 
 def test_row_sums_over_many_underlyings_follow_numpys_pairwise_order() -> None:

@@ -153,16 +153,23 @@ def layout(table: InstrumentTable, config: MarginConfig) -> PricingLayout:
         return hit
 
 
-def price(lay: PricingLayout, market: MarketState,
-          conditions: MarketConditions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The seven stages of one tick, into fresh arrays: (per-instrument outputs (``I_*``, ``PRICE``
-    ... ``MARKS``) x instruments, per-underlying outputs (``U_*``) x underlyings, the scenario PnL
-    matrix instruments x scenarios)."""
-    n = len(lay.table)
+Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # ``price``'s: instruments, underlying, pnl
+
+
+def outputs(lay: PricingLayout) -> Outputs:
+    """Fresh arrays for ``price``'s outputs under ``lay``: (per-instrument outputs (``I_*``,
+    ``PRICE`` ... ``MARKS``) x instruments, per-underlying outputs (``U_*``) x underlyings, the
+    scenario PnL matrix instruments x scenarios)."""
+    table = lay.table
+    return (np.empty((N_INSTRUMENT_FIELDS, len(table))), np.empty((N_UNDERLYING_FIELDS, len(table.underlyings))),
+            np.empty(lay.scenarios.shape[1:]))
+
+
+def price(lay: PricingLayout, market: MarketState, conditions: MarketConditions, out: Outputs | None = None) -> Outputs:
+    """The seven stages of one tick, into ``out`` (``outputs``' arrays, every element written;
+    None: fresh ones), returned."""
+    instruments, underlying, pnl = outputs(lay) if out is None else out
     rows = lay.market(market, conditions)
-    instruments = np.empty((N_INSTRUMENT_FIELDS, n))
-    underlying = np.empty((N_UNDERLYING_FIELDS, len(rows)))
-    pnl = np.empty(lay.scenarios.shape[1:])
     market_inputs(lay.ints, lay.floats, rows, lay.overrides(market), market.time_ms, instruments, underlying,
                   lay.exp_in, lay.power_in)
     np.exp(lay.exp_in, out=lay.exp_out)

@@ -1,0 +1,49 @@
+"""The market board's per-tick market and conditions: made again only when what they are made of
+changed, and then exactly what a board made afresh gives."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipelines.engine.market_board import MarketBoard
+from pipelines.risk.adaptive import MarketConditions
+from pipelines.risk.market import MarketError, MarketState, UnderlyingMarket
+
+
+def fresh(board: MarketBoard) -> MarketBoard:
+    return MarketBoard.from_state(board.state())
+
+
+def test_a_market_state_follows_every_index_and_vol_and_checks_each_value_it_reads() -> None:
+    board = MarketBoard(0.5, {"BTC": 30_000.0, "ETH": 2_000.0}, {"ETH": 0.7})
+    assert board.market_state(1, ("BTC", "ETH")) == MarketState(
+        1, {"BTC": UnderlyingMarket(30_000.0, 0.5), "ETH": UnderlyingMarket(2_000.0, 0.7)})
+    changes = [("index", 31_000.0), ("vol", 0.9), ("index", 31_000), ("index", 31_000.0), ("vol", 0.9)]
+    for t, (field, value) in enumerate(changes, 2):
+        getattr(board, field)["BTC"] = value
+        state = board.market_state(t, ("BTC", "ETH"))
+        assert state == fresh(board).market_state(t, ("BTC", "ETH"))
+        assert type(state.underlyings["BTC"].index) is float
+    board.index["BTC"] = 1.0
+    board.market_state(8, ("BTC",))
+    for bad in (True, math.nan, -1.0, math.inf):  # True == 1.0, but no index
+        board.index["BTC"] = bad
+        with pytest.raises(MarketError, match="underlyings.BTC.index"):
+            board.market_state(9, ("BTC",))
+    board.index["BTC"] = 31_000.0
+    assert board.market_state(10, ("BTC",)).underlyings == {"BTC": UnderlyingMarket(31_000.0, 0.9)}
+
+
+def test_conditions_are_made_again_when_a_realised_vol_or_a_depth_changes() -> None:
+    board = MarketBoard(0.5, {"BTC": 30_000.0}, depth_usd={"BTC-PERPETUAL": 5e6, "BTC-27DEC26": 2e6})
+    first = board.conditions({"BTC": 0.4})
+    assert first == MarketConditions({"BTC": 0.4}, {"BTC": 2e6})
+    assert board.conditions({"BTC": 0.4}) is first
+    board.depth_usd["BTC-27DEC26"] = 1e6
+    assert board.conditions({"BTC": 0.4}) == MarketConditions({"BTC": 0.4}, {"BTC": 1e6})
+    assert board.conditions({"BTC": 0.45}) == MarketConditions({"BTC": 0.45}, {"BTC": 1e6})
+    board.depth_usd["ETH-PERPETUAL"] = 3e6
+    assert board.conditions({"BTC": 0.45}) == MarketConditions({"BTC": 0.45}, {"BTC": 1e6, "ETH": 3e6})
+    assert first == MarketConditions({"BTC": 0.4}, {"BTC": 2e6})  # what was given is not changed
