@@ -27,6 +27,7 @@ from pipelines.engine.engine import EngineParams
 from pipelines.errors import UserError
 from pipelines.execution.waterfall import LiquidityProvider
 from pipelines.policy.ladder import LadderParams
+from pipelines.risk import kernels
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import Generated, generate
 from pipelines.scenarios.library import Scenario
@@ -160,6 +161,8 @@ def run_all(runs: Sequence[Run], jobs: int, progress: bool | None = None) -> lis
     together, so that a process generates a scenario once and values its market ticks once for
     all of them (``simulate._shared_figures``)."""
     batches = tasks(runs, jobs)
+    if jobs > 1 and len(batches) > 1:
+        kernels.warm()  # once, before the workers fork from this process (``_pool_context``)
     bar = Progress("backtest runs", len(runs), progress)
     bar(0)
     finished = 0
@@ -236,7 +239,7 @@ def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
     context = _pool_context()
     parent_alive, parent_writes = context.Pipe(duplex=False)
     pool = ProcessPoolExecutor(min(jobs, len(items)), mp_context=context, initializer=_start_worker,
-                               initargs=(parent_alive,))
+                               initargs=(parent_alive, parent_writes))
     try:
         futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
         results: dict[int, Out] = {}
@@ -279,21 +282,27 @@ def _failed(item: Any, exc: Exception) -> UserError:
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    """Worker processes are forked from a fork server, a fresh single-threaded process that has
-    imported this module (the engine and its compiled kernels) once, not from this process: the
-    parent may hold threads (numba's threading layer among them), which a fork would copy in
-    whatever state they are in. Spawned workers would be as safe but each imports everything
-    again. The server costs one import per command (about 0.4 s); a fork of it, a few ms."""
+    """Worker processes are forked from this process while it runs no other Python thread: they
+    start with what it has imported and loaded (the engine, the compiled kernels that ``run_all``
+    loads first), in a few ms each. Native threads (the BLAS pool's) are fork-safe, as numpy
+    forks with them everywhere; numba runs no thread of its own (no kernel is ``parallel``).
+    A process running other Python threads (whose locks a fork would copy in whatever state they
+    are in) gets its workers from a fork server instead: a fresh single-threaded process that
+    imports this module once (about 0.65 s) and forks them."""
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     return context
 
 
-def _start_worker(parent_alive: Connection) -> None:
+def _start_worker(parent_alive: Connection, parent_writes: Connection) -> None:
     """A worker leaves Ctrl-C (sent to the whole process group) to the parent, which stops the
     workers, and exits once the parent is gone (killed): ``parent_alive`` reads a pipe only the
-    parent writes to, closed when it dies. Without that, a worker waits for work forever, as it
-    holds the write end of the pool's work queue itself."""
+    parent writes to (``parent_writes``, whose copy a forked worker inherits and closes here),
+    closed when it dies. Without that, a worker waits for work forever, as it holds the write
+    end of the pool's work queue itself."""
+    parent_writes.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_when_closed, args=(parent_alive,), daemon=True).start()
 

@@ -130,16 +130,22 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def test_workers_exit_when_the_parent_is_killed():
+PARENT_THREAD = "import threading\nthreading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+
+
+@pytest.mark.parametrize(("thread", "processes"), [("", 2), (PARENT_THREAD, 4)], ids=["forked", "fork-server"])
+def test_workers_exit_when_the_parent_is_killed(thread, processes):
+    """Forked from the parent (2 workers), or from a fork server when the parent runs a thread
+    (the server, its 2 workers and the resource tracker)."""
     parent = subprocess.Popen([sys.executable, "-c", "import time\nfrom pipelines.backtest.run import parallel_map\n"
-                               "parallel_map(time.sleep, [600] * 3, jobs=2)"], stderr=subprocess.DEVNULL)
+                               f"{thread}parallel_map(time.sleep, [600] * 3, jobs=2)"], stderr=subprocess.DEVNULL)
     try:
-        for _ in range(600):  # the fork server and its 2 workers
+        for _ in range(600):
             workers = descendants(parent.pid)
-            if len(workers) >= 4:  # with the resource tracker
+            if len(workers) >= processes:
                 break
             time.sleep(0.1)
-        assert len(workers) >= 4
+        assert len(workers) >= processes
     finally:
         parent.kill()
         parent.wait()
