@@ -1,10 +1,11 @@
 """The one console entry point, ``backstop``.
 
-Each stage of the pipeline owns its sub-commands: a module listed in ``COMMANDS`` exposes
-``register(subparsers)``, which adds its parsers and sets ``func`` on them. ``func(args)``
-returns the process exit code. Errors a user can fix (a bad flag, ``UserError``) print one
-line on stderr and exit 2; they never show a traceback.
-"""
+Each stage of the pipeline owns its sub-commands: a module listed in ``COMMANDS`` (with the
+names of the commands it adds) exposes ``register(subparsers)``, which adds its parsers and sets
+``func`` on them. ``func(args)`` returns the process exit code. A command line naming a command
+imports only the module that owns it (the others import Kafka clients, the audit store...).
+Errors a user can fix (a bad flag, ``UserError``) print one line on stderr and exit 2; they
+never show a traceback."""
 
 from __future__ import annotations
 
@@ -19,18 +20,19 @@ from typing import NoReturn
 from pipelines import __version__
 from pipelines.errors import UserError
 
-COMMANDS: tuple[str, ...] = (
-    "pipelines.topics_cli",
-    "pipelines.events.cli",
-    "pipelines.audit.cli",
-    "pipelines.execution.cli",
-    "pipelines.worker.cli",
-    "pipelines.risk.whatif",
-    "pipelines.scenarios.cli",
-    "pipelines.replay.cli",
-    "pipelines.backtest.cli",
-    "pipelines.demo",
-)
+#: module -> the commands its ``register`` adds
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "pipelines.topics_cli": ("topics",),
+    "pipelines.events.cli": ("schemas",),
+    "pipelines.audit.cli": ("audit", "audit-sink", "incident"),
+    "pipelines.execution.cli": ("executor",),
+    "pipelines.worker.cli": ("worker",),
+    "pipelines.risk.whatif": ("margin",),
+    "pipelines.scenarios.cli": ("scenarios",),
+    "pipelines.replay.cli": ("record", "replay"),
+    "pipelines.backtest.cli": ("backtest",),
+    "pipelines.demo": ("demo",),
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -40,7 +42,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or only of the command ``argv`` names (``command_named``)."""
     parser = Parser(
         prog="backstop",
         description="Streaming risk backstop for crypto options and derivatives.",
@@ -53,15 +56,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module_name in COMMANDS:
-        importlib.import_module(module_name).register(subparsers)
+    command = None if argv is None else command_named(argv)
+    for module_name, names in COMMANDS.items():
+        if command is None or command in names:
+            importlib.import_module(module_name).register(subparsers)
     return parser
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs, when it is one of ``COMMANDS`` and comes first or after
+    ``--config FILE`` only (``--config=FILE``, or a prefix of the flag as argparse takes); else
+    None: no command, ``--help``, ``--version``, a typo, for the parser of every command."""
+    takes_value = False
+    for arg in argv:
+        if takes_value:
+            takes_value = False
+        elif arg.startswith("--config="):
+            continue
+        elif len(arg) > 2 and "--config".startswith(arg):
+            takes_value = True
+        elif arg.startswith("-"):
+            return None
+        else:
+            return arg if any(arg in names for names in COMMANDS.values()) else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `backstop ... | head` ends quietly
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
