@@ -10,6 +10,7 @@ never show a traceback."""
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import signal
@@ -83,8 +84,20 @@ def command_named(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command of ``argv`` (None: the process's own command line) and returns its exit
+    code. The process's own command leaves its objects frozen (``gc.freeze``) on the way out:
+    the interpreter's exit then skips collecting them (about 0.25 s of CPU once the engine and
+    its compiled kernels are loaded); a command closes what it opens itself."""
+    own = argv is None
+    try:
+        return _run(sys.argv[1:] if argv is None else argv)
+    finally:
+        if own:
+            gc.freeze()
+
+
+def _run(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `backstop ... | head` ends quietly
-    argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import math
 import multiprocessing
 import os
@@ -229,7 +230,10 @@ def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
     calling ``on_done(i)`` as item ``i`` finishes. An item that raises ends the call with a
     ``UserError`` naming it (``str(item)``) and the exception, in one line; so does a worker that
     dies (killed, out of memory). On that error, or an interrupt, the other workers are stopped
-    mid-item and the items not started are dropped."""
+    mid-item and the items not started are dropped. While the pool lives, the garbage collector
+    leaves this process's objects alone (``gc.freeze``, as Python advises before forking): a
+    forked worker's collections then skip the objects it inherited (the engine, its compiled
+    kernels), which each full collection would otherwise traverse (and copy, page by page)."""
     if jobs == 1 or len(items) <= 1:
         out = []
         for i, item in enumerate(items):
@@ -238,6 +242,7 @@ def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
         return out
     context = _pool_context()
     parent_alive, parent_writes = context.Pipe(duplex=False)
+    gc.freeze()
     pool = ProcessPoolExecutor(min(jobs, len(items)), mp_context=context, initializer=_start_worker,
                                initargs=(parent_alive, parent_writes))
     try:
@@ -254,6 +259,7 @@ def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
         pool.shutdown(wait=True, cancel_futures=True)
         parent_writes.close()
         parent_alive.close()
+        gc.unfreeze()
     return [results[i] for i in range(len(items))]
 
 

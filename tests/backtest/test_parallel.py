@@ -3,11 +3,13 @@
 import contextlib
 import copy
 import dataclasses
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -104,6 +106,28 @@ def test_a_task_whose_worker_dies_is_named_by_its_runs():
 
 def double(item: int) -> int:
     return 2 * item
+
+
+def frozen_objects(item: int) -> int:
+    return gc.get_freeze_count()
+
+
+def test_workers_fork_with_the_parents_objects_frozen_and_the_parent_gets_them_back():
+    assert threading.active_count() == 1  # so the workers fork from this process
+    before = gc.get_freeze_count()
+    assert all(frozen > before for frozen in parallel_map(frozen_objects, [1, 2, 3], jobs=2))
+    assert gc.get_freeze_count() == before
+
+
+def test_a_process_running_threads_gets_its_workers_from_a_fork_server_with_the_same_results():
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert parallel_map(double, list(range(5)), jobs=2) == [2 * i for i in range(5)]
+    finally:
+        stop.set()
+        thread.join()
 
 
 def test_parallel_map_keeps_the_order_of_its_items():

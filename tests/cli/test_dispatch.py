@@ -49,3 +49,11 @@ def test_a_command_imports_no_other_commands_module() -> None:
             "print(' '.join(m for m in COMMANDS if m in sys.modules))")
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert imported == ["pipelines.backtest.cli"]
+
+
+def test_the_processs_own_command_leaves_its_objects_frozen_for_the_exit_and_a_call_does_not() -> None:
+    code = ("import gc, sys\nfrom pipelines.cli import main\nassert main(['scenarios', 'list']) == 0\n"
+            "before = gc.get_freeze_count()\nsys.argv = ['backstop', 'scenarios', 'list']\nassert main() == 0\n"
+            "print(before, gc.get_freeze_count() > 0, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stderr.split() == ["0", "True"]
