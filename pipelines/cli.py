@@ -98,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `backstop ... | head` ends quietly
-    args = build_parser(argv).parse_args(argv)
     try:
+        args = build_parser(argv).parse_args(argv)  # imports the command's module: Ctrl-C may come here
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"backstop: error: {exc}", file=sys.stderr)

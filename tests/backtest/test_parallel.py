@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,8 @@ from pipelines.cli import main
 from pipelines.errors import UserError
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate
+
+REPO = str(Path(__file__).resolve().parents[2])
 
 
 def backtest_json(capsys, *flags: str) -> tuple[object, str]:
@@ -229,3 +232,22 @@ def test_tasks_split_a_scenarios_many_runs_to_give_every_process_work():
     assert [len(batch) for batch in batches] == [3] * 7  # 4 tasks or more a process, of 3 runs
     assert sorted(i for batch in batches for i in batch) == list(range(len(runs)))
     assert batches[-1][-1] == 0  # the run without the backstop, last of the shortest task
+
+
+def test_ctrl_c_ends_the_command_and_its_workers_with_exit_130_and_no_traceback(tmp_path):
+    command = [sys.executable, "-m", "pipelines.cli", "backtest", "--scenario", "all", "--jobs", "2", "--no-progress"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": REPO}, start_new_session=True)
+    try:
+        for _ in range(600):  # its 2 workers running
+            workers = descendants(proc.pid)
+            if len(workers) >= 2:
+                break
+            time.sleep(0.1)
+        assert len(workers) >= 2
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it: to the whole process group
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert (proc.returncode, out, err) == (130, "", "")
+    assert not {pid for pid in workers if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"}
