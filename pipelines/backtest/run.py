@@ -7,6 +7,7 @@ order whatever ``jobs`` is: each run is deterministic and independent of the oth
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -16,7 +17,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
@@ -240,6 +241,12 @@ def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
             out.append(_call(fn, item))
             on_done(i)
         return out
+    with _sigpipe_blocked():
+        return _pool_map(fn, items, jobs, on_done)
+
+
+def _pool_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
+              on_done: Callable[[int], None]) -> list[Out]:
     context = _pool_context()
     parent_alive, parent_writes = context.Pipe(duplex=False)
     gc.freeze()
@@ -261,6 +268,20 @@ def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
         parent_alive.close()
         gc.unfreeze()
     return [results[i] for i in range(len(items))]
+
+
+@contextlib.contextmanager
+def _sigpipe_blocked() -> Iterator[None]:
+    """SIGPIPE blocked in this thread and in the threads and processes it starts meanwhile (the
+    pool's): the pool's call queue writes to workers that an error, a death or Ctrl-C may have
+    ended, and takes the broken pipe (EPIPE) as such; where SIGPIPE is not ignored (the CLI, so
+    that ``backstop ... | head`` ends quietly) the signal would end this process instead. A
+    pipe broken meanwhile in this thread stays pending and ends the process once unblocked."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _call(fn: Callable[[Item], Out], item: Item) -> Out:

@@ -101,6 +101,25 @@ def test_a_worker_that_dies_ends_the_call_with_an_error():
         parallel_map(exit_at_once, [1, 2, 3], jobs=2)
 
 
+DIE_WITH_SIGPIPE_LETHAL = """import signal, sys
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as the CLI has it
+from pipelines.backtest.run import parallel_map
+from pipelines.errors import UserError
+from tests.backtest.test_parallel import exit_at_once
+try:
+    parallel_map(exit_at_once, list(range(200)), jobs=2)
+except UserError as exc:
+    sys.exit(f"error: {exc}")
+"""
+
+
+def test_workers_that_die_with_items_queued_are_an_error_even_where_a_broken_pipe_kills():
+    for _ in range(3):  # the pool writes to the dead workers' queue in about half of the runs
+        proc = subprocess.run([sys.executable, "-c", DIE_WITH_SIGPIPE_LETHAL], capture_output=True, text=True,
+                              cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
+        assert (proc.returncode, proc.stderr) == (1, "error: 0: a worker process died (killed, or out of memory?)\n")
+
+
 def test_a_task_whose_worker_dies_is_named_by_its_runs():
     task = Task((Run(library.get("may-2021"), None, True), Run(library.get("may-2021"), None, False)))
     with pytest.raises(UserError, match=r"^may-2021 with backstop; may-2021 without backstop: a worker process died"):
