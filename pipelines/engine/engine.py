@@ -696,31 +696,25 @@ class Engine:
         than ``exposure_interval_ms`` — a compacted topic wants the news, not every tick."""
         p = self.params
         last_t, last_ratio = self._emitted_rows(built)
+        codes = self._codes(built).table  # the ladder's states the tick's visits refreshed (``_codes``)
         if p.compiled:
-            due = revalue_kernels.exposures_due(rows, slow, risk.margin_ratio, last_t, last_ratio, float(time_ms),
-                                                float(p.exposure_interval_ms), float(p.exposure_ratio_step))
+            picked, values = revalue_kernels.exposures_picked(
+                rows, slow, risk.margin_ratio, risk.equity, risk.maintenance, risk.initial, codes, triage.STATE,
+                last_t, last_ratio, float(time_ms), float(p.exposure_interval_ms), float(p.exposure_ratio_step))
         else:
             ratio = risk.margin_ratio[rows]
             with np.errstate(invalid="ignore"):
                 due = (slow | (time_ms - last_t[rows] >= p.exposure_interval_ms)
                        | ~(np.abs(ratio - last_ratio[rows]) < p.exposure_ratio_step))
-        picked = rows[due]
-        if not picked.size:
-            return []
-        ratio = risk.margin_ratio[picked]
-        last_t[picked] = time_ms
-        last_ratio[picked] = ratio
+            picked = rows[due]
+            values = np.column_stack((risk.equity[picked], risk.maintenance[picked], risk.initial[picked],
+                                      risk.margin_ratio[picked], codes[picked, triage.STATE]))
+            last_t[picked], last_ratio[picked] = time_ms, risk.margin_ratio[picked]
         accounts = built.book.accounts
-        names = [accounts[i] for i in picked.tolist()]
-        ratios = ratio.tolist()
-        # the ladder's state of each, from the codes the tick's visits refreshed (``_codes``)
-        states = map(STATE_OF_CODE.__getitem__, self._codes(built).table[picked, triage.STATE].tolist())
-        return [{"account": account, "event_time_ms": time_ms, "equity_usd": equity,
+        return [{"account": accounts[i], "event_time_ms": time_ms, "equity_usd": equity,
                  "maintenance_margin_usd": maintenance, "initial_margin_usd": initial, "margin_ratio": r,
-                 "state": state}
-                for account, equity, maintenance, initial, r, state in zip(
-                    names, risk.equity[picked].tolist(), risk.maintenance[picked].tolist(),
-                    risk.initial[picked].tolist(), ratios, states)]
+                 "state": STATE_OF_CODE[code]}
+                for i, (equity, maintenance, initial, r, code) in zip(picked.tolist(), values.tolist())]
 
     def _emitted_rows(self, built: BuiltBook) -> tuple[np.ndarray, np.ndarray]:
         """``_emitted`` as two arrays over the rows of ``built`` (time -inf and ratio NaN where
@@ -731,7 +725,7 @@ class Engine:
         if cache is None or cache[0] is not built:
             self._fold_emitted()
             last = [self._emitted.get(a) for a in built.book.accounts]
-            # float64 even when every account has sent one (ints): the compiled exposures_due has one signature
+            # float64 even when every account has sent one (ints): the compiled exposures_picked has one signature
             cache = self._emitted_cache = (
                 built, np.array([-math.inf if e is None else e[0] for e in last], dtype=np.float64),
                 np.array([math.nan if e is None else e[1] for e in last], dtype=np.float64))

@@ -304,14 +304,27 @@ def times_to_breach_rows(equity: np.ndarray, maintenance: np.ndarray, delta: np.
 
 
 @_kernel
-def exposures_due(rows: np.ndarray, slow: np.ndarray, ratio: np.ndarray, last_time: np.ndarray,
-                  last_ratio: np.ndarray, time_ms: float, interval_ms: float, ratio_step: float) -> np.ndarray:
+def exposures_picked(rows: np.ndarray, slow: np.ndarray, ratio: np.ndarray, equity: np.ndarray,
+                     maintenance: np.ndarray, initial: np.ndarray, codes: np.ndarray, state: int,
+                     last_time: np.ndarray, last_ratio: np.ndarray, time_ms: float, interval_ms: float,
+                     ratio_step: float) -> tuple[np.ndarray, np.ndarray]:
     """Which of ``rows`` get an exposure snapshot: looked at (``slow``), or their last snapshot is
-    ``interval_ms`` old, or their ratio moved ``ratio_step`` since it (NaN counts as moved)."""
-    out = np.empty(len(rows), dtype=np.bool_)
+    ``interval_ms`` old, or their ratio moved ``ratio_step`` since it (NaN counts as moved). Those
+    rows in order, and per row its equity, maintenance, initial margin, ratio and ``codes[r,
+    state]``; their ``last_time`` and ``last_ratio`` are then set to ``time_ms`` and the ratio."""
+    picked = np.empty(len(rows), dtype=np.int64)
+    k = 0
     for j, r in enumerate(rows):
-        out[j] = slow[j] or time_ms - last_time[r] >= interval_ms or not abs(ratio[r] - last_ratio[r]) < ratio_step
-    return out
+        if slow[j] or time_ms - last_time[r] >= interval_ms or not abs(ratio[r] - last_ratio[r]) < ratio_step:
+            picked[k] = r
+            k += 1
+    values = np.empty((k, 5))
+    for j in range(k):
+        r = picked[j]
+        values[j, 0], values[j, 1], values[j, 2] = equity[r], maintenance[r], initial[r]
+        values[j, 3], values[j, 4] = ratio[r], codes[r, state]
+        last_time[r], last_ratio[r] = time_ms, ratio[r]
+    return picked[:k], values
 
 
 def warm() -> None:
@@ -328,4 +341,5 @@ def warm() -> None:
         _, risk = account_risk(portfolio, market, adaptive=adaptive)
     rows = np.zeros(1, dtype=np.int64)
     ttb = times_to_breach_rows(risk.equity, risk.maintenance, risk.delta, risk.gamma, np.zeros(1), rows)
-    exposures_due(rows, ttb < 1.0, risk.margin_ratio, np.zeros(1), np.zeros(1), 0.0, 1.0, 1.0)
+    exposures_picked(rows, ttb < 1.0, risk.margin_ratio, risk.equity, risk.maintenance, risk.initial,
+                     np.zeros((1, 2)), 1, np.zeros(1), np.zeros(1), 0.0, 1.0, 1.0)
