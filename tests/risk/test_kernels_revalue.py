@@ -16,7 +16,7 @@ from pipelines.policy.ladder import times_to_breach_ms
 from pipelines.policy.signing import SigningKey
 from pipelines.replay.inprocess import fingerprint, load, replay_dicts
 from pipelines.risk.adaptive import AdaptiveParams, MarketConditions
-from pipelines.risk.book import Book, BookRisk, ResidentRisk, revalue_book
+from pipelines.risk.book import Book, BookRisk, ResidentRisk, margin_ratio, revalue_book
 from pipelines.risk.instruments import InstrumentTable, parse_instrument
 from pipelines.risk.kernels import pricing
 from pipelines.risk.kernels import revalue as kernel
@@ -141,6 +141,18 @@ def test_a_resident_revaluation_is_each_markets_reference_in_one_rewritten_risk(
         assert risk is first
     other = dataclasses.replace(book, accounts=tuple(list(book.accounts)))
     assert revalue_book(other, market, resident=resident) is not first
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.floats(), st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan])),
+                          st.one_of(st.floats(), st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan]))),
+                min_size=1, max_size=20))
+def test_the_scalar_margin_ratio_kernel_is_the_numpy_margin_ratio(pairs) -> None:
+    maintenance, equity = (np.array(column, dtype=np.float64) for column in zip(*pairs))
+    with np.errstate(all="ignore"):
+        want = margin_ratio(maintenance, equity)
+    got = np.array([kernel.margin_ratio_of(m, e) for m, e in zip(maintenance, equity)])
+    assert same(got, want)
 
 
 def test_row_sums_over_many_underlyings_follow_numpys_pairwise_order() -> None:

@@ -330,7 +330,8 @@ def exposures_picked(rows: np.ndarray, slow: np.ndarray, ratio: np.ndarray, equi
 def warm() -> None:
     """Compile (or load from the on-disk cache) every kernel of this module with the argument
     types its callers pass (read-only grid arrays included), by revaluing a one-account book
-    through ``book.revalue_book`` and throttling its exposures as the engine does."""
+    through ``book.revalue_book`` and throttling its exposures and raising its margin ratio as
+    the engine does."""
     from pipelines.risk.adaptive import AdaptiveParams
     from pipelines.risk.book import Portfolio, Position, account_risk
     from pipelines.risk.market import MarketState, UnderlyingMarket
@@ -343,3 +344,4 @@ def warm() -> None:
     ttb = times_to_breach_rows(risk.equity, risk.maintenance, risk.delta, risk.gamma, np.zeros(1), rows)
     exposures_picked(rows, ttb < 1.0, risk.margin_ratio, risk.equity, risk.maintenance, risk.initial,
                      np.zeros((1, 2)), 1, np.zeros(1), np.zeros(1), 0.0, 1.0, 1.0)
+    margin_ratio_of(risk.maintenance[0], risk.equity[0])  # the engine's penalty add-ons call it alone
