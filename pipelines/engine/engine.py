@@ -355,34 +355,46 @@ class Engine:
         each record goes through its detector and its underlying's circuit."""
         moved = self.board.apply_marks(values)
         index = self.board.index
-        on_mark, reported = self.detectors.on_mark, self._reported
-        timed: tuple[str, int] | None = None  # _moved_by changes nothing when asked again at once
+        # _moved_by changes nothing when asked again at once: the underlying and time it was last asked
+        timed_underlying: str | None = None
+        timed_ms = newest = values[0]["event_time_ms"]
         for value, ref, underlying in zip(values, refs, moved):
             t = value["event_time_ms"]
+            if t > newest:
+                newest = t
             instrument = value["instrument"]
-            reference = value.get("index_price") or index.get(value["underlying"])
             # A linear contract's mark is compared with its index; an option's mark is a premium,
             # which no index bounds, so it is not (its model value would be the reference).
-            linear = instrument_of(instrument).kind is not Kind.OPTION
-            if reference and linear:
-                # Venue-wide open interest and its largest holder's share, both published market
-                # data (docs/risk-model.md §7): every shard runs the detector alike (its accounts'
-                # ladders wait while the mark is manipulated); only the shard that reports the
-                # instrument emits its breaches and actions.
-                interest = value.get("open_interest")
-                backing = math.inf if interest is None else abs(interest) * value["mark_price"]
-                breaches = on_mark(instrument, t, value["mark_price"], reference, backing,
-                                   self.board.depth_usd.get(instrument), ref, value.get("largest_holder_share"))
-                for breach in breaches:
-                    self._delist(breach, out if reported(instrument) else None)
-                if breaches and reported(instrument):
-                    out.breaches += breaches
-                    self._act_on(breaches, out)
-                    timed = None
-            if underlying is not None and timed != (underlying, t):
-                timed = (underlying, t)
+            if instrument_of(instrument).kind is not Kind.OPTION:
+                reference = value.get("index_price") or index.get(value["underlying"])
+                if reference and self._judge_mark(value, ref, reference, out):
+                    timed_underlying = None
+            if underlying is not None and (underlying != timed_underlying or t != timed_ms):
+                timed_underlying, timed_ms = underlying, t
                 self._moved_by(underlying, t, ref, out)
-        self._count(max(value["event_time_ms"] for value in values), len(values))
+        self._count(newest, len(values))
+
+    def _judge_mark(self, value: Mapping[str, Any], ref: str, reference: float, out: EngineOutput) -> bool:
+        """A linear contract's mark through its detector, against its index ``reference``; its
+        breaches (and their delistings and circuit actions) into ``out`` where this engine reports
+        the instrument. Whether it reported any."""
+        # Venue-wide open interest and its largest holder's share, both published market
+        # data (docs/risk-model.md §7): every shard runs the detector alike (its accounts'
+        # ladders wait while the mark is manipulated); only the shard that reports the
+        # instrument emits its breaches and actions.
+        instrument = value["instrument"]
+        interest = value.get("open_interest")
+        backing = math.inf if interest is None else abs(interest) * value["mark_price"]
+        breaches = self.detectors.on_mark(instrument, value["event_time_ms"], value["mark_price"], reference, backing,
+                                          self.board.depth_usd.get(instrument), ref, value.get("largest_holder_share"))
+        reported = self._reported(instrument)
+        for breach in breaches:
+            self._delist(breach, out if reported else None)
+        if breaches and reported:
+            out.breaches += breaches
+            self._act_on(breaches, out)
+            return True
+        return False
 
     def _act_on(self, breaches: list[Breach], out: EngineOutput) -> None:
         """Market breaches just found: liquidity breaches mark their instrument thin (or clear it),
