@@ -454,7 +454,7 @@ class Engine:
             plans = self._plans(book, risk, rows[planned], due[planned], time_ms, revalued.conditions)
             at = np.flatnonzero(due)
             if at.size:
-                sends = self._rounds_send(book.accounts, rows[at], plans, marks, unreliable, time_ms)
+                sends = self._rounds_send(book.accounts, rows[at], risk, plans, marks, unreliable, time_ms)
                 fate[at] = np.where(sends, triage.VISIT, triage.ROUND)
         self._leave_alone(built, rows, fate, time_ms)
         visit = np.flatnonzero(fate == triage.VISIT)
@@ -465,17 +465,24 @@ class Engine:
         out.exposures += self._exposures(built, rows, fate != triage.QUIET, risk, time_ms)
         return out
 
-    def _rounds_send(self, accounts: tuple[str, ...], rows: np.ndarray, plans: Mapping[int, LiquidationPlan],
-                     marks: Mapping[str, float], unreliable: frozenset[str], time_ms: int) -> np.ndarray:
+    def _rounds_send(self, accounts: tuple[str, ...], rows: np.ndarray, risk: BookRisk,
+                     plans: Mapping[int, LiquidationPlan], marks: Mapping[str, float], unreliable: frozenset[str],
+                     time_ms: int) -> np.ndarray:
         """Per row of ``rows`` (``DUE_ROUND``: a liquidating account's round due, margin unmoved),
-        whether its round would send anything: ``Ladder.round_orders`` on the orders of the plan
-        made at this tick, as the visit's plan closure would give them (none where the target is
-        not finite: ``_plans`` made no plan then, as the closure makes none)."""
+        whether its round may send anything, so that only the rows it is False for are left to
+        ``_leave_alone``: ``Ladder.round_orders`` on the orders of the plan made at this tick, as
+        the visit's plan closure would give them. False where the target is not finite (the
+        closure makes no plan then, and neither did ``_plans``); True where the target is finite
+        and the tick made no plan for the row: the visit plans it alone, so a missing plan can
+        cost time, never an action."""
         thin, round_orders = self._thin, self.ladder.round_orders
+        sized = np.isfinite(self.ladder.target_ratios(risk.maintenance[rows], risk.initial[rows])).tolist()
         sends = np.zeros(len(rows), dtype=bool)
         for k, i in enumerate(rows.tolist()):
             plan = plans.get(i)
-            if plan is not None and plan.orders:
+            if plan is None:
+                sends[k] = sized[k]
+            elif plan.orders:
                 legs = [(o.instrument, underlying_of(o.instrument), o.qty, marks[o.instrument]) for o in plan.orders]
                 sends[k] = bool(round_orders(accounts[i], legs, time_ms, thin, unreliable))
         return sends

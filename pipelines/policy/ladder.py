@@ -326,7 +326,11 @@ class Ladder:
         """Whether a revaluation at ``ratio`` could run a liquidation round for ``account``: it is
         liquidating, or a margin shortfall (at ``shortfall_ratio``) could start one, and no round
         ran within ``round_ms``. A hint for planning many accounts together before the ladder
-        runs; a wrong answer costs time (the plan is then made alone), never a different action."""
+        runs, and only a hint: a wrong answer costs time, never a different action, because
+        every account the hint leaves unplanned is planned alone where its round runs — by its
+        visit, and for an account whose round ``round_due`` finds due, by the visit the engine
+        gives every such account with a finite target and no plan (``Engine._rounds_send``
+        reads only a plan it has as the round's orders, never a missing one as no orders)."""
         ladder = self._accounts.get(account)
         if ladder is None:
             return ratio >= shortfall_ratio

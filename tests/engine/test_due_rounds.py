@@ -1,8 +1,11 @@
 """Liquidating accounts whose round is due (``DUE_ROUND``): the engine plans them with the visited
 rows, checks each round with ``Ladder.round_orders`` and marks the rounds that send nothing
-without the per-account path; the replays' outputs are those of one that visits every account."""
+without the per-account path; the replays' outputs, and every account's state and the triage's
+codes along the way, are those of one that visits every account."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,12 +17,62 @@ from pipelines.risk.kernels import triage
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate
 
+EVERY = 97  # ticks between two looks at the engine's state mid-replay
+
+
+def account_states(engine: Engine) -> dict[str, Any]:
+    """What the engine holds per account mid-tick-stream (``_account_state`` but the book, which
+    events alone change, and the exposures' record, folded lazily) and its triage codes."""
+    held = engine.ladder.accounts() | engine.detectors.accounts() | engine.penalties.accounts() | engine._attention
+    codes, table = engine._codes_cache, None
+    if codes is not None:
+        table = codes.table.copy()
+        # the in-flight column holds on LIQUIDATED rows, the only ones the triage reads it for (_Codes)
+        table[table[:, triage.STATE] != triage.LIQUIDATED, triage.IN_FLIGHT] = np.nan
+    return {"accounts": {a: (engine.ladder.account_state(a), engine.detectors.account_state(a),
+                             engine.penalties.account_state(a), a in engine._attention) for a in sorted(held)},
+            "codes": None if codes is None else (codes.built.book.accounts, table)}
+
+
+def replayed(rows: list, compiled: bool) -> tuple[Any, list[dict], list[dict]]:
+    """The replay's output, the engine's state every ``EVERY`` ticks, and every held account's
+    state at the end (as ``export_accounts`` gives it)."""
+    revalue, engines, looks = Engine._revalue, [], []
+
+    def looked(self: Engine, time_ms: int):
+        out = revalue(self, time_ms)
+        engines.append(self)
+        if len(engines) % EVERY == 0:
+            looks.append(account_states(self))
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Engine, "_revalue", looked)
+        out = replay_dicts(rows, params=EngineParams(compiled=compiled))
+    engine, = set(engines)
+    end = [engine._account_state(a) for a in sorted(engine.held_accounts())]  # the run may end mid-tick
+    looks.append(account_states(engine))
+    return out, looks, end
+
+
+def assert_same_states(looks: list[dict], visited: list[dict]) -> None:
+    """The looks of ``replayed`` (more than three) equal, account by account and code by code."""
+    assert len(looks) > 3 and len(looks) == len(visited)
+    for look, visited_look in zip(looks, visited):
+        assert look["accounts"] == visited_look["accounts"]
+        assert (look["codes"] is None) == (visited_look["codes"] is None)
+        if look["codes"] is not None:
+            assert look["codes"][0] == visited_look["codes"][0]
+            np.testing.assert_array_equal(look["codes"][1], visited_look["codes"][1])
+
 
 @pytest.mark.parametrize("scenario", ["jelly-2025", "luna-2022"])
-def test_due_rounds_that_send_nothing_change_no_output(scenario, monkeypatch) -> None:
+def test_due_rounds_that_send_nothing_change_nothing_a_visit_would_not(scenario, monkeypatch) -> None:
     """Compiled and numpy, the triaged replay gives the breaches, actions and exposures of one
     that sends every revalued account but the screened-out ones through the per-account path,
-    and it marks rounds without a visit as well as visiting rounds that send."""
+    and the same state for every account (ladder, detectors, penalties, attention; at the end
+    its book and exposure record too) and the same triage codes, mid-replay and at the end;
+    it marks rounds without a visit as well as visiting rounds that send."""
     rows = list(venue_feed.rows(generate(library.get(scenario)).events))
     marked, sent = [], []
     rounds_send = Engine._rounds_send
@@ -30,14 +83,42 @@ def test_due_rounds_that_send_nothing_change_no_output(scenario, monkeypatch) ->
         sent.append(int(sends.sum()))
         return sends
 
-    monkeypatch.setattr(Engine, "_rounds_send", watched)
-    triaged = [replay_dicts(rows, params=EngineParams(compiled=compiled)) for compiled in (True, False)]
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, "_rounds_send", watched)
+        triaged = [replayed(rows, compiled) for compiled in (True, False)]
     assert sum(marked) and sum(sent)
-    monkeypatch.undo()
     fates = Engine._fates
     monkeypatch.setattr(Engine, "_fates", lambda self, *args: np.minimum(fates(self, *args), triage.VISIT))
-    for compiled, out in zip((True, False), triaged):
-        visited = replay_dicts(rows, params=EngineParams(compiled=compiled))
+    for compiled, (out, looks, end) in zip((True, False), triaged):
+        visited, visited_looks, visited_end = replayed(rows, compiled)
         assert [b.breach_id for b in out.breaches] == [b.breach_id for b in visited.breaches]
         assert [a.action_id for a in out.actions] == [a.action_id for a in visited.actions]
         assert out.exposures == visited.exposures
+        assert_same_states(looks, visited_looks)
+        assert end == visited_end
+
+
+def test_a_due_round_the_tick_made_no_plan_for_is_visited(monkeypatch) -> None:
+    """A due round whose target is finite but that the tick's batch made no plan for is not read
+    as sending nothing: it is visited (the visit plans it alone), and the replay is still the
+    one that visits every account, state and codes included."""
+    rows = list(venue_feed.rows(generate(library.get("jelly-2025")).events))
+    plans, dropped = Engine._plans, []
+
+    def unplanned(self, book, risk, rows, due, time_ms, conditions):
+        made = plans(self, book, risk, rows, due, time_ms, conditions)
+        dropped.extend(made.pop(i) for i in rows[due].tolist() if i in made)
+        return made
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, "_plans", unplanned)
+        out, looks, end = replayed(rows, True)
+    assert dropped
+    fates = Engine._fates
+    monkeypatch.setattr(Engine, "_fates", lambda self, *args: np.minimum(fates(self, *args), triage.VISIT))
+    visited, visited_looks, visited_end = replayed(rows, True)
+    assert [a.action_id for a in out.actions] == [a.action_id for a in visited.actions]
+    assert [b.breach_id for b in out.breaches] == [b.breach_id for b in visited.breaches]
+    assert out.exposures == visited.exposures
+    assert_same_states(looks, visited_looks)
+    assert end == visited_end
