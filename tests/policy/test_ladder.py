@@ -82,6 +82,67 @@ def test_rounds_ramp_are_capped_and_respect_in_flight() -> None:
     assert out[0].quantity * 60_000.0 == 120_000.0
 
 
+# one round's plan, worked by hand (defaults: 20 % ramped to 100 % over 60 s, $100,000 per round,
+# none under $1,000); at 18 s of distress the share is 0.2 + 18/60 = 0.5
+WORKED_PLAN = [CloseIntent("ETH-PERPETUAL", "ETH", -100.0, 2_000.0),  # ETH's oracle unreliable: waits
+               CloseIntent("LINK-PERPETUAL", "LINK", -1_000.0, 20.0),  # a manipulated mark: waits
+               CloseIntent("BTC-PERPETUAL", "BTC", -4.0, 10_000.0),  # -2 of it, -0.5 in flight: -1.5, $15,000
+               CloseIntent("BTC-C", "BTC", 2.0, 1_000.0),  # 1 of it, 3 in flight: past it, no sale back
+               CloseIntent("BTC-PERPETUAL", "BTC", -10.0, 10_000.0),  # -5, -2 now in flight: -3, $30,000
+               CloseIntent("SOL-PERPETUAL", "SOL", 50.0, 100.0),  # 25, $2,500, thin: to the LPs
+               CloseIntent("DOGE-PERPETUAL", "DOGE", 1_000.0, 1.5),  # 500, $750: under the minimum
+               CloseIntent("AVAX-PERPETUAL", "AVAX", 2_000.0, 100.0),  # 1,000, $100,000: capped at $52,500 left
+               CloseIntent("XRP-PERPETUAL", "XRP", 100.0, 100.0)]  # the budget is spent: not reached
+
+
+def worked_ladder() -> Ladder:
+    ladder = Ladder()
+    ladder.restore_account("a", {"state": "liquidating", "distress_since_ms": 0, "last_round_ms": None,
+                                 "breach_ids": ["b"], "last_hedge_ms": None,
+                                 "in_flight": {"BTC-PERPETUAL": -0.5, "BTC-C": 3.0}})
+    return ladder
+
+
+def test_a_rounds_orders_worked_by_hand() -> None:
+    """The round loop's arithmetic on numbers worked out by hand: the ramped share, less what
+    is in flight (this round's own orders included, for an instrument planned twice), never
+    past the position, the round's notional budget spent leg by leg (the last leg capped to
+    what is left, then the round ends), none under the minimum, thin books to the LPs, legs
+    on an unreliable underlying or instrument skipped; ``on_revaluation`` sends those orders
+    and puts them in flight."""
+    ladder, thin, unreliable = worked_ladder(), {"SOL-PERPETUAL"}, {"ETH", "LINK-PERPETUAL"}
+    orders = ladder.round_orders("a", WORKED_PLAN, 18_000, thin, unreliable)
+    assert [(leg.instrument, kind.value) for leg, _, kind in orders] == [
+        ("BTC-PERPETUAL", "partial_liquidation"), ("BTC-PERPETUAL", "partial_liquidation"),
+        ("SOL-PERPETUAL", "transfer_to_lp"), ("AVAX-PERPETUAL", "partial_liquidation")]
+    assert [qty for _, qty, _ in orders[:3]] == [-1.5, -3.0, 25.0]
+    assert orders[3][1] == pytest.approx(525.0, rel=1e-15)  # 1,000 x 52,500 / 100,000
+    assert [leg for leg, _, _ in orders] == [WORKED_PLAN[2], WORKED_PLAN[4], WORKED_PLAN[5], WORKED_PLAN[7]]
+    view = AccountView("a", 18_000, 100_000.0, 90_000.0, 100_000.0, 0.9, {"BTC": 0.0}, {"BTC": 0.0},
+                       {"BTC": 0.0}, {"BTC": 60_000.0}, {"BTC": 0.0})  # over the target 0.9 / 1.02
+    decisions = ladder.on_revaluation(view, [], [], lambda target: WORKED_PLAN, thin, unreliable)
+    assert [(d.instrument, d.side, d.quantity) for d in decisions] == [
+        ("BTC-PERPETUAL", "sell", 1.5), ("BTC-PERPETUAL", "sell", 3.0), ("SOL-PERPETUAL", "buy", 25.0),
+        ("AVAX-PERPETUAL", "buy", orders[3][1])]
+    in_flight = ladder.account_state("a")["in_flight"]
+    assert in_flight == {"BTC-PERPETUAL": -5.0, "BTC-C": 3.0, "SOL-PERPETUAL": 25.0, "AVAX-PERPETUAL": orders[3][1]}
+    # $99,500 spent on the first leg, the next one's $5,000 capped to the $500 left: under the minimum
+    spent = [CloseIntent("SOL-PERPETUAL", "SOL", 1_990.0, 100.0), CloseIntent("AVAX-PERPETUAL", "AVAX", 100.0, 100.0)]
+    assert [(leg.instrument, qty) for leg, qty, _ in worked_ladder().round_orders("a", spent, 18_000, set(), set())
+            ] == [("SOL-PERPETUAL", 995.0)]
+
+
+def test_a_rounds_share_starts_at_the_initial_share_and_ramps_to_all() -> None:
+    """The share of each leg is 20 % with no distress time, 20 % + elapsed / 60 s, and all of
+    it from 48 s on (here less the 0.5 in flight, within a budget it does not reach)."""
+    ladder, leg = worked_ladder(), [CloseIntent("BTC-PERPETUAL", "BTC", -5.0, 10_000.0)]
+    assert [qty for _, qty, _ in ladder.round_orders("a", leg, 0, set(), set())] == [-0.5]  # -1 + 0.5
+    assert [qty for _, qty, _ in ladder.round_orders("a", leg, 18_000, set(), set())] == [-2.0]
+    assert [qty for _, qty, _ in ladder.round_orders("a", leg, 48_000, set(), set())] == [-4.5]
+    assert [qty for _, qty, _ in ladder.round_orders("a", leg, 600_000, set(), set())] == [-4.5]
+    assert ladder.round_orders("a", [leg[0]._replace(qty=-2.9)], 0, set(), set()) == []  # -0.08: $800
+
+
 def test_a_round_that_sends_nothing_still_paces_the_next() -> None:
     """In flight covers the plan: the round sends nothing, and the plan is not asked again on
     the next tick (a fast feed revalues every 250 ms) but a round later."""
