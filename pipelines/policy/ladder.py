@@ -99,7 +99,8 @@ class AccountView:
     time_to_breach_ms: float | None = None  # precomputed by a batch caller; None: from the Greeks here
 
 
-# a leg of a plan as ``_round_orders`` reads it: (instrument, underlying, qty, mark); a ``CloseIntent`` is one
+# a leg of a plan as ``_round_orders`` reads it: (instrument, underlying, qty, mark); a ``CloseIntent`` is one.
+# A type variable, not an alias: the orders give back the caller's legs, ``CloseIntent`` to ``_round``
 Leg = TypeVar("Leg", bound=tuple[str, str, float, float])
 
 
