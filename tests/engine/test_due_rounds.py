@@ -12,10 +12,13 @@ import pytest
 
 from bench import venue_feed
 from pipelines.engine.engine import Engine, EngineParams
+from pipelines.policy.ladder import LadderParams
 from pipelines.replay.inprocess import replay_dicts
 from pipelines.risk.kernels import triage
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate
+from tests.engine.test_engine import run
+from tests.kit.crash import crash_events
 
 EVERY = 97  # ticks between two looks at the engine's state mid-replay
 
@@ -122,3 +125,40 @@ def test_a_due_round_the_tick_made_no_plan_for_is_visited(monkeypatch) -> None:
     assert out.exposures == visited.exposures
     assert_same_states(looks, visited_looks)
     assert end == visited_end
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_due_round_under_the_minimum_is_marked_or_the_next_tick_sends_early(compiled, monkeypatch) -> None:
+    """The scripted crash (an event a second) with rounds every 2 s and the share ramped over
+    4 min: a due round whose ramp since the last round is worth less than the minimum notional
+    sends nothing, and left unmarked it would be due again a second later and send then.
+    Marked, the replay is the one that visits every account: actions, breaches and states."""
+    params = EngineParams(hedged_accounts=frozenset({"hedged-desk"}),
+                          ladder=LadderParams(round_ms=2_000, ramp_ms=240_000), compiled=compiled)
+    rounds_send, marked = Engine._rounds_send, []
+
+    def watched(self, *args):
+        sends = rounds_send(self, *args)
+        marked.append(int((~sends).sum()))
+        return sends
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, "_rounds_send", watched)
+        engine, breaches, actions = run(crash_events(), params)
+    leave_alone = Engine._leave_alone
+
+    def unmarked(self, built, rows, fate, time_ms):
+        leave_alone(self, built, rows, np.where(fate == triage.ROUND, triage.UNMOVED, fate), time_ms)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, "_leave_alone", unmarked)
+        _, _, early = run(crash_events(), params)
+    assert sum(marked) and [a.action_id for a in early] != [a.action_id for a in actions]
+    fates = Engine._fates
+    monkeypatch.setattr(Engine, "_fates", lambda self, *args: np.minimum(fates(self, *args), triage.VISIT))
+    visited, visited_breaches, visited_actions = run(crash_events(), params)
+    assert [b.breach_id for b in breaches] == [b.breach_id for b in visited_breaches]
+    assert [a.action_id for a in actions] == [a.action_id for a in visited_actions]
+    held = sorted(engine.held_accounts())
+    assert held == sorted(visited.held_accounts())
+    assert [engine._account_state(a) for a in held] == [visited._account_state(a) for a in held]
