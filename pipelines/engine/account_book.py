@@ -63,7 +63,8 @@ class BuiltBook:
         price = np.array(asset_prices, dtype=np.float64)[self.collateral_asset]
         usd = np.bincount(self.collateral_account, weights=self.collateral_amount * price,
                           minlength=len(self.book.accounts))
-        book = dataclasses.replace(self.book, collateral=usd)
+        # from the last one valued: what a tick derived from its positions is carried over
+        book = (self.valued[0][1] if self.valued else self.book).with_collateral(usd)
         self.valued[:] = [(asset_prices, book)]
         return book
 

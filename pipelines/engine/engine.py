@@ -542,14 +542,17 @@ class Engine:
     def revaluation(self, time_ms: int | None = None) -> Revaluation:
         """Every priced account revalued as of ``time_ms`` (default: the latest event time) on
         the current market, as a tick would, changing nothing: for what-ifs and benchmarks. Its
-        book's collateral is the caller's own (the ticks reuse theirs while prices hold)."""
+        book's collateral and its conditions' dicts are the caller's own (the ticks reuse theirs while
+        prices and conditions hold)."""
         as_of_ms = self._last_time_ms if time_ms is None else time_ms
         if as_of_ms is None:
             raise ValueError("no event yet: nothing to revalue")
         built = self.accounts.built(self.board.index.keys(), self.board.instruments)
         revalued = self._revaluation(built, as_of_ms, resident=False)
-        book = dataclasses.replace(revalued.book, collateral=revalued.book.collateral.copy())
-        return dataclasses.replace(revalued, book=book)
+        conditions = revalued.conditions  # the board's, reused by later ticks: the caller gets copies
+        return dataclasses.replace(revalued, book=revalued.book.with_collateral(revalued.book.collateral.copy()),
+                                   conditions=MarketConditions(dict(conditions.realised_vol),
+                                                               dict(conditions.depth_usd)))
 
     def _revaluation(self, built: BuiltBook, time_ms: int, rows: np.ndarray | None = None, *,
                      resident: bool = True) -> Revaluation:

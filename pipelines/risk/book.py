@@ -98,6 +98,22 @@ class Book:
         return sp.csr_matrix((self.qty, (self.rows, self.instrument_idx)), shape=shape)
 
     @functools.cached_property
+    def derived(self) -> dict[str, object]:
+        """Callers' caches of what they derive from the positions and the instrument table alone
+        (never the collateral), kept with the book and shared by the books ``with_collateral``
+        makes from it (``kernels.planner.resident``)."""
+        return {}
+
+    def with_collateral(self, collateral: np.ndarray) -> Book:
+        """The same positions with ``collateral`` (USD per account): what was derived from the
+        positions (``matrix``, ``position_values``, ``derived``) is carried over, not made again
+        each time a collateral asset's price moves."""
+        book = dataclasses.replace(self, collateral=collateral)
+        carried = {name: value for name, value in vars(self).items() if name in _POSITIONS_DERIVED}
+        vars(book).update(carried)  # the cached properties' own store (the dataclass is frozen)
+        return book
+
+    @functools.cached_property
     def position_values(self) -> np.ndarray:
         """``qty``, ``cost_qty`` and ``cost`` as the rows of one (3, n_positions) float array, made
         on first use and kept (the compiled revaluation's form: one argument instead of three)."""
@@ -176,6 +192,10 @@ def _sums(groups: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
     """``weights`` summed per group, float64 even with no weights at all (where ``np.bincount``
     answers int64: the kernel would need another compiled specialisation for it)."""
     return np.bincount(groups, weights=weights, minlength=n).astype(np.float64, copy=False)
+
+
+# Book's cached properties made from its positions and table alone (``Book.with_collateral`` carries them)
+_POSITIONS_DERIVED = frozenset({"matrix", "position_values", "derived"})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

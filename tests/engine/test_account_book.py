@@ -89,3 +89,23 @@ def test_a_book_rebuilt_after_changes_equals_one_built_afresh() -> None:
         for a in book.held():
             fresh.restore_account(a, book.account_state(a))
         _same_built(book, fresh, priced)
+
+
+def test_a_coin_collateral_book_revalued_at_new_prices_keeps_what_its_positions_gave() -> None:
+    """A book holding BTC collateral is a new ``Book`` each time BTC's price moves; what was made
+    from its positions (the compiled layout's ``position_values``, the planner's resident arrays
+    in ``derived``) is carried over, and only the collateral differs."""
+    book = AccountBook()
+    book.set_collateral("a", "BTC", 2.0)
+    book.set_collateral("b", "USDC", 1_000.0)
+    book.set_position("a", "BTC-PERPETUAL", 1.0, 100.0)
+    book.set_position("b", "BTC-PERPETUAL", -1.0, 100.0)
+    built = book.built(["BTC"])
+    first = built.with_collateral({"BTC": 100.0})
+    values, derived = first.position_values, first.derived
+    derived["probe"] = object()
+    moved = built.with_collateral({"BTC": 150.0})
+    assert moved is not first and moved.collateral.tolist() == [300.0, 1_000.0]
+    assert first.collateral.tolist() == [200.0, 1_000.0]
+    assert moved.position_values is values and moved.derived is derived
+    assert moved.matrix.toarray().tolist() == first.matrix.toarray().tolist()

@@ -193,6 +193,26 @@ def test_a_revaluation_asked_for_keeps_its_values_through_the_ticks_after_it() -
     assert all(np.array_equal(getattr(risk, name), value, equal_nan=True) for name, value in kept.items())
 
 
+def test_a_revaluations_conditions_written_to_leave_the_ticks_after_it_alone() -> None:
+    """``revaluation()``'s conditions are the caller's own too: a what-if that writes into them
+    (here a depth) changes neither the board nor the conditions the next ticks revalue with."""
+    events = [(record, value) for record, value in crash_events()]
+    engine = Engine(KEY)
+    for n, (record, value) in enumerate(events[:60]):
+        engine.on_event(record, value, f"e{n}")
+    engine.flush()
+    board = dict(engine.board.depth_usd)
+    asked = engine.revaluation().conditions
+    depth, vols = dict(asked.depth_usd), dict(asked.realised_vol)
+    assert depth and vols, "the crash's first events give a depth and a realised vol"
+    for underlying in depth:
+        asked.depth_usd[underlying] = 1.0
+        asked.realised_vol[underlying] = 9.0
+    assert engine.board.depth_usd == board
+    after = engine.revaluation().conditions
+    assert after.depth_usd == depth and after.realised_vol == vols
+
+
 def test_an_older_market_record_does_not_overwrite_a_newer_one() -> None:
     """An input can deliver an event out of order (within the lateness allowance); the board
     keeps the newer value, and the index history stays in time order."""

@@ -59,7 +59,7 @@ PLAN_FIELDS = 9
 ORDER_INSTRUMENT, ORDER_QTY, ORDER_COST, ORDER_MAINTENANCE, ORDER_EQUITY, ORDER_RATIO = 0, 1, 2, 3, 4, 5
 ORDER_FIELDS = 6
 FLOAT64 = np.dtype(np.float64)
-RESIDENT_BOOKS = 8  # books whose Resident is kept (planner.resident)
+_RESIDENT = "planner.resident"  # its key in Book.derived
 NO_SLIPPAGE = np.zeros(0)  # slippage_per_unit not given: the kernel prices it
 OPEN_ABOVE = 1e-12  # a leg is open while |position| > this (the reference's test)
 MIN_COST = 1e-12  # a chunk's cost is floored at this in its score (the reference's floor)
@@ -443,18 +443,22 @@ class Resident(NamedTuple):
     names: tuple[str, ...]
 
 
-@functools.lru_cache(maxsize=RESIDENT_BOOKS)
 def resident(book: Book, grid: ScenarioGrid, charges: UnderlyingParams) -> Resident:
     """The ``Resident`` of ``book`` under ``grid`` and ``charges`` (a revaluation's ``grid`` and
-    ``params``), made once while the three stay the same objects (all compare by identity): their
-    arrays are never written after they are made (``Book.matrix`` is kept on the same terms).
-    The last ``RESIDENT_BOOKS`` are kept: the engines of one process (``run_shards``' shards)
-    each plan on their own book, tick after tick."""
+    ``params``), made once and kept in ``book.derived`` while the last ``grid`` and ``charges``
+    asked for are the same objects: its arrays come from the positions and the table alone and
+    are never written after they are made, so the books ``Book.with_collateral`` makes (one each
+    time a collateral asset's price moves) share it."""
+    kept = book.derived.get(_RESIDENT)
+    if isinstance(kept, tuple) and kept[0] is grid and kept[1] is charges:
+        return kept[2]
     table = book.instruments
     positions = (_ints(book.position_start), _ints(book.instrument_idx), _floats(book.qty),
                  _ints(table.underlying_idx), _bools(table.is_option))
-    return Resident(positions, _floats(grid.weight), (_floats(charges.delta_charge_net),
+    made = Resident(positions, _floats(grid.weight), (_floats(charges.delta_charge_net),
                     _floats(charges.delta_charge_hedged), _floats(charges.short_option_charge)), table.names)
+    book.derived[_RESIDENT] = (grid, charges, made)
+    return made
 
 
 def plan_batch(book: Book, risk: BookRisk, picked: Sequence[int], targets: Sequence[float], chunk_fraction: float,
