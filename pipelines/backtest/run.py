@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
@@ -231,8 +231,10 @@ def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
     calling ``on_done(i)`` as item ``i`` finishes. An item that raises ends the call with a
     ``UserError`` naming it (``str(item)``) and the exception, in one line; so does a worker that
     dies (killed, out of memory). On that error, or an interrupt, the other workers are stopped
-    mid-item and the items not started are dropped. While the pool lives, the garbage collector
-    leaves this process's objects alone (``gc.freeze``, as Python advises before forking): a
+    mid-item and the items not started are dropped; Ctrl-C while the workers start ends the call
+    with ``KeyboardInterrupt`` once they have (``_interrupts_held``). While the pool lives, the
+    garbage collector leaves this process's objects alone (``gc.freeze``, as Python advises
+    before forking), unless the caller has frozen objects itself (they stay as they are): a
     forked worker's collections then skip the objects it inherited (the engine, its compiled
     kernels), which each full collection would otherwise traverse (and copy, page by page)."""
     if jobs == 1 or len(items) <= 1:
@@ -241,7 +243,7 @@ def parallel_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
             out.append(_call(fn, item))
             on_done(i)
         return out
-    with _sigpipe_blocked():
+    with _sigpipe_blocked(), _frozen_unless_the_caller_froze():
         return _pool_map(fn, items, jobs, on_done)
 
 
@@ -249,14 +251,16 @@ def _pool_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
               on_done: Callable[[int], None]) -> list[Out]:
     context = _pool_context()
     parent_alive, parent_writes = context.Pipe(duplex=False)
-    gc.freeze()
     pool = ProcessPoolExecutor(min(jobs, len(items)), mp_context=context, initializer=_start_worker,
                                initargs=(parent_alive, parent_writes))
     try:
-        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        with _interrupts_held():
+            futures = _submit_all(pool, fn, items)
         results: dict[int, Out] = {}
         for future in as_completed(futures):
             i = futures[future]
+            if isinstance(future.exception(), BrokenProcessPool):
+                raise _died(items[_first_unfinished(futures)])
             results[i] = _outcome(future, items[i])
             on_done(i)
     except BaseException:
@@ -266,8 +270,53 @@ def _pool_map(fn: Callable[[Item], Out], items: Sequence[Item], jobs: int,
         pool.shutdown(wait=True, cancel_futures=True)
         parent_writes.close()
         parent_alive.close()
-        gc.unfreeze()
     return [results[i] for i in range(len(items))]
+
+
+def _submit_all(pool: ProcessPoolExecutor, fn: Callable[[Item], Out], items: Sequence[Item]) -> dict[Future, int]:
+    """Each item's future (the first submit starts the workers) and its index; if a worker dies
+    meanwhile, those submitted so far: the pool fails each of them that is not done with
+    ``BrokenProcessPool`` (``_first_unfinished``)."""
+    futures: dict[Future, int] = {}
+    with contextlib.suppress(BrokenProcessPool):
+        for i, item in enumerate(items):
+            futures[pool.submit(fn, item)] = i
+    return futures
+
+
+@contextlib.contextmanager
+def _frozen_unless_the_caller_froze() -> Iterator[None]:
+    """This process's objects frozen (``gc.freeze``) meanwhile and thawed after, when none were
+    frozen before; else the frozen ones stay so and no other is frozen or thawed."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C (SIGINT) held back meanwhile and raised as ``KeyboardInterrupt`` after, so that it
+    never interrupts a fork: the hooks Python runs around it in both processes (logging's
+    locks) would report it as ignored and drop it. SIGINT is blocked in this thread, and so in
+    the processes it forks until ``_start_worker`` ignores it; in the main thread, the handler
+    only notes a SIGINT that another thread (a native one: BLAS's) takes meanwhile."""
+    noted = []
+    main = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: noted.append(True)) if main else None
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)  # a pending SIGINT is handled here
+    if noted:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -298,10 +347,19 @@ def _outcome(future: Future, item: Any) -> Any:
         return future.result()
     except UserError:
         raise
-    except BrokenProcessPool:
-        raise UserError(f"{item}: a worker process died (killed, or out of memory?)") from None
     except Exception as exc:
         raise _failed(item, exc) from exc
+
+
+def _first_unfinished(futures: dict[Future, int]) -> int:
+    """The first index (in submission order, which is the workers' order) whose future a dead
+    worker left unfinished: a broken pool fails every future not done with ``BrokenProcessPool``."""
+    wait(futures)
+    return min(i for future, i in futures.items() if isinstance(future.exception(), BrokenProcessPool))
+
+
+def _died(item: Any) -> UserError:
+    return UserError(f"{item}: a worker process died (killed, or out of memory?)")
 
 
 def _failed(item: Any, exc: Exception) -> UserError:
@@ -325,12 +383,15 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 def _start_worker(parent_alive: Connection, parent_writes: Connection) -> None:
     """A worker leaves Ctrl-C (sent to the whole process group) to the parent, which stops the
-    workers, and exits once the parent is gone (killed): ``parent_alive`` reads a pipe only the
-    parent writes to (``parent_writes``, whose copy a forked worker inherits and closes here),
-    closed when it dies. Without that, a worker waits for work forever, as it holds the write
-    end of the pool's work queue itself."""
+    workers: it ignores SIGINT, then unblocks it (blocked since the fork, ``_interrupts_held``).
+    SIGPIPE stays blocked in it (``_sigpipe_blocked``): a write to a closed pipe is an error
+    (EPIPE), raised as ``BrokenPipeError``. It exits once the parent is gone (killed):
+    ``parent_alive`` reads a pipe only the parent writes to (``parent_writes``, whose copy a
+    forked worker inherits and closes here), closed when it dies. Without that, a worker waits
+    for work forever, as it holds the write end of the pool's work queue itself."""
     parent_writes.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     threading.Thread(target=_exit_when_closed, args=(parent_alive,), daemon=True).start()
 
 

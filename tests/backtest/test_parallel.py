@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent import futures
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from pipelines.backtest.run import (
     Run,
     Task,
+    _interrupts_held,
     compare,
     parallel_map,
     prepared,
@@ -120,6 +123,20 @@ def test_workers_that_die_with_items_queued_are_an_error_even_where_a_broken_pip
         assert (proc.returncode, proc.stderr) == (1, "error: 0: a worker process died (killed, or out of memory?)\n")
 
 
+def test_a_worker_that_dies_while_items_are_still_submitted_ends_the_call_with_an_error(monkeypatch):
+    submit, first = ProcessPoolExecutor.submit, []
+
+    def submit_once_the_first_item_ended(pool, fn, item):
+        if first:
+            futures.wait(first)  # its worker died: the pool is broken and this submit raises
+        first.append(submit(pool, fn, item))
+        return first[-1]
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", submit_once_the_first_item_ended)
+    with pytest.raises(UserError, match=r"^0: a worker process died"):
+        parallel_map(exit_at_once, [0, 1, 2], jobs=2)
+
+
 def test_a_task_whose_worker_dies_is_named_by_its_runs():
     task = Task((Run(library.get("may-2021"), None, True), Run(library.get("may-2021"), None, False)))
     with pytest.raises(UserError, match=r"^may-2021 with backstop; may-2021 without backstop: a worker process died"):
@@ -130,26 +147,57 @@ def double(item: int) -> int:
     return 2 * item
 
 
-def frozen_objects(item: int) -> int:
-    return gc.get_freeze_count()
+def forked_with_frozen_objects(item: int) -> tuple[int, int]:
+    """The worker's parent and its frozen objects."""
+    return os.getppid(), gc.get_freeze_count()
 
 
-def test_workers_fork_with_the_parents_objects_frozen_and_the_parent_gets_them_back():
-    assert threading.active_count() == 1  # so the workers fork from this process
+def test_workers_fork_from_this_process_with_its_objects_frozen_and_it_gets_them_back():
     before = gc.get_freeze_count()
-    assert all(frozen > before for frozen in parallel_map(frozen_objects, [1, 2, 3], jobs=2))
+    seen = parallel_map(forked_with_frozen_objects, [1, 2, 3], jobs=2)
+    assert all(parent == os.getpid() and frozen > before for parent, frozen in seen)
     assert gc.get_freeze_count() == before
 
 
+def test_a_callers_frozen_objects_stay_frozen():
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert parallel_map(double, [1, 2], jobs=2) == [2, 4]
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
+def parent(item: int) -> int:
+    return os.getppid()
+
+
 def test_a_process_running_threads_gets_its_workers_from_a_fork_server_with_the_same_results():
+    threads = threading.active_count()
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:
         assert parallel_map(double, list(range(5)), jobs=2) == [2 * i for i in range(5)]
+        parents = set(parallel_map(parent, [1, 2, 3], jobs=2))
     finally:
         stop.set()
         thread.join()
+    assert len(parents) == 1 and os.getpid() not in parents  # the server's children
+    assert threading.active_count() == threads
+
+
+def test_ctrl_c_while_the_workers_start_is_raised_once_they_have():
+    started, handler = [], signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the interpreter runs a Python handler between instructions
+                started.append(os.getpid())
+    assert len(started) == 1000
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
 
 
 def test_parallel_map_keeps_the_order_of_its_items():
