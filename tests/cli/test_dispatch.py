@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipelines.cli import COMMANDS, Parser, build_parser, command_named
+from pipelines.cli import COMMANDS, Parser, build_parser, command_named, main
 
 
 @pytest.mark.parametrize("module_name", list(COMMANDS))
@@ -57,3 +57,12 @@ def test_the_processs_own_command_leaves_its_objects_frozen_for_the_exit_and_a_c
             "print(before, gc.get_freeze_count() > 0, file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stderr.split() == ["0", "True"]
+
+
+def test_ctrl_c_while_the_commands_module_imports_is_exit_130_and_nothing_printed(monkeypatch, capsys) -> None:
+    def interrupted(name: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    assert main(["backtest", "--scenario", "october-2025"]) == 130
+    assert capsys.readouterr() == ("", "")
