@@ -103,6 +103,9 @@ def summary(rows: list[tuple[float, int, float, str]], launched: float, ended: f
     for pid in dict.fromkeys(r[1] for r in rows if r[1] != parent):
         own = [r for r in rows if r[1] == pid]
         tasks = [r for r in own if r[3].startswith("task ")]
+        if not tasks:
+            lines.append(f"worker {pid}: no task")
+            continue
         first, last = tasks[0], tasks[-1]
         idle = (last[0] - own[0][0]) - (last[2] - own[0][2])
         lines.append(f"worker {pid}: start-up {first[2]:.3f} s CPU, runs {last[2] - first[2]:.3f} s CPU in "
