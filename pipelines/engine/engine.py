@@ -475,13 +475,12 @@ class Engine:
         closure makes no plan then, and neither did ``_plans``); True where the target is finite
         and the tick made no plan for the row: the visit plans it alone, so a missing plan can
         cost time, never an action."""
-        thin, round_orders = self._thin, self.ladder.round_orders
-        sized = np.isfinite(self.ladder.target_ratios(risk.maintenance[rows], risk.initial[rows])).tolist()
+        thin, round_orders, target_of = self._thin, self.ladder.round_orders, self.ladder.target_ratio_of
         sends = np.zeros(len(rows), dtype=bool)
         for k, i in enumerate(rows.tolist()):
             plan = plans.get(i)
             if plan is None:
-                sends[k] = sized[k]
+                sends[k] = math.isfinite(target_of(float(risk.maintenance[i]), float(risk.initial[i])))
             elif plan.orders:
                 legs = [(o.instrument, underlying_of(o.instrument), o.qty, marks[o.instrument]) for o in plan.orders]
                 sends[k] = bool(round_orders(accounts[i], legs, time_ms, thin, unreliable))
@@ -603,20 +602,21 @@ class Engine:
         for the others where ``Ladder.may_round``. None where the target is not finite: an
         account whose margin cannot be valued (NaN: ``margin_ratio`` counts it infinitely over)
         has no target to size a partial close to; its equity breach closes it in full."""
-        targets = self.ladder.target_ratios(risk.maintenance[rows], risk.initial[rows])
-        sized = np.isfinite(targets)
-        maybe = np.flatnonzero(sized & ~due)
-        if maybe.size:
-            shortfall = self.params.detectors.margin_trigger_ratio
-            may_round, accounts = self.ladder.may_round, book.accounts
-            sized[maybe] = [may_round(accounts[i], ratio, time_ms, shortfall)
-                            for i, ratio in zip(rows[maybe].tolist(), risk.margin_ratio[rows[maybe]].tolist())]
-        wanted = rows[sized]
-        if not wanted.size:
+        shortfall, accounts = self.params.detectors.margin_trigger_ratio, book.accounts
+        may_round, target_of = self.ladder.may_round, self.ladder.target_ratio_of
+        wanted, targets = [], []
+        # a few rows a tick: per-row floats (target_ratio_of) cost less than the vectorised target_ratios
+        for i, is_due, ratio, maintenance, initial in zip(rows.tolist(), due.tolist(), risk.margin_ratio[rows].tolist(),
+                                                          risk.maintenance[rows].tolist(), risk.initial[rows].tolist()):
+            target = target_of(maintenance, initial)
+            if math.isfinite(target) and (is_due or may_round(accounts[i], ratio, time_ms, shortfall)):
+                wanted.append(i)
+                targets.append(target)
+        if not wanted:
             return {}
-        made = plan_liquidations(book, risk, wanted.tolist(), targets[sized].tolist(), adaptive=self.params.adaptive,
+        made = plan_liquidations(book, risk, wanted, targets, adaptive=self.params.adaptive,
                                  conditions=conditions, compiled=self.params.compiled)
-        return dict(zip(wanted.tolist(), made))
+        return dict(zip(wanted, made))
 
     def _times_to_breach(self, risk, velocity: Mapping[str, float], rows: np.ndarray) -> np.ndarray:
         if self.params.compiled:
