@@ -444,25 +444,30 @@ class Engine:
         ttb = self._times_to_breach(risk, velocity, rows)
         unreliable = self._unreliable(built.book.instruments.underlyings)
         fate = self._triage(built, rows, risk, ttb, unreliable, time_ms)
+        slow = fate != triage.QUIET  # a due round resolves to VISIT or ROUND, never to QUIET
         plans: dict[int, LiquidationPlan] = {}
         marks: dict[str, float] = {}
-        due = fate == triage.DUE_ROUND
-        planned = due | (fate == triage.VISIT)
-        if planned.any():
+        # a few dozen rows a tick: one tolist and Python lists cost less than numpy's masks
+        fates = fate.tolist()
+        due_at = [k for k, f in enumerate(fates) if f == triage.DUE_ROUND]
+        if due_at or triage.VISIT in fates:
             book = revalued.book
             marks = dict(zip(book.instruments.names, risk.marks.tolist()))
+            due = fate == triage.DUE_ROUND
+            planned = due | (fate == triage.VISIT)
             plans = self._plans(book, risk, rows[planned], due[planned], time_ms, revalued.conditions)
-            at = np.flatnonzero(due)
-            if at.size:
-                sends = self._rounds_send(book.accounts, rows[at], risk, plans, marks, unreliable, time_ms)
-                fate[at] = np.where(sends, triage.VISIT, triage.ROUND)
+            if due_at:
+                sends = self._rounds_send(book.accounts, rows[due_at], risk, plans, marks, unreliable, time_ms)
+                fate[due_at] = np.where(sends, triage.VISIT, triage.ROUND)
+                for k, send in zip(due_at, sends.tolist()):
+                    fates[k] = triage.VISIT if send else triage.ROUND
         self._leave_alone(built, rows, fate, time_ms)
-        visit = np.flatnonzero(fate == triage.VISIT)
-        if visit.size:
+        visit = [k for k, f in enumerate(fates) if f == triage.VISIT]
+        if visit:
             first = [refs[built.first_touch(i, touched, moved)] for i in rows[visit].tolist()]
             self._visit(built, revalued, rows[visit], ttb[visit], velocity, first, unreliable, plans, marks,
                         time_ms, out)
-        out.exposures += self._exposures(built, rows, fate != triage.QUIET, risk, time_ms)
+        out.exposures += self._exposures(built, rows, slow, risk, time_ms)
         return out
 
     def _rounds_send(self, accounts: tuple[str, ...], rows: np.ndarray, risk: BookRisk,
@@ -492,13 +497,17 @@ class Engine:
         would move it; ROUND (a liquidated account's round, each leg in flight or waiting on an
         unreliable market, or a liquidating account's round that sends nothing), the round is
         marked too."""
-        idle = rows[fate >= triage.UNMOVED]
-        if idle.size:
-            accounts = built.book.accounts
-            self.detectors.advance_margin([accounts[i] for i in idle.tolist()], time_ms)
-            rounds = rows[fate == triage.ROUND]
-            if rounds.size:
-                self.ladder.mark_rounds([accounts[i] for i in rounds.tolist()], time_ms)
+        accounts = built.book.accounts
+        idle, rounds = [], []
+        for i, f in zip(rows.tolist(), fate.tolist()):
+            if f >= triage.UNMOVED:
+                idle.append(accounts[i])
+                if f == triage.ROUND:
+                    rounds.append(i)
+        if idle:
+            self.detectors.advance_margin(idle, time_ms)
+            if rounds:
+                self.ladder.mark_rounds([accounts[i] for i in rounds], time_ms)
                 self._codes(built).table[rounds, triage.LAST_ROUND] = time_ms
 
     def _visit(self, built: BuiltBook, revalued: Revaluation, rows: np.ndarray, ttb: np.ndarray,
