@@ -123,6 +123,8 @@ class Detectors:
         self._accounts: dict[str, _AccountState] = {}
         self._index_windows: dict[str, RollingExtremes] = {}
         self._index_levels: dict[str, _LevelState] = defaultdict(_LevelState)
+        # underlying -> its index watermark, window and level state (the entries above; derived, not state)
+        self._index_feeds: dict[str, tuple[Watermark, RollingExtremes, _LevelState]] = {}
         self._iv_windows: dict[str, RollingExtremes] = {}
         self._iv_firing: set[str] = set()
         self._depth: dict[str, HeldCondition] = {}
@@ -203,18 +205,20 @@ class Detectors:
     def on_index(self, underlying: str, event_time_ms: int, price: float, ref: str) -> list[Breach]:
         """An index price: moves against the window's extremes, reported per circuit-breaker level,
         and the oracles of ``underlying`` checked for staleness."""
-        if not self._admit("index", underlying, event_time_ms):
+        feed = self._index_feeds.get(underlying)
+        if feed is None:
+            if not self._admit("index", underlying, event_time_ms):
+                return []
+            feed = self._index_feed(underlying)
+        elif not feed[0].admit(event_time_ms):
+            self.late_events += 1
             return []
+        _, window, state = feed
         p = self.params
-        window = self._index_windows.get(underlying)
-        if window is None:
-            window = self._index_windows[underlying] = RollingExtremes(p.index_move_window_ms, p.allowed_lateness_ms,
-                                                                       p.window_buckets)
         window.add(Sample(event_time_ms, price, ref))
         high, low = window.extremes(event_time_ms)
         down, up = 1.0 - price / high.value, price / low.value - 1.0
         move, anchor = (down, high) if down >= up else (up, low)
-        state = self._index_levels[underlying]
         levels = p.index_move_levels
         if not state.level and (not levels or move < levels[0]):  # no level reached, none held
             return self._check_stale(underlying, event_time_ms, ref) if underlying in self._oracle_last else []
@@ -234,6 +238,18 @@ class Detectors:
                               window.start_ms(event_time_ms), event_time_ms, (ref,), cleared=True))
         out.extend(self._check_stale(underlying, event_time_ms, ref))
         return out
+
+    def _index_feed(self, underlying: str) -> tuple[Watermark, RollingExtremes, _LevelState]:
+        """``underlying``'s index watermark (which must exist), window and level state, the window
+        and the state made if new; kept in ``_index_feeds``."""
+        p = self.params
+        window = self._index_windows.get(underlying)
+        if window is None:
+            window = self._index_windows[underlying] = RollingExtremes(p.index_move_window_ms, p.allowed_lateness_ms,
+                                                                       p.window_buckets)
+        feed = self._index_feeds[underlying] = (self._watermarks[f"index/{underlying}"], window,
+                                                self._index_levels[underlying])
+        return feed
 
     def on_iv(self, key: str, event_time_ms: int, iv: float, ref: str) -> list[Breach]:
         """An implied vol (per instrument, or an underlying's ATM): a rise of Y points within the window."""
@@ -560,6 +576,7 @@ class Detectors:
         self._index_windows = {u: RollingExtremes.from_state(w) for u, w in state["index_windows"].items()}
         self._index_levels = defaultdict(_LevelState, {u: _LevelState(level)
                                                        for u, level in state["index_levels"].items()})
+        self._index_feeds = {}
         self._iv_windows = {key: RollingExtremes.from_state(w) for key, w in state["iv_windows"].items()}
         self._iv_firing = set(state["iv_firing"])
         self._depth = {instrument: HeldCondition.from_state(held) for instrument, held in state["depth"].items()}

@@ -61,8 +61,7 @@ class IndexHistory:
             before = squares[-1]
             after = squares[-1] = before + squared
             if after != before:
-                self._add(after, 1)
-                self._add(before, -1)
+                self._replace(before, after)
             self._counts[-1] += 1
         else:
             self._add(squared, 1)
@@ -135,6 +134,20 @@ class IndexHistory:
             self._unit = 1 << self._scale
             shift = 0
         self._held += sign * (numerator << shift)
+
+    def _replace(self, before: float, after: float) -> None:
+        """``_add(after, 1)`` and ``_add(before, -1)`` in one step (both finite): the scale refined
+        once to the finer either needs, then the exact difference added."""
+        after_numerator, after_denominator = after.as_integer_ratio()
+        before_numerator, before_denominator = before.as_integer_ratio()
+        after_bits, before_bits = after_denominator.bit_length(), before_denominator.bit_length()
+        finest = after_bits if after_bits > before_bits else before_bits
+        scale = self._scale
+        if finest > scale + 1:
+            self._held <<= finest - 1 - scale
+            scale = self._scale = finest - 1
+            self._unit = 1 << scale
+        self._held += (after_numerator << (scale + 1 - after_bits)) - (before_numerator << (scale + 1 - before_bits))
 
     def __len__(self) -> int:
         """Ticks in the window."""
