@@ -19,7 +19,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Self
 
-from pipelines.risk.adaptive import MarketConditions
+from pipelines.risk.adaptive import HeldConditions, MarketConditions
 from pipelines.risk.instruments import Instrument, InstrumentError, instrument_from_definition, underlying_of
 from pipelines.risk.market import MarketState, UnderlyingMarket, check_positive
 
@@ -178,7 +178,7 @@ class MarketBoard:
             self._depth_of, self._depth = dict(self.depth_usd), depth
         made = self._conditions
         if made is None or made.depth_usd is not self._depth or made.realised_vol != realised_vol:
-            made = self._conditions = MarketConditions(realised_vol=dict(realised_vol), depth_usd=self._depth)
+            made = self._conditions = HeldConditions(realised_vol=dict(realised_vol), depth_usd=self._depth)
         return made
 
 

@@ -68,6 +68,22 @@ class MarketConditions:
         return rv, depth
 
 
+@dataclasses.dataclass(frozen=True)
+class HeldConditions(MarketConditions):
+    """Conditions whose dicts are never written to after they are made (``MarketBoard.conditions``',
+    reused tick after tick while unchanged): ``arrays`` made once per underlyings tuple and
+    shared, so not to be written to either (the kernels and the numpy reference only read them)."""
+
+    _arrays: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = dataclasses.field(
+        default_factory=dict, init=False, compare=False, repr=False)
+
+    def arrays(self, underlyings: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        made = self._arrays.get(underlyings)
+        if made is None:
+            made = self._arrays[underlyings] = super().arrays(underlyings)
+        return made
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class AdaptiveAddon:
     horizon_days: np.ndarray

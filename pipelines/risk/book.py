@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -444,6 +445,7 @@ class ResidentRisk:
 
     def __init__(self) -> None:
         self._outputs: _CompiledOutputs | None = None
+        self._thread: int | None = None  # the thread ``layout`` asked ``pricing.layout`` from last
 
     def outputs(self, accounts: tuple[str, ...], lay: pricing.PricingLayout) -> _CompiledOutputs:
         made = self._outputs
@@ -451,14 +453,29 @@ class ResidentRisk:
             made = self._outputs = _CompiledOutputs(accounts, lay)
         return made
 
+    def layout(self, table: InstrumentTable, config: MarginConfig) -> pricing.PricingLayout:
+        """``pricing.layout(table, config)``: the last outputs' layout while it is of the same
+        table and config objects (a layout is made from them alone) and this is the thread that
+        asked for it (layouts are per thread), without the shared cache's lock and key."""
+        made, thread = self._outputs, threading.get_ident()
+        if made is not None and made.layout.table is table and made.layout.config is config \
+                and self._thread == thread:
+            return made.layout
+        self._thread = thread
+        return pricing.layout(table, config)
+
 
 def _revalue_compiled(book: Book, market: MarketState, config: MarginConfig, adaptive: AdaptiveParams | None,
                       conditions: MarketConditions, accounts: np.ndarray | None,
                       resident: ResidentRisk | None) -> BookRisk:
     """``revalue_book`` through the kernels: ``kernels.pricing``'s stages, then
     ``kernels.revalue.revalue_accounts`` on the accounts asked for (all by default)."""
-    lay = pricing.layout(book.instruments, config)
-    out = _CompiledOutputs(book.accounts, lay) if resident is None else resident.outputs(book.accounts, lay)
+    if resident is None:
+        lay = pricing.layout(book.instruments, config)
+        out = _CompiledOutputs(book.accounts, lay)
+    else:
+        lay = resident.layout(book.instruments, config)
+        out = resident.outputs(book.accounts, lay)
     instruments, underlying, pnl = pricing.price(lay, market, conditions, out.priced)
     kernel.revalue_accounts(
         np.arange(len(book.accounts)) if accounts is None else np.asarray(accounts, dtype=np.int64),
@@ -468,13 +485,21 @@ def _revalue_compiled(book: Book, market: MarketState, config: MarginConfig, ada
     return out.risk
 
 
-@functools.lru_cache(maxsize=64)
+_LAST_ADAPTIVE: tuple[AdaptiveParams | None, np.ndarray] | None = None  # the last asked for and its array
+
+
 def _adaptive_array(adaptive: AdaptiveParams | None) -> np.ndarray:
-    """The kernel's form of the adaptive parameters (empty: no add-on), built once per parameters
-    and read-only, as the cache shares it."""
+    """The kernel's form of the adaptive parameters (empty: no add-on), read-only, as it is
+    shared: the one made last while the same parameters object is asked for (an engine passes
+    its own tick after tick), else made again from equal-or-new parameters."""
+    global _LAST_ADAPTIVE
+    last = _LAST_ADAPTIVE
+    if last is not None and last[0] is adaptive:
+        return last[1]
     values = [] if adaptive is None else [getattr(adaptive, name) for name in kernel.ADAPTIVE_FIELDS]
     array = np.array(values, dtype=np.float64)
     array.flags.writeable = False
+    _LAST_ADAPTIVE = (adaptive, array)
     return array
 
 

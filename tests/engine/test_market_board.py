@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from pipelines.engine.market_board import MarketBoard
-from pipelines.risk.adaptive import MarketConditions
+from pipelines.risk.adaptive import HeldConditions, MarketConditions
 from pipelines.risk.market import MarketError, MarketState, UnderlyingMarket
 
 
@@ -39,11 +40,23 @@ def test_a_market_state_follows_every_index_and_vol_and_checks_each_value_it_rea
 def test_conditions_are_made_again_when_a_realised_vol_or_a_depth_changes() -> None:
     board = MarketBoard(0.5, {"BTC": 30_000.0}, depth_usd={"BTC-PERPETUAL": 5e6, "BTC-27DEC26": 2e6})
     first = board.conditions({"BTC": 0.4})
-    assert first == MarketConditions({"BTC": 0.4}, {"BTC": 2e6})
+    assert first == HeldConditions({"BTC": 0.4}, {"BTC": 2e6})
     assert board.conditions({"BTC": 0.4}) is first
     board.depth_usd["BTC-27DEC26"] = 1e6
-    assert board.conditions({"BTC": 0.4}) == MarketConditions({"BTC": 0.4}, {"BTC": 1e6})
-    assert board.conditions({"BTC": 0.45}) == MarketConditions({"BTC": 0.45}, {"BTC": 1e6})
+    assert board.conditions({"BTC": 0.4}) == HeldConditions({"BTC": 0.4}, {"BTC": 1e6})
+    assert board.conditions({"BTC": 0.45}) == HeldConditions({"BTC": 0.45}, {"BTC": 1e6})
     board.depth_usd["ETH-PERPETUAL"] = 3e6
-    assert board.conditions({"BTC": 0.45}) == MarketConditions({"BTC": 0.45}, {"BTC": 1e6, "ETH": 3e6})
-    assert first == MarketConditions({"BTC": 0.4}, {"BTC": 2e6})  # what was given is not changed
+    assert board.conditions({"BTC": 0.45}) == HeldConditions({"BTC": 0.45}, {"BTC": 1e6, "ETH": 3e6})
+    assert first == HeldConditions({"BTC": 0.4}, {"BTC": 2e6})  # what was given is not changed
+
+
+def test_the_boards_conditions_arrays_are_those_of_their_values() -> None:
+    """``HeldConditions.arrays``, made once and shared, hold what ``MarketConditions.arrays`` makes
+    of the same values, for each underlyings tuple asked for."""
+    board = MarketBoard(0.5, {"BTC": 30_000.0}, depth_usd={"BTC-PERPETUAL": 5e6, "ETH-PERPETUAL": 2e6})
+    held = board.conditions({"BTC": 0.4})
+    plain = MarketConditions(dict(held.realised_vol), dict(held.depth_usd))
+    for underlyings in (("BTC", "ETH"), ("ETH",), ("SOL", "BTC")):
+        for _ in range(2):
+            for got, want in zip(held.arrays(underlyings), plain.arrays(underlyings)):
+                np.testing.assert_array_equal(got, want)
