@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -481,15 +481,34 @@ def batch_inputs(kept: Resident, risk: BookRisk, picked: Sequence[int], targets:
                  max_steps: int) -> tuple:
     """``_plan_batch``'s arguments (``plan_batch``'s): the resident arrays and the revaluation's, not
     copied when they already have the kernel's types."""
-    unit, inputs = risk.unit, risk.inputs
-    greeks = (_floats(unit.delta), _floats(unit.gamma), _floats(unit.vega), _floats(risk.units),
-              _floats(inputs.index))
-    underlyings = (_floats(inputs.underlying_index), _floats(inputs.underlying_vol), _floats(realised_vol),
-                   _floats(depth), *kept.charges)
+    greeks, underlyings, scenario_pnl, equity = _risk_arrays(kept, risk, realised_vol, depth)
     return (_ints(picked), _floats(targets), kept.positions, float(chunk_fraction), greeks, slippage,
-            NO_SLIPPAGE if slippage_per_unit is None else _floats(slippage_per_unit), _floats(risk.scenario_pnl),
-            kept.weight, underlyings, adaptive_table(adaptive), adaptive is not None, _floats(risk.equity),
-            int(max_steps))
+            NO_SLIPPAGE if slippage_per_unit is None else _floats(slippage_per_unit), scenario_pnl,
+            kept.weight, underlyings, adaptive_table(adaptive), adaptive is not None, equity, int(max_steps))
+
+
+RiskArrays = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], np.ndarray, np.ndarray]
+_LAST_RISK_ARRAYS: tuple[tuple[Any, ...], RiskArrays] | None = None  # (the objects it was made of, it)
+
+
+def _risk_arrays(kept: Resident, risk: BookRisk, realised_vol: np.ndarray, depth: np.ndarray) -> RiskArrays:
+    """``_plan_batch``'s Greeks and underlying columns, scenario PnL and equity of ``risk``; the
+    last ones returned again while ``kept``'s charges, ``risk``, ``realised_vol`` and ``depth`` are
+    the same objects, if they were the risk's own arrays (not copies): a resident risk is
+    rewritten in place tick after tick, so its arrays hold the tick's values."""
+    global _LAST_RISK_ARRAYS
+    key = (kept.charges, risk, realised_vol, depth)
+    last = _LAST_RISK_ARRAYS
+    if last is not None and all(a is b for a, b in zip(last[0], key)):
+        return last[1]
+    unit, inputs = risk.unit, risk.inputs
+    sources = (unit.delta, unit.gamma, unit.vega, risk.units, inputs.index, inputs.underlying_index,
+               inputs.underlying_vol, realised_vol, depth, risk.scenario_pnl, risk.equity)
+    made = [_floats(a) for a in sources]
+    arrays = (tuple(made[:5]), (*made[5:9], *kept.charges), made[9], made[10])
+    if all(a is b for a, b in zip(made, sources)):
+        _LAST_RISK_ARRAYS = (key, arrays)
+    return arrays
 
 
 @functools.cache
