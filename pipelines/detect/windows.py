@@ -290,12 +290,20 @@ class RollingExtremes(_BucketedWindow):
             values = self._values[lo:hi]
             high = self._samples[lo + values.index(max(values))] if values else None
             low = self._samples[lo + values.index(min(values))] if values else None
-        settled = _first_since(self._high, start) if self._high else None
-        if settled is not None and (high is None or settled.value >= high.value):
-            high = settled  # an equal settled sample is the earlier one
-        settled = _first_since(self._low, start) if self._low else None
-        if settled is not None and (low is None or settled.value <= low.value):
-            low = settled
+        settled: Sample | None
+        settled_high, settled_low = self._high, self._low  # _first_since, its front tried inline
+        if settled_high:
+            settled = settled_high[0]
+            if settled.event_time_ms < start:
+                settled = _first_since(settled_high, start)
+            if settled is not None and (high is None or settled.value >= high.value):
+                high = settled  # an equal settled sample is the earlier one
+        if settled_low:
+            settled = settled_low[0]
+            if settled.event_time_ms < start:
+                settled = _first_since(settled_low, start)
+            if settled is not None and (low is None or settled.value <= low.value):
+                low = settled
         if high is None or low is None:
             raise ValueError(f"the window ending at {end_ms} is empty")
         return high, low
