@@ -36,12 +36,12 @@ import numpy as np
 from numba import njit
 from scipy.special import ndtr
 
-from pipelines.risk.adaptive import MarketConditions
+from pipelines.risk.adaptive import HeldConditions, MarketConditions
 from pipelines.risk.black76 import INV_SQRT_2PI, YEAR_DAYS
 from pipelines.risk.instruments import KIND_CODE, InstrumentTable, Kind
 from pipelines.risk.kernels.scalar import maximum
 from pipelines.risk.margin import VOL_DOWN, VOL_UP, InstrumentShocks, MarginConfig, grid_and_params, scenario_layout
-from pipelines.risk.market import YEAR_MS, MarketState
+from pipelines.risk.market import YEAR_MS, MarketState, UnderlyingMarket
 
 _kernel = njit(cache=True, error_model="numpy")
 OPTION = KIND_CODE[Kind.OPTION]
@@ -98,6 +98,7 @@ class PricingLayout:
                                 dtype=np.float64).reshape(4, n_und)
         self.weight = np.array(self.grid.weight, dtype=np.float64)
         self.market_rows = np.zeros((n_und, N_MARKET_FIELDS))
+        self._market_of: tuple[HeldConditions, list[UnderlyingMarket]] | None = None  # what it holds, if kept
         self.options = np.flatnonzero(table.kind == OPTION).astype(np.int64)
         self.no_overrides = np.full(n, np.nan)
         self.exp_in, self.exp_out = np.zeros((2, n)), np.zeros((2, n))
@@ -112,9 +113,15 @@ class PricingLayout:
     def market(self, market: MarketState, conditions: MarketConditions) -> np.ndarray:
         """The tick's per-underlying (index, vol, rate, realised vol, depth), ``MarketState.inputs``'
         and ``MarketConditions.arrays``' values, written into the layout's ``market_rows`` (valid
-        until its next tick); MarketError for an underlying without data."""
+        until its next tick); MarketError for an underlying without data. Not written again while
+        the underlyings' (frozen) markets and the (held, never written) conditions are the objects
+        they were last written from."""
         underlyings, rows = self.table.underlyings, self.market_rows
         markets = market.underlying_markets(underlyings)
+        last = self._market_of
+        if last is not None and last[0] is conditions and all(a is b for a, b in zip(last[1], markets)):
+            return rows
+        self._market_of = (conditions, markets) if isinstance(conditions, HeldConditions) else None
         rv, depth = conditions.realised_vol, conditions.depth_usd
         for k, (u, m) in enumerate(zip(underlyings, markets)):
             rows[k] = (m.index, m.vol, m.rate, rv.get(u, math.nan), depth.get(u, math.inf))
