@@ -58,15 +58,24 @@ def replayed(rows: list, compiled: bool) -> tuple[Any, list[dict], list[dict]]:
     return out, looks, end
 
 
-def assert_same_states(looks: list[dict], visited: list[dict]) -> None:
-    """The looks of ``replayed`` (more than three) equal, account by account and code by code."""
-    assert len(looks) > 3 and len(looks) == len(visited)
-    for look, visited_look in zip(looks, visited):
+Replayed = tuple[Any, list[dict], list[dict]]  # what ``replayed`` returns
+
+
+def assert_same_replay(triaged: Replayed, visited: Replayed) -> None:
+    """Two ``replayed`` runs are the same: breaches, actions and exposures, the looks (more than
+    three) account by account and code by code, and every held account's state at the end."""
+    (out, looks, end), (visited_out, visited_looks, visited_end) = triaged, visited
+    assert [b.breach_id for b in out.breaches] == [b.breach_id for b in visited_out.breaches]
+    assert [a.action_id for a in out.actions] == [a.action_id for a in visited_out.actions]
+    assert out.exposures == visited_out.exposures
+    assert len(looks) > 3 and len(looks) == len(visited_looks)
+    for look, visited_look in zip(looks, visited_looks):
         assert look["accounts"] == visited_look["accounts"]
         assert (look["codes"] is None) == (visited_look["codes"] is None)
         if look["codes"] is not None:
             assert look["codes"][0] == visited_look["codes"][0]
             np.testing.assert_array_equal(look["codes"][1], visited_look["codes"][1])
+    assert end == visited_end
 
 
 @pytest.mark.parametrize("scenario", ["jelly-2025", "luna-2022"])
@@ -92,13 +101,8 @@ def test_due_rounds_that_send_nothing_change_nothing_a_visit_would_not(scenario,
     assert sum(marked) and sum(sent)
     fates = Engine._fates
     monkeypatch.setattr(Engine, "_fates", lambda self, *args: np.minimum(fates(self, *args), triage.VISIT))
-    for compiled, (out, looks, end) in zip((True, False), triaged):
-        visited, visited_looks, visited_end = replayed(rows, compiled)
-        assert [b.breach_id for b in out.breaches] == [b.breach_id for b in visited.breaches]
-        assert [a.action_id for a in out.actions] == [a.action_id for a in visited.actions]
-        assert out.exposures == visited.exposures
-        assert_same_states(looks, visited_looks)
-        assert end == visited_end
+    for compiled, replay in zip((True, False), triaged):
+        assert_same_replay(replay, replayed(rows, compiled))
 
 
 def test_a_due_round_the_tick_made_no_plan_for_is_visited(monkeypatch) -> None:
@@ -115,16 +119,11 @@ def test_a_due_round_the_tick_made_no_plan_for_is_visited(monkeypatch) -> None:
 
     with monkeypatch.context() as patch:
         patch.setattr(Engine, "_plans", unplanned)
-        out, looks, end = replayed(rows, True)
+        replay = replayed(rows, True)
     assert dropped
     fates = Engine._fates
     monkeypatch.setattr(Engine, "_fates", lambda self, *args: np.minimum(fates(self, *args), triage.VISIT))
-    visited, visited_looks, visited_end = replayed(rows, True)
-    assert [a.action_id for a in out.actions] == [a.action_id for a in visited.actions]
-    assert [b.breach_id for b in out.breaches] == [b.breach_id for b in visited.breaches]
-    assert out.exposures == visited.exposures
-    assert_same_states(looks, visited_looks)
-    assert end == visited_end
+    assert_same_replay(replay, replayed(rows, True))
 
 
 @pytest.mark.parametrize("compiled", [True, False])
