@@ -168,17 +168,17 @@ class MarketBoard:
     def conditions(self, realised_vol: Mapping[str, float]) -> MarketConditions:
         """Realised vol and the thinnest perpetual depth per underlying, for the adaptive add-on;
         the same object again while the realised vols and the depths equal those it was made of
-        (its dicts are not to be written to; what reads them reads only ``> 0`` and finiteness
-        of a zero, so 0.0 and -0.0 are the same to it)."""
+        (``HeldConditions``: read-only; what reads them reads only ``> 0`` and finiteness of a
+        zero, so 0.0 and -0.0 are the same to it)."""
         if self._depth_of is None or self._depth_of != self.depth_usd:
             depth: dict[str, float] = {}
             for instrument, usd in self.depth_usd.items():
                 underlying = underlying_of(instrument)
                 depth[underlying] = min(depth.get(underlying, math.inf), usd)
-            self._depth_of, self._depth = dict(self.depth_usd), depth
+            self._depth_of, self._depth, self._conditions = dict(self.depth_usd), depth, None
         made = self._conditions
-        if made is None or made.depth_usd is not self._depth or made.realised_vol != realised_vol:
-            made = self._conditions = HeldConditions(realised_vol=dict(realised_vol), depth_usd=self._depth)
+        if made is None or made.realised_vol != realised_vol:
+            made = self._conditions = HeldConditions(realised_vol=realised_vol, depth_usd=self._depth)
         return made
 
 

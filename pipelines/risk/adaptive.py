@@ -26,6 +26,8 @@ docs/risk-model.md.
 from __future__ import annotations
 
 import dataclasses
+import types
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -59,8 +61,8 @@ class MarketConditions:
     """What the stream measures per underlying: realised vol (annualised) and one-side depth in
     USD within ``AdaptiveParams.depth_band`` of mid. Missing values mean "no information"."""
 
-    realised_vol: dict[str, float] = dataclasses.field(default_factory=dict)
-    depth_usd: dict[str, float] = dataclasses.field(default_factory=dict)
+    realised_vol: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    depth_usd: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def arrays(self, underlyings: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         rv = np.array([self.realised_vol.get(u, np.nan) for u in underlyings], dtype=np.float64)
@@ -70,12 +72,18 @@ class MarketConditions:
 
 @dataclasses.dataclass(frozen=True)
 class HeldConditions(MarketConditions):
-    """Conditions whose dicts are never written to after they are made (``MarketBoard.conditions``',
-    reused tick after tick while unchanged): ``arrays`` made once per underlyings tuple and
-    shared, so not to be written to either (the kernels and the numpy reference only read them)."""
+    """Conditions that cannot change after they are made (``MarketBoard.conditions``', reused tick
+    after tick while unchanged, and what a compiled layout keeps its market rows for): the dicts
+    are read-only copies (a write raises ``TypeError``); ``arrays`` are made once per
+    underlyings tuple and shared, so not to be written to either (the kernels and the numpy
+    reference only read them)."""
 
     _arrays: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = dataclasses.field(
         default_factory=dict, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("realised_vol", "depth_usd"):
+            object.__setattr__(self, name, types.MappingProxyType(dict(getattr(self, name))))
 
     def arrays(self, underlyings: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         made = self._arrays.get(underlyings)

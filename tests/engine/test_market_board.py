@@ -50,6 +50,21 @@ def test_conditions_are_made_again_when_a_realised_vol_or_a_depth_changes() -> N
     assert first == HeldConditions({"BTC": 0.4}, {"BTC": 2e6})  # what was given is not changed
 
 
+def test_the_boards_conditions_cannot_be_written_to() -> None:
+    """The board hands the same conditions to tick after tick, and a compiled layout keeps its
+    market rows for them: a write into them raises instead of changing every later tick, and the
+    dicts they were made from are theirs no more."""
+    board = MarketBoard(0.5, {"BTC": 30_000.0}, depth_usd={"BTC-PERPETUAL": 5e6})
+    vols = {"BTC": 0.4}
+    held = board.conditions(vols)
+    for mapping in (held.realised_vol, held.depth_usd):
+        with pytest.raises(TypeError):
+            mapping["BTC"] = 1.0  # type: ignore[index]
+    vols["BTC"] = 0.9
+    assert held.realised_vol == {"BTC": 0.4} and held.depth_usd == {"BTC": 5e6}
+    assert board.conditions({"BTC": 0.4}) is held
+
+
 def test_the_boards_conditions_arrays_are_those_of_their_values() -> None:
     """``HeldConditions.arrays``, made once and shared, hold what ``MarketConditions.arrays`` makes
     of the same values, for each underlyings tuple asked for."""
