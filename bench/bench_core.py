@@ -72,6 +72,7 @@ Row = venue_feed.Row
 @dataclasses.dataclass(frozen=True)
 class Sizes:
     repeat: int
+    replay_repeat: int  # a replay's runs, both ways: a quarter second each compiled, and as noisy as any other
     scenarios: tuple[str, ...]  # replayed for x real time
     backtest: tuple[str, ...]  # --scenario arguments
     sweep_triggers: tuple[float, ...]
@@ -79,8 +80,8 @@ class Sizes:
     venue: venue_feed.FeedSpec
 
 
-FULL = Sizes(2, tuple(library.names()), ("all",), SWEEP_TRIGGERS, 10_000, venue_feed.FeedSpec())
-QUICK = Sizes(1, ("may-2021", "aug-2024"), ("may-2021", "aug-2024"), SWEEP_TRIGGERS[8:10], 1_000,
+FULL = Sizes(2, 5, tuple(library.names()), ("all",), SWEEP_TRIGGERS, 10_000, venue_feed.FeedSpec())
+QUICK = Sizes(1, 1, ("may-2021", "aug-2024"), ("may-2021", "aug-2024"), SWEEP_TRIGGERS[8:10], 1_000,
               venue_feed.FeedSpec(accounts=1_000, seconds=1.0))
 
 
@@ -187,14 +188,15 @@ def replay(sizes: Sizes) -> dict[str, Any]:
         point: dict[str, Any] = {"scenario": name, "events": len(rows), "span_s": span_s(rows)}
         outputs = []
         for variant, compiled in VARIANTS:
-            wall, cpu, result = timed(partial(replay_dicts, rows, params=EngineParams(compiled=compiled)), sizes.repeat)
+            wall, cpu, result = timed(partial(replay_dicts, rows, params=EngineParams(compiled=compiled)),
+                                      sizes.replay_repeat)
             outputs.append(result)
             point[variant] = {"seconds": wall, "cpu_seconds": cpu, "x_real_time": point["span_s"] / wall}
         point["same_outputs"] = same(outputs)
         scenarios.append(point)
         print(f"  replay {name}: x{point['reference']['x_real_time']:,.0f} reference, "
               f"x{point['compiled']['x_real_time']:,.0f} compiled real time", flush=True)
-    return {"scenarios": scenarios}
+    return {"scenarios": scenarios, "repeat": sizes.replay_repeat}
 
 
 def backstop_command() -> list[str]:
