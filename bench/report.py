@@ -263,6 +263,39 @@ plan is about 36 us, 6.5 of them the compiled search). x5,000 on every scenario 
 3.2 s of CPU in one warm process, the serial command 6.9 s: the rest is the command's imports,
 generating each scenario and loading the compiled kernels, which `--jobs 2` pays in each worker
 after a fork server has imported the engine (about 0.65 s while the other core idles).
+
+### Engine core, third pass (issue 21, 2026-12-05, afternoon)
+
+The figures of "Engine core" above (c7aa7a3, load 0.9-1.3) against the second pass (3c96df9).
+The machine itself was slower this time: the unchanged numpy reference took 1.698 ms a tick
+against 1.465, and one compiled replay's CPU ranged 0.23-0.32 s from run to run in one
+process, so the replays are now the best of 5 runs each way (2 before). Every output stayed
+identical, checked after each change as before.
+
+| figure | second pass | now | target |
+|---|---:|---:|---|
+| engine CPU per may-2021 tick | 0.282 ms | 0.214 ms | <= 0.3 ms: met |
+| in-process replay, slowest scenario | x3,049 | x4,946 | >= x5,000: not met (3 of 8 within 1.1 %) |
+| `backtest --scenario all --jobs 2`, wall | 4.4 s | 3.7 s | <= 4 s: met |
+| 20-point sweep, `--jobs 2`, wall | 35.8 s | 33.7 s | <= 60 s: met |
+| margin, 10k x 20 x 63 | 9.8 ms | 10.1 ms | <= 50 ms: met |
+| venue-scale feed, in-process | 175,189 ev/s | 165,824 ev/s | >= 50,000: met |
+
+What changed: a LIQUIDATING account whose round is due is planned in the tick's batch and, where
+the ladder's own round step finds nothing to send, its round is marked without a visit (jelly-2025:
+5,323 visits a replay to 105; decision 0014); one planner kernel call per batch, its result
+unpacked as rows (a plan call 37-50 to 17-25 us; decision 0016); the revaluation's outputs
+resident per built book, packed kernel arguments, market rows and conditions kept while
+unchanged (`revalue_book` as the engine calls it 38.6 to 23.4 us; decision 0013); exposures
+picked and gathered by one kernel; the index intake in fewer calls; backtest workers forked from
+the command once it has loaded the kernels, the garbage collector skipping what they inherit,
+`backstop COMMAND` importing only its own module (decision 0015).
+
+What is left. A replay tick is about 0.19 ms of CPU: the revaluation about 43 us, the plans of
+the due rounds about 34 (of which `plan_liquidations` 25: jelly-2025 plans 6.7 accounts a
+tick, every one of them read), the market records about 20, exposures 13, the rows left alone
+11, the due rounds' checks 9. The next step is the round check inside the planner's kernel, with
+the ladder's closes in flight resident, so a due round that sends nothing unpacks no plan.
 """
 
 
