@@ -327,7 +327,6 @@ class Engine:
         underlying's history, its detector and its circuit."""
         moved = self.board.apply_indexes(values)
         histories, on_index = self._index_history, self.detectors.on_index
-        on_time, first_moves = self.circuits.on_time, self._moved
         newest = values[0]["event_time_ms"]
         for value, ref, underlying in zip(values, refs, moved):
             t, price, subject = value["event_time_ms"], value["price"], value["underlying"]
@@ -338,11 +337,8 @@ class Engine:
             if breaches:
                 out.breaches += breaches
                 self._act_on(breaches, out)
-            if underlying is not None:  # _moved_by, inline
-                for change in on_time(underlying, t):
-                    out.actions.append(self._circuit_action(change))
-                if underlying not in first_moves:
-                    first_moves[underlying] = self._seq(ref)
+            if underlying is not None:
+                self._moved_by(underlying, t, ref, out)
         self._count(newest, len(values))
 
     def _moved_by(self, underlying: str, t: int, ref: str, out: EngineOutput) -> None:
