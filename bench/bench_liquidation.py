@@ -56,9 +56,9 @@ def crash_book(accounts: int):
 
 def replay_calls(scenario: str) -> list[tuple]:
     """(book, risk, accounts, targets, keyword arguments) of every planner call the engine makes
-    replaying ``scenario``, captured by wrapping the engine's two planner entry points."""
+    replaying ``scenario``, captured by wrapping the engine's three planner entry points."""
     calls: list[tuple] = []
-    many, one = engine_module.plan_liquidations, engine_module.plan_liquidation
+    many, one, rounds = engine_module.plan_liquidations, engine_module.plan_liquidation, engine_module.plan_rounds
 
     def capture_many(book: Book, risk: BookRisk, accounts: list[int], targets: list[float],
                      **kw: object) -> list[LiquidationPlan]:
@@ -69,13 +69,19 @@ def replay_calls(scenario: str) -> list[tuple]:
         calls.append((book, risk, [account], [target], kw))
         return one(book, risk, account, target, **kw)
 
+    def capture_rounds(book: Book, risk: BookRisk, accounts: list[int], targets: list[float], check: object,
+                       adaptive: object, conditions: object) -> tuple:
+        calls.append((book, risk, list(accounts), list(targets), {"adaptive": adaptive, "conditions": conditions}))
+        return rounds(book, risk, accounts, targets, check, adaptive, conditions)
+
     path = Path(tempfile.mkdtemp()) / "rec.avro"
     write_recording(generate(library.get(scenario)), path)
     engine_module.plan_liquidations, engine_module.plan_liquidation = capture_many, capture_one
+    engine_module.plan_rounds = capture_rounds
     try:
         replay_dicts(list(load(path)))
     finally:
-        engine_module.plan_liquidations, engine_module.plan_liquidation = many, one
+        engine_module.plan_liquidations, engine_module.plan_liquidation, engine_module.plan_rounds = many, one, rounds
     return [(book, risk, accounts, targets, {k: v for k, v in kw.items() if k != "compiled"})
             for book, risk, accounts, targets, kw in calls]
 

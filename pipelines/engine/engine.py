@@ -45,7 +45,8 @@ from pipelines.risk.book import Book, BookRisk, margin_ratio, revalue_book
 from pipelines.risk.instruments import Kind, perpetual_of, underlying_of
 from pipelines.risk.kernels import revalue as revalue_kernels
 from pipelines.risk.kernels import triage
-from pipelines.risk.liquidation_order import LiquidationPlan, plan_liquidation, plan_liquidations
+from pipelines.risk.kernels.planner import RoundCheck
+from pipelines.risk.liquidation_order import LiquidationPlan, plan_liquidation, plan_liquidations, plan_rounds
 from pipelines.risk.margin import MarginConfig
 
 
@@ -100,13 +101,24 @@ class _Codes:
     also reads the market's ``unreliable`` set (``Ladder.closes_wait``): it holds for that set
     on every LIQUIDATED row (the only rows the triage reads it for), and ``follow`` reads
     those rows again when a tick's set differs. Rows of accounts out of attention hold
-    NORMAL, no ladder and no margin condition: ``triage`` never leaves those alone."""
+    NORMAL, no ladder and no margin condition: ``triage`` never leaves those alone.
+
+    Besides, what the planner's round check reads (``kernels.planner.RoundCheck``,
+    ``Ladder.round_code``), refreshed with the rows: per row the ladder's distress start and
+    per position of the book the account's quantity in flight on its instrument (rows out of
+    attention hold NaN and 0.0 whatever their ladder holds: NORMAL in the table, never
+    DUE_ROUND); and per instrument whether it waits on the last ``unreliable`` set ``waits`` was
+    asked for."""
 
     built: BuiltBook
     table: np.ndarray  # float64, (accounts, len(triage.COLUMNS))
     hedges: np.ndarray  # float64, (accounts, underlyings)
     perpetuals: np.ndarray  # float64, (accounts, underlyings)
+    distress: np.ndarray  # float64, (accounts,): Ladder.round_code's distress start, NaN: none
+    in_flight: np.ndarray  # float64, (positions,): Ladder.round_code's in flight on the position's instrument
+    waiting: np.ndarray  # bool, (instruments,): ``waits``' last
     unreliable: frozenset[str] = frozenset()  # what the in-flight column was read with
+    waits_on: frozenset[str] = frozenset()  # what ``waiting`` was read with
 
     @classmethod
     def empty(cls, built: BuiltBook, hedged: Collection[str]) -> _Codes:
@@ -121,7 +133,8 @@ class _Codes:
             for name, _, qty in legs:
                 if name in column_of:
                     perpetuals[i, column_of[name]] = -qty  # the position: a close negates it
-        return cls(built, table, np.zeros_like(perpetuals), perpetuals)
+        return cls(built, table, np.zeros_like(perpetuals), perpetuals, np.full(len(built.book.accounts), math.nan),
+                   np.zeros(len(built.book.qty)), np.zeros(len(built.book.instruments.names), dtype=bool))
 
     def refresh(self, rows: np.ndarray, ladder: Ladder, detectors: Detectors, attention: Collection[str]) -> None:
         """Read ``rows`` again from the ladder, the detectors, the book's positions and the
@@ -136,6 +149,20 @@ class _Codes:
             for i, h in zip(rows.tolist(), hedged.tolist())]
         underlyings = self.built.book.instruments.underlyings
         self.hedges[rows] = [ladder.hedges_in_flight(accounts[i], underlyings) for i in rows.tolist()]
+        start = self.built.book.position_start
+        for i in rows.tolist():
+            self.distress[i], self.in_flight[start[i]:start[i + 1]] = ladder.round_code(
+                accounts[i], [name for name, _, _ in closes[i]])
+
+    def waits(self, unreliable: frozenset[str]) -> np.ndarray:
+        """Per instrument of the book, whether its liquidations wait on ``unreliable``: its
+        underlying or itself named (``ladder._round_orders``); read again only when the set
+        differs from the last one asked for."""
+        if unreliable != self.waits_on:
+            self.waits_on = unreliable
+            self.waiting = np.array([name in unreliable or underlying_of(name) in unreliable
+                                     for name in self.built.book.instruments.names], dtype=bool)
+        return self.waiting
 
     def follow(self, unreliable: frozenset[str], ladder: Ladder) -> None:
         """Hold the in-flight column for ``unreliable``: where it differs from the set the column
@@ -446,24 +473,19 @@ class Engine:
         fate = self._triage(built, rows, risk, ttb, unreliable, time_ms)
         slow = fate != triage.QUIET  # a due round resolves to VISIT or ROUND, never to QUIET
         plans: dict[int, LiquidationPlan] = {}
-        marks: dict[str, float] = {}
         # a few dozen rows a tick: one tolist and Python lists cost less than numpy's masks
         fates = fate.tolist()
         due_at = [k for k, f in enumerate(fates) if f == triage.DUE_ROUND]
         if due_at or triage.VISIT in fates:
-            book = revalued.book
-            marks = dict(zip(book.instruments.names, risk.marks.tolist()))
             due = fate == triage.DUE_ROUND
             planned = due | (fate == triage.VISIT)
-            plans = self._plans(book, risk, rows[planned], due[planned], time_ms, revalued.conditions)
-            if due_at:
-                sends = self._rounds_send(book.accounts, rows[due_at], risk, plans, marks, unreliable, time_ms)
-                fate[due_at] = np.where(sends, triage.VISIT, triage.ROUND)
-                for k, send in zip(due_at, sends.tolist()):
-                    fates[k] = triage.VISIT if send else triage.ROUND
+            plans, sends = self._plans(built, revalued, rows[planned], due[planned], unreliable, time_ms)
+            for k, send in zip(due_at, sends):
+                fate[k] = fates[k] = triage.VISIT if send else triage.ROUND
         self._leave_alone(built, rows, fate, time_ms)
         visit = [k for k, f in enumerate(fates) if f == triage.VISIT]
         if visit:
+            marks = dict(zip(revalued.book.instruments.names, risk.marks.tolist()))
             first = [refs[built.first_touch(i, touched, moved)] for i in rows[visit].tolist()]
             self._visit(built, revalued, rows[visit], ttb[visit], velocity, first, unreliable, plans, marks,
                         time_ms, out)
@@ -603,17 +625,41 @@ class Engine:
         risk.initial[where] *= factor
         risk.margin_ratio[where] = margin_ratio(risk.maintenance[where], risk.equity[where])
 
-    def _plans(self, book, risk, rows: np.ndarray, due: np.ndarray, time_ms: int,
-               conditions) -> dict[int, LiquidationPlan]:
+    def _plans(self, built: BuiltBook, revalued: Revaluation, rows: np.ndarray, due: np.ndarray,
+               unreliable: frozenset[str], time_ms: int) -> tuple[dict[int, LiquidationPlan], list[bool]]:
         """The liquidation plans this revaluation's ladder will ask for, or probably will, made
         together (``plan_liquidations``: one at a time they were most of the engine's time in a
         crash): for the ``rows`` whose round is ``due`` (DUE_ROUND: the ladder asks for it), and
-        for the others where ``Ladder.may_round``. None where the target is not finite: an
-        account whose margin cannot be valued (NaN: ``margin_ratio`` counts it infinitely over)
-        has no target to size a partial close to; its equity breach closes it in full."""
-        shortfall, accounts = self.params.detectors.margin_trigger_ratio, book.accounts
+        for the others where ``Ladder.may_round``; none where the target is not finite (an
+        account whose margin cannot be valued, NaN: ``margin_ratio`` counts it infinitely over,
+        has no target to size a partial close to; its equity breach closes it in full). And per
+        due row, in order, whether its round sends anything (``_rounds_send``): compiled, the
+        kernel checks the rounds as it plans them (``liquidation_order.plan_rounds``) and the
+        plans of the rounds that send nothing, which no visit reads, are left out."""
+        book, risk, adaptive, conditions = revalued.book, revalued.risk, self.params.adaptive, revalued.conditions
+        wanted, targets, checked = self._wanted(book.accounts, risk, rows, due, time_ms)
+        if not self.params.compiled:
+            plans = dict(zip(wanted, plan_liquidations(book, risk, wanted, targets, adaptive=adaptive,
+                                                       conditions=conditions, compiled=False) if wanted else []))
+            marks = dict(zip(book.instruments.names, risk.marks.tolist()))
+            return plans, self._rounds_send(book.accounts, rows[due], risk, plans, marks, unreliable, time_ms).tolist()
+        if not wanted:
+            return {}, [False] * int(due.sum())
+        codes, p = self._codes(built), self.params.ladder
+        check = RoundCheck(checked, codes.distress, codes.in_flight, codes.waits(unreliable), risk.marks, time_ms,
+                           p.initial_share, p.ramp_ms, p.round_notional_usd, p.min_notional_usd)
+        made, sent = plan_rounds(book, risk, wanted, targets, check, adaptive, conditions)
+        plans = {i: plan for i, plan in zip(wanted, made) if plan is not None}
+        sends = {i: send for i, send, is_due in zip(wanted, sent, checked) if is_due}
+        return plans, [sends.get(i, False) for i in rows[due].tolist()]
+
+    def _wanted(self, accounts: tuple[str, ...], risk: BookRisk, rows: np.ndarray, due: np.ndarray,
+                time_ms: int) -> tuple[list[int], list[float], list[bool]]:
+        """The rows ``_plans`` plans (due, or ``Ladder.may_round``, with a finite target), their
+        targets and whether each is due."""
+        shortfall = self.params.detectors.margin_trigger_ratio
         may_round, target_of = self.ladder.may_round, self.ladder.target_ratio_of
-        wanted, targets = [], []
+        wanted, targets, checked = [], [], []
         # a few rows a tick: per-row floats (target_ratio_of) cost less than the vectorised target_ratios
         for i, is_due, ratio, maintenance, initial in zip(rows.tolist(), due.tolist(), risk.margin_ratio[rows].tolist(),
                                                           risk.maintenance[rows].tolist(), risk.initial[rows].tolist()):
@@ -621,11 +667,8 @@ class Engine:
             if math.isfinite(target) and (is_due or may_round(accounts[i], ratio, time_ms, shortfall)):
                 wanted.append(i)
                 targets.append(target)
-        if not wanted:
-            return {}
-        made = plan_liquidations(book, risk, wanted, targets, adaptive=self.params.adaptive,
-                                 conditions=conditions, compiled=self.params.compiled)
-        return dict(zip(wanted, made))
+                checked.append(is_due)
+        return wanted, targets, checked
 
     def _times_to_breach(self, risk, velocity: Mapping[str, float], rows: np.ndarray) -> np.ndarray:
         if self.params.compiled:

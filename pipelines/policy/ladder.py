@@ -224,6 +224,18 @@ class Ladder:
         ladder = self._accounts.get(account)
         return ladder is not None and _closes_wait(ladder, closes, unreliable)
 
+    def round_code(self, account: str, instruments: Iterable[str]) -> tuple[float, list[float]]:
+        """What a liquidating round's check reads of ``account`` besides the plan
+        (``kernels.planner.RoundCheck``): its distress start (NaN: none, or no ladder held) and
+        per instrument of ``instruments`` its quantity in flight (0.0: none). Only
+        ``on_revaluation``, ``on_position_update``, ``restore_account`` and ``drop_account``
+        change them."""
+        ladder = self._accounts.get(account)
+        if ladder is None:
+            return math.nan, [0.0 for _ in instruments]
+        in_flight, since = ladder.in_flight, ladder.distress_since_ms
+        return math.nan if since is None else since, [in_flight.get(name, 0.0) for name in instruments]
+
     def hedges_in_flight(self, account: str, underlyings: Iterable[str]) -> list[float]:
         """Per underlying, the hedge in flight on its perpetual (0 where none, or no ladder held):
         what ``hedge_waits`` reads with ``code``."""

@@ -172,21 +172,52 @@ def _slippage_per_unit(book: Book, slippage_per_unit: np.ndarray) -> np.ndarray:
     return slip
 
 
+def plan_rounds(book: Book, risk: BookRisk, accounts: Sequence[int], target_ratios: Sequence[float],
+                check: planner.RoundCheck, adaptive: AdaptiveParams | None = None,
+                conditions: MarketConditions | None = None) -> tuple[list[LiquidationPlan | None], list[bool]]:
+    """``plan_liquidations`` (compiled, default parameters) with the rounds ``check`` asks for
+    checked in the kernel: per account its plan, None where its round was checked and sends
+    nothing (that plan is never unpacked), and whether its round sends anything (False where
+    not checked): ``Ladder.round_orders`` non-empty on the plan's orders, at ``check``'s in-flight
+    quantities, marks, unreliable instruments and time."""
+    realised_vol, depth = (conditions or MarketConditions()).arrays(book.instruments.underlyings)
+    p = DEFAULT_PARAMS
+    slippage = (p.option_half_spread_vol_points, p.option_min_slippage_frac, p.linear_half_spread)
+    packed, kept = planner.plan_batch(book, risk, accounts, target_ratios, p.chunk_fraction, slippage, None,
+                                      realised_vol, depth, adaptive, p.max_steps, check)
+    plans, orders = _fields(packed)
+    sends = [row[planner.PLAN_SENDS] > 0 for row in plans]
+    return ([_plan(row, orders, kept.names, book.accounts) if send or not asked else None
+             for row, send, asked in zip(plans, sends, check.checked)], sends)
+
+
 def _unpacked(packed: np.ndarray, names: tuple[str, ...], accounts: tuple[str, ...]) -> list[LiquidationPlan]:
-    """``planner.plan_batch``'s flat result as plans (its error code as a UserError): its
-    ``PLAN_*`` and ``ORDER_*`` fields are in ``LiquidationPlan``'s and ``CloseOrder``'s order, so
-    the tuples are made from their rows as they are (``tuple.__new__``, as a named tuple's
-    ``_make``)."""
+    """``planner.plan_batch``'s flat result as plans (its error code as a UserError)."""
+    plans, orders = _fields(packed)
+    return [_plan(row, orders, names, accounts) for row in plans]
+
+
+def _fields(packed: np.ndarray) -> tuple[list[list[float]], np.ndarray]:
+    """``planner.plan_batch``'s flat result as its plans' ``PLAN_*`` rows and its orders (``ORDER_*``
+    by order), or its error code as a UserError."""
     n_plans = int(packed[planner.STATUS])
     if n_plans < 0:
         raise UserError(_BATCH_ERRORS[n_plans])
-    new, first_order = tuple.__new__, planner.PLANS_START + planner.PLAN_FIELDS * n_plans
-    orders = [new(CloseOrder, (names[int(k)], qty, cost, mm, equity, ratio))
-              for k, qty, cost, mm, equity, ratio in packed[first_order:].reshape(-1, planner.ORDER_FIELDS).tolist()]
+    first_order = planner.PLANS_START + planner.PLAN_FIELDS * n_plans
     plans = packed[planner.PLANS_START:first_order].reshape(n_plans, planner.PLAN_FIELDS).tolist()
-    return [new(LiquidationPlan, (accounts[int(account)], target, tuple(orders[int(first):int(last)]), reached > 0,
-                                  mm_before, equity_before, mm_after, equity_after))
-            for account, target, first, last, reached, mm_before, equity_before, mm_after, equity_after in plans]
+    return plans, packed[first_order:].reshape(-1, planner.ORDER_FIELDS)
+
+
+def _plan(row: list[float], orders: np.ndarray, names: tuple[str, ...], accounts: tuple[str, ...]) -> LiquidationPlan:
+    """The plan of one ``PLAN_*`` row with its orders: the fields are in ``LiquidationPlan``'s and
+    ``CloseOrder``'s order, so the tuples are made from the rows as they are (``tuple.__new__``,
+    as a named tuple's ``_make``)."""
+    account, target, first, last, reached, mm_before, equity_before, mm_after, equity_after, _ = row
+    new = tuple.__new__
+    made = tuple(new(CloseOrder, (names[int(k)], qty, cost, mm, equity, ratio))
+                 for k, qty, cost, mm, equity, ratio in orders[int(first):int(last)].tolist())
+    return new(LiquidationPlan, (accounts[int(account)], target, made, reached > 0, mm_before, equity_before,
+                                 mm_after, equity_after))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

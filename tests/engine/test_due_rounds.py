@@ -1,7 +1,8 @@
 """Liquidating accounts whose round is due (``DUE_ROUND``): the engine plans them with the visited
-rows, checks each round with ``Ladder.round_orders`` and marks the rounds that send nothing
-without the per-account path; the replays' outputs, and every account's state and the triage's
-codes along the way, are those of one that visits every account."""
+rows, checks each round (compiled, in the planner kernel; numpy, with ``Ladder.round_orders``)
+and marks the rounds that send nothing without the per-account path; the replays' outputs, and
+every account's state and the triage's codes along the way, are those of one that visits every
+account."""
 
 from __future__ import annotations
 
@@ -87,16 +88,16 @@ def test_due_rounds_that_send_nothing_change_nothing_a_visit_would_not(scenario,
     it marks rounds without a visit as well as visiting rounds that send."""
     rows = list(venue_feed.rows(generate(library.get(scenario)).events))
     marked, sent = [], []
-    rounds_send = Engine._rounds_send
+    plans = Engine._plans
 
     def watched(self, *args):
-        sends = rounds_send(self, *args)
-        marked.append(int((~sends).sum()))
-        sent.append(int(sends.sum()))
-        return sends
+        made, sends = plans(self, *args)
+        marked.append(sends.count(False))
+        sent.append(sends.count(True))
+        return made, sends
 
     with monkeypatch.context() as patch:
-        patch.setattr(Engine, "_rounds_send", watched)
+        patch.setattr(Engine, "_plans", watched)
         triaged = [replayed(rows, compiled) for compiled in (True, False)]
     assert sum(marked) and sum(sent)
     fates = Engine._fates
@@ -107,15 +108,35 @@ def test_due_rounds_that_send_nothing_change_nothing_a_visit_would_not(scenario,
 
 def test_a_due_round_the_tick_made_no_plan_for_is_visited(monkeypatch) -> None:
     """A due round whose target is finite but that the tick's batch made no plan for is not read
-    as sending nothing: it is visited (the visit plans it alone), and the replay is still the
-    one that visits every account, state and codes included."""
+    as sending nothing (``_rounds_send``, the numpy path's check): it is visited (the visit plans
+    it alone), and the replay is still the one that visits every account, state and codes
+    included."""
+    rows = list(venue_feed.rows(generate(library.get("jelly-2025")).events))
+    rounds_send, dropped = Engine._rounds_send, []
+
+    def unplanned(self, accounts, rows, risk, plans, *args):
+        dropped.extend(plans.pop(i) for i in rows.tolist() if i in plans)  # the visit's plans too
+        return rounds_send(self, accounts, rows, risk, plans, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, "_rounds_send", unplanned)
+        replay = replayed(rows, False)
+    assert dropped
+    fates = Engine._fates
+    monkeypatch.setattr(Engine, "_fates", lambda self, *args: np.minimum(fates(self, *args), triage.VISIT))
+    assert_same_replay(replay, replayed(rows, False))
+
+
+def test_a_visited_due_round_the_tick_kept_no_plan_for_plans_it_alone(monkeypatch) -> None:
+    """Compiled, a due round the kernel finds sending is visited with the tick's plan; without it
+    the visit plans the account alone, to the same replay as one that visits every account."""
     rows = list(venue_feed.rows(generate(library.get("jelly-2025")).events))
     plans, dropped = Engine._plans, []
 
-    def unplanned(self, book, risk, rows, due, time_ms, conditions):
-        made = plans(self, book, risk, rows, due, time_ms, conditions)
+    def unplanned(self, built, revalued, rows, due, *args):
+        made, sends = plans(self, built, revalued, rows, due, *args)
         dropped.extend(made.pop(i) for i in rows[due].tolist() if i in made)
-        return made
+        return made, sends
 
     with monkeypatch.context() as patch:
         patch.setattr(Engine, "_plans", unplanned)
@@ -134,15 +155,15 @@ def test_a_due_round_under_the_minimum_is_marked_or_the_next_tick_sends_early(co
     Marked, the replay is the one that visits every account: actions, breaches and states."""
     params = EngineParams(hedged_accounts=frozenset({"hedged-desk"}),
                           ladder=LadderParams(round_ms=2_000, ramp_ms=240_000), compiled=compiled)
-    rounds_send, marked = Engine._rounds_send, []
+    plans, marked = Engine._plans, []
 
     def watched(self, *args):
-        sends = rounds_send(self, *args)
-        marked.append(int((~sends).sum()))
-        return sends
+        made, sends = plans(self, *args)
+        marked.append(sends.count(False))
+        return made, sends
 
     with monkeypatch.context() as patch:
-        patch.setattr(Engine, "_rounds_send", watched)
+        patch.setattr(Engine, "_plans", watched)
         engine, breaches, actions = run(crash_events(), params)
     leave_alone = Engine._leave_alone
 
@@ -161,3 +182,41 @@ def test_a_due_round_under_the_minimum_is_marked_or_the_next_tick_sends_early(co
     held = sorted(engine.held_accounts())
     assert held == sorted(visited.held_accounts())
     assert [engine._account_state(a) for a in held] == [visited._account_state(a) for a in held]
+
+
+def assert_round_columns_are_the_ladders(engine: Engine) -> int:
+    """The planner's round check columns of the engine's codes (``_Codes``) hold the ladder's
+    distress start and in-flight quantities (``Ladder.round_code``) on every row in attention,
+    and every row the triage may find due (LIQUIDATING) is in attention. Returns the number of
+    LIQUIDATING rows."""
+    codes = engine._codes_cache
+    if codes is None:
+        return 0
+    book, closes = codes.built.book, codes.built.closes
+    start, liquidating = book.position_start, codes.table[:, triage.STATE] == triage.LIQUIDATING
+    for i, account in enumerate(book.accounts):
+        if account not in engine._attention:
+            assert not liquidating[i]
+            continue
+        since, in_flight = engine.ladder.round_code(account, [name for name, _, _ in closes[i]])
+        np.testing.assert_array_equal(codes.distress[i], since)
+        np.testing.assert_array_equal(codes.in_flight[start[i]:start[i + 1]], in_flight)
+    return int(liquidating.sum())
+
+
+@pytest.mark.parametrize("scenario", library.names())
+def test_the_round_checks_resident_columns_follow_the_ladder_tick_after_tick(scenario, monkeypatch) -> None:
+    """After every tick of a bundled scenario's compiled replay (its visits, book rebuilds and
+    rounds marked), the resident columns the planner's round check reads are the ladder's."""
+    rows = list(venue_feed.rows(generate(library.get(scenario)).events))
+    revalue, liquidating = Engine._revalue, []
+
+    def checked(self: Engine, time_ms: int):
+        out = revalue(self, time_ms)
+        liquidating.append(assert_round_columns_are_the_ladders(self))
+        return out
+
+    monkeypatch.setattr(Engine, "_revalue", checked)
+    replay_dicts(rows, params=EngineParams(compiled=True))
+    assert len(liquidating) > 1_000
+    assert sum(liquidating)  # rows the triage could find due, on some ticks

@@ -43,8 +43,11 @@ def test_the_in_flight_column_follows_the_unreliable_set(accounts, ticks) -> Non
     their rows), every LIQUIDATED row holds ``Ladder.closes_wait`` for the tick's set."""
     names = tuple(f"a{i}" for i in range(len(accounts)))
     closes = [[LEGS[k] for k in sorted(legs)] for _, _, legs in accounts]
-    built = types.SimpleNamespace(book=types.SimpleNamespace(accounts=names, instruments=types.SimpleNamespace(
-        underlyings=("BTC", "ETH"))), closes=closes, mask=lambda accounts: np.zeros(len(names)))
+    position_start = np.cumsum([0] + [len(legs) for legs in closes])
+    instruments = types.SimpleNamespace(underlyings=("BTC", "ETH"), names=tuple(name for name, _, _ in LEGS))
+    book = types.SimpleNamespace(accounts=names, instruments=instruments, position_start=position_start,
+                                 qty=np.zeros(position_start[-1]))
+    built = types.SimpleNamespace(book=book, closes=closes, mask=lambda accounts: np.zeros(len(names)))
     ladder, detectors = Ladder(), Detectors()
     for name, (state, in_flight, _) in zip(names, accounts):
         restore(ladder, name, state, in_flight)

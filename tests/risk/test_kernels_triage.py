@@ -39,7 +39,8 @@ INDEX = [60_000.0, 2_000.0]
 def fates(table: np.ndarray, hedges: np.ndarray, perpetuals: np.ndarray, rows: np.ndarray, risk: object,
           allowed: list[float], ttb: np.ndarray) -> list[np.ndarray]:
     """The reference's fates, then the kernel's."""
-    resident, underlying = _Codes(None, table, hedges, perpetuals), np.array([INDEX, allowed])  # type: ignore[arg-type]
+    resident = _Codes(None, table, hedges, perpetuals, np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool))  # type: ignore[arg-type]
+    underlying = np.array([INDEX, allowed])
     return [Engine(KEY, EngineParams(compiled=compiled))._fates(resident, rows, risk, underlying, ttb, TIME_MS)
             for compiled in (False, True)]
 

@@ -55,7 +55,8 @@ STATUS, PLANS_START = 0, 1
 BAD_TARGET, ACCOUNT_OUT_OF_RANGE, ACCOUNT_REPEATED = -1, -2, -3
 PLAN_ACCOUNT, PLAN_TARGET, PLAN_FIRST_ORDER, PLAN_LAST_ORDER, PLAN_REACHED = 0, 1, 2, 3, 4
 PLAN_MAINTENANCE_BEFORE, PLAN_EQUITY_BEFORE, PLAN_MAINTENANCE_AFTER, PLAN_EQUITY_AFTER = 5, 6, 7, 8
-PLAN_FIELDS = 9
+PLAN_SENDS = 9  # 1.0 where the account's round was checked (``RoundCheck``) and sends something, else 0.0
+PLAN_FIELDS = 10
 ORDER_INSTRUMENT, ORDER_QTY, ORDER_COST, ORDER_MAINTENANCE, ORDER_EQUITY, ORDER_RATIO = 0, 1, 2, 3, 4, 5
 ORDER_FIELDS = 6
 FLOAT64 = np.dtype(np.float64)
@@ -74,6 +75,10 @@ Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 Positions = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 InstrumentColumns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 UnderlyingColumns = tuple[np.ndarray, ...]
+# A round check's arrays (``RoundCheck``: checked, distress_since_ms, in_flight, waits, marks) and its limits
+# (time_ms, initial_share, ramp_ms, round_notional_usd, min_notional_usd).
+Rounds = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+RoundLimits = tuple[float, float, float, float, float]
 
 _kernel = njit(cache=True, error_model="numpy")
 
@@ -286,6 +291,48 @@ def _search_account(first: int, last: int, qty: np.ndarray, legs: Legs, market: 
 
 
 @_kernel
+def _round_share(distress_since_ms: float, limits: RoundLimits) -> float:
+    """``ladder._round_orders``' share at ``limits``' time: ``initial_share`` plus the time in
+    distress (none when NaN) over ``ramp_ms``, at most 1 (the same operations: the times are
+    whole milliseconds, exact in float64)."""
+    time_ms, initial_share, ramp_ms, _, _ = limits
+    elapsed = 0.0 if np.isnan(distress_since_ms) else time_ms - distress_since_ms
+    share = initial_share + elapsed / ramp_ms
+    return share if share < 1.0 else 1.0
+
+
+@_kernel
+def _round_sends(orders: np.ndarray, first: int, last: int, account: int, positions: Positions, rounds: Rounds,
+                 limits: RoundLimits) -> bool:
+    """Whether ``ladder._round_orders`` gives anything for ``account``'s plan, orders first:last:
+    before its first order the budget is the whole ``round_notional_usd`` and nothing is placed,
+    so it does iff some order, in plan order, neither waits nor falls under ``min_notional_usd``
+    (its quantity within the share less the account's in flight on the instrument, its notional
+    at the mark capped at the budget; the same comparisons, NaN included)."""
+    position_start, instrument_idx, _, _, _ = positions
+    _, distress_since_ms, in_flight, waits, marks = rounds
+    _, _, _, budget, min_notional = limits
+    share = _round_share(distress_since_ms[account], limits)
+    for o in range(first, last):
+        k = int(orders[o, ORDER_INSTRUMENT])
+        if waits[k]:
+            continue
+        sent = 0.0
+        for p in range(position_start[account], position_start[account + 1]):
+            if instrument_idx[p] == k:
+                sent = in_flight[p]
+                break
+        planned = orders[o, ORDER_QTY]
+        qty = planned * share - sent if planned * (planned * share - sent) > 0 else 0.0
+        notional = abs(qty) * marks[k]
+        if notional > budget:
+            notional = budget
+        if not notional < min_notional:
+            return True
+    return False
+
+
+@_kernel
 def _batch_error(picked: np.ndarray, targets: np.ndarray, n_accounts: int) -> int:
     """0 when there is one target per account, every target is a positive number and every account
     an index into the book's ``n_accounts``, once; else (checked in this order) ``ACCOUNT_REPEATED``,
@@ -372,10 +419,13 @@ def _packed(planned: np.ndarray, plans_start: int, orders: np.ndarray, n_orders:
 def _plan_batch(picked: np.ndarray, targets: np.ndarray, positions: Positions, chunk_fraction: float,
                 greeks: InstrumentColumns, slippage: tuple[float, float, float], slippage_per_unit: np.ndarray,
                 scenario_pnl: np.ndarray, weight: np.ndarray, underlyings: UnderlyingColumns, adaptive: np.ndarray,
-                use_adaptive: bool, equity: np.ndarray, max_steps: int) -> np.ndarray:
+                use_adaptive: bool, equity: np.ndarray, max_steps: int, rounds: Rounds,
+                round_limits: RoundLimits) -> np.ndarray:
     """Every batch account's plan, flat: a status (``STATUS``: the number of plans, or an error
     code < 0 and nothing else when ``_batch_error`` refuses the batch), then per account
-    ``PLAN_*`` fields, then every account's orders (``ORDER_*`` fields), account after account."""
+    ``PLAN_*`` fields, then every account's orders (``ORDER_*`` fields), account after account.
+    ``PLAN_SENDS``: ``_round_sends`` of the accounts ``rounds`` checks (none when its first array is
+    empty)."""
     position_start, instrument_idx, position_qty, underlying_idx, is_option = positions
     error = _batch_error(picked, targets, len(position_start) - 1)
     if error:
@@ -409,6 +459,9 @@ def _plan_batch(picked: np.ndarray, targets: np.ndarray, positions: Positions, c
         plan[PLAN_MAINTENANCE_BEFORE], plan[PLAN_EQUITY_BEFORE] = mm_before, equity_before
         plan[PLAN_MAINTENANCE_AFTER], plan[PLAN_EQUITY_AFTER] = mm, equity_after
         plan[PLAN_REACHED] = 1.0 if _ratio(mm, equity_after) <= targets[b] else 0.0
+        checked = len(rounds[0]) > 0 and rounds[0][b]
+        sends = checked and _round_sends(orders, opened, n, picked[b], positions, rounds, round_limits)
+        plan[PLAN_SENDS] = 1.0 if sends else 0.0
     return _packed(planned, PLANS_START, orders, n)
 
 
@@ -426,9 +479,43 @@ def _ints(a: Sequence[int] | np.ndarray) -> np.ndarray:
     return a if a.flags.writeable else a.copy()
 
 
-def _bools(a: np.ndarray) -> np.ndarray:
+def _bools(a: Sequence[bool] | np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a, dtype=np.bool_)
     return a if a.flags.writeable else a.copy()
+
+
+class RoundCheck(NamedTuple):
+    """What ``_plan_batch`` reads to tell whether a batch account's liquidation round at
+    ``time_ms`` sends anything for the plan it makes (``ladder._round_orders``, ``PLAN_SENDS``):
+    which batch accounts to check, per book row the ladder's distress start (NaN: none), per
+    position of the book the account's quantity in flight on its instrument (0.0: none), per
+    instrument whether its liquidations wait (its underlying or itself unreliable) and its mark,
+    and the ladder's pacing parameters."""
+
+    checked: Sequence[bool] | np.ndarray  # per batch account
+    distress_since_ms: np.ndarray  # float64, per book row
+    in_flight: np.ndarray  # float64, per position
+    waits: np.ndarray  # bool, per instrument
+    marks: np.ndarray  # float64, per instrument
+    time_ms: float
+    initial_share: float
+    ramp_ms: float
+    round_notional_usd: float
+    min_notional_usd: float
+
+
+NO_ROUNDS: Rounds = (np.zeros(0, dtype=np.bool_), np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.bool_), np.zeros(0))
+NO_ROUND_LIMITS: RoundLimits = (0.0, 0.0, 1.0, 0.0, 0.0)
+
+
+def _rounds(check: RoundCheck | None) -> tuple[Rounds, RoundLimits]:
+    """``check`` as ``_plan_batch`` reads it (no account checked when None)."""
+    if check is None:
+        return NO_ROUNDS, NO_ROUND_LIMITS
+    return ((_bools(check.checked), _floats(check.distress_since_ms), _floats(check.in_flight), _bools(check.waits),
+             _floats(check.marks)),
+            (float(check.time_ms), float(check.initial_share), float(check.ramp_ms), float(check.round_notional_usd),
+             float(check.min_notional_usd)))
 
 
 class Resident(NamedTuple):
@@ -464,27 +551,29 @@ def resident(book: Book, grid: ScenarioGrid, charges: UnderlyingParams) -> Resid
 def plan_batch(book: Book, risk: BookRisk, picked: Sequence[int], targets: Sequence[float], chunk_fraction: float,
                slippage: tuple[float, float, float], slippage_per_unit: np.ndarray | None,
                realised_vol: np.ndarray, depth: np.ndarray, adaptive: AdaptiveParams | None,
-               max_steps: int) -> tuple[np.ndarray, Resident]:
+               max_steps: int, check: RoundCheck | None = None) -> tuple[np.ndarray, Resident]:
     """``_plan_batch`` of the accounts ``picked`` (book indices) to ``targets``: the flat result
     ``liquidation_order`` unpacks into plans, and the ``Resident`` it read (its names). ``slippage``:
     the ``LiquidationParams`` the expected slippage per contract is priced from (option half spread
     in vol points, option minimum as a fraction of the index, linear half spread), unless
-    ``slippage_per_unit`` gives it (one value per instrument)."""
+    ``slippage_per_unit`` gives it (one value per instrument). ``check``: the rounds to check
+    (``PLAN_SENDS``; none when None)."""
     kept = resident(book, risk.grid, risk.params)
     return _plan_batch(*batch_inputs(kept, risk, picked, targets, chunk_fraction, slippage, slippage_per_unit,
-                                     realised_vol, depth, adaptive, max_steps)), kept
+                                     realised_vol, depth, adaptive, max_steps, check)), kept
 
 
 def batch_inputs(kept: Resident, risk: BookRisk, picked: Sequence[int], targets: Sequence[float],
                  chunk_fraction: float, slippage: tuple[float, float, float], slippage_per_unit: np.ndarray | None,
                  realised_vol: np.ndarray, depth: np.ndarray, adaptive: AdaptiveParams | None,
-                 max_steps: int) -> tuple:
+                 max_steps: int, check: RoundCheck | None = None) -> tuple:
     """``_plan_batch``'s arguments (``plan_batch``'s): the resident arrays and the revaluation's, not
     copied when they already have the kernel's types."""
     greeks, underlyings, scenario_pnl, equity = _risk_arrays(kept, risk, realised_vol, depth)
     return (_ints(picked), _floats(targets), kept.positions, float(chunk_fraction), greeks, slippage,
             NO_SLIPPAGE if slippage_per_unit is None else _floats(slippage_per_unit), scenario_pnl,
-            kept.weight, underlyings, adaptive_table(adaptive), adaptive is not None, equity, int(max_steps))
+            kept.weight, underlyings, adaptive_table(adaptive), adaptive is not None, equity, int(max_steps),
+            *_rounds(check))
 
 
 RiskArrays = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], np.ndarray, np.ndarray]
@@ -530,4 +619,6 @@ def warm() -> None:
                 (_floats(np.array([0.5, 1.0])), _floats(np.array([0.01, 0.0])), _floats(two), _floats(two),
                  _floats(two)), (0.5, 0.0001, 0.0005), NO_SLIPPAGE, _floats(np.array([[-1.0, 0.5], [-0.1, 0.1]])),
                 _floats(np.ones((1, 2))), tuple(_floats(np.array([v])) for v in (1.0, 0.5, 0.5, 1e6, 0.02, 0.01, 0.01)),
-                adaptive_table(AdaptiveParams()), True, _floats(one), 10)
+                adaptive_table(AdaptiveParams()), True, _floats(one), 10,
+                *_rounds(RoundCheck(np.ones(1, dtype=np.bool_), np.zeros(1), np.zeros(2), np.zeros(2, dtype=np.bool_),
+                                    two, 0, 0.2, 60_000, 1e5, 1e3)))
