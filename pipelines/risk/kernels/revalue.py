@@ -112,14 +112,14 @@ def _first_argmin(pnl: np.ndarray, weight: np.ndarray, n: int) -> tuple[int, flo
     if n == 0:
         return 0, 0.0
     worst, lowest = 0, pnl[0] * weight[0]
-    for s in range(1, n):
+    if math.isnan(lowest):
+        return worst, lowest
+    for s in range(1, n):  # one pass: the first NaN ends it (a NaN anywhere is the argmin)
         value = pnl[s] * weight[s]
         if value < lowest:  # false whenever either is NaN
             worst, lowest = s, value
-    if not math.isnan(lowest):
-        for s in range(n):  # a NaN anywhere is the argmin: find the first one
-            if math.isnan(pnl[s] * weight[s]):
-                return s, pnl[s] * weight[s]
+        elif math.isnan(value):
+            return s, value
     return worst, lowest
 
 
