@@ -450,6 +450,16 @@ class Detectors:
         return (underlying in self._oracle_deviating or underlying in self._oracle_off_twap
                 or any(u == underlying for u, _ in self._oracle_stale))
 
+    def unreliable(self, underlyings: Iterable[str]) -> frozenset[str]:
+        """What a liquidation waits on: of ``underlyings`` those whose oracle is unreliable
+        (``oracle_unreliable``), and every instrument whose mark is manipulated (``manipulated``)
+        or that was delisted (``delisted``). Empty at once while none of those holds anything."""
+        if not (self._oracle_deviating or self._oracle_off_twap or self._oracle_stale or self._mark_firing
+                or self._delisted):
+            return frozenset()
+        return frozenset((*(u for u in underlyings if self.oracle_unreliable(u)), *self._mark_firing,
+                          *self._delisted))
+
     def manipulated(self) -> dict[str, float]:
         """Every instrument whose mark-manipulation breach fires, with its price before the
         manipulation (``on_mark``)."""

@@ -685,9 +685,7 @@ class Engine:
         """What the ladder's liquidations wait on (``Ladder.on_revaluation``): of ``underlyings``
         those whose oracle is unreliable, and every instrument whose mark is manipulated or
         that was delisted. Market state: it changes with market records, not with visits."""
-        detectors = self.detectors
-        unreliable = {u for u in underlyings if detectors.oracle_unreliable(u)}
-        return frozenset(unreliable.union(detectors.manipulated().keys(), detectors.delisted()))
+        return self.detectors.unreliable(underlyings)
 
     def _triage(self, built: BuiltBook, rows: np.ndarray, risk: BookRisk, ttb: np.ndarray,
                 unreliable: frozenset[str], time_ms: int) -> np.ndarray:
