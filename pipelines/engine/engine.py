@@ -467,26 +467,27 @@ class Engine:
             return out
         revalued = self._revaluation(built, time_ms, rows)
         risk = revalued.risk
-        velocity = {u: self._velocity(u, time_ms) for u in risk.underlyings}
-        ttb = self._times_to_breach(risk, velocity, rows)
+        speeds = [self._velocity(u, time_ms) for u in risk.underlyings]
+        velocity = dict(zip(risk.underlyings, speeds))
+        ttb = self._times_to_breach(risk, speeds, rows)
         unreliable = self._unreliable(built.book.instruments.underlyings)
         fate = self._triage(built, rows, risk, ttb, unreliable, time_ms)
         slow = fate != triage.QUIET  # a due round resolves to VISIT or ROUND, never to QUIET
         plans: dict[int, LiquidationPlan] = {}
         # a few dozen rows a tick: one tolist and Python lists cost less than numpy's masks
-        fates = fate.tolist()
-        due_at = [k for k, f in enumerate(fates) if f == triage.DUE_ROUND]
+        fates, row_list = fate.tolist(), rows.tolist()
+        due_at = [k for k, f in enumerate(fates) if f == triage.DUE_ROUND] if triage.DUE_ROUND in fates else []
         if due_at or triage.VISIT in fates:
             due = fate == triage.DUE_ROUND
             planned = due | (fate == triage.VISIT)
             plans, sends = self._plans(built, revalued, rows[planned], due[planned], unreliable, time_ms)
             for k, send in zip(due_at, sends):
                 fate[k] = fates[k] = triage.VISIT if send else triage.ROUND
-        self._leave_alone(built, rows, fate, time_ms)
-        visit = [k for k, f in enumerate(fates) if f == triage.VISIT]
-        if visit:
+        self._leave_alone(built, row_list, fates, time_ms)
+        if triage.VISIT in fates:
+            visit = [k for k, f in enumerate(fates) if f == triage.VISIT]
             marks = dict(zip(revalued.book.instruments.names, risk.marks.tolist()))
-            first = [refs[built.first_touch(i, touched, moved)] for i in rows[visit].tolist()]
+            first = [refs[built.first_touch(row_list[k], touched, moved)] for k in visit]
             self._visit(built, revalued, rows[visit], ttb[visit], velocity, first, unreliable, plans, marks,
                         time_ms, out)
         out.exposures += self._exposures(built, rows, slow, risk, time_ms)
@@ -513,24 +514,22 @@ class Engine:
                 sends[k] = bool(round_orders(accounts[i], legs, time_ms, thin, unreliable))
         return sends
 
-    def _leave_alone(self, built: BuiltBook, rows: np.ndarray, fate: np.ndarray, time_ms: int) -> None:
-        """What the per-account path would have done for the rows it leaves out (``fate``, a due
-        round resolved to ROUND or VISIT): UNMOVED, the margin watermark moves, as ``on_margin``
-        would move it; ROUND (a liquidated account's round, each leg in flight or waiting on an
-        unreliable market, or a liquidating account's round that sends nothing), the round is
-        marked too."""
+    def _leave_alone(self, built: BuiltBook, rows: list[int], fates: list[int], time_ms: int) -> None:
+        """What the per-account path would have done for the rows it leaves out (``fates``, per
+        row, a due round resolved to ROUND or VISIT): UNMOVED, the margin watermark moves, as
+        ``on_margin`` would move it; ROUND (a liquidated account's round, each leg in flight or
+        waiting on an unreliable market, or a liquidating account's round that sends nothing),
+        the round is marked too."""
         accounts = built.book.accounts
-        idle, rounds = [], []
-        for i, f in zip(rows.tolist(), fate.tolist()):
-            if f >= triage.UNMOVED:
-                idle.append(accounts[i])
-                if f == triage.ROUND:
-                    rounds.append(i)
+        idle = [accounts[i] for i, f in zip(rows, fates) if f >= triage.UNMOVED]
         if idle:
+            rounds = [i for i, f in zip(rows, fates) if f == triage.ROUND]
             self.detectors.advance_margin(idle, time_ms)
             if rounds:
                 self.ladder.mark_rounds([accounts[i] for i in rounds], time_ms)
-                self._codes(built).table[rounds, triage.LAST_ROUND] = time_ms
+                last_round = self._codes(built).table[:, triage.LAST_ROUND]
+                for i in rounds:  # a few rows: scalar writes cost less than a fancy index
+                    last_round[i] = time_ms
 
     def _visit(self, built: BuiltBook, revalued: Revaluation, rows: np.ndarray, ttb: np.ndarray,
                velocity: Mapping[str, float], refs: list[str], unreliable: frozenset[str],
@@ -670,13 +669,14 @@ class Engine:
                 checked.append(is_due)
         return wanted, targets, checked
 
-    def _times_to_breach(self, risk, velocity: Mapping[str, float], rows: np.ndarray) -> np.ndarray:
+    def _times_to_breach(self, risk, speeds: Sequence[float], rows: np.ndarray) -> np.ndarray:
+        """Per row of ``rows``, its projected time to breach at the index velocity ``speeds`` (one
+        per underlying of ``risk``, in its order)."""
         if self.params.compiled:
-            v = np.array([velocity[u] for u in risk.underlyings], dtype=np.float64)
+            v = np.array(speeds, dtype=np.float64)
             return revalue_kernels.times_to_breach_rows(risk.equity, risk.maintenance, risk.delta, risk.gamma, v, rows)
         a = b = np.zeros(len(rows))
-        for k, u in enumerate(risk.underlyings):
-            speed = velocity[u]
+        for k, speed in enumerate(speeds):
             a = a + 0.5 * risk.gamma[rows, k] * speed * speed
             b = b + risk.delta[rows, k] * speed
         return times_to_breach_ms(risk.equity[rows] - risk.maintenance[rows], a, b)
@@ -793,10 +793,11 @@ class Engine:
                                       risk.margin_ratio[picked], codes[picked, triage.STATE]))
             last_t[picked], last_ratio[picked] = time_ms, risk.margin_ratio[picked]
         accounts = built.book.accounts
+        # by column: five lists, not one per record
         return [{"account": accounts[i], "event_time_ms": time_ms, "equity_usd": equity,
                  "maintenance_margin_usd": maintenance, "initial_margin_usd": initial, "margin_ratio": r,
                  "state": STATE_OF_CODE[code]}
-                for i, (equity, maintenance, initial, r, code) in zip(picked.tolist(), values.tolist())]
+                for i, equity, maintenance, initial, r, code in zip(picked.tolist(), *values.T.tolist())]
 
     def _emitted_rows(self, built: BuiltBook) -> tuple[np.ndarray, np.ndarray]:
         """``_emitted`` as two arrays over the rows of ``built`` (time -inf and ratio NaN where

@@ -167,8 +167,8 @@ def test_a_due_round_under_the_minimum_is_marked_or_the_next_tick_sends_early(co
         engine, breaches, actions = run(crash_events(), params)
     leave_alone = Engine._leave_alone
 
-    def unmarked(self, built, rows, fate, time_ms):
-        leave_alone(self, built, rows, np.where(fate == triage.ROUND, triage.UNMOVED, fate), time_ms)
+    def unmarked(self, built, rows, fates, time_ms):
+        leave_alone(self, built, rows, [triage.UNMOVED if f == triage.ROUND else f for f in fates], time_ms)
 
     with monkeypatch.context() as patch:
         patch.setattr(Engine, "_leave_alone", unmarked)
