@@ -521,13 +521,15 @@ def _rounds(check: RoundCheck | None) -> tuple[Rounds, RoundLimits]:
 class Resident(NamedTuple):
     """What the kernel reads of a book and its margin parameters that stays while they do, in the
     kernel's array types: the book's positions and instrument table (``Positions``), the scenario
-    weights, the per-underlying charges (the last three ``UNDERLYING_*`` columns); and the
-    instruments' names."""
+    weights, the per-underlying charges (the last three ``UNDERLYING_*`` columns); the
+    instruments' names; and ``_risk_arrays``' last result with the objects it was made of
+    (empty until it keeps one)."""
 
     positions: Positions
     weight: np.ndarray
     charges: tuple[np.ndarray, np.ndarray, np.ndarray]
     names: tuple[str, ...]
+    last_risk: list[Any]  # [risk, adaptive, RiskArrays] once kept
 
 
 def resident(book: Book, grid: ScenarioGrid, charges: UnderlyingParams) -> Resident:
@@ -543,7 +545,7 @@ def resident(book: Book, grid: ScenarioGrid, charges: UnderlyingParams) -> Resid
     positions = (_ints(book.position_start), _ints(book.instrument_idx), _floats(book.qty),
                  _ints(table.underlying_idx), _bools(table.is_option))
     made = Resident(positions, _floats(grid.weight), (_floats(charges.delta_charge_net),
-                    _floats(charges.delta_charge_hedged), _floats(charges.short_option_charge)), table.names)
+                    _floats(charges.delta_charge_hedged), _floats(charges.short_option_charge)), table.names, [])
     book.derived[_RESIDENT] = (grid, charges, made)
     return made
 
@@ -569,34 +571,33 @@ def batch_inputs(kept: Resident, risk: BookRisk, picked: Sequence[int], targets:
                  max_steps: int, check: RoundCheck | None = None) -> tuple:
     """``_plan_batch``'s arguments (``plan_batch``'s): the resident arrays and the revaluation's, not
     copied when they already have the kernel's types."""
-    greeks, underlyings, scenario_pnl, equity = _risk_arrays(kept, risk, realised_vol, depth)
+    greeks, (index, implied_vol), scenario_pnl, equity, table = _risk_arrays(kept, risk, adaptive)
+    underlyings = (index, implied_vol, _floats(realised_vol), _floats(depth), *kept.charges)
     return (_ints(picked), _floats(targets), kept.positions, float(chunk_fraction), greeks, slippage,
             NO_SLIPPAGE if slippage_per_unit is None else _floats(slippage_per_unit), scenario_pnl,
-            kept.weight, underlyings, adaptive_table(adaptive), adaptive is not None, equity, int(max_steps),
-            *_rounds(check))
+            kept.weight, underlyings, table, adaptive is not None, equity, int(max_steps), *_rounds(check))
 
 
-RiskArrays = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], np.ndarray, np.ndarray]
-_LAST_RISK_ARRAYS: tuple[tuple[Any, ...], RiskArrays] | None = None  # (the objects it was made of, it)
+# (Greeks and units, underlying index and implied vol, scenario PnL, equity, adaptive table)
+RiskArrays = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray, np.ndarray]
 
 
-def _risk_arrays(kept: Resident, risk: BookRisk, realised_vol: np.ndarray, depth: np.ndarray) -> RiskArrays:
-    """``_plan_batch``'s Greeks and underlying columns, scenario PnL and equity of ``risk``; the
-    last ones returned again while ``kept``'s charges, ``risk``, ``realised_vol`` and ``depth`` are
-    the same objects, if they were the risk's own arrays (not copies): a resident risk is
-    rewritten in place tick after tick, so its arrays hold the tick's values."""
-    global _LAST_RISK_ARRAYS
-    key = (kept.charges, risk, realised_vol, depth)
-    last = _LAST_RISK_ARRAYS
-    if last is not None and all(a is b for a, b in zip(last[0], key)):
-        return last[1]
+def _risk_arrays(kept: Resident, risk: BookRisk, adaptive: AdaptiveParams | None) -> RiskArrays:
+    """``_plan_batch``'s arrays of ``risk`` (per instrument Greeks and units, the underlyings'
+    index and implied vol, scenario PnL, equity) and ``adaptive_table(adaptive)``; the last ones
+    (``kept.last_risk``, held per book) again while ``risk`` and ``adaptive`` are the same
+    objects, if they were the risk's own arrays (not copies): a resident risk is rewritten in
+    place tick after tick, so its arrays hold the tick's values."""
+    last = kept.last_risk
+    if last and last[0] is risk and last[1] is adaptive:
+        return last[2]
     unit, inputs = risk.unit, risk.inputs
     sources = (unit.delta, unit.gamma, unit.vega, risk.units, inputs.index, inputs.underlying_index,
-               inputs.underlying_vol, realised_vol, depth, risk.scenario_pnl, risk.equity)
+               inputs.underlying_vol, risk.scenario_pnl, risk.equity)
     made = [_floats(a) for a in sources]
-    arrays = (tuple(made[:5]), (*made[5:9], *kept.charges), made[9], made[10])
+    arrays = (tuple(made[:5]), (made[5], made[6]), made[7], made[8], adaptive_table(adaptive))
     if all(a is b for a, b in zip(made, sources)):
-        _LAST_RISK_ARRAYS = (key, arrays)
+        kept.last_risk[:] = [risk, adaptive, arrays]
     return arrays
 
 
