@@ -482,7 +482,7 @@ class Engine:
             planned = due | (fate == triage.VISIT)
             plans, sends = self._plans(built, revalued, rows[planned], due[planned], unreliable, time_ms)
             for k, send in zip(due_at, sends):
-                fate[k] = fates[k] = triage.VISIT if send else triage.ROUND
+                fates[k] = triage.VISIT if send else triage.ROUND
         self._leave_alone(built, row_list, fates, time_ms)
         if triage.VISIT in fates:
             visit = [k for k, f in enumerate(fates) if f == triage.VISIT]
