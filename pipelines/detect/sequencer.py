@@ -29,6 +29,8 @@ import heapq
 from collections.abc import Hashable
 from typing import Any
 
+NEVER_MS = -(2**63)  # the newest event time of an input that has shown none
+
 
 class Sequencer:
     def __init__(self, allowed_lateness_ms: int = 0) -> None:
@@ -44,7 +46,7 @@ class Sequencer:
         self._bound_valid = False
         self._bound_value: tuple[Hashable, int] | None = None
 
-    def add_input(self, name: Hashable, newest_ms: int = -(2**63)) -> None:
+    def add_input(self, name: Hashable, newest_ms: int = NEVER_MS) -> None:
         """Declare an input (e.g. a topic-partition) before or while events flow; ``newest_ms``:
         the newest event time it had shown, where it resumes from a snapshot (``released``)."""
         if name not in self._newest:
@@ -52,7 +54,7 @@ class Sequencer:
             self._newest[name] = newest_ms
             self._open.add(name)
             self._positions[name] = 0
-            self._ranks[name] = _rank(name)
+            self._ranks[name] = input_rank(name)
 
     def push(self, name: Hashable, event_time_ms: int, event: Any) -> bool:
         """Queue an event of input ``name``; False if it is late for its input (older than the
@@ -204,6 +206,6 @@ class Sequencer:
         return len(self._heap)
 
 
-def _rank(name: Hashable) -> str:
+def input_rank(name: Hashable) -> str:
     """Inputs tie-break by name, so two events with the same time come out in a fixed order."""
     return repr(name)

@@ -105,13 +105,13 @@ def run_shards(messages: Iterable[tuple[int | None, Message]], partitions: int, 
     on the market and that account alone; market-wide outputs are reported by one owner), so
     ``partitions=1`` — one shard holding everything — gives the cluster's outputs at a twelfth
     of the market work; ``tests/engine/test_shards.py`` holds it to that. Python's cyclic garbage
-    collector is paused for the run, and left as it was found (``_cyclic_gc_paused``)."""
-    with _cyclic_gc_paused():
+    collector is paused for the run, and left as it was found (``cyclic_gc_paused``)."""
+    with cyclic_gc_paused():
         return _run_shards(list(messages), partitions, key, params)
 
 
 @contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
+def cyclic_gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector (reference counting still frees nearly everything:
     the engine makes almost no cycles), for a run that holds a whole feed in memory: every full
     pass of the collector walks all of it, and the passes grow with the feed."""

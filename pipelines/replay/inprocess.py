@@ -6,8 +6,10 @@ worker's dead letters, counted by reason) through the in-process cluster (``run_
 ``Engine`` per shard, market records to every shard, refs ``topic:partition:offset`` exactly as
 the stream workers name them), so its breaches and actions are the ones the Kafka path produces
 from the same file. One shard by default: outputs do not depend on the grouping, and the
-market work is done once instead of once per partition. ``replay_dicts`` skips decoding (already-decoded events) for
-benchmarks and backtests; the closed loop lives in ``pipelines.backtest.simulate``.
+market work is done once instead of once per partition; that shard's engine takes the feed in
+its sequencer's order made in one pass (``sequenced``). ``replay_dicts`` skips decoding
+(already-decoded events) for benchmarks and backtests; the closed loop lives in
+``pipelines.backtest.simulate``.
 
 ``replay_with_venue(path)`` runs a scenario recording as ``backstop demo`` runs the scenario: the
 closed loop through the scenario's simulated venue (fills fed back as position and collateral
@@ -23,8 +25,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipelines.engine.engine import EngineOutput, EngineParams
-from pipelines.engine.shard import Message, run_shards, shard_of
+from pipelines.detect.sequencer import NEVER_MS, input_rank
+from pipelines.engine.engine import Engine, EngineOutput, EngineParams
+from pipelines.engine.shard import Message, cyclic_gc_paused, run_shards, shard_of
 from pipelines.errors import UserError
 from pipelines.events.codec import Codec, default_codec
 from pipelines.events.validation import Validator
@@ -73,6 +76,53 @@ def messages(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], partitio
         yield target, Message(name[0], offset, name[1] + str(offset), record, value)
 
 
+def sequenced(rows: Iterable[Row], allowed_lateness_ms: int) -> list[tuple[str, dict[str, Any], str]]:
+    """``(record, value, ref)`` of ``rows`` in the order one shard hands them to its engine once
+    every input has ended — ``Shard.push`` of each of ``messages(rows, 1)``, then ``drain`` — in
+    one pass and without the messages: a row at or below its input's last offset (a redelivery)
+    or late for its input (``Sequencer.push``) is left out; the others come sorted by sequence
+    time (their input's newest event time so far), input rank, then place among their input's
+    rows taken. ``tests/replay/test_sequenced.py`` holds it to the shard."""
+    inputs: dict[tuple[str, int], _Input] = {}
+    entries: list[tuple[int, str, int, tuple[str, dict[str, Any], str]]] = []
+    for topic, partition, offset, record, value in rows:
+        source = inputs.get((topic, partition))
+        if source is None:
+            source = inputs[(topic, partition)] = _Input(input_rank(f"{topic}/{partition}"), f"{topic}:{partition}:")
+        if offset <= source.offset:
+            continue
+        source.offset = offset
+        t = value["event_time_ms"]
+        newest = source.newest
+        if t < newest - allowed_lateness_ms:
+            continue
+        if t > newest:
+            newest = source.newest = t
+        entries.append((newest, source.rank, source.taken, (record, value, source.refs + str(offset))))
+        source.taken += 1
+    entries.sort()  # (rank, place) is unique: no two entries tie
+    return [entry[3] for entry in entries]
+
+
+@dataclasses.dataclass(slots=True)
+class _Input:
+    """One input of ``sequenced``: as ``Shard`` and its ``Sequencer`` keep it."""
+
+    rank: str  # input_rank of its name, "topic/partition"
+    refs: str  # its refs' prefix, "topic:partition:"
+    offset: int = -1  # the last offset taken
+    newest: int = NEVER_MS  # the newest event time taken
+    taken: int = 0  # rows taken into the order
+
+
+def _one_shard(rows: Iterable[Row], key: SigningKey, params: EngineParams | None) -> EngineOutput:
+    """``run_shards(messages(rows, 1), 1, key, params)``: one engine fed ``sequenced(rows)``, the
+    cyclic collector paused for the run as there."""
+    with cyclic_gc_paused():
+        engine = Engine(key, params)
+        return engine.on_events(sequenced(rows, engine.params.detectors.allowed_lateness_ms))
+
+
 def replay(path: str | Path, *, key: SigningKey = DEFAULT_KEY, params: EngineParams | None = None,
            partitions: int = 1, codec: Codec | None = None, prefix: str = "",
            refused: Counter[str] | None = None) -> EngineOutput:
@@ -80,6 +130,8 @@ def replay(path: str | Path, *, key: SigningKey = DEFAULT_KEY, params: EnginePar
     default one shard holding every account, which gives the outputs of any partitioning. The
     records the intake refuses are left out and counted in ``refused`` (``valid``)."""
     rows = valid(load(path, codec, prefix), Counter() if refused is None else refused)
+    if partitions == 1:
+        return _one_shard(rows, key, params)
     return run_shards(messages(rows, partitions), partitions, key, params)
 
 
@@ -107,6 +159,8 @@ def replay_with_venue(path: str | Path, codec: Codec | None = None) -> EngineOut
 
 def replay_dicts(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], *, key: SigningKey = DEFAULT_KEY,
                  params: EngineParams | None = None, partitions: int = 1) -> EngineOutput:
+    if partitions == 1:
+        return _one_shard(rows, key, params)
     return run_shards(messages(rows, partitions), partitions, key, params)
 
 
