@@ -48,6 +48,7 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 
 from pipelines.detect.breach import Breach, BreachKind
+from pipelines.errors import UserError
 from pipelines.policy.actions import ActionType
 from pipelines.policy.circuit import TradingState, order_refusal, reduces_position
 from pipelines.risk.instruments import perpetual_of
@@ -78,6 +79,16 @@ class LadderParams:
     min_notional_usd: float = 1_000.0
     buffer: float = 0.02
     hedge_threshold_usd: float = 50_000.0
+
+    def __post_init__(self) -> None:
+        """Every parameter a finite number >= 0, and ``ramp_ms`` > 0 (the share of a round divides
+        by it): a UserError naming the first that is not."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not math.isfinite(value) or value < 0:
+                raise UserError(f"ladder parameter {f.name}: expected a finite non-negative number")
+        if self.ramp_ms <= 0:
+            raise UserError("ladder parameter ramp_ms: must be positive")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.detect.breach import Breach, BreachKind
+from pipelines.errors import UserError
 from pipelines.policy.ladder import (
     AccountState,
     AccountView,
@@ -241,3 +242,15 @@ def test_target_ratios_are_target_ratio_of_to_the_bit(margins, buffer) -> None:
     assert np.array_equal(ladder.target_ratios(maintenance, initial), np.array(scalar), equal_nan=True)
     assert [math.copysign(1.0, t) for t in ladder.target_ratios(maintenance, initial).tolist()] == \
         [math.copysign(1.0, t) for t in scalar]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("ramp_ms", 0, "ladder parameter ramp_ms: must be positive"),
+    ("round_ms", -1, "ladder parameter round_ms: expected a finite non-negative number"),
+    ("min_notional_usd", math.nan, "ladder parameter min_notional_usd: expected a finite non-negative number"),
+    ("round_notional_usd", math.inf, "ladder parameter round_notional_usd: expected a finite non-negative number"),
+])
+def test_ladder_parameters_that_cannot_be_used_are_refused(field: str, value: float, message: str) -> None:
+    with pytest.raises(UserError) as refused:
+        LadderParams(**{field: value})
+    assert str(refused.value) == message
