@@ -117,6 +117,7 @@ class _Codes:
     distress: np.ndarray  # float64, (accounts,): Ladder.round_code's distress start, NaN: none
     in_flight: np.ndarray  # float64, (positions,): Ladder.round_code's in flight on the position's instrument
     waiting: np.ndarray  # bool, (instruments,): ``waits``' last
+    ttb: np.ndarray  # float64, (accounts,): the time to breach the last triage found, on the rows it read
     unreliable: frozenset[str] = frozenset()  # what the in-flight column was read with
     waits_on: frozenset[str] = frozenset()  # what ``waiting`` was read with
 
@@ -134,7 +135,8 @@ class _Codes:
                 if name in column_of:
                     perpetuals[i, column_of[name]] = -qty  # the position: a close negates it
         return cls(built, table, np.zeros_like(perpetuals), perpetuals, np.full(len(built.book.accounts), math.nan),
-                   np.zeros(len(built.book.qty)), np.zeros(len(built.book.instruments.names), dtype=bool))
+                   np.zeros(len(built.book.qty)), np.zeros(len(built.book.instruments.names), dtype=bool),
+                   np.full(len(built.book.accounts), math.nan))
 
     def refresh(self, rows: np.ndarray, ladder: Ladder, detectors: Detectors, attention: Collection[str]) -> None:
         """Read ``rows`` again from the ladder, the detectors, the book's positions and the
@@ -469,9 +471,8 @@ class Engine:
         risk = revalued.risk
         speeds = [self._velocity(u, time_ms) for u in risk.underlyings]
         velocity = dict(zip(risk.underlyings, speeds))
-        ttb = self._times_to_breach(risk, speeds, rows)
         unreliable = self._unreliable(built.book.instruments.underlyings)
-        fate = self._triage(built, rows, risk, ttb, unreliable, time_ms)
+        fate = self._triage(built, rows, risk, speeds, unreliable, time_ms)
         slow = fate != triage.QUIET  # a due round resolves to VISIT or ROUND, never to QUIET
         plans: dict[int, LiquidationPlan] = {}
         # a few dozen rows a tick: one tolist and Python lists cost less than numpy's masks
@@ -488,8 +489,9 @@ class Engine:
             visit = [k for k, f in enumerate(fates) if f == triage.VISIT]
             marks = dict(zip(revalued.book.instruments.names, risk.marks.tolist()))
             first = [refs[built.first_touch(row_list[k], touched, moved)] for k in visit]
-            self._visit(built, revalued, rows[visit], ttb[visit], velocity, first, unreliable, plans, marks,
-                        time_ms, out)
+            visited = rows[visit]
+            self._visit(built, revalued, visited, self._codes(built).ttb[visited], velocity, first, unreliable, plans,
+                        marks, time_ms, out)
         out.exposures += self._exposures(built, rows, slow, risk, time_ms)
         return out
 
@@ -669,12 +671,10 @@ class Engine:
                 checked.append(is_due)
         return wanted, targets, checked
 
-    def _times_to_breach(self, risk, speeds: Sequence[float], rows: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _times_to_breach(risk, speeds: Sequence[float], rows: np.ndarray) -> np.ndarray:
         """Per row of ``rows``, its projected time to breach at the index velocity ``speeds`` (one
-        per underlying of ``risk``, in its order)."""
-        if self.params.compiled:
-            v = np.array(speeds, dtype=np.float64)
-            return revalue_kernels.times_to_breach_rows(risk.equity, risk.maintenance, risk.delta, risk.gamma, v, rows)
+        per underlying of ``risk``, in its order): the numpy reference of the triage kernel's."""
         a = b = np.zeros(len(rows))
         for k, speed in enumerate(speeds):
             a = a + 0.5 * risk.gamma[rows, k] * speed * speed
@@ -687,31 +687,35 @@ class Engine:
         that was delisted. Market state: it changes with market records, not with visits."""
         return self.detectors.unreliable(underlyings)
 
-    def _triage(self, built: BuiltBook, rows: np.ndarray, risk: BookRisk, ttb: np.ndarray,
+    def _triage(self, built: BuiltBook, rows: np.ndarray, risk: BookRisk, speeds: Sequence[float],
                 unreliable: frozenset[str], time_ms: int) -> np.ndarray:
         """Each of ``rows``' fate (``kernels.triage``: QUIET, VISIT, UNMOVED, ROUND or DUE_ROUND)
         from the resident codes, their in-flight column following ``unreliable`` first
-        (``_Codes.follow``). Changes nothing else: ``_revalue`` resolves the DUE_ROUND rows with
-        the tick's plans, and ``_leave_alone`` does for the rows left out what their visit would
-        have done."""
+        (``_Codes.follow``), at the index velocity ``speeds`` (per underlying of ``risk``); their
+        times to breach are left in the codes' ``ttb``. Changes nothing else: ``_revalue``
+        resolves the DUE_ROUND rows with the tick's plans, and ``_leave_alone`` does for the rows
+        left out what their visit would have done."""
         codes = self._codes(built)
         codes.follow(unreliable, self.ladder)
         underlying = np.array([[self.board.index[u] for u in risk.underlyings],
-                               [self.circuits.allows_risk_increase(u) for u in risk.underlyings]], dtype=np.float64)
-        return self._fates(codes, rows, risk, underlying, ttb, time_ms)
+                               [self.circuits.allows_risk_increase(u) for u in risk.underlyings], speeds],
+                              dtype=np.float64)
+        return self._fates(codes, rows, risk, underlying, time_ms)
 
-    def _fates(self, resident: _Codes, rows: np.ndarray, risk: BookRisk, underlying: np.ndarray, ttb: np.ndarray,
+    def _fates(self, resident: _Codes, rows: np.ndarray, risk: BookRisk, underlying: np.ndarray,
                time_ms: int) -> np.ndarray:
-        """``kernels.triage.triage_rows``, or its numpy reference: the screen (``_screen``), then
-        for the rows it keeps, margin detectors unmoved (``Detectors.margin_unmoved``), not
-        hedged or the hedge waiting (``Ladder.hedge_waits``), and the ladder unmoved
-        (``Ladder.unmoved``), only marking a round (``Ladder.round_only``) or running a
-        liquidating round (``Ladder.round_due``). ``underlying``:
-        per underlying, its index and whether its trading state lets risk increase."""
+        """``kernels.triage.triage_rows``, or its numpy reference: the times to breach
+        (``_times_to_breach``, written to ``resident.ttb`` at ``rows``), the screen
+        (``_screen``), then for the rows it keeps, margin detectors unmoved
+        (``Detectors.margin_unmoved``), not hedged or the hedge waiting (``Ladder.hedge_waits``),
+        and the ladder unmoved (``Ladder.unmoved``), only marking a round (``Ladder.round_only``)
+        or running a liquidating round (``Ladder.round_due``). ``underlying``: per underlying,
+        its index, whether its trading state lets risk increase and its index velocity."""
         if self.params.compiled:
-            return triage.triage_rows(rows, risk.margin_ratio, ttb, risk.maintenance, risk.initial, risk.delta,
-                                      resident.table, resident.hedges, resident.perpetuals, underlying,
-                                      self._limits, float(time_ms))
+            return triage.triage_rows(rows, risk.margin_ratio, risk.equity, risk.maintenance, risk.initial, risk.delta,
+                                      risk.gamma, resident.table, resident.hedges, resident.perpetuals, underlying,
+                                      self._limits, float(time_ms), resident.ttb)
+        ttb = resident.ttb[rows] = self._times_to_breach(risk, underlying[2].tolist(), rows)
         codes, ratio = resident.table[rows], risk.margin_ratio[rows]
         slow = self._screen(ratio, ttb, codes[:, triage.WATCHED] != 0)
         quiet = self.detectors.margin_unmoved(codes[:, triage.MARGIN], codes[:, triage.MARGIN_DUE],

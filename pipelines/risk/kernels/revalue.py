@@ -287,20 +287,18 @@ def time_to_breach(slack: float, a: float, b: float) -> float:
 
 
 @_kernel
-def times_to_breach_rows(equity: np.ndarray, maintenance: np.ndarray, delta: np.ndarray, gamma: np.ndarray,
-                         velocity: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Time to breach (ms) of each account in ``rows`` if each underlying's index keeps its
-    ``velocity`` (USD/ms): ``time_to_breach`` with a = sum gamma v^2 / 2, b = sum delta v."""
-    out = np.empty(len(rows))
-    for j, r in enumerate(rows):
-        a = 0.0
-        b = 0.0
-        for k in range(len(velocity)):
-            v = velocity[k]
-            a = a + 0.5 * gamma[r, k] * v * v
-            b = b + delta[r, k] * v
-        out[j] = time_to_breach(equity[r] - maintenance[r], a, b)
-    return out
+def time_to_breach_row(equity: np.ndarray, maintenance: np.ndarray, delta: np.ndarray, gamma: np.ndarray,
+                       velocity: np.ndarray, r: int) -> float:
+    """Time to breach (ms) of account ``r`` if each underlying's index keeps its ``velocity``
+    (USD/ms): ``time_to_breach`` with a = sum gamma v^2 / 2, b = sum delta v, summed in the
+    underlyings' order as ``Engine._times_to_breach`` does."""
+    a = 0.0
+    b = 0.0
+    for k in range(len(velocity)):
+        v = velocity[k]
+        a = a + 0.5 * gamma[r, k] * v * v
+        b = b + delta[r, k] * v
+    return time_to_breach(equity[r] - maintenance[r], a, b)
 
 
 @_kernel
@@ -341,7 +339,6 @@ def warm() -> None:
     for adaptive in (None, AdaptiveParams()):
         _, risk = account_risk(portfolio, market, adaptive=adaptive)
     rows = np.zeros(1, dtype=np.int64)
-    ttb = times_to_breach_rows(risk.equity, risk.maintenance, risk.delta, risk.gamma, np.zeros(1), rows)
-    exposures_picked(rows, ttb < 1.0, risk.margin_ratio, risk.equity, risk.maintenance, risk.initial,
+    exposures_picked(rows, np.zeros(1, dtype=np.bool_), risk.margin_ratio, risk.equity, risk.maintenance, risk.initial,
                      np.zeros((1, 2)), 1, np.zeros(1), np.zeros(1), 0.0, 1.0, 1.0)
     margin_ratio_of(risk.maintenance[0], risk.equity[0])  # the engine's penalty add-ons call it alone

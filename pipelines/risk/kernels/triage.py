@@ -15,10 +15,13 @@ One pass over the revalued rows decides, per row, its ``fate``:
   that sends is visited;
 - ``VISIT``: anything else, through the detectors and the ladder one by one.
 
+The screen and the ladder read each row's projected time to breach, which the same pass
+computes (``revalue.time_to_breach_row``) and leaves in a resident array for the visits.
 The engine keeps what this reads per row resident between ticks (``Engine._Codes``: the
 ``COLUMNS`` of a float64 table), so a tick costs one call. The reference is the engine's numpy
-composition of those methods (``EngineParams(compiled=False)``); only comparisons and one
-division are involved, so the two agree exactly (``tests/risk/test_kernels_triage.py``).
+composition of those methods and of ``ladder.times_to_breach_ms`` (``EngineParams(compiled=False)``);
+comparisons and + - * / sqrt alone are involved, each exactly rounded in both, so the two agree
+exactly (``tests/risk/test_kernels_triage.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import math
 
 import numpy as np
 from numba import njit
+
+from pipelines.risk.kernels.revalue import time_to_breach_row
 
 _kernel = njit(cache=True, error_model="numpy")
 
@@ -92,17 +97,22 @@ def _ladder_fate(state: float, last_round: float, in_flight: float, held: float,
 
 
 @_kernel
-def triage_rows(rows: np.ndarray, ratio: np.ndarray, ttb: np.ndarray, maintenance: np.ndarray,
-                initial: np.ndarray, delta: np.ndarray, codes: np.ndarray, hedges: np.ndarray,
-                perpetuals: np.ndarray, underlying: np.ndarray, limits: np.ndarray, time_ms: float) -> np.ndarray:
-    """The fate of each of ``rows`` (``ttb`` per row of ``rows``; the other arrays over every
-    account of the book: ``codes`` by ``COLUMNS``; ``delta``, the ``hedges`` in flight and the
-    positions in the ``perpetuals`` by underlying) at ``time_ms``; ``underlying``: per
-    underlying its index (row 0) and whether its trading state lets risk increase (row 1)."""
+def triage_rows(rows: np.ndarray, ratio: np.ndarray, equity: np.ndarray, maintenance: np.ndarray,
+                initial: np.ndarray, delta: np.ndarray, gamma: np.ndarray, codes: np.ndarray, hedges: np.ndarray,
+                perpetuals: np.ndarray, underlying: np.ndarray, limits: np.ndarray, time_ms: float,
+                ttb: np.ndarray) -> np.ndarray:
+    """The fate of each of ``rows`` (the arrays over every account of the book: ``codes`` by
+    ``COLUMNS``; ``delta``, ``gamma``, the ``hedges`` in flight and the positions in the
+    ``perpetuals`` by underlying) at ``time_ms``; ``underlying``: per underlying its index
+    (row 0), whether its trading state lets risk increase (row 1) and its index velocity in
+    USD/ms (row 2). Each row's time to breach at that velocity (``revalue.times_to_breach_rows``)
+    is written to ``ttb`` at its row of the book, and nothing else of ``ttb`` is."""
     out = np.empty(len(rows), dtype=np.int8)
+    velocity = underlying[2]
     for j in range(len(rows)):
         r = rows[j]
-        x, t = ratio[r], ttb[j]
+        x = ratio[r]
+        t = ttb[r] = time_to_breach_row(equity, maintenance, delta, gamma, velocity, r)
         if codes[r, WATCHED] == 0 and x < limits[QUIET_BELOW] and t >= limits[HORIZON_MS]:
             out[j] = QUIET
         elif ((codes[r, HEDGED] != 0
@@ -122,5 +132,5 @@ def triage_rows(rows: np.ndarray, ratio: np.ndarray, ttb: np.ndarray, maintenanc
 def warm() -> None:
     """Compile (or load from the on-disk cache) ``triage_rows`` for the types the engine passes."""
     one, square = np.ones(1), np.ones((1, 1))
-    triage_rows(np.zeros(1, dtype=np.int64), one, one, one, one, square, np.zeros((1, len(COLUMNS))), square, square,
-                np.ones((2, 1)), np.ones(len(LIMITS)), 0.0)
+    triage_rows(np.zeros(1, dtype=np.int64), one, one, one, one, square, square, np.zeros((1, len(COLUMNS))), square,
+                square, np.ones((3, 1)), np.ones(len(LIMITS)), 0.0, np.ones(1))
