@@ -105,10 +105,10 @@ class _Codes:
 
     Besides, what the planner's round check reads (``kernels.planner.RoundCheck``,
     ``Ladder.round_code``), refreshed with the rows: per row the ladder's distress start and
-    per position of the book the account's quantity in flight on its instrument (rows out of
-    attention hold NaN and 0.0 whatever their ladder holds: NORMAL in the table, never
-    DUE_ROUND); and per instrument whether it waits on the last ``unreliable`` set ``waits`` was
-    asked for."""
+    per position of the book the account's quantity in flight on its instrument (a row no
+    refresh read since the book was built holds NaN and 0.0, one that left attention what its
+    last refresh read: either way NORMAL in the table, never DUE_ROUND); and per instrument
+    whether it waits on the last ``unreliable`` set ``waits`` was asked for."""
 
     built: BuiltBook
     table: np.ndarray  # float64, (accounts, len(triage.COLUMNS))

@@ -6,16 +6,19 @@ account."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pytest
 
 from bench import venue_feed
+from pipelines.backtest.run import engine_params, simulate
 from pipelines.engine.engine import Engine, EngineParams
 from pipelines.policy.ladder import LadderParams
 from pipelines.replay.inprocess import replay_dicts
 from pipelines.risk.kernels import triage
+from pipelines.risk.liquidation_order import plan_liquidations
 from pipelines.scenarios import library
 from pipelines.scenarios.generate import generate
 from tests.engine.test_engine import run
@@ -220,3 +223,39 @@ def test_the_round_checks_resident_columns_follow_the_ladder_tick_after_tick(sce
     replay_dicts(rows, params=EngineParams(compiled=True))
     assert len(liquidating) > 1_000
     assert sum(liquidating)  # rows the triage could find due, on some ticks
+
+
+@pytest.mark.parametrize(("scenario", "seed", "ladder"), [
+    ("luna-2022", 3, {}),
+    ("ftx-2022", 1, {"min_notional_usd": 5_000.0, "ramp_ms": 20_000, "round_ms": 500}),
+])
+def test_the_kernels_round_verdicts_are_the_ladders_in_a_backtest_with_fills(scenario, seed, ladder,
+                                                                             monkeypatch) -> None:
+    """In a compiled backtest (fills come back as position updates: quantities in flight clear,
+    books are rebuilt), every due row's verdict from the planner kernel is ``_rounds_send``'s:
+    ``Ladder.round_orders`` on ``plan_liquidations``' plan, read from the ladder itself, not from
+    the resident columns; and every plan kept for a visit is that plan. Both ways count: a
+    verdict that sends where the ladder would not only costs a visit, which no output shows."""
+    generated = generate(library.get(scenario), seed)
+    params = engine_params(generated)
+    params = dataclasses.replace(params, compiled=True, ladder=dataclasses.replace(params.ladder, **ladder))
+    plans_of, verdicts = Engine._plans, {"due": 0, "sends": 0}
+
+    def checked(self: Engine, built, revalued, rows, due, unreliable, time_ms):
+        plans, sends = plans_of(self, built, revalued, rows, due, unreliable, time_ms)
+        book, risk = revalued.book, revalued.risk
+        wanted, targets, _ = self._wanted(book.accounts, risk, rows, due, time_ms)
+        made = plan_liquidations(book, risk, wanted, targets, adaptive=self.params.adaptive,
+                                 conditions=revalued.conditions) if wanted else []
+        reference = dict(zip(wanted, made))
+        marks = dict(zip(book.instruments.names, risk.marks.tolist()))
+        expected = self._rounds_send(book.accounts, rows[due], risk, reference, marks, unreliable, time_ms).tolist()
+        assert sends == expected
+        assert {i: repr(p) for i, p in plans.items()} == {i: repr(reference[i]) for i in plans}
+        verdicts["due"] += len(sends)
+        verdicts["sends"] += sum(sends)
+        return plans, sends
+
+    monkeypatch.setattr(Engine, "_plans", checked)
+    simulate(generated, with_backstop=True, params=params, progress=False)
+    assert verdicts["due"] > 100 and 0 < verdicts["sends"] < verdicts["due"]

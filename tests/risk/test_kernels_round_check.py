@@ -7,9 +7,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from pipelines.errors import UserError
 from pipelines.policy.ladder import Ladder, LadderParams
 from pipelines.risk.instruments import underlying_of
 from pipelines.risk.kernels import planner
@@ -79,7 +81,6 @@ def test_the_kernels_verdict_is_whether_round_orders_gives_anything(params, dist
     expected = bool(ladder.round_orders("a", legs, time_ms, set(), unreliable))
     positions = [(0, NAMES[k]) for k in other] + [(1, NAMES[k]) for k in held]
     check = check_of(ladder, [True], 2, positions, NAMES, np.array(marks), unreliable, time_ms)
-    rounds, limits = planner._rounds(check)
     table = np.zeros((before + len(plan), planner.ORDER_FIELDS))
     table[:before, planner.ORDER_INSTRUMENT], table[:before, planner.ORDER_QTY] = 0, 1e6  # another account's
     for o, (k, qty) in enumerate(plan, start=before):
@@ -88,6 +89,7 @@ def test_the_kernels_verdict_is_whether_round_orders_gives_anything(params, dist
     book = (np.array([0, len(other), len(positions)], dtype=np.int64),
             np.array([index[n] for _, n in positions], dtype=np.int64), np.ones(len(positions)),
             np.zeros(len(NAMES), dtype=np.int64), np.zeros(len(NAMES), dtype=np.bool_))
+    rounds, limits = planner._rounds(check, 1, book)
     assert planner._round_sends(table, before, len(table), 1, book, rounds, limits) is expected
     event("sends" if expected else "sends nothing")
 
@@ -124,3 +126,22 @@ def test_plan_rounds_checks_the_rounds_asked_for_and_unpacks_the_plans_a_visit_r
         assert got == (plan if send or not is_checked else None)
         assert repr(got) == repr(plan if send or not is_checked else None)
         event("sends" if send else "checked, sends nothing" if is_checked else "not checked")
+
+
+@settings(max_examples=25, deadline=None)
+@given(case=crash_books(), wrong=st.sampled_from(["checked", "distress_since_ms", "in_flight", "waits", "marks"]),
+       longer=st.booleans())
+def test_a_round_check_of_the_wrong_size_is_refused(case, wrong, longer) -> None:
+    """A ``RoundCheck`` with one entry too few or too many in any of its arrays is a UserError,
+    never a plan left out or an index the kernel reads past its array."""
+    book, risk, kw = case
+    accounts, targets = kw["accounts"], kw["target_ratios"]
+    fields = {"checked": [True] * len(accounts), "distress_since_ms": np.zeros(len(book.accounts)),
+              "in_flight": np.zeros(len(book.qty)), "waits": np.zeros(len(book.instruments), dtype=bool),
+              "marks": risk.marks}
+    size = len(fields[wrong])
+    fields[wrong] = np.resize(fields[wrong], size + 1 if longer or not size else size - 1)
+    check = planner.RoundCheck(**fields, time_ms=0, initial_share=0.2, ramp_ms=60_000, round_notional_usd=1e5,
+                               min_notional_usd=1e3)
+    with pytest.raises(UserError, match="^round check: expected one entry per batch account, book row, position"):
+        plan_rounds(book, risk, accounts, targets, check, kw["adaptive"], kw["conditions"])

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
+from pipelines.errors import UserError
 from pipelines.risk.adaptive import YEAR_DAYS, AdaptiveParams
 from pipelines.risk.book import Book, BookRisk
 from pipelines.risk.kernels.scalar import maximum, minimum
@@ -308,7 +309,8 @@ def _round_sends(orders: np.ndarray, first: int, last: int, account: int, positi
     before its first order the budget is the whole ``round_notional_usd`` and nothing is placed,
     so it does iff some order, in plan order, neither waits nor falls under ``min_notional_usd``
     (its quantity within the share less the account's in flight on the instrument, its notional
-    at the mark capped at the budget; the same comparisons, NaN included)."""
+    at the mark capped at the budget; the same comparisons, NaN included). A plan closes only
+    the account's own positions (``_search_account``), so its in flight is read from them alone."""
     position_start, instrument_idx, _, _, _ = positions
     _, distress_since_ms, in_flight, waits, marks = rounds
     _, _, _, budget, min_notional = limits
@@ -508,10 +510,19 @@ NO_ROUNDS: Rounds = (np.zeros(0, dtype=np.bool_), np.zeros(0), np.zeros(0), np.z
 NO_ROUND_LIMITS: RoundLimits = (0.0, 0.0, 1.0, 0.0, 0.0)
 
 
-def _rounds(check: RoundCheck | None) -> tuple[Rounds, RoundLimits]:
-    """``check`` as ``_plan_batch`` reads it (no account checked when None)."""
+def _rounds(check: RoundCheck | None, n_picked: int, positions: Positions) -> tuple[Rounds, RoundLimits]:
+    """``check`` as ``_plan_batch`` reads it (no account checked when None), for a batch of
+    ``n_picked`` accounts on the book of ``positions``; a UserError unless it has one ``checked``
+    per batch account, one distress start per book row, one quantity in flight per position and
+    one wait flag and mark per instrument (the kernel indexes them unchecked)."""
     if check is None:
         return NO_ROUNDS, NO_ROUND_LIMITS
+    position_start, instrument_idx, _, underlying_idx, _ = positions
+    sizes = ((check.checked, n_picked), (check.distress_since_ms, len(position_start) - 1),
+             (check.in_flight, len(instrument_idx)), (check.waits, len(underlying_idx)),
+             (check.marks, len(underlying_idx)))
+    if any(len(a) != n for a, n in sizes):
+        raise UserError("round check: expected one entry per batch account, book row, position and instrument")
     return ((_bools(check.checked), _floats(check.distress_since_ms), _floats(check.in_flight), _bools(check.waits),
              _floats(check.marks)),
             (float(check.time_ms), float(check.initial_share), float(check.ramp_ms), float(check.round_notional_usd),
@@ -523,13 +534,13 @@ class Resident(NamedTuple):
     kernel's array types: the book's positions and instrument table (``Positions``), the scenario
     weights, the per-underlying charges (the last three ``UNDERLYING_*`` columns); the
     instruments' names; and ``_risk_arrays``' last result with the objects it was made of
-    (empty until it keeps one)."""
+    (None until it keeps one)."""
 
     positions: Positions
     weight: np.ndarray
     charges: tuple[np.ndarray, np.ndarray, np.ndarray]
     names: tuple[str, ...]
-    last_risk: list[Any]  # [risk, adaptive, RiskArrays] once kept
+    last_risk: list[tuple[BookRisk, AdaptiveParams | None, RiskArrays] | None]  # one slot: None until one is kept
 
 
 def resident(book: Book, grid: ScenarioGrid, charges: UnderlyingParams) -> Resident:
@@ -545,7 +556,7 @@ def resident(book: Book, grid: ScenarioGrid, charges: UnderlyingParams) -> Resid
     positions = (_ints(book.position_start), _ints(book.instrument_idx), _floats(book.qty),
                  _ints(table.underlying_idx), _bools(table.is_option))
     made = Resident(positions, _floats(grid.weight), (_floats(charges.delta_charge_net),
-                    _floats(charges.delta_charge_hedged), _floats(charges.short_option_charge)), table.names, [])
+                    _floats(charges.delta_charge_hedged), _floats(charges.short_option_charge)), table.names, [None])
     book.derived[_RESIDENT] = (grid, charges, made)
     return made
 
@@ -575,7 +586,8 @@ def batch_inputs(kept: Resident, risk: BookRisk, picked: Sequence[int], targets:
     underlyings = (index, implied_vol, _floats(realised_vol), _floats(depth), *kept.charges)
     return (_ints(picked), _floats(targets), kept.positions, float(chunk_fraction), greeks, slippage,
             NO_SLIPPAGE if slippage_per_unit is None else _floats(slippage_per_unit), scenario_pnl,
-            kept.weight, underlyings, table, adaptive is not None, equity, int(max_steps), *_rounds(check))
+            kept.weight, underlyings, table, adaptive is not None, equity, int(max_steps),
+            *_rounds(check, len(picked), kept.positions))
 
 
 # (Greeks and units, underlying index and implied vol, scenario PnL, equity, adaptive table)
@@ -588,8 +600,8 @@ def _risk_arrays(kept: Resident, risk: BookRisk, adaptive: AdaptiveParams | None
     (``kept.last_risk``, held per book) again while ``risk`` and ``adaptive`` are the same
     objects, if they were the risk's own arrays (not copies): a resident risk is rewritten in
     place tick after tick, so its arrays hold the tick's values."""
-    last = kept.last_risk
-    if last and last[0] is risk and last[1] is adaptive:
+    last = kept.last_risk[0]
+    if last is not None and last[0] is risk and last[1] is adaptive:
         return last[2]
     unit, inputs = risk.unit, risk.inputs
     sources = (unit.delta, unit.gamma, unit.vega, risk.units, inputs.index, inputs.underlying_index,
@@ -597,7 +609,7 @@ def _risk_arrays(kept: Resident, risk: BookRisk, adaptive: AdaptiveParams | None
     made = [_floats(a) for a in sources]
     arrays = (tuple(made[:5]), (made[5], made[6]), made[7], made[8], adaptive_table(adaptive))
     if all(a is b for a, b in zip(made, sources)):
-        kept.last_risk[:] = [risk, adaptive, arrays]
+        kept.last_risk[0] = (risk, adaptive, arrays)  # one slot, read and written whole
     return arrays
 
 
@@ -622,4 +634,4 @@ def warm() -> None:
                 _floats(np.ones((1, 2))), tuple(_floats(np.array([v])) for v in (1.0, 0.5, 0.5, 1e6, 0.02, 0.01, 0.01)),
                 adaptive_table(AdaptiveParams()), True, _floats(one), 10,
                 *_rounds(RoundCheck(np.ones(1, dtype=np.bool_), np.zeros(1), np.zeros(2), np.zeros(2, dtype=np.bool_),
-                                    two, 0, 0.2, 60_000, 1e5, 1e3)))
+                                    two, 0, 0.2, 60_000, 1e5, 1e3), 1, positions))
