@@ -592,7 +592,7 @@ class Engine:
         its next resident revaluation: a tick's, valid for that tick only; False: the caller's own."""
         book = built.with_collateral(self.board.index)
         market = self.board.market_state(time_ms, book.instruments.underlyings)
-        conditions = self.board.conditions(self._realised_vols())
+        conditions = self.board.conditions(self._realised_vols(), book.instruments.underlyings)
         risk = revalue_book(book, market, self.params.margin, self.params.adaptive, conditions,
                             compiled=self.params.compiled, accounts=rows, resident=built.resident if resident else None)
         self._raise_add_ons(built, risk, rows)

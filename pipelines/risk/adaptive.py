@@ -26,6 +26,7 @@ docs/risk-model.md.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from collections.abc import Mapping
 
@@ -76,20 +77,34 @@ class HeldConditions(MarketConditions):
     after tick while unchanged, and what a compiled layout keeps its market rows for): the dicts
     are read-only copies (a write raises ``TypeError``); ``arrays`` are made once per
     underlyings tuple and shared, so not to be written to either (the kernels and the numpy
-    reference only read them)."""
+    reference only read them). ``buffers``: the maker's (an underlyings tuple, and a realised vol
+    and a depth array as long): ``arrays`` of that tuple are written into them, which the maker
+    hands to the next conditions it makes: valid while these are the maker's latest."""
 
+    buffers: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = dataclasses.field(
+        default=None, compare=False, repr=False)
     _arrays: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = dataclasses.field(
         default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("realised_vol", "depth_usd"):
-            object.__setattr__(self, name, types.MappingProxyType(dict(getattr(self, name))))
+        object.__setattr__(self, "realised_vol", types.MappingProxyType(dict(self.realised_vol)))
+        object.__setattr__(self, "depth_usd", types.MappingProxyType(dict(self.depth_usd)))
 
     def arrays(self, underlyings: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         made = self._arrays.get(underlyings)
         if made is None:
-            made = self._arrays[underlyings] = super().arrays(underlyings)
+            buffers = self.buffers
+            made = self._arrays[underlyings] = (self._filled(*buffers) if buffers is not None
+                                                and buffers[0] == underlyings else super().arrays(underlyings))
         return made
+
+    def _filled(self, underlyings: tuple[str, ...], rv: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``MarketConditions.arrays(underlyings)``, written into ``rv`` and ``depth``."""
+        vols, depths = self.realised_vol, self.depth_usd
+        for k, u in enumerate(underlyings):
+            rv[k] = vols.get(u, math.nan)
+            depth[k] = depths.get(u, math.inf)
+        return rv, depth
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

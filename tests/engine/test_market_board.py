@@ -67,11 +67,20 @@ def test_the_boards_conditions_cannot_be_written_to() -> None:
 
 def test_the_boards_conditions_arrays_are_those_of_their_values() -> None:
     """``HeldConditions.arrays``, made once and shared, hold what ``MarketConditions.arrays`` makes
-    of the same values, for each underlyings tuple asked for."""
+    of the same values, for each underlyings tuple asked for, the board's buffers' included, as
+    realised vols, depths and the underlyings the board is asked with change."""
     board = MarketBoard(0.5, {"BTC": 30_000.0}, depth_usd={"BTC-PERPETUAL": 5e6, "ETH-PERPETUAL": 2e6})
-    held = board.conditions({"BTC": 0.4})
-    plain = MarketConditions(dict(held.realised_vol), dict(held.depth_usd))
-    for underlyings in (("BTC", "ETH"), ("ETH",), ("SOL", "BTC")):
-        for _ in range(2):
-            for got, want in zip(held.arrays(underlyings), plain.arrays(underlyings)):
+    buffers = []
+    for vols, underlyings in (({"BTC": 0.4}, ("BTC", "ETH")), ({"BTC": 0.5, "ETH": 0.7}, ("BTC", "ETH")),
+                              ({"BTC": 0.5, "ETH": 0.7}, ("BTC", "ETH")), ({"ETH": 0.6}, ("ETH", "BTC", "SOL")),
+                              ({"ETH": 0.6, "SOL": 0.9}, ("ETH", "BTC", "SOL")), ({}, ())):
+        if len(buffers) == 4:
+            board.depth_usd["ETH-27DEC26"] = 1e6
+        held = board.conditions(vols, underlyings)
+        plain = MarketConditions(dict(held.realised_vol), dict(held.depth_usd))
+        for asked in (underlyings, ("ETH",), ("SOL", "BTC"), underlyings):
+            for got, want in zip(held.arrays(asked), plain.arrays(asked)):
                 np.testing.assert_array_equal(got, want)
+        buffers.append(held.arrays(underlyings)[0])
+    assert buffers[0] is buffers[1] is buffers[2] and buffers[3] is buffers[4]  # written in place
+    assert buffers[2] is not buffers[3]
