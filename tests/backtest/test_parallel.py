@@ -303,8 +303,11 @@ def test_tasks_split_a_scenarios_many_runs_to_give_every_process_work():
 
 def test_ctrl_c_ends_the_command_and_its_workers_with_exit_130_and_no_traceback(tmp_path):
     command = [sys.executable, "-m", "pipelines.cli", "backtest", "--scenario", "all", "--jobs", "2", "--no-progress"]
+    # Ctrl-C's default action, as a terminal's foreground job has it: a job started with `&` by a
+    # shell without job control (a CI script's) inherits SIGINT ignored, and so would this command
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": REPO}, start_new_session=True)
+                            env={**os.environ, "PYTHONPATH": REPO}, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for _ in range(600):  # its 2 workers running
             workers = descendants(proc.pid)
