@@ -21,7 +21,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from pipelines.risk.adaptive import HeldConditions, MarketConditions
+from pipelines.risk.adaptive import ConditionBuffers, HeldConditions, MarketConditions
 from pipelines.risk.instruments import Instrument, InstrumentError, instrument_from_definition, underlying_of
 from pipelines.risk.market import MarketState, UnderlyingMarket, check_positive
 
@@ -47,8 +47,8 @@ class MarketBoard:
     _depth: dict[str, float] = dataclasses.field(default_factory=dict, init=False, compare=False, repr=False)
     _conditions: MarketConditions | None = dataclasses.field(default=None, init=False, compare=False, repr=False)
     # the arrays the conditions it makes write their ``arrays`` into (``HeldConditions.buffers``)
-    _buffers: tuple[tuple[str, ...], np.ndarray, np.ndarray] = dataclasses.field(
-        default_factory=lambda: ((), np.zeros(0), np.zeros(0)), init=False, compare=False, repr=False)
+    _buffers: ConditionBuffers = dataclasses.field(
+        default_factory=lambda: ConditionBuffers((), np.zeros(0), np.zeros(0)), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.instruments = {}
@@ -174,9 +174,9 @@ class MarketBoard:
         """Realised vol and the thinnest perpetual depth per underlying, for the adaptive add-on;
         the same object again while the realised vols and the depths equal those it was made of
         (``HeldConditions``: read-only; what reads them reads only ``> 0`` and finiteness of a
-        zero, so 0.0 and -0.0 are the same to it). Conditions made new write their
-        ``arrays(underlyings)`` into the board's buffers (``HeldConditions.buffers``), which the
-        next ones made write into again: a tick's, read within the tick."""
+        zero, so 0.0 and -0.0 are the same to it). Conditions made new own the board's buffers
+        (``ConditionBuffers``) and write their ``arrays(underlyings)`` into them, until the next
+        ones made take them over: a tick's, read within the tick."""
         if self._depth_of is None or self._depth_of != self.depth_usd:
             depth: dict[str, float] = {}
             for instrument, usd in self.depth_usd.items():
@@ -185,9 +185,9 @@ class MarketBoard:
             self._depth_of, self._depth, self._conditions = dict(self.depth_usd), depth, None
         made = self._conditions
         if made is None or made.realised_vol != realised_vol:
-            if underlyings != self._buffers[0]:
-                self._buffers = (underlyings, np.empty(len(underlyings)), np.empty(len(underlyings)))
-            made = self._conditions = HeldConditions(realised_vol, self._depth, self._buffers)
+            if underlyings != self._buffers.underlyings:
+                self._buffers = ConditionBuffers(underlyings, np.empty(len(underlyings)), np.empty(len(underlyings)))
+            made = self._conditions = self._buffers.owner = HeldConditions(realised_vol, self._depth, self._buffers)
         return made
 
 

@@ -71,18 +71,30 @@ class MarketConditions:
         return rv, depth
 
 
+@dataclasses.dataclass(eq=False)
+class ConditionBuffers:
+    """A realised vol and a depth array as long as ``underlyings``, which only the conditions
+    ``owner`` (their maker's latest) writes its ``arrays(underlyings)`` into: arrays handed out
+    from here hold the owner's values until the maker gives the buffers to newer conditions, and
+    older conditions asked later make arrays of their own instead of writing over the owner's."""
+
+    underlyings: tuple[str, ...]
+    realised_vol: np.ndarray
+    depth: np.ndarray
+    owner: object = None
+
+
 @dataclasses.dataclass(frozen=True)
 class HeldConditions(MarketConditions):
-    """Conditions that cannot change after they are made (``MarketBoard.conditions``', reused tick
-    after tick while unchanged, and what a compiled layout keeps its market rows for): the dicts
-    are read-only copies (a write raises ``TypeError``); ``arrays`` are made once per
-    underlyings tuple and shared, so not to be written to either (the kernels and the numpy
-    reference only read them). ``buffers``: the maker's (an underlyings tuple, and a realised vol
-    and a depth array as long): ``arrays`` of that tuple are written into them, which the maker
-    hands to the next conditions it makes: valid while these are the maker's latest."""
+    """Conditions whose values cannot change after they are made (``MarketBoard.conditions``',
+    reused tick after tick while unchanged, and what a compiled layout keeps its market rows
+    for): the dicts are read-only copies (a write raises ``TypeError``); ``arrays`` are made once
+    per underlyings tuple and shared, so not to be written to either (the kernels and the numpy
+    reference only read them). ``buffers``: the maker's (``ConditionBuffers``): while these
+    conditions own them, ``arrays`` of their tuple are written into them, so those arrays are
+    valid while these are the maker's latest (a tick's, read within the tick)."""
 
-    buffers: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = dataclasses.field(
-        default=None, compare=False, repr=False)
+    buffers: ConditionBuffers | None = dataclasses.field(default=None, compare=False, repr=False)
     _arrays: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = dataclasses.field(
         default_factory=dict, init=False, compare=False, repr=False)
 
@@ -94,14 +106,17 @@ class HeldConditions(MarketConditions):
         made = self._arrays.get(underlyings)
         if made is None:
             buffers = self.buffers
-            made = self._arrays[underlyings] = (self._filled(*buffers) if buffers is not None
-                                                and buffers[0] == underlyings else super().arrays(underlyings))
+            if buffers is not None and buffers.owner is self and buffers.underlyings == underlyings:
+                made = self._filled(buffers)
+            else:
+                made = super().arrays(underlyings)
+            self._arrays[underlyings] = made
         return made
 
-    def _filled(self, underlyings: tuple[str, ...], rv: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``MarketConditions.arrays(underlyings)``, written into ``rv`` and ``depth``."""
-        vols, depths = self.realised_vol, self.depth_usd
-        for k, u in enumerate(underlyings):
+    def _filled(self, buffers: ConditionBuffers) -> tuple[np.ndarray, np.ndarray]:
+        """``MarketConditions.arrays(buffers.underlyings)``, written into the buffers' arrays."""
+        vols, depths, rv, depth = self.realised_vol, self.depth_usd, buffers.realised_vol, buffers.depth
+        for k, u in enumerate(buffers.underlyings):
             rv[k] = vols.get(u, math.nan)
             depth[k] = depths.get(u, math.inf)
         return rv, depth

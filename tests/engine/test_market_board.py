@@ -84,3 +84,19 @@ def test_the_boards_conditions_arrays_are_those_of_their_values() -> None:
         buffers.append(held.arrays(underlyings)[0])
     assert buffers[0] is buffers[1] is buffers[2] and buffers[3] is buffers[4]  # written in place
     assert buffers[2] is not buffers[3]
+
+
+def test_conditions_asked_after_newer_ones_were_made_leave_the_newer_ones_arrays_alone() -> None:
+    """Only the board's latest conditions write into its buffers: older ones asked later (a late
+    holder) get arrays of their own values and the latest's arrays keep theirs; a tuple of the
+    same length in another order gets buffers of its own order."""
+    board = MarketBoard(0.5, {"BTC": 30_000.0}, depth_usd={"BTC-PERPETUAL": 5e6, "ETH-PERPETUAL": 2e6})
+    old = board.conditions({"BTC": 0.4}, ("BTC",))
+    new = board.conditions({"BTC": 0.9}, ("BTC",))
+    latest = new.arrays(("BTC",))[0]
+    assert old.arrays(("BTC",))[0].tolist() == [0.4]
+    assert latest.tolist() == [0.9] and new.arrays(("BTC",))[0] is latest
+    swapped = board.conditions({"BTC": 0.5, "ETH": 0.7}, ("BTC", "ETH"))
+    assert swapped.arrays(("BTC", "ETH"))[0].tolist() == [0.5, 0.7]
+    again = board.conditions({"BTC": 0.6, "ETH": 0.8}, ("ETH", "BTC"))
+    assert [a.tolist() for a in again.arrays(("ETH", "BTC"))] == [[0.8, 0.6], [2e6, 5e6]]

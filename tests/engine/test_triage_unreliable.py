@@ -73,8 +73,8 @@ def test_liquidated_accounts_waiting_on_unreliable_legs_only_mark_their_rounds(m
     waiting = []
     triage_of = Engine._triage
 
-    def watched(self, built, rows, risk, ttb, unreliable, time_ms):
-        fate = triage_of(self, built, rows, risk, ttb, unreliable, time_ms)
+    def watched(self, built, rows, risk, speeds, unreliable, time_ms):
+        fate = triage_of(self, built, rows, risk, speeds, unreliable, time_ms)
         waiting.extend(i for i in rows[fate == triage.ROUND].tolist()
                        if any(u in unreliable or n in unreliable for n, u, _ in built.closes[i]))
         return fate

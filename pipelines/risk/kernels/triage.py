@@ -105,7 +105,7 @@ def triage_rows(rows: np.ndarray, ratio: np.ndarray, equity: np.ndarray, mainten
     ``COLUMNS``; ``delta``, ``gamma``, the ``hedges`` in flight and the positions in the
     ``perpetuals`` by underlying) at ``time_ms``; ``underlying``: per underlying its index
     (row 0), whether its trading state lets risk increase (row 1) and its index velocity in
-    USD/ms (row 2). Each row's time to breach at that velocity (``revalue.times_to_breach_rows``)
+    USD/ms (row 2). Each row's time to breach at that velocity (``revalue.time_to_breach_row``)
     is written to ``ttb`` at its row of the book, and nothing else of ``ttb`` is."""
     out = np.empty(len(rows), dtype=np.int8)
     velocity = underlying[2]
