@@ -299,19 +299,22 @@ the ladder's closes in flight resident, so a due round that sends nothing unpack
 
 ### Engine core, fourth pass (issue 21, 2026-12-05, 08:40-11:40 UTC)
 
-The figures of "Engine core" above (f37b940, load 0.6-0.9) against the third pass (c7aa7a3).
-The numpy reference per tick took 1.494 ms (1.698 at the third pass): the machine was quieter,
-so compare the compiled figures through their speed-ups as well. Every output stayed identical
-to the third pass's, replays and backtests, checked after each change.
+The figures of "Engine core" above (ec28440, load 0.7-0.9) against the third pass (c7aa7a3).
+The numpy reference per tick took 1.534 ms (1.698 at the third pass): the machine was quieter,
+so compare the compiled figures through their speed-ups as well. An hour before, at f37b940
+(the same engine less two review fixes), the slowest replay was x5,755 (luna-2022) and
+ftx-2022 took 0.186 s, against 0.227 s in this run and 0.176-0.183 s in an A/B of the two
+commits minutes after it: one replay still varies by a fifth from run to run on this VM.
+Every output stayed identical to the third pass's, replays and backtests, after each change.
 
 | figure | third pass | now | target |
 |---|---:|---:|---|
-| engine CPU per may-2021 tick | 0.214 ms (x7.94) | 0.168 ms (x8.91) | <= 0.3 ms: met |
-| in-process replay, slowest scenario | x4,946 | x5,755 (luna-2022) | >= x5,000: met on all 8 |
-| `backtest --scenario all --jobs 2`, wall | 3.7 s | 3.6 s | <= 4 s: met |
-| 20-point sweep, `--jobs 2`, wall | 33.7 s | 29.3 s | <= 60 s: met |
-| margin, 10k x 20 x 63 | 10.1 ms | 9.6 ms | <= 50 ms: met |
-| venue-scale feed, in-process | 165,824 ev/s | 193,972 ev/s | >= 50,000: met |
+| engine CPU per may-2021 tick | 0.214 ms (x7.94) | 0.173 ms (x8.89) | <= 0.3 ms: met |
+| in-process replay, slowest scenario | x4,946 | x5,295 (ftx-2022; the others x5,532-x6,761) | >= x5,000: met on all 8 |
+| `backtest --scenario all --jobs 2`, wall | 3.7 s | 3.2 s | <= 4 s: met |
+| 20-point sweep, `--jobs 2`, wall | 33.7 s | 32.1 s | <= 60 s: met |
+| margin, 10k x 20 x 63 | 10.1 ms | 9.9 ms | <= 50 ms: met |
+| venue-scale feed, in-process | 165,824 ev/s | 203,675 ev/s | >= 50,000: met |
 
 What changed: a due liquidation round is checked inside the planner's kernel, from the
 ladder's distress start and closes in flight kept resident per built book, so the plans of the
