@@ -1,8 +1,8 @@
 """In-process replay throughput: a scenario recording (real codec) through the in-process cluster.
 
 Reports four figures, one core: decoding the file (codec), sequencing alone (Sequencer), and the
-whole replay through ``run_shards`` on one shard (the in-process default) and on twelve (every
-market event through twelve engines, as a cluster of twelve partitions does it). Decoding and
+whole replay (``replay_dicts``) on one shard and on twelve (``run_shards``: every market event
+through twelve engines, as a cluster of twelve partitions does it). Decoding and
 sequencing are the baselines: the floor of any replay of the same file.
 
     .venv/bin/python bench/bench_replay.py [--scenario NAME] [--out F]
@@ -52,7 +52,7 @@ def main() -> None:
         engine.on_event(record, value, str(i))
     single = n / (time.perf_counter() - t)
     clusters = {}
-    for partitions in (1, 12):  # one shard holding every account (the replay default), and twelve
+    for partitions in (1, 12):  # one shard holding every account, and twelve
         t = time.perf_counter()
         replay_dicts(rows, partitions=partitions)
         clusters[partitions] = n / (time.perf_counter() - t)

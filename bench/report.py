@@ -297,9 +297,9 @@ tick, every one of them read), the market records about 20, exposures 13, the ro
 11, the due rounds' checks 9. The next step is the round check inside the planner's kernel, with
 the ladder's closes in flight resident, so a due round that sends nothing unpacks no plan.
 
-### Engine core, fourth pass (issue 21, 2026-12-05, 08:40-11:40 UTC)
+### Engine core, fourth pass (issue 21, 2026-12-05, from 08:40 UTC)
 
-The figures of "Engine core" above (ec28440, load 0.7-0.9) against the third pass (c7aa7a3).
+The figures of "Engine core" above (ec28440, load 0.7-1.4) against the third pass (c7aa7a3).
 The numpy reference per tick took 1.534 ms (1.698 at the third pass): the machine was quieter,
 so compare the compiled figures through their speed-ups as well. An hour before, at f37b940
 (the same engine less two review fixes), the slowest replay was x5,755 (luna-2022) and
@@ -320,8 +320,8 @@ What changed: a due liquidation round is checked inside the planner's kernel, fr
 ladder's distress start and closes in flight kept resident per built book, so the plans of the
 rounds that send nothing (3,473 of 3,490 in luna-2022) are never unpacked (decision 0017); the
 triage kernel computes each row's time to breach in its own pass (decision 0014); the
-planner's risk arrays are kept per book and the tick's market conditions write their arrays
-into two buffers the board keeps (decision 0016); the in-process replay orders a one-partition
+planner's risk arrays are kept per book (decision 0017) and the tick's market conditions write
+their arrays into two buffers the board keeps (decision 0016); the in-process replay orders a one-partition
 feed in one pass; a tick's fates stay Python lists; the exposures are read by column.
 
 What is left. A luna-2022 tick is about 0.17 ms of CPU. The biggest parts: the revaluation,
@@ -619,7 +619,7 @@ decoding the file and sequencing it alone, the floor of any replay of the same f
 | decode (codec) | {_n(r['decode_events_per_s'])} | x1 |
 | sequence (event-time merge) | {_n(r['sequencer_events_per_s'])} | {_ratio(r['sequencer_events_per_s'] / r['decode_events_per_s'])} |
 | one engine, all accounts | {_n(engine)} | {_ratio(engine / r['decode_events_per_s'])} |
-| `run_shards`, 1 partition (the replay default) | {_n(r['run_shards_1_partition_events_per_s'])} | {_ratio(r['run_shards_1_partition_events_per_s'] / r['decode_events_per_s'])} |
+| `run_shards`, 1 partition | {_n(r['run_shards_1_partition_events_per_s'])} | {_ratio(r['run_shards_1_partition_events_per_s'] / r['decode_events_per_s'])} |
 | `run_shards`, 12 partitions (every market event × 12) | {_n(r['run_shards_12_partitions_events_per_s'])} | {_ratio(r['run_shards_12_partitions_events_per_s'] / r['decode_events_per_s'])} |
 
 Target (issue 8): ≥ {_n(REPLAY_TARGET)} events/s — {_verdict(engine >= REPLAY_TARGET)}. A crash is the expensive

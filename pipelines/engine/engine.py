@@ -179,6 +179,11 @@ class _Codes:
                                                   for i in rows.tolist()]
 
 
+def _marks(book: Book, risk: BookRisk) -> dict[str, float]:
+    """The revaluation's mark per instrument of ``book``, by name."""
+    return dict(zip(book.instruments.names, risk.marks.tolist()))
+
+
 def _triage_limits(params: EngineParams) -> np.ndarray:
     """The thresholds ``kernels.triage`` reads (its ``LIMITS``), from the ladder's and the
     detectors' parameters; ``quiet_below``: under every ratio either acts at."""
@@ -471,7 +476,7 @@ class Engine:
         risk = revalued.risk
         speeds = [self._velocity(u, time_ms) for u in risk.underlyings]
         velocity = dict(zip(risk.underlyings, speeds))
-        unreliable = self._unreliable(built.book.instruments.underlyings)
+        unreliable = self.detectors.unreliable(built.book.instruments.underlyings)
         fate = self._triage(built, rows, risk, speeds, unreliable, time_ms)
         slow = fate != triage.QUIET  # a due round resolves to VISIT or ROUND, never to QUIET
         plans: dict[int, LiquidationPlan] = {}
@@ -487,7 +492,7 @@ class Engine:
         self._leave_alone(built, row_list, fates, time_ms)
         if triage.VISIT in fates:
             visit = [k for k, f in enumerate(fates) if f == triage.VISIT]
-            marks = dict(zip(revalued.book.instruments.names, risk.marks.tolist()))
+            marks = _marks(revalued.book, risk)
             first = [refs[built.first_touch(row_list[k], touched, moved)] for k in visit]
             visited = rows[visit]
             self._visit(built, revalued, visited, self._codes(built).ttb[visited], velocity, first, unreliable, plans,
@@ -538,7 +543,7 @@ class Engine:
                plans: Mapping[int, LiquidationPlan], marks: Mapping[str, float], time_ms: int,
                out: EngineOutput) -> None:
         """The per-account path for ``rows`` (each with its time to breach and the ref of the
-        tick's first event that touched it; ``unreliable``: the tick's, ``_unreliable``; the
+        tick's first event that touched it; ``unreliable``: the tick's, ``Detectors.unreliable``; the
         tick's ``plans``, ``_plans``, and ``marks`` by instrument): margin detectors, penalties
         and the ladder, whose decisions are signed into ``out``; the rows' codes are refreshed
         after."""
@@ -642,7 +647,7 @@ class Engine:
         if not self.params.compiled:
             plans = dict(zip(wanted, plan_liquidations(book, risk, wanted, targets, adaptive=adaptive,
                                                        conditions=conditions, compiled=False) if wanted else []))
-            marks = dict(zip(book.instruments.names, risk.marks.tolist()))
+            marks = _marks(book, risk)
             return plans, self._rounds_send(book.accounts, rows[due], risk, plans, marks, unreliable, time_ms).tolist()
         if not wanted:
             return {}, [False] * int(due.sum())
@@ -672,7 +677,7 @@ class Engine:
         return wanted, targets, checked
 
     @staticmethod
-    def _times_to_breach(risk, speeds: Sequence[float], rows: np.ndarray) -> np.ndarray:
+    def _times_to_breach(risk: BookRisk, speeds: Sequence[float], rows: np.ndarray) -> np.ndarray:
         """Per row of ``rows``, its projected time to breach at the index velocity ``speeds`` (one
         per underlying of ``risk``, in its order): the numpy reference of the triage kernel's."""
         a = b = np.zeros(len(rows))
@@ -680,12 +685,6 @@ class Engine:
             a = a + 0.5 * risk.gamma[rows, k] * speed * speed
             b = b + risk.delta[rows, k] * speed
         return times_to_breach_ms(risk.equity[rows] - risk.maintenance[rows], a, b)
-
-    def _unreliable(self, underlyings: Sequence[str]) -> frozenset[str]:
-        """What the ladder's liquidations wait on (``Ladder.on_revaluation``): of ``underlyings``
-        those whose oracle is unreliable, and every instrument whose mark is manipulated or
-        that was delisted. Market state: it changes with market records, not with visits."""
-        return self.detectors.unreliable(underlyings)
 
     def _triage(self, built: BuiltBook, rows: np.ndarray, risk: BookRisk, speeds: Sequence[float],
                 unreliable: frozenset[str], time_ms: int) -> np.ndarray:

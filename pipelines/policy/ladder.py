@@ -86,9 +86,9 @@ class LadderParams:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if not math.isfinite(value) or value < 0:
-                raise UserError(f"ladder parameter {f.name}: expected a finite non-negative number")
+                raise UserError(f"ladder parameter {f.name}: expected a finite non-negative number, got {value!r}")
         if self.ramp_ms <= 0:
-            raise UserError("ladder parameter ramp_ms: must be positive")
+            raise UserError(f"ladder parameter ramp_ms: must be positive, got {self.ramp_ms!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,6 +65,12 @@ def valid(rows: Iterable[Row], refused: Counter[str]) -> Iterator[Row]:
             refused[f"{record}: {reason}"] += 1
 
 
+def _input_names(topic: str, partition: int) -> tuple[str, str]:
+    """A topic partition's input name, as the stream workers name it (``topic/partition``), and
+    the prefix of its records' refs (``topic:partition:``, the offset follows)."""
+    return f"{topic}/{partition}", f"{topic}:{partition}:"
+
+
 def messages(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], partitions: int = ACCOUNT_PARTITIONS
              ) -> Iterator[tuple[int | None, Message]]:
     names: dict[tuple[str, int], tuple[str, str]] = {}  # per topic-partition: the input, the refs' prefix
@@ -72,7 +78,7 @@ def messages(rows: Iterable[tuple[str, int, int, str, dict[str, Any]]], partitio
         target = shard_of(record, value, partitions)
         name = names.get((topic, partition))
         if name is None:
-            name = names[(topic, partition)] = (f"{topic}/{partition}", f"{topic}:{partition}:")
+            name = names[(topic, partition)] = _input_names(topic, partition)
         yield target, Message(name[0], offset, name[1] + str(offset), record, value)
 
 
@@ -88,7 +94,8 @@ def sequenced(rows: Iterable[Row], allowed_lateness_ms: int) -> list[tuple[str, 
     for topic, partition, offset, record, value in rows:
         source = inputs.get((topic, partition))
         if source is None:
-            source = inputs[(topic, partition)] = _Input(input_rank(f"{topic}/{partition}"), f"{topic}:{partition}:")
+            name, ref_prefix = _input_names(topic, partition)
+            source = inputs[(topic, partition)] = _Input(input_rank(name), ref_prefix)
         if offset <= source.offset:
             continue
         source.offset = offset

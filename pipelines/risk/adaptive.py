@@ -81,7 +81,7 @@ class ConditionBuffers:
     underlyings: tuple[str, ...]
     realised_vol: np.ndarray
     depth: np.ndarray
-    owner: object = None
+    owner: HeldConditions | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -125,13 +125,11 @@ def plan_liquidations(
     reference (``_greedy_search``); the two make the same plans, to the bit.
     """
     params = params or DEFAULT_PARAMS
-    realised_vol, depth = (conditions or MarketConditions()).arrays(book.instruments.underlyings)
     slip_unit = None if slippage_per_unit is None else _slippage_per_unit(book, slippage_per_unit)
     if compiled:
-        slippage = (params.option_half_spread_vol_points, params.option_min_slippage_frac, params.linear_half_spread)
-        packed, kept = planner.plan_batch(book, risk, accounts, target_ratios, params.chunk_fraction, slippage,
-                                          slip_unit, realised_vol, depth, adaptive, params.max_steps)
+        packed, kept = _compiled_batch(book, risk, accounts, target_ratios, params, slip_unit, adaptive, conditions)
         return _unpacked(packed, kept.names, book.accounts)
+    realised_vol, depth = (conditions or MarketConditions()).arrays(book.instruments.underlyings)
     picked, targets = _checked_batch(accounts, target_ratios, len(book.accounts))
     if slip_unit is None:
         slip_unit = expected_slippage_per_unit(book, risk, params)
@@ -172,6 +170,18 @@ def _slippage_per_unit(book: Book, slippage_per_unit: np.ndarray) -> np.ndarray:
     return slip
 
 
+def _compiled_batch(book: Book, risk: BookRisk, accounts: Sequence[int], target_ratios: Sequence[float],
+                    params: LiquidationParams, slip_unit: np.ndarray | None, adaptive: AdaptiveParams | None,
+                    conditions: MarketConditions | None,
+                    check: planner.RoundCheck | None = None) -> tuple[np.ndarray, planner.Resident]:
+    """``planner.plan_batch`` of the batch under ``params`` and ``conditions`` (none: no add-on
+    inputs), its rounds checked where ``check`` asks."""
+    realised_vol, depth = (conditions or MarketConditions()).arrays(book.instruments.underlyings)
+    slippage = (params.option_half_spread_vol_points, params.option_min_slippage_frac, params.linear_half_spread)
+    return planner.plan_batch(book, risk, accounts, target_ratios, params.chunk_fraction, slippage, slip_unit,
+                              realised_vol, depth, adaptive, params.max_steps, check)
+
+
 def plan_rounds(book: Book, risk: BookRisk, accounts: Sequence[int], target_ratios: Sequence[float],
                 check: planner.RoundCheck, adaptive: AdaptiveParams | None = None,
                 conditions: MarketConditions | None = None) -> tuple[list[LiquidationPlan | None], list[bool]]:
@@ -180,11 +190,8 @@ def plan_rounds(book: Book, risk: BookRisk, accounts: Sequence[int], target_rati
     nothing (that plan is never unpacked), and whether its round sends anything (False where
     not checked): ``Ladder.round_orders`` non-empty on the plan's orders, at ``check``'s in-flight
     quantities, marks, unreliable instruments and time."""
-    realised_vol, depth = (conditions or MarketConditions()).arrays(book.instruments.underlyings)
-    p = DEFAULT_PARAMS
-    slippage = (p.option_half_spread_vol_points, p.option_min_slippage_frac, p.linear_half_spread)
-    packed, kept = planner.plan_batch(book, risk, accounts, target_ratios, p.chunk_fraction, slippage, None,
-                                      realised_vol, depth, adaptive, p.max_steps, check)
+    packed, kept = _compiled_batch(book, risk, accounts, target_ratios, DEFAULT_PARAMS, None, adaptive, conditions,
+                                   check)
     plans, orders = _fields(packed)
     sends = [row[planner.PLAN_SENDS] > 0 for row in plans]
     return ([_plan(row, orders, kept.names, book.accounts) if send or not asked else None

@@ -245,10 +245,11 @@ def test_target_ratios_are_target_ratio_of_to_the_bit(margins, buffer) -> None:
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("ramp_ms", 0, "ladder parameter ramp_ms: must be positive"),
-    ("round_ms", -1, "ladder parameter round_ms: expected a finite non-negative number"),
-    ("min_notional_usd", math.nan, "ladder parameter min_notional_usd: expected a finite non-negative number"),
-    ("round_notional_usd", math.inf, "ladder parameter round_notional_usd: expected a finite non-negative number"),
+    ("ramp_ms", 0, "ladder parameter ramp_ms: must be positive, got 0"),
+    ("round_ms", -1, "ladder parameter round_ms: expected a finite non-negative number, got -1"),
+    ("min_notional_usd", math.nan, "ladder parameter min_notional_usd: expected a finite non-negative number, got nan"),
+    ("round_notional_usd", math.inf,
+     "ladder parameter round_notional_usd: expected a finite non-negative number, got inf"),
 ])
 def test_ladder_parameters_that_cannot_be_used_are_refused(field: str, value: float, message: str) -> None:
     with pytest.raises(UserError) as refused:

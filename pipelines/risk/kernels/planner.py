@@ -506,8 +506,8 @@ class RoundCheck(NamedTuple):
     min_notional_usd: float
 
 
-NO_ROUNDS: Rounds = (np.zeros(0, dtype=np.bool_), np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.bool_), np.zeros(0))
-NO_ROUND_LIMITS: RoundLimits = (0.0, 0.0, 1.0, 0.0, 0.0)
+_NO_ROUNDS: Rounds = (np.zeros(0, dtype=np.bool_), np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.bool_), np.zeros(0))
+_NO_ROUND_LIMITS: RoundLimits = (0.0, 0.0, 1.0, 0.0, 0.0)
 
 
 def _rounds(check: RoundCheck | None, n_picked: int, positions: Positions) -> tuple[Rounds, RoundLimits]:
@@ -516,7 +516,7 @@ def _rounds(check: RoundCheck | None, n_picked: int, positions: Positions) -> tu
     per batch account, one distress start per book row, one quantity in flight per position and
     one wait flag and mark per instrument (the kernel indexes them unchecked)."""
     if check is None:
-        return NO_ROUNDS, NO_ROUND_LIMITS
+        return _NO_ROUNDS, _NO_ROUND_LIMITS
     position_start, instrument_idx, _, underlying_idx, _ = positions
     sizes = ((check.checked, n_picked), (check.distress_since_ms, len(position_start) - 1),
              (check.in_flight, len(instrument_idx)), (check.waits, len(underlying_idx)),
