@@ -109,6 +109,20 @@ def test_due_rounds_that_send_nothing_change_nothing_a_visit_would_not(scenario,
         assert_same_replay(replay, replayed(rows, compiled))
 
 
+def assert_plans_dropped_as_visiting_every_account(monkeypatch, rows: list, compiled: bool, method: str,
+                                                   unplanned, dropped: list) -> None:
+    """The replay of ``rows`` with ``Engine.<method>`` replaced by ``unplanned`` (which drops some of
+    the tick's plans into ``dropped``) drops some, and is the replay of one that visits every
+    account, state and codes included."""
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, method, unplanned)
+        replay = replayed(rows, compiled)
+    assert dropped
+    fates = Engine._fates
+    monkeypatch.setattr(Engine, "_fates", lambda self, *args: np.minimum(fates(self, *args), triage.VISIT))
+    assert_same_replay(replay, replayed(rows, compiled))
+
+
 def test_a_due_round_the_tick_made_no_plan_for_is_visited(monkeypatch) -> None:
     """A due round whose target is finite but that the tick's batch made no plan for is not read
     as sending nothing (``_rounds_send``, the numpy path's check): it is visited (the visit plans
@@ -121,13 +135,7 @@ def test_a_due_round_the_tick_made_no_plan_for_is_visited(monkeypatch) -> None:
         dropped.extend(plans.pop(i) for i in rows.tolist() if i in plans)  # the visit's plans too
         return rounds_send(self, accounts, rows, risk, plans, *args)
 
-    with monkeypatch.context() as patch:
-        patch.setattr(Engine, "_rounds_send", unplanned)
-        replay = replayed(rows, False)
-    assert dropped
-    fates = Engine._fates
-    monkeypatch.setattr(Engine, "_fates", lambda self, *args: np.minimum(fates(self, *args), triage.VISIT))
-    assert_same_replay(replay, replayed(rows, False))
+    assert_plans_dropped_as_visiting_every_account(monkeypatch, rows, False, "_rounds_send", unplanned, dropped)
 
 
 def test_a_visited_due_round_the_tick_kept_no_plan_for_plans_it_alone(monkeypatch) -> None:
@@ -141,13 +149,7 @@ def test_a_visited_due_round_the_tick_kept_no_plan_for_plans_it_alone(monkeypatc
         dropped.extend(made.pop(i) for i in rows[due].tolist() if i in made)
         return made, sends
 
-    with monkeypatch.context() as patch:
-        patch.setattr(Engine, "_plans", unplanned)
-        replay = replayed(rows, True)
-    assert dropped
-    fates = Engine._fates
-    monkeypatch.setattr(Engine, "_fates", lambda self, *args: np.minimum(fates(self, *args), triage.VISIT))
-    assert_same_replay(replay, replayed(rows, True))
+    assert_plans_dropped_as_visiting_every_account(monkeypatch, rows, True, "_plans", unplanned, dropped)
 
 
 @pytest.mark.parametrize("compiled", [True, False])
