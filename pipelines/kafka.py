@@ -5,19 +5,28 @@ given once.
 librdkafka logs a connection failure every few tens of milliseconds while a broker is down;
 routed as is, that buries the one line that matters. Its log goes through a Python logger that
 lets each distinct message through once per ``REPEAT_WINDOW_S``.
+
+Some of its blocking calls can outlive any timeout when the group coordinator goes away (the
+executor's transactional calls, librdkafka issues #5456 and #5511; the audit sink's synchronous
+offset commit across a restart of the only broker): ``Watchdog`` turns such a hang into an exit
+with ``EXIT_STUCK``, which a supervisor's restart recovers from (docs/decisions/0010).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pipelines.config import KafkaSettings
 from pipelines.errors import UserError
 
 REPEAT_WINDOW_S = 30.0
+EXIT_STUCK = 75  # EX_TEMPFAIL: a supervisor's restart is the remedy
 _NUMBERS = re.compile(r"\d+")
 
 
@@ -58,3 +67,27 @@ def client_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     return conf
 
 
+class Watchdog:
+    """Calls ``on_stuck(what)`` from a timer thread if the ``with`` block is still running after
+    ``after_s`` (confluent-kafka releases the GIL inside its blocking calls, so the timer runs)."""
+
+    def __init__(self, what: str, after_s: float, on_stuck: Callable[[str], None]) -> None:
+        self._timer = threading.Timer(after_s, on_stuck, args=(what,))
+        self._timer.daemon = True
+
+    def __enter__(self) -> Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
+def exit_stuck(what: str) -> None:
+    """The default ``on_stuck`` of the shells that use a ``Watchdog``: say why, then end the
+    process at once (no cleanup that could block on the same stuck client)."""
+    logging.getLogger(__name__).critical("%s blocked past its deadline: exiting with %d so a restart takes over",
+                                         what, EXIT_STUCK)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_STUCK)

@@ -40,6 +40,7 @@ from typing import Any
 
 from pipelines.audit.rows import Batch, Coordinates
 from pipelines.audit.store import Store, StoreUnavailable
+from pipelines.kafka import Watchdog, exit_stuck
 from pipelines.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,11 @@ class AuditSink:
     def __init__(self, store: Store, consumer: Any, codec: Any, *, batch_rows: int = 5000, linger_s: float = 0.5,
                  poll_timeout_s: float = 0.2, backoff_initial_s: float = 0.2, backoff_max_s: float = 5.0,
                  consumer_name: str = "audit-sink", sleep: Callable[[float], None] | None = None,
-                 metrics: Metrics | None = None, progress_interval_s: float = 30.0) -> None:
+                 metrics: Metrics | None = None, progress_interval_s: float = 30.0, commit_stuck_s: float = 30.0,
+                 on_stuck: Callable[[str], None] | None = None) -> None:
+        """``commit_stuck_s``: how long an offset commit may block before ``on_stuck`` (default
+        ``kafka.exit_stuck``: the process exits for its supervisor to restart it; the rows are
+        stored first, and a redelivery is de-duplicated by the coordinates key)."""
         self.store = store
         self.consumer = consumer
         self.codec = codec
@@ -88,6 +93,8 @@ class AuditSink:
         self.backoff_max_s = backoff_max_s
         self.consumer_name = consumer_name
         self.progress_interval_s = progress_interval_s
+        self.commit_stuck_s = commit_stuck_s
+        self.on_stuck = on_stuck or exit_stuck
         self.stats = SinkStats()
         self._batch = Batch(consumer_name)
         self._paused: list[Any] = []
@@ -238,8 +245,10 @@ class AuditSink:
         if not offsets:
             return
         try:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()],
-                                 asynchronous=False)
+            # a synchronous commit can block for good across a restart of the group's coordinator
+            with Watchdog("offset commit", self.commit_stuck_s, self.on_stuck):
+                self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()],
+                                     asynchronous=False)
             self.stats.commits += 1
         except KafkaException as exc:
             # the rows are stored; a redelivery after this is de-duplicated by the coordinates key

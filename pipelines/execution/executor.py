@@ -16,7 +16,7 @@ Exactly once, in two halves:
   older action never undoes a later one (reported ``accepted`` with a ``stale: ...`` reason).
 
 A transactional call that blocks past its own timeout ends the process (exit code
-``EXIT_STUCK``): librdkafka's ``send_offsets_to_transaction`` can hang for good when the group
+``pipelines.kafka.EXIT_STUCK``): librdkafka's ``send_offsets_to_transaction`` can hang for good when the group
 coordinator goes away mid-transaction (librdkafka issues #5456 and #5511). A restarted executor
 fences the open transaction (same ``transactional.id``) and redoes the batch, which the venue's
 client order ids make safe: the watchdog turns a hang into the crash the design recovers from
@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -56,6 +55,7 @@ from pipelines.events.validation import Validator
 from pipelines.execution.market import MarketFeed
 from pipelines.execution.venue import Order, StateChange, Venue, VenueError
 from pipelines.execution.waterfall import WaterfallResult
+from pipelines.kafka import Watchdog, exit_stuck
 from pipelines.ops.metrics import Metrics
 from pipelines.policy.actions import Action, ActionType
 from pipelines.policy.circuit import STATE_OF_ACTION, TradingState
@@ -63,7 +63,6 @@ from pipelines.policy.signing import SigningKey
 
 log = logging.getLogger(__name__)
 
-EXIT_STUCK = 75  # EX_TEMPFAIL: a supervisor's restart is the remedy
 STUCK_GRACE_S = 5.0  # past a call's own timeout, before the watchdog fires
 # the Action schema's value checks (quantities, prices, instruments); expiry is checked apart,
 # so any event time is accepted here: a replayed action is hours old by design
@@ -403,32 +402,6 @@ class Executor:
         self.producer.produce(self.config.dead_letter_topic, key=message.topic().encode(),
                               value=self.codec.encode("DeadLetter", record))
         self.stats.dead_lettered += 1
-
-
-class Watchdog:
-    """Calls ``on_stuck(what)`` from a timer thread if the ``with`` block is still running after
-    ``after_s`` (confluent-kafka releases the GIL inside its blocking calls, so the timer runs)."""
-
-    def __init__(self, what: str, after_s: float, on_stuck: Callable[[str], None]) -> None:
-        self._timer = threading.Timer(after_s, on_stuck, args=(what,))
-        self._timer.daemon = True
-
-    def __enter__(self) -> Watchdog:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-
-
-def exit_stuck(what: str) -> None:
-    """The executor's default ``on_stuck``: say why, then end the process at once (no cleanup
-    that could block on the same stuck client)."""
-    log.critical("%s blocked past its timeout (librdkafka #5456): exiting with %d so a restart takes over",
-                 what, EXIT_STUCK)
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(EXIT_STUCK)
 
 
 class _GiveUp(Exception):

@@ -153,3 +153,35 @@ def test_every_column_has_one_value_per_row() -> None:
     for table, columns, _ in batch.blocks():
         assert len({len(v) for v in columns.values()}) == 1, table
     assert sum(len(next(iter(c.values()))) for _, c, _ in batch.blocks()) == len(incident()) + 1
+
+
+class StuckCommits(FakeConsumer):
+    """A consumer whose first offset commit blocks until ``released`` (as librdkafka's can, for
+    good, across a restart of the group's coordinator)."""
+
+    def __init__(self, msgs: list[FakeMessage]) -> None:
+        super().__init__(msgs)
+        self.released = threading.Event()
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        assert self.released.wait(5), "the watchdog never fired"
+        super().commit(offsets, asynchronous)
+
+
+def test_an_offset_commit_that_blocks_past_its_deadline_is_reported_as_stuck() -> None:
+    """The commit runs under a watchdog: blocked past ``commit_stuck_s``, the sink calls
+    ``on_stuck`` (in production: exit for a restart, the rows being stored already)."""
+    codec = Codec()
+    msgs = messages(codec)
+    consumer, store, stuck = StuckCommits(msgs), FlakyStore(), []
+
+    def on_stuck(what: str) -> None:
+        stuck.append(what)
+        consumer.released.set()
+
+    sink = AuditSink(store, consumer, codec, batch_rows=len(msgs), linger_s=0.0, commit_stuck_s=0.05,
+                     on_stuck=on_stuck)
+    sink.subscribe(["t"])
+    sink.run(idle_exit_s=0.05)
+    assert stuck == ["offset commit"]
+    assert sum(store.rows.values()) == len(msgs) and consumer.commits  # stored before the commit that blocked

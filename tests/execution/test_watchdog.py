@@ -1,12 +1,12 @@
-"""The executor's watchdog: a blocking call that outlives its deadline is reported, a call that
-returns in time is not."""
+"""The Kafka shells' watchdog (executor, audit sink): a blocking call that outlives its deadline
+is reported, a call that returns in time is not."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from pipelines.execution.executor import Watchdog
+from pipelines.kafka import Watchdog
 
 
 def test_a_call_past_its_deadline_is_reported_once() -> None:
